@@ -1,0 +1,257 @@
+"""The authoring layer: `with Pipeline("web") as p: test >> bake` produces a frozen PipelineSpec.
+
+Stages created inside the `with` block register themselves (with the file and line that created
+them, so errors point at the user's code); `>>` records edges. Leaving the block builds and
+validates the spec.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.errors import DefinitionError, Problem
+from pipeline.model import Environment, Stage
+from pipeline.spec import PipelineSpec, Trigger
+
+_active: ContextVar[Pipeline | None] = ContextVar("active_pipeline", default=None)
+_collector: ContextVar[list[Pipeline] | None] = ContextVar("pipeline_collector", default=None)
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_FRAMEWORK_DIRS = tuple(
+    str(path) + os.sep
+    for path in (
+        *(Path(mod.__file__).resolve().parent for mod in (sys.modules["pydantic"],) if mod.__file__),
+        _PACKAGE_DIR,
+        _PACKAGE_DIR.parent / "stages",
+    )
+)
+_USER_DIRS = (str(_PACKAGE_DIR / "_bundled") + os.sep,)  # examples shipped in the wheel are user code
+
+
+def _is_framework(filename: str) -> bool:
+    resolved = str(Path(filename).resolve())
+    return resolved.startswith(_FRAMEWORK_DIRS) and not resolved.startswith(_USER_DIRS)
+
+
+Location = tuple[str, int]
+
+
+def caller_location() -> Location | None:
+    """The first frame outside the framework and pydantic: where the user wrote the call."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith("<") and not _is_framework(filename):
+            return filename, frame.f_lineno
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+class Pipeline:
+    """Builder for a PipelineSpec.
+
+    Example:
+        with Pipeline("hello-web", environments=[Environment(name="production")]) as p:
+            test = CommitTest(name="commit-test", commands=["pytest -q"])
+            bake = Bake(name="bake", template="images/web.pkr.hcl")
+            test >> bake
+        spec = p.spec
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        environments: Sequence[Environment] = (),
+        trigger: Trigger | None = None,
+        python: str | None = None,
+        install: str | None = None,
+    ) -> None:
+        self.name = name
+        self.environments = tuple(environments)
+        self.trigger = trigger
+        self.python = python
+        self.install = install
+        self.location = caller_location()
+        self._stages: list[Stage] = []
+        self._extra_needs: dict[int, list[str]] = {}
+        self.locations: dict[str, Location] = {}
+        self._spec: PipelineSpec | None = None
+        collected = _collector.get()
+        if collected is not None:
+            collected.append(self)
+
+    # --- context manager ---
+    def __enter__(self) -> Pipeline:
+        self._token = _active.set(self)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _active.reset(self._token)
+        if exc_type is None:
+            self._spec = self.build()
+
+    # --- authoring ---
+    def add(self, *stages: Stage) -> Pipeline:
+        """Add stages created outside a `with` block."""
+        for stage in stages:
+            self._register(stage, caller_location())
+        return self
+
+    def depend(self, targets: Stage | Iterable[Stage], *, on: Stage | Iterable[Stage]) -> None:
+        """Record that every stage in `targets` needs every stage in `on`."""
+        where = caller_location()
+        for dep in _as_list(on):
+            self._register(dep, where)
+            for target in _as_list(targets):
+                self._register(target, where)
+                needs = self._extra_needs.setdefault(id(target), [])
+                if dep.name not in needs:
+                    needs.append(dep.name)
+
+    def _register(self, stage: Stage, where: Location | None) -> None:
+        if not any(s is stage for s in self._stages):
+            self._stages.append(stage)
+            if where and stage.name not in self.locations:
+                self.locations[stage.name] = where
+
+    # --- result ---
+    @property
+    def spec(self) -> PipelineSpec:
+        if self._spec is None:
+            self._spec = self.build()
+        return self._spec
+
+    def build(self) -> PipelineSpec:
+        """Merge `>>` edges and references into each stage's needs, then validate the whole tree."""
+        stages = []
+        for stage in self._stages:
+            extra = self._extra_needs.get(id(stage), [])
+            refs = [r for r in stage.references().values() if r != stage.name]
+            needs = tuple(dict.fromkeys([*stage.needs, *extra, *refs]))
+            stages.append(stage if needs == stage.needs else stage.model_copy(update={"needs": needs}))
+        fields: dict[str, Any] = {"name": self.name, "stages": tuple(stages), "environments": self.environments}
+        for key in ("trigger", "python", "install"):
+            if getattr(self, key) is not None:
+                fields[key] = getattr(self, key)
+        try:
+            with _building():
+                return PipelineSpec(**fields)
+        except DefinitionError as exc:
+            raise DefinitionError(self.locate(exc.problems), source=self._source()) from None
+        except ValidationError as exc:
+            raise DefinitionError(self.locate(problems_from_validation(exc)), source=self._source()) from None
+
+    def locate(self, problems: Iterable[Problem]) -> list[Problem]:
+        """Point each problem at the line that created its stage (or the Pipeline(...) call)."""
+        return locate(problems, self.locations, self.location)
+
+    def _source(self) -> str | None:
+        return display_path(self.location[0]) if self.location else None
+
+
+def locate(
+    problems: Iterable[Problem], locations: Mapping[str, Location], fallback: Location | None
+) -> list[Problem]:
+    """Give each problem without a file the location of its stage, else `fallback`."""
+    located = []
+    for problem in problems:
+        where = locations.get(problem.stage or "") or fallback
+        if where and problem.file is None:
+            located.append(Problem(problem.message, problem.path, display_path(where[0]), where[1], problem.stage))
+        else:
+            located.append(problem)
+    return located
+
+
+def display_path(filename: str | Path) -> str:
+    """A path relative to the current folder when it is below it; else as given."""
+    try:
+        return str(Path(filename).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(filename)
+
+
+def _as_list(value: Stage | Iterable[Stage]) -> list[Stage]:
+    if isinstance(value, Stage):
+        return [value]
+    items = list(value)
+    for item in items:
+        if not isinstance(item, Stage):
+            raise TypeError(f"`>>` works between stages (or lists of stages), not {type(item).__name__}")
+    return items
+
+
+_building_flag: ContextVar[bool] = ContextVar("building", default=False)
+
+
+@contextmanager
+def _building() -> Iterator[None]:
+    token = _building_flag.set(True)
+    try:
+        yield
+    finally:
+        _building_flag.reset(token)
+
+
+def register_stage(stage: Stage) -> None:
+    """Called by every Stage on creation: joins the innermost open `with Pipeline(...)` block."""
+    builder = _active.get()
+    if builder is not None and not _building_flag.get():
+        builder._register(stage, caller_location())
+
+
+def current_builder(operation: str) -> Pipeline:
+    builder = _active.get()
+    if builder is None:
+        raise RuntimeError(
+            f"`{operation}` between stages works inside `with Pipeline(...):`; "
+            "outside one, pass needs=[...] to the stage instead"
+        )
+    return builder
+
+
+@contextmanager
+def collect_pipelines() -> Iterator[list[Pipeline]]:
+    """Collect every Pipeline created while the block runs (the loader uses this)."""
+    found: list[Pipeline] = []
+    token = _collector.set(found)
+    try:
+        yield found
+    finally:
+        _collector.reset(token)
+
+
+def problems_from_validation(exc: ValidationError, *, prefix: str = "") -> list[Problem]:
+    """pydantic errors as `stages[2].template: Field required` lines."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        path = prefix + _loc(err["loc"])
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see the stage's documentation for its fields)"
+        problems.append(Problem(message=message, path=path))
+    return problems
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

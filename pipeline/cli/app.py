@@ -1,0 +1,41 @@
+"""The typer app and the options every command shares."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="pipeline",
+    help="Write a release pipeline once in Python; run it here, render it for Jenkins, TeamCity and GitHub.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+run_app = typer.Typer(help="Run the pipeline (or one stage) on this machine.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+FileOption = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", help="Definition file (default: the nearest pipelinefile.py).", show_default=False),
+]
+ProfileName = Literal["local", "aws"]
+ProfileOption = Annotated[
+    ProfileName | None,
+    typer.Option("--profile", "-p", help="local (Docker on this machine) or aws (CloudFormation).", show_default=False),
+]
+
+
+def is_plain() -> bool:
+    """Plain, line-oriented output when stdout is not a terminal or CI is set."""
+    return bool(os.environ.get("CI")) or not sys.stdout.isatty()

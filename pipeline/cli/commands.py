@@ -1,0 +1,117 @@
+"""Commands that read a definition: validate, graph, run local, run stage, status."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pipeline.cli.app import FileOption, ProfileOption, app, console, is_plain, run_app
+from pipeline.diagram import GraphFormat, draw
+from pipeline.loader import Loaded, load
+from pipeline.model import Approval, Stage
+
+if TYPE_CHECKING:
+    from pipeline.runner import Runner
+
+
+@app.command()
+def validate(file: FileOption = None) -> None:
+    """Check the definition and the files it refers to. No side effects."""
+    loaded = load(file)
+    spec = loaded.spec
+    console.print(
+        f"[green]ok[/]: pipeline [bold]{spec.name}[/] ({loaded.file.name}): "
+        f"{len(spec.stages)} stages, {len(spec.environments)} environments"
+    )
+
+
+@app.command()
+def graph(
+    file: FileOption = None,
+    fmt: Annotated[GraphFormat, typer.Option("--format", help="text, mermaid or dot.")] = "text",
+) -> None:
+    """Show the stage graph: order, parallel groups, gates."""
+    loaded = load(file)
+    sys.stdout.write(draw(loaded.spec, fmt))
+
+
+@run_app.command("local")
+def run_local(
+    file: FileOption = None,
+    profile: ProfileOption = None,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="Start at this stage (and run what follows).")
+    ] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Run just this stage.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run stages even when up to date.")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the ephemeral test stack and print its URL.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer approval gates with yes.")] = False,
+) -> None:
+    """Run the whole chain on this machine, in DAG order; unchanged stages are skipped."""
+    from pipeline.runner import RunOptions
+
+    loaded = load(file)
+    options = RunOptions(
+        profile=profile, only=only, from_stage=from_stage, force=force, keep=keep, yes=yes, interactive=_interactive()
+    )
+    summary = _runner(loaded).run_local(options)
+    raise typer.Exit(summary.exit_code)
+
+
+@run_app.command("stage")
+def run_stage(
+    name: Annotated[str, typer.Argument(help="The stage to run.")],
+    file: FileOption = None,
+    profile: ProfileOption = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            "-m",
+            help="Run manifest: a manifest.json, or a folder of <stage>.json files (CI artifacts). "
+            "Default: $PIPELINE_MANIFEST, else this machine's latest run.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run even when up to date.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Answer the approval gate with yes (CI gates first).")
+    ] = False,
+) -> None:
+    """Run one stage, as a CI job calls it: upstream outputs come from the run manifest."""
+    from pipeline.runner import RunOptions
+
+    loaded = load(file)
+    options = RunOptions(profile=profile, force=force, yes=yes, interactive=_interactive(), manifest=manifest)
+    summary = _runner(loaded).run_stage(name, options)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def status(
+    environment: Annotated[str | None, typer.Argument(help="Only this environment.")] = None,
+    file: FileOption = None,
+) -> None:
+    """What runs where (image, stack, URL) and the last runs."""
+    from pipeline.cli.status_view import show_status
+
+    show_status(load(file), environment)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty() and not is_plain()
+
+
+def _runner(loaded: Loaded) -> Runner:
+    from pipeline.cli.progress import LiveReporter, PlainReporter
+    from pipeline.runner import Runner
+
+    reporter = PlainReporter(console) if is_plain() else LiveReporter(console)
+
+    def approver(stage: Stage, approval: Approval) -> bool:
+        return typer.confirm(f"{stage.name}: {approval.message}", default=False, err=True)
+
+    return Runner(loaded, reporter=reporter, approver=approver)

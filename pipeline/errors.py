@@ -1,0 +1,202 @@
+"""Every error the library raises on purpose, with a fixed exit code per class.
+
+A message says what happened, why, and what to do. Library code raises these; only the CLI prints
+them. Exit codes (the CLI contract): 0 ok, 1 a stage or check failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class PipelineError(Exception):
+    """Base of every expected failure. `hint` says what to do about it."""
+
+    exit_code: ClassVar[int] = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- bad input: exit 2 --------------------------------------------------------------------------
+
+
+class BadInputError(PipelineError):
+    """The user gave us something we cannot use; nothing was changed."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a definition: where (field path, file:line) and what."""
+
+    message: str
+    path: str = ""
+    file: str | None = None
+    line: int | None = None
+    stage: str | None = None
+    """The stage the problem is about, so the builder can point at the line that made it."""
+
+    def location(self) -> str:
+        if self.file and self.line:
+            return f"{self.file}:{self.line}"
+        return self.file or ""
+
+    def __str__(self) -> str:
+        head = f"{self.path}: " if self.path else ""
+        where = self.location()
+        tail = f" ({where})" if where else ""
+        return f"{head}{self.message}{tail}"
+
+
+class DefinitionError(BadInputError):
+    """The pipeline definition is invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[Problem], *, source: str | None = None, hint: str | None = None) -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        count = len(self.problems)
+        where = f" in {source}" if source else ""
+        lines = [f"the pipeline definition{where} has {count} problem{'s' if count != 1 else ''}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines), hint=hint or "fix the definition, then run `pipeline validate`")
+
+
+class DefinitionNotFoundError(BadInputError):
+    """No definition file where we looked."""
+
+
+class UserCodeError(BadInputError):
+    """The user's definition file raised while it was being imported."""
+
+
+class UnknownStageError(BadInputError):
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        super().__init__(
+            f"no stage named {name!r} in this pipeline",
+            hint=f"available stages: {', '.join(available) or '(none)'}",
+        )
+
+
+class UnknownTargetError(BadInputError):
+    def __init__(self, target: str, available: Sequence[str]) -> None:
+        super().__init__(
+            f"no renderer for target {target!r}",
+            hint=f"available targets: {', '.join(available)} (or `all`)",
+        )
+
+
+class RendererRegistryError(BadInputError):
+    """Two renderers claim the same name, or a plugin is registered under the wrong name."""
+
+
+class UnsupportedFeatureError(BadInputError):
+    """A CI target cannot express a feature the definition uses."""
+
+    def __init__(self, target: str, feature: str, where: str, hint: str | None = None) -> None:
+        super().__init__(f"{target} cannot express {feature} (used by {where})", hint=hint)
+        self.target = target
+        self.feature = feature
+
+
+class NotImplementedStageError(BadInputError):
+    """A stage kind whose executor does not exist (yet) for the chosen profile."""
+
+
+class TemplateError(BadInputError):
+    """A Packer or CloudFormation template is invalid; raised before any side effect."""
+
+
+class ApprovalRequiredError(BadInputError):
+    """A gate needs a human answer and there is nobody to ask."""
+
+
+class StateCorruptError(BadInputError):
+    """A ledger file under .pipeline/ cannot be read."""
+
+
+# --- failures: exit 1 ----------------------------------------------------------------------------
+
+
+class StageFailedError(PipelineError):
+    """A stage ran and failed (a command exited non-zero, a check failed, verification failed)."""
+
+    def __init__(self, stage: str, message: str, *, hint: str | None = None, log_tail: str = "") -> None:
+        super().__init__(f"stage {stage!r} failed: {message}", hint=hint)
+        self.stage = stage
+        self.log_tail = log_tail
+
+
+class CommandFailedError(PipelineError):
+    """A subprocess failed: reason first, then the stderr tail, then the command to reproduce."""
+
+    def __init__(self, command: Sequence[str] | str, returncode: int, tail: str, *, cwd: str | None = None) -> None:
+        self.command = command if isinstance(command, str) else " ".join(_shell_quote(c) for c in command)
+        self.returncode = returncode
+        self.tail = tail
+        where = f" (in {cwd})" if cwd else ""
+        msg = f"command exited with status {returncode}{where}"
+        if tail.strip():
+            indented = "\n".join("    " + line for line in tail.rstrip().splitlines())
+            msg += f"\n{indented}"
+        super().__init__(msg, hint=f"reproduce with: {self.command}")
+
+
+class CommandTimeoutError(PipelineError):
+    def __init__(self, command: str, seconds: float) -> None:
+        super().__init__(
+            f"command did not finish within {seconds:g} s: {command}",
+            hint="raise the stage's timeout_minutes, or find out why the command hangs",
+        )
+
+
+class VerificationFailedError(PipelineError):
+    """HTTP verification of an environment failed."""
+
+
+class ToolMissingError(PipelineError):
+    """A tool a stage needs (docker engine, packer, git, AWS endpoint) is not available."""
+
+
+class LockHeldError(PipelineError):
+    """Another live run holds the lock for this pipeline and environment."""
+
+
+class RenderDriftError(PipelineError):
+    """`render --check` found committed CI files that differ from a fresh render."""
+
+    def __init__(self, diff: str, paths: Sequence[str]) -> None:
+        super().__init__(
+            f"committed CI files differ from a fresh render: {', '.join(paths)}\n{diff}",
+            hint="run `pipeline render --target all` and commit the result",
+        )
+        self.diff = diff
+        self.paths = tuple(paths)
+
+
+class StackOperationError(PipelineError):
+    """A stack create/update/delete failed in the real world (names the resource and reason)."""
+
+
+class Interrupted(PipelineError):
+    """The run was interrupted (Ctrl-C); cleanup has been done."""
+
+    exit_code = 130
+
+
+def _shell_quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)

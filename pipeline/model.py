@@ -1,0 +1,277 @@
+"""The declarative spec: frozen pydantic objects that renderers and runners read.
+
+Everything here is plain data (no I/O, no engines) and round-trips through JSON losslessly.
+Stage kinds live in the top-level `stages` package, one module each; they subclass `Stage`.
+The pipeline itself (`PipelineSpec`) is in `pipeline.spec`, because it needs every stage kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from pipeline.execution import Executor
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+_ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+NAME_MAX = 48
+
+
+def check_name(value: str) -> str:
+    """Stage and environment names become job ids on every CI target, so they are strict."""
+    if not _NAME_RE.match(value) or len(value) > NAME_MAX:
+        raise ValueError(
+            f"{value!r} is not a valid name: use lowercase letters, digits and single hyphens, "
+            f"start with a letter, at most {NAME_MAX} characters (e.g. 'commit-test')"
+        )
+    return value
+
+
+def check_env_var(value: str) -> str:
+    if not _ENV_VAR_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid environment variable name: use A-Z, 0-9 and _, "
+            "not starting with a digit (e.g. 'AWS_SECRET_ACCESS_KEY')"
+        )
+    return value
+
+
+def check_relative_path(value: str) -> str:
+    """Paths in a definition are relative to the definition's folder, written with '/'."""
+    if not value or value.startswith("/") or "\\" in value or ".." in value.split("/"):
+        raise ValueError(
+            f"{value!r} must be a relative path inside the repository, written with '/' (e.g. 'images/web.pkr.hcl')"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+EnvVar = Annotated[str, AfterValidator(check_env_var)]
+RelPath = Annotated[str, AfterValidator(check_relative_path)]
+Profile = Literal["local", "aws"]
+PROFILES: tuple[Profile, ...] = ("local", "aws")
+
+
+class Spec(BaseModel):
+    """Base for everything a user authors: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class Secret(Spec):
+    """A secret the stage receives as an environment variable. Only names live here, never values.
+
+    Each CI target maps it to its own store: Jenkins `credentials('<jenkins>')`, TeamCity a password
+    parameter (`<teamcity>` is a `credentialsJSON:` token reference, never a value), GitHub
+    `secrets.<github>`. Locally the value is read from the environment variable `name`.
+    """
+
+    name: EnvVar
+    """Environment variable the stage reads, e.g. AWS_SECRET_ACCESS_KEY."""
+    jenkins: str | None = None
+    """Jenkins credentials id; default: `name` in lowercase with hyphens."""
+    teamcity: str | None = None
+    """TeamCity secure value reference (`credentialsJSON:<uuid>`); default: a password parameter to fill in."""
+    github: EnvVar | None = None
+    """GitHub secret name; default: `name`."""
+
+    @field_validator("teamcity")
+    @classmethod
+    def _teamcity_is_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("credentialsJSON:"):
+            raise ValueError(
+                "must be a TeamCity secure token reference like 'credentialsJSON:1b2c...', "
+                "never the secret value itself"
+            )
+        return value
+
+    @property
+    def jenkins_id(self) -> str:
+        return self.jenkins or self.name.lower().replace("_", "-")
+
+    @property
+    def github_name(self) -> str:
+        return self.github or self.name
+
+
+class Approval(Spec):
+    """A manual gate before the stage runs (Jenkins `input`, TeamCity approval, GitHub environment)."""
+
+    message: str = "Deploy?"
+    approvers: tuple[str, ...] = ()
+    """User names allowed to approve (Jenkins submitter, TeamCity `user:`, GitHub reviewers)."""
+    groups: tuple[str, ...] = ()
+    """Group or team names allowed to approve (TeamCity `group:`, GitHub team reviewers)."""
+    timeout_minutes: int = Field(default=1440, ge=1, le=43200)
+    """How long the gate waits before the run is aborted."""
+
+
+class AwsSettings(Spec):
+    """Where the aws profile talks to. Credentials come from the usual boto3 chain or `secrets`."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    """Override for emulators (moto, MiniStack, LocalStack); `AWS_ENDPOINT_URL` also works."""
+
+
+class Environment(Spec):
+    """A place the service runs: a stack built from a template, on the local or aws profile."""
+
+    name: Name
+    profile: Profile = "local"
+    """The profile CI uses for this environment; `pipeline run local --profile` overrides it."""
+    ephemeral: bool = False
+    """Created per run and deleted at the end (test stacks)."""
+    approval: Approval | None = None
+    """Gate every stage that deploys here."""
+    template: RelPath | None = None
+    """CloudFormation template of the stack (also the topology of the local profile)."""
+    stack: str | None = None
+    """Stack name; default `<pipeline>-<environment>` (ephemeral ones get a per-run suffix)."""
+    image_parameter: str = "ImageId"
+    """Template parameter that carries the machine image."""
+    aws: AwsSettings = AwsSettings()
+    secrets: tuple[Secret, ...] = ()
+    """Secrets every stage deploying here receives (e.g. AWS credentials)."""
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets_from_names(cls, value: Any) -> Any:
+        return coerce_secrets(value)
+
+    def stack_name(self, pipeline: str) -> str:
+        return self.stack or f"{pipeline}-{self.name}"
+
+
+class Verify(Spec):
+    """How to tell an environment behaves: HTTP requests through its load balancer."""
+
+    path: str = "/"
+    expect_status: int = Field(default=200, ge=100, le=599)
+    expect_text: str | None = None
+    """Text every response body must contain, e.g. 'Hello World 1.2.0'."""
+    requests: int = Field(default=10, ge=1, le=10000)
+    """Consecutive requests that must all pass."""
+    wait_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """How long to wait for the first good answer before failing."""
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with '/' (e.g. '/health')")
+        return value
+
+
+def coerce_secrets(value: Any) -> Any:
+    """Let users write secrets=["AWS_KEY"] as well as secrets=[Secret(name="AWS_KEY", ...)]."""
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, list | tuple):
+        return tuple(Secret(name=v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+def stage_ref(value: Any) -> Any:
+    """Accept a stage object wherever a stage name is expected."""
+    name = getattr(value, "name", None)
+    if isinstance(value, Stage) and isinstance(name, str):
+        return name
+    return value
+
+
+class Stage(Spec):
+    """Fields every stage kind shares. Subclasses add a literal `kind` and their own fields."""
+
+    kind: str
+    name: Name
+    """Unique in the pipeline; the job id on every CI target."""
+    needs: tuple[Name, ...] = ()
+    """Stages that must finish first (the builder's `a >> b` adds to this)."""
+    branches: tuple[str, ...] = ()
+    """Run only on these branches (glob patterns like 'main' or 'release/*'); empty means all."""
+    timeout_minutes: int = Field(default=60, ge=1, le=10080)
+    retries: int = Field(default=0, ge=0, le=10)
+    """Extra attempts after a failure."""
+    env: dict[EnvVar, str] = Field(default_factory=dict)
+    """Plain (non-secret) environment variables for the stage."""
+    secrets: tuple[Secret, ...] = ()
+    approval: Approval | None = None
+    """A manual gate before the stage; only stages that deploy may have one."""
+    description: str = ""
+
+    # --- class-level facts about a kind (not part of the data) ---
+    approvable: ClassVar[bool] = False
+    """Whether a manual gate makes sense before this kind (deployments, generic shell steps)."""
+    outputs: ClassVar[tuple[str, ...]] = ()
+    """Names of the outputs the stage writes to the run manifest."""
+    always: ClassVar[bool] = False
+    """Runs even when a stage it needs failed (teardown)."""
+    implemented: ClassVar[frozenset[str]] = frozenset()
+    """Profiles this kind has an executor for."""
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _needs_from_stages(cls, value: Any) -> Any:
+        if isinstance(value, str | Stage):
+            value = (value,)
+        if isinstance(value, list | tuple):
+            return tuple(dict.fromkeys(stage_ref(v) for v in value))
+        return value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets_from_names(cls, value: Any) -> Any:
+        return coerce_secrets(value)
+
+    @field_validator("branches", mode="before")
+    @classmethod
+    def _branches_from_str(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    # --- what a kind refers to ---
+    def files(self) -> tuple[str, ...]:
+        """Paths (relative to the definition) that must exist and feed the idempotency key."""
+        return ()
+
+    def references(self) -> Mapping[str, str]:
+        """Fields naming other stages: {field: stage name}. Each must be an upstream stage."""
+        return {}
+
+    def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
+        """For each field in `references`, the stage kinds it may name."""
+        return {}
+
+    def environment_name(self) -> str | None:
+        """The environment this stage deploys to or acts on, if any."""
+        return None
+
+    def executor(self) -> Executor[Any]:
+        from pipeline.errors import NotImplementedStageError
+
+        raise NotImplementedStageError(
+            f"stage {self.name!r} (kind {self.kind!r}) has no executor yet",
+            hint="this stage kind can be rendered for CI but not run; see the README's stage table",
+        )
+
+    # --- builder sugar: `a >> b` and `a >> [b, c]` record edges in the active Pipeline ---
+    def __rshift__(self, other: Stage | list[Stage]) -> Any:
+        from pipeline.builder import current_builder
+
+        current_builder(">>").depend(other, on=self)
+        return other
+
+    def __rrshift__(self, other: Stage | list[Stage]) -> Stage:
+        from pipeline.builder import current_builder
+
+        current_builder(">>").depend(self, on=other)
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        from pipeline.builder import register_stage
+
+        register_stage(self)

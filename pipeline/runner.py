@@ -1,0 +1,600 @@
+"""Run stages: plan (keys, up-to-date checks, preflight), then apply in DAG order, recording each.
+
+The runner is library code: it reports through a `Reporter` and never prints. `run_local` runs
+the whole chain (or a selection) on this machine; `run_stage` runs one stage as CI calls it,
+reading upstream outputs from a manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.errors import (
+    BadInputError,
+    Interrupted,
+    NotImplementedStageError,
+    PipelineError,
+    StageFailedError,
+)
+from pipeline.execution import Executor, PlanContext, StageContext
+from pipeline.hashing import hash_paths, stage_key
+from pipeline.loader import Loaded
+from pipeline.model import Approval, Profile, Stage
+from pipeline.secrets import Masker, resolve
+from pipeline.spec import PipelineSpec, branch_matches
+from pipeline.state import Ledger, Lock, Manifest, StageRecord, StageResult, new_run_id, now_iso
+
+# Spec fields that do not change what a stage produces, so they stay out of its key.
+_KEY_EXCLUDED = {"description", "needs", "timeout_minutes", "retries", "branches", "approval"}
+BUILD_LOCK = "build"
+
+OK_STATUSES = ("succeeded", "up-to-date")
+
+
+class Reporter(Protocol):
+    """Where the runner reports progress (the CLI's live view, a plain log, or a test)."""
+
+    def run_started(self, run_id: str, stages: list[str], run_dir: Path) -> None: ...
+    def stage_started(self, stage: str, attempt: int) -> None: ...
+    def stage_step(self, stage: str, text: str) -> None: ...
+    def stage_line(self, stage: str, line: str) -> None: ...
+    def stage_finished(self, stage: str, result: StageResult, log_tail: str) -> None: ...
+    def notice(self, text: str) -> None: ...
+    def run_finished(self, summary: RunSummary) -> None: ...
+
+
+class NullReporter:
+    def run_started(self, run_id: str, stages: list[str], run_dir: Path) -> None:
+        pass
+
+    def stage_started(self, stage: str, attempt: int) -> None:
+        pass
+
+    def stage_step(self, stage: str, text: str) -> None:
+        pass
+
+    def stage_line(self, stage: str, line: str) -> None:
+        pass
+
+    def stage_finished(self, stage: str, result: StageResult, log_tail: str) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        pass
+
+    def run_finished(self, summary: RunSummary) -> None:
+        pass
+
+
+@dataclass
+class RunOptions:
+    profile: Profile | None = None
+    only: str | None = None
+    from_stage: str | None = None
+    force: bool = False
+    keep: bool = False
+    yes: bool = False
+    interactive: bool = False
+    """A human can answer approval prompts (a TTY)."""
+    manifest: Path | None = None
+    """run stage: where upstream outputs come from and where this stage's result goes."""
+
+
+@dataclass
+class RunSummary:
+    pipeline: str
+    run_id: str
+    run_dir: Path
+    profile: str
+    results: dict[str, StageResult] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, r in self.results.items() if r.status in ("failed", "interrupted")]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return Interrupted.exit_code
+        return 1 if self.failed else 0
+
+
+Approver = Callable[[Stage, Approval], bool]
+
+
+class Runner:
+    def __init__(
+        self,
+        loaded: Loaded,
+        *,
+        ledger: Ledger | None = None,
+        reporter: Reporter | None = None,
+        approver: Approver | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.spec: PipelineSpec = loaded.spec
+        self.root = loaded.root
+        self.ledger = ledger or Ledger(self.root)
+        self.reporter: Reporter = reporter or NullReporter()
+        self.approver = approver
+        self._executors: dict[str, Executor[Any]] = {}
+
+    # ------------------------------------------------------------------ entry points
+    def run_local(self, options: RunOptions) -> RunSummary:
+        profile: Profile = options.profile or "local"
+        order = [s.name for s in self.spec.ordered()]
+        selected = self._select(order, options)
+        self._preflight(selected, profile)
+        carried = self._carried_outputs(order, selected, profile)
+        run_id = new_run_id()
+        manifest = Manifest(self.spec.name, run_id, profile)
+        for name, outputs in carried.items():
+            manifest.stages[name] = StageResult(
+                status="up-to-date", outputs=outputs, message="carried from an earlier run"
+            )
+        return self._execute(order, selected, manifest, self.ledger.manifest_path(run_id), profile, options)
+
+    def run_stage(self, name: str, options: RunOptions) -> RunSummary:
+        stage = self.spec.stage(name)  # UnknownStageError for a bad name
+        env = self.spec.environment_of(stage)
+        profile: Profile = options.profile or (env.profile if env else "local")
+        self._preflight([name], profile)
+        manifest_path = options.manifest or self._default_manifest_path()
+        manifest = Manifest.load(manifest_path) if manifest_path.exists() else None
+        if manifest is not None and manifest.pipeline != self.spec.name:
+            raise BadInputError(
+                f"manifest {manifest_path} belongs to pipeline {manifest.pipeline!r}, not {self.spec.name!r}",
+                hint="pass this pipeline's manifest with --manifest",
+            )
+        if manifest is None:
+            run_id = os.environ.get("PIPELINE_RUN_ID") or new_run_id()
+            manifest = Manifest(self.spec.name, run_id, profile)
+        manifest.profile = profile
+        # Upstream outputs the manifest lacks may come from this machine's ledger (laptop use).
+        for ancestor in self.spec.graph.ancestors(name):
+            if ancestor not in manifest.stages:
+                record = self.ledger.stage_record(self.spec.name, profile, ancestor)
+                if record is not None:
+                    manifest.stages[ancestor] = StageResult(status="up-to-date", outputs=record.outputs)
+        missing = [
+            ref for ref in stage.references().values() if ref not in manifest.outputs() and not type(stage).always
+        ]
+        if missing:
+            raise BadInputError(
+                f"stage {name!r} needs the outputs of {', '.join(repr(m) for m in missing)}, "
+                f"which {manifest_path} does not hold",
+                hint="run those stages first, or pass the manifest they wrote with --manifest",
+            )
+        order = [s.name for s in self.spec.ordered()]
+        return self._execute(order, [name], manifest, manifest_path, profile, options, single=True)
+
+    def _default_manifest_path(self) -> Path:
+        env = os.environ.get("PIPELINE_MANIFEST")
+        if env:
+            return Path(env)
+        runs = self.ledger.runs()
+        if runs:
+            return self.ledger.manifest_path(runs[-1])
+        return self.ledger.manifest_path(new_run_id())
+
+    # ------------------------------------------------------------------ planning
+    def _select(self, order: list[str], options: RunOptions) -> list[str]:
+        if options.only and options.from_stage:
+            raise BadInputError("--only and --from cannot be combined", hint="use one of them")
+        if options.only:
+            self.spec.stage(options.only)
+            return [options.only]
+        if options.from_stage:
+            self.spec.stage(options.from_stage)
+            later = self.spec.graph.descendants(options.from_stage)
+            return [n for n in order if n == options.from_stage or n in later]
+        return list(order)
+
+    def executor(self, stage: Stage) -> Executor[Any]:
+        if stage.name not in self._executors:
+            self._executors[stage.name] = stage.executor()
+        return self._executors[stage.name]
+
+    def _preflight(self, selected: list[str], profile: Profile) -> None:
+        """Everything that can be known before a side effect: executors exist for this profile."""
+        missing = []
+        for name in selected:
+            stage = self.spec.stage(name)
+            if profile not in type(stage).implemented:
+                missing.append(f"{name} ({stage.kind})")
+        if missing:
+            raise NotImplementedStageError(
+                f"no {profile}-profile executor yet for: {', '.join(missing)}",
+                hint="these stage kinds can be validated and rendered for CI, but not run on this profile yet; "
+                "run the others with --only, or see the README's stage table",
+            )
+        for name in selected:
+            self.executor(self.spec.stage(name))
+
+    def _carried_outputs(self, order: list[str], selected: list[str], profile: str) -> dict[str, dict[str, str]]:
+        """Outputs of stages outside the selection that selected stages need (from the ledger)."""
+        wanted = set()
+        for name in selected:
+            wanted |= self.spec.graph.ancestors(name)
+        wanted -= set(selected)
+        carried = {}
+        for name in order:
+            if name not in wanted:
+                continue
+            record = self.ledger.stage_record(self.spec.name, profile, name)
+            if record is None:
+                users = [s for s in selected if name in self.spec.stage(s).references().values()]
+                if users:
+                    raise BadInputError(
+                        f"stage {users[0]!r} needs the outputs of {name!r}, which has not run on this machine "
+                        f"with the {profile} profile",
+                        hint=f"run without --only/--from first, or include {name!r}",
+                    )
+                continue
+            carried[name] = record.outputs
+        return carried
+
+    def _plan_context(self, stage: Stage, profile: Profile, upstream: Mapping[str, Mapping[str, str]]) -> PlanContext:
+        return PlanContext(self.spec, stage, self.root, profile, upstream, self.ledger)
+
+    def key(self, stage: Stage, profile: Profile, upstream: Mapping[str, Mapping[str, str]]) -> str:
+        executor = self.executor(stage)
+        ctx = self._plan_context(stage, profile, upstream)
+        reads = (
+            sorted(self.spec.graph.ancestors(stage.name))
+            if executor.reads_all_upstream
+            else sorted(set(stage.references().values()))
+        )
+        spec_data = stage.model_dump(mode="json", exclude=_KEY_EXCLUDED)
+        spec_data["secrets"] = sorted(s["name"] for s in spec_data.get("secrets", []))
+        env = self.spec.environment_of(stage)
+        if env is not None:
+            spec_data["environment"] = env.model_dump(mode="json", exclude={"approval"})
+        return stage_key(
+            spec_data,
+            hash_paths(self.root, stage.files()),
+            {name: dict(upstream.get(name, {})) for name in reads},
+            dict(executor.inputs(ctx)),
+        )
+
+    def _is_current(
+        self,
+        stage: Stage,
+        profile: Profile,
+        key: str,
+        selected: list[str],
+        outputs_so_far: Mapping[str, Mapping[str, str]],
+    ) -> StageRecord | None:
+        """The recorded result if the stage is up to date, else None."""
+        record = self.ledger.stage_record(self.spec.name, profile, stage.name)
+        if record is None or record.key != key:
+            return None
+        executor = self.executor(stage)
+        ctx = self._plan_context(stage, profile, outputs_so_far)
+        if executor.is_live(ctx, record.outputs):
+            return record
+        if executor.ephemeral and self._descendants_current(stage, profile, record, selected, outputs_so_far):
+            return record
+        return None
+
+    def _descendants_current(
+        self,
+        stage: Stage,
+        profile: Profile,
+        record: StageRecord,
+        selected: list[str],
+        outputs_so_far: Mapping[str, Mapping[str, str]],
+    ) -> bool:
+        """An intermediate result (a deleted test stack) still counts when everything after it is current."""
+        later = [n for n in selected if n in self.spec.graph.descendants(stage.name)]
+        if not later:
+            return False
+        assumed = {k: dict(v) for k, v in outputs_so_far.items()}
+        assumed[stage.name] = record.outputs
+        for name in later:
+            other = self.spec.stage(name)
+            other_record = self.ledger.stage_record(self.spec.name, profile, name)
+            if other_record is None or other_record.key != self.key(other, profile, assumed):
+                return False
+            executor = self.executor(other)
+            if not executor.ephemeral and not executor.is_live(
+                self._plan_context(other, profile, assumed), other_record.outputs
+            ):
+                return False
+            assumed[name] = other_record.outputs
+        return True
+
+    # ------------------------------------------------------------------ applying
+    def _locks(self, selected: list[str]) -> list[Lock]:
+        names = set()
+        for name in selected:
+            env = self.spec.environment_of(self.spec.stage(name))
+            names.add(env.name if env else BUILD_LOCK)
+        purpose = f"pipeline run, stages {', '.join(selected)}"
+        return [self.ledger.lock(self.spec.name, n, purpose=purpose) for n in sorted(names)]
+
+    def _execute(
+        self,
+        order: list[str],
+        selected: list[str],
+        manifest: Manifest,
+        manifest_path: Path,
+        profile: Profile,
+        options: RunOptions,
+        *,
+        single: bool = False,
+    ) -> RunSummary:
+        self.ledger.ensure()
+        run = _Run(self, manifest, manifest_path, profile, options, selected, single)
+        with ExitStack() as stack:
+            for lock in self._locks(selected):
+                stack.enter_context(lock)
+                if lock.took_over:
+                    pid = lock.took_over.get("pid")
+                    self.reporter.notice(f"took over {lock.path.stem}: its holder (pid {pid}) is no longer running")
+                    run.event(None, "lock-taken-over", holder=lock.took_over)
+            for name in selected:
+                manifest.stages.setdefault(name, StageResult())
+            run.save(None)
+            run.event(None, "run-started", stages=selected, profile=profile)
+            self.reporter.run_started(manifest.run_id, selected, run.summary.run_dir)
+            try:
+                run.loop(order)
+            finally:
+                run.summary.results = {n: manifest.stages[n] for n in selected}
+                run.event(None, "run-finished", exit_code=run.summary.exit_code)
+                self.reporter.run_finished(run.summary)
+        return run.summary
+
+    def _gate(self, stage: Stage, approval: Approval, options: RunOptions) -> None:
+        from pipeline.errors import ApprovalRequiredError
+
+        if options.yes:
+            self.reporter.notice(f"{stage.name}: approval gate answered by --yes")
+            return
+        if not options.interactive or self.approver is None:
+            raise ApprovalRequiredError(
+                f"stage {stage.name!r} waits for approval ({approval.message!r}) and there is no terminal to ask",
+                hint="re-run with --yes to approve, or run in a terminal to be asked",
+            )
+        if not self.approver(stage, approval):
+            raise StageFailedError(stage.name, "approval declined", hint="re-run when you want to deploy")
+
+
+class _Run:
+    """The state of one run while it executes: manifest, where it is saved, what is blocked."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        manifest: Manifest,
+        manifest_path: Path,
+        profile: Profile,
+        options: RunOptions,
+        selected: list[str],
+        single: bool,
+    ) -> None:
+        self.runner = runner
+        self.spec = runner.spec
+        self.ledger = runner.ledger
+        self.reporter = runner.reporter
+        self.manifest = manifest
+        self.manifest_path = manifest_path
+        self.profile = profile
+        self.options = options
+        self.selected = selected
+        self.single = single
+        self.run_dir = self.ledger.run_dir(manifest.run_id)
+        self.summary = RunSummary(self.spec.name, manifest.run_id, self.run_dir, profile)
+
+    def loop(self, order: list[str]) -> None:
+        blocked: set[str] = set()
+        branch = None if self.single else current_branch(self.runner.root)
+        for name in order:
+            if name not in self.selected:
+                continue
+            stage = self.spec.stage(name)
+            always = type(stage).always
+            failed_needs = [d for d in stage.needs if d in blocked]
+            reason = None
+            if self.summary.interrupted and not always:
+                reason = "not run: interrupted"
+            elif failed_needs and not always:
+                reason = f"not run: {failed_needs[0]} did not succeed"
+            elif not self.single and not branch_matches(stage.branches, branch):
+                reason = f"branch filter {', '.join(stage.branches)} does not match {branch or 'a detached HEAD'}"
+            upstream = self.upstream(stage)
+            if reason is None and always and not any(upstream.get(r) for r in stage.references().values()):
+                self.finish(name, "skipped", "nothing to do: nothing was created")
+                continue
+            if reason is not None:
+                self.finish(name, "skipped", reason)
+                blocked.add(name)
+                continue
+            try:
+                status = self.run_one(stage, upstream)
+            except KeyboardInterrupt:
+                self.summary.interrupted = True
+                status = "interrupted"
+            if status not in OK_STATUSES:
+                blocked.add(name)
+
+    def upstream(self, stage: Stage) -> dict[str, dict[str, str]]:
+        """Outputs of every ancestor; an always-stage also sees what failed stages left behind."""
+        ancestors = self.spec.graph.ancestors(stage.name)
+        always = type(stage).always
+        return {
+            name: dict(result.outputs)
+            for name, result in self.manifest.stages.items()
+            if name in ancestors and (result.status in OK_STATUSES or (always and result.outputs))
+        }
+
+    def run_one(self, stage: Stage, upstream: dict[str, dict[str, str]]) -> str:
+        name = stage.name
+        result = self.manifest.stages[name]
+        result.started_at = now_iso()
+        masker = Masker()
+        try:
+            result.key = self.runner.key(stage, self.profile, upstream)
+            if not self.options.force:
+                record = self.runner._is_current(
+                    stage, self.profile, result.key, self.selected, self.manifest.outputs()
+                )
+                if record is not None:
+                    result.outputs = dict(record.outputs)
+                    self.finish(name, "up-to-date", f"up to date (from run {record.run_id})")
+                    return "up-to-date"
+            env = self.spec.environment_of(stage)
+            secrets = resolve([*stage.secrets, *(env.secrets if env else ())])
+            masker.add(secrets.values())
+            approval = self.spec.approval_of(stage)
+            if approval is not None:
+                self.runner._gate(stage, approval, self.options)
+        except PipelineError as exc:
+            self.fail(name, masker(str(exc)), exc.hint, "")
+            return "failed"
+
+        log_path = self.run_dir / "stages" / name / "output.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as log_file:
+
+            def log(line: str) -> None:
+                clean = masker(line)
+                log_file.write(clean + "\n")
+                log_file.flush()
+                self.reporter.stage_line(name, clean)
+
+            return self._attempts(stage, upstream, secrets, masker, log, log_path)
+
+    def _attempts(
+        self,
+        stage: Stage,
+        upstream: dict[str, dict[str, str]],
+        secrets: dict[str, str],
+        masker: Masker,
+        log: Callable[[str], None],
+        log_path: Path,
+    ) -> str:
+        name = stage.name
+        result = self.manifest.stages[name]
+        executor = self.runner.executor(stage)
+        attempts = 1 + stage.retries
+        for attempt in range(1, attempts + 1):
+            result.attempts = attempt
+            result.status = "running"
+            self.save(name)
+            self.event(name, "stage-started", attempt=attempt, key=result.key)
+            self.reporter.stage_started(name, attempt)
+            ctx = StageContext(
+                pipeline=self.spec,
+                stage=stage,
+                root=self.runner.root,
+                run_id=self.manifest.run_id,
+                run_dir=self.run_dir,
+                profile=self.profile,
+                upstream=upstream,
+                ledger=self.ledger,
+                log=log,
+                step=lambda text: self.reporter.stage_step(name, masker(text)),
+                secrets=secrets,
+                deadline=time.monotonic() + stage.timeout_minutes * 60,
+                keep=self.options.keep,
+            )
+            try:
+                outputs = executor.run(ctx)
+            except KeyboardInterrupt:
+                log("interrupted: cleaning up")
+                _cleanup_after_interrupt(executor, ctx, log)
+                result.outputs = dict(ctx.partial_outputs)
+                self.finish(name, "interrupted", "interrupted (Ctrl-C)")
+                raise
+            except BadInputError as exc:
+                self.fail(name, masker(str(exc)), exc.hint, "", ctx)
+                return "failed"
+            except PipelineError as exc:
+                tail = masker(getattr(exc, "log_tail", "") or getattr(exc, "tail", ""))
+                log(masker(f"error: {exc}"))
+                if attempt < attempts:
+                    self.reporter.notice(f"{name}: attempt {attempt} of {attempts} failed; retrying")
+                    self.event(name, "stage-retry", attempt=attempt, message=masker(str(exc)))
+                    continue
+                self.fail(name, masker(str(exc)), exc.hint, tail, ctx)
+                return "failed"
+            except Exception as exc:  # a bug in an executor: keep the traceback, still run the teardown
+                trace = masker(traceback.format_exc())
+                for line in trace.splitlines():
+                    log(line)
+                message = masker(f"internal error: {type(exc).__name__}: {exc}")
+                self.fail(name, message, f"this is a bug in pipeline; the traceback is in {log_path}", trace, ctx)
+                return "failed"
+            result.outputs = {k: masker(str(v)) for k, v in outputs.items()}
+            result.message = "; ".join(masker(n) for n in ctx.notes)
+            self.finish(name, "succeeded", result.message)
+            record = StageRecord(
+                key=result.key, outputs=result.outputs, run_id=self.manifest.run_id, finished_at=now_iso()
+            )
+            self.ledger.save_stage_record(self.spec.name, self.profile, name, record)
+            return "succeeded"
+        return "failed"  # pragma: no cover - the loop always returns
+
+    # --- recording ---
+    def fail(self, name: str, message: str, hint: str | None, tail: str, ctx: StageContext | None = None) -> None:
+        result = self.manifest.stages[name]
+        if ctx is not None:
+            result.outputs = dict(ctx.partial_outputs)
+        self.finish(name, "failed", message if not hint else f"{message}\nhint: {hint}", tail)
+
+    def finish(self, name: str, status: str, message: str, tail: str = "") -> None:
+        result = self.manifest.stages[name]
+        result.status = status
+        result.message = message
+        result.started_at = result.started_at or now_iso()
+        result.finished_at = now_iso()
+        self.save(name)
+        self.event(name, f"stage-{status}", message=message, outputs=result.outputs)
+        self.reporter.stage_finished(name, result, tail)
+
+    def save(self, stage: str | None) -> None:
+        if self.manifest_path.suffix == ".json":
+            self.manifest.save(self.manifest_path)
+        elif stage is not None:
+            self.manifest.save(self.manifest_path, stage=stage)
+
+    def event(self, stage: str | None, event: str, **detail: Any) -> None:
+        self.ledger.append_event(
+            {"pipeline": self.spec.name, "run_id": self.manifest.run_id, "stage": stage, "event": event, **detail}
+        )
+
+
+def _cleanup_after_interrupt(executor: Executor[Any], ctx: StageContext, log: Callable[[str], None]) -> None:
+    try:
+        executor.interrupted(ctx)
+    except KeyboardInterrupt:
+        log("second interrupt: cleanup abandoned")
+    except Exception as exc:  # best effort: the teardown stage still runs after this
+        log(f"cleanup after interrupt failed: {exc}")
+
+
+def current_branch(root: Path) -> str | None:
+    """The checked-out branch (CI variables first, then git); None on a detached HEAD."""
+    for var in ("PIPELINE_BRANCH", "GITHUB_REF_NAME", "BRANCH_NAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    from pipeline.engines.process import run_quiet
+
+    try:
+        proc = run_quiet(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=root, timeout=10)
+    except (OSError, TimeoutError):
+        return None
+    name = proc.stdout.strip()
+    if proc.returncode != 0 or not name or name == "HEAD":
+        return None
+    return name

@@ -1,0 +1,317 @@
+"""PipelineSpec: the whole definition as one frozen, validated, JSON-round-trippable object."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.errors import DefinitionError, Problem
+from pipeline.graph import Graph
+from pipeline.model import Approval, Environment, Name, Spec, Stage
+from stages.kinds import AnyStage
+
+SCHEMA_VERSION: Literal[1] = 1
+RESERVED_ENV_PREFIX = "PIPELINE_"
+
+
+class Trigger(Spec):
+    """When CI starts the pipeline."""
+
+    branches: tuple[str, ...] = ("main",)
+    """Pushes to these branches start a run (glob patterns)."""
+    pull_requests: bool = False
+    """Also run on pull requests (deploying stages keep their branch filters)."""
+
+
+class PipelineSpec(Spec):
+    """A pipeline: named stages in a DAG, the environments they deploy to, and CI triggers."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: Name
+    stages: tuple[AnyStage, ...] = Field(min_length=1)
+    environments: tuple[Environment, ...] = ()
+    trigger: Trigger = Trigger()
+    python: str = "3.11"
+    """Python version CI installs to run `pipeline run stage`."""
+    install: str = "pip install pipeline-as-code[run]"
+    """How CI installs this tool before each stage (e.g. 'pip install -e .[run]' in its own repo)."""
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages_as_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _whole_tree_is_sound(self) -> Self:
+        problems = check_spec(self)
+        if problems:
+            raise DefinitionError(problems)
+        return self
+
+    # --- lookups ---
+    @cached_property
+    def graph(self) -> Graph:
+        return Graph({s.name: s.needs for s in self.stages})
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        from pipeline.errors import UnknownStageError
+
+        raise UnknownStageError(name, [s.name for s in self.stages])
+
+    def environment(self, name: str) -> Environment:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(name)
+
+    def ordered(self) -> list[Stage]:
+        return [self.stage(name) for name in self.graph.order()]
+
+    def environment_of(self, stage: Stage) -> Environment | None:
+        """The environment a stage acts on, following references (update-stack -> test-stack)."""
+        name = stage.environment_name()
+        if name is None:
+            for ref in stage.references().values():
+                referenced = self.stage(ref)
+                if referenced.kind == "test-stack":
+                    name = referenced.environment_name()
+        return self.environment(name) if name else None
+
+    def approval_of(self, stage: Stage) -> Approval | None:
+        """The gate before a stage: its own, or its environment's (for stages that may have one)."""
+        if stage.approval is not None:
+            return stage.approval
+        env = self.environment_of(stage)
+        if env is not None and env.approval is not None and type(stage).approvable and not env.ephemeral:
+            return env.approval
+        return None
+
+
+def check_spec(spec: PipelineSpec) -> list[Problem]:
+    """Every whole-tree problem at once, each naming the stage (the builder adds file:line)."""
+    problems: list[Problem] = []
+    names = [s.name for s in spec.stages]
+    by_name = {s.name: s for s in spec.stages}
+    env_names = [e.name for e in spec.environments]
+    envs = {e.name: e for e in spec.environments}
+
+    def add(message: str, path: str, stage: str | None = None) -> None:
+        problems.append(Problem(message=message, path=path, stage=stage))
+
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        add(f"stage name {dup!r} is used more than once; stage names must be unique", "stages", dup)
+    for dup in sorted({n for n in env_names if env_names.count(n) > 1}):
+        add(f"environment name {dup!r} is used more than once", "environments")
+
+    for i, stage in enumerate(spec.stages):
+        where = f"stages[{i}] ({stage.name})"
+        for dep in stage.needs:
+            if dep == stage.name:
+                add("a stage cannot need itself", f"{where}.needs", stage.name)
+            elif dep not in by_name:
+                add(f"needs unknown stage {dep!r}{_did_you_mean(dep, names)}", f"{where}.needs", stage.name)
+        for field, ref in stage.references().items():
+            target = by_name.get(ref)
+            if target is None:
+                add(f"refers to unknown stage {ref!r}{_did_you_mean(ref, names)}", f"{where}.{field}", stage.name)
+                continue
+            allowed = stage.reference_kinds().get(field, ())
+            if allowed and target.kind not in allowed:
+                add(
+                    f"must name a stage of kind {' or '.join(allowed)}, but {ref!r} is a {target.kind}",
+                    f"{where}.{field}",
+                    stage.name,
+                )
+        if stage.approval is not None and not type(stage).approvable:
+            add(
+                f"a {stage.kind} stage cannot have an approval gate; put the gate on the stage that deploys "
+                "(promote, update-stack or shell)",
+                f"{where}.approval",
+                stage.name,
+            )
+        env_name = stage.environment_name()
+        if env_name is not None and env_name not in envs:
+            add(
+                f"deploys to unknown environment {env_name!r}{_did_you_mean(env_name, env_names)}; "
+                f"declare it in Pipeline(environments=[Environment(name={env_name!r})])",
+                f"{where}.environment",
+                stage.name,
+            )
+        for key in stage.env:
+            if key.startswith(RESERVED_ENV_PREFIX):
+                add(f"{key!r}: names starting with {RESERVED_ENV_PREFIX} are reserved", f"{where}.env", stage.name)
+        secret_names = [s.name for s in stage.secrets]
+        for dup in sorted({n for n in secret_names if secret_names.count(n) > 1}):
+            add(f"secret {dup!r} is listed more than once", f"{where}.secrets", stage.name)
+        for key in sorted(set(secret_names) & set(stage.env)):
+            add(f"{key!r} is both a secret and a plain env value; keep it only in secrets", f"{where}.env", stage.name)
+        for pattern in stage.branches:
+            if not pattern.strip() or pattern != pattern.strip():
+                add(f"branch pattern {pattern!r} is empty or has surrounding spaces", f"{where}.branches", stage.name)
+        problems += _kind_rules(spec, stage, where, envs, by_name)
+
+    for i, env in enumerate(spec.environments):
+        if env.ephemeral and env.approval is not None:
+            add("an ephemeral environment cannot have an approval gate", f"environments[{i}] ({env.name}).approval")
+
+    if not problems:
+        cycle = spec.graph.find_cycle()
+        if cycle:
+            add(f"stages depend on each other in a cycle: {' -> '.join(cycle)}", "stages", cycle[0])
+    if not problems:
+        problems += _reference_order(spec)
+    return problems
+
+
+def _kind_rules(
+    spec: PipelineSpec, stage: Stage, where: str, envs: Mapping[str, Environment], by_name: Mapping[str, Stage]
+) -> list[Problem]:
+    """Rules particular to the chain's stage kinds."""
+    problems: list[Problem] = []
+    kind = stage.kind
+    if kind == "test-stack":
+        env = envs.get(getattr(stage, "environment", ""))
+        like = getattr(stage, "like", "")
+        if env is not None and not env.ephemeral:
+            problems.append(
+                Problem(
+                    f"environment {env.name!r} is not ephemeral; a test stack needs "
+                    f"Environment(name={env.name!r}, ephemeral=True)",
+                    f"{where}.environment",
+                    stage=stage.name,
+                )
+            )
+        if like not in envs:
+            problems.append(
+                Problem(
+                    f"copies unknown environment {like!r}{_did_you_mean(like, list(envs))}",
+                    f"{where}.like",
+                    stage=stage.name,
+                )
+            )
+        elif envs[like].ephemeral:
+            problems.append(Problem(f"cannot copy ephemeral environment {like!r}", f"{where}.like", stage=stage.name))
+        if env is not None and env.template is None and like in envs and envs[like].template is None:
+            problems.append(
+                Problem(
+                    f"neither {env.name!r} nor {like!r} has a template: set Environment(template=...)",
+                    f"{where}.environment",
+                    stage=stage.name,
+                )
+            )
+        teardowns = [s for s in spec.stages if s.kind == "teardown" and s.references().get("stack") == stage.name]
+        if not teardowns:
+            problems.append(
+                Problem(
+                    f"the stack it creates is never deleted: add Teardown(name='teardown', stack={stage.name!r})",
+                    where,
+                    stage=stage.name,
+                )
+            )
+        elif len(teardowns) > 1:
+            problems.append(
+                Problem(
+                    f"is torn down by more than one stage: {', '.join(t.name for t in teardowns)}",
+                    where,
+                    stage=stage.name,
+                )
+            )
+    if kind == "promote":
+        env = envs.get(getattr(stage, "environment", ""))
+        if env is not None and env.ephemeral:
+            problems.append(
+                Problem(
+                    f"cannot promote to ephemeral environment {env.name!r}", f"{where}.environment", stage=stage.name
+                )
+            )
+        if env is not None and env.template is None:
+            problems.append(
+                Problem(
+                    f"environment {env.name!r} has no template to record the image in: "
+                    f"set Environment(name={env.name!r}, template='templates/web.yaml')",
+                    f"{where}.environment",
+                    stage=stage.name,
+                )
+            )
+    return problems
+
+
+def _reference_order(spec: PipelineSpec) -> list[Problem]:
+    """A stage may only use outputs of stages it runs after; a teardown runs after every user."""
+    problems: list[Problem] = []
+    graph = spec.graph
+    for i, stage in enumerate(spec.stages):
+        where = f"stages[{i}] ({stage.name})"
+        ancestors = graph.ancestors(stage.name)
+        for field, ref in stage.references().items():
+            if ref not in ancestors:
+                problems.append(
+                    Problem(
+                        f"uses {ref!r} but does not run after it: add {ref!r} to needs (or write {ref} >> {stage.name})",
+                        f"{where}.{field}",
+                        stage=stage.name,
+                    )
+                )
+        if stage.kind == "teardown":
+            stack = stage.references().get("stack")
+            users = [
+                s.name for s in spec.stages if s.name not in (stage.name, stack) and stack in s.references().values()
+            ]
+            for user in users:
+                if user not in ancestors:
+                    problems.append(
+                        Problem(
+                            f"could delete the stack while {user!r} still uses it: make it run after {user!r}",
+                            f"{where}.needs",
+                            stage=stage.name,
+                        )
+                    )
+    return problems
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def branch_matches(patterns: tuple[str, ...], branch: str | None) -> bool:
+    """Empty patterns match every branch; an unknown branch (detached HEAD) matches none."""
+    if not patterns:
+        return True
+    if branch is None:
+        return False
+    return any(fnmatch.fnmatchcase(branch, p) for p in patterns)
+
+
+def missing_files(spec: PipelineSpec, root: Path) -> list[Problem]:
+    """Files the stages and environments refer to that do not exist under `root`."""
+    problems: list[Problem] = []
+    for i, stage in enumerate(spec.stages):
+        for rel in stage.files():
+            if not (root / rel).exists():
+                problems.append(
+                    Problem(
+                        f"file {rel!r} does not exist (looked in {root})",
+                        f"stages[{i}] ({stage.name})",
+                        stage=stage.name,
+                    )
+                )
+    for i, env in enumerate(spec.environments):
+        if env.template and not (root / env.template).is_file():
+            problems.append(
+                Problem(
+                    f"template {env.template!r} does not exist (looked in {root})",
+                    f"environments[{i}] ({env.name}).template",
+                )
+            )
+    return problems
