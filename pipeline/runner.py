@@ -403,7 +403,9 @@ class _Run:
                 continue
             stage = self.spec.stage(name)
             always = type(stage).always
-            failed_needs = [d for d in stage.needs if d in blocked]
+            # Any failed ancestor blocks a stage, even behind an always-run teardown that succeeded.
+            ancestors = self.spec.graph.ancestors(name)
+            failed_needs = [d for d in order if d in ancestors and d in blocked]
             reason = None
             if self.summary.interrupted and not always:
                 reason = "not run: interrupted"

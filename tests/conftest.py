@@ -1,0 +1,126 @@
+"""Fixtures every test area shares: temp projects, the CLI as a subprocess, real tools.
+
+Integration tests need real tools (Docker engine, packer, git, a moto server). Where a tool is
+missing they skip *with the reason*; with PIPELINE_REQUIRE_TOOLS=1 (set by .ci/run) a missing
+tool is a failure instead, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIRE_TOOLS = os.environ.get("PIPELINE_REQUIRE_TOOLS") == "1"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when a real tool is missing."""
+    if condition:
+        return
+    if REQUIRE_TOOLS:
+        pytest.fail(f"required tool missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"CI": "1", "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"})
+    env.pop("PIPELINE_MANIFEST", None)
+    env.pop("PIPELINE_RUN_ID", None)
+    env.update(extra)
+    return env
+
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli() -> Cli:
+    """Run `python -m pipeline ARGS` in a real subprocess; returns the completed process."""
+
+    def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=cwd,
+            env=env or cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
+
+
+ProjectFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> ProjectFactory:
+    """Write a definition (and extra files) into a fresh folder; returns the folder."""
+
+    def make(definition: str, files: dict[str, str] | None = None, name: str = "pipelinefile.py") -> Path:
+        root = tmp_path / "project"
+        root.mkdir(exist_ok=True)
+        (root / name).write_text(textwrap.dedent(definition).lstrip())
+        for rel, text in (files or {}).items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    """A client of a real, running Docker engine."""
+    try:
+        from pipeline.engines.docker_client import connect
+
+        client = connect(timeout=30)
+    except Exception as exc:  # noqa: BLE001 - any failure means: no engine here
+        need(False, f"Docker engine not reachable: {exc}")
+        raise
+    yield client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: object) -> str:
+    """The debootstrap base image (built once per machine if missing; needs root and debootstrap)."""
+    from pipeline.engines.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
+
+    need(shutil.which("debootstrap") is not None or _has_image(DEFAULT_BASE_IMAGE), "debootstrap is not installed")
+    ensure_base_image(DEFAULT_BASE_IMAGE)
+    return DEFAULT_BASE_IMAGE
+
+
+def _has_image(name: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Callable[[Path], Path]:
+    """Turn a folder into a git repository with one commit (identity set only for this repo)."""
+    need(shutil.which("git") is not None, "git is not installed")
+
+    def init(root: Path) -> Path:
+        def git(*args: str) -> None:
+            subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+        git("init", "-q", "-b", "main")
+        git("config", "user.email", "test@example.invalid")
+        git("config", "user.name", "Test")
+        git("add", "-A")
+        git("commit", "-qm", "initial")
+        return root
+
+    return init
