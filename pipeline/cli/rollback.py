@@ -1,0 +1,1 @@
+"""`pipeline rollback`: (being written)."""
