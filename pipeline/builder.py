@@ -123,7 +123,8 @@ class Pipeline:
     def _register(self, stage: Stage, where: Location | None) -> None:
         if not any(s is stage for s in self._stages):
             self._stages.append(stage)
-            if where and stage.name not in self.locations:
+            if where:
+                # The latest stage of a name wins: for a duplicate, that is the line to fix.
                 self.locations[stage.name] = where
 
     # --- result ---
@@ -161,9 +162,7 @@ class Pipeline:
         return display_path(self.location[0]) if self.location else None
 
 
-def locate(
-    problems: Iterable[Problem], locations: Mapping[str, Location], fallback: Location | None
-) -> list[Problem]:
+def locate(problems: Iterable[Problem], locations: Mapping[str, Location], fallback: Location | None) -> list[Problem]:
     """Give each problem without a file the location of its stage, else `fallback`."""
     located = []
     for problem in problems:

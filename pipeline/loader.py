@@ -30,6 +30,9 @@ class Loaded:
     spec: PipelineSpec
     file: Path
     locations: dict[str, Location] = field(default_factory=dict)
+    """Where each stage was created (file, line)."""
+    location: Location | None = None
+    """Where the pipeline was created (its environments are declared there)."""
 
     @property
     def root(self) -> Path:
@@ -76,26 +79,28 @@ def load(path: str | Path | None = None, *, check_files: bool = True) -> Loaded:
             hint="rename it to pipelinefile.py",
         )
     builders, module_specs = _import(file)
-    candidates: list[tuple[PipelineSpec, dict[str, Location]]] = [(b.spec, b.locations) for b in builders]
-    known = {id(spec) for spec, _ in candidates}
-    candidates += [(s, {}) for s in module_specs if id(s) not in known]
+    candidates: list[tuple[PipelineSpec, dict[str, Location], Location | None]] = [
+        (b.spec, b.locations, b.location) for b in builders
+    ]
+    known = {id(spec) for spec, _, _ in candidates}
+    candidates += [(s, {}, None) for s in module_specs if id(s) not in known]
     if not candidates:
         raise DefinitionError(
             [Problem(f"no pipeline is defined in {file.name}", file=display_path(file))],
             hint='write `with Pipeline("my-service") as p:` and create stages inside the block',
         )
     if len(candidates) > 1:
-        names = ", ".join(spec.name for spec, _ in candidates)
+        names = ", ".join(spec.name for spec, _, _ in candidates)
         raise DefinitionError(
             [Problem(f"{file.name} defines {len(candidates)} pipelines ({names}); one file holds one pipeline")],
             hint="split them into one definition file each and pass -f",
         )
-    spec, locations = candidates[0]
-    loaded = Loaded(spec=spec, file=file, locations=locations)
+    spec, locations, location = candidates[0]
+    loaded = Loaded(spec=spec, file=file, locations=locations, location=location)
     if check_files:
         problems = missing_files(spec, loaded.root)
         if problems:
-            raise DefinitionError(locate(problems, locations, (str(file), 0)), source=display_path(file))
+            raise DefinitionError(locate(problems, locations, location or (str(file), 0)), source=display_path(file))
     return loaded
 
 

@@ -218,6 +218,8 @@ class Runner:
             )
         for name in selected:
             self.executor(self.spec.stage(name))
+            # A corrupt ledger record is reported now, before anything has changed.
+            self.ledger.stage_record(self.spec.name, profile, name)
 
     def _carried_outputs(self, order: list[str], selected: list[str], profile: str) -> dict[str, dict[str, str]]:
         """Outputs of stages outside the selection that selected stages need (from the ledger)."""
@@ -270,6 +272,7 @@ class Runner:
         stage: Stage,
         profile: Profile,
         key: str,
+        options: RunOptions,
         selected: list[str],
         outputs_so_far: Mapping[str, Mapping[str, str]],
     ) -> StageRecord | None:
@@ -278,38 +281,45 @@ class Runner:
         if record is None or record.key != key:
             return None
         executor = self.executor(stage)
-        ctx = self._plan_context(stage, profile, outputs_so_far)
-        if executor.is_live(ctx, record.outputs):
+        if executor.is_live(self._plan_context(stage, profile, outputs_so_far), record.outputs):
             return record
-        if executor.ephemeral and self._descendants_current(stage, profile, record, selected, outputs_so_far):
+        explicitly_asked = options.only == stage.name
+        if (
+            executor.ephemeral
+            and not explicitly_asked
+            and self._consumers_current(stage.name, profile, record.outputs, selected, outputs_so_far)
+        ):
             return record
         return None
 
-    def _descendants_current(
+    def _reads(self, consumer: Stage, producer: str) -> bool:
+        if self.executor(consumer).reads_all_upstream:
+            return producer in self.spec.graph.ancestors(consumer.name)
+        return producer in consumer.references().values()
+
+    def _consumers_current(
         self,
-        stage: Stage,
+        producer: str,
         profile: Profile,
-        record: StageRecord,
+        outputs: Mapping[str, str],
         selected: list[str],
-        outputs_so_far: Mapping[str, Mapping[str, str]],
+        assumed: Mapping[str, Mapping[str, str]],
     ) -> bool:
-        """An intermediate result (a deleted test stack) still counts when everything after it is current."""
-        later = [n for n in selected if n in self.spec.graph.descendants(stage.name)]
-        if not later:
-            return False
-        assumed = {k: dict(v) for k, v in outputs_so_far.items()}
-        assumed[stage.name] = record.outputs
-        for name in later:
-            other = self.spec.stage(name)
-            other_record = self.ledger.stage_record(self.spec.name, profile, name)
-            if other_record is None or other_record.key != self.key(other, profile, assumed):
+        """Like make's intermediate files: a result that no longer exists (a deleted test stack)
+        still counts while every stage that reads it is current with it."""
+        assumed = {**{k: dict(v) for k, v in assumed.items()}, producer: dict(outputs)}
+        for name in selected:
+            consumer = self.spec.stage(name)
+            if name == producer or not self._reads(consumer, producer):
+                continue
+            record = self.ledger.stage_record(self.spec.name, profile, name)
+            if record is None or record.key != self.key(consumer, profile, assumed):
                 return False
-            executor = self.executor(other)
-            if not executor.ephemeral and not executor.is_live(
-                self._plan_context(other, profile, assumed), other_record.outputs
-            ):
+            executor = self.executor(consumer)
+            if executor.is_live(self._plan_context(consumer, profile, assumed), record.outputs):
+                continue
+            if not (executor.ephemeral and self._consumers_current(name, profile, record.outputs, selected, assumed)):
                 return False
-            assumed[name] = other_record.outputs
         return True
 
     # ------------------------------------------------------------------ applying
@@ -448,7 +458,7 @@ class _Run:
             result.key = self.runner.key(stage, self.profile, upstream)
             if not self.options.force:
                 record = self.runner._is_current(
-                    stage, self.profile, result.key, self.selected, self.manifest.outputs()
+                    stage, self.profile, result.key, self.options, self.selected, self.manifest.outputs()
                 )
                 if record is not None:
                     result.outputs = dict(record.outputs)

@@ -280,7 +280,7 @@ def _reference_order(spec: PipelineSpec) -> list[Problem]:
 def _did_you_mean(word: str, choices: list[str]) -> str:
     import difflib
 
-    close = difflib.get_close_matches(word, choices, n=1)
+    close = difflib.get_close_matches(word, choices, n=1) or [c for c in choices if c.startswith(word)][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -46,7 +46,9 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 def cli() -> Cli:
     """Run `python -m pipeline ARGS` in a real subprocess; returns the completed process."""
 
-    def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pipeline", *args],
             cwd=cwd,
@@ -87,10 +89,10 @@ def docker_client() -> Iterator[object]:
         from pipeline.engines.docker_client import connect
 
         client = connect(timeout=30)
-    except Exception as exc:  # noqa: BLE001 - any failure means: no engine here
+    except Exception as exc:
         need(False, f"Docker engine not reachable: {exc}")
         raise
-    yield client
+    return client
 
 
 @pytest.fixture(scope="session")

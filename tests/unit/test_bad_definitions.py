@@ -1,0 +1,336 @@
+"""A catalogue of bad definitions: each exits 2 with a message that names the problem and the
+user's file:line (the line marked `# <-` in the definition), and no traceback."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.unit.cli_inprocess import run_cli
+
+HEAD = """\
+from pipeline import *
+"""
+ENVS = 'environments=[Environment(name="test", ephemeral=True), Environment(name="production", template="web.yaml")]'
+FILES = {"web.yaml": "Resources: {}\n", "images/web.pkr.hcl": "# packer\n", "serverspec/test_x.py": ""}
+
+CASES: dict[str, tuple[str, str]] = {
+    "duplicate stage names": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=["true"])
+            CommitTest(name="unit", commands=["true"])  # <-
+        """,
+        "stage name 'unit' is used more than once",
+    ),
+    "unknown needs with a suggestion": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=["true"])
+            Shell(name="deploy", commands=["true"], needs=["unti"])  # <-
+        """,
+        "needs unknown stage 'unti' (did you mean 'unit'?)",
+    ),
+    "a stage needing itself": (
+        """
+        with Pipeline("p") as p:
+            Shell(name="loop", commands=["true"], needs=["loop"])  # <-
+        """,
+        "a stage cannot need itself",
+    ),
+    "a cycle": (
+        """
+        with Pipeline("p") as p:
+            a = Shell(name="a", commands=["true"], needs=["c"])  # <-
+            b = Shell(name="b", commands=["true"], needs=["a"])
+            c = Shell(name="c", commands=["true"], needs=["b"])
+        """,
+        "cycle: a -> c -> b -> a",
+    ),
+    "a bad stage name": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="Commit Test", commands=["true"])  # <-
+        """,
+        "'Commit Test' is not a valid name",
+    ),
+    "a bad pipeline name": (
+        """
+        with Pipeline("My_Pipeline") as p:  # <-
+            CommitTest(name="unit", commands=["true"])
+        """,
+        "'My_Pipeline' is not a valid name",
+    ),
+    "approval on a commit test": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=["true"], approval=Approval())  # <-
+        """,
+        "a commit-test stage cannot have an approval gate",
+    ),
+    "approval on a bake": (
+        """
+        with Pipeline("p") as p:
+            Bake(name="bake", template="images/web.pkr.hcl", approval=Approval())  # <-
+        """,
+        "a bake stage cannot have an approval gate",
+    ),
+    "unknown environment": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            bake = Bake(name="bake", template="images/web.pkr.hcl")
+            Promote(name="promote", environment="prod", image=bake)  # <-
+        """,
+        "deploys to unknown environment 'prod' (did you mean 'production'?)",
+    ),
+    "a test stack in a non-ephemeral environment": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            bake = Bake(name="bake", template="images/web.pkr.hcl")
+            ts = TestStack(name="ts", environment="production", image=bake)  # <-
+            Teardown(name="teardown", stack=ts)
+        """,
+        "environment 'production' is not ephemeral",
+    ),
+    "a test stack nobody tears down": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            bake = Bake(name="bake", template="images/web.pkr.hcl")
+            TestStack(name="ts", environment="test", image=bake)  # <-
+        """,
+        "the stack it creates is never deleted: add Teardown",
+    ),
+    "a teardown that can run while the stack is in use": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            bake = Bake(name="bake", template="images/web.pkr.hcl")
+            ts = TestStack(name="ts", environment="test", image=bake)
+            UpdateStack(name="update", stack=ts, image=bake)
+            Teardown(name="teardown", stack=ts)  # <-
+        """,
+        "could delete the stack while 'update' still uses it",
+    ),
+    "a reference to the wrong kind of stage": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            unit = CommitTest(name="unit", commands=["true"])
+            Promote(name="promote", image=unit)  # <-
+        """,
+        "must name a stage of kind bake, but 'unit' is a commit-test",
+    ),
+    "a reference to an unknown stage": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            CommitTest(name="unit", commands=["true"])
+            Promote(name="promote", image="bkae")  # <-
+        """,
+        "refers to unknown stage 'bkae'",
+    ),
+    "a missing packer template": (
+        """
+        with Pipeline("p") as p:
+            Bake(name="bake", template="images/missing.pkr.hcl")  # <-
+        """,
+        "file 'images/missing.pkr.hcl' does not exist",
+    ),
+    "a missing environment template": (
+        """
+        with Pipeline("p", environments=[Environment(name="production", template="nope.yaml")]) as p:  # <-
+            Shell(name="deploy", commands=["true"], environment="production")
+        """,
+        "template 'nope.yaml' does not exist",
+    ),
+    "a misspelled field": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", comands=["true"])  # <-
+        """,
+        "comands: unknown field",
+    ),
+    "a missing required field": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit")  # <-
+        """,
+        "CommitTest.commands: Field required",
+    ),
+    "an empty command list": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=[])  # <-
+        """,
+        "commands: Tuple should have at least 1 item",
+    ),
+    "a bad secret name": (
+        """
+        with Pipeline("p") as p:
+            Shell(name="deploy", commands=["true"], secrets=["aws-key"])  # <-
+        """,
+        "'aws-key' is not a valid environment variable name",
+    ),
+    "a secret value where a TeamCity token reference belongs": (
+        """
+        with Pipeline("p") as p:
+            Shell(name="deploy", commands=["true"], secrets=[Secret(name="TOKEN", teamcity="hunter2")])  # <-
+        """,
+        "never the secret value itself",
+    ),
+    "a reserved environment variable": (
+        """
+        with Pipeline("p") as p:
+            Shell(name="deploy", commands=["true"], env={"PIPELINE_RUN_ID": "x"})  # <-
+        """,
+        "names starting with PIPELINE_ are reserved",
+    ),
+    "a value both secret and plain": (
+        """
+        with Pipeline("p") as p:
+            Shell(name="deploy", commands=["true"], env={"TOKEN": "x"}, secrets=["TOKEN"])  # <-
+        """,
+        "'TOKEN' is both a secret and a plain env value",
+    ),
+    "promote to an ephemeral environment": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            bake = Bake(name="bake", template="images/web.pkr.hcl")
+            Promote(name="promote", environment="test", image=bake)  # <-
+        """,
+        "cannot promote to ephemeral environment 'test'",
+    ),
+    "a zero timeout": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=["true"], timeout_minutes=0)  # <-
+        """,
+        "timeout_minutes: Input should be greater than or equal to 1",
+    ),
+    "a verify path without a slash": (
+        """
+        with Pipeline("p") as p:
+            v = Verify(path="health")  # <-
+        """,
+        "'health' must start with '/'",
+    ),
+    "a packer template that is not HCL2": (
+        """
+        with Pipeline("p") as p:
+            Bake(name="bake", template="images/web.json")  # <-
+        """,
+        "must be a Packer HCL2 template ending in .pkr.hcl",
+    ),
+    "a path escaping the repository": (
+        """
+        with Pipeline("p") as p:
+            Bake(name="bake", template="../elsewhere/web.pkr.hcl")  # <-
+        """,
+        "must be a relative path inside the repository",
+    ),
+    "an error raised by the user's own code": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=[COMMANDS])  # <-
+        """,
+        "NameError: name 'COMMANDS' is not defined",
+    ),
+    "a syntax error": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=["true"]  # <-
+        """,
+        "syntax error",
+    ),
+    "`>>` outside a pipeline block": (
+        """
+        a = CommitTest(name="a", commands=["true"])
+        b = CommitTest(name="b", commands=["true"])
+        a >> b  # <-
+        """,
+        "works inside `with Pipeline(...):`",
+    ),
+    "an ephemeral environment with an approval": (
+        """
+        with Pipeline("p", environments=[Environment(name="test", ephemeral=True, approval=Approval())]) as p:  # <-
+            CommitTest(name="unit", commands=["true"])
+        """,
+        "an ephemeral environment cannot have an approval gate",
+    ),
+}
+
+
+def _write(tmp_path: Path, body: str) -> tuple[Path, int]:
+    text = HEAD + textwrap.dedent(body).lstrip("\n")
+    line = next((i for i, t in enumerate(text.splitlines(), start=1) if "# <-" in t), 0)
+    (tmp_path / "pipelinefile.py").write_text(text)
+    for rel, content in FILES.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(content)
+    return tmp_path, line
+
+
+def test_the_catalogue_is_large_enough() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_definition_exits_2_naming_the_problem_and_the_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body, message = CASES[case]
+    root, line = _write(tmp_path, body)
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2, result.err
+    flat = " ".join(result.err.split())
+    assert message in flat, result.err
+    assert f"pipelinefile.py:{line}" in flat, result.err
+    assert "Traceback" not in result.err
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = _write(
+        tmp_path,
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=["true"], needs=["nope"])
+            Shell(name="deploy", commands=["true"], environment="nowhere", needs=["gone"])
+        """,
+    )
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2
+    assert "has 3 problems" in result.err
+    assert "'nope'" in result.err
+    assert "'gone'" in result.err
+    assert "'nowhere'" in result.err
+
+
+def test_a_missing_definition_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["validate", "-f", "nope.py"], tmp_path, capsys)
+    assert result.code == 2
+    assert "definition file 'nope.py' does not exist" in result.err
+
+
+def test_no_definition_found_suggests_the_conventional_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pipeline.py").write_text("")
+    (tmp_path / ".git").mkdir()
+    result = run_cli(["validate"], tmp_path, capsys)
+    assert result.code == 2
+    assert "rename pipeline.py to pipelinefile.py" in " ".join(result.err.split())
+
+
+def test_a_file_without_a_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pipelinefile.py").write_text("x = 1\n")
+    result = run_cli(["validate"], tmp_path, capsys)
+    assert result.code == 2
+    assert "no pipeline is defined in pipelinefile.py" in result.err
+
+
+def test_two_pipelines_in_one_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pipelinefile.py").write_text(
+        HEAD
+        + 'with Pipeline("a"):\n    CommitTest(name="u", commands=["true"])\n'
+        + 'with Pipeline("b"):\n    CommitTest(name="u", commands=["true"])\n'
+    )
+    result = run_cli(["validate"], tmp_path, capsys)
+    assert result.code == 2
+    assert "defines 2 pipelines (a, b)" in result.err
