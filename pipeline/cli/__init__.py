@@ -10,7 +10,7 @@ from pipeline.cli.app import app, err_console
 from pipeline.errors import PipelineError
 
 # Importing the command modules registers their commands on `app`.
-from pipeline.cli import commands, doctor, image, render, rollback  # noqa: F401, E402  # isort: skip
+from pipeline.cli import commands, doctor, image, render, rollback  # noqa: F401  # isort: skip
 
 
 def main() -> NoReturn:

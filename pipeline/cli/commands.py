@@ -18,6 +18,24 @@ if TYPE_CHECKING:
 
 
 @app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write the files.")] = Path("."),
+    example: Annotated[str, typer.Option("--example", "-e", help="What to write (see --list).")] = "hello-web",
+    list_examples: Annotated[bool, typer.Option("--list", help="List what can be written.")] = False,
+) -> None:
+    """Write the reference Hello World service (or a bundled example) into a folder."""
+    from pipeline import scaffold
+
+    if list_examples:
+        for name in scaffold.available():
+            console.print(name)
+        return
+    done = scaffold.init(directory, example)
+    console.print(f"[green]wrote[/] {len(done.files)} files of {done.name} into {done.target}")
+    console.print("next: [bold]pipeline validate[/], then [bold]pipeline run local[/]")
+
+
+@app.command()
 def validate(file: FileOption = None) -> None:
     """Check the definition and the files it refers to. No side effects."""
     loaded = load(file)
