@@ -1,0 +1,1203 @@
+"""The `aws` profile's stack engine: CloudFormation through boto3, written for real AWS.
+
+It also talks to emulators (moto, MiniStack, LocalStack) through `endpoint_url`; what an emulator
+cannot show (a data plane) is verified from the control plane and reported as *emulated*.
+
+Policies (see docs/aws.md):
+- Endpoint: `AwsSettings.endpoint_url`, else `AWS_ENDPOINT_URL` (boto3 also honours the
+  service-specific `AWS_ENDPOINT_URL_<SERVICE>` variables). Region: `AwsSettings.region` when the
+  definition sets it, else `AWS_REGION` / `AWS_DEFAULT_REGION`, else us-east-1. Credentials: the
+  usual boto3 chain, or the `environ` mapping given to the engine (a stage's secrets).
+- Nothing changes before the template (cfn-lint, then `validate_template`), the parameters (names,
+  types, allowed values, ranges, patterns) and the image (it exists) have been checked: every
+  problem found there is a `TemplateError` (exit 2).
+- No boto3 waiters: they poll for up to an hour and misread rollback states. `_Operation` polls
+  `describe_stacks`, streams the operation's new `describe_stack_events` into `on_event`, and
+  classifies the terminal state itself.
+- Parameters sent = template defaults < given parameters < the image (in `image_parameter`). Every
+  parameter is sent explicitly: the template and the pipeline say what runs, not the last console edit.
+- Every stack the engine creates is tagged `pipeline=<name>`; `stacks()` lists those and `delete`
+  refuses stacks of another pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.engines.stack import OnEvent, StackState, VerifyReport
+from pipeline.errors import (
+    BadInputError,
+    PipelineError,
+    StackOperationError,
+    TemplateError,
+    ToolMissingError,
+)
+from pipeline.model import AwsSettings, Profile, Verify
+
+IMAGE_PARAMETER = "ImageId"
+PIPELINE_TAG = "pipeline"
+"""Tag key every stack created by the engine carries; its value is the pipeline's name."""
+URL_OUTPUT = "Url"
+TEMPLATE_BODY_MAX = 51_200
+"""CloudFormation's limit for TemplateBody (bytes); larger templates need S3 (TemplateURL)."""
+
+HEALTHY = frozenset(
+    {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"}
+)
+"""Terminal states in which the stack serves and accepts an update."""
+DEAD = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "REVIEW_IN_PROGRESS"})
+"""A failed create (or a never-executed change set): only delete-and-create gets out of it."""
+FAILED_EVENT = frozenset({"CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED", "IMPORT_FAILED"})
+ALL_LIVE_STATUSES = (
+    "CREATE_IN_PROGRESS",
+    "CREATE_FAILED",
+    "CREATE_COMPLETE",
+    "ROLLBACK_IN_PROGRESS",
+    "ROLLBACK_FAILED",
+    "ROLLBACK_COMPLETE",
+    "DELETE_IN_PROGRESS",
+    "DELETE_FAILED",
+    "UPDATE_IN_PROGRESS",
+    "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+    "UPDATE_COMPLETE",
+    "UPDATE_FAILED",
+    "UPDATE_ROLLBACK_IN_PROGRESS",
+    "UPDATE_ROLLBACK_FAILED",
+    "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "REVIEW_IN_PROGRESS",
+    "IMPORT_IN_PROGRESS",
+    "IMPORT_COMPLETE",
+    "IMPORT_ROLLBACK_IN_PROGRESS",
+    "IMPORT_ROLLBACK_FAILED",
+    "IMPORT_ROLLBACK_COMPLETE",
+)
+
+_STACK_NAME = re.compile(r"^[A-Za-z][-A-Za-z0-9]{0,127}$")
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+_NO_UPDATES = "No updates are to be performed"
+_CREDENTIAL_ERRORS = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "AuthFailure",
+    }
+)
+
+DataPlane = Literal["auto", "http", "emulated"]
+Client = Any
+"""A boto3 client (boto3 ships no type stubs; the engine keeps their use small and local)."""
+
+
+class CloudFormationError(StackOperationError):
+    """A stack operation ended badly; says which resource failed, why, and where the stack is now."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        stack: str = "",
+        status: str = "",
+        resource: str | None = None,
+        reason: str | None = None,
+        deleted: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.stack = stack
+        self.status = status
+        self.resource = resource
+        """Logical id (and type) of the first resource that failed, when known."""
+        self.reason = reason
+        self.deleted = deleted
+        """The engine deleted the stack afterwards (a failed create left it in ROLLBACK_COMPLETE)."""
+
+
+# --- endpoints, emulators -----------------------------------------------------------------------
+
+
+def is_emulator_endpoint(endpoint_url: str | None) -> bool:
+    """An endpoint override that is not an AWS host (moto, MiniStack, LocalStack on some port).
+
+    No override means real AWS. So do overrides under amazonaws.com / api.aws (FIPS, VPC endpoints).
+    """
+    if not endpoint_url:
+        return False
+    host = (urllib.parse.urlsplit(endpoint_url).hostname or "").lower()
+    return not (host.endswith(_AWS_HOST_SUFFIXES) or host in {"amazonaws.com", "api.aws"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def data_plane_is_real(url: str | None, endpoint_url: str | None) -> bool:
+    """Whether HTTP to the stack's URL reaches something real.
+
+    On real AWS, yes. Under an emulator endpoint only a loopback URL (an emulator that serves its
+    balancers on 127.0.0.1) is reachable; any other name (e.g. moto's `*.elb.amazonaws.com`) was
+    made up by the emulator: it is never resolved nor requested, and the data plane is emulated.
+    """
+    if not url:
+        return False
+    if not is_emulator_endpoint(endpoint_url):
+        return True
+    return _is_loopback(urllib.parse.urlsplit(url).hostname or "")
+
+
+# --- templates ------------------------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that reads CloudFormation short forms (`!Ref X`) as `{"Ref": X}` / `{"Fn::X": ...}`."""
+
+
+def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+# CloudFormation reads 2010-09-09 as a string; so must we, or the re-parse comparison sees a date.
+_CfnLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_template(text: str, source: str = "template") -> dict[str, Any]:
+    """The template as data (JSON or YAML with short-form intrinsics); TemplateError if unreadable."""
+    try:
+        doc = yaml.load(text, Loader=_CfnLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise TemplateError(
+            f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', None) or exc}",
+            hint="fix the syntax, then run `cfn-lint` on it",
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):
+        raise TemplateError(
+            f"{source}: not a CloudFormation template (no Resources mapping)",
+            hint="a template is a mapping with at least a Resources section",
+        )
+    return doc
+
+
+def lint_template(text: str, *, source: str = "template", region: str = "us-east-1") -> list[str]:
+    """Run cfn-lint on the template text. Errors raise TemplateError; warnings are returned."""
+    try:
+        from cfnlint.api import lint
+    except ImportError as exc:  # pragma: no cover - the [run] extra installs it
+        raise ToolMissingError(
+            "cfn-lint is not installed (templates are linted before any change)",
+            hint="pip install 'pipeline-as-code[run]' (or pip install cfn-lint)",
+        ) from exc
+    errors: list[str] = []
+    warnings: list[str] = []
+    for match in lint(text, regions=[region]):
+        severity = str(getattr(match.rule, "severity", "error")).lower()
+        line = f"{source}:{match.linenumber}: {match.rule.id} {match.message}"
+        if severity == "error":
+            errors.append(line)
+        elif severity == "warning":
+            warnings.append(line)
+    if errors:
+        shown = "\n".join(f"  - {e}" for e in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise TemplateError(
+            f"{source} has {len(errors)} cfn-lint error{'s' if len(errors) != 1 else ''}:\n{shown}{more}",
+            hint=f"fix them and check with `cfn-lint {source}`; nothing was changed",
+        )
+    return warnings
+
+
+def template_parameters(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    params = doc.get("Parameters") or {}
+    if not isinstance(params, dict):
+        raise TemplateError("the template's Parameters section is not a mapping")
+    return {str(k): (v if isinstance(v, dict) else {}) for k, v in params.items()}
+
+
+def _as_parameter_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def merge_parameters(
+    doc: Mapping[str, Any],
+    image: str,
+    parameters: Mapping[str, str] | None,
+    *,
+    image_parameter: str = IMAGE_PARAMETER,
+    source: str = "template",
+) -> dict[str, str]:
+    """Template defaults < `parameters` < the image, checked against the template's declarations."""
+    declared = template_parameters(doc)
+    if image_parameter not in declared:
+        raise TemplateError(
+            f"{source} has no parameter {image_parameter!r} to carry the image",
+            hint=f"declare Parameters: {image_parameter}: {{Type: AWS::EC2::Image::Id}} and use it in the "
+            "launch template, or set Environment(image_parameter=...)",
+        )
+    given = dict(parameters or {})
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise TemplateError(
+            f"{source} declares no parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+            hint=f"the template's parameters are: {', '.join(sorted(declared))}",
+        )
+    merged: dict[str, str] = {}
+    for name, decl in declared.items():
+        if "Default" in decl:
+            merged[name] = _as_parameter_value(decl["Default"])
+    merged.update({k: str(v) for k, v in given.items()})
+    merged[image_parameter] = image
+    problems = [p for name, decl in declared.items() for p in _check_parameter(name, decl, merged.get(name))]
+    if problems:
+        shown = "\n".join(f"  - {p}" for p in problems)
+        raise TemplateError(
+            f"parameters for {source} are invalid:\n{shown}", hint="fix the values; nothing was changed"
+        )
+    return merged
+
+
+def _check_parameter(name: str, decl: Mapping[str, Any], value: str | None) -> list[str]:
+    if value is None:
+        return [f"{name}: required (the template gives it no Default)"]
+    kind = str(decl.get("Type", "String"))
+    out: list[str] = []
+    allowed = decl.get("AllowedValues")
+    if isinstance(allowed, list) and value not in [_as_parameter_value(a) for a in allowed]:
+        out.append(f"{name}: {value!r} is not one of {', '.join(_as_parameter_value(a) for a in allowed)}")
+    pattern = decl.get("AllowedPattern")
+    if isinstance(pattern, str) and kind == "String":
+        try:
+            if not re.fullmatch(pattern, value):
+                out.append(f"{name}: {value!r} does not match AllowedPattern {pattern}")
+        except re.error:
+            pass
+    if kind == "String":
+        if "MinLength" in decl and len(value) < int(decl["MinLength"]):
+            out.append(f"{name}: shorter than MinLength {decl['MinLength']}")
+        if "MaxLength" in decl and len(value) > int(decl["MaxLength"]):
+            out.append(f"{name}: longer than MaxLength {decl['MaxLength']}")
+    if kind == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return [*out, f"{name}: {value!r} is not a number"]
+        if "MinValue" in decl and number < float(decl["MinValue"]):
+            out.append(f"{name}: {value} is below MinValue {decl['MinValue']}")
+        if "MaxValue" in decl and number > float(decl["MaxValue"]):
+            out.append(f"{name}: {value} is above MaxValue {decl['MaxValue']}")
+    if kind == "AWS::EC2::Image::Id" and not _AMI.match(value):
+        hint = " (pass the AMI id alone, not Packer's region:ami artifact id)" if ":" in value else ""
+        out.append(f"{name}: {value!r} is not an AMI id like ami-0123456789abcdef0{hint}")
+    return out
+
+
+# --- the engine -----------------------------------------------------------------------------------
+
+
+def _ignore(text: str) -> None:
+    pass
+
+
+@dataclass
+class _Operation:
+    """One stack operation being watched: new events of this operation, in order, streamed once."""
+
+    engine: CloudFormationEngine
+    stack_id: str
+    token: str | None
+    on_event: OnEvent
+    after_event: str | None = None
+    """Newest event id before the operation started: events up to it belong to earlier ones."""
+    seen: set[str] = field(default_factory=set)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def poll_events(self) -> None:
+        fresh: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"StackName": self.stack_id}
+        while True:
+            page = self.engine._call("cloudformation", "describe_stack_events", **kwargs)
+            stop = False
+            for event in page.get("StackEvents", []):
+                event_id = event.get("EventId", "")
+                if event_id in self.seen or event_id == self.after_event:
+                    stop = True
+                    break
+                fresh.append(event)
+            token = page.get("NextToken")
+            if stop or not token:
+                break
+            kwargs["NextToken"] = token
+        for event in reversed(fresh):  # the API lists newest first
+            self.seen.add(event.get("EventId", ""))
+            other = event.get("ClientRequestToken")
+            if self.token and other and other != self.token:
+                continue  # another operation's event (the API tags events with the request token)
+            self.events.append(event)
+            self.on_event(_format_event(event))
+
+    def wait(self, *, deleting: bool = False) -> dict[str, Any] | None:
+        """Poll until the stack leaves *_IN_PROGRESS; the final stack (None once deleted)."""
+        engine = self.engine
+        deadline = engine._clock() + engine.timeout_seconds
+        delay = min(1.0, engine.poll_seconds)
+        while True:
+            self.poll_events()
+            stack = engine._describe_raw(self.stack_id)
+            status = stack["StackStatus"] if stack else "DELETE_COMPLETE"
+            if not status.endswith("_IN_PROGRESS"):
+                self.poll_events()
+                return None if status == "DELETE_COMPLETE" else stack
+            if engine._clock() >= deadline:
+                what = "delete" if deleting else "operation"
+                raise CloudFormationError(
+                    f"stack {self.stack_id} is still {status} after {engine.timeout_seconds:g} s",
+                    hint=f"the {what} goes on in CloudFormation: re-run to keep waiting for it"
+                    + ("" if deleting else ", or stop it with `aws cloudformation cancel-update-stack`"),
+                    stack=self.stack_id,
+                    status=status,
+                )
+            engine._sleep(delay)
+            delay = min(engine.poll_seconds, delay * 1.5)
+
+    def first_failure(self) -> tuple[str | None, str | None]:
+        """(resource, reason) of the first resource that failed in this operation."""
+        failed = [
+            e
+            for e in self.events
+            if e.get("ResourceStatus") in FAILED_EVENT and e.get("ResourceType") != "AWS::CloudFormation::Stack"
+        ]
+        real = [e for e in failed if "cancel" not in str(e.get("ResourceStatusReason", "")).lower()]
+        for event in real or failed:
+            resource = f"{event.get('LogicalResourceId')} ({event.get('ResourceType')})"
+            return resource, str(event.get("ResourceStatusReason") or "no reason given")
+        for event in self.events:
+            reason = str(event.get("ResourceStatusReason") or "")
+            if event.get("ResourceType") == "AWS::CloudFormation::Stack" and reason and "User Initiated" not in reason:
+                return None, reason
+        return None, None
+
+    def rollback_failures(self) -> list[str]:
+        """Resources that failed while CloudFormation rolled an update back."""
+        started = False
+        names: list[str] = []
+        for event in self.events:
+            status = event.get("ResourceStatus", "")
+            if event.get("ResourceType") == "AWS::CloudFormation::Stack" and status == "UPDATE_ROLLBACK_IN_PROGRESS":
+                started = True
+            elif started and status in FAILED_EVENT and event.get("ResourceType") != "AWS::CloudFormation::Stack":
+                name = str(event.get("LogicalResourceId"))
+                if name not in names:
+                    names.append(name)
+        return names
+
+
+def _format_event(event: Mapping[str, Any]) -> str:
+    stamp = event.get("Timestamp")
+    clock = stamp.strftime("%H:%M:%S ") if isinstance(stamp, datetime) else ""
+    reason = event.get("ResourceStatusReason")
+    tail = f": {reason}" if reason else ""
+    return f"{clock}{event.get('LogicalResourceId')} ({event.get('ResourceType')}) {event.get('ResourceStatus')}{tail}"
+
+
+class CloudFormationEngine:
+    """StackEngine for the `aws` profile. Safe to re-run: every method converges from observed state."""
+
+    profile: Profile = "aws"
+
+    def __init__(
+        self,
+        pipeline: str,
+        template: Path,
+        settings: AwsSettings,
+        *,
+        image_parameter: str = IMAGE_PARAMETER,
+        environ: Mapping[str, str] | None = None,
+        poll_seconds: float = 5.0,
+        timeout_seconds: float = 7200.0,
+        data_plane: DataPlane = "auto",
+        client_factory: Callable[[str], Client] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`environ` (default: os.environ) supplies AWS_* variables (credentials, endpoint, region).
+
+        `data_plane`: "auto" decides per URL (see `data_plane_is_real`), "http" always requests the
+        URL, "emulated" never does. `client_factory(service)` replaces boto3 clients (tests)."""
+        self.pipeline = pipeline
+        self.template = template
+        self.settings = settings
+        self.image_parameter = image_parameter
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.data_plane = data_plane
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._factory = client_factory
+        self._sleep = sleep
+        self._clock = clock
+        self._clients: dict[str, Client] = {}
+        self._validated: dict[str, list[str]] = {}
+        self.endpoint_url: str | None = settings.endpoint_url or self._environ.get("AWS_ENDPOINT_URL") or None
+        if "region" in settings.model_fields_set:
+            self.region = settings.region
+        else:
+            self.region = self._environ.get("AWS_REGION") or self._environ.get("AWS_DEFAULT_REGION") or settings.region
+
+    # --- public: the StackEngine protocol -------------------------------------------------------
+
+    @property
+    def emulator(self) -> bool:
+        """Talking to an emulator (an endpoint override outside AWS), not to AWS itself."""
+        return is_emulator_endpoint(self.endpoint_url)
+
+    def describe(self, stack: str) -> StackState:
+        self._check_stack_name(stack)
+        with self._aws_errors(f"describing stack {stack}"):
+            raw = self._describe_raw(stack)
+        return self._state(stack, raw)
+
+    def deploy(
+        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = _ignore
+    ) -> StackState:
+        """Create the stack or update it to `image`; a no-op when it already runs exactly that.
+
+        Raises TemplateError (exit 2) before any change for a bad template, parameter or image, and
+        CloudFormationError (a StackOperationError) when CloudFormation fails the operation."""
+        self._check_stack_name(stack)
+        desired = self.plan(image, parameters)
+        with self._aws_errors(f"deploying stack {stack}"):
+            capabilities = self.validate(on_event=on_event)
+            self._check_image_exists(image)
+            current = self._settle(stack, on_event)
+            if current is not None and current["StackStatus"] in DEAD:
+                status = current["StackStatus"]
+                why = current.get("StackStatusReason") or "an earlier create failed"
+                on_event(f"stack {stack} is in {status} ({why}): deleting it, then creating it again")
+                self._delete_and_wait(stack, current["StackId"], on_event)
+                current = None
+            if current is None:
+                return self._create(stack, image, desired, capabilities, on_event)
+            self._refuse_stuck(stack, current)
+            if self._up_to_date(current, desired):
+                on_event(f"stack {stack} already runs {image} with these parameters: nothing to do")
+                return self._state(stack, current)
+            return self._update(stack, image, current, desired, capabilities, on_event)
+
+    def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
+        """Delete the stack and wait until it is gone; a missing stack is fine.
+
+        Refuses a stack that another pipeline (or no pipeline) created: teardown must never remove
+        what it did not make."""
+        self._check_stack_name(stack)
+        with self._aws_errors(f"deleting stack {stack}"):
+            current = self._describe_raw(stack)
+            if current is None:
+                on_event(f"stack {stack} does not exist: nothing to delete")
+                return
+            owner = _tags(current).get(PIPELINE_TAG)
+            if owner != self.pipeline:
+                raise CloudFormationError(
+                    f"stack {stack} was not created by pipeline {self.pipeline!r} "
+                    f"(its {PIPELINE_TAG!r} tag is {owner!r}): refusing to delete it",
+                    hint=f"delete it yourself if it must go: aws cloudformation delete-stack --stack-name {stack}",
+                    stack=stack,
+                    status=current["StackStatus"],
+                )
+            self._delete_and_wait(stack, current["StackId"], on_event)
+
+    def stacks(self) -> list[str]:
+        """Every live stack tagged with this pipeline's name (ephemeral ones included)."""
+        names: list[str] = []
+        with self._aws_errors("listing stacks"):
+            kwargs: dict[str, Any] = {}
+            while True:
+                page = self._call("cloudformation", "describe_stacks", **kwargs)
+                for stack in page.get("Stacks", []):
+                    if stack.get("StackStatus") == "DELETE_COMPLETE":
+                        continue
+                    if _tags(stack).get(PIPELINE_TAG) == self.pipeline:
+                        names.append(stack["StackName"])
+                token = page.get("NextToken")
+                if not token:
+                    break
+                kwargs["NextToken"] = token
+        return sorted(set(names))
+
+    def verify(self, state: StackState, check: Verify, *, on_event: OnEvent = _ignore) -> VerifyReport:
+        """Check the stack serves as `check` says.
+
+        Real AWS: the control plane (stack status, launch template image, the group's instances on
+        that version, InService and healthy) and HTTP through the balancer's URL. Under an emulator
+        with a made-up URL: the control plane only (stack status, launch template image), reported
+        in `VerifyReport.emulated`."""
+        with self._aws_errors(f"verifying stack {state.name}"):
+            raw = self._describe_raw(state.name)
+            if raw is None:
+                return VerifyReport(ok=False, requests=0, failures=1, detail=f"stack {state.name} does not exist")
+            current = self._state(state.name, raw)
+            expected = state.image or current.image
+            url = current.url or state.url
+            http = self.data_plane == "http" or (
+                self.data_plane == "auto" and data_plane_is_real(url, self.endpoint_url)
+            )
+            control = self._control_plane_checks(raw, expected, rollout=not self.emulator, on_event=on_event)
+        passed = [name for name, ok, _ in control if ok]
+        failed = [(name, why) for name, ok, why in control if not ok]
+        if self.emulator:
+            emulated = tuple(passed + [name for name, _ in failed])
+            real: tuple[str, ...] = ()
+        else:
+            real, emulated = tuple(passed + [name for name, _ in failed]), ()
+        requests = failures = 0
+        detail = ""
+        if http and url:
+            report = _http_verify(url, check, on_event=on_event, sleep=self._sleep, clock=self._clock)
+            requests, failures = report.requests, report.failures
+            real = (*real, report.name)
+            if not report.ok:
+                detail = report.detail
+        elif not http:
+            skipped = f"HTTP {check.path} through the balancer not requested: the emulator's URL {url} is not served"
+            on_event(skipped)
+        failures += len(failed)
+        if failed and not detail:
+            detail = "; ".join(f"{name}: {why}" for name, why in failed)
+        ok = failures == 0 and (http or bool(control))
+        if ok and not detail:
+            detail = (
+                f"{requests} requests to {url} passed"
+                if http
+                else f"{len(passed)} control-plane checks passed (emulated)"
+            )
+        return VerifyReport(ok=ok, requests=requests, failures=failures, detail=detail, real=real, emulated=emulated)
+
+    # --- public helpers the executors may use -----------------------------------------------------
+
+    def template_text(self) -> str:
+        try:
+            return self.template.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TemplateError(
+                f"cannot read template {self.template}: {exc.strerror or exc}",
+                hint="check Environment(template=...) (relative to the definition file)",
+            ) from None
+
+    def plan(self, image: str, parameters: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The parameters a deploy of `image` sends, checked locally (no AWS call)."""
+        text = self.template_text()
+        if len(text.encode("utf-8")) > TEMPLATE_BODY_MAX:
+            raise TemplateError(
+                f"{self.template} is larger than CloudFormation's {TEMPLATE_BODY_MAX} byte TemplateBody limit",
+                hint="shorten it (or split it into nested stacks)",
+            )
+        doc = parse_template(text, str(self.template))
+        return merge_parameters(doc, image, parameters, image_parameter=self.image_parameter, source=str(self.template))
+
+    def validate(self, *, on_event: OnEvent = _ignore) -> list[str]:
+        """cfn-lint, then CloudFormation's `validate_template`; returns the capabilities it needs.
+
+        Done once per template text per engine."""
+        text = self.template_text()
+        if text in self._validated:
+            return self._validated[text]
+        for warning in lint_template(text, source=str(self.template), region=self.region):
+            on_event(f"cfn-lint warning: {warning}")
+        ClientError = self._botocore_exceptions().ClientError
+        try:
+            answer = self._call("cloudformation", "validate_template", TemplateBody=text)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") not in {"ValidationError", "ValidationException"}:
+                raise
+            raise TemplateError(
+                f"CloudFormation rejects {self.template}: {error.get('Message', exc)}",
+                hint="fix the template; nothing was changed",
+            ) from None
+        capabilities = [str(c) for c in answer.get("Capabilities", [])]
+        self._validated[text] = capabilities
+        return capabilities
+
+    # --- create / update / delete ----------------------------------------------------------------
+
+    def _create(
+        self, stack: str, image: str, desired: Mapping[str, str], capabilities: Sequence[str], on_event: OnEvent
+    ) -> StackState:
+        token = _token("create")
+        on_event(f"creating stack {stack} with {self.image_parameter}={image}")
+        answer = self._call(
+            "cloudformation",
+            "create_stack",
+            StackName=stack,
+            TemplateBody=self.template_text(),
+            Parameters=_parameter_list(desired),
+            Capabilities=list(capabilities),
+            Tags=[{"Key": PIPELINE_TAG, "Value": self.pipeline}],
+            OnFailure="ROLLBACK",
+            ClientRequestToken=token,
+        )
+        operation = _Operation(self, answer["StackId"], token, on_event)
+        final = operation.wait()
+        status = final["StackStatus"] if final else "DELETE_COMPLETE"
+        if status == "CREATE_COMPLETE" and final is not None:
+            on_event(f"stack {stack} created")
+            return self._state(stack, final)
+        resource, reason = operation.first_failure()
+        reason = reason or (final or {}).get("StackStatusReason") or "no reason given"
+        deleted = False
+        if final is not None and status in DEAD | {"CREATE_FAILED"}:
+            on_event(f"stack {stack} is in {status} after the failed create: deleting it")
+            self._delete_and_wait(stack, final["StackId"], on_event)
+            deleted = True
+        where = f"resource {resource}: " if resource else ""
+        raise CloudFormationError(
+            f"creating stack {stack} failed ({status}): {where}{reason}"
+            + ("; the failed stack has been deleted" if deleted else ""),
+            hint="fix the cause (template, parameters, image, limits or permissions) and re-run: "
+            "the stack is created anew",
+            stack=stack,
+            status=status,
+            resource=resource,
+            reason=reason,
+            deleted=deleted,
+        )
+
+    def _update(
+        self,
+        stack: str,
+        image: str,
+        current: Mapping[str, Any],
+        desired: Mapping[str, str],
+        capabilities: Sequence[str],
+        on_event: OnEvent,
+    ) -> StackState:
+        stack_id = current["StackId"]
+        previous = _parameters(current).get(self.image_parameter)
+        marker = self._newest_event(stack_id)
+        token = _token("update")
+        on_event(f"updating stack {stack}: {self.image_parameter} {previous} -> {image}")
+        ClientError = self._botocore_exceptions().ClientError
+        try:
+            self._call(
+                "cloudformation",
+                "update_stack",
+                StackName=stack_id,
+                TemplateBody=self.template_text(),
+                Parameters=_parameter_list(desired),
+                Capabilities=list(capabilities),
+                ClientRequestToken=token,
+            )
+        except ClientError as exc:
+            if _NO_UPDATES in str(exc.response.get("Error", {}).get("Message", "")):
+                on_event(f"stack {stack}: no updates are to be performed")
+                return self.describe(stack)
+            raise
+        operation = _Operation(self, stack_id, token, on_event, after_event=marker)
+        final = operation.wait()
+        status = final["StackStatus"] if final else "DELETE_COMPLETE"
+        if status == "UPDATE_COMPLETE" and final is not None:
+            on_event(f"stack {stack} updated to {image}")
+            return self._state(stack, final)
+        resource, reason = operation.first_failure()
+        reason = reason or (final or {}).get("StackStatusReason") or "no reason given"
+        where = f"resource {resource}: " if resource else ""
+        common: dict[str, Any] = {"stack": stack, "status": status, "resource": resource, "reason": reason}
+        if status == "UPDATE_ROLLBACK_COMPLETE":
+            raise CloudFormationError(
+                f"updating stack {stack} to {image} failed: {where}{reason}; CloudFormation rolled it back "
+                f"(UPDATE_ROLLBACK_COMPLETE): the stack is healthy on the previous version ({previous})",
+                hint="fix the cause (see the failed resource) and re-run",
+                **common,
+            )
+        if status == "UPDATE_ROLLBACK_FAILED":
+            raise self._rollback_failed(stack, operation.rollback_failures(), f"{where}{reason}", common)
+        raise CloudFormationError(
+            f"updating stack {stack} to {image} ended in {status}: {where}{reason}",
+            hint=_fix_for(stack, status, self.region),
+            **common,
+        )
+
+    def _rollback_failed(
+        self, stack: str, resources: Sequence[str], cause: str, common: Mapping[str, Any]
+    ) -> CloudFormationError:
+        skip = f" --resources-to-skip {' '.join(resources)}" if resources else ""
+        return CloudFormationError(
+            f"stack {stack} is in UPDATE_ROLLBACK_FAILED: the update failed ({cause}) and so did the rollback"
+            + (f" of {', '.join(resources)}" if resources else ""),
+            hint="fix what blocks the rollback (often a resource changed or deleted outside CloudFormation), then "
+            f"aws cloudformation continue-update-rollback --stack-name {stack} --region {self.region}{skip}"
+            " (skipped resources are left as they are), and re-run",
+            **common,
+        )
+
+    def _delete_and_wait(self, stack: str, stack_id: str, on_event: OnEvent) -> None:
+        marker = self._newest_event(stack_id)
+        token = _token("delete")
+        on_event(f"deleting stack {stack}")
+        ClientError = self._botocore_exceptions().ClientError
+        try:
+            self._call("cloudformation", "delete_stack", StackName=stack_id, ClientRequestToken=token)
+        except ClientError as exc:
+            # The observed state wins: moto deletes what it can, forgets the stack, then raises
+            # (e.g. DependencyViolation for a VPC whose route table it cannot delete). AWS itself
+            # reports such failures asynchronously (DELETE_FAILED), leaving the stack in place.
+            if self._describe_raw(stack_id) is not None:
+                raise
+            error = exc.response.get("Error", {})
+            on_event(
+                f"delete_stack answered {error.get('Code')}: {error.get('Message')}; the stack is gone "
+                "(resources the endpoint could not delete may remain in it)"
+            )
+            return
+        operation = _Operation(self, stack_id, token, on_event, after_event=marker)
+        final = operation.wait(deleting=True)
+        if final is None:
+            on_event(f"stack {stack} deleted")
+            return
+        resource, reason = operation.first_failure()
+        reason = reason or final.get("StackStatusReason") or "no reason given"
+        where = f"resource {resource}: " if resource else ""
+        raise CloudFormationError(
+            f"deleting stack {stack} ended in {final['StackStatus']}: {where}{reason}",
+            hint=_fix_for(stack, final["StackStatus"], self.region),
+            stack=stack,
+            status=final["StackStatus"],
+            resource=resource,
+            reason=reason,
+        )
+
+    def _settle(self, stack: str, on_event: OnEvent) -> dict[str, Any] | None:
+        """The stack once no operation runs on it (waits out one left running by an earlier run)."""
+        current = self._describe_raw(stack)
+        if current is None or not current["StackStatus"].endswith("_IN_PROGRESS"):
+            return current
+        if current["StackStatus"] == "REVIEW_IN_PROGRESS":
+            return current
+        on_event(f"stack {stack} is {current['StackStatus']} (an earlier operation): waiting for it to finish")
+        operation = _Operation(
+            self, current["StackId"], None, on_event, after_event=self._newest_event(current["StackId"])
+        )
+        final = operation.wait()
+        return None if final is None else self._describe_raw(stack)
+
+    def _refuse_stuck(self, stack: str, current: Mapping[str, Any]) -> None:
+        status = current["StackStatus"]
+        if status in HEALTHY:
+            return
+        common: dict[str, Any] = {"stack": stack, "status": status, "reason": current.get("StackStatusReason")}
+        if status == "UPDATE_ROLLBACK_FAILED":
+            raise self._rollback_failed(stack, [], str(current.get("StackStatusReason") or "an earlier update"), common)
+        raise CloudFormationError(
+            f"stack {stack} is in {status} and cannot be updated: {current.get('StackStatusReason') or 'no reason given'}",
+            hint=_fix_for(stack, status, self.region),
+            **common,
+        )
+
+    def _up_to_date(self, current: Mapping[str, Any], desired: Mapping[str, str]) -> bool:
+        if _parameters(current) != dict(desired):
+            return False
+        try:
+            body = self._call("cloudformation", "get_template", StackName=current["StackId"]).get("TemplateBody")
+        except Exception:
+            return False
+        ours = self.template_text()
+        if isinstance(body, str):
+            return body.strip() == ours.strip()
+        try:
+            return bool(body == json.loads(ours))
+        except ValueError:
+            return False
+
+    # --- verification ------------------------------------------------------------------------------
+
+    def _control_plane_checks(
+        self, raw: Mapping[str, Any], image: str | None, *, rollout: bool, on_event: OnEvent
+    ) -> list[tuple[str, bool, str]]:
+        checks: list[tuple[str, bool, str]] = []
+        status = raw["StackStatus"]
+        checks.append(
+            (f"stack status {status}", status in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}, f"stack is {status}")
+        )
+        resources = self._call("cloudformation", "describe_stack_resources", StackName=raw["StackId"]).get(
+            "StackResources", []
+        )
+        template_id = _resource(resources, "AWS::EC2::LaunchTemplate", "LaunchTemplate")
+        group = _resource(resources, "AWS::AutoScaling::AutoScalingGroup", "WebGroup")
+        latest: str | None = None
+        if template_id is None:
+            on_event("no launch template in the stack: image check skipped")
+        else:
+            versions = self._call(
+                "ec2", "describe_launch_template_versions", LaunchTemplateId=template_id, Versions=["$Latest"]
+            ).get("LaunchTemplateVersions", [])
+            found = versions[0]["LaunchTemplateData"].get("ImageId") if versions else None
+            latest = str(versions[0]["VersionNumber"]) if versions else None
+            checks.append(
+                (
+                    f"launch template {template_id} version {latest} ImageId {found}",
+                    image is None or found == image,
+                    f"launch template runs {found}, expected {image}",
+                )
+            )
+        if rollout and group is not None and latest is not None:
+            groups = self._call("autoscaling", "describe_auto_scaling_groups", AutoScalingGroupNames=[group]).get(
+                "AutoScalingGroups", []
+            )
+            if groups:
+                checks.append(_rollout_check(groups[0], latest))
+        for name, ok, _ in checks:
+            on_event(f"{'ok' if ok else 'FAILED'}: {name}")
+        return checks
+
+    # --- AWS plumbing --------------------------------------------------------------------------------
+
+    def _client(self, service: str) -> Client:
+        if service not in self._clients:
+            if self._factory is not None:
+                self._clients[service] = self._factory(service)
+            else:
+                self._clients[service] = self._make_client(service)
+        return self._clients[service]
+
+    def _make_client(self, service: str) -> Client:
+        try:
+            boto3 = importlib.import_module("boto3")
+            config_module = importlib.import_module("botocore.config")
+        except ImportError as exc:  # pragma: no cover - the [run] extra installs it
+            raise ToolMissingError(
+                "boto3 is not installed (the aws profile needs it)", hint="pip install 'pipeline-as-code[run]'"
+            ) from exc
+        env = self._environ
+        session_kwargs: dict[str, Any] = {"region_name": self.region}
+        if env is not os.environ:
+            for key, arg in (
+                ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+                ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+                ("AWS_SESSION_TOKEN", "aws_session_token"),
+                ("AWS_PROFILE", "profile_name"),
+            ):
+                if env.get(key):
+                    session_kwargs[arg] = env[key]
+        session = boto3.session.Session(**session_kwargs)
+        config = config_module.Config(
+            retries={"mode": "standard", "max_attempts": 8},
+            connect_timeout=10,
+            read_timeout=60,
+            user_agent_extra="pipeline-as-code",
+        )
+        client_kwargs: dict[str, Any] = {"config": config}
+        if self.endpoint_url:
+            client_kwargs["endpoint_url"] = self.endpoint_url
+        return session.client(service, **client_kwargs)
+
+    def _call(self, service: str, operation: str, **kwargs: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = getattr(self._client(service), operation)(**kwargs)
+        return answer
+
+    @staticmethod
+    def _botocore_exceptions() -> Any:
+        return importlib.import_module("botocore.exceptions")
+
+    def _describe_raw(self, stack: str) -> dict[str, Any] | None:
+        ClientError = self._botocore_exceptions().ClientError
+        try:
+            stacks = self._call("cloudformation", "describe_stacks", StackName=stack).get("Stacks", [])
+        except ClientError as exc:
+            if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
+                return None
+            raise
+        if not stacks or stacks[0].get("StackStatus") == "DELETE_COMPLETE":
+            return None
+        result: dict[str, Any] = stacks[0]
+        return result
+
+    def _newest_event(self, stack_id: str) -> str | None:
+        events = self._call("cloudformation", "describe_stack_events", StackName=stack_id).get("StackEvents", [])
+        return str(events[0]["EventId"]) if events else None
+
+    def _check_image_exists(self, image: str) -> None:
+        ClientError = self._botocore_exceptions().ClientError
+        try:
+            images = self._call("ec2", "describe_images", ImageIds=[image]).get("Images", [])
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if not code.startswith("InvalidAMIID"):
+                raise
+            images = []
+        if not images:
+            raise TemplateError(
+                f"image {image} does not exist in {self.region} (or this account cannot see it)",
+                hint="bake it first (the bake stage), check the region, or share the AMI with this account",
+            )
+        state = images[0].get("State", "available")
+        if state != "available":
+            raise TemplateError(
+                f"image {image} is {state}, not available", hint="wait until the AMI is available, or bake it again"
+            )
+
+    def _check_stack_name(self, stack: str) -> None:
+        if not _STACK_NAME.match(stack):
+            raise BadInputError(
+                f"{stack!r} is not a valid CloudFormation stack name",
+                hint="use letters, digits and hyphens, starting with a letter, at most 128 characters",
+            )
+
+    def _state(self, stack: str, raw: Mapping[str, Any] | None) -> StackState:
+        if raw is None:
+            return StackState(name=stack, exists=False)
+        params = _parameters(raw)
+        outputs = {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in raw.get("Outputs", [])}
+        status = str(raw["StackStatus"])
+        details = {
+            "stack_status": status,
+            "stack_id": str(raw["StackId"]),
+            "region": self.region,
+            "endpoint": self.endpoint_url or "aws",
+        }
+        if raw.get("StackStatusReason"):
+            details["reason"] = str(raw["StackStatusReason"])
+        details.update({f"output.{k}": v for k, v in outputs.items()})
+        return StackState(
+            name=stack,
+            exists=True,
+            image=params.get(self.image_parameter),
+            url=outputs.get(URL_OUTPUT),
+            status=_status_word(status),
+            parameters=params,
+            details=details,
+        )
+
+    @contextmanager
+    def _aws_errors(self, action: str) -> Iterator[None]:
+        """Turn botocore's exceptions into the pipeline's typed errors, with what to do."""
+        exceptions = self._botocore_exceptions()
+        where = self.endpoint_url or f"AWS ({self.region})"
+        try:
+            yield
+        except PipelineError:
+            raise
+        except (exceptions.NoCredentialsError, exceptions.PartialCredentialsError) as exc:
+            raise ToolMissingError(
+                f"{action}: no usable AWS credentials ({exc})",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), e.g. as the environment's "
+                "secrets; emulators accept any values",
+            ) from None
+        except (exceptions.EndpointConnectionError, exceptions.ConnectTimeoutError) as exc:
+            raise ToolMissingError(
+                f"{action}: cannot reach {where} ({exc})",
+                hint="check AwsSettings.endpoint_url / AWS_ENDPOINT_URL and the network; `pipeline doctor --profile aws`",
+            ) from None
+        except exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "")) or "Error"
+            message = str(error.get("Message", exc))
+            if code in _CREDENTIAL_ERRORS:
+                raise StackOperationError(
+                    f"{action}: {code}: {message}",
+                    hint="the credentials are wrong, expired, or lack CloudFormation/EC2/AutoScaling permissions",
+                ) from None
+            raise StackOperationError(f"{action}: {code}: {message}", hint=f"the request went to {where}") from None
+        except exceptions.BotoCoreError as exc:
+            raise StackOperationError(
+                f"{action}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                hint=f"the endpoint {where} answered something unexpected (an emulator's internal error?); re-run",
+            ) from None
+
+
+# --- small pure helpers ----------------------------------------------------------------------------
+
+
+def _token(kind: str) -> str:
+    """A fresh ClientRequestToken: botocore's own retries reuse it, so CloudFormation runs an operation
+    once even when a response is lost; events carry it, so an operation's events can be told apart."""
+    return f"pipeline-{kind}-{uuid.uuid4().hex}"
+
+
+def _parameter_list(values: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(values.items())]
+
+
+def _parameters(raw: Mapping[str, Any]) -> dict[str, str]:
+    return {str(p["ParameterKey"]): str(p.get("ParameterValue", "")) for p in raw.get("Parameters", [])}
+
+
+def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
+    return {str(t["Key"]): str(t.get("Value", "")) for t in raw.get("Tags", [])}
+
+
+def _status_word(status: str) -> str:
+    if status.endswith("_IN_PROGRESS"):
+        return "updating"
+    if status in HEALTHY:
+        return "ready"
+    if status == "DELETE_COMPLETE":
+        return "absent"
+    return "failed"
+
+
+def _resource(resources: Sequence[Mapping[str, Any]], kind: str, preferred: str) -> str | None:
+    matching = [r for r in resources if r.get("ResourceType") == kind and r.get("PhysicalResourceId")]
+    for r in matching:
+        if r.get("LogicalResourceId") == preferred:
+            return str(r["PhysicalResourceId"])
+    return str(matching[0]["PhysicalResourceId"]) if matching else None
+
+
+def _rollout_check(group: Mapping[str, Any], latest: str) -> tuple[str, bool, str]:
+    name = str(group.get("AutoScalingGroupName"))
+    wanted = int(group.get("DesiredCapacity", 0))
+    version = str((group.get("LaunchTemplate") or {}).get("Version", ""))
+    good = [
+        i
+        for i in group.get("Instances", [])
+        if str((i.get("LaunchTemplate") or {}).get("Version", "")) == latest
+        and i.get("LifecycleState") == "InService"
+        and i.get("HealthStatus") == "Healthy"
+    ]
+    ok = version == latest and len(good) >= wanted
+    why = (
+        f"group {name} uses launch template version {version or '?'}, {len(good)} of {wanted} instances "
+        f"InService and healthy on version {latest}"
+    )
+    return (f"group {name}: {len(good)}/{wanted} instances on launch template version {latest}", ok, why)
+
+
+def _fix_for(stack: str, status: str, region: str) -> str:
+    base = f"--stack-name {stack} --region {region}"
+    if status in {"CREATE_FAILED", "UPDATE_FAILED"}:
+        return (
+            f"the stack was changed with rollback disabled: aws cloudformation rollback-stack {base} "
+            "(or delete it), then re-run"
+        )
+    if status == "DELETE_FAILED":
+        return (
+            f"remove what blocks the delete (see the resource), then aws cloudformation delete-stack {base} "
+            "(--deletion-mode FORCE_DELETE_STACK leaves the stuck resources behind)"
+        )
+    if status in {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED"}:
+        return f"a failed create: aws cloudformation delete-stack {base}, then re-run"
+    return f"inspect it: aws cloudformation describe-stack-events {base}"
+
+
+@dataclass(frozen=True)
+class _HttpReport:
+    ok: bool
+    requests: int
+    failures: int
+    detail: str
+    name: str
+
+
+def _http_verify(
+    url: str,
+    check: Verify,
+    *,
+    on_event: OnEvent,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    timeout: float = 5.0,
+) -> _HttpReport:
+    """Wait for a first good answer (up to `wait_seconds`), then `requests` consecutive ones must pass.
+
+    A small private helper (the local engine's http_check module did not exist when this was written)."""
+    target = urllib.parse.urljoin(url, check.path)
+    name = f"HTTP GET {target} x{check.requests}: status {check.expect_status}" + (
+        f", body contains {check.expect_text!r}" if check.expect_text else ""
+    )
+
+    def one() -> str | None:
+        try:
+            with urllib.request.urlopen(target, timeout=timeout) as response:
+                status = int(response.status)
+                body = response.read(1_000_000).decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, ""
+        except (OSError, ValueError) as exc:
+            return f"{target}: {exc}"
+        if status != check.expect_status:
+            return f"{target}: status {status}, expected {check.expect_status}"
+        if check.expect_text and check.expect_text not in body:
+            return f"{target}: body does not contain {check.expect_text!r}"
+        return None
+
+    if urllib.parse.urlsplit(target).scheme not in {"http", "https"}:
+        return _HttpReport(False, 0, 1, f"{target}: not an http(s) URL", name)
+    deadline = clock() + check.wait_seconds
+    sent = 0
+    while True:
+        problem = one()
+        sent += 1
+        if problem is None:
+            break
+        if clock() >= deadline:
+            return _HttpReport(False, sent, sent, f"no good answer within {check.wait_seconds:g} s: {problem}", name)
+        sleep(1.0)
+    on_event(f"{target} answers; sending {check.requests} requests")
+    failures = 0
+    first: str | None = None
+    for _ in range(check.requests):
+        problem = one()
+        sent += 1
+        if problem is not None:
+            failures += 1
+            first = first or problem
+    return _HttpReport(failures == 0, sent, failures, first or "", name)
+
+
+__all__ = [
+    "HEALTHY",
+    "IMAGE_PARAMETER",
+    "PIPELINE_TAG",
+    "CloudFormationEngine",
+    "CloudFormationError",
+    "data_plane_is_real",
+    "is_emulator_endpoint",
+    "lint_template",
+    "merge_parameters",
+    "parse_template",
+]
