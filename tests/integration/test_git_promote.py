@@ -90,7 +90,6 @@ def promote(work: Path, image: str = NEW, **kwargs: object) -> CommitInfo | None
 
 def test_the_commit_changes_only_the_image_default_and_is_pushed(clone: Path, remote: Path) -> None:
     before = (clone / TEMPLATE).read_text()
-    source = run_git(clone, "rev-parse", "HEAD")
 
     info = promote(clone)
 
@@ -129,9 +128,11 @@ def test_an_explicit_source_commit_is_recorded(clone: Path) -> None:
 
 
 def test_without_any_git_identity_the_default_author_commits(clone: Path) -> None:
-    assert subprocess.run(["git", "config", "user.email"], cwd=clone, capture_output=True).returncode != 0
+    probe = subprocess.run(["git", "config", "user.email"], cwd=clone, capture_output=True, check=False)
+    assert probe.returncode != 0
     info = promote(clone)
-    assert info is not None and info.author == DEFAULT_AUTHOR
+    assert info is not None
+    assert info.author == DEFAULT_AUTHOR
     assert run_git(clone, "log", "-1", "--format=%an <%ae>") == DEFAULT_AUTHOR
     assert run_git(clone, "log", "-1", "--format=%cn <%ce>") == DEFAULT_AUTHOR
 
@@ -162,8 +163,10 @@ def test_a_dirty_tree_is_refused_and_nothing_changes(clone: Path, remote: Path) 
     with pytest.raises(GitStateError) as caught:
         promote(clone)
     assert caught.value.exit_code == EXIT_BAD_INPUT
-    assert "uncommitted changes" in caught.value.message and "README.md" in caught.value.message
-    assert caught.value.hint and "stash" in caught.value.hint
+    assert "uncommitted changes" in caught.value.message
+    assert "README.md" in caught.value.message
+    assert caught.value.hint
+    assert "stash" in caught.value.hint
     assert count(clone) == 1
     assert read_default((clone / TEMPLATE).read_text()) == OLD
     assert run_git(clone, "status", "--porcelain") == "M README.md"
@@ -190,7 +193,8 @@ def test_a_detached_head_is_refused(clone: Path) -> None:
     with pytest.raises(GitStateError) as caught:
         promote(clone)
     assert "detached" in caught.value.message
-    assert caught.value.hint and "git checkout -B main origin/main" in caught.value.hint
+    assert caught.value.hint
+    assert "git checkout -B main origin/main" in caught.value.hint
     assert read_default((clone / TEMPLATE).read_text()) == OLD
 
 
@@ -218,7 +222,8 @@ def test_a_rerun_with_the_same_image_makes_no_new_commit(clone: Path, remote: Pa
 
 def test_a_rerun_pushes_an_earlier_promote_commit_that_was_not_pushed(clone: Path, remote: Path) -> None:
     first = promote(clone, push=False)
-    assert first is not None and first.pushed_to is None
+    assert first is not None
+    assert first.pushed_to is None
     assert run_git(remote, "rev-parse", "main") != first.sha
     assert promote(clone) is None
     assert run_git(remote, "rev-parse", "main") == first.sha
@@ -246,7 +251,9 @@ def test_revert_is_a_new_commit_restores_the_template_and_is_pushed(clone: Path,
     assert (clone / TEMPLATE).read_bytes() == original
     message = run_git(clone, "log", "-1", "--format=%B")
     assert f"This reverts commit {info.sha}." in message
-    assert "verification failed" in message and "Run: run-42" in message and "Pipeline: hello-web" in message
+    assert "verification failed" in message
+    assert "Run: run-42" in message
+    assert "Pipeline: hello-web" in message
     assert (undo.image, undo.previous_image) == (OLD, NEW)
     assert undo.pushed_to == "origin/main"
     assert run_git(remote, "rev-parse", "main") == undo.sha
@@ -271,7 +278,9 @@ def test_a_rejected_push_is_reverted_locally_and_reported(clone: Path, remote: P
     error = caught.value
     assert error.exit_code == 1
     assert error.revert is not None
-    assert "could not be pushed" in error.message and error.hint and "git pull" in error.hint
+    assert "could not be pushed" in error.message
+    assert error.hint
+    assert "git pull" in error.hint
     assert count(clone) == 3  # initial, promote, revert: nothing rewritten
     assert run_git(clone, "rev-parse", "HEAD~1") == error.commit.sha
     assert (clone / TEMPLATE).read_bytes() == original
@@ -287,20 +296,23 @@ def test_without_a_remote_the_commit_stays_local(tmp_path: Path) -> None:
     run_git(work, *SEED, "commit", "-qm", "initial")
     events: list[str] = []
     info = promote(work, on_event=events.append)
-    assert info is not None and info.pushed_to is None
+    assert info is not None
+    assert info.pushed_to is None
     assert any("no remote" in e for e in events)
 
 
 def test_a_branch_without_upstream_pushes_to_origin(clone: Path, remote: Path) -> None:
     run_git(clone, "checkout", "-q", "-b", "release")
     info = promote(clone)
-    assert info is not None and info.pushed_to == "origin/release"
+    assert info is not None
+    assert info.pushed_to == "origin/release"
     assert run_git(remote, "rev-parse", "release") == info.sha
 
 
 def test_a_template_in_a_subfolder_of_the_repository(clone: Path) -> None:
     info = record_image(clone / "templates", Path("web.yaml"), "ImageId", NEW, pipeline="p", run_id="r")
-    assert info is not None and info.template == TEMPLATE
+    assert info is not None
+    assert info.template == TEMPLATE
 
 
 # --- the textual edit alone ---------------------------------------------------------------------------
