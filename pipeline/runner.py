@@ -24,6 +24,7 @@ from pipeline.errors import (
     StageFailedError,
 )
 from pipeline.execution import Executor, PlanContext, StageContext
+from pipeline.faults import checkpoint
 from pipeline.hashing import hash_paths, stage_key
 from pipeline.loader import Loaded
 from pipeline.model import Approval, Profile, Stage
@@ -520,6 +521,7 @@ class _Run:
                 deadline=time.monotonic() + stage.timeout_minutes * 60,
                 keep=self.options.keep,
             )
+            checkpoint(f"stage:{name}:before")
             try:
                 outputs = executor.run(ctx)
             except KeyboardInterrupt:
@@ -554,6 +556,7 @@ class _Run:
                 key=result.key, outputs=result.outputs, run_id=self.manifest.run_id, finished_at=now_iso()
             )
             self.ledger.save_stage_record(self.spec.name, self.profile, name, record)
+            checkpoint(f"stage:{name}:after")
             return "succeeded"
         return "failed"  # pragma: no cover - the loop always returns
 
