@@ -1,0 +1,151 @@
+"""Verify a service the way its users see it: HTTP requests through its load balancer.
+
+Engine-neutral (the local and the aws engine both call it with their stack's URL); standard
+library only. A check waits up to `wait_seconds` for the first good answer (a stack that was
+just updated may need a moment), then sends the remaining requests, which must all pass.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from pipeline.engines.stack import OnEvent, VerifyReport
+from pipeline.model import Verify
+
+BODY_LIMIT = 1 << 20
+"""Bytes of a response body read and searched for the expected text."""
+SNIPPET = 80
+
+
+def _ignore(text: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's outcome: `problem` is empty when it passed the check."""
+
+    status: int | None
+    body: str
+    problem: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def target_url(base_url: str, path: str) -> str:
+    """The stack URL joined with a check's absolute path (`http://h:p/` + `/health`)."""
+    return urljoin(base_url, path)
+
+
+def request(url: str, *, timeout: float = 5.0) -> tuple[int, str]:
+    """GET `url` on a fresh connection; returns (status, body). Raises OSError/HTTPException."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_class(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        conn.request("GET", path, headers={"User-Agent": "pipeline-verify", "Connection": "close"})
+        response = conn.getresponse()
+        body = response.read(BODY_LIMIT).decode("utf-8", errors="replace")
+        return response.status, body
+    finally:
+        conn.close()
+
+
+def probe(url: str, check: Verify, *, timeout: float = 5.0) -> Answer:
+    """One request, judged against `check` (status and text)."""
+    started = time.monotonic()
+    try:
+        status, body = request(url, timeout=timeout)
+    except ConnectionRefusedError:
+        return Answer(None, "", "connection refused", time.monotonic() - started)
+    except TimeoutError:
+        return Answer(None, "", f"no answer within {timeout:g} s", time.monotonic() - started)
+    except (OSError, http.client.HTTPException) as exc:
+        reason = str(exc) or type(exc).__name__
+        return Answer(None, "", f"request failed: {reason}", time.monotonic() - started)
+    seconds = time.monotonic() - started
+    snippet = _snippet(body)
+    if status != check.expect_status:
+        return Answer(
+            status, body, f"status {status} (expected {check.expect_status}); body starts {snippet!r}", seconds
+        )
+    if check.expect_text is not None and check.expect_text not in body:
+        return Answer(status, body, f"the body does not contain {check.expect_text!r}; it starts {snippet!r}", seconds)
+    return Answer(status, body, "", seconds)
+
+
+def _snippet(body: str) -> str:
+    flat = " ".join(body.split())
+    return flat if len(flat) <= SNIPPET else flat[: SNIPPET - 3] + "..."
+
+
+def verify(
+    base_url: str,
+    check: Verify,
+    *,
+    on_event: OnEvent = _ignore,
+    request_timeout: float = 5.0,
+    interval: float = 0.2,
+    cancel: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerifyReport:
+    """Wait up to `check.wait_seconds` for a good answer, then require `check.requests` in a row.
+
+    The first good answer counts as the first of the `requests`. `failures` counts the requests
+    after it that failed (while waiting, failures are expected and only reported if the wait
+    runs out)."""
+    url = target_url(base_url, check.path)
+    expectation = f"{check.expect_status}" + (f" with {check.expect_text!r}" if check.expect_text is not None else "")
+    real = (f"HTTP GET {url} x{check.requests}, expecting {expectation}",)
+    deadline = clock() + check.wait_seconds
+    tries = 0
+    while True:
+        tries += 1
+        answer = probe(url, check, timeout=request_timeout)
+        if answer.ok:
+            break
+        if cancel is not None and cancel.is_set():
+            return VerifyReport(False, tries, tries, f"interrupted while waiting for {url}", real=real)
+        if clock() + interval >= deadline:
+            return VerifyReport(
+                ok=False,
+                requests=tries,
+                failures=tries,
+                detail=f"no good answer from {url} within {check.wait_seconds:g} s ({tries} tries); last: {answer.problem}",
+                real=real,
+            )
+        if tries == 1:
+            on_event(f"waiting for {url} ({answer.problem})")
+        sleep(interval)
+    if tries > 1:
+        on_event(f"{url} answers after {tries} tries")
+    failures = 0
+    first_failure = ""
+    for index in range(2, check.requests + 1):
+        answer = probe(url, check, timeout=request_timeout)
+        if not answer.ok:
+            failures += 1
+            first_failure = first_failure or f"request {index} of {check.requests}: {answer.problem}"
+    if failures:
+        detail = f"{failures} of {check.requests} requests to {url} failed; first: {first_failure}"
+    else:
+        detail = f"{check.requests}/{check.requests} requests to {url} answered {expectation}"
+    on_event(detail)
+    return VerifyReport(ok=failures == 0, requests=check.requests, failures=failures, detail=detail, real=real)
+
+
+__all__ = ["Answer", "probe", "request", "target_url", "verify"]

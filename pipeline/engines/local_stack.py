@@ -1,0 +1,923 @@
+"""The local profile's stack engine: the template's topology in miniature, on this machine's Docker.
+
+A stack is:
+- a bridge network `<stack>-net` (the VPC),
+- N replicas of the image (the AutoScaling group), each on that network, its port also published
+  on a random 127.0.0.1 port so the engine can health-check it before the balancer takes it,
+- one nginx container `<stack>-lb` (the load balancer), built from the base image, listening on
+  the template's listener port and published on a 127.0.0.1 port that stays the same for the
+  stack's life: the URL does not change across updates.
+
+Everything carries labels (`io.pipeline.pipeline`, `.stack`, `.role`, `.image`, ...): the engine
+finds the stack by label every time and keeps nothing in memory, so a crash half-way through an
+update is repaired by the next `deploy` (or removed by `delete`).
+
+An update replaces replicas in batches (the template's UpdatePolicy): start a batch of new
+replicas, wait until each passes the target group's health check, rewrite the balancer's upstream
+list and reload it gracefully (SIGHUP: new workers take new connections, old workers finish their
+requests), wait until the old workers have exited (the drain), then stop the replaced replicas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import secrets
+import socket
+import tarfile
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
+from pipeline.engines.docker_client import LABEL_PREFIX, connect
+from pipeline.engines.stack import OnEvent, StackState, VerifyReport
+from pipeline.engines.topology import Topology, load_template, topology
+from pipeline.errors import StackOperationError
+from pipeline.hashing import digest
+from pipeline.model import Profile, Verify
+
+L_PIPELINE = f"{LABEL_PREFIX}.pipeline"
+L_STACK = f"{LABEL_PREFIX}.stack"
+L_ROLE = f"{LABEL_PREFIX}.role"
+L_IMAGE = f"{LABEL_PREFIX}.image"
+"""The image as the caller named it (a tag or an id)."""
+L_IMAGE_ID = f"{LABEL_PREFIX}.image-id"
+L_SPEC = f"{LABEL_PREFIX}.spec"
+"""Digest of what makes a replica what it is (image id, port, launch parameters)."""
+L_PARAMETERS = f"{LABEL_PREFIX}.parameters"
+L_PORT = f"{LABEL_PREFIX}.port"
+"""On the network: the 127.0.0.1 port the stack's balancer publishes (reused if it is recreated)."""
+L_LISTEN = f"{LABEL_PREFIX}.listen"
+L_ENGINE = f"{LABEL_PREFIX}.engine"
+
+ROLE_REPLICA = "replica"
+ROLE_LB = "lb"
+ROLE_NETWORK = "network"
+ROLE_LB_IMAGE = "lb-image"
+LB_REPOSITORY = "pipeline-lb"
+CONFIG_PATH = "/etc/nginx/nginx.conf"
+
+HEALTH_INTERVAL = 0.1
+"""Seconds between health checks of a starting replica (the template's interval is for AWS)."""
+RELOAD_TIMEOUT = 10.0
+"""Seconds the balancer may take to start workers with a new configuration."""
+LB_READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10
+LOCK_TIMEOUT = 900.0
+
+
+def _ignore(text: str) -> None:
+    pass
+
+
+class _ReplicaFailed(Exception):
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+@dataclass
+class _Observed:
+    """The stack as the Docker engine reports it right now."""
+
+    network: Any = None
+    lb: Any = None
+    replicas: list[Any] = field(default_factory=list)
+    strays: list[Any] = field(default_factory=list)
+    """Containers of the stack with an unknown role (left by another version): removed on delete."""
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.network or self.lb or self.replicas or self.strays)
+
+
+def _running(container: Any) -> bool:
+    return str(container.status) == "running"
+
+
+class LocalStackEngine:
+    """StackEngine for the local profile (Docker). See the module docstring."""
+
+    profile: Profile = "local"
+
+    def __init__(
+        self,
+        pipeline: str,
+        template: Path,
+        *,
+        base_image: str | None = None,
+        client: Any = None,
+        lock_dir: Path | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.template = template
+        self.base_image = base_image or os.environ.get("PIPELINE_BASE_IMAGE") or DEFAULT_BASE_IMAGE
+        self._client = client
+        self._lock_dir = lock_dir
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def topology(self, parameters: Mapping[str, str] | None = None) -> Topology:
+        """The template's shape with `parameters` applied (TemplateError if the engine cannot run it)."""
+        return topology(load_template(self.template), parameters, source=str(self.template))
+
+    def _labels(self, stack: str, role: str, **extra: str) -> dict[str, str]:
+        return {L_PIPELINE: self.pipeline, L_STACK: stack, L_ROLE: role, L_ENGINE: "local", **extra}
+
+    def _filters(self, stack: str | None = None) -> dict[str, list[str]]:
+        labels = [f"{L_PIPELINE}={self.pipeline}"]
+        if stack is not None:
+            labels.append(f"{L_STACK}={stack}")
+        return {"label": labels}
+
+    @contextlib.contextmanager
+    def _lock(self, stack: str) -> Iterator[None]:
+        """One deploy or delete per stack at a time on this machine (flock: freed if we die)."""
+        base = self._lock_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pipeline" / "stacks"
+        base.mkdir(parents=True, exist_ok=True)
+        with (base / f"{self.pipeline}.{stack}.lock").open("a") as fh:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StackOperationError(
+                            f"stack {stack} is busy: another process has been deploying or deleting it for "
+                            f"{LOCK_TIMEOUT:g} s",
+                            hint="wait for it to finish, or stop it",
+                        ) from None
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _observe(self, stack: str) -> _Observed:
+        import docker.errors
+
+        observed = _Observed()
+        try:
+            containers = self.client.containers.list(all=True, filters=self._filters(stack), ignore_removed=True)
+            networks = self.client.networks.list(filters=self._filters(stack))
+        except docker.errors.DockerException as exc:
+            raise StackOperationError(f"cannot read stack {stack} from the Docker engine: {exc}") from None
+        for container in containers:
+            role = container.labels.get(L_ROLE)
+            if role == ROLE_LB and observed.lb is None:
+                observed.lb = container
+            elif role == ROLE_REPLICA:
+                observed.replicas.append(container)
+            else:
+                observed.strays.append(container)
+        observed.replicas.sort(key=lambda c: str(c.attrs.get("Created", "")))
+        for network in networks:
+            if network.attrs.get("Labels", {}).get(L_ROLE) == ROLE_NETWORK and observed.network is None:
+                observed.network = network
+        return observed
+
+    # ------------------------------------------------------------------ the protocol
+    def stacks(self) -> list[str]:
+        import docker.errors
+
+        try:
+            containers = self.client.containers.list(all=True, filters=self._filters(), sparse=True)
+            networks = self.client.networks.list(filters=self._filters())
+        except docker.errors.DockerException as exc:
+            raise StackOperationError(f"cannot list stacks from the Docker engine: {exc}") from None
+        names = {str(c.attrs.get("Labels", {}).get(L_STACK, "")) for c in containers}
+        names |= {str(n.attrs.get("Labels", {}).get(L_STACK, "")) for n in networks}
+        return sorted(n for n in names if n)
+
+    def describe(self, stack: str) -> StackState:
+        observed = self._observe(stack)
+        if not observed.exists:
+            return StackState(name=stack, exists=False)
+        running = [r for r in observed.replicas if _running(r)]
+        specs = {r.labels.get(L_SPEC) for r in running}
+        image: str | None = None
+        image_id = ""
+        parameters: dict[str, str] = {}
+        if running and len(specs) == 1:
+            first = running[0]
+            image_id = str(first.labels.get(L_IMAGE_ID, ""))
+            image = self._name_for(str(first.labels.get(L_IMAGE, "")), image_id)
+            with contextlib.suppress(ValueError, TypeError):
+                parameters = {str(k): str(v) for k, v in json.loads(first.labels.get(L_PARAMETERS, "{}")).items()}
+        url = None
+        port = self._lb_port(observed.lb) if observed.lb is not None else None
+        if port is not None:
+            url = f"http://127.0.0.1:{port}/"
+        in_service = self._routed(observed.lb) if observed.lb is not None and _running(observed.lb) else []
+        if observed.lb is None or not _running(observed.lb) or not running:
+            status = "failed"
+        elif image is None or sorted(r.name for r in running) != sorted(in_service):
+            status = "updating"
+        else:
+            status = "ready"
+        details = {
+            "replicas": str(len(running)),
+            "replica_names": ",".join(r.name for r in running),
+            "in_service": ",".join(in_service),
+            "load_balancer": observed.lb.name if observed.lb is not None else "",
+            "network": observed.network.name if observed.network is not None else "",
+            "image_id": image_id,
+        }
+        if len({r.labels.get(L_IMAGE_ID) for r in running}) > 1:
+            details["images"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in running}))
+        return StackState(
+            name=stack, exists=True, image=image, url=url, status=status, parameters=parameters, details=details
+        )
+
+    def _name_for(self, reference: str, image_id: str) -> str:
+        """The name a replica was deployed with, if it still means the same image; else the id."""
+        import docker.errors
+
+        if not reference or reference == image_id:
+            return image_id
+        try:
+            current = str(self.client.images.get(reference).id)
+        except docker.errors.DockerException:
+            return image_id
+        return reference if current == image_id else image_id
+
+    def verify(self, state: StackState, check: Verify, *, on_event: OnEvent = _ignore) -> VerifyReport:
+        from pipeline.engines.http_check import verify
+
+        if not state.url:
+            return VerifyReport(
+                ok=False, requests=0, failures=0, detail=f"stack {state.name} has no load balancer URL ({state.status})"
+            )
+        return verify(state.url, check, on_event=on_event)
+
+    def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
+        import docker.errors
+
+        with self._lock(stack):
+            observed = self._observe(stack)
+            if not observed.exists:
+                return
+            containers = [c for c in (observed.lb, *observed.replicas, *observed.strays) if c is not None]
+            for container in containers:
+                on_event(f"removing {container.name}")
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True, v=True)
+            if observed.network is not None:
+                on_event(f"removing network {observed.network.name}")
+                try:
+                    observed.network.remove()
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    raise StackOperationError(
+                        f"cannot remove network {observed.network.name} of stack {stack}: {exc.explanation or exc}",
+                        hint=f"a container that is not part of the stack is attached to it: docker network inspect {observed.network.name}",
+                    ) from None
+
+    def deploy(
+        self,
+        stack: str,
+        image: str,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        on_event: OnEvent = _ignore,
+    ) -> StackState:
+        topo = self.topology(parameters)
+        image_id = self._image_id(image)
+        lb_image = self.ensure_lb_image(on_event=on_event)
+        with self._lock(stack):
+            _Deployment(self, stack, topo, image, image_id, lb_image, on_event).run()
+        return self.describe(stack)
+
+    # ------------------------------------------------------------------ images
+    def _image_id(self, image: str) -> str:
+        import docker.errors
+
+        try:
+            return str(self.client.images.get(image).id)
+        except docker.errors.ImageNotFound:
+            raise StackOperationError(
+                f"image {image!r} does not exist on this machine",
+                hint="bake it first (pipeline run local --only bake), or name an image `docker images` lists",
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise StackOperationError(f"cannot look up image {image!r}: {exc}") from None
+
+    def ensure_lb_image(self, *, on_event: OnEvent = _ignore) -> str:
+        """The balancer image (nginx on the base image), built once per machine; returns its tag."""
+        import docker.errors
+
+        from pipeline.engines.base_image import ensure_base_image
+
+        dockerfile = (resources.files("pipeline.engines") / "lb" / "Dockerfile").read_text()
+        try:
+            base_id = str(self.client.images.get(self.base_image).id)
+        except docker.errors.ImageNotFound:
+            on_event(f"base image {self.base_image} is missing: building it")
+            base_id = ensure_base_image(self.base_image, on_line=on_event)
+        tag = f"{LB_REPOSITORY}:{digest({'dockerfile': dockerfile, 'base': base_id})[:12]}"
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            self.client.images.get(tag)
+            return tag
+        lock_path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pipeline" / "lb-image.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                self.client.images.get(tag)
+                return tag
+            on_event(f"building the load balancer image {tag} (nginx from Debian's mirror)")
+            try:
+                self.client.images.build(
+                    fileobj=io.BytesIO(dockerfile.encode()),
+                    tag=tag,
+                    buildargs={"BASE": self.base_image},
+                    labels={L_ROLE: ROLE_LB_IMAGE, L_ENGINE: "local"},
+                    rm=True,
+                    forcerm=True,
+                )
+            except docker.errors.BuildError as exc:
+                tail = "\n".join(str(c.get("stream", c.get("error", ""))).rstrip() for c in exc.build_log)[-2000:]
+                raise StackOperationError(
+                    f"building the load balancer image failed: {exc.msg}\n{tail}",
+                    hint="the build installs nginx with apt-get from Debian's mirror: check that containers reach it",
+                ) from None
+            self._prune_lb_images(keep=tag)
+        return tag
+
+    def _prune_lb_images(self, keep: str) -> None:
+        """Older balancer images (another base image or Dockerfile) that no container uses."""
+        import docker.errors
+
+        used = {str(c.attrs.get("ImageID", "")) for c in self.client.containers.list(all=True, sparse=True)}
+        for img in self.client.images.list(filters={"label": f"{L_ROLE}={ROLE_LB_IMAGE}"}):
+            if keep in img.tags or img.id in used:
+                continue
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.images.remove(img.id)
+
+    # ------------------------------------------------------------------ the balancer
+    @staticmethod
+    def _lb_port(lb: Any) -> int | None:
+        listen = lb.labels.get(L_LISTEN, "80")
+        bindings = (lb.attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{listen}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        ports = (lb.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{listen}/tcp") or []
+        for binding in ports:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        return None
+
+    @staticmethod
+    def _read_config(lb: Any) -> str:
+        import docker.errors
+
+        try:
+            stream, _ = lb.get_archive(CONFIG_PATH)
+        except docker.errors.NotFound:
+            return ""
+        data = b"".join(stream)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    return handle.read().decode()
+        return ""
+
+    def _routed(self, lb: Any) -> list[str]:
+        """Replica names the balancer's configuration routes to."""
+        servers = []
+        for line in self._read_config(lb).splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "server" and ":" in words[1]:
+                servers.append(words[1].rsplit(":", 1)[0])
+        return servers
+
+
+def render_config(stack: str, topo: Topology, servers: list[str]) -> str:
+    """The balancer's nginx.conf routing to `servers` (container names on the stack network)."""
+    import jinja2
+
+    text = (resources.files("pipeline.engines") / "lb" / "nginx.conf.j2").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    return env.from_string(text).render(
+        stack=stack,
+        servers=sorted(servers),
+        port=topo.target_port,
+        listen=topo.listener_port,
+        drain=max(1, int(topo.deregistration_delay)),
+    )
+
+
+def _tar(name: str, text: str) -> bytes:
+    buffer = io.BytesIO()
+    data = text.encode()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = int(time.time())
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Deployment:
+    """One convergence of a stack toward an image: create, roll, scale, or nothing at all."""
+
+    def __init__(
+        self,
+        engine: LocalStackEngine,
+        stack: str,
+        topo: Topology,
+        image: str,
+        image_id: str,
+        lb_image: str,
+        on_event: OnEvent,
+    ) -> None:
+        self.engine = engine
+        self.client = engine.client
+        self.stack = stack
+        self.topo = topo
+        self.image = image
+        self.image_id = image_id
+        self.lb_image = lb_image
+        self.on_event = on_event
+        launch = {name: topo.parameters.get(name, "") for name in topo.launch_parameters}
+        self.spec = digest(
+            {"image": image_id, "port": topo.target_port, "health_port": topo.health_port, "launch": launch}
+        )[:16]
+        self.parameters = {k: v for k, v in topo.parameters.items() if k != topo.image_parameter}
+        self._stops: list[Future[None]] = []
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"deploy-{stack}")
+
+    # --- the plan ---
+    def run(self) -> None:
+        try:
+            observed = self.engine._observe(self.stack)
+            network = observed.network or self._create_network()
+            self._remove_strays(observed)
+            lb = observed.lb
+            if lb is not None and lb.labels.get(L_LISTEN) != str(self.topo.listener_port):
+                self.on_event(
+                    f"the template's listener port changed to {self.topo.listener_port}: replacing the load "
+                    "balancer (requests fail while it restarts)"
+                )
+                lb.remove(force=True)
+                lb = None
+            if lb is not None and _running(lb):
+                self._roll(lb, observed.replicas)
+            else:
+                self._create(network, lb, observed.replicas)
+        finally:
+            self._finish_stops()
+            self._pool.shutdown(wait=True)
+
+    def _remove_strays(self, observed: _Observed) -> None:
+        for container in observed.strays:
+            self.on_event(f"removing {container.name} (unknown role)")
+            container.remove(force=True, v=True)
+
+    def _create(self, network: Any, lb: Any, replicas: list[Any]) -> None:
+        """No balancer serves yet: bring up all replicas at once, then the balancer."""
+        good = [r for r in replicas if _running(r) and r.labels.get(L_SPEC) == self.spec][: self.topo.desired]
+        for replica in replicas:
+            if replica not in good:
+                self.on_event(f"removing {replica.name}")
+                replica.remove(force=True, v=True)
+        checked = self._healthy_or_removed(good)
+        new = self._launch(self.topo.desired - len(checked))
+        servers = [r.name for r in checked + new]
+        if lb is None:
+            lb = self._create_lb(network, servers)
+        else:
+            self._write_config(lb, servers)
+            self.on_event(f"starting {lb.name}")
+            lb.start()
+            lb.reload()
+        self._wait_lb_ready(lb)
+
+    def _roll(self, lb: Any, replicas: list[Any]) -> None:
+        """The balancer serves: replace replicas in batches, never routing to one that is not healthy."""
+        good, old = self._settle(lb, replicas)
+        if not good and not old:  # nothing left to route to: start over like a creation
+            self._route(lb, self._launch(self.topo.desired), retire=[])
+            return
+        if not old and len(good) == self.topo.desired:
+            self.on_event(f"{self.stack} already runs {self.image} on {len(good)} replicas: nothing to do")
+            return
+        if old:
+            batch = self.topo.desired if self.topo.replacing else self.topo.max_batch
+            self.on_event(
+                f"rolling {len(old)} replica(s) of {self.stack} to {self.image} "
+                f"(batches of {batch}, at least {self.topo.min_in_service} in service)"
+            )
+        self._converge(lb, good, old)
+
+    def _settle(self, lb: Any, replicas: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Tidy what an interrupted update may have left; returns the routed (good, old) replicas."""
+        routed = set(self.engine._routed(lb))
+        dead = [r for r in replicas if not _running(r)]
+        alive = [r for r in replicas if _running(r)]
+        # Running but not routed: left by an interrupted update. Routed only once healthy again.
+        unrouted_good = [r for r in alive if r.name not in routed and r.labels.get(L_SPEC) == self.spec]
+        unrouted_old = [r for r in alive if r.name not in routed and r.labels.get(L_SPEC) != self.spec]
+        good = [r for r in alive if r.name in routed and r.labels.get(L_SPEC) == self.spec]
+        old = [r for r in alive if r.name in routed and r.labels.get(L_SPEC) != self.spec]
+        for replica in dead + unrouted_old:
+            self.on_event(f"removing {replica.name} ({replica.status}, not in service)")
+            self._stop_later(replica, graceful=False)
+        good += self._healthy_or_removed(unrouted_good)
+        if (dead or unrouted_good or unrouted_old) and (good or old):
+            self._route(lb, good + old, retire=[])
+        return good, old
+
+    def _converge(self, lb: Any, good: list[Any], old: list[Any]) -> None:
+        """Batches: start new replicas (within MaxSize), route to them, drain and stop old ones."""
+        started: list[Any] = []
+        previous = old[0] if old else None
+        while True:
+            need = self.topo.desired - len(good)
+            if need <= 0 and not old:
+                break
+            if need > 0:
+                batch = need if self.topo.replacing else min(self.topo.max_batch, need)
+                room = batch if self.topo.replacing else self.topo.max_size - len(good) - len(old)
+                surge = min(batch, room)
+                if surge <= 0:  # MaxSize reached: take old ones out first, keeping MinInstancesInService
+                    take = min(batch, len(old), len(good) + len(old) - self.topo.min_in_service)
+                    if take <= 0:
+                        raise StackOperationError(
+                            f"cannot update {self.stack}: MaxSize {self.topo.max_size} leaves no room for a new "
+                            f"replica and MinInstancesInService {self.topo.min_in_service} forbids removing one first",
+                            hint=f"raise MaxSize or lower MinInstancesInService of {self.topo.group} in the template",
+                        )
+                    retire, old = old[:take], old[take:]
+                    self._route(lb, good + old, retire=retire)
+                    continue
+                try:
+                    new = self._launch(surge)
+                except StackOperationError as exc:
+                    self._fail(lb, exc, started, previous)
+                started += new
+                good += new
+                excess = max(0, len(good) + len(old) - self.topo.desired)
+                retire, old = old[:excess], old[excess:]
+            else:
+                retire = list(old) if self.topo.replacing else old[: self.topo.max_batch]
+                old = old[len(retire) :]
+            self._route(lb, good + old, retire=retire)
+        extra = good[self.topo.desired :]
+        if extra:
+            self._route(lb, good[: self.topo.desired], retire=extra)
+
+    def _fail(self, lb: Any, error: StackOperationError, started: list[Any], previous: Any) -> NoReturn:
+        """A new replica never became healthy: go back to the image the stack ran, then report."""
+        if not started or previous is None:
+            raise StackOperationError(
+                f"update of {self.stack} to {self.image} failed, nothing was switched: {error}",
+                hint=error.hint,
+            ) from None
+        image = str(previous.labels.get(L_IMAGE) or previous.labels.get(L_IMAGE_ID))
+        self.on_event(f"update failed ({error}); rolling {self.stack} back to {image}")
+        self._finish_stops()
+        try:
+            params = json.loads(previous.labels.get(L_PARAMETERS, "{}"))
+            topo = self.engine.topology(params)
+            back = _Deployment(
+                self.engine, self.stack, topo, image, str(previous.labels.get(L_IMAGE_ID)), self.lb_image, self.on_event
+            )
+            try:
+                back._roll(lb, self.engine._observe(self.stack).replicas)
+            finally:
+                back._finish_stops()
+                back._pool.shutdown(wait=True)
+        except StackOperationError as again:
+            raise StackOperationError(
+                f"update of {self.stack} to {self.image} failed ({error}), and so did the rollback to {image}: {again}",
+                hint="inspect the stack with `docker ps --filter label=io.pipeline.stack=" + self.stack + "`",
+            ) from None
+        raise StackOperationError(
+            f"update of {self.stack} to {self.image} failed and was rolled back to {image}: {error}", hint=error.hint
+        ) from None
+
+    # --- replicas ---
+    def _launch(self, count: int) -> list[Any]:
+        """Start `count` replicas and wait until each is healthy; on failure none is left running."""
+        if count <= 0:
+            return []
+        futures = [self._pool.submit(self._start_one) for _ in range(count)]
+        started = []
+        errors = []
+        for future in futures:
+            try:
+                started.append(future.result())
+            except StackOperationError as exc:
+                errors.append(exc)
+        checks = {r.name: self._pool.submit(self._wait_healthy, r) for r in started}
+        failure: _ReplicaFailed | None = None
+        for name, check in checks.items():
+            try:
+                check.result()
+            except _ReplicaFailed as exc:
+                failure = failure or exc
+                self.on_event(f"{name} is not healthy: {exc.reason}")
+        if errors or failure is not None:
+            for replica in started:
+                with contextlib.suppress(Exception):
+                    replica.remove(force=True, v=True)
+            if errors:
+                raise errors[0]
+            assert failure is not None
+            raise StackOperationError(
+                f"replica {failure.name} of image {self.image} did not become healthy: {failure.reason}",
+                hint=f"the target group checks GET {self.topo.health_path} on port {self.topo.health_port}, "
+                f"expecting {self.topo.health_codes}; run the image by hand to see why "
+                f"(docker run --rm -p 127.0.0.1::{self.topo.target_port} {self.image})",
+            )
+        return started
+
+    def _start_one(self) -> Any:
+        import docker.errors
+
+        name = f"{self.stack}-{secrets.token_hex(3)}"
+        ports: dict[str, Any] = {f"{self.topo.target_port}/tcp": ("127.0.0.1", None)}
+        if self.topo.health_port != self.topo.target_port:
+            ports[f"{self.topo.health_port}/tcp"] = ("127.0.0.1", None)
+        labels = self.engine._labels(
+            self.stack,
+            ROLE_REPLICA,
+            **{
+                L_IMAGE: self.image,
+                L_IMAGE_ID: self.image_id,
+                L_SPEC: self.spec,
+                L_PARAMETERS: json.dumps(self.parameters, sort_keys=True),
+            },
+        )
+        self.on_event(f"starting {name} ({self.image})")
+        try:
+            container = self.client.containers.run(
+                self.image_id,
+                name=name,
+                hostname=name,
+                detach=True,
+                network=f"{self.stack}-net",
+                ports=ports,
+                labels=labels,
+                restart_policy={"Name": "unless-stopped"},
+                init=True,  # the image's server is not PID 1: SIGTERM stops it even without a handler
+            )
+        except docker.errors.DockerException as exc:
+            raise StackOperationError(f"cannot start a replica of {self.image}: {exc}") from None
+        return container
+
+    def _wait_healthy(self, replica: Any) -> None:
+        from pipeline.engines.http_check import request
+
+        started = time.monotonic()
+        deadline = started + self.topo.grace_period
+        port: int | None = None
+        successes = 0
+        last = "not checked yet"
+        while True:
+            replica.reload()
+            state = replica.attrs.get("State", {})
+            if replica.status in ("exited", "dead") or int(replica.attrs.get("RestartCount", 0)) > 0:
+                logs = replica.logs(tail=15).decode(errors="replace").strip()
+                code = state.get("ExitCode")
+                raise _ReplicaFailed(
+                    replica.name,
+                    f"the container exited (status {code})"
+                    + (f"; its last output:\n{logs}" if logs else "")
+                    + '\n(an image baked by Packer\'s docker builder keeps ENTRYPOINT ["/bin/sh"] unless the '
+                    "template's `changes` set one)",
+                )
+            if port is None:
+                bindings = (replica.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
+                    f"{self.topo.health_port}/tcp"
+                ) or []
+                port = next((int(b["HostPort"]) for b in bindings if b.get("HostPort")), None)
+            if port is not None:
+                try:
+                    status, _ = request(
+                        f"http://127.0.0.1:{port}{self.topo.health_path}", timeout=self.topo.health_timeout
+                    )
+                except (OSError, ValueError) as exc:
+                    successes, last = 0, str(exc) or type(exc).__name__
+                except Exception as exc:  # http.client errors
+                    successes, last = 0, f"{type(exc).__name__}: {exc}"
+                else:
+                    if self.topo.accepts(status):
+                        successes += 1
+                        if successes >= self.topo.healthy_threshold:
+                            self.on_event(f"{replica.name} is healthy after {time.monotonic() - started:.1f} s")
+                            return
+                        continue
+                    successes, last = 0, f"GET {self.topo.health_path} answered {status}"
+            if time.monotonic() > deadline:
+                raise _ReplicaFailed(
+                    replica.name, f"not healthy within {self.topo.grace_period:g} s (last check: {last})"
+                )
+            time.sleep(HEALTH_INTERVAL)
+
+    def _healthy_or_removed(self, replicas: list[Any]) -> list[Any]:
+        healthy = []
+        for replica in replicas:
+            try:
+                self._wait_healthy(replica)
+            except _ReplicaFailed as exc:
+                self.on_event(f"removing {replica.name}: {exc.reason}")
+                replica.remove(force=True, v=True)
+            else:
+                healthy.append(replica)
+        return healthy
+
+    def _stop_later(self, replica: Any, *, graceful: bool = True) -> None:
+        def stop() -> None:
+            import docker.errors
+
+            with contextlib.suppress(docker.errors.NotFound):
+                if graceful:
+                    replica.stop(timeout=STOP_TIMEOUT)
+                replica.remove(force=True, v=True)
+
+        self._stops.append(self._pool.submit(stop))
+
+    def _finish_stops(self) -> None:
+        for future in self._stops:
+            try:
+                future.result()
+            except Exception as exc:  # best effort: a later deploy or delete removes it by label
+                self.on_event(f"could not remove a replaced replica: {exc}")
+        self._stops = []
+
+    # --- network and balancer ---
+    def _create_network(self) -> Any:
+        import docker.errors
+
+        name = f"{self.stack}-net"
+        self.on_event(f"creating network {name}")
+        labels = self.engine._labels(self.stack, ROLE_NETWORK, **{L_PORT: str(_free_port())})
+        try:
+            return self.client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True)
+        except docker.errors.APIError as exc:
+            raise StackOperationError(
+                f"cannot create network {name}: {exc.explanation or exc}",
+                hint=f"a network named {name} may exist outside this pipeline: docker network inspect {name}",
+            ) from None
+
+    def _create_lb(self, network: Any, servers: list[str]) -> Any:
+        import docker.errors
+
+        name = f"{self.stack}-lb"
+        listen = self.topo.listener_port
+        preferred = network.attrs.get("Labels", {}).get(L_PORT)
+        labels = self.engine._labels(self.stack, ROLE_LB, **{L_LISTEN: str(listen)})
+        for port in ([int(preferred)] if preferred else []) + [None]:
+            try:
+                lb = self.client.containers.create(
+                    self.lb_image,
+                    name=name,
+                    detach=True,
+                    network=network.name,
+                    ports={f"{listen}/tcp": ("127.0.0.1", port)},
+                    labels=labels,
+                    restart_policy={"Name": "unless-stopped"},
+                )
+            except docker.errors.APIError as exc:
+                raise StackOperationError(
+                    f"cannot create the load balancer {name}: {exc.explanation or exc}",
+                    hint=f"if a container named {name} exists outside this pipeline, remove or rename it",
+                ) from None
+            lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), self._config(servers)))
+            try:
+                lb.start()
+            except docker.errors.APIError as exc:
+                lb.remove(force=True)
+                if port is not None and "allocated" in str(exc):
+                    self.on_event(f"port {port} is taken: publishing the load balancer on another one")
+                    continue
+                raise StackOperationError(f"cannot start the load balancer {name}: {exc.explanation or exc}") from None
+            lb.reload()
+            self.on_event(f"load balancer {name} listens on http://127.0.0.1:{LocalStackEngine._lb_port(lb)}/")
+            return lb
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait_lb_ready(self, lb: Any) -> None:
+        from pipeline.engines.http_check import request
+
+        port = LocalStackEngine._lb_port(lb)
+        deadline = time.monotonic() + LB_READY_TIMEOUT
+        last = ""
+        while time.monotonic() < deadline:
+            lb.reload()
+            if lb.status in ("exited", "dead"):
+                break
+            try:
+                status, _ = request(f"http://127.0.0.1:{port}{self.topo.health_path}", timeout=2)
+                if self.topo.accepts(status):
+                    return
+                last = f"status {status}"
+            except Exception as exc:
+                last = str(exc) or type(exc).__name__
+            time.sleep(0.05)
+        logs = lb.logs(tail=15).decode(errors="replace").strip()
+        raise StackOperationError(
+            f"the load balancer {lb.name} does not answer on 127.0.0.1:{port} ({last or lb.status})"
+            + (f"; its log:\n{logs}" if logs else "")
+        )
+
+    def _config(self, servers: list[str]) -> str:
+        return render_config(self.stack, self.topo, servers)
+
+    def _write_config(self, lb: Any, servers: list[str]) -> None:
+        lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), self._config(servers)))
+
+    def _route(self, lb: Any, serving: list[Any], *, retire: list[Any]) -> None:
+        """Point the balancer at `serving`, reload gracefully, drain, then stop `retire`."""
+        names = [r.name for r in serving]
+        text = self._config(names) if names else ""
+        if text and text != self.engine._read_config(lb):
+            previous = self.engine._read_config(lb)
+            self._write_config(lb, names)
+            test = lb.exec_run(["/usr/sbin/nginx", "-t", "-q"])
+            if test.exit_code != 0:
+                if previous:
+                    lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), previous))
+                raise StackOperationError(
+                    f"the load balancer rejected its new configuration: {test.output.decode(errors='replace').strip()}"
+                )
+            self._reload(lb)
+            self.on_event(f"{lb.name} routes to {', '.join(sorted(names))}")
+        for replica in retire:
+            self.on_event(f"drained {replica.name}: stopping it")
+            self._stop_later(replica)
+
+    def _reload(self, lb: Any) -> None:
+        """SIGHUP (graceful reload), then wait until every worker of the old configuration has exited."""
+        before = _workers(lb)
+        lb.kill(signal="SIGHUP")
+        started = time.monotonic()
+        applied = False
+        drain = self.topo.deregistration_delay
+        while True:
+            current = _workers(lb)
+            old_left = {pid: title for pid, title in current.items() if pid in before}
+            fresh = [pid for pid, title in current.items() if pid not in before and "shutting down" not in title]
+            if fresh:
+                applied = True
+            if applied and not old_left:
+                return
+            waited = time.monotonic() - started
+            if not applied and waited > RELOAD_TIMEOUT:
+                logs = lb.logs(tail=10).decode(errors="replace").strip()
+                raise StackOperationError(
+                    f"the load balancer {lb.name} did not apply its new configuration within {RELOAD_TIMEOUT:g} s"
+                    + (f"; its log:\n{logs}" if logs else "")
+                )
+            if applied and waited > drain + RELOAD_TIMEOUT:
+                self.on_event(f"drain of {lb.name} took longer than {drain:g} s: cutting remaining requests")
+                return
+            time.sleep(0.02)
+
+
+def _workers(lb: Any) -> dict[str, str]:
+    """{pid: process title} of the balancer's nginx worker processes."""
+    top = lb.top()
+    titles = top.get("Titles") or []
+    try:
+        pid_col = titles.index("PID")
+        cmd_col = titles.index("CMD") if "CMD" in titles else len(titles) - 1
+    except ValueError:
+        return {}
+    found = {}
+    for row in top.get("Processes") or []:
+        title = str(row[cmd_col])
+        if "nginx: worker process" in title:
+            found[str(row[pid_col])] = title
+    return found
+
+
+__all__ = ["LocalStackEngine", "render_config"]
