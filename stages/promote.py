@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 from pydantic import field_validator
 
-from pipeline.model import Name, Stage, Verify, stage_ref
+from pipeline.errors import PipelineError, StackOperationError, StageFailedError
+from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.model import Environment, Name, Stage, Verify, stage_ref
+from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
+from stages._stack import engine, events
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import StackEngine, StackState
 
 DEFAULT_AUTHOR = "pipeline <pipeline@localhost>"
 
@@ -28,6 +36,9 @@ class Promote(Stage):
     image: Name
     """The Bake stage whose image to promote."""
     verify: Verify = Verify()
+    rollback_verify: Verify | None = None
+    """How to check the previous image after an automatic rollback; default: `verify` without
+    `expect_text` (the previous release does not show the new version's text)."""
     commit: bool = True
     """Commit the new image id into the environment's template (aws profile)."""
     push: bool = True
@@ -37,6 +48,7 @@ class Promote(Stage):
 
     approvable: ClassVar[bool] = True
     outputs: ClassVar[tuple[str, ...]] = ("image", "previous_image", "commit", "url")
+    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
 
     @field_validator("image", mode="before")
     @classmethod
@@ -58,3 +70,162 @@ class Promote(Stage):
 
     def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
         return {"image": ("bake",)}
+
+    def executor(self) -> Executor[Any]:
+        return PromoteExecutor(self)
+
+
+class PromoteExecutor(Executor[Promote]):
+    """Update the environment's stack to the baked image (creating it if absent) and verify; on a
+    failed verification go back to the previous image, verify that, and fail the stage.
+    Every outcome is recorded in the ledger's release history of the environment."""
+
+    def _env(self, ctx: PlanContext | StageContext) -> Environment:
+        return ctx.pipeline.environment(self.spec.environment)
+
+    def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
+        image = outputs.get("image")
+        if not image:
+            return False
+        env = self._env(ctx)
+        state = engine(ctx, env).describe(env.stack_name(ctx.pipeline.name))
+        if state.exists and state.image == image:
+            return True
+        # Rolled back on purpose since (`pipeline rollback`): a re-run must not put it back by
+        # itself. A new bake (another image) or --force promotes again.
+        return withdrawn(ctx.ledger, ctx.pipeline.name, env.name, image)
+
+    def run(self, ctx: StageContext) -> Outputs:
+        env = self._env(ctx)
+        stack = env.stack_name(ctx.pipeline.name)
+        image = ctx.output_of(self.spec.image, "image")
+        stack_engine = engine(ctx, env)
+        before = stack_engine.describe(stack)
+        previous = before.image if before.exists else None
+        if before.exists and previous is None:
+            previous = live_image(ctx.ledger, ctx.pipeline.name, env.name)
+        ctx.partial_outputs.update(image=image, previous_image=previous or "")
+        ctx.log(f"{env.name} ({stack}) runs {previous or 'nothing yet'}; promoting {image}")
+        commit = self._record_in_template(ctx, env, image)
+        ctx.step(f"updating {stack} to {image}")
+        parameters = carried_parameters(before, env.image_parameter)
+        try:
+            state = stack_engine.deploy(stack, image, parameters=parameters, on_event=events(ctx))
+        except StackOperationError as exc:  # e.g. new replicas never healthy (the engine went back)
+            self._record(ctx, env, image, "failed")
+            self._undo_template(ctx, commit, f"the update of {stack} failed")
+            raise StageFailedError(
+                self.spec.name, f"the update of {env.name} to {image} failed: {exc}", hint=exc.hint
+            ) from exc
+        except PipelineError:
+            self._undo_template(ctx, commit, f"the update of {stack} could not run")
+            raise
+        ctx.step(f"verifying {env.name}")
+        report = stack_engine.verify(state, self.spec.verify, on_event=ctx.log)
+        if report.ok:
+            ctx.log(f"verified {env.name}: {report.detail}")
+            if live_image(ctx.ledger, ctx.pipeline.name, env.name) != image:
+                self._record(ctx, env, image, "live")
+            ctx.notes.append(f"{env.name} runs {image} at {state.url}")
+            return {
+                "image": image,
+                "previous_image": previous or "",
+                "commit": commit or "",
+                "url": state.url or "",
+            }
+        self._record(ctx, env, image, "failed")
+        self._undo_template(ctx, commit, f"{image} failed verification in {env.name}")
+        self._restore(ctx, env, stack_engine, state, image, previous, report.detail)
+
+    def _restore(
+        self,
+        ctx: StageContext,
+        env: Environment,
+        stack_engine: StackEngine,
+        state: StackState,
+        image: str,
+        failed: str | None,
+        detail: str,
+    ) -> NoReturn:
+        """Automatic rollback after a failed verification; always raises StageFailedError."""
+        stack = state.name
+        why = f"{image} failed verification in {env.name}: {detail}"
+        if failed is None or failed == image:
+            ctx.log(f"{why}; {env.name} ran nothing before, so the new stack is removed")
+            stack_engine.delete(stack, on_event=events(ctx))
+            raise StageFailedError(
+                self.spec.name,
+                f"{why}; there was no earlier image to go back to, so the new {env.name} stack was removed",
+                hint="fix the release and run again",
+            )
+        ctx.log(f"{why}; rolling back to {failed}")
+        ctx.step(f"rolling {stack} back to {failed}")
+        started = time.monotonic()
+        try:
+            back = stack_engine.deploy(
+                stack, failed, parameters=carried_parameters(state, env.image_parameter), on_event=events(ctx)
+            )
+            check = self.spec.rollback_verify or restore_check(ctx.pipeline, env)
+            report = stack_engine.verify(back, check, on_event=ctx.log)
+        except PipelineError as exc:
+            raise StageFailedError(
+                self.spec.name,
+                f"{why}; the automatic rollback to {failed} failed too: {exc}",
+                hint=f"production needs attention: pipeline rollback {env.name} --to IMAGE",
+            ) from exc
+        seconds = time.monotonic() - started
+        if not report.ok:
+            raise StageFailedError(
+                self.spec.name,
+                f"{why}; rolled back to {failed}, which does not verify either: {report.detail}",
+                hint=f"production needs attention: pipeline rollback {env.name} --to IMAGE",
+            )
+        self._record(ctx, env, failed, "live")
+        raise StageFailedError(
+            self.spec.name,
+            f"{why}; rolled back automatically to {failed} in {seconds:.1f} s, which verifies ({report.detail})",
+            hint=f"{env.name} is back on {failed}; fix the release and run again",
+        )
+
+    def _record(self, ctx: StageContext, env: Environment, image: str, status: str) -> None:
+        ctx.ledger.record_release(ctx.pipeline.name, env.name, image, ctx.run_id, status)
+
+    # --- the template in git (aws profile) ---------------------------------------------------------
+    def _record_in_template(self, ctx: StageContext, env: Environment, image: str) -> str | None:
+        """aws profile: commit `image` as the Default of the template's image parameter, so the
+        template alone says what runs (pipeline.engines.git_promote). The local profile's
+        production lives on this machine only: nothing is committed."""
+        if ctx.profile != "aws" or not self.spec.commit or env.template is None:
+            return None
+        from pipeline.engines.git_promote import record_image
+
+        info = record_image(
+            ctx.root,
+            ctx.path(env.template),
+            env.image_parameter,
+            image,
+            pipeline=ctx.pipeline.name,
+            run_id=ctx.run_id,
+            environment=env.name,
+            author=None,
+            default_author=self.spec.author,
+            push=self.spec.push,
+            on_event=ctx.log,
+        )
+        return info.sha if info is not None else None
+
+    def _undo_template(self, ctx: StageContext, commit: str | None, reason: str) -> None:
+        if commit is None:
+            return
+        from pipeline.engines.git_promote import revert
+
+        revert(
+            ctx.root,
+            commit,
+            pipeline=ctx.pipeline.name,
+            run_id=ctx.run_id,
+            reason=reason,
+            default_author=self.spec.author,
+            push=self.spec.push,
+            on_event=ctx.log,
+        )

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import field_validator
 
-from pipeline.model import Name, Stage, Verify, stage_ref
+from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.model import Environment, Name, Stage, Verify, stage_ref
+from pipeline.rollback import carried_parameters
+from stages._stack import (
+    RehearsalExecutor,
+    baseline,
+    check_or_fail,
+    engine,
+    events,
+    rehearsal_env,
+    rehearsal_stack,
+    stack_is,
+)
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import StackState
 
 
 class TestStack(Stage):
@@ -31,6 +46,7 @@ class TestStack(Stage):
     verify: Verify = Verify()
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "url", "image", "fresh")
+    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
 
     @field_validator("image", mode="before")
     @classmethod
@@ -45,3 +61,53 @@ class TestStack(Stage):
 
     def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
         return {"image": ("bake",)}
+
+    def executor(self) -> Executor[Any]:
+        return TestStackExecutor(self)
+
+
+class TestStackExecutor(RehearsalExecutor[TestStack]):
+    """Create the per-run stack with what `like` runs now; verify it."""
+
+    __test__ = False
+
+    def _start(self, ctx: PlanContext | StageContext) -> tuple[str | None, str, StackState, Environment]:
+        like = ctx.pipeline.environment(self.spec.like)
+        production = engine(ctx, like).describe(like.stack_name(ctx.pipeline.name))
+        new_image = ctx.upstream.get(self.spec.image, {}).get("image")
+        start, why = baseline(ctx.ledger, ctx.pipeline.name, like, production, new_image)
+        return start, why, production, like
+
+    def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
+        # What production runs now is part of the key: a rehearsal from another image is another result.
+        start, _, _, like = self._start(ctx)
+        return {"like": like.name, "like_image": start or "none"}
+
+    def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
+        return stack_is(ctx, rehearsal_env(ctx.pipeline, self.spec), outputs)
+
+    def run(self, ctx: StageContext) -> Outputs:
+        env = rehearsal_env(ctx.pipeline, self.spec)
+        stack = rehearsal_stack(ctx.pipeline, env, ctx.run_id)
+        # Recorded before anything exists, so that teardown finds the stack even if creation fails.
+        ctx.partial_outputs["stack"] = stack
+        new_image = ctx.output_of(self.spec.image, "image")
+        start, why, production, like = self._start(ctx)
+        fresh = start is None
+        image = start or new_image
+        if fresh:
+            ctx.notes.append(
+                f"{why}: the test stack starts from the new image {new_image} "
+                "(so this run's update and rollback rehearsal change nothing)"
+            )
+        else:
+            ctx.log(f"{why}: the test stack starts from {image}")
+        ctx.partial_outputs["image"] = image
+        parameters = None if fresh else carried_parameters(production, like.image_parameter)
+        stack_engine = engine(ctx, env)
+        ctx.step(f"creating {stack} with {image}")
+        state = stack_engine.deploy(stack, image, parameters=parameters, on_event=events(ctx))
+        if state.url:
+            ctx.partial_outputs["url"] = state.url
+        check_or_fail(ctx, stack_engine, state, self.spec.verify, f"test stack {stack} ({image})")
+        return {"stack": stack, "url": state.url or "", "image": image, "fresh": "true" if fresh else "false"}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
+from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Name, Stage, Verify, stage_ref
+from pipeline.rollback import carried_parameters
+from stages._stack import RehearsalExecutor, check_or_fail, engine, events, rehearsal_env, require_stack, stack_is
 
 
 class UpdateStack(Stage):
@@ -25,7 +29,8 @@ class UpdateStack(Stage):
     """The Bake stage whose image to deploy."""
     verify: Verify = Verify()
 
-    outputs: ClassVar[tuple[str, ...]] = ("image", "previous_image")
+    outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "previous_image", "seconds")
+    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
 
     @field_validator("stack", "image", mode="before")
     @classmethod
@@ -37,3 +42,34 @@ class UpdateStack(Stage):
 
     def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
         return {"stack": ("test-stack",), "image": ("bake",)}
+
+    def executor(self) -> Executor[Any]:
+        return UpdateStackExecutor(self)
+
+
+class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
+    """Roll the test stack to the baked image (the same update production will get), then verify."""
+
+    def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
+        return stack_is(ctx, rehearsal_env(ctx.pipeline, self.spec), outputs)
+
+    def run(self, ctx: StageContext) -> Outputs:
+        stack = ctx.output_of(self.spec.stack, "stack")
+        image = ctx.output_of(self.spec.image, "image")
+        ctx.partial_outputs["stack"] = stack
+        env = rehearsal_env(ctx.pipeline, self.spec)
+        stack_engine = engine(ctx, env)
+        before = require_stack(ctx, stack_engine, stack, self.spec.stack)
+        previous = before.image or ctx.upstream.get(self.spec.stack, {}).get("image", "")
+        like = ctx.pipeline.environment(getattr(ctx.pipeline.stage(self.spec.stack), "like", env.name))
+        ctx.step(f"updating {stack} to {image}")
+        started = time.monotonic()
+        state = stack_engine.deploy(
+            stack, image, parameters=carried_parameters(before, like.image_parameter), on_event=events(ctx)
+        )
+        seconds = time.monotonic() - started
+        ctx.log(f"{stack} moved from {previous} to {image} in {seconds:.1f} s")
+        check_or_fail(ctx, stack_engine, state, self.spec.verify, f"test stack {stack} after the update to {image}")
+        if previous == image:
+            ctx.notes.append(f"the test stack already ran {image}: nothing to update")
+        return {"stack": stack, "image": image, "previous_image": previous or "", "seconds": f"{seconds:.2f}"}

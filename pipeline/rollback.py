@@ -1,0 +1,201 @@
+"""Going back: the release history of an environment, and `pipeline rollback ENV [--to IMAGE]`.
+
+The ledger keeps each environment's releases (`Ledger.record_release`): 'live', 'known-good' (it
+served and verified before) and 'failed' (it failed verification, or someone rolled it back). A
+rollback moves the stack to an earlier known-good image with the same rolling update every
+deploy uses, verifies it through the load balancer, and records both facts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.errors import BadInputError, VerificationFailedError
+from pipeline.model import Environment, Profile, Verify
+from pipeline.state import Ledger, new_run_id
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import StackState, VerifyReport
+    from pipeline.loader import Loaded
+    from pipeline.spec import PipelineSpec
+
+ROLLBACK_RUN_PREFIX = "rollback-"
+"""Run ids of releases recorded by `pipeline rollback` (not by a pipeline run)."""
+
+
+def _ignore(text: str) -> None:
+    pass
+
+
+def rollback_candidates(ledger: Ledger, pipeline: str, env: str) -> list[str]:
+    """Known-good images of `env`, newest first, without those whose latest release failed."""
+    latest: dict[str, str] = {}
+    for release in ledger.releases(pipeline, env):
+        latest[release.image] = release.status
+    return [image for image in ledger.known_good(pipeline, env) if latest.get(image) != "failed"]
+
+
+def live_image(ledger: Ledger, pipeline: str, env: str) -> str | None:
+    """The image the ledger last recorded as live in `env` (None: nothing yet)."""
+    for release in reversed(ledger.releases(pipeline, env)):
+        if release.status == "live":
+            return release.image
+    return None
+
+
+def withdrawn(ledger: Ledger, pipeline: str, env: str, image: str) -> bool:
+    """Whether the latest release of `image` in `env` is 'failed' (it was rolled back)."""
+    status = None
+    for release in ledger.releases(pipeline, env):
+        if release.image == image:
+            status = release.status
+    return status == "failed"
+
+
+def restore_check(spec: PipelineSpec, env: Environment) -> Verify:
+    """How to verify an environment after going back to an older image.
+
+    The promote stage's `rollback_verify` if it has one; else its `verify` without `expect_text`
+    (an older image does not say the new version); else a plain `GET /` expecting 200."""
+    for stage in spec.stages:
+        if stage.kind == "promote" and getattr(stage, "environment", None) == env.name:
+            explicit = getattr(stage, "rollback_verify", None)
+            if isinstance(explicit, Verify):
+                return explicit
+            check = getattr(stage, "verify", None)
+            if isinstance(check, Verify):
+                return check.model_copy(update={"expect_text": None})
+    return Verify()
+
+
+def carried_parameters(state: StackState, image_parameter: str) -> dict[str, str] | None:
+    """The parameters a stack runs with, minus the image: what an update to another image keeps."""
+    if not state.exists or not state.parameters:
+        return None
+    return {k: v for k, v in state.parameters.items() if k != image_parameter}
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    environment: str
+    stack: str
+    from_image: str | None
+    to_image: str
+    url: str | None
+    report: VerifyReport
+    seconds: float
+    """From the start of the update to a verified answer: the time to restore."""
+    known_good: bool
+    """Whether the target was a known-good image of this environment in the ledger."""
+
+
+def rollback(
+    loaded: Loaded,
+    environment: str,
+    *,
+    to: str | None = None,
+    profile: Profile | None = None,
+    on_event: Callable[[str], None] = _ignore,
+) -> RollbackResult:
+    """Move `environment` back to the previous known-good image (or `to`), verify, record.
+
+    Raises BadInputError (exit 2) when there is nothing to go back to, VerificationFailedError
+    (exit 1) when the image it went back to does not verify (the release history then says so)."""
+    from pipeline.engines.stack import engine_for
+
+    spec = loaded.spec
+    env = _environment(spec, environment)
+    ledger = Ledger(loaded.root)
+    engine = engine_for(spec, env, profile or env.profile, loaded.root)
+    stack = env.stack_name(spec.name)
+    ledger.ensure()
+    with ledger.lock(spec.name, env.name, purpose=f"pipeline rollback {env.name}"):
+        state = engine.describe(stack)
+        if not state.exists:
+            raise BadInputError(
+                f"environment {env.name!r} has no stack ({stack} does not exist), so there is nothing to roll back",
+                hint="promote a release first (pipeline run local)",
+            )
+        current = state.image or live_image(ledger, spec.name, env.name)
+        candidates = rollback_candidates(ledger, spec.name, env.name)
+        target = to or next((image for image in candidates if image != current), None)
+        if target is None:
+            raise BadInputError(
+                f"the ledger has no known-good image of {env.name!r} other than the one it runs ({current})",
+                hint=f"name one: pipeline rollback {env.name} --to IMAGE",
+            )
+        if target == current:
+            on_event(f"{env.name} already runs {target}: verifying it")
+        else:
+            on_event(f"rolling {env.name} ({stack}) back from {current} to {target}")
+        started = time.monotonic()
+        moved = engine.deploy(
+            stack, target, parameters=carried_parameters(state, env.image_parameter), on_event=on_event
+        )
+        report = engine.verify(moved, restore_check(spec, env), on_event=on_event)
+        seconds = time.monotonic() - started
+        run_id = ROLLBACK_RUN_PREFIX + new_run_id()
+        event: Mapping[str, object] = {
+            "pipeline": spec.name,
+            "run_id": run_id,
+            "stage": None,
+            "event": "rollback",
+            "environment": env.name,
+            "from": current,
+            "to": target,
+            "ok": report.ok,
+            "seconds": round(seconds, 3),
+        }
+        ledger.append_event(event)
+        if not report.ok:
+            ledger.record_release(spec.name, env.name, target, run_id, "failed")
+            others = [c for c in candidates if c not in (target, current)]
+            raise VerificationFailedError(
+                f"{env.name} now runs {target}, but it does not verify: {report.detail}",
+                hint=(f"go back further: pipeline rollback {env.name} --to {others[0]}" if others else None),
+            )
+        if current and current != target:
+            ledger.record_release(spec.name, env.name, current, run_id, "failed")
+        if current != target or live_image(ledger, spec.name, env.name) != target:
+            ledger.record_release(spec.name, env.name, target, run_id, "live")
+        return RollbackResult(
+            environment=env.name,
+            stack=stack,
+            from_image=current,
+            to_image=target,
+            url=moved.url,
+            report=report,
+            seconds=seconds,
+            known_good=target in candidates,
+        )
+
+
+def _environment(spec: PipelineSpec, name: str) -> Environment:
+    durable = [e.name for e in spec.environments if not e.ephemeral]
+    try:
+        env = spec.environment(name)
+    except KeyError:
+        raise BadInputError(
+            f"no environment named {name!r}", hint=f"environments: {', '.join(durable) or '(none)'}"
+        ) from None
+    if env.ephemeral:
+        raise BadInputError(
+            f"environment {name!r} is ephemeral (test stacks are rebuilt every run): there is nothing to roll back",
+            hint=f"environments you can roll back: {', '.join(durable) or '(none)'}",
+        )
+    return env
+
+
+__all__ = [
+    "ROLLBACK_RUN_PREFIX",
+    "RollbackResult",
+    "carried_parameters",
+    "live_image",
+    "restore_check",
+    "rollback",
+    "rollback_candidates",
+    "withdrawn",
+]

@@ -1,0 +1,150 @@
+"""What the stack stages share: engines per environment, the rehearsal's stack and starting image,
+verification that fails the stage, and cleanup when a run is interrupted.
+
+Executors talk to the `StackEngine` protocol only (`engine_for`), so the local (Docker) and the
+aws (CloudFormation) engines serve the same stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeVar
+
+from pipeline.errors import StageFailedError
+from pipeline.execution import Executor, PlanContext, StageContext
+from pipeline.model import Environment, Stage, Verify
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
+    from pipeline.spec import PipelineSpec
+    from pipeline.state import Ledger
+
+S = TypeVar("S", bound=Stage)
+
+
+def engine(ctx: PlanContext | StageContext, env: Environment) -> StackEngine:
+    from pipeline.engines.stack import engine_for
+
+    return engine_for(ctx.pipeline, env, ctx.profile, ctx.root)
+
+
+def events(ctx: StageContext) -> OnEvent:
+    """Engine progress goes to the stage's log and its 'current step' line."""
+
+    def on_event(text: str) -> None:
+        ctx.log(text)
+        ctx.step(text)
+
+    return on_event
+
+
+def rehearsal_env(spec: PipelineSpec, stage: Stage) -> Environment:
+    env = spec.environment_of(stage)
+    if env is None:  # pragma: no cover - validation guarantees it
+        raise StageFailedError(stage.name, "acts on no environment")
+    return env
+
+
+def rehearsal_stack(spec: PipelineSpec, env: Environment, run_id: str) -> str:
+    """A stack name unique per run: `<pipeline>-<environment>-<run id>`."""
+    return f"{env.stack_name(spec.name)}-{run_id}".lower()
+
+
+def baseline(
+    ledger: Ledger, pipeline: str, like: Environment, production: StackState, new_image: str | None
+) -> tuple[str | None, str]:
+    """The image a rehearsal starts from, and why: what `like` runs now.
+
+    When `like` already runs the new image (it was promoted), the rehearsal still covers the step
+    that release made: from the known-good image before it. None: nothing to start from (first
+    release), so the rehearsal starts from the new image."""
+    from pipeline.rollback import live_image, rollback_candidates
+
+    current = production.image if production.exists else None
+    if production.exists and current is None:
+        current = live_image(ledger, pipeline, like.name)
+        if current is not None and current != new_image:
+            return current, f"{like.name} is between images; the ledger says {current} is live"
+    if current is not None and current != new_image:
+        return current, f"{like.name} runs {current}"
+    if current is not None:
+        earlier = next((i for i in rollback_candidates(ledger, pipeline, like.name) if i != new_image), None)
+        if earlier is not None:
+            return earlier, f"{like.name} already runs the new image; rehearsing from {earlier}, the release before it"
+        return None, f"{like.name} already runs the new image and the ledger knows no earlier one"
+    return None, f"{like.name} has no stack yet"
+
+
+def check_or_fail(
+    ctx: StageContext, stack_engine: StackEngine, state: StackState, check: Verify, what: str
+) -> VerifyReport:
+    """Verify through the balancer; a failure fails the stage, naming the first bad answer."""
+    ctx.step(f"verifying {what}")
+    report = stack_engine.verify(state, check, on_event=ctx.log)
+    if report.emulated:
+        ctx.notes.append(f"emulated checks ({what}): {', '.join(report.emulated)}")
+    if not report.ok:
+        raise StageFailedError(
+            ctx.stage.name,
+            f"{what} failed verification: {report.detail}",
+            hint=f"see the stack at {state.url}" if state.url else None,
+        )
+    ctx.log(f"verified {what}: {report.detail}")
+    return report
+
+
+def require_stack(ctx: StageContext, stack_engine: StackEngine, stack: str, producer: str) -> StackState:
+    state = stack_engine.describe(stack)
+    if not state.exists:
+        raise StageFailedError(
+            ctx.stage.name,
+            f"the test stack {stack} does not exist (any more)",
+            hint=f"re-run from the stage that creates it: pipeline run local --from {producer}",
+        )
+    return state
+
+
+def stack_is(ctx: PlanContext, env: Environment, outputs: Mapping[str, str], image_key: str = "image") -> bool:
+    """Whether the stack in `outputs` exists and runs the image recorded under `image_key`."""
+    stack = outputs.get("stack")
+    if not stack:
+        return False
+    state = engine(ctx, env).describe(stack)
+    return state.exists and (image_key not in outputs or state.image == outputs[image_key])
+
+
+class RehearsalExecutor(Executor[S]):
+    """A stage acting on the ephemeral test stack: its result is intermediate (the stack is torn
+    down at the end of every run), and an interrupt removes the stack unless --keep says not to."""
+
+    ephemeral = True
+
+    def stack_name(self, ctx: StageContext) -> str | None:
+        """The test stack this stage acts on (from its own partial outputs or its producer's)."""
+        if ctx.partial_outputs.get("stack"):
+            return ctx.partial_outputs["stack"]
+        for ref in ctx.stage.references().values():
+            stack = ctx.upstream.get(ref, {}).get("stack")
+            if stack:
+                return stack
+        return None
+
+    def interrupted(self, ctx: StageContext) -> None:
+        stack = self.stack_name(ctx)
+        if stack is None or ctx.keep:
+            return
+        ctx.log(f"interrupted: removing the test stack {stack}")
+        engine(ctx, rehearsal_env(ctx.pipeline, ctx.stage)).delete(stack, on_event=ctx.log)
+
+
+__all__ = [
+    "RehearsalExecutor",
+    "baseline",
+    "check_or_fail",
+    "engine",
+    "events",
+    "rehearsal_env",
+    "rehearsal_stack",
+    "require_stack",
+    "stack_is",
+]
