@@ -1,12 +1,24 @@
-"""What runs where and what ran lately, from the ledger and (when an engine can say) the real world."""
+"""What runs where and what ran lately, from the ledger and (when an engine can say) the real world.
+
+Each durable environment is described by its stack engine (image, URL, state); when the engine
+cannot be reached (no Docker engine, no AWS credentials) the ledger's last live release is shown
+instead, and the report says so. Test stacks that still exist (kept with --keep, or left by a run
+that was killed) are listed too, so nothing runs unnoticed.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from pipeline.errors import BadInputError
+from pipeline.errors import BadInputError, PipelineError
 from pipeline.loader import Loaded
+from pipeline.model import Environment, Profile
 from pipeline.state import Ledger, Manifest
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import StackEngine
+    from pipeline.spec import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -15,12 +27,16 @@ class EnvironmentStatus:
     profile: str
     stack: str
     image: str | None
-    """The image recorded as live in this environment (None: nothing deployed yet)."""
+    """The image running now (observed), else the one recorded as live (None: nothing deployed yet)."""
     url: str | None
     known_good: tuple[str, ...] = ()
     observed: bool = False
     """True when image/url were read from the real world, not only from the ledger."""
     note: str = ""
+    state: str = ""
+    """The engine's word for the stack: 'ready', 'updating', 'failed', 'absent' ('' when not observed)."""
+    ledger_image: str | None = None
+    """What the ledger records as live, when it differs from what runs."""
 
 
 @dataclass(frozen=True)
@@ -44,29 +60,25 @@ class StatusReport:
     pipeline: str
     environments: list[EnvironmentStatus]
     runs: list[RunStatus]
+    test_stacks: list[EnvironmentStatus] = field(default_factory=list)
+    """Ephemeral stacks that exist now (kept with --keep, or left behind)."""
 
 
-def collect(loaded: Loaded, environment: str | None = None, *, last_runs: int = 5) -> StatusReport:
+def collect(
+    loaded: Loaded, environment: str | None = None, *, last_runs: int = 5, profile: Profile | None = None
+) -> StatusReport:
+    """The status of every durable environment (or one), observed where possible; the last runs.
+
+    `profile` overrides each environment's own profile (e.g. the local copy of an aws environment)."""
     spec = loaded.spec
     ledger = Ledger(loaded.root)
     envs = [e for e in spec.environments if not e.ephemeral and (environment is None or e.name == environment)]
     if environment is not None and not envs:
         names = ", ".join(e.name for e in spec.environments if not e.ephemeral) or "(none)"
         raise BadInputError(f"no environment named {environment!r}", hint=f"environments: {names}")
-    result = []
-    for env in envs:
-        releases = ledger.releases(spec.name, env.name)
-        live = next((r for r in reversed(releases) if r.status == "live"), None)
-        result.append(
-            EnvironmentStatus(
-                name=env.name,
-                profile=env.profile,
-                stack=env.stack_name(spec.name),
-                image=live.image if live else None,
-                url=None,
-                known_good=tuple(ledger.known_good(spec.name, env.name)),
-            )
-        )
+    engines: dict[str, StackEngine | str] = {}
+    result = [_environment(loaded, ledger, env, profile or env.profile, engines) for env in envs]
+    tests = [] if environment is not None else _test_stacks(loaded, profile, engines)
     runs = []
     for run_id in reversed(ledger.runs()):
         manifest = Manifest.load(ledger.manifest_path(run_id))
@@ -75,4 +87,136 @@ def collect(loaded: Loaded, environment: str | None = None, *, last_runs: int = 
         runs.append(RunStatus(run_id, manifest.profile, {n: r.status for n, r in manifest.stages.items()}))
         if len(runs) >= last_runs:
             break
-    return StatusReport(spec.name, result, runs)
+    return StatusReport(spec.name, result, runs, tests)
+
+
+def _engine(
+    loaded: Loaded, env: Environment, profile: Profile, cache: dict[str, StackEngine | str]
+) -> StackEngine | str:
+    """The environment's engine, or why there is none (cached per environment)."""
+    key = f"{env.name}/{profile}"
+    if key not in cache:
+        from pipeline.engines.stack import engine_for
+
+        try:
+            cache[key] = engine_for(loaded.spec, env, profile, loaded.root)
+        except PipelineError as exc:
+            cache[key] = str(exc)
+        except ImportError as exc:  # an engine (or its library) that is not installed
+            cache[key] = f"the {profile} engine is not available ({exc})"
+    return cache[key]
+
+
+def _environment(
+    loaded: Loaded, ledger: Ledger, env: Environment, profile: Profile, cache: dict[str, StackEngine | str]
+) -> EnvironmentStatus:
+    from pipeline.rollback import live_image, rollback_candidates
+
+    spec = loaded.spec
+    stack = env.stack_name(spec.name)
+    recorded = live_image(ledger, spec.name, env.name)
+    base = EnvironmentStatus(
+        name=env.name,
+        profile=profile,
+        stack=stack,
+        image=recorded,
+        url=None,
+        known_good=tuple(rollback_candidates(ledger, spec.name, env.name)),
+    )
+    engine = _engine(loaded, env, profile, cache)
+    if isinstance(engine, str):
+        return _unobserved(base, engine)
+    try:
+        state = engine.describe(stack)
+    except PipelineError as exc:
+        return _unobserved(base, str(exc))
+    if not state.exists:
+        note = f"no stack now; the ledger says {recorded} was live" if recorded else ""
+        return _replace(base, image=None, observed=True, state="absent", note=note, ledger_image=recorded)
+    note = ""
+    if state.image is None:
+        images = state.details.get("images", "")
+        note = f"replicas run different images ({images})" if images else "no replica serves"
+    elif recorded is not None and recorded != state.image:
+        note = f"the ledger says {recorded} is live"
+    return _replace(
+        base,
+        image=state.image,
+        url=state.url,
+        observed=True,
+        state=state.status,
+        note=note,
+        ledger_image=recorded if recorded != state.image else None,
+    )
+
+
+def _unobserved(base: EnvironmentStatus, why: str) -> EnvironmentStatus:
+    first = why.strip().splitlines()[0] if why.strip() else "unknown reason"
+    return _replace(base, observed=False, note=f"engine unreachable ({first}): showing the ledger")
+
+
+def _replace(base: EnvironmentStatus, **changes: object) -> EnvironmentStatus:
+    from dataclasses import replace
+
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _test_stacks(
+    loaded: Loaded, profile: Profile | None, cache: dict[str, StackEngine | str]
+) -> list[EnvironmentStatus]:
+    """Test stacks that exist now. A stack's run id is its name's suffix; its run says why it is there."""
+    spec = loaded.spec
+    ledger = Ledger(loaded.root)
+    found = []
+    for env in spec.environments:
+        if not env.ephemeral or _template_env(spec, env) is None:
+            continue
+        use = profile or env.profile
+        engine = _engine(loaded, env, use, cache)
+        if isinstance(engine, str):
+            continue
+        prefix = env.stack_name(spec.name) + "-"
+        try:
+            names = [n for n in engine.stacks() if n.startswith(prefix)]
+        except PipelineError:
+            continue
+        for name in names:
+            try:
+                state = engine.describe(name)
+            except PipelineError:
+                continue
+            run_id = name[len(prefix) :]
+            found.append(
+                EnvironmentStatus(
+                    name=env.name,
+                    profile=use,
+                    stack=name,
+                    image=state.image,
+                    url=state.url,
+                    observed=True,
+                    state=state.status,
+                    note=_why_left(ledger, run_id),
+                )
+            )
+    return found
+
+
+def _template_env(spec: PipelineSpec, env: Environment) -> str | None:
+    from pipeline.engines.stack import _template_of_copied_environment
+
+    return env.template or _template_of_copied_environment(spec, env)
+
+
+def _why_left(ledger: Ledger, run_id: str) -> str:
+    try:
+        manifest = ledger.manifest(run_id)
+    except PipelineError:
+        manifest = None
+    if manifest is None:
+        return f"run {run_id} is unknown to this ledger"
+    for result in manifest.stages.values():
+        if result.outputs.get("kept"):
+            return f"kept by run {run_id} (--keep)"
+    if any(r.status in ("running", "pending") for r in manifest.stages.values()):
+        return f"run {run_id} is running, or was killed before its teardown"
+    return f"left by run {run_id}"

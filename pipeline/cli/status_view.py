@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import console
 from pipeline.loader import Loaded
-from pipeline.status import collect
+from pipeline.model import Profile
+from pipeline.status import EnvironmentStatus, collect
+
+_STATE_STYLE = {"ready": "green", "updating": "yellow", "failed": "red", "absent": "dim"}
 
 
-def show_status(loaded: Loaded, environment: str | None) -> None:
-    report = collect(loaded, environment)
+def show_status(loaded: Loaded, environment: str | None, profile: Profile | None = None) -> None:
+    report = collect(loaded, environment, profile=profile)
     envs = Table(title=f"pipeline {report.pipeline}: environments", title_justify="left")
-    for column in ("environment", "profile", "stack", "image", "url", "known-good"):
+    for column in ("environment", "profile", "stack", "state", "image", "url", "known-good"):
         envs.add_column(column, overflow="fold")
     for env in report.environments:
         envs.add_row(
             env.name,
             env.profile,
             env.stack,
-            env.image or "[dim](nothing deployed)[/]",
+            _state(env),
+            escape(env.image) if env.image else "[dim](nothing deployed)[/]",
             env.url or "",
             str(len(env.known_good)),
         )
     console.print(envs)
+    for env in report.environments:
+        if env.note:
+            console.print(f"[yellow]{env.name}:[/] {escape(env.note)}")
+    if report.test_stacks:
+        tests = Table(title="test stacks that exist now", title_justify="left")
+        for column in ("environment", "stack", "state", "image", "url", "why"):
+            tests.add_column(column, overflow="fold")
+        for stack in report.test_stacks:
+            tests.add_row(
+                stack.name,
+                stack.stack,
+                _state(stack),
+                escape(stack.image or ""),
+                stack.url or "",
+                escape(stack.note),
+            )
+        console.print(tests)
     if environment is not None:
         return
     runs = Table(title="last runs", title_justify="left")
@@ -38,3 +60,10 @@ def show_status(loaded: Loaded, environment: str | None) -> None:
     if not report.runs:
         runs.add_row("[dim](no runs yet)[/]", "", "", "")
     console.print(runs)
+
+
+def _state(env: EnvironmentStatus) -> str:
+    if not env.observed:
+        return "[yellow]not observed[/]"
+    style = _STATE_STYLE.get(env.state, "")
+    return f"[{style}]{env.state}[/]" if style else env.state
