@@ -1,0 +1,351 @@
+"""GitHub Actions: `.github/workflows/<pipeline>.yml`, built as data and dumped with PyYAML.
+
+One job per stage, `needs` for the DAG (GitHub runs ready jobs in parallel). A job is skipped when
+any job before it failed or was skipped (GitHub's default `success()` looks at the whole chain),
+so only the teardown says `if: always()`, and the stages after a teardown stay skipped after a
+failure. Run manifests are artifacts: each job uploads `manifest-<stage>` (also on failure) and
+downloads every `manifest-*` of the run. Approval gates are GitHub environments; protection rules
+live outside the YAML, so a script that sets them through the REST API is generated next to it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import yaml
+
+from pipeline.errors import UnsupportedFeatureError
+from pipeline.model import Approval
+from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
+from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan
+from pipeline.spec import PipelineSpec
+
+RUNNER = "ubuntu-latest"
+RENDER_CHECK_JOB = "render_check"
+"""A job id no stage can have (stage names have no '_')."""
+CHECKOUT = "actions/checkout@v4"
+SETUP_PYTHON = "actions/setup-python@v5"
+UPLOAD = "actions/upload-artifact@v4"
+DOWNLOAD = "actions/download-artifact@v4"
+AWS_CREDENTIALS = "aws-actions/configure-aws-credentials@v4"
+AWS_ROLE_SECRET = "AWS_ROLE_ARN"
+MAX_REVIEWERS = 6
+DEFAULT_APPROVAL_TIMEOUT = Approval.model_fields["timeout_minutes"].default
+
+
+class GitHubRenderer:
+    name: ClassVar[str] = "github"
+    title: ClassVar[str] = "GitHub Actions"
+    capabilities: ClassVar[dict[str, Support]] = {
+        "stages": Support(
+            "One job per stage: checkout, `actions/setup-python`, install the tool, `pipeline run stage NAME`."
+        ),
+        "order": Support("`needs:` lists each stage's dependencies; the first stages need `render_check`."),
+        "parallel": Support(
+            "Jobs whose `needs` are done run in parallel (fan-out); a job with several `needs` waits for all (fan-in)."
+        ),
+        "render-check": Support(
+            "Job `render_check` runs `pipeline render --target all --check`; every other job depends on it."
+        ),
+        "manifests": Support(
+            "`actions/upload-artifact@v4` (`if: always()`, unique name `manifest-STAGE`, hidden files included) and `actions/download-artifact@v4` with `pattern: manifest-*`, `merge-multiple: true`."
+        ),
+        "approval": Support(
+            "`environment: NAME` on the job; the required reviewers are a protection rule of that environment, which the YAML cannot hold: the generated `.github/PIPELINE-environments.sh` sets it through the REST API (`gh api`).",
+            native=False,
+            fails="a non-default Approval.timeout_minutes (GitHub waits up to 30 days), or more than 6 approvers and groups",
+        ),
+        "secrets": Support(
+            "`env: {NAME: ${{ secrets.GITHUB_NAME }}}` on the step that runs the stage only (repository or environment secrets)."
+        ),
+        "aws": Support(
+            "`aws-actions/configure-aws-credentials@v4` with `role-to-assume: ${{ secrets.AWS_ROLE_ARN }}` (OIDC, job `permissions: id-token: write`)."
+        ),
+        "branches": Support(
+            "Job `if:` on `github.ref` (`==` for a name, `startsWith` for `prefix*`); jobs after a skipped job are skipped by GitHub.",
+            fails="branch patterns other than a name or `prefix*` (GitHub expressions have no glob match)",
+        ),
+        "timeouts": Support(
+            "`timeout-minutes: N` on the job, N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
+        ),
+        "retries": Support(
+            "`pipeline run stage` itself makes 1 + retries attempts in the same job (the same code as on a laptop).",
+            native=False,
+        ),
+        "concurrency": Support(
+            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent environment."
+        ),
+        "always": Support(
+            "`if: always()` on the teardown job; later jobs keep GitHub's default `success()`, which fails when any earlier job in the chain failed."
+        ),
+        "trigger": Support("`on: push: branches: [...]` (plus `pull_request` when enabled)."),
+        "profile": Support("`--profile` of the stage's environment in the command; `--yes` after a gate."),
+    }
+
+    def outputs(self, spec: PipelineSpec) -> Sequence[str]:
+        paths = [f".github/workflows/{spec.name}.yml"]
+        if any(spec.approval_of(s) is not None for s in spec.stages):
+            paths.append(f".github/{spec.name}-environments.sh")
+        return paths
+
+    def render(self, spec: PipelineSpec, context: RenderContext) -> list[RenderedFile]:
+        plan = build_plan(spec, context)
+        jobs: dict[str, Any] = {RENDER_CHECK_JOB: self._render_check(plan)}
+        for stage in plan.stages:
+            jobs[stage.name] = self._job(plan, stage)
+        on: dict[str, Any] = {"push": {"branches": list(plan.trigger.branches)}}
+        if plan.trigger.pull_requests:
+            on["pull_request"] = {"branches": list(plan.trigger.branches)}
+        workflow = {"name": plan.name, "on": on, "permissions": {"contents": "read"}, "jobs": jobs}
+        header = "".join(f"# {line}\n" for line in context.header(self.name))
+        files = [RenderedFile(f".github/workflows/{plan.name}.yml", header + "\n" + dump_yaml(workflow))]
+        environments = _gate_environments(plan)
+        if environments:
+            files.append(
+                RenderedFile(
+                    f".github/{plan.name}-environments.sh",
+                    _environments_script(plan, context, environments),
+                    executable=True,
+                )
+            )
+        return files
+
+    # ----------------------------------------------------------------------------- jobs
+    def _render_check(self, plan: CiPlan) -> dict[str, Any]:
+        return {
+            "runs-on": RUNNER,
+            "timeout-minutes": RENDER_CHECK_MINUTES,
+            "steps": [
+                *_setup_steps(plan),
+                {"name": "Check rendered CI files", "run": _expr_safe(plan.context.check_command)},
+            ],
+        }
+
+    def _job(self, plan: CiPlan, stage: StagePlan) -> dict[str, Any]:
+        job: dict[str, Any] = {"needs": list(stage.needs) or [RENDER_CHECK_JOB]}
+        condition = self._condition(stage)
+        if condition:
+            job["if"] = condition
+        job["runs-on"] = RUNNER
+        environment = _job_environment(stage)
+        if environment:
+            job["environment"] = environment
+        if stage.lock:
+            job["concurrency"] = {"group": f"{plan.name}-{stage.lock}", "cancel-in-progress": False}
+        if stage.aws is not None:
+            job["permissions"] = {"contents": "read", "id-token": "write"}
+        job["timeout-minutes"] = stage.timeout_minutes
+        steps = _setup_steps(plan)
+        if stage.ancestors:
+            steps.append(
+                {
+                    "name": "Download run manifests",
+                    "uses": DOWNLOAD,
+                    "with": {"pattern": "manifest-*", "path": MANIFEST_DIR, "merge-multiple": True},
+                }
+            )
+        if stage.aws is not None:
+            steps.append(
+                {
+                    "name": "AWS credentials",
+                    "uses": AWS_CREDENTIALS,
+                    "with": {
+                        "role-to-assume": f"${{{{ secrets.{AWS_ROLE_SECRET} }}}}",
+                        "aws-region": stage.aws.settings.region,
+                    },
+                }
+            )
+        run: dict[str, Any] = {"name": f"Run stage {stage.name}", "run": _expr_safe(stage.run_command)}
+        env = {s.name: f"${{{{ secrets.{s.github_name} }}}}" for s in stage.secrets}
+        env.update({k: _expr_safe(v) for k, v in stage.env})
+        if env:
+            run["env"] = env
+        steps.append(run)
+        steps.append(
+            {
+                "name": "Upload run manifest",
+                "if": "always()",
+                "uses": UPLOAD,
+                "with": {
+                    "name": f"manifest-{stage.name}",
+                    "path": f"{MANIFEST_DIR}/{stage.name}.json",
+                    "if-no-files-found": "ignore",
+                    "include-hidden-files": True,
+                    "overwrite": True,
+                },
+            }
+        )
+        job["steps"] = steps
+        return job
+
+    def _condition(self, stage: StagePlan) -> str:
+        branches = _branch_condition(stage) if stage.branches else ""
+        if stage.always:
+            return f"always() && ({branches})" if branches else "always()"
+        return branches
+
+
+def _setup_steps(plan: CiPlan) -> list[dict[str, Any]]:
+    return [
+        {"uses": CHECKOUT},
+        {"uses": SETUP_PYTHON, "with": {"python-version": plan.python}},
+        {"name": "Install pipeline", "run": _expr_safe(plan.install)},
+    ]
+
+
+def _branch_condition(stage: StagePlan) -> str:
+    parts = []
+    for pattern in stage.branches:
+        body = pattern[:-1] if pattern.endswith("*") else pattern
+        if any(c in body for c in "*?[]"):
+            raise UnsupportedFeatureError(
+                "github",
+                f"the branch pattern {pattern!r}",
+                f"stage {stage.name!r}",
+                hint="GitHub job conditions compare github.ref; use a branch name or a 'prefix*' pattern",
+            )
+        literal = _expr_string("refs/heads/" + body)
+        parts.append(f"startsWith(github.ref, {literal})" if pattern.endswith("*") else f"github.ref == {literal}")
+    return " || ".join(parts)
+
+
+def _expr_string(text: str) -> str:
+    """A string literal inside a GitHub expression."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _expr_safe(text: str) -> str:
+    """Text GitHub must not evaluate: a literal `${{` becomes an expression producing it."""
+    return text.replace("${{", "${{ '${{' }}")
+
+
+def _gate_environment(stage: StagePlan) -> str:
+    """The GitHub environment whose protection rule is this stage's gate."""
+    env = stage.environment
+    if env is not None and stage.stage.approval is None:
+        return env.name  # the environment's own gate: every stage deploying there shares it
+    if env is not None:
+        return f"{env.name}-{stage.name}"
+    return stage.name
+
+
+def _job_environment(stage: StagePlan) -> str:
+    if stage.gate is not None:
+        return _gate_environment(stage)
+    return stage.lock or ""
+
+
+def _gate_environments(plan: CiPlan) -> dict[str, tuple[Approval, list[str]]]:
+    """GitHub environment name -> (its gate, the jobs that use it), checking GitHub's limits."""
+    found: dict[str, tuple[Approval, list[str]]] = {}
+    for stage in plan.gated:
+        gate = stage.gate
+        assert gate is not None
+        if gate.timeout_minutes != DEFAULT_APPROVAL_TIMEOUT:
+            raise UnsupportedFeatureError(
+                "github",
+                f"an approval timeout ({gate.timeout_minutes} min)",
+                f"stage {stage.name!r}",
+                hint="GitHub keeps a deployment waiting for review for up to 30 days and has no timeout "
+                "setting; leave Approval.timeout_minutes at its default to render for GitHub",
+            )
+        if len(gate.approvers) + len(gate.groups) > MAX_REVIEWERS:
+            raise UnsupportedFeatureError(
+                "github",
+                f"more than {MAX_REVIEWERS} approvers and groups",
+                f"stage {stage.name!r}",
+                hint="a GitHub environment takes at most 6 required reviewers: use a team (Approval.groups)",
+            )
+        name = _gate_environment(stage)
+        found.setdefault(name, (gate, []))[1].append(stage.name)
+    return found
+
+
+def _environments_script(
+    plan: CiPlan, context: RenderContext, environments: dict[str, tuple[Approval, list[str]]]
+) -> str:
+    lines = ["#!/bin/sh"]
+    lines += [f"# {line}" for line in context.header("github")]
+    lines += [
+        "#",
+        "# GitHub keeps approval gates outside the workflow YAML, as protection rules of environments.",
+        "# This script creates each environment the workflow uses for a gate and sets its required",
+        "# reviewers through the REST API. Run it once per repository (again after changing approvers):",
+        "#",
+        f"#     GH_REPO=OWNER/REPO sh .github/{plan.name}-environments.sh",
+        "#",
+        "# Needs the GitHub CLI (`gh`), logged in as a repository admin. Reviewers come from the",
+        "# definition; override them per environment with the variables named below (space-separated",
+        "# user logins, team slugs). Required reviewers need a public repository, or GitHub Team or",
+        "# Enterprise for a private one.",
+        "set -eu",
+        "",
+        'repo="${GH_REPO:?set GH_REPO=owner/name}"',
+        'owner="${repo%%/*}"',
+        "",
+        "protect() {  # ENVIRONMENT USERS TEAMS",
+        '    reviewers=""',
+        "    for user in $2; do",
+        '        reviewers="$reviewers{\\"type\\":\\"User\\",\\"id\\":$(gh api "users/$user" --jq .id)},"',
+        "    done",
+        "    for team in $3; do",
+        '        reviewers="$reviewers{\\"type\\":\\"Team\\",\\"id\\":$(gh api "orgs/$owner/teams/$team" --jq .id)},"',
+        "    done",
+        '    if [ -z "$reviewers" ]; then',
+        '        echo "error: no reviewers for environment $1: set them in the definition (Approval(approvers=...))" >&2',
+        '        echo "       or in the variables named in this script" >&2',
+        "        exit 2",
+        "    fi",
+        '    printf \'{"reviewers":[%s]}\' "${reviewers%,}" |',
+        '        gh api --method PUT "repos/$repo/environments/$1" --input - >/dev/null',
+        '    echo "environment $1: required reviewers set"',
+        "}",
+    ]
+    for name, (gate, jobs) in sorted(environments.items()):
+        var = "PIPELINE_" + name.upper().replace("-", "_")
+        users = _dq(" ".join(gate.approvers))
+        teams = _dq(" ".join(gate.groups))
+        lines += [
+            "",
+            f"# {name}: gate of job {', '.join(jobs)} ({' '.join(gate.message.split())})",
+            f'protect {shlex.quote(name)} "${{{var}_APPROVERS-{users}}}" "${{{var}_TEAMS-{teams}}}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _dq(word: str) -> str:
+    """Text as the default of a "${VAR-default}" expansion (inside double quotes)."""
+    for char in ("\\", '"', "$", "`", "}"):
+        word = word.replace(char, "\\" + char)
+    return word
+
+
+# ----------------------------------------------------------------------------- YAML as data
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, indented sequences, literal blocks for multi-line text, never anchors/aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    text: str = yaml.dump(
+        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True
+    )
+    return text

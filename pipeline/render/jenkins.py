@@ -1,0 +1,393 @@
+"""Jenkins: one declarative `Jenkinsfile` for a multibranch pipeline job.
+
+Layout: `agent none` at the top, so only stages that run commands hold an executor (`agent any`);
+approval gates are stages of their own with `agent none` and an `input`, so nobody's executor waits
+for a human. The DAG runs level by level (a level with several stages is a `parallel` block). The
+stages a teardown protects are nested in one stage whose `post { always }` runs the teardown: it runs
+when any of them failed, and the build still stops, so whatever comes after the teardown is skipped.
+Those stages share one agent (a local-profile stack lives on that machine's Docker engine).
+Run manifests travel between agents with `stash`/`unstash`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipeline.errors import UnsupportedFeatureError
+from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
+from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan
+from pipeline.render.templating import render_template
+from pipeline.spec import PipelineSpec
+
+VENV = ".venv"
+RENDER_CHECK_STAGE = "check rendered CI files"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One `when` condition: any of these branch patterns (or a change request)."""
+
+    patterns: tuple[str, ...]
+    change_request: bool = False
+
+
+@dataclass
+class Step:
+    kind: str
+    """sh, echo, unstash, stash, or a wrapper: timeout, lock, catch, with_env, with_credentials."""
+    text: str = ""
+    arg: str = ""
+    minutes: int = 0
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    """with_env: (name, value); with_credentials: (kind, credentials id, variable)."""
+    bindings: list[tuple[str, str, str]] = field(default_factory=list)
+    body: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class Input:
+    message: str
+    ok: str
+    submitter: str
+
+
+@dataclass
+class JStage:
+    name: str
+    agent: str | None = None
+    when: list[Condition] = field(default_factory=list)
+    before_input: bool = False
+    timeout: int = 0
+    lock: str = ""
+    input: Input | None = None
+    environment: list[tuple[str, str, str]] = field(default_factory=list)
+    """(name, 'credentials' | 'value', credentials id or value)."""
+    steps: list[Step] = field(default_factory=list)
+    stages: list[JStage] = field(default_factory=list)
+    parallel: list[JStage] = field(default_factory=list)
+    post_always: list[Step] = field(default_factory=list)
+    comment: str = ""
+
+
+@dataclass
+class _Group:
+    """Levels [start, end] that one or more always-run stages (teardowns) protect."""
+
+    start: int
+    end: int
+    teardowns: list[StagePlan]
+    children: list[_Group] = field(default_factory=list)
+
+
+class JenkinsRenderer:
+    name: ClassVar[str] = "jenkins"
+    title: ClassVar[str] = "Jenkins (declarative Jenkinsfile)"
+    capabilities: ClassVar[dict[str, Support]] = {
+        "stages": Support(
+            "One `stage` per stage; its steps create a virtualenv, install the tool and run `pipeline run stage NAME`."
+        ),
+        "order": Support("Stages run level by level in dependency order (Jenkins stages are sequential)."),
+        "parallel": Support(
+            "A level with several stages becomes a `parallel` block (fan-out); the next level waits for all (fan-in)."
+        ),
+        "render-check": Support("First stage `check rendered CI files` runs `pipeline render --target all --check`."),
+        "manifests": Support(
+            "`stash` of `<stage>.json` in each stage's `post { always }` (also after a failure); later stages `unstash` their ancestors'."
+        ),
+        "approval": Support(
+            "A stage `approve NAME` with `agent none` (no executor waits), `input { message; ok; submitter }` and its own `timeout`; the deploy stage then runs with `--yes`."
+        ),
+        "secrets": Support(
+            "`environment { NAME = credentials('id') }` per stage (Secret.jenkins, default: name in lower-case with hyphens); teardown: `withCredentials([string(...)])` (secret text)."
+        ),
+        "aws": Support(
+            "`withCredentials([[$class: 'AmazonWebServicesCredentialsBinding', credentialsId: 'aws-ENV']])` (AWS Credentials plugin) around the stage command."
+        ),
+        "branches": Support(
+            "`when { beforeAgent true; branch 'PATTERN' }` (several patterns: `anyOf`); a stage also carries its ancestors' filters, since Jenkins does not skip stages after a skipped one.",
+            fails="a branch filter on an always-run stage (teardown): put it on the stage that creates the stack",
+        ),
+        "timeouts": Support(
+            "Stage `options { timeout(time: N, unit: 'MINUTES') }` with N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
+        ),
+        "retries": Support(
+            "`pipeline run stage` retries in-process (1 + retries attempts, same code as on a laptop); no `retry(n)` option, which would multiply attempts.",
+            native=False,
+        ),
+        "concurrency": Support(
+            "`options { lock(resource: 'PIPELINE-ENV') }` (Lockable Resources plugin) on every stage that acts on a persistent environment."
+        ),
+        "always": Support(
+            "The stages a teardown protects are nested in one stage whose `post { always }` runs the teardown (inside `catchError`); the build still fails, so later stages are skipped.",
+            fails="two teardowns whose protected stages overlap without nesting",
+        ),
+        "trigger": Support(
+            "Multibranch job: each push builds its branch; every stage is guarded by `when { branch ... }` for the trigger branches (`changeRequest()` when pull requests are on).",
+            native=False,
+        ),
+        "profile": Support("`--profile` of the stage's environment in the command; `--yes` after a gate."),
+    }
+
+    def outputs(self, spec: PipelineSpec) -> Sequence[str]:
+        return ("Jenkinsfile",)
+
+    def render(self, spec: PipelineSpec, context: RenderContext) -> list[RenderedFile]:
+        plan = build_plan(spec, context)
+        stages = [self._render_check(plan), *self._items(plan)]
+        text = render_template(
+            "Jenkinsfile.j2",
+            header=context.header(self.name),
+            pipeline=plan.name,
+            stages=stages,
+        )
+        return [RenderedFile("Jenkinsfile", text)]
+
+    # ----------------------------------------------------------------------------- structure
+    def _items(self, plan: CiPlan) -> list[JStage]:
+        levels = plan.spec.graph.levels()
+        level_of = {name: i for i, names in enumerate(levels) for name in names}
+        groups = self._groups(plan, levels, level_of)
+        in_post = {t.name for g in _walk(groups) for t in g.teardowns}
+        return self._build(plan, levels, 0, len(levels) - 1, groups, in_post, outer=None, local=frozenset())
+
+    def _groups(self, plan: CiPlan, levels: list[list[str]], level_of: dict[str, int]) -> list[_Group]:
+        by_range: dict[tuple[int, int], _Group] = {}
+        for stage in plan.stages:
+            if not stage.always or level_of[stage.name] == 0:
+                continue
+            if stage.branches:
+                raise UnsupportedFeatureError(
+                    self.name,
+                    "a branch filter on an always-run stage",
+                    f"stage {stage.name!r}",
+                    hint="Jenkins runs it in a post { always } block, which has no `when`: "
+                    "put the branch filter on the stage that creates what it cleans up",
+                )
+            refs = [level_of[r] for r in stage.stage.references().values()]
+            start = min(refs) if refs else 0
+            end = level_of[stage.name] - 1
+            by_range.setdefault((start, end), _Group(start, end, [])).teardowns.append(stage)
+        ranges = sorted(by_range, key=lambda r: (r[0], -r[1]))
+        roots: list[_Group] = []
+        stack: list[_Group] = []
+        for key in ranges:
+            group = by_range[key]
+            while stack and stack[-1].end < group.start:
+                stack.pop()
+            if stack:
+                parent = stack[-1]
+                if group.end > parent.end:
+                    raise UnsupportedFeatureError(
+                        self.name,
+                        "teardowns whose protected stages overlap without nesting",
+                        f"stages {parent.teardowns[0].name!r} and {group.teardowns[0].name!r}",
+                        hint="make one teardown run after the other's stack is gone, or make their stacks independent",
+                    )
+                parent.children.append(group)
+            else:
+                roots.append(group)
+            stack.append(group)
+        return roots
+
+    def _build(
+        self,
+        plan: CiPlan,
+        levels: list[list[str]],
+        lo: int,
+        hi: int,
+        groups: list[_Group],
+        in_post: set[str],
+        outer: _Group | None,
+        local: frozenset[str],
+    ) -> list[JStage]:
+        items: list[JStage] = []
+        index = lo
+        pending = sorted(groups, key=lambda g: g.start)
+        while index <= hi:
+            if pending and pending[0].start == index:
+                group = pending.pop(0)
+                if outer is None:
+                    members = {n for g in _walk([group]) for n in _members(levels, g)}
+                    items.append(self._group(plan, levels, group, in_post, group, frozenset(members)))
+                else:
+                    items.append(self._group(plan, levels, group, in_post, outer, local))
+                index = group.end + 1
+                continue
+            names = [n for n in levels[index] if n not in in_post]
+            stages = [plan.by_name[n] for n in names]
+            index += 1
+            if not stages:
+                continue
+            if len(stages) == 1:
+                items += self._stage_with_gate(plan, stages[0], outer, local)
+            else:
+                items.append(
+                    JStage(
+                        name=_parallel_name(names),
+                        parallel=[self._branch(plan, s, outer, local) for s in stages],
+                    )
+                )
+        return items
+
+    def _group(
+        self,
+        plan: CiPlan,
+        levels: list[list[str]],
+        group: _Group,
+        in_post: set[str],
+        outer: _Group,
+        local: frozenset[str],
+    ) -> JStage:
+        children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local)
+        members = [n for i in range(group.start, group.end + 1) for n in levels[i] if n not in in_post]
+        first = members[0] if members else group.teardowns[0].name
+        members += [t.name for t in group.teardowns]
+        whens = [self._when(plan, plan.by_name[m]) for m in members]
+        shared = [c for c in whens[0] if all(c in w for w in whens[1:])]
+        post: list[Step] = []
+        for teardown in group.teardowns:
+            post += self._teardown_steps(plan, teardown, local)
+        return JStage(
+            name=f"{first} to {', '.join(t.name for t in group.teardowns)}",
+            agent="any" if outer is group else None,
+            when=shared,
+            stages=children,
+            post_always=post,
+            comment=f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails",
+        )
+
+    def _branch(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
+        parts = self._stage_with_gate(plan, stage, outer, local)
+        if len(parts) == 1:
+            return parts[0]
+        return JStage(name=f"{stage.name} (gated)", stages=parts)
+
+    # ----------------------------------------------------------------------------- one stage
+    def _stage_with_gate(
+        self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]
+    ) -> list[JStage]:
+        run = self._stage(plan, stage, outer, local)
+        if stage.gate is None:
+            return [run]
+        gate = stage.gate
+        submitter = ",".join((*gate.approvers, *gate.groups))
+        approve = JStage(
+            name=f"approve {stage.name}",
+            agent="none" if outer is None else None,
+            when=run.when,
+            before_input=bool(run.when),
+            timeout=gate.timeout_minutes,
+            input=Input(message=gate.message, ok="Approve", submitter=submitter),
+            steps=[Step("echo", text=f"Approved: {stage.name} may run.")],
+        )
+        return [approve, run]
+
+    def _stage(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
+        environment = [(s.name, "credentials", s.jenkins_id) for s in stage.secrets]
+        environment += [(k, "value", v) for k, v in stage.env]
+        run: list[Step] = [self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {stage.run_command}")]
+        if stage.aws is not None:
+            run = [Step("with_credentials", bindings=[("aws", _aws_id(stage), "")], body=run)]
+        return JStage(
+            name=stage.name,
+            agent="any" if outer is None else None,
+            when=self._when(plan, stage),
+            timeout=stage.timeout_minutes,
+            lock=_lock_name(plan, stage),
+            environment=environment,
+            steps=[*_unstash(stage, local), *run],
+            post_always=[_stash(stage)],
+            comment=stage.description,
+        )
+
+    def _teardown_steps(self, plan: CiPlan, stage: StagePlan, local: frozenset[str]) -> list[Step]:
+        body: list[Step] = [self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {stage.run_command}")]
+        body = [Step("catch", body=body)]
+        body = [Step("timeout", minutes=stage.timeout_minutes, body=body)]
+        bindings = [("string", s.jenkins_id, s.name) for s in stage.secrets]
+        if stage.aws is not None:
+            bindings.append(("aws", _aws_id(stage), ""))
+        if bindings:
+            body = [Step("with_credentials", bindings=bindings, body=body)]
+        if stage.env:
+            body = [Step("with_env", pairs=list(stage.env), body=body)]
+        lock = _lock_name(plan, stage)
+        if lock:
+            body = [Step("lock", text=lock, body=body)]
+        return [
+            Step("echo", text=f"{stage.name}: runs whether the stages above succeeded or not"),
+            *_unstash(stage, local),
+            *body,
+            _stash(stage),
+        ]
+
+    def _render_check(self, plan: CiPlan) -> JStage:
+        return JStage(
+            name=RENDER_CHECK_STAGE,
+            agent="any",
+            when=self._trigger_conditions(plan),
+            timeout=RENDER_CHECK_MINUTES,
+            steps=[self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {plan.context.check_command}")],
+            comment="the committed CI files must match a fresh render of the definition",
+        )
+
+    # ----------------------------------------------------------------------------- pieces
+    def _install(self, plan: CiPlan) -> Step:
+        return Step("sh", text=f"python{plan.python} -m venv {VENV} && . {VENV}/bin/activate && {plan.install}")
+
+    def _trigger_conditions(self, plan: CiPlan) -> list[Condition]:
+        trigger = plan.trigger
+        if "*" in trigger.branches and not trigger.pull_requests:
+            return []
+        return [Condition(trigger.branches, trigger.pull_requests)]
+
+    def _when(self, plan: CiPlan, stage: StagePlan) -> list[Condition]:
+        conditions = self._trigger_conditions(plan)
+        for group in stage.branch_groups:
+            condition = Condition(group)
+            if condition not in conditions:
+                conditions.append(condition)
+        return conditions
+
+
+def _unstash(stage: StagePlan, local: frozenset[str]) -> list[Step]:
+    """Ancestors' manifests; those made on this agent (same protected group) are already here."""
+    return [Step("unstash", text=_stash_name(a)) for a in stage.ancestors if a not in local]
+
+
+def _walk(groups: list[_Group]) -> list[_Group]:
+    out: list[_Group] = []
+    for group in groups:
+        out.append(group)
+        out += _walk(group.children)
+    return out
+
+
+def _members(levels: list[list[str]], group: _Group) -> set[str]:
+    names = {n for i in range(group.start, group.end + 1) for n in levels[i]}
+    return names | {t.name for t in group.teardowns}
+
+
+def _stash_name(stage: str) -> str:
+    return f"manifest-{stage}"
+
+
+def _stash(stage: StagePlan) -> Step:
+    return Step("stash", text=_stash_name(stage.name), arg=f"{MANIFEST_DIR}/{stage.name}.json")
+
+
+def _aws_id(stage: StagePlan) -> str:
+    assert stage.aws is not None
+    return f"aws-{stage.aws.environment}"
+
+
+def _lock_name(plan: CiPlan, stage: StagePlan) -> str:
+    return f"{plan.name}-{stage.lock}" if stage.lock else ""
+
+
+def _parallel_name(names: list[str]) -> str:
+    shown = ", ".join(names[:3])
+    more = f" +{len(names) - 3} more" if len(names) > 3 else ""
+    return f"parallel: {shown}{more}"

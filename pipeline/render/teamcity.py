@@ -1,0 +1,338 @@
+"""TeamCity: versioned settings in Kotlin DSL, `.teamcity/settings.kts` plus its `pom.xml`.
+
+One build configuration per stage, chained by snapshot dependencies (same sources for the whole
+chain) with artifact dependencies carrying the run manifest; a composite build configuration
+named after the pipeline depends on the ends of the chain and holds the VCS trigger, so one push
+queues one chain. Deployments (persistent environments, approval gates) are `Type.DEPLOYMENT`
+build configurations with the Build Approval feature and a shared-resource lock per environment.
+A teardown starts even when its dependencies failed (`FailureAction.IGNORE`); the stages after it
+also depend on what the teardown depended on, so they still fail to start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipeline.errors import UnsupportedFeatureError
+from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
+from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan, camel
+from pipeline.render.templating import render_template
+from pipeline.spec import PipelineSpec
+
+DSL_VERSION = "2024.03"
+"""TeamCity server version the settings target (unversioned DSL packages exist since 2022.04)."""
+VENV = ".venv"
+ARTIFACT_FOLDER = "manifest"
+BRANCH_PARAMETER = "teamcity.build.branch"
+ALL_USERS_GROUP = "ALL_USERS_GROUP"
+RESERVED_OBJECTS = frozenset(
+    {
+        "Project",
+        "BuildType",
+        "Template",
+        "VcsRoot",
+        "DslContext",
+        "FailureAction",
+        "ReuseBuilds",
+        "BuildStep",
+        "BuildTypeSettings",
+        "ParameterDisplay",
+        "AbsoluteId",
+        "RelativeId",
+        "Type",
+    }
+)
+_NAME_LIMIT = 80
+
+
+@dataclass
+class Param:
+    kind: str
+    """param or password."""
+    name: str
+    value: str
+    label: str = ""
+    description: str = ""
+
+
+@dataclass
+class Step:
+    name: str
+    script: str
+    always: bool = False
+    branch_regexes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Dependency:
+    obj: str
+    on_failure: str
+    on_cancel: str
+    artifact_rules: str = ""
+
+
+@dataclass
+class Approval:
+    rules: str
+    timeout: int
+
+
+@dataclass
+class BuildType:
+    obj: str
+    name: str
+    description: str = ""
+    type: str = ""
+    """'' (regular), DEPLOYMENT or COMPOSITE."""
+    artifact_rules: str = ""
+    params: list[Param] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    trigger_branch_filter: str = ""
+    dependencies: list[Dependency] = field(default_factory=list)
+    snapshots: list[Dependency] = field(default_factory=list)
+    """Snapshot-only dependencies (guards behind an always-run stage)."""
+    approval: Approval | None = None
+    lock: str = ""
+    aws_connection: str = ""
+    timeout: int = 0
+
+
+@dataclass
+class SharedResource:
+    id: str
+    name: str
+
+
+class TeamCityRenderer:
+    name: ClassVar[str] = "teamcity"
+    title: ClassVar[str] = "TeamCity (Kotlin DSL versioned settings)"
+    capabilities: ClassVar[dict[str, Support]] = {
+        "stages": Support(
+            "One build configuration per stage (`object X : BuildType`), two script steps: install the tool in a virtualenv, run `pipeline run stage NAME`."
+        ),
+        "order": Support(
+            "Snapshot dependencies (`reuseBuilds = ReuseBuilds.NO`) form one build chain on the same sources; a composite build configuration named after the pipeline ends the chain."
+        ),
+        "parallel": Support(
+            "Build configurations whose dependencies are done run at the same time on free agents (fan-out); a stage with several dependencies waits for all (fan-in)."
+        ),
+        "render-check": Support(
+            "Build configuration `RenderCheck` runs `pipeline render --target all --check`; every first stage depends on it."
+        ),
+        "manifests": Support(
+            "Each build publishes `.pipeline/ci/manifest` (`artifactRules`, also on failure); artifact dependencies on its dependencies fetch it (optional `?:` rules for a teardown)."
+        ),
+        "approval": Support(
+            "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }` (`user:NAME`, `group:KEY:1`; no approvers: `group:ALL_USERS_GROUP:1`); the command runs with `--yes`."
+        ),
+        "secrets": Support(
+            '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value.'
+        ),
+        "aws": Support(
+            '`features { provideAwsCredentials { awsConnectionId = "AwsENV" } }`: an AWS Connection with that ID, made on the server, supplies credentials.'
+        ),
+        "branches": Support(
+            "Step `conditions { matches(\"teamcity.build.branch\", REGEX) }` for the stage's and its ancestors' filters: on other branches the build does nothing (and shows green)."
+        ),
+        "timeouts": Support(
+            "`failureConditions { executionTimeoutMin = N }` with N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
+        ),
+        "retries": Support(
+            "`pipeline run stage` retries in-process (1 + retries attempts, same code as on a laptop); no Retry Build trigger, which would re-run a whole chain build.",
+            native=False,
+        ),
+        "concurrency": Support(
+            "A project `sharedResource` (quota 1) per persistent environment, taken with `sharedResources { writeLock(...) }`, plus `maxRunningBuilds = 1` on deployment configurations."
+        ),
+        "always": Support(
+            "A teardown's snapshot dependencies use `onDependencyFailure`/`onDependencyCancel = FailureAction.IGNORE` and its steps `executionMode = BuildStep.ExecutionMode.ALWAYS`; stages after it also depend on what it depended on, so they fail to start after a failure."
+        ),
+        "trigger": Support(
+            '`triggers { vcs { branchFilter = "+:main" } }` on the composite build configuration: a push queues the whole chain.',
+            fails="pull-request triggers (TeamCity needs the Pull Requests build feature for your VCS host, configured on the server)",
+        ),
+        "profile": Support("`--profile` of the stage's environment in the command; `--yes` after a gate."),
+    }
+
+    def outputs(self, spec: PipelineSpec) -> Sequence[str]:
+        return (".teamcity/settings.kts", ".teamcity/pom.xml")
+
+    def render(self, spec: PipelineSpec, context: RenderContext) -> list[RenderedFile]:
+        plan = build_plan(spec, context)
+        if plan.trigger.pull_requests:
+            raise UnsupportedFeatureError(
+                self.name,
+                "pull-request triggers",
+                "Trigger(pull_requests=True)",
+                hint="TeamCity builds pull requests through the Pull Requests build feature, which needs "
+                "your VCS host's credentials on the server: add it there, or set pull_requests=False",
+            )
+        objects = _object_names(plan)
+        locks = {env: _resource_name(plan.name, env) for env in plan.locks}
+        build_types = [self._render_check(plan, objects)]
+        build_types += [self._stage(plan, s, objects, locks) for s in plan.stages]
+        build_types.append(self._composite(plan, objects))
+        imports = ["jetbrains.buildServer.configs.kotlin.*"]
+        if plan.gated:
+            imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.approval")
+        if any(s.aws for s in plan.stages):
+            imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.provideAwsCredentials")
+        imports += [
+            "jetbrains.buildServer.configs.kotlin.buildSteps.script",
+            "jetbrains.buildServer.configs.kotlin.triggers.vcs",
+        ]
+        settings = render_template(
+            "settings.kts.j2",
+            header=context.header(self.name),
+            imports=imports,
+            version=DSL_VERSION,
+            description=f"Pipeline {plan.name}: one build configuration per stage, generated from {context.definition}",
+            build_types=build_types,
+            resources=[SharedResource(id=name, name=name) for name in locks.values()],
+        )
+        pom = render_template(
+            "pom.xml.j2",
+            header=context.header(self.name),
+            artifact=plan.name,
+            dsl_version=DSL_VERSION,
+        )
+        return [RenderedFile(".teamcity/settings.kts", settings), RenderedFile(".teamcity/pom.xml", pom)]
+
+    # ----------------------------------------------------------------------------- build types
+    def _render_check(self, plan: CiPlan, objects: dict[str, str]) -> BuildType:
+        return BuildType(
+            obj=objects[""],
+            name="check rendered CI files",
+            description="the committed CI files must match a fresh render of the definition",
+            steps=[
+                _install_step(plan),
+                Step("Check rendered CI files", f". {VENV}/bin/activate\n{plan.context.check_command}"),
+            ],
+            timeout=RENDER_CHECK_MINUTES,
+        )
+
+    def _stage(self, plan: CiPlan, stage: StagePlan, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
+        regexes = [_branch_regex(group) for group in stage.branch_groups]
+        steps = [_install_step(plan), Step(f"Run stage {stage.name}", f". {VENV}/bin/activate\n{stage.run_command}")]
+        for step in steps:
+            step.always = stage.always
+            step.branch_regexes = regexes
+        params = [
+            Param(
+                "password",
+                f"env.{s.name}",
+                s.teamcity or "",
+                label=s.name,
+                description="secure value (credentialsJSON token) set in the definition"
+                if s.teamcity
+                else "secret: set this password parameter on the TeamCity server",
+            )
+            for s in stage.secrets
+        ]
+        params += [Param("param", f"env.{k}", v) for k, v in stage.env]
+        if stage.always:
+            rules = f"?:{ARTIFACT_FOLDER}/*.json => {MANIFEST_DIR}"
+            dependencies = [Dependency(objects[a], "IGNORE", "IGNORE", rules) for a in stage.ancestors]
+            snapshots: list[Dependency] = []
+        else:
+            rules = f"{ARTIFACT_FOLDER}/*.json => {MANIFEST_DIR}"
+            needs = stage.needs or ("",)  # first stages wait for the render check
+            dependencies = [Dependency(objects[n], "FAIL_TO_START", "CANCEL", rules if n else "") for n in needs]
+            snapshots = [Dependency(objects[n], "FAIL_TO_START", "CANCEL") for n in plan.guard_needs(stage)]
+        approval = None
+        if stage.gate is not None:
+            gate = stage.gate
+            lines = [f"user:{u}" for u in gate.approvers] + [f"group:{g}:1" for g in gate.groups]
+            approval = Approval("\n".join(lines or [f"group:{ALL_USERS_GROUP}:1"]), gate.timeout_minutes)
+        return BuildType(
+            obj=objects[stage.name],
+            name=stage.name,
+            description=stage.description,
+            type="DEPLOYMENT" if stage.deploys else "",
+            artifact_rules=f"+:{MANIFEST_DIR}/*.json => {ARTIFACT_FOLDER}",
+            params=params,
+            steps=steps,
+            dependencies=dependencies,
+            snapshots=snapshots,
+            approval=approval,
+            lock=locks[stage.lock] if stage.lock else "",
+            aws_connection=f"Aws{camel(stage.aws.environment)}" if stage.aws else "",
+            timeout=stage.timeout_minutes,
+        )
+
+    def _composite(self, plan: CiPlan, objects: dict[str, str]) -> BuildType:
+        return BuildType(
+            obj=objects["*"],
+            name=plan.name,
+            description="the whole pipeline: a push to a trigger branch queues every stage of the chain",
+            type="COMPOSITE",
+            trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger.branches),
+            dependencies=[Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM") for s in plan.sinks],
+        )
+
+
+def _install_step(plan: CiPlan) -> Step:
+    return Step("Install pipeline", f"python{plan.python} -m venv {VENV}\n. {VENV}/bin/activate\n{plan.install}")
+
+
+def _object_names(plan: CiPlan) -> dict[str, str]:
+    """Kotlin object names (and build configuration IDs): '' is the render check, '*' the composite.
+
+    IDs must stay stable (TeamCity keys build history on them), so they derive from names only;
+    clashes (case-insensitive, as TeamCity compares IDs) get a 'Stage' suffix."""
+    taken = {n.lower() for n in RESERVED_OBJECTS}
+    names: dict[str, str] = {}
+
+    def claim(key: str, wanted: str) -> None:
+        candidate, n = wanted, 1
+        while candidate.lower() in taken:
+            n += 1
+            candidate = f"{wanted}Stage" if n == 2 else f"{wanted}Stage{n - 1}"
+        taken.add(candidate.lower())
+        names[key] = candidate
+
+    claim("", "RenderCheck")
+    claim("*", camel(plan.name) + "Pipeline")
+    for stage in plan.stages:
+        claim(stage.name, camel(stage.name))
+    return names
+
+
+def _resource_name(pipeline: str, environment: str) -> str:
+    """Shared resource names: letters, digits and '_', starting with a letter, at most 80 characters."""
+    name = f"{camel(pipeline)}_{camel(environment)}"
+    if len(name) > _NAME_LIMIT:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[: _NAME_LIMIT - 9]}_{digest}"
+    return name
+
+
+def _branch_regex(patterns: tuple[str, ...]) -> str:
+    """Glob patterns ('main', 'release/*') as one anchored Java regex."""
+    return "^(?:" + "|".join(_glob_to_regex(p) for p in patterns) + ")$"
+
+
+def _glob_to_regex(pattern: str) -> str:
+    out = ""
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out += ".*"
+        elif char == "?":
+            out += "."
+        elif char == "[" and "]" in pattern[i + 1 :]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out += "[" + body.replace("\\", "\\\\") + "]"
+            i = end
+        else:
+            out += re.escape(char)
+        i += 1
+    return out

@@ -1,0 +1,146 @@
+"""jinja2 for the Groovy and Kotlin targets: strict about undefined names and about escaping.
+
+Every `{{ ... }}` in a template must go through an escaping filter (or be an int): a bare string
+raises at render time. That makes "forgot to escape" a failing test, not a broken CI file.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from pipeline.errors import PipelineError
+
+
+class Escaped(str):
+    """Text an escaping filter produced; the only kind of string a template may output."""
+
+    __slots__ = ()
+
+
+class TemplateBugError(PipelineError):
+    """A template printed a value without an escaping filter (a bug in the renderer)."""
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, Escaped) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TemplateBugError(
+        f"template printed {value!r} without an escaping filter",
+        hint="pass the value through groovy/kotlin/kotlin_raw/xml/ident/comment in the template",
+    )
+
+
+# --- Groovy ------------------------------------------------------------------------------------
+
+
+def groovy(value: str) -> Escaped:
+    """A single-quoted Groovy string literal: no interpolation, so `$` stays for the shell."""
+    text = str(value)
+    if "\n" in text:
+        return groovy_multiline(text)
+    return Escaped("'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'")
+
+
+def groovy_multiline(value: str) -> Escaped:
+    """A ''' Groovy string (no interpolation), for multi-line shell scripts."""
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return Escaped("'''" + text + "'''")
+
+
+# --- Kotlin (TeamCity) -----------------------------------------------------------------------------
+
+
+def kotlin(value: str) -> Escaped:
+    """A Kotlin "..." literal holding a TeamCity value: `%` doubled (TeamCity parameter syntax)."""
+    text = str(value).replace("%", "%%")
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    return Escaped('"' + text + '"')
+
+
+def kotlin_raw(value: str) -> Escaped:
+    """The body of a Kotlin raw string (\"\"\"...\"\"\") holding a shell script for TeamCity:
+    `$` becomes `${'$'}` (Kotlin templates), `%` becomes `%%` (TeamCity parameters)."""
+    text = str(value).replace("$", "${'$'}").replace("%", "%%")
+    return Escaped(text.replace('"""', '""${\'"\'}'))
+
+
+def kotlin_param_ref(name: str) -> Escaped:
+    """A literal TeamCity parameter reference `%name%` inside a Kotlin string (deliberately unescaped)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+        raise ValueError(f"not a TeamCity parameter name: {name!r}")
+    return Escaped(f"%{name}%")
+
+
+# --- shared ------------------------------------------------------------------------------------------
+
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def ident(value: str) -> Escaped:
+    """An identifier (Kotlin object name, Groovy symbol) checked, not escaped."""
+    if not _IDENT_RE.fullmatch(str(value)):
+        raise ValueError(f"not an identifier: {value!r}")
+    return Escaped(str(value))
+
+
+_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?:\.\*)?")
+
+
+def ident_path(value: str) -> Escaped:
+    """A dotted name for a Kotlin import (`a.b.c` or `a.b.*`), checked, not escaped."""
+    if not _PATH_RE.fullmatch(str(value)):
+        raise ValueError(f"not an import path: {value!r}")
+    return Escaped(str(value))
+
+
+def comment(value: str) -> Escaped:
+    """Text inside a // line comment: one line only, and no way to close a block comment."""
+    return Escaped(" ".join(str(value).split()).replace("*/", "* /"))
+
+
+def xml(value: str) -> Escaped:
+    return Escaped(str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
+
+
+def block(value: str, width: int = 0) -> Escaped:
+    """Output of a macro (already escaped piece by piece), indented by `width` spaces."""
+    pad = " " * width
+    lines = str(value).strip("\n").split("\n")
+    return Escaped("\n".join(pad + line if line.strip() else "" for line in lines))
+
+
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline.render", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=_finalize,
+    )
+    env.filters.update(
+        groovy=groovy,
+        kotlin=kotlin,
+        kotlin_raw=kotlin_raw,
+        param_ref=kotlin_param_ref,
+        ident=ident,
+        ident_path=ident_path,
+        comment=comment,
+        xml=xml,
+        block=block,
+    )
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    text = environment().get_template(name).render(**context)
+    # One trailing newline, no trailing spaces, LF only: byte-identical output everywhere.
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join(lines).strip("\n") + "\n"
