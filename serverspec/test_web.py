@@ -1,0 +1,60 @@
+"""The reference web image: Apache serves the release's page and a health endpoint, and nothing
+used to build or test the image is left inside it."""
+
+from __future__ import annotations
+
+import pytest
+
+# Commands the build or the checks could have used; none may remain in the image.
+FORBIDDEN_TOOLS = ("packer", "curl", "wget", "python3", "pytest", "goss", "inspec", "ansible", "gcc", "make")
+
+
+def test_apache_is_installed(host):
+    assert host.package("apache2").is_installed
+
+
+def test_apache_is_running(host):
+    # /proc, not `ps`: the image need not ship procps for the check's sake.
+    names = host.check_output("cat /proc/[0-9]*/comm").split()
+    assert "apache2" in names
+
+
+def test_apache_runs_as_the_container_process(host):
+    assert host.file("/proc/1/comm").content_string.strip() == "apache2"
+
+
+def test_apache_configuration_is_valid(host):
+    result = host.run("/usr/sbin/apache2ctl -t")
+    assert result.rc == 0, result.stderr
+
+
+def test_page_says_hello_world_with_the_version(http_get, version):
+    answer = http_get("/")
+    assert answer.status == 200
+    assert answer.body.strip() == f"Hello World {version}"
+
+
+def test_health_endpoint_answers(http_get):
+    answer = http_get("/health")
+    assert answer.status == 200
+    assert answer.body.strip() == "OK"
+    assert answer.content_type.startswith("text/plain")
+
+
+def test_unknown_path_is_not_found(http_get):
+    assert http_get("/no-such-page").status == 404
+
+
+@pytest.mark.parametrize("tool", FORBIDDEN_TOOLS)
+def test_no_build_or_test_tool_left(host, tool):
+    assert not host.exists(tool), f"{tool} is installed in the image"
+
+
+def test_no_provisioning_files_left(host):
+    # Packer uploads scripts to /tmp and mounts its share at /packer-files (the empty mount point stays).
+    leftovers = host.check_output("find /tmp /var/tmp /packer-files -mindepth 1 2>/dev/null || true").split()
+    assert leftovers == []
+
+
+def test_no_package_lists_left(host):
+    assert host.check_output("find /var/lib/apt/lists -mindepth 1 -not -name lock -not -name partial") == ""
