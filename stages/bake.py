@@ -1,14 +1,62 @@
-"""Bake: build a machine image with Packer and prove it with testinfra checks before anyone uses it."""
+"""Bake: build a machine image with Packer and prove it with testinfra checks before anyone uses it.
+
+How a bake runs (docs/bake.md has the whole story):
+
+1. The template is checked before anything happens: `packer inspect` (its variables and sources),
+   `packer validate`; a broken template is a TemplateError (bad input, exit 2).
+2. The base image is made sure of (pulled, or built from Debian's mirror with debootstrap).
+3. The bake key is computed: template folder, provisioner scripts, checks, variables, source, the
+   base image id. An image carrying that key in its label already exists? Then it is the result
+   (this makes `run` idempotent on CI machines that have no ledger).
+4. `packer build -machine-readable -only=<source>`, streamed: Packer's steps go to the live view,
+   every line to the stage log. The artifact id comes from the manifest post-processor's entry for
+   `last_run_uuid`.
+5. The testinfra checks run against a throwaway container of the new image. When one fails, the
+   image is removed and the stage fails naming the failed checks; nothing is recorded.
+6. Only a checked image gets its tag (`<image_name>:<short key>`) and the bake-key label.
+
+On the aws profile, steps 2-6 run for the template's docker source (same provisioner scripts) to
+check the provisioning, then the amazon-ebs source builds the AMI, which is tagged with its key.
+The run report says which checks were emulated this way.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import importlib
+import io
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.model import Profile, RelPath, Stage
+from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.hashing import digest, hash_paths
+from pipeline.model import AwsSettings, Profile, RelPath, Stage
+
+if TYPE_CHECKING:
+    import docker
+
+    from pipeline.engines.image_checks import CheckReport
+    from pipeline.engines.packer import Packer, TemplateInfo
 
 DEFAULT_SOURCES: dict[Profile, str] = {"local": "docker.web", "aws": "amazon-ebs.web"}
+KEY_FORMAT = 1
+"""Bumped when the meaning of the bake key changes, so old images are not reused by mistake."""
+LABEL = "io.pipeline"
+KEY_LABEL = f"{LABEL}.bake-key"
+KEY_TAG = KEY_LABEL
+"""The AMI tag that carries the bake key (aws profile)."""
+SHORT_KEY = 12
+USE_IMAGE_ENV = "PIPELINE_{stage}_USE_IMAGE"
+"""Environment variable naming an existing image to use instead of building (e.g. an AMI id)."""
+DUMMY_AWS_KEY = "testing"
+
+_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
 class Bake(Stage):
@@ -37,8 +85,14 @@ class Bake(Stage):
     """Docker base image (local profile); built from Debian's mirror when it is missing."""
     image_name: str | None = None
     """Repository name of the baked image; default `<pipeline>-<stage>`."""
+    aws: AwsSettings = AwsSettings()
+    """Region and endpoint of the aws profile's build (`AWS_ENDPOINT_URL` also sets the endpoint)."""
+    use_image: dict[Profile, str] = Field(default_factory=dict)
+    """An existing image to use instead of building one, per profile (e.g. `{"aws": "ami-0123..."}`
+    where Packer cannot build an AMI). `PIPELINE_<STAGE>_USE_IMAGE` overrides it. It is still checked."""
 
     outputs: ClassVar[tuple[str, ...]] = ("image", "key", "packer_run_uuid")
+    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
     @field_validator("template")
     @classmethod
@@ -47,6 +101,682 @@ class Bake(Stage):
             raise ValueError(f"{value!r} must be a Packer HCL2 template ending in .pkr.hcl")
         return value
 
+    @field_validator("image_name")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid Docker repository name: use lowercase letters, digits, '.', '_', "
+                "'-' and '/' (e.g. 'hello-web')"
+            )
+        return value
+
     def files(self) -> tuple[str, ...]:
         folder = self.template.rsplit("/", 1)[0] if "/" in self.template else "."
         return (self.template, *(self.context or (folder,)), *((self.checks,) if self.checks else ()))
+
+    def executor(self) -> Executor[Any]:
+        return BakeExecutor(self)
+
+
+# --- pure helpers (unit-tested) ---------------------------------------------------------------------
+
+
+def use_image_env(stage: str) -> str:
+    return USE_IMAGE_ENV.format(stage=stage.upper().replace("-", "_"))
+
+
+def packer_env_vars(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`PKR_VAR_*` variables: Packer reads them too, so they are part of the key."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in sorted(env.items()) if k.startswith("PKR_VAR_")}
+
+
+def bake_key(
+    files: Mapping[str, str],
+    variables: Mapping[str, str],
+    *,
+    source: str,
+    repository: str,
+    base_image_id: str | None,
+    extra: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The content address of a bake: same inputs, same key, on any machine."""
+    return digest(
+        {
+            "format": KEY_FORMAT,
+            "files": dict(files),
+            "variables": dict(variables),
+            "source": source,
+            "repository": repository,
+            "base_image": base_image_id,
+            "pkr_vars": packer_env_vars(environ),
+            **(extra or {}),
+        }
+    )[:32]
+
+
+def framework_variables(declared: Iterable[str], offered: Mapping[str, str], user: Mapping[str, str]) -> dict[str, str]:
+    """The variables a build gets: the user's, plus those the framework offers that the template
+    declares (`base_image`, `manifest`, `aws_endpoint`...). Packer rejects undeclared `-var`s."""
+    names = set(declared)
+    chosen = {k: v for k, v in offered.items() if k in names and k not in user}
+    return {**chosen, **user}
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    region: str
+    endpoint: str | None
+
+    @property
+    def emulated(self) -> bool:
+        return self.endpoint is not None
+
+
+def aws_target(spec: Bake, environ: Mapping[str, str] | None = None) -> AwsTarget:
+    """Region and EC2 endpoint: the stage's `aws` settings, else AWS_ENDPOINT_URL(_EC2) / AWS_REGION."""
+    env = os.environ if environ is None else environ
+    endpoint = spec.aws.endpoint_url or env.get("AWS_ENDPOINT_URL_EC2") or env.get("AWS_ENDPOINT_URL") or None
+    if "region" in spec.aws.model_fields_set:
+        region = spec.aws.region
+    else:
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or spec.aws.region
+    return AwsTarget(region=region, endpoint=endpoint)
+
+
+@dataclass
+class DockerBake:
+    """The result of the docker half of a bake."""
+
+    image: str
+    key: str
+    packer_run_uuid: str
+    reused: bool
+    report: CheckReport | None = None
+    junit: str = ""
+
+
+class BakeExecutor(Executor[Bake]):
+    def __init__(self, spec: Bake) -> None:
+        super().__init__(spec)
+        self._containers: list[str] = []
+        self._unrecorded_image: str | None = None
+        self._client: docker.DockerClient | None = None
+
+    # ------------------------------------------------------------------ plan
+    def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
+        observed = {
+            "base_image": self._base_image_id(),
+            "pkr_vars": digest(packer_env_vars()),
+            "use_image": self._use_image(ctx.profile) or "",
+        }
+        if ctx.profile == "aws":
+            target = aws_target(self.spec)
+            observed |= {"aws_region": target.region, "aws_endpoint": target.endpoint or ""}
+        return observed
+
+    def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
+        image = outputs.get("image")
+        if not image:
+            return False
+        if ctx.profile == "aws":
+            return self._ami_exists(image)
+        return self._docker_image_matches(image, outputs.get("key") if not self._use_image("local") else None)
+
+    def preflight(self, ctx: PlanContext) -> None:
+        """Check the template with no side effect; a TemplateError (bad input, exit 2) if it is broken.
+
+        `run` does the same checks before it builds anything. This lets a runner reject a broken
+        template before any stage of the run starts (principle 5)."""
+        profile: Profile = ctx.profile
+        source = self._source(profile)
+        sources = [source]
+        target = None
+        if profile == "aws":
+            target = aws_target(self.spec)
+            docker_source = self.spec.sources.get("local")
+            sources += [docker_source] if docker_source else []
+        self._check_template(self._packer(None), self._template_path(ctx.root), sources=sources, aws=target)
+
+    # ------------------------------------------------------------------ apply
+    def run(self, ctx: StageContext) -> Outputs:
+        if ctx.profile == "aws":
+            return self._run_aws(ctx)
+        source = self._source("local")
+        template = self._template_path(ctx.root)
+        packer = self._packer(ctx)
+        info = self._check_template(packer, template, sources=[source], step=ctx.step, log=ctx.log)
+        baked = self._bake_docker(ctx, packer, template, info, source)
+        outputs = {"image": baked.image, "key": baked.key, "packer_run_uuid": baked.packer_run_uuid}
+        if baked.junit:
+            outputs["junit"] = baked.junit
+        return outputs
+
+    def interrupted(self, ctx: StageContext) -> None:
+        """Ctrl-C: remove the containers this bake started and the image it has not recorded."""
+        self._cleanup(ctx.log)
+
+    # ------------------------------------------------------------------ the docker half
+    def _bake_docker(
+        self, ctx: StageContext, packer: Packer, template: Path, info: TemplateInfo, source: str
+    ) -> DockerBake:
+        from pipeline.engines.base_image import ensure_base_image
+
+        client = self._docker()
+        given = self._use_image("local") if ctx.profile == "local" else None
+        if given:
+            return self._use_given_docker_image(ctx, client, given)
+
+        base_name = self.spec.variables.get("base_image", self.spec.base_image)
+        ctx.step(f"base image {base_name}")
+        base_id = ensure_base_image(base_name, on_line=ctx.log)
+        repository = self._repository(ctx)
+        key = bake_key(
+            hash_paths(ctx.root, self.spec.files()),
+            self.spec.variables,
+            source=source,
+            repository=repository,
+            base_image_id=base_id,
+        )
+        ctx.partial_outputs["key"] = key
+        ref = f"{repository}:{key[:SHORT_KEY]}"
+
+        found = self._find_baked(client, key)
+        if found is not None:
+            if ref not in (found.tags or []):
+                found.tag(repository, key[:SHORT_KEY])
+            labels = found.labels or {}
+            ctx.log(f"{ref} ({found.short_id}) was baked with the same inputs (key {key}): reused")
+            ctx.notes.append(f"reused {ref}: baked earlier from the same inputs, checks passed then")
+            return DockerBake(ref, key, labels.get(f"{LABEL}.packer-run-uuid", ""), reused=True)
+
+        manifest = ctx.stage_dir / f"packer-manifest-{source}.json"
+        variables = framework_variables(
+            info.variables,
+            {"base_image": base_name, "pull_base": "false", "manifest": str(manifest)},
+            self.spec.variables,
+        )
+        artifact, run_uuid, seconds = self._packer_build(ctx, packer, template, source, variables, manifest)
+        self._unrecorded_image = artifact
+        try:
+            report = self._run_checks(ctx, client, artifact, source)
+            image = self._finalize(client, artifact, repository, key, ctx, source, run_uuid, report)
+        except BaseException:
+            self._remove_image(client, artifact, ctx.log)
+            raise
+        finally:
+            self._unrecorded_image = None
+        summary = f"baked {ref} from {source} in {seconds:.1f} s"
+        if report is not None:
+            summary += f"; {report.summary()} in {report.seconds:.1f} s"
+        ctx.notes.append(summary)
+        junit = str(report.junit.relative_to(ctx.run_dir)) if report is not None and report.junit else ""
+        return DockerBake(image, key, run_uuid, reused=False, report=report, junit=junit)
+
+    def _use_given_docker_image(self, ctx: StageContext, client: docker.DockerClient, image: str) -> DockerBake:
+        import docker.errors
+
+        try:
+            found = client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise self._failed(
+                ctx,
+                f"the image {image!r} given by use_image / {use_image_env(self.spec.name)} does not exist",
+                hint="build it first, or unset the override to let the stage bake",
+            ) from None
+        report = self._run_checks(ctx, client, found.id, "the given image")
+        ctx.notes.append(f"used the given image {image} (not built here)" + (f"; {report.summary()}" if report else ""))
+        junit = str(report.junit.relative_to(ctx.run_dir)) if report is not None and report.junit else ""
+        return DockerBake(image, "", "", reused=True, report=report, junit=junit)
+
+    def _packer_build(
+        self,
+        ctx: StageContext,
+        packer: Packer,
+        template: Path,
+        source: str,
+        variables: Mapping[str, str],
+        manifest: Path,
+    ) -> tuple[str, str, float]:
+        """Build one source; (artifact id, packer run uuid, seconds)."""
+        from pipeline.engines.packer import BuildProgress, read_manifest
+        from pipeline.errors import CommandFailedError, PipelineError
+
+        raw_path = ctx.stage_dir / f"packer-{source}.machine-readable.log"
+        started = time.monotonic()
+        ctx.step(f"packer build -only={source}")
+        ctx.log(f"$ packer build -machine-readable -only={source} {template.name}  (in {template.parent})")
+        with raw_path.open("a") as raw:
+
+            def keep_raw(line: str) -> None:
+                raw.write(line + "\n")
+
+            progress = BuildProgress(on_step=lambda text: ctx.step(f"packer: {text}"), on_line=ctx.log, raw=keep_raw)
+            try:
+                packer.build(
+                    template,
+                    only=source,
+                    variables=variables,
+                    progress=progress,
+                    deadline=ctx.deadline,
+                    cancel=ctx.cancel,
+                )
+            except CommandFailedError as exc:
+                first = exc.tail.strip().splitlines()[0] if exc.tail.strip() else f"exit status {exc.returncode}"
+                raise self._failed(
+                    ctx,
+                    f"packer build of {source} failed: {first}",
+                    hint=f"the full output is in {raw_path}; {exc.hint}",
+                    log_tail=exc.tail,
+                ) from None
+            finally:
+                self._containers.extend(c for c in progress.containers if c not in self._containers)
+                self._cleanup_packer_containers(ctx.log)
+        seconds = time.monotonic() - started
+        streamed = progress.artifact_ids(source)
+        try:
+            entry = read_manifest(manifest, source) if manifest.exists() or not streamed else None
+        except PipelineError as exc:
+            raise self._failed(ctx, str(exc), hint=exc.hint) from None
+        if entry is not None:
+            artifact, run_uuid = entry.artifact_id, entry.packer_run_uuid
+            if streamed and artifact not in streamed:
+                ctx.log(f"warning: the manifest says {artifact}, Packer's output said {', '.join(streamed)}")
+        elif streamed:
+            artifact, run_uuid = streamed[0], ""
+            ctx.log("the template writes no manifest where the bake asked (no `manifest` variable): no run uuid")
+        else:
+            raise self._failed(
+                ctx,
+                f"packer build produced no artifact for {source}",
+                hint=f"is {source} a source of the template's build block? Output: {raw_path}",
+            )
+        ctx.log(f"packer built {artifact} (run {run_uuid or 'unknown'}) in {seconds:.1f} s")
+        return artifact, run_uuid, seconds
+
+    def _run_checks(self, ctx: StageContext, client: docker.DockerClient, image: str, what: str) -> CheckReport | None:
+        from pipeline.engines.image_checks import run_checks
+
+        if self.spec.checks is None:
+            ctx.notes.append("no checks configured (Bake.checks): the image was not verified")
+            return None
+        checks = ctx.path(self.spec.checks)
+        junit = ctx.stage_dir / "checks.xml"
+        ctx.step(f"checks: {self.spec.checks} against {what}")
+        report = run_checks(
+            image,
+            checks,
+            junit=junit,
+            variables=self.spec.variables,
+            labels={
+                f"{LABEL}.pipeline": ctx.pipeline.name,
+                f"{LABEL}.stage": ctx.stage.name,
+                f"{LABEL}.run-id": ctx.run_id,
+            },
+            on_line=ctx.log,
+            on_step=ctx.step,
+            deadline=ctx.deadline,
+            cancel=ctx.cancel,
+            client=client,
+            started=self._containers.append,
+        )
+        if not report.ok:
+            for line in report.container_log.splitlines():
+                ctx.log(f"container: {line}")
+            failed = report.failed
+            raise self._failed(
+                ctx,
+                f"{len(failed)} of {report.total} image checks failed:\n"
+                + report.failure_list()
+                + "\nthe image was removed and is not recorded",
+                hint=f"JUnit report: {junit}; the checks are in {self.spec.checks}/ "
+                f"(reproduce: docker run -d -P IMAGE, then pytest {self.spec.checks} --hosts=docker://CONTAINER)",
+                log_tail=report.container_log,
+            )
+        ctx.log(f"checks: {report.summary()} against {what} in {report.seconds:.1f} s")
+        return report
+
+    def _finalize(
+        self,
+        client: docker.DockerClient,
+        artifact: str,
+        repository: str,
+        key: str,
+        ctx: StageContext,
+        source: str,
+        run_uuid: str,
+        report: CheckReport | None,
+    ) -> str:
+        """Give a checked image its name and its bake-key label (a label-only layer on top)."""
+        ref = f"{repository}:{key[:SHORT_KEY]}"
+        labels = {
+            f"{LABEL}.role": "bake",
+            KEY_LABEL: key,
+            f"{LABEL}.pipeline": ctx.pipeline.name,
+            f"{LABEL}.stage": ctx.stage.name,
+            f"{LABEL}.run-id": ctx.run_id,
+            f"{LABEL}.source": source,
+            f"{LABEL}.packer-run-uuid": run_uuid,
+            f"{LABEL}.checks": report.summary() if report is not None else "none",
+        }
+        ctx.step(f"tagging {ref}")
+        client.images.build(
+            fileobj=io.BytesIO(f"FROM {artifact}\n".encode()), tag=ref, labels=labels, rm=True, pull=False
+        )
+        return ref
+
+    # ------------------------------------------------------------------ the aws profile
+    def _run_aws(self, ctx: StageContext) -> Outputs:
+        source = self._source("aws")
+        docker_source = self.spec.sources.get("local")
+        template = self._template_path(ctx.root)
+        target = aws_target(self.spec)
+        env = self._aws_env(ctx, target)
+        packer = self._packer(ctx, env)
+        sources = [source, *([docker_source] if docker_source else [])]
+        info = self._check_template(packer, template, sources=sources, aws=target, step=ctx.step, log=ctx.log)
+        ec2 = self._ec2(target, env)
+
+        # 1. Check the provisioning through the docker source (same scripts), before any AMI exists.
+        checked: DockerBake | None = None
+        if docker_source and self.spec.checks:
+            checked = self._bake_docker(ctx, packer, template, info, docker_source)
+        where = f"the emulator at {target.endpoint}" if target.emulated else f"AWS {target.region}"
+
+        # 2. The AMI: given, already baked with the same inputs, or built now.
+        given = self._use_image("aws")
+        key = bake_key(
+            hash_paths(ctx.root, self.spec.files()),
+            self.spec.variables,
+            source=source,
+            repository=self._repository(ctx),
+            base_image_id=None,
+            extra={"region": target.region, "endpoint": target.endpoint or ""},
+        )
+        ctx.partial_outputs["key"] = key
+        run_uuid = ""
+        if given:
+            if not self._ami_exists(given, ec2=ec2):
+                raise self._failed(
+                    ctx,
+                    f"the AMI {given} given by use_image / {use_image_env(self.spec.name)} does not exist in {where}",
+                    hint="check the id and the region, or unset the override to let the stage bake",
+                )
+            ami = given
+            ctx.notes.append(f"used the given AMI {ami} (not built here)")
+        else:
+            existing = self._find_ami(ec2, key)
+            if existing is not None:
+                ami, run_uuid = existing
+                ctx.log(f"{ami} was baked with the same inputs (key {key}): reused")
+                ctx.notes.append(f"reused {ami}: baked earlier from the same inputs")
+            else:
+                ami, run_uuid = self._build_ami(ctx, packer, template, info, source, target, ec2, key, checked)
+        ctx.notes.append(self._emulation_note(ami, checked, docker_source, target))
+        outputs = {"image": ami, "key": key, "packer_run_uuid": run_uuid, "region": target.region}
+        if checked is not None:
+            outputs["checked_image"] = checked.image
+            if checked.junit:
+                outputs["junit"] = checked.junit
+        return outputs
+
+    def _build_ami(
+        self,
+        ctx: StageContext,
+        packer: Packer,
+        template: Path,
+        info: TemplateInfo,
+        source: str,
+        target: AwsTarget,
+        ec2: Any,
+        key: str,
+        checked: DockerBake | None,
+    ) -> tuple[str, str]:
+        from pipeline.engines.packer import split_ami_artifact
+
+        manifest = ctx.stage_dir / f"packer-manifest-{source}.json"
+        offered = {"manifest": str(manifest), "aws_region": target.region, "aws_endpoint": target.endpoint or ""}
+        variables = framework_variables(info.variables, offered, self.spec.variables)
+        artifact, run_uuid, _ = self._packer_build(ctx, packer, template, source, variables, manifest)
+        _, ami = split_ami_artifact(artifact, target.region)
+        tags = {
+            KEY_TAG: key,
+            f"{LABEL}.pipeline": ctx.pipeline.name,
+            f"{LABEL}.stage": ctx.stage.name,
+            f"{LABEL}.run-id": ctx.run_id,
+            f"{LABEL}.packer-run-uuid": run_uuid,
+            f"{LABEL}.checks": f"emulated: {checked.image}" if checked is not None else "none",
+        }
+        ec2.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        ctx.log(f"tagged {ami} with {KEY_TAG}={key}")
+        return ami, run_uuid
+
+    @staticmethod
+    def _emulation_note(ami: str, checked: DockerBake | None, docker_source: str | None, target: AwsTarget) -> str:
+        if checked is None:
+            why = "the template has no docker source" if not docker_source else "no checks are configured"
+            return f"checks: none ran for {ami} ({why})"
+        done = checked.report.summary() if checked.report is not None else "checks passed when it was baked"
+        return (
+            f"checks emulated: the testinfra checks ran against {checked.image} ({docker_source}, built by the "
+            f"same provisioner scripts; {done}), not against an instance of {ami}"
+            + (" (an emulator runs no instances)" if target.emulated else "")
+        )
+
+    # ------------------------------------------------------------------ shared pieces
+    def _check_template(
+        self,
+        packer: Packer,
+        template: Path,
+        *,
+        sources: list[str],
+        aws: AwsTarget | None = None,
+        step: Callable[[str], None] = lambda text: None,
+        log: Callable[[str], None] = lambda line: None,
+    ) -> TemplateInfo:
+        """Everything about the template that can be known before a side effect (TemplateError)."""
+        from pipeline.engines.packer import format_version
+        from pipeline.errors import TemplateError
+
+        step("packer validate")
+        version = packer.version()
+        log(f"packer {format_version(version)} ({packer.binary})")
+        if packer.prepare(template, on_line=log):
+            log("packer init: plugins installed")
+        info = packer.inspect(template)
+        rel = self.spec.template
+        missing = [s for s in sources if info.sources and s not in info.sources]
+        if missing:
+            raise TemplateError(
+                f"{rel} has no source {', '.join(missing)} (its builds use: {', '.join(info.sources)})",
+                hint="set Bake(sources={'local': 'docker.NAME', 'aws': 'amazon-ebs.NAME'}) or add the source",
+            )
+        undeclared = sorted(set(self.spec.variables) - set(info.variables))
+        if undeclared:
+            raise TemplateError(
+                f"{rel} declares no variable {', '.join(undeclared)} (given in Bake.variables)",
+                hint=f'declare it in the template: variable "{undeclared[0]}" {{ type = string }}',
+            )
+        offered = {
+            "base_image": self.spec.variables.get("base_image", self.spec.base_image),
+            "pull_base": "false",
+            "manifest": "packer-manifest.json",
+        }
+        if aws is not None:
+            offered |= {"aws_region": aws.region, "aws_endpoint": aws.endpoint or ""}
+        variables = framework_variables(info.variables, offered, self.spec.variables)
+        unset = [name for name in info.required() if name not in variables]
+        if unset:
+            raise TemplateError(
+                f"{rel} needs a value for variable {', '.join(unset)}",
+                hint=f'set it in the stage: Bake(..., variables={{"{unset[0]}": "..."}})',
+            )
+        for source in sources:
+            packer.validate(template, variables, only=source)
+        return info
+
+    def _packer(self, ctx: StageContext | None, env: Mapping[str, str] | None = None) -> Packer:
+        from pipeline.engines.packer import Packer
+
+        stage_env = {**ctx.stage.env, **ctx.secrets} if ctx is not None else dict(self.spec.env)
+        return Packer(env={**stage_env, **(env or {})})
+
+    def _template_path(self, root: Path) -> Path:
+        from pipeline.errors import TemplateError
+
+        path = (root / self.spec.template).resolve()
+        if not path.is_file():
+            raise TemplateError(
+                f"the Packer template {self.spec.template} does not exist (looked in {root})",
+                hint="fix Bake.template (a path relative to the definition file)",
+            )
+        return path
+
+    def _source(self, profile: Profile) -> str:
+        from pipeline.errors import TemplateError
+
+        source = self.spec.sources.get(profile)
+        if not source:
+            raise TemplateError(
+                f"stage {self.spec.name!r} names no Packer source for the {profile} profile",
+                hint=f"add it: Bake(sources={{'{profile}': 'TYPE.NAME', ...}})",
+            )
+        return source
+
+    def _repository(self, ctx: StageContext | PlanContext) -> str:
+        return self.spec.image_name or f"{ctx.pipeline.name}-{self.spec.name}"
+
+    def _use_image(self, profile: Profile) -> str | None:
+        return os.environ.get(use_image_env(self.spec.name)) or self.spec.use_image.get(profile) or None
+
+    def _failed(self, ctx: StageContext, message: str, *, hint: str | None = None, log_tail: str = "") -> Exception:
+        from pipeline.errors import StageFailedError
+
+        return StageFailedError(ctx.stage.name, message, hint=hint, log_tail=log_tail)
+
+    # --- docker ---
+    def _docker(self) -> docker.DockerClient:
+        from pipeline.engines.docker_client import connect
+
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def _base_image_id(self) -> str:
+        import docker.errors
+
+        name = self.spec.variables.get("base_image", self.spec.base_image)
+        try:
+            return str(self._docker().api.inspect_image(name)["Id"])
+        except docker.errors.ImageNotFound:
+            return "missing"
+
+    def _docker_image_matches(self, image: str, key: str | None) -> bool:
+        import docker.errors
+
+        try:
+            attrs = self._docker().api.inspect_image(image)
+        except docker.errors.ImageNotFound:
+            return False
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return key is None or labels.get(KEY_LABEL) == key
+
+    @staticmethod
+    def _find_baked(client: docker.DockerClient, key: str) -> Any:
+        found = client.images.list(filters={"label": f"{KEY_LABEL}={key}"})
+        return found[0] if found else None
+
+    def _remove_image(self, client: docker.DockerClient, image: str, log: Callable[[str], None]) -> None:
+        import docker.errors
+
+        try:
+            client.images.remove(image, force=True, noprune=False)
+            log(f"removed the image {image[:19]}")
+        except docker.errors.ImageNotFound:
+            return
+        except docker.errors.APIError as exc:
+            log(f"could not remove the image {image[:19]}: {exc}")
+
+    def _cleanup_packer_containers(self, log: Callable[[str], None]) -> None:
+        """A build stopped by a deadline or Ctrl-C may leave Packer's build container behind."""
+        if not self._containers:
+            return
+        from pipeline.engines.image_checks import remove_container
+
+        client = self._docker()
+        for container in list(self._containers):
+            try:
+                remove_container(client, container)
+            except Exception as exc:  # best effort; say so
+                log(f"could not remove container {container[:12]}: {exc}")
+            else:
+                self._containers.remove(container)
+
+    def _cleanup(self, log: Callable[[str], None]) -> None:
+        self._cleanup_packer_containers(log)
+        if self._unrecorded_image:
+            self._remove_image(self._docker(), self._unrecorded_image, log)
+            self._unrecorded_image = None
+
+    # --- aws ---
+    def _aws_env(self, ctx: StageContext | None, target: AwsTarget) -> dict[str, str]:
+        """Credentials for Packer and boto3: the stage's secrets, else the usual chain; an emulator
+        gets dummy keys when there are none (it accepts any)."""
+        merged = {**os.environ, **(ctx.stage.env if ctx else {}), **(ctx.secrets if ctx else {})}
+        env = {"AWS_REGION": target.region, "AWS_DEFAULT_REGION": target.region}
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            if merged.get(name):
+                env[name] = merged[name]
+        has_keys = "AWS_ACCESS_KEY_ID" in env or "AWS_PROFILE" in env
+        if target.emulated and not has_keys and not Path("~/.aws/credentials").expanduser().is_file():
+            env |= {"AWS_ACCESS_KEY_ID": DUMMY_AWS_KEY, "AWS_SECRET_ACCESS_KEY": DUMMY_AWS_KEY}
+        return env
+
+    def _ec2(self, target: AwsTarget, env: Mapping[str, str]) -> Any:
+        from pipeline.errors import ToolMissingError
+
+        try:
+            boto3 = importlib.import_module("boto3")  # no type stubs: keep its use small and local
+        except ImportError:  # pragma: no cover - the [run] extra installs it
+            raise ToolMissingError(
+                "the Python package 'boto3' is not installed", hint="pip install 'pipeline-as-code[run]'"
+            ) from None
+        session = boto3.session.Session(
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=env.get("AWS_SESSION_TOKEN"),
+            profile_name=env.get("AWS_PROFILE") if "AWS_ACCESS_KEY_ID" not in env else None,
+            region_name=target.region,
+        )
+        return session.client("ec2", endpoint_url=target.endpoint)
+
+    def _ami_exists(self, ami: str, *, ec2: Any = None) -> bool:
+        from pipeline.errors import ToolMissingError
+
+        errors = importlib.import_module("botocore.exceptions")
+
+        target = aws_target(self.spec)
+        client = ec2 or self._ec2(target, self._aws_env(None, target))
+        try:
+            images = client.describe_images(ImageIds=[ami])["Images"]
+        except errors.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
+                return False
+            raise
+        except errors.EndpointConnectionError as exc:
+            raise ToolMissingError(
+                f"cannot reach the EC2 endpoint: {exc}", hint="check AWS_ENDPOINT_URL / Bake.aws, or `pipeline doctor`"
+            ) from None
+        return any(image.get("State") in ("available", "pending") for image in images)
+
+    @staticmethod
+    def _find_ami(ec2: Any, key: str) -> tuple[str, str] | None:
+        images = ec2.describe_images(Owners=["self"], Filters=[{"Name": f"tag:{KEY_TAG}", "Values": [key]}])["Images"]
+        ready = [i for i in images if i.get("State") == "available"]
+        if not ready:
+            return None
+        newest = sorted(ready, key=lambda i: i.get("CreationDate", ""))[-1]
+        tags = {t["Key"]: t["Value"] for t in newest.get("Tags", [])}
+        return str(newest["ImageId"]), tags.get(f"{LABEL}.packer-run-uuid", "")
