@@ -22,6 +22,7 @@ Policies (see docs/aws.md):
 
 from __future__ import annotations
 
+import functools
 import importlib
 import ipaddress
 import json
@@ -106,6 +107,9 @@ _CREDENTIAL_ERRORS = frozenset(
         "AuthFailure",
     }
 )
+
+_VALIDATED: dict[tuple[str, str, str], tuple[str, ...]] = {}
+"""(endpoint, region, template text) -> capabilities, for templates `validate_template` accepted."""
 
 DataPlane = Literal["auto", "http", "emulated"]
 Client = Any
@@ -223,7 +227,14 @@ def parse_template(text: str, source: str = "template") -> dict[str, Any]:
 
 
 def lint_template(text: str, *, source: str = "template", region: str = "us-east-1") -> list[str]:
-    """Run cfn-lint on the template text. Errors raise TemplateError; warnings are returned."""
+    """Run cfn-lint on the template text. Errors raise TemplateError; warnings are returned.
+
+    Results are cached per (text, source, region) for the life of the process: linting is pure."""
+    return list(_lint(text, source, region))
+
+
+@functools.lru_cache(maxsize=32)
+def _lint(text: str, source: str, region: str) -> tuple[str, ...]:
     try:
         from cfnlint.api import lint
     except ImportError as exc:  # pragma: no cover - the [run] extra installs it
@@ -247,7 +258,7 @@ def lint_template(text: str, *, source: str = "template", region: str = "us-east
             f"{source} has {len(errors)} cfn-lint error{'s' if len(errors) != 1 else ''}:\n{shown}{more}",
             hint=f"fix them and check with `cfn-lint {source}`; nothing was changed",
         )
-    return warnings
+    return tuple(warnings)
 
 
 def template_parameters(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -482,7 +493,6 @@ class CloudFormationEngine:
         self._sleep = sleep
         self._clock = clock
         self._clients: dict[str, Client] = {}
-        self._validated: dict[str, list[str]] = {}
         self.endpoint_url: str | None = settings.endpoint_url or self._environ.get("AWS_ENDPOINT_URL") or None
         if "region" in settings.model_fields_set:
             self.region = settings.region
@@ -642,10 +652,11 @@ class CloudFormationEngine:
     def validate(self, *, on_event: OnEvent = _ignore) -> list[str]:
         """cfn-lint, then CloudFormation's `validate_template`; returns the capabilities it needs.
 
-        Done once per template text per engine."""
+        Done once per template text, endpoint and region in a process."""
         text = self.template_text()
-        if text in self._validated:
-            return self._validated[text]
+        key = (self.endpoint_url or "", self.region, text)
+        if key in _VALIDATED:
+            return list(_VALIDATED[key])
         for warning in lint_template(text, source=str(self.template), region=self.region):
             on_event(f"cfn-lint warning: {warning}")
         ClientError = self._botocore_exceptions().ClientError
@@ -660,7 +671,7 @@ class CloudFormationEngine:
                 hint="fix the template; nothing was changed",
             ) from None
         capabilities = [str(c) for c in answer.get("Capabilities", [])]
-        self._validated[text] = capabilities
+        _VALIDATED[key] = tuple(capabilities)
         return capabilities
 
     # --- create / update / delete ----------------------------------------------------------------
