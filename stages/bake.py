@@ -165,6 +165,11 @@ def framework_variables(declared: Iterable[str], offered: Mapping[str, str], use
     return {**chosen, **user}
 
 
+def _forced(ctx: StageContext) -> bool:
+    """`--force` (when the runner passes it as an option): bake again even if an image has the key."""
+    return ctx.options.get("force", "").lower() in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class AwsTarget:
     region: str
@@ -283,7 +288,7 @@ class BakeExecutor(Executor[Bake]):
         ctx.partial_outputs["key"] = key
         ref = f"{repository}:{key[:SHORT_KEY]}"
 
-        found = self._find_baked(client, key)
+        found = None if _forced(ctx) else self._find_baked(client, key)
         if found is not None:
             if ref not in (found.tags or []):
                 found.tag(repository, key[:SHORT_KEY])
@@ -507,7 +512,7 @@ class BakeExecutor(Executor[Bake]):
             ami = given
             ctx.notes.append(f"used the given AMI {ami} (not built here)")
         else:
-            existing = self._find_ami(ec2, key)
+            existing = None if _forced(ctx) else self._find_ami(ec2, key)
             if existing is not None:
                 ami, run_uuid = existing
                 ctx.log(f"{ami} was baked with the same inputs (key {key}): reused")

@@ -234,7 +234,7 @@ def split_ami_artifact(artifact_id: str, region: str | None = None) -> tuple[str
     pairs = []
     for item in artifact_id.split(","):
         reg, sep, ami = item.strip().partition(":")
-        if sep and ami:
+        if sep and ami.startswith("ami-"):
             pairs.append((reg, ami))
     if not pairs:
         raise PipelineError(f"unexpected amazon-ebs artifact id {artifact_id!r} (expected region:ami-...)")
