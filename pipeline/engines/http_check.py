@@ -8,6 +8,7 @@ just updated may need a moment), then sends the remaining requests, which must a
 from __future__ import annotations
 
 import http.client
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -148,4 +149,133 @@ def verify(
     return VerifyReport(ok=failures == 0, requests=check.requests, failures=failures, detail=detail, real=real)
 
 
-__all__ = ["Answer", "probe", "request", "target_url", "verify"]
+@dataclass(frozen=True)
+class Sample:
+    """One request of a load run."""
+
+    started: float
+    """time.monotonic() when it was sent."""
+    seconds: float
+    status: int | None
+    body: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 400 and not self.error
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    requests: int
+    failures: int
+    rate: float
+    """Requests per second over the window."""
+    p50: float
+    p99: float
+    bodies: dict[str, int]
+    """Response bodies (whitespace-trimmed) and how often each came back."""
+    first_failure: str = ""
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values` (0.0 when empty)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
+    return ordered[rank - 1]
+
+
+class LoadClient:
+    """Steady traffic against a URL from a background thread: a fresh connection per request
+    (as curl in a loop), paced at `rate` requests per second, bounded in count and time.
+
+    Use as a context manager; `samples` holds every request, `stats(start, end)` summarises a window
+    (e.g. the seconds an update took)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        rate: float = 100.0,
+        timeout: float = 5.0,
+        max_requests: int = 200_000,
+        max_seconds: float = 900.0,
+    ) -> None:
+        self.url = url
+        self.rate = rate
+        self.timeout = timeout
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="load-client", daemon=True)
+
+    def __enter__(self) -> LoadClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.timeout + 5)
+        return self.samples
+
+    def _loop(self) -> None:
+        begin = time.monotonic()
+        interval = 1.0 / self.rate
+        for index in range(self.max_requests):
+            due = begin + index * interval
+            now = time.monotonic()
+            if due > now and self._stop.wait(due - now):
+                return
+            if self._stop.is_set() or now - begin > self.max_seconds:
+                return
+            started = time.monotonic()
+            try:
+                status, body = request(self.url, timeout=self.timeout)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                self.samples.append(
+                    Sample(started, time.monotonic() - started, None, "", str(exc) or type(exc).__name__)
+                )
+            else:
+                self.samples.append(Sample(started, time.monotonic() - started, status, body))
+
+    def stats(self, start: float | None = None, end: float | None = None) -> LoadStats:
+        """Requests sent between `start` and `end` (time.monotonic() values; default: all)."""
+        window = [
+            s for s in list(self.samples) if (start is None or s.started >= start) and (end is None or s.started <= end)
+        ]
+        failures = [s for s in window if not s.ok]
+        span = (window[-1].started - window[0].started) if len(window) > 1 else 0.0
+        bodies: dict[str, int] = {}
+        for sample in window:
+            key = sample.body.strip() if sample.ok else f"<{sample.status or sample.error}>"
+            bodies[key] = bodies.get(key, 0) + 1
+        first = failures[0] if failures else None
+        return LoadStats(
+            requests=len(window),
+            failures=len(failures),
+            rate=(len(window) - 1) / span if span > 0 else 0.0,
+            p50=percentile([s.seconds for s in window], 0.50),
+            p99=percentile([s.seconds for s in window], 0.99),
+            bodies=bodies,
+            first_failure=(first.error or f"status {first.status}") if first else "",
+        )
+
+
+__all__ = [
+    "Answer",
+    "LoadClient",
+    "LoadStats",
+    "Sample",
+    "percentile",
+    "probe",
+    "request",
+    "target_url",
+    "verify",
+]

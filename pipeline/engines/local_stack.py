@@ -217,13 +217,14 @@ class LocalStackEngine:
             first = running[0]
             image_id = str(first.labels.get(L_IMAGE_ID, ""))
             image = self._name_for(str(first.labels.get(L_IMAGE, "")), image_id)
-            with contextlib.suppress(ValueError, TypeError):
-                parameters = {str(k): str(v) for k, v in json.loads(first.labels.get(L_PARAMETERS, "{}")).items()}
+            parameters = _json_labels(first.labels.get(L_PARAMETERS))
+        config = self._read_config(observed.lb) if observed.lb is not None else ""
+        parameters = _config_parameters(config) or parameters
         url = None
         port = self._lb_port(observed.lb) if observed.lb is not None else None
         if port is not None:
             url = f"http://127.0.0.1:{port}/"
-        in_service = self._routed(observed.lb) if observed.lb is not None and _running(observed.lb) else []
+        in_service = _servers(config) if observed.lb is not None and _running(observed.lb) else []
         if observed.lb is None or not _running(observed.lb) or not running:
             status = "failed"
         elif image is None or sorted(r.name for r in running) != sorted(in_service):
@@ -403,15 +404,38 @@ class LocalStackEngine:
 
     def _routed(self, lb: Any) -> list[str]:
         """Replica names the balancer's configuration routes to."""
-        servers = []
-        for line in self._read_config(lb).splitlines():
-            words = line.split()
-            if len(words) >= 2 and words[0] == "server" and ":" in words[1]:
-                servers.append(words[1].rsplit(":", 1)[0])
-        return servers
+        return _servers(self._read_config(lb))
 
 
-def render_config(stack: str, topo: Topology, servers: list[str]) -> str:
+PARAMETERS_COMMENT = "# parameters: "
+"""The config line that records the template parameters the stack runs with."""
+
+
+def _servers(config: str) -> list[str]:
+    servers = []
+    for line in config.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "server" and ":" in words[1]:
+            servers.append(words[1].rsplit(":", 1)[0])
+    return servers
+
+
+def _config_parameters(config: str) -> dict[str, str]:
+    for line in config.splitlines():
+        if line.startswith(PARAMETERS_COMMENT):
+            return _json_labels(line[len(PARAMETERS_COMMENT) :])
+    return {}
+
+
+def _json_labels(text: str | None) -> dict[str, str]:
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def render_config(stack: str, topo: Topology, servers: list[str], parameters: Mapping[str, str]) -> str:
     """The balancer's nginx.conf routing to `servers` (container names on the stack network)."""
     import jinja2
 
@@ -419,6 +443,7 @@ def render_config(stack: str, topo: Topology, servers: list[str]) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     return env.from_string(text).render(
         stack=stack,
+        parameters=json.dumps(dict(parameters), sort_keys=True),
         servers=sorted(servers),
         port=topo.target_port,
         listen=topo.listener_port,
@@ -526,6 +551,7 @@ class _Deployment:
             self._route(lb, self._launch(self.topo.desired), retire=[])
             return
         if not old and len(good) == self.topo.desired:
+            self._route(lb, good, retire=[])  # the parameters line may change (e.g. MaxSize)
             self.on_event(f"{self.stack} already runs {self.image} on {len(good)} replicas: nothing to do")
             return
         if old:
@@ -604,7 +630,7 @@ class _Deployment:
         self.on_event(f"update failed ({error}); rolling {self.stack} back to {image}")
         self._finish_stops()
         try:
-            params = json.loads(previous.labels.get(L_PARAMETERS, "{}"))
+            params = _config_parameters(self.engine._read_config(lb)) or _json_labels(previous.labels.get(L_PARAMETERS))
             topo = self.engine.topology(params)
             back = _Deployment(
                 self.engine, self.stack, topo, image, str(previous.labels.get(L_IMAGE_ID)), self.lb_image, self.on_event
@@ -850,7 +876,7 @@ class _Deployment:
         )
 
     def _config(self, servers: list[str]) -> str:
-        return render_config(self.stack, self.topo, servers)
+        return render_config(self.stack, self.topo, servers, self.parameters)
 
     def _write_config(self, lb: Any, servers: list[str]) -> None:
         lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), self._config(servers)))
