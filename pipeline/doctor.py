@@ -1,0 +1,253 @@
+"""What a profile needs on this machine, whether it is there, and the exact fix when it is not.
+
+`diagnose(profile)` returns findings; `pipeline doctor` prints them (the CLI is the only printer).
+Every probe of the real world goes through `Probes`, so tests can replace it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.model import Profile
+
+Status = Literal["ok", "warn", "missing"]
+
+DOCKER_FIX = (
+    "apt-get install -y docker.io && (dockerd > /tmp/dockerd.log 2>&1 &) && "
+    "until docker info > /dev/null 2>&1; do sleep 1; done"
+)
+PACKER_FIX = (
+    "apt-get install -y packer  (Debian's 1.6.6; or a release from https://developer.hashicorp.com/packer/install)"
+)
+DEBOOTSTRAP_FIX = "apt-get install -y debootstrap"
+GIT_FIX = "apt-get install -y git"
+RUN_EXTRA_FIX = "pip install 'pipeline-as-code[run]'"
+AWS_FIX = (
+    "real AWS: `aws configure` or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (CI: the stage's secrets); "
+    "an emulator: export AWS_ENDPOINT_URL=http://127.0.0.1:5000 (e.g. `moto_server -H 127.0.0.1 -p 5000`)"
+)
+PACKER_INIT_FROM = (1, 10, 0)
+"""Packer releases from here on no longer bundle the docker and amazon plugins."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a profile needs."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    """The exact command or setting that makes it `ok` (empty when nothing is to be done)."""
+
+
+@dataclass
+class Report:
+    profile: Profile
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != "missing" for f in self.findings)
+
+    @property
+    def missing(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "missing"]
+
+
+class Probes:
+    """The real world, asked as cheaply as possible (no Packer build, no image pull)."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+
+    def which(self, name: str) -> str | None:
+        return shutil.which(name, path=self.environ.get("PATH"))
+
+    def module(self, name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def command_output(self, command: list[str]) -> str | None:
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return (proc.stdout + proc.stderr).strip() if proc.returncode == 0 else None
+
+    def docker_engine(self) -> tuple[str | None, str]:
+        """(engine version, '') when reachable, else (None, why)."""
+        try:
+            import docker
+            import docker.errors
+        except ImportError:
+            return None, "the Python package 'docker' is not installed"
+        try:
+            client = docker.from_env(timeout=10)
+            version = client.version()
+        except docker.errors.DockerException as exc:
+            text = str(exc).strip().splitlines()
+            return None, text[0][:160] if text else type(exc).__name__
+        return str(version.get("Version", "?")), ""
+
+    def image_exists(self, name: str) -> bool:
+        try:
+            import docker
+            import docker.errors
+        except ImportError:
+            return False
+        try:
+            docker.from_env(timeout=10).images.get(name)
+        except docker.errors.DockerException:
+            return False
+        return True
+
+    def packer(self) -> tuple[str | None, tuple[int, int, int] | None]:
+        from pipeline.engines.packer import packer_version_quick
+
+        return packer_version_quick()
+
+    def aws_credentials(self) -> str | None:
+        """Where boto3 finds credentials ('env', 'shared-credentials-file', ...), or None."""
+        try:
+            boto3 = importlib.import_module("boto3")  # no type stubs
+        except ImportError:
+            return None
+        try:
+            credentials = boto3.session.Session().get_credentials()
+        except Exception:  # a broken profile config is "no credentials" here
+            return None
+        return str(getattr(credentials, "method", "found")) if credentials is not None else None
+
+    def endpoint_answers(self, url: str) -> str:
+        """'' when something answers HTTP at `url`, else why not."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=5):  # a URL the user configured
+                return ""
+        except urllib.error.HTTPError:
+            return ""  # it answered, with an error status: reachable
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return str(getattr(exc, "reason", exc))
+
+
+def diagnose(
+    profile: Profile = "local",
+    *,
+    base_image: str = "pipeline-base:bookworm",
+    probes: Probes | None = None,
+) -> Report:
+    """Every tool `profile` needs, in the order a user would fix them."""
+    probes = probes or Probes()
+    report = Report(profile)
+    add = report.findings.append
+
+    add(_run_extra(probes))
+    add(_docker(probes))
+    add(_packer(probes))
+    add(_base_image(probes, base_image))
+    add(_git(probes))
+    if profile == "aws":
+        add(_aws(probes))
+    return report
+
+
+def _run_extra(probes: Probes) -> Finding:
+    wanted = {"docker": "docker", "testinfra": "pytest-testinfra", "boto3": "boto3"}
+    absent = [package for module, package in wanted.items() if not probes.module(module)]
+    if absent:
+        return Finding("python packages", "missing", f"not installed: {', '.join(absent)}", RUN_EXTRA_FIX)
+    return Finding("python packages", "ok", "docker, pytest-testinfra, boto3")
+
+
+def _docker(probes: Probes) -> Finding:
+    version, why = probes.docker_engine()
+    if version is None:
+        return Finding("docker engine", "missing", f"not reachable: {why}", DOCKER_FIX)
+    host = probes.environ.get("DOCKER_HOST", "the default socket")
+    return Finding("docker engine", "ok", f"Docker {version} at {host}")
+
+
+def _packer(probes: Probes) -> Finding:
+    binary, version = probes.packer()
+    if binary is None:
+        return Finding("packer", "missing", "not on PATH", PACKER_FIX)
+    if version is None:
+        return Finding("packer", "missing", f"{binary} does not tell its version", PACKER_FIX)
+    text = ".".join(map(str, version))
+    if version >= PACKER_INIT_FROM:
+        return Finding(
+            "packer",
+            "ok",
+            f"Packer {text} ({binary}): plugins are installed by `packer init` from images/plugins.pkr.hcl, "
+            "which the bake runs (needs GitHub access the first time)",
+        )
+    if version >= (1, 7, 0):
+        return Finding("packer", "ok", f"Packer {text} ({binary}): docker and amazon plugins bundled")
+    return Finding("packer", "ok", f"Packer {text} ({binary}): builders built in, no `packer init` needed")
+
+
+def _base_image(probes: Probes, name: str) -> Finding:
+    debootstrap = probes.which("debootstrap")
+    present = probes.image_exists(name)
+    if present:
+        extra = "" if debootstrap else "; debootstrap is not installed (only needed to rebuild it)"
+        return Finding("base image", "ok", f"{name} is present{extra}")
+    if debootstrap:
+        return Finding(
+            "base image",
+            "warn",
+            f"{name} is not built yet; the first bake builds it with debootstrap (~30 s, needs root)",
+            "pipeline image base",
+        )
+    return Finding(
+        "base image",
+        "missing",
+        f"{name} is absent and debootstrap is not installed to build it",
+        f"{DEBOOTSTRAP_FIX} && pipeline image base",
+    )
+
+
+def _git(probes: Probes) -> Finding:
+    if probes.which("git") is None:
+        return Finding("git", "missing", "not on PATH", GIT_FIX)
+    version = probes.command_output(["git", "--version"]) or "git"
+    return Finding("git", "ok", version)
+
+
+def _aws(probes: Probes) -> Finding:
+    endpoint = probes.environ.get("AWS_ENDPOINT_URL_EC2") or probes.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        why = probes.endpoint_answers(endpoint)
+        if why:
+            return Finding(
+                "aws endpoint",
+                "missing",
+                f"AWS_ENDPOINT_URL={endpoint} does not answer: {why}",
+                f"start the emulator there (moto: `moto_server -H 127.0.0.1 -p {_port(endpoint)}`) or unset AWS_ENDPOINT_URL",
+            )
+        return Finding("aws endpoint", "ok", f"emulator at {endpoint} answers (any credentials are accepted)")
+    method = probes.aws_credentials()
+    if method is None:
+        return Finding("aws credentials", "missing", "no credentials and no AWS_ENDPOINT_URL", AWS_FIX)
+    region = probes.environ.get("AWS_REGION") or probes.environ.get("AWS_DEFAULT_REGION") or "us-east-1 (default)"
+    return Finding("aws credentials", "ok", f"credentials from {method}; region {region}")
+
+
+def _port(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return str(urlsplit(url).port or 5000)
+    except ValueError:
+        return "5000"
