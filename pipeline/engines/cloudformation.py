@@ -29,9 +29,7 @@ import json
 import os
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,6 +40,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.engines import http_check
 from pipeline.engines.stack import OnEvent, StackState, VerifyReport
 from pipeline.errors import (
     BadInputError,
@@ -607,9 +606,9 @@ class CloudFormationEngine:
         requests = failures = 0
         detail = ""
         if http and url:
-            report = _http_verify(url, check, on_event=on_event, sleep=self._sleep, clock=self._clock)
+            report = http_check.verify(url, check, on_event=on_event, sleep=self._sleep, clock=self._clock)
             requests, failures = report.requests, report.failures
-            real = (*real, report.name)
+            real = (*real, *report.real)
             if not report.ok:
                 detail = report.detail
         elif not http:
@@ -1133,71 +1132,6 @@ def _fix_for(stack: str, status: str, region: str) -> str:
     if status in {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED"}:
         return f"a failed create: aws cloudformation delete-stack {base}, then re-run"
     return f"inspect it: aws cloudformation describe-stack-events {base}"
-
-
-@dataclass(frozen=True)
-class _HttpReport:
-    ok: bool
-    requests: int
-    failures: int
-    detail: str
-    name: str
-
-
-def _http_verify(
-    url: str,
-    check: Verify,
-    *,
-    on_event: OnEvent,
-    sleep: Callable[[float], None],
-    clock: Callable[[], float],
-    timeout: float = 5.0,
-) -> _HttpReport:
-    """Wait for a first good answer (up to `wait_seconds`), then `requests` consecutive ones must pass.
-
-    A small private helper (the local engine's http_check module did not exist when this was written)."""
-    target = urllib.parse.urljoin(url, check.path)
-    name = f"HTTP GET {target} x{check.requests}: status {check.expect_status}" + (
-        f", body contains {check.expect_text!r}" if check.expect_text else ""
-    )
-
-    def one() -> str | None:
-        try:
-            with urllib.request.urlopen(target, timeout=timeout) as response:
-                status = int(response.status)
-                body = response.read(1_000_000).decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, ""
-        except (OSError, ValueError) as exc:
-            return f"{target}: {exc}"
-        if status != check.expect_status:
-            return f"{target}: status {status}, expected {check.expect_status}"
-        if check.expect_text and check.expect_text not in body:
-            return f"{target}: body does not contain {check.expect_text!r}"
-        return None
-
-    if urllib.parse.urlsplit(target).scheme not in {"http", "https"}:
-        return _HttpReport(False, 0, 1, f"{target}: not an http(s) URL", name)
-    deadline = clock() + check.wait_seconds
-    sent = 0
-    while True:
-        problem = one()
-        sent += 1
-        if problem is None:
-            break
-        if clock() >= deadline:
-            return _HttpReport(False, sent, sent, f"no good answer within {check.wait_seconds:g} s: {problem}", name)
-        sleep(1.0)
-    on_event(f"{target} answers; sending {check.requests} requests")
-    failures = 0
-    first: str | None = None
-    for _ in range(check.requests):
-        problem = one()
-        sent += 1
-        if problem is not None:
-            failures += 1
-            first = first or problem
-    return _HttpReport(failures == 0, sent, failures, first or "", name)
 
 
 __all__ = [
