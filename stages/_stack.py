@@ -29,11 +29,10 @@ def engine(ctx: PlanContext | StageContext, env: Environment) -> StackEngine:
 
 
 def events(ctx: StageContext) -> OnEvent:
-    """Engine progress goes to the stage's log and its 'current step' line."""
+    """Engine progress goes to the stage's log (the live view shows its last line)."""
 
     def on_event(text: str) -> None:
         ctx.log(text)
-        ctx.step(text)
 
     return on_event
 

@@ -101,7 +101,7 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
                 "(so this run's update and rollback rehearsal change nothing)"
             )
         else:
-            ctx.log(f"{why}: the test stack starts from {image}")
+            ctx.notes.append(f"{why}: the test stack starts from it")
         ctx.partial_outputs["image"] = image
         parameters = None if fresh else carried_parameters(production, like.image_parameter)
         stack_engine = engine(ctx, env)

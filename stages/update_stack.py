@@ -72,4 +72,6 @@ class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
         check_or_fail(ctx, stack_engine, state, self.spec.verify, f"test stack {stack} after the update to {image}")
         if previous == image:
             ctx.notes.append(f"the test stack already ran {image}: nothing to update")
+        else:
+            ctx.notes.append(f"updated from {previous} to {image} in {seconds:.1f} s, verified")
         return {"stack": stack, "image": image, "previous_image": previous or "", "seconds": f"{seconds:.2f}"}

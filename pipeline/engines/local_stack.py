@@ -41,6 +41,7 @@ from pipeline.engines.docker_client import LABEL_PREFIX, connect
 from pipeline.engines.stack import OnEvent, StackState, VerifyReport
 from pipeline.engines.topology import Topology, load_template, topology
 from pipeline.errors import StackOperationError
+from pipeline.faults import checkpoint
 from pipeline.hashing import digest
 from pipeline.model import Profile, Verify
 
@@ -534,6 +535,7 @@ class _Deployment:
                 replica.remove(force=True, v=True)
         checked = self._healthy_or_removed(good)
         new = self._launch(self.topo.desired - len(checked))
+        checkpoint("local-stack:create:launched")
         servers = [r.name for r in checked + new]
         if lb is None:
             lb = self._create_lb(network, servers)
@@ -584,6 +586,7 @@ class _Deployment:
         """Batches: start new replicas (within MaxSize), route to them, drain and stop old ones."""
         started: list[Any] = []
         previous = old[0] if old else None
+        batches = 0
         while True:
             need = self.topo.desired - len(good)
             if need <= 0 and not old:
@@ -607,6 +610,8 @@ class _Deployment:
                     new = self._launch(surge)
                 except StackOperationError as exc:
                     self._fail(lb, exc, started, previous)
+                batches += 1
+                checkpoint(f"local-stack:batch-{batches}:launched")
                 started += new
                 good += new
                 excess = max(0, len(good) + len(old) - self.topo.desired)
@@ -615,6 +620,7 @@ class _Deployment:
                 retire = list(old) if self.topo.replacing else old[: self.topo.max_batch]
                 old = old[len(retire) :]
             self._route(lb, good + old, retire=retire)
+            checkpoint(f"local-stack:batch-{batches}:routed")
         extra = good[self.topo.desired :]
         if extra:
             self._route(lb, good[: self.topo.desired], retire=extra)

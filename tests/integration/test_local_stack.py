@@ -304,6 +304,57 @@ def test_leftovers_of_an_interrupted_update_are_repaired_from_the_labels(
     assert _body(state.url) == "Hello World v1"
 
 
+@pytest.mark.parametrize("fault", ["local-stack:batch-1:launched", "local-stack:batch-1:routed"])
+def test_a_deploy_killed_mid_update_is_finished_by_the_next_one(
+    fault: str,
+    engine: Any,
+    serving: str,
+    images: dict[str, str],
+    docker_client: Any,
+    pipeline_name: str,
+    template: Path,
+) -> None:
+    """SIGKILL at a checkpoint of the rolling update (no cleanup at all, like a lost machine): the
+    balancer keeps serving, and the next deploy converges from what the labels say."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "from pathlib import Path\n"
+        "from pipeline.engines.local_stack import LocalStackEngine\n"
+        f"LocalStackEngine(pipeline={pipeline_name!r}, template=Path({str(template)!r}))"
+        f".deploy({serving!r}, {images['v2']!r})\n"
+    )
+    url = engine.describe(serving).url
+    with LoadClient(url, rate=RATE) as load:
+        killed = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PIPELINE_FAULT": fault},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert engine.describe(serving).status == "updating"
+        assert len(_replicas(docker_client, pipeline_name, serving)) == 3
+        engine.deploy(serving, images["v1"])
+        time.sleep(0.3)
+    stats = load.stats()
+    assert stats.failures == 0, stats.first_failure
+    assert set(stats.bodies) <= {"Hello World v1", "Hello World v2"}
+    after = _replicas(docker_client, pipeline_name, serving)
+    assert len(after) == 2
+    assert {r.labels[f"{LABEL_PREFIX}.image"] for r in after} == {images["v1"]}
+    state = engine.describe(serving)
+    assert state.status == "ready"
+    assert sorted(state.details["in_service"].split(",")) == sorted(r.name for r in after)
+
+
 def test_the_replica_count_follows_the_template_parameters(
     engine: Any, serving: str, images: dict[str, str], docker_client: Any, pipeline_name: str
 ) -> None:
