@@ -107,6 +107,14 @@ def xml(value: str) -> Escaped:
     return Escaped(str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
 
 
+def xml_comment(value: str) -> Escaped:
+    """Text inside <!-- -->, which may not contain `--`."""
+    text = str(xml(" ".join(str(value).split())))
+    while "--" in text:
+        text = text.replace("--", "-&#8203;-")
+    return Escaped(text)
+
+
 def block(value: str, width: int = 0) -> Escaped:
     """Output of a macro (already escaped piece by piece), indented by `width` spaces."""
     pad = " " * width
@@ -134,6 +142,7 @@ def environment() -> jinja2.Environment:
         ident_path=ident_path,
         comment=comment,
         xml=xml,
+        xml_comment=xml_comment,
         block=block,
     )
     return env

@@ -154,6 +154,9 @@ class _Reader:
         self.header, self.strings = [], []
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+
+
 def _read_string(text: str, i: int, quote: str, line: int) -> tuple[str, int]:
     j = i + len(quote)
     out: list[str] = []
@@ -163,7 +166,7 @@ def _read_string(text: str, i: int, quote: str, line: int) -> tuple[str, int]:
             return "".join(out), j + len(quote)
         char = text[j]
         if char == "\\" and not raw and j + 1 < len(text):
-            out.append(text[j + 1])
+            out.append(_ESCAPES.get(text[j + 1], text[j + 1]))
             j += 2
             continue
         if char == "\n" and len(quote) == 1:
@@ -477,7 +480,7 @@ def check_workflow(text: str) -> list[str]:
     if not isinstance(data, dict):
         return [*problems, "a workflow must be a mapping"]
     if "on" not in data:
-        problems.append("the workflow has no `on` trigger (is `on` quoted? it must parse as the string 'on')")
+        problems.append("the workflow has no `on` key (an unquoted `on` parses as true in YAML 1.1 readers: quote it)")
     jobs = data.get("jobs")
     if not isinstance(jobs, dict) or not jobs:
         return [*problems, "the workflow has no jobs"]

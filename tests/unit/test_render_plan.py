@@ -1,0 +1,149 @@
+"""The target-neutral CI plan every renderer reads (and the spec factories the render tests share)."""
+
+from __future__ import annotations
+
+from pipeline import (
+    Approval,
+    AwsSettings,
+    Bake,
+    CommitTest,
+    Environment,
+    Pipeline,
+    PipelineSpec,
+    Promote,
+    Secret,
+    Shell,
+    SimulatedRollback,
+    Teardown,
+    TestStack,
+    UpdateStack,
+    Verify,
+)
+from pipeline.render.base import RenderContext
+from pipeline.render.plan import SETUP_MINUTES, build_plan, camel
+
+
+def chain_spec(
+    *,
+    profile: str = "local",
+    approval: Approval | None = None,
+    install: str | None = None,
+    secrets: tuple[Secret, ...] = (),
+    promote_branches: tuple[str, ...] = (),
+    test_stack_branches: tuple[str, ...] = (),
+    teardown_branches: tuple[str, ...] = (),
+    name: str = "chain",
+) -> PipelineSpec:
+    """The reference chain: commit-test -> bake -> test-stack -> update -> rollback -> teardown -> promote."""
+    gate = approval if approval is not None else Approval(message="Ship it?")
+    kwargs = {"install": install} if install is not None else {}
+    with Pipeline(
+        name,
+        environments=[
+            Environment(name="test", ephemeral=True, profile=profile),  # type: ignore[arg-type]
+            Environment(
+                name="production",
+                profile=profile,  # type: ignore[arg-type]
+                template="templates/web.yaml",
+                approval=gate,
+                secrets=secrets,
+                aws=AwsSettings(region="eu-central-1"),
+            ),
+        ],
+        **kwargs,
+    ) as p:
+        ok = Verify()
+        test = CommitTest(name="commit-test", commands=["pytest -q"])
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack = TestStack(name="test-stack", environment="test", image=bake, branches=test_stack_branches)
+        update = UpdateStack(name="update-stack", stack=stack, image=bake, verify=ok, retries=2, timeout_minutes=15)
+        rollback = SimulatedRollback(name="rollback", stack=stack)
+        teardown = Teardown(name="teardown", stack=stack, branches=teardown_branches)
+        promote = Promote(name="promote", image=bake, branches=promote_branches)
+        test >> bake >> stack >> update >> rollback >> teardown >> promote
+    return p.spec
+
+
+def fan_spec() -> PipelineSpec:
+    """commit-test -> [lint, unit, docs] -> package -> publish (main only)."""
+    with Pipeline("fan") as p:
+        test = CommitTest(name="commit-test", commands=["pytest -q"])
+        lint = Shell(name="lint", commands=["ruff check ."])
+        unit = Shell(name="unit", commands=["pytest"], env={"ZED": "1", "ALPHA": "2"})
+        docs = Shell(name="docs", commands=["mkdocs build"])
+        package = Shell(name="package", commands=["python -m build"])
+        publish = Shell(name="publish", commands=["twine upload dist/*"], branches=["main", "release/*"])
+        test >> [lint, unit, docs]
+        [lint, unit, docs] >> package
+        package >> publish
+    return p.spec
+
+
+def test_the_plan_follows_the_graph_and_resolves_environments() -> None:
+    plan = build_plan(chain_spec(), RenderContext())
+    names = [s.name for s in plan.stages]
+    assert names == ["commit-test", "bake", "test-stack", "update-stack", "rollback", "teardown", "promote"]
+    promote = plan.by_name["promote"]
+    assert promote.environment is not None
+    assert promote.environment.name == "production"
+    assert promote.gate is not None
+    assert promote.lock == "production"
+    assert promote.deploys
+    assert plan.by_name["update-stack"].environment.name == "test"  # type: ignore[union-attr]
+    assert plan.by_name["update-stack"].lock is None  # ephemeral: one stack per run, nothing to lock
+    assert plan.by_name["teardown"].always
+    assert plan.sinks == ("promote",)
+    assert plan.locks == ("production",)
+
+
+def test_commands_carry_profile_yes_and_the_definition_file() -> None:
+    plan = build_plan(chain_spec(profile="aws"), RenderContext(definition="ci/pipe line.py"))
+    promote = plan.by_name["promote"].run_command
+    assert (
+        promote
+        == "pipeline run stage promote --manifest .pipeline/ci/manifest --profile aws --yes -f 'ci/pipe line.py'"
+    )
+    assert plan.by_name["commit-test"].run_command.endswith("--manifest .pipeline/ci/manifest -f 'ci/pipe line.py'")
+    assert "--profile" not in plan.by_name["bake"].run_command  # no environment: the runner's default
+    assert plan.context.check_command == "pipeline render --target all --check -f 'ci/pipe line.py'"
+
+
+def test_timeouts_cover_every_attempt_plus_set_up() -> None:
+    plan = build_plan(chain_spec(), RenderContext())
+    assert plan.by_name["update-stack"].timeout_minutes == 15 * 3 + SETUP_MINUTES
+    assert plan.by_name["bake"].timeout_minutes == 60 + SETUP_MINUTES
+
+
+def test_branch_groups_collect_the_ancestors_filters() -> None:
+    plan = build_plan(chain_spec(test_stack_branches=("main",), promote_branches=("release/*",)), RenderContext())
+    assert plan.by_name["bake"].branch_groups == ()
+    assert plan.by_name["update-stack"].branch_groups == (("main",),)
+    assert plan.by_name["promote"].branch_groups == (("main",), ("release/*",))
+
+
+def test_guard_needs_reach_through_the_teardown() -> None:
+    plan = build_plan(chain_spec(), RenderContext())
+    assert plan.guard_needs(plan.by_name["promote"]) == ("test-stack", "rollback")
+    assert plan.guard_needs(plan.by_name["rollback"]) == ()
+
+
+def test_secrets_merge_stage_first_then_environment_and_aws_binding_yields_to_explicit_keys() -> None:
+    explicit = (Secret(name="AWS_ACCESS_KEY_ID"), Secret(name="AWS_SECRET_ACCESS_KEY"))
+    plan = build_plan(chain_spec(profile="aws", secrets=explicit), RenderContext())
+    promote = plan.by_name["promote"]
+    assert [s.name for s in promote.secrets] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    assert promote.aws is None  # the definition binds AWS credentials itself
+    assert plan.by_name["update-stack"].aws is not None
+    assert plan.by_name["update-stack"].aws.settings.region == "us-east-1"  # type: ignore[union-attr]
+    assert build_plan(chain_spec(profile="local"), RenderContext()).by_name["promote"].aws is None
+
+
+def test_plain_env_is_sorted_whatever_the_dict_order() -> None:
+    plan = build_plan(fan_spec(), RenderContext())
+    assert plan.by_name["unit"].env == (("ALPHA", "2"), ("ZED", "1"))
+
+
+def test_camel_case_names() -> None:
+    assert camel("update-stack") == "UpdateStack"
+    assert camel("ab-1") == "Ab_1"
+    assert camel("a") == "A"
