@@ -596,34 +596,28 @@ class CloudFormationEngine:
                 self.data_plane == "auto" and data_plane_is_real(url, self.endpoint_url)
             )
             control = self._control_plane_checks(raw, expected, rollout=not self.emulator, on_event=on_event)
-        passed = [name for name, ok, _ in control if ok]
-        failed = [(name, why) for name, ok, why in control if not ok]
-        if self.emulator:
-            emulated = tuple(passed + [name for name, _ in failed])
-            real: tuple[str, ...] = ()
-        else:
-            real, emulated = tuple(passed + [name for name, _ in failed]), ()
-        requests = failures = 0
-        detail = ""
+        if not url and not self.emulator:
+            control.append(("Url output", False, "the stack has no Url output to send requests through"))
+        names = tuple(name for name, _, _ in control)
+        real, emulated = ((), names) if self.emulator else (names, ())
+        failed = [f"{name}: {why}" for name, ok, why in control if not ok]
+        requests, failures = 0, len(failed)
         if http and url:
             report = http_check.verify(url, check, on_event=on_event, sleep=self._sleep, clock=self._clock)
-            requests, failures = report.requests, report.failures
+            requests, failures = report.requests, failures + report.failures
             real = (*real, *report.real)
             if not report.ok:
-                detail = report.detail
-        elif not http:
-            skipped = f"HTTP {check.path} through the balancer not requested: the emulator's URL {url} is not served"
-            on_event(skipped)
-        failures += len(failed)
-        if failed and not detail:
-            detail = "; ".join(f"{name}: {why}" for name, why in failed)
-        ok = failures == 0 and (http or bool(control))
-        if ok and not detail:
-            detail = (
-                f"{requests} requests to {url} passed"
-                if http
-                else f"{len(passed)} control-plane checks passed (emulated)"
-            )
+                failed.insert(0, report.detail)
+            detail = report.detail
+        else:
+            if url:
+                why = "an emulator's made-up address" if self.emulator else "data_plane='emulated'"
+                on_event(f"HTTP {check.path} not requested: {url} ({why}); the data plane is not verified")
+            where = "emulated" if self.emulator else "control plane only"
+            detail = f"{len(control)} control-plane checks passed ({where})"
+        ok = not failed
+        if failed:
+            detail = "; ".join(failed)
         return VerifyReport(ok=ok, requests=requests, failures=failures, detail=detail, real=real, emulated=emulated)
 
     # --- public helpers the executors may use -----------------------------------------------------

@@ -622,9 +622,12 @@ def hello_url() -> Iterator[str]:
         server.server_close()
 
 
-def _expect_control_plane(fake: Fake, url: str, instance_version: str) -> None:
+def _expect_control_plane(fake: Fake, url: str | None, instance_version: str) -> None:
     stack = fake.stack("UPDATE_COMPLETE", NEW)
-    stack["Outputs"][0]["OutputValue"] = url
+    if url:
+        stack["Outputs"][0]["OutputValue"] = url
+    else:
+        del stack["Outputs"][0]
     fake.expect_describe(STACK, stack)
     fake.cfn.add_response(
         "describe_stack_resources",
@@ -709,6 +712,16 @@ def test_verify_on_aws_fails_while_instances_still_run_the_old_version(hello_url
     assert not report.ok
     assert report.failures == 1
     assert "0 of 2 instances InService and healthy on version 3" in report.detail
+
+
+def test_verify_on_aws_fails_without_a_url_to_request() -> None:
+    with Fake() as fake:
+        _expect_control_plane(fake, None, instance_version="3")
+        report = fake.engine.verify(StackState(name=STACK, exists=True, image=NEW), Verify())
+        fake.done()
+    assert not report.ok
+    assert report.requests == 0
+    assert "Url output: the stack has no Url output" in report.detail
 
 
 def test_emulator_detection() -> None:
