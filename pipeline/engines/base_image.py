@@ -11,10 +11,14 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.engines.docker_client import LABEL_PREFIX, connect, image_exists
 from pipeline.engines.process import stream
 from pipeline.errors import CommandFailedError, ToolMissingError
+
+if TYPE_CHECKING:
+    import docker
 
 DEFAULT_BASE_IMAGE = "pipeline-base:bookworm"
 SUITE = "bookworm"
@@ -49,14 +53,14 @@ def ensure_base_image(
         return build_base_image(name, on_line=on_line)
 
 
-def _try_pull(client: object, name: str, on_line: Callable[[str], None]) -> bool:
+def _try_pull(client: docker.DockerClient, name: str, on_line: Callable[[str], None]) -> bool:
     import docker.errors
 
-    if "/" not in name and ":" in name and name.split(":")[0].startswith("pipeline-"):
+    if "/" not in name and ":" in name and name.split(":", maxsplit=1)[0].startswith("pipeline-"):
         return False  # our own name: no registry has it
     on_line(f"pulling {name} ...")
     try:
-        client.images.pull(name)  # type: ignore[attr-defined]
+        client.images.pull(name)
     except docker.errors.DockerException as exc:
         on_line(f"cannot pull {name} ({str(exc).splitlines()[0][:120]}); building it from Debian's mirror")
         return False
@@ -77,6 +81,7 @@ def build_base_image(name: str = DEFAULT_BASE_IMAGE, *, on_line: Callable[[str],
         )
     mirror = os.environ.get(MIRROR_ENV, DEFAULT_MIRROR)
     client = connect()
+    on_line(f"building the base image {name}: debootstrap --variant=minbase {SUITE} from {mirror} (about 30 s)")
     with tempfile.TemporaryDirectory(prefix="pipeline-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         command = [
