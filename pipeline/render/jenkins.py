@@ -94,7 +94,7 @@ class JenkinsRenderer:
         ),
         "render-check": Support("First stage `check rendered CI files` runs `pipeline render --target all --check`."),
         "manifests": Support(
-            "`stash` of `<stage>.json` in each stage's `post { always }` (also after a failure); later stages `unstash` their ancestors'."
+            "Each stage's `post { always }` stashes the manifest folder (also after a failure: its own `STAGE.json` and all it received); a stage unstashes what the stages it needs stashed."
         ),
         "approval": Support(
             "A stage `approve NAME` with `agent none` (no executor waits), `input { message; ok; submitter }` and its own `timeout`; the deploy stage then runs with `--yes`."
@@ -353,8 +353,9 @@ class JenkinsRenderer:
 
 
 def _unstash(stage: StagePlan, local: frozenset[str]) -> list[Step]:
-    """Ancestors' manifests; those made on this agent (same protected group) are already here."""
-    return [Step("unstash", text=_stash_name(a)) for a in stage.ancestors if a not in local]
+    """The manifests of the stages this one needs. Each stash holds every manifest its stage had,
+    so they bring the whole upstream; those made on this agent (same protected group) are here."""
+    return [Step("unstash", text=_stash_name(n)) for n in stage.needs if n not in local]
 
 
 def _walk(groups: list[_Group]) -> list[_Group]:
@@ -375,7 +376,7 @@ def _stash_name(stage: str) -> str:
 
 
 def _stash(stage: StagePlan) -> Step:
-    return Step("stash", text=_stash_name(stage.name), arg=f"{MANIFEST_DIR}/{stage.name}.json")
+    return Step("stash", text=_stash_name(stage.name), arg=f"{MANIFEST_DIR}/*.json")
 
 
 def _aws_id(stage: StagePlan) -> str:

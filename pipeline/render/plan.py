@@ -162,34 +162,42 @@ class CiPlan:
 
 
 def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
-    graph = spec.graph
-    order = graph.order()
+    """One pass in dependency order; ancestors and branch filters accumulate from each stage's needs."""
+    by_name = {s.name: s for s in spec.stages}
+    order = spec.graph.order()
     position = {name: i for i, name in enumerate(order)}
-    own_groups: dict[str, tuple[tuple[str, ...], ...]] = {}
+    first_declared: dict[tuple[str, ...], int] = {}
+    for name in order:
+        first_declared.setdefault(tuple(by_name[name].branches), position[name])
+    ancestors_of: dict[str, set[str]] = {}
+    groups_of: dict[str, tuple[tuple[str, ...], ...]] = {}
     plans: list[StagePlan] = []
     for index, name in enumerate(order):
-        stage = spec.stage(name)
-        env = spec.environment_of(stage)
-        ancestors = tuple(sorted(graph.ancestors(name), key=position.__getitem__))
+        stage = by_name[name]
+        ancestors: set[str] = set()
         groups: list[tuple[str, ...]] = []
-        for other in (*ancestors, name):
-            own = spec.stage(other).branches
-            if own and own not in groups:
-                groups.append(own)
-        own_groups[name] = tuple(groups)
+        for need in sorted(stage.needs, key=position.__getitem__):
+            ancestors.add(need)
+            ancestors |= ancestors_of[need]
+            groups += [g for g in groups_of[need] if g not in groups]
+        if stage.branches and stage.branches not in groups:
+            groups.append(tuple(stage.branches))
+        ancestors_of[name] = ancestors
+        groups_of[name] = tuple(sorted(groups, key=first_declared.__getitem__))
+        env = spec.environment_of(stage)
         secrets = _merge_secrets(stage.secrets, env.secrets if env else ())
         plans.append(
             StagePlan(
                 stage=stage,
                 index=index,
                 needs=tuple(stage.needs),
-                ancestors=ancestors,
+                ancestors=tuple(sorted(ancestors, key=position.__getitem__)),
                 environment=env,
                 gate=spec.approval_of(stage),
                 secrets=secrets,
                 env=tuple(sorted(stage.env.items())),
                 branches=tuple(stage.branches),
-                branch_groups=own_groups[name],
+                branch_groups=groups_of[name],
                 run_command=_run_command(spec, stage, env, context),
                 aws=_aws(env, secrets),
             )

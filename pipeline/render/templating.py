@@ -6,8 +6,11 @@ raises at render time. That makes "forgot to escape" a failing test, not a broke
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -122,9 +125,37 @@ def block(value: str, width: int = 0) -> Escaped:
     return Escaped("\n".join(pad + line if line.strip() else "" for line in lines))
 
 
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between processes (keyed by template checksum and Jinja version).
+    Only speed depends on it: a cache that cannot be read or written is simply not used."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, EOFError, ValueError):
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    if os.environ.get("PIPELINE_TEMPLATE_CACHE") == "0":
+        return None
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "pipeline-as-code" / f"templates-jinja{jinja2.__version__}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return _BytecodeCache(str(folder))
+
+
 @cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
+        bytecode_cache=_bytecode_cache(),
         loader=jinja2.PackageLoader("pipeline.render", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,

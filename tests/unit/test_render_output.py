@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,27 @@ def test_a_200_stage_pipeline_renders_soundly_for_every_target() -> None:
     assert len(spec.stages) == 200
     for file in render(spec, TARGETS):
         assert check(file.path, file.content) == [], file.path
+
+
+def test_the_compiled_template_cache_only_affects_speed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pipeline.render import templating
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert templating._bytecode_cache() is None  # cannot create the folder: no cache, no error
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cache = templating._bytecode_cache()
+    assert cache is not None
+    monkeypatch.setenv("PIPELINE_TEMPLATE_CACHE", "0")
+    assert templating._bytecode_cache() is None
+    monkeypatch.delenv("PIPELINE_TEMPLATE_CACHE")
+    expected = digest(render(chain_spec(), TARGETS))
+    templating.environment.cache_clear()
+    try:
+        for _ in range(2):  # compile and store, then load from the cache
+            templating.environment.cache_clear()
+            assert digest(render(chain_spec(), TARGETS)) == expected
+        assert list((tmp_path / "cache").rglob("*.cache"))
+    finally:
+        templating.environment.cache_clear()
