@@ -80,8 +80,18 @@ class StackEngine(Protocol):
         ...
 
 
-def engine_for(spec: PipelineSpec, env: Environment, profile: Profile, root: Path) -> StackEngine:
-    """The engine for `env` on `profile`. Imports docker or boto3 only when called."""
+def engine_for(
+    spec: PipelineSpec,
+    env: Environment,
+    profile: Profile,
+    root: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> StackEngine:
+    """The engine for `env` on `profile`. Imports docker or boto3 only when called.
+
+    `environ` is what the aws engine reads credentials and AWS_ENDPOINT_URL from (the process
+    environment plus the stage's env and secrets); default: the process environment."""
     template = env.template or _template_of_copied_environment(spec, env)
     if template is None:
         from pipeline.errors import BadInputError
@@ -95,7 +105,13 @@ def engine_for(spec: PipelineSpec, env: Environment, profile: Profile, root: Pat
         return LocalStackEngine(pipeline=spec.name, template=root / template)
     from pipeline.engines.cloudformation import CloudFormationEngine
 
-    return CloudFormationEngine(pipeline=spec.name, template=root / template, settings=env.aws)
+    return CloudFormationEngine(
+        pipeline=spec.name,
+        template=root / template,
+        settings=env.aws,
+        image_parameter=env.image_parameter,
+        environ=environ,
+    )
 
 
 def _template_of_copied_environment(spec: PipelineSpec, env: Environment) -> str | None:

@@ -2,8 +2,8 @@
 
 moto never produces UPDATE_ROLLBACK_COMPLETE or ROLLBACK_COMPLETE; MiniStack does, with AWS-like
 event sequences, so the engine's handling of them is exercised against a real server here (and
-against recorded responses in tests/unit/test_cloudformation_stubbed.py). MiniStack is optional:
-`pip install ministack==1.5.33` (it pins its own botocore). It runs on 127.0.0.1 only.
+against recorded responses in tests/unit/test_cloudformation_stubbed.py). MiniStack comes with
+the dev extra (`pip install ministack==1.5.33`; it pins its own botocore). It runs on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import pytest
 
 from pipeline.engines.cloudformation import CloudFormationEngine, CloudFormationError
 from pipeline.model import AwsSettings, Verify
-from tests.conftest import REPO
+from tests.conftest import REPO, need
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +58,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ministack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    command = shutil.which("ministack")
-    if command is None or importlib.util.find_spec("ministack") is None:
-        pytest.skip("MiniStack is optional and not installed (pip install ministack==1.5.33)")
+    beside_python = Path(sys.executable).parent / "ministack"
+    command = str(beside_python) if beside_python.exists() else shutil.which("ministack")
+    need(
+        command is not None and importlib.util.find_spec("ministack") is not None,
+        "MiniStack is not installed (pip install ministack==1.5.33; the dev extra has it)",
+    )
+    assert command is not None
     port = _free_port()
     log = tmp_path_factory.mktemp("ministack") / "ministack.log"
     env = {**os.environ, "BIND_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "IOT_MTLS_ENABLED": "0"}
