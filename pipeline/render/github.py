@@ -75,7 +75,7 @@ class GitHubRenderer:
             native=False,
         ),
         "concurrency": Support(
-            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent environment."
+            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent environment (GitHub keeps one run waiting per group: a newer waiting run replaces an older one)."
         ),
         "always": Support(
             "`if: always()` on the teardown job; later jobs keep GitHub's default `success()`, which fails when any earlier job in the chain failed."
