@@ -22,8 +22,10 @@ The run report says which checks were emulated this way.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
+import json
 import os
 import re
 import time
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
     from pipeline.engines.image_checks import CheckReport
     from pipeline.engines.packer import Packer, TemplateInfo
+    from pipeline.state import Ledger
 
 DEFAULT_SOURCES: dict[Profile, str] = {"local": "docker.web", "aws": "amazon-ebs.web"}
 KEY_FORMAT = 1
@@ -165,6 +168,15 @@ def framework_variables(declared: Iterable[str], offered: Mapping[str, str], use
     return {**chosen, **user}
 
 
+def _binary_identity(path: str) -> list[str | int]:
+    """Which packer binary this is, cheaply (no subprocess): path, size, modification time."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [path]
+    return [path, info.st_size, info.st_mtime_ns]
+
+
 def _forced(ctx: StageContext) -> bool:
     """`--force` (when the runner passes it as an option): bake again even if an image has the key."""
     return ctx.options.get("force", "").lower() in ("1", "true", "yes")
@@ -243,7 +255,10 @@ class BakeExecutor(Executor[Bake]):
             target = aws_target(self.spec)
             docker_source = self.spec.sources.get("local")
             sources += [docker_source] if docker_source else []
-        self._check_template(self._packer(None), self._template_path(ctx.root), sources=sources, aws=target)
+        template = self._template_path(ctx.root)
+        self._check_template(
+            self._packer(None), template, sources=sources, aws=target, root=ctx.root, ledger=ctx.ledger
+        )
 
     # ------------------------------------------------------------------ apply
     def run(self, ctx: StageContext) -> Outputs:
@@ -252,7 +267,9 @@ class BakeExecutor(Executor[Bake]):
         source = self._source("local")
         template = self._template_path(ctx.root)
         packer = self._packer(ctx)
-        info = self._check_template(packer, template, sources=[source], step=ctx.step, log=ctx.log)
+        info = self._check_template(
+            packer, template, sources=[source], step=ctx.step, log=ctx.log, root=ctx.root, ledger=ctx.ledger
+        )
         baked = self._bake_docker(ctx, packer, template, info, source)
         outputs = {"image": baked.image, "key": baked.key, "packer_run_uuid": baked.packer_run_uuid}
         if baked.junit:
@@ -331,7 +348,9 @@ class BakeExecutor(Executor[Bake]):
                 f"the image {image!r} given by use_image / {use_image_env(self.spec.name)} does not exist",
                 hint="build it first, or unset the override to let the stage bake",
             ) from None
-        report = self._run_checks(ctx, client, found.id, "the given image")
+        report = self._run_checks(
+            ctx, client, found.id, "the given image", aftermath="the given image is left as it was; nothing is recorded"
+        )
         ctx.notes.append(f"used the given image {image} (not built here)" + (f"; {report.summary()}" if report else ""))
         junit = str(report.junit.relative_to(ctx.run_dir)) if report is not None and report.junit else ""
         return DockerBake(image, "", "", reused=True, report=report, junit=junit)
@@ -378,7 +397,7 @@ class BakeExecutor(Executor[Bake]):
                 ) from None
             finally:
                 self._containers.extend(c for c in progress.containers if c not in self._containers)
-                self._cleanup_packer_containers(ctx.log)
+                self._cleanup_containers(ctx.log)
         seconds = time.monotonic() - started
         streamed = progress.artifact_ids(source)
         try:
@@ -401,7 +420,15 @@ class BakeExecutor(Executor[Bake]):
         ctx.log(f"packer built {artifact} (run {run_uuid or 'unknown'}) in {seconds:.1f} s")
         return artifact, run_uuid, seconds
 
-    def _run_checks(self, ctx: StageContext, client: docker.DockerClient, image: str, what: str) -> CheckReport | None:
+    def _run_checks(
+        self,
+        ctx: StageContext,
+        client: docker.DockerClient,
+        image: str,
+        what: str,
+        *,
+        aftermath: str = "the image was removed and is not recorded",
+    ) -> CheckReport | None:
         from pipeline.engines.image_checks import run_checks
 
         if self.spec.checks is None:
@@ -433,11 +460,10 @@ class BakeExecutor(Executor[Bake]):
             failed = report.failed
             raise self._failed(
                 ctx,
-                f"{len(failed)} of {report.total} image checks failed:\n"
-                + report.failure_list()
-                + "\nthe image was removed and is not recorded",
-                hint=f"JUnit report: {junit}; the checks are in {self.spec.checks}/ "
-                f"(reproduce: docker run -d -P IMAGE, then pytest {self.spec.checks} --hosts=docker://CONTAINER)",
+                f"{len(failed)} of {report.total} image checks failed:\n" + report.failure_list() + f"\n{aftermath}",
+                hint=f"JUnit report: {junit}. To look by hand: docker run -d -p 127.0.0.1::80 IMAGE, then "
+                f"PIPELINE_CHECK_URL=http://127.0.0.1:PORT PIPELINE_VAR_<NAME>=... "
+                f"pytest {self.spec.checks} --hosts=docker://CONTAINER",
                 log_tail=report.container_log,
             )
         ctx.log(f"checks: {report.summary()} against {what} in {report.seconds:.1f} s")
@@ -481,7 +507,9 @@ class BakeExecutor(Executor[Bake]):
         env = self._aws_env(ctx, target)
         packer = self._packer(ctx, env)
         sources = [source, *([docker_source] if docker_source else [])]
-        info = self._check_template(packer, template, sources=sources, aws=target, step=ctx.step, log=ctx.log)
+        info = self._check_template(
+            packer, template, sources=sources, aws=target, step=ctx.step, log=ctx.log, root=ctx.root, ledger=ctx.ledger
+        )
         ec2 = self._ec2(target, env)
 
         # 1. Check the provisioning through the docker source (same scripts), before any AMI exists.
@@ -577,11 +605,56 @@ class BakeExecutor(Executor[Bake]):
         template: Path,
         *,
         sources: list[str],
+        root: Path,
+        ledger: Ledger | None = None,
         aws: AwsTarget | None = None,
         step: Callable[[str], None] = lambda text: None,
         log: Callable[[str], None] = lambda line: None,
     ) -> TemplateInfo:
-        """Everything about the template that can be known before a side effect (TemplateError)."""
+        """Everything about the template that can be known before a side effect (TemplateError).
+
+        What Packer said is remembered under the ledger, keyed by everything it depends on
+        (template folder, variables, sources, the packer binary), so an unchanged template is not
+        inspected and validated again on every run (that would be most of a cache hit's time)."""
+        from pipeline.engines.packer import TemplateInfo
+
+        remembered = None
+        if ledger is not None:
+            fingerprint = digest(
+                {
+                    "files": hash_paths(root, self.spec.files()),
+                    "variables": self.spec.variables,
+                    "base_image": self.spec.base_image,
+                    "sources": sources,
+                    "aws": [aws.region, aws.endpoint] if aws else None,
+                    "packer": _binary_identity(packer.binary),
+                    "pkr_vars": packer_env_vars(),
+                }
+            )
+            remembered = ledger.dir / "cache" / "packer-validated" / f"{fingerprint[:32]}.json"
+            try:
+                data = json.loads(remembered.read_text())
+                log(f"{self.spec.template} is unchanged since Packer last validated it")
+                return TemplateInfo(dict(data["variables"]), tuple(data["sources"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        info = self._validate_template(packer, template, sources=sources, aws=aws, step=step, log=log)
+        if remembered is not None:
+            with contextlib.suppress(OSError):
+                remembered.parent.mkdir(parents=True, exist_ok=True)
+                remembered.write_text(json.dumps({"variables": dict(info.variables), "sources": list(info.sources)}))
+        return info
+
+    def _validate_template(
+        self,
+        packer: Packer,
+        template: Path,
+        *,
+        sources: list[str],
+        aws: AwsTarget | None,
+        step: Callable[[str], None],
+        log: Callable[[str], None],
+    ) -> TemplateInfo:
         from pipeline.engines.packer import format_version
         from pipeline.errors import TemplateError
 
@@ -704,8 +777,9 @@ class BakeExecutor(Executor[Bake]):
         except docker.errors.APIError as exc:
             log(f"could not remove the image {image[:19]}: {exc}")
 
-    def _cleanup_packer_containers(self, log: Callable[[str], None]) -> None:
-        """A build stopped by a deadline or Ctrl-C may leave Packer's build container behind."""
+    def _cleanup_containers(self, log: Callable[[str], None]) -> None:
+        """Remove the containers this bake started or saw Packer start (a build stopped by a deadline
+        or Ctrl-C may leave Packer's build container behind); those already gone are skipped."""
         if not self._containers:
             return
         from pipeline.engines.image_checks import remove_container
@@ -720,7 +794,7 @@ class BakeExecutor(Executor[Bake]):
                 self._containers.remove(container)
 
     def _cleanup(self, log: Callable[[str], None]) -> None:
-        self._cleanup_packer_containers(log)
+        self._cleanup_containers(log)
         if self._unrecorded_image:
             self._remove_image(self._docker(), self._unrecorded_image, log)
             self._unrecorded_image = None

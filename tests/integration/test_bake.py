@@ -537,3 +537,47 @@ def test_a_missing_base_image_is_built_from_debians_mirror(tools: str, tmp_path:
     finally:
         remove_everything_of(name)
         subprocess.run(["docker", "rmi", "-f", base], capture_output=True, check=False)
+
+
+def test_an_interrupted_bake_leaves_no_container_and_no_packer(tools: str, tmp_path: Path, cleanup: list[str]) -> None:
+    """CI stops a job with SIGTERM (the CLI treats it like Ctrl-C) while Packer provisions."""
+    import signal
+
+    name = f"bake-int-{SESSION}"
+    cleanup.append(name)
+    copy_reference(tmp_path)
+    write_definition(
+        tmp_path, name, 'template="images/web.pkr.hcl", checks="serverspec", variables={"version": "0.0.1"}'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", "local", "--only", "bake"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:
+        seen.append(line)
+        if "Provisioning with shell script" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    containers = [
+        line.rsplit("Container ID: ", 1)[1].strip() for line in output.splitlines() if "Container ID: " in line
+    ]
+    assert containers, output
+    for _ in range(50):  # Packer notices its container is gone and exits
+        if subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, check=False).returncode != 0:
+            break
+        time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, check=False).returncode != 0
+    for container in containers:
+        assert not container_exists(container)
+    assert docker_ids("ps -a", f"io.pipeline.pipeline={name}") == []
+    assert docker_ids("images", f"io.pipeline.pipeline={name}") == []
