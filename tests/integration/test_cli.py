@@ -137,7 +137,7 @@ def _commands() -> list[list[str]]:
     return found
 
 
-@pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(c))
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
 def test_every_command_has_help(command: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", *command, "--help"],
