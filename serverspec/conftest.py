@@ -51,7 +51,7 @@ def http_get(base_url: str) -> Callable[[str], Response]:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             try:
-                with urllib.request.urlopen(base_url + path, timeout=5) as answer:  # noqa: S310 - our own 127.0.0.1 URL
+                with urllib.request.urlopen(base_url + path, timeout=5) as answer:  # our own 127.0.0.1 URL
                     return Response(answer.status, answer.read().decode(), answer.headers.get("Content-Type", ""))
             except urllib.error.HTTPError as exc:
                 return Response(exc.code, exc.read().decode(errors="replace"), exc.headers.get("Content-Type", ""))
