@@ -55,6 +55,8 @@ KEY_LABEL = f"{LABEL}.bake-key"
 KEY_TAG = KEY_LABEL
 """The AMI tag that carries the bake key (aws profile)."""
 SHORT_KEY = 12
+PACKER_OUTPUT = "packer-manifest.json"
+"""The manifest post-processor's default output file, which a build run by hand leaves behind."""
 USE_IMAGE_ENV = "PIPELINE_{stage}_USE_IMAGE"
 """Environment variable naming an existing image to use instead of building (e.g. an AMI id)."""
 DUMMY_AWS_KEY = "testing"
@@ -145,11 +147,13 @@ def bake_key(
     extra: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> str:
-    """The content address of a bake: same inputs, same key, on any machine."""
+    """The content address of a bake: same inputs, same key, on any machine.
+
+    Packer's own output (a `packer-manifest.json` left by a build run by hand) is not an input."""
     return digest(
         {
             "format": KEY_FORMAT,
-            "files": dict(files),
+            "files": {k: v for k, v in files.items() if Path(k).name != PACKER_OUTPUT},
             "variables": dict(variables),
             "source": source,
             "repository": repository,

@@ -62,6 +62,10 @@ def test_every_input_changes_the_key(change: dict[str, object]) -> None:
     assert _key(**change) != _key()
 
 
+def test_a_manifest_left_by_a_manual_packer_build_is_not_an_input() -> None:
+    assert _key(files={**FILES, "images/packer-manifest.json": "x"}) == _key()
+
+
 def test_unrelated_environment_does_not_change_the_key() -> None:
     assert _key(environ={"HOME": "/elsewhere", "CI": "1"}) == _key()
 
