@@ -21,6 +21,10 @@ from pipeline.model import Verify
 BODY_LIMIT = 1 << 20
 """Bytes of a response body read and searched for the expected text."""
 SNIPPET = 80
+NOT_READY = frozenset({502, 503, 504})
+"""Statuses a balancer gives while no healthy target serves: keep waiting."""
+SETTLE_SECONDS = 5.0
+"""How long the same wrong answer must repeat before the check stops waiting for a better one."""
 
 
 def _ignore(text: str) -> None:
@@ -101,10 +105,16 @@ def verify(
     request_timeout: float = 5.0,
     interval: float = 0.2,
     cancel: threading.Event | None = None,
+    settle: float = SETTLE_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> VerifyReport:
     """Wait up to `check.wait_seconds` for a good answer, then require `check.requests` in a row.
+
+    While the service is not ready (no connection, a timeout, 502/503/504 from a balancer with no
+    healthy target) the check waits the whole `wait_seconds`. A service that answers, but wrongly,
+    and gives the same wrong answer for `settle` seconds has given its answer: the check fails
+    then instead of waiting out the rest (a failed release is rolled back sooner).
 
     The first good answer counts as the first of the `requests`. `failures` counts the requests
     after it that failed (while waiting, failures are expected and only reported if the wait
@@ -112,8 +122,11 @@ def verify(
     url = target_url(base_url, check.path)
     expectation = f"{check.expect_status}" + (f" with {check.expect_text!r}" if check.expect_text is not None else "")
     real = (f"HTTP GET {url} x{check.requests}, expecting {expectation}",)
-    deadline = clock() + check.wait_seconds
+    started = clock()
+    deadline = started + check.wait_seconds
     tries = 0
+    same_since: float | None = None
+    previous = ""
     while True:
         tries += 1
         answer = probe(url, check, timeout=request_timeout)
@@ -121,7 +134,19 @@ def verify(
             break
         if cancel is not None and cancel.is_set():
             return VerifyReport(False, tries, tries, f"interrupted while waiting for {url}", real=real)
-        if clock() + interval >= deadline:
+        now = clock()
+        if answer.status is None or answer.status in NOT_READY or answer.problem != previous:
+            same_since = None if answer.status is None or answer.status in NOT_READY else now
+        previous = answer.problem
+        if same_since is not None and now - same_since >= settle:
+            return VerifyReport(
+                ok=False,
+                requests=tries,
+                failures=tries,
+                detail=f"{url} gave the same wrong answer for {now - same_since:.0f} s ({tries} tries): {answer.problem}",
+                real=real,
+            )
+        if now + interval >= deadline:
             return VerifyReport(
                 ok=False,
                 requests=tries,

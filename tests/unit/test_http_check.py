@@ -48,7 +48,11 @@ def server() -> Iterator[tuple[str, Script]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a client that gave up (the timeout test) is not an error here
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
@@ -179,3 +183,59 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 1.0) == 100
     assert percentile([3.0], 0.99) == 3
     assert percentile([], 0.5) == 0
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_steady_wrong_answer_fails_without_waiting_out_the_wait(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answer = lambda n, path: (200, "Hello World 0.9.0")
+    fake = FakeTime()
+    report = verify(
+        url,
+        Verify(expect_text="Hello World 1.0.0", wait_seconds=60),
+        interval=0.25,
+        settle=1.0,
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+    assert not report.ok
+    assert "gave the same wrong answer for 1 s" in report.detail
+    assert fake.now < 2
+    assert len(script.paths) == 5
+
+
+def test_a_service_that_is_not_ready_gets_the_whole_wait(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answer = lambda n, path: (503, "no healthy upstream")
+    fake = FakeTime()
+    report = verify(url, Verify(wait_seconds=3), interval=0.5, settle=1.0, clock=fake.clock, sleep=fake.sleep)
+    assert not report.ok
+    assert "no good answer" in report.detail
+    assert "within 3 s" in report.detail
+    assert fake.now >= 2.5
+
+
+def test_a_changing_wrong_answer_keeps_the_wait_going(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answer = lambda n, path: (200, f"warming up {n}") if n < 10 else (200, "Hello World 1.0.0")
+    fake = FakeTime()
+    report = verify(
+        url,
+        Verify(expect_text="Hello World 1.0.0", requests=2, wait_seconds=60),
+        interval=0.25,
+        settle=1.0,
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+    assert report.ok
+    assert len(script.paths) == 11
