@@ -13,7 +13,8 @@ How a bake runs (docs/bake.md has the whole story):
    `last_run_uuid`.
 5. The testinfra checks run against a throwaway container of the new image. When one fails, the
    image is removed and the stage fails naming the failed checks; nothing is recorded.
-6. Only a checked image gets its tag (`<image_name>:<short key>`) and the bake-key label.
+6. Only a checked image gets its tag (`<image_name>:<short key>`); its bake-key label is added by a
+   label-only layer made while the checks run, and the cache only looks at tagged images.
 
 On the aws profile, steps 2-6 run for the template's docker source (same provisioner scripts) to
 check the provisioning, then the amazon-ebs source builds the AMI, which is tagged with its key.
@@ -30,6 +31,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -326,14 +328,29 @@ class BakeExecutor(Executor[Bake]):
         )
         artifact, run_uuid, seconds = self._packer_build(ctx, packer, template, source, variables, manifest)
         self._unrecorded_image = artifact
-        try:
-            report = self._run_checks(ctx, client, artifact, source)
-            image = self._finalize(client, artifact, repository, key, ctx, source, run_uuid, report)
-        except BaseException:
-            self._remove_image(client, artifact, ctx.log)
-            raise
-        finally:
-            self._unrecorded_image = None
+        labels = {
+            f"{LABEL}.role": "bake",
+            KEY_LABEL: key,
+            f"{LABEL}.pipeline": ctx.pipeline.name,
+            f"{LABEL}.stage": ctx.stage.name,
+            f"{LABEL}.run-id": ctx.run_id,
+            f"{LABEL}.source": source,
+            f"{LABEL}.packer-run-uuid": run_uuid,
+        }
+        # The labelled image is made while the checks run (it is untagged, so nothing finds it);
+        # it gets its tag, which is what makes it count, only once the checks have passed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bake-label") as pool:
+            labelling = pool.submit(self._label, artifact, labels)
+            try:
+                report = self._run_checks(ctx, client, artifact, source)
+                ctx.step(f"tagging {ref}")
+                client.api.tag(labelling.result(), repository, key[:SHORT_KEY])
+            except BaseException:
+                self._discard(client, labelling, artifact, ctx.log)
+                raise
+            finally:
+                self._unrecorded_image = None
+        image = ref
         summary = f"baked {ref} from {source} in {seconds:.1f} s"
         if report is not None:
             summary += f"; {report.summary()} in {report.seconds:.1f} s"
@@ -473,34 +490,27 @@ class BakeExecutor(Executor[Bake]):
         ctx.log(f"checks: {report.summary()} against {what} in {report.seconds:.1f} s")
         return report
 
-    def _finalize(
-        self,
-        client: docker.DockerClient,
-        artifact: str,
-        repository: str,
-        key: str,
-        ctx: StageContext,
-        source: str,
-        run_uuid: str,
-        report: CheckReport | None,
-    ) -> str:
-        """Give a checked image its name and its bake-key label (a label-only layer on top)."""
-        ref = f"{repository}:{key[:SHORT_KEY]}"
-        labels = {
-            f"{LABEL}.role": "bake",
-            KEY_LABEL: key,
-            f"{LABEL}.pipeline": ctx.pipeline.name,
-            f"{LABEL}.stage": ctx.stage.name,
-            f"{LABEL}.run-id": ctx.run_id,
-            f"{LABEL}.source": source,
-            f"{LABEL}.packer-run-uuid": run_uuid,
-            f"{LABEL}.checks": report.summary() if report is not None else "none",
-        }
-        ctx.step(f"tagging {ref}")
-        client.images.build(
-            fileobj=io.BytesIO(f"FROM {artifact}\n".encode()), tag=ref, labels=labels, rm=True, pull=False
+    def _label(self, artifact: str, labels: Mapping[str, str]) -> str:
+        """A label-only layer on top of Packer's image (no tag yet); returns its id."""
+        from pipeline.engines.docker_client import connect
+
+        client = connect()  # its own connection: this runs beside the checks
+        image, _ = client.images.build(
+            fileobj=io.BytesIO(f"FROM {artifact}\n".encode()), labels=dict(labels), rm=True, pull=False
         )
-        return ref
+        return str(image.id)
+
+    def _discard(
+        self, client: docker.DockerClient, labelling: Future[str], artifact: str, log: Callable[[str], None]
+    ) -> None:
+        """Remove an image that failed its checks: the labelled layer (once made), then Packer's."""
+        try:
+            labelled = labelling.result()
+        except BaseException:  # the labelling failed too: only Packer's image is left
+            labelled = None
+        if labelled is not None:
+            self._remove_image(client, labelled, log)
+        self._remove_image(client, artifact, log)
 
     # ------------------------------------------------------------------ the aws profile
     def _run_aws(self, ctx: StageContext) -> Outputs:
@@ -767,7 +777,8 @@ class BakeExecutor(Executor[Bake]):
 
     @staticmethod
     def _find_baked(client: docker.DockerClient, key: str) -> Any:
-        found = client.images.list(filters={"label": f"{KEY_LABEL}={key}"})
+        # Tagged ones only: a labelled image gets its tag after its checks passed.
+        found = client.images.list(filters={"label": f"{KEY_LABEL}={key}", "dangling": False})
         return found[0] if found else None
 
     def _remove_image(self, client: docker.DockerClient, image: str, log: Callable[[str], None]) -> None:
