@@ -275,10 +275,15 @@ class LocalStackEngine:
             if not observed.exists:
                 return
             containers = [c for c in (observed.lb, *observed.replicas, *observed.strays) if c is not None]
-            for container in containers:
+
+            def remove(container: Any) -> None:
                 on_event(f"removing {container.name}")
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True, v=True)
+
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"delete-{stack}") as pool:
+                for done in [pool.submit(remove, c) for c in containers]:
+                    done.result()
             if observed.network is not None:
                 on_event(f"removing network {observed.network.name}")
                 try:
@@ -932,7 +937,7 @@ class _Deployment:
             if applied and waited > drain + RELOAD_TIMEOUT:
                 self.on_event(f"drain of {lb.name} took longer than {drain:g} s: cutting remaining requests")
                 return
-            time.sleep(0.02)
+            time.sleep(0.05)
 
 
 def _workers(lb: Any) -> dict[str, str]:
