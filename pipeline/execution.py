@@ -125,6 +125,10 @@ class Executor(ABC, Generic[S]):
         """Whether recorded outputs still exist in the real world (an image, a stack)."""
         return True
 
+    def preflight(self, ctx: PlanContext) -> None:
+        """Check what can be checked with no side effect (templates, parameters), before any stage
+        of the run starts; raise a BadInputError subclass (exit 2) for bad input."""
+
     @abstractmethod
     def run(self, ctx: StageContext) -> Outputs:
         """Converge the world to the spec; return the stage's outputs."""

@@ -204,6 +204,20 @@ class Runner:
             self._executors[stage.name] = stage.executor()
         return self._executors[stage.name]
 
+    def check_templates(self, profile: Profile) -> list[str]:
+        """Run every stage's side-effect-free checks (Packer and CloudFormation templates) for
+        `pipeline validate`; returns the stages checked. Kinds without an executor for the
+        profile have nothing to check yet."""
+        checked = []
+        for stage in self.spec.ordered():
+            if profile not in type(stage).implemented:
+                continue
+            executor = self.executor(stage)
+            if type(executor).preflight is not Executor.preflight:
+                executor.preflight(self._plan_context(stage, profile, {}))
+                checked.append(stage.name)
+        return checked
+
     def _preflight(self, selected: list[str], profile: Profile) -> None:
         """Everything that can be known before a side effect: executors exist for this profile."""
         missing = []
@@ -218,9 +232,11 @@ class Runner:
                 "run the others with --only, or see the README's stage table",
             )
         for name in selected:
-            self.executor(self.spec.stage(name))
+            stage = self.spec.stage(name)
             # A corrupt ledger record is reported now, before anything has changed.
             self.ledger.stage_record(self.spec.name, profile, name)
+            # Templates and parameters are checked before any stage starts (exit 2 if bad).
+            self.executor(stage).preflight(self._plan_context(stage, profile, {}))
 
     def _carried_outputs(self, order: list[str], selected: list[str], profile: str) -> dict[str, dict[str, str]]:
         """Outputs of stages outside the selection that selected stages need (from the ledger)."""
@@ -520,6 +536,7 @@ class _Run:
                 secrets=secrets,
                 deadline=time.monotonic() + stage.timeout_minutes * 60,
                 keep=self.options.keep,
+                options={"force": "1"} if self.options.force else {},
             )
             checkpoint(f"stage:{name}:before")
             try:

@@ -36,13 +36,23 @@ def init(
 
 
 @app.command()
-def validate(file: FileOption = None) -> None:
-    """Check the definition and the files it refers to. No side effects."""
+def validate(
+    file: FileOption = None,
+    profile: ProfileOption = None,
+    definition_only: Annotated[
+        bool, typer.Option("--definition-only", help="Skip template checks that need tools (packer, cfn-lint).")
+    ] = False,
+) -> None:
+    """Check the definition, the files it refers to and the templates. No side effects."""
+    from pipeline.runner import Runner
+
     loaded = load(file)
     spec = loaded.spec
+    checked = [] if definition_only else Runner(loaded).check_templates(profile or "local")
+    templates = f"; templates checked for {', '.join(checked)}" if checked else ""
     console.print(
         f"[green]ok[/]: pipeline [bold]{spec.name}[/] ({loaded.file.name}): "
-        f"{len(spec.stages)} stages, {len(spec.environments)} environments"
+        f"{len(spec.stages)} stages, {len(spec.environments)} environments{templates}"
     )
 
 

@@ -88,19 +88,23 @@ def stream(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     timed_out = cancelled = False
-    while True:
-        try:
-            proc.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
-            elif cancel is not None and cancel.is_set():
-                cancelled = True
-            else:
-                continue
-            kill_group(proc)
-            break
+    try:
+        while True:
+            try:
+                proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                elif cancel is not None and cancel.is_set():
+                    cancelled = True
+                else:
+                    continue
+                kill_group(proc)
+                break
+    except BaseException:  # Ctrl-C (KeyboardInterrupt) or SIGTERM turned into one: stop the child too
+        kill_group(proc)
+        raise
     reader.join(timeout=5)
     text = "\n".join(tail)
     if timed_out:

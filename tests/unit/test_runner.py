@@ -277,7 +277,10 @@ def test_unknown_stage_names_list_the_available_ones(tmp_path: Path) -> None:
     assert info.value.hint == "available stages: unit, build"
 
 
-def test_a_kind_without_executor_fails_before_anything_runs(tmp_path: Path) -> None:
+def test_a_kind_without_executor_fails_before_anything_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.bake import Bake
+
+    monkeypatch.setattr(Bake, "implemented", frozenset())  # as if the bake had no executor yet
     root = write(
         tmp_path / "p",
         """
@@ -287,14 +290,41 @@ def test_a_kind_without_executor_fails_before_anything_runs(tmp_path: Path) -> N
         """,
         **{"web.pkr.hcl": ""},
     )
-    from stages.bake import Bake
-
-    if "local" in Bake.implemented:
-        pytest.skip("the bake executor exists now; covered by the bake tests (reason: no unimplemented kind left)")
     with pytest.raises(NotImplementedStageError, match=r"no local-profile executor yet for: bake \(bake\)"):
         run(root)
     assert calls(root) == []
     assert not (root / ".pipeline" / "runs").exists()
+
+
+def test_preflight_rejects_bad_input_before_any_stage_runs(
+    tmp_path: Path, fakes: type[Fake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.errors import TemplateError
+
+    def refuse(self: Fake, ctx: PlanContext) -> None:
+        if self.spec.kind == "promote":
+            raise TemplateError("web.yaml: ImageId has no Default")
+
+    monkeypatch.setattr(Fake, "preflight", refuse)
+    root = write(tmp_path / "p", CHAIN_FULL, **FILES)
+    with pytest.raises(TemplateError, match="ImageId has no Default"):
+        run(root, yes=True)
+    assert fakes.ran == []
+    assert not (root / ".pipeline" / "runs").exists()
+
+
+def test_force_reaches_the_executor(tmp_path: Path, fakes: type[Fake]) -> None:
+    root = write(tmp_path / "p", CHAIN_FULL, **FILES)
+    seen: list[str] = []
+
+    def bake(ctx: StageContext) -> Outputs:
+        seen.append(ctx.options.get("force", ""))
+        return {"image": "img", "key": "k", "packer_run_uuid": "u"}
+
+    fakes.behaviours["bake"] = bake
+    run(root, yes=True, only="bake")
+    run(root, yes=True, only="bake", force=True)
+    assert seen == ["", "1"]
 
 
 def test_run_stage_reads_and_writes_a_manifest_folder(tmp_path: Path) -> None:
