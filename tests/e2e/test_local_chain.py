@@ -196,6 +196,34 @@ def test_a_new_release_runs_only_what_it_affects_and_production_never_fails_a_re
     assert stats.rate >= 50
 
 
+def test_keep_keeps_the_test_stack_until_the_next_run(service: Service) -> None:
+    from pipeline.engines.local_stack import LocalStackEngine
+
+    kept = service.run("run", "local", "--yes", "--keep", "--force", "--from", "test-stack")
+    assert kept.returncode == 0, _explain(kept)
+    stages = service.last_run().stages
+    stack = stages["test-stack"].outputs["stack"]
+    assert stages["teardown"].outputs["kept"] == stack
+    url = stages["teardown"].outputs["url"]
+    assert f"kept test stack {stack} (--keep): {url}" in stages["teardown"].message
+    # Production already ran 1.0.1, so the rehearsal started from the release before it.
+    assert stages["test-stack"].outputs["image"] == service.images["1.0.0"]
+    engine = LocalStackEngine(service.name, service.root / "templates" / "web.yaml")
+    assert engine.describe(stack).url == url
+    status = service.run("status")
+    assert status.returncode == 0, _explain(status)
+    assert stack in status.stdout
+    assert "kept by run" in status.stdout
+    # The next run without --keep removes it, and has nothing else to do.
+    again = service.run("run", "local", "--yes")
+    assert again.returncode == 0, _explain(again)
+    statuses = service.statuses()
+    assert statuses.pop("teardown") == "succeeded"
+    assert set(statuses.values()) == {"up-to-date"}
+    assert not engine.describe(stack).exists
+    assert service.page() == "Hello World 1.0.1"
+
+
 def test_a_release_that_fails_in_the_test_stack_never_reaches_production(service: Service) -> None:
     # The page says another version than the one the pipeline expects.
     service.edit('RELEASE = "1.0.1"', 'RELEASE = "1.0.2"')

@@ -1,0 +1,198 @@
+"""Release history and going back, against a fake stack engine: which image a rollback picks, what
+it records, when it refuses; where a rehearsal starts from; and `status` when the engine cannot be
+reached (the ledger speaks, and says so)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines.stack import OnEvent, StackState, VerifyReport
+from pipeline.errors import BadInputError, VerificationFailedError
+from pipeline.loader import Loaded, load
+from pipeline.model import Environment, Verify
+from pipeline.rollback import restore_check, rollback, rollback_candidates, withdrawn
+from pipeline.state import Ledger
+from stages._stack import baseline
+from tests.conftest import ProjectFactory
+
+REPO = Path(__file__).resolve().parents[2]
+
+DEFINITION = """
+from pipeline import Bake, Environment, Pipeline, Promote, SimulatedRollback, Teardown, TestStack, UpdateStack, Verify
+
+with Pipeline("shop", environments=[
+    Environment(name="test", ephemeral=True),
+    Environment(name="production", template="templates/web.yaml"),
+]) as p:
+    bake = Bake(name="bake", template="images/web.pkr.hcl", variables={"version": "1"})
+    stack = TestStack(name="test-stack", environment="test", like="production", image=bake)
+    update = UpdateStack(name="update-stack", stack=stack, image=bake)
+    back = SimulatedRollback(name="rollback", stack=stack)
+    down = Teardown(name="teardown", stack=stack)
+    promote = Promote(name="promote", environment="production", image=bake,
+                      verify=Verify(path="/", expect_text="Hello World 1", requests=7))
+    bake >> stack >> update >> back >> down >> promote
+"""
+
+
+@dataclass
+class FakeEngine:
+    """A stack engine with one stack whose image changes on deploy; `broken` images fail verification."""
+
+    image: str | None = "shop:2"
+    broken: set[str] = field(default_factory=set)
+    deployed: list[str] = field(default_factory=list)
+    checks: list[Verify] = field(default_factory=list)
+    profile: str = "local"
+
+    def describe(self, stack: str) -> StackState:
+        if self.image is None:
+            return StackState(name=stack, exists=False)
+        return StackState(name=stack, exists=True, image=self.image, url="http://127.0.0.1:1/", status="ready")
+
+    def deploy(
+        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = print
+    ) -> StackState:
+        self.deployed.append(image)
+        self.image = image
+        return self.describe(stack)
+
+    def verify(self, state: StackState, check: Verify, *, on_event: OnEvent = print) -> VerifyReport:
+        self.checks.append(check)
+        ok = state.image not in self.broken
+        return VerifyReport(ok=ok, requests=check.requests, failures=0 if ok else 1, detail="fake")
+
+    def delete(self, stack: str, *, on_event: OnEvent = print) -> None:
+        self.image = None
+
+    def stacks(self) -> list[str]:
+        return []
+
+
+@pytest.fixture
+def loaded(project: ProjectFactory) -> Loaded:
+    root = project(DEFINITION, {"images/web.pkr.hcl": "# packer\n"})
+    (root / "templates").mkdir()
+    shutil.copy(REPO / "templates" / "web.yaml", root / "templates" / "web.yaml")
+    return load(root / "pipelinefile.py")
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    fake = FakeEngine()
+    monkeypatch.setattr("pipeline.engines.stack.engine_for", lambda spec, env, profile, root: fake)
+    return fake
+
+
+def _history(ledger: Ledger) -> list[tuple[str, str]]:
+    return [(r.image, r.status) for r in ledger.releases("shop", "production")]
+
+
+def test_candidates_skip_images_that_were_rolled_back(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    ledger.record_release("shop", "production", "shop:1", "r1", "live")
+    ledger.record_release("shop", "production", "shop:2", "r2", "live")
+    ledger.record_release("shop", "production", "shop:2", "rollback-r3", "failed")
+    ledger.record_release("shop", "production", "shop:1", "rollback-r3", "live")
+    assert ledger.known_good("shop", "production") == ["shop:1", "shop:2"]
+    assert rollback_candidates(ledger, "shop", "production") == ["shop:1"]
+    assert withdrawn(ledger, "shop", "production", "shop:2")
+    assert not withdrawn(ledger, "shop", "production", "shop:1")
+
+
+def test_rollback_goes_to_the_previous_known_good_image_and_records_it(loaded: Loaded, engine: FakeEngine) -> None:
+    ledger = Ledger(loaded.root)
+    ledger.record_release("shop", "production", "shop:1", "r1", "live")
+    ledger.record_release("shop", "production", "shop:2", "r2", "live")
+    result = rollback(loaded, "production")
+    assert (result.from_image, result.to_image, result.known_good) == ("shop:2", "shop:1", True)
+    assert engine.deployed == ["shop:1"]
+    # The old image does not say the new version: the promote check, without its text.
+    assert engine.checks == [Verify(path="/", requests=7)]
+    assert _history(ledger)[-2:] == [("shop:2", "failed"), ("shop:1", "live")]
+    assert rollback_candidates(ledger, "shop", "production") == ["shop:1"]
+    events = [e for e in ledger.events() if e.get("event") == "rollback"]
+    assert events[-1]["from"] == "shop:2"
+    assert events[-1]["to"] == "shop:1"
+
+
+def test_rollback_to_a_named_image(loaded: Loaded, engine: FakeEngine) -> None:
+    result = rollback(loaded, "production", to="shop:0")
+    assert result.to_image == "shop:0"
+    assert not result.known_good
+    assert engine.deployed == ["shop:0"]
+
+
+def test_rollback_that_does_not_verify_fails_and_says_so(loaded: Loaded, engine: FakeEngine) -> None:
+    ledger = Ledger(loaded.root)
+    ledger.record_release("shop", "production", "shop:0", "r0", "live")
+    ledger.record_release("shop", "production", "shop:1", "r1", "live")
+    ledger.record_release("shop", "production", "shop:2", "r2", "live")
+    engine.broken = {"shop:1"}
+    with pytest.raises(VerificationFailedError) as caught:
+        rollback(loaded, "production")
+    assert "now runs shop:1, but it does not verify" in str(caught.value)
+    assert caught.value.hint == "go back further: pipeline rollback production --to shop:0"
+    assert _history(ledger)[-1] == ("shop:1", "failed")
+
+
+def test_rollback_refuses_when_there_is_nothing_to_go_back_to(loaded: Loaded, engine: FakeEngine) -> None:
+    ledger = Ledger(loaded.root)
+    ledger.record_release("shop", "production", "shop:2", "r2", "live")
+    with pytest.raises(BadInputError, match="no known-good image of 'production' other than the one it runs"):
+        rollback(loaded, "production")
+    engine.image = None
+    with pytest.raises(BadInputError, match="has no stack"):
+        rollback(loaded, "production")
+    with pytest.raises(BadInputError, match="ephemeral"):
+        rollback(loaded, "test")
+    assert engine.deployed == []
+
+
+def test_restore_check_prefers_the_promote_stages_rollback_verify(loaded: Loaded) -> None:
+    spec = loaded.spec
+    production = spec.environment("production")
+    assert restore_check(spec, production) == Verify(path="/", requests=7)
+    promote = spec.stage("promote").model_copy(update={"rollback_verify": Verify(path="/health")})
+    changed = spec.model_copy(update={"stages": tuple(promote if s.name == "promote" else s for s in spec.stages)})
+    assert restore_check(changed, production) == Verify(path="/health")
+    assert restore_check(spec, Environment(name="elsewhere")) == Verify()
+
+
+def test_a_rehearsal_starts_from_what_production_runs(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    like = Environment(name="production")
+    runs = StackState(name="p", exists=True, image="shop:1")
+    assert baseline(ledger, "shop", like, runs, "shop:2") == ("shop:1", "production runs shop:1")
+    start, why = baseline(ledger, "shop", like, StackState(name="p", exists=False), "shop:2")
+    assert start is None
+    assert "has no stack yet" in why
+    # Production already runs the new image (it was promoted): the release before it.
+    ledger.record_release("shop", "production", "shop:1", "r1", "live")
+    ledger.record_release("shop", "production", "shop:2", "r2", "live")
+    promoted = replace(runs, image="shop:2")
+    assert baseline(ledger, "shop", like, promoted, "shop:2")[0] == "shop:1"
+    # Mid-update (replicas on different images): what the ledger says is live.
+    mixed = replace(runs, image=None)
+    assert baseline(ledger, "shop", like, mixed, "shop:3")[0] == "shop:2"
+
+
+def test_status_falls_back_to_the_ledger_when_the_engine_is_unreachable(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pipeline.status import collect
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker-here.sock")
+    Ledger(loaded.root).record_release("shop", "production", "shop:1", "r1", "live")
+    report = collect(loaded)
+    (production,) = report.environments
+    assert production.image == "shop:1"
+    assert not production.observed
+    assert production.note.startswith("engine unreachable (")
+    assert production.note.endswith("): showing the ledger")
+    assert report.test_stacks == []
