@@ -70,6 +70,8 @@ HEALTH_INTERVAL = 0.1
 """Seconds between health checks of a starting replica (the template's interval is for AWS)."""
 RELOAD_TIMEOUT = 10.0
 """Seconds the balancer may take to start workers with a new configuration."""
+RELOAD_CHECK = 1.0
+"""After this long without new workers, the balancer's log is read for a configuration error."""
 LB_READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10
 LOCK_TIMEOUT = 900.0
@@ -502,6 +504,8 @@ class _Deployment:
         )[:16]
         self.parameters = {k: v for k, v in topo.parameters.items() if k != topo.image_parameter}
         self._stops: list[Future[None]] = []
+        self._config_text: str | None = None
+        """The balancer's nginx.conf as this deployment last read or wrote it."""
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"deploy-{stack}")
 
     # --- the plan ---
@@ -571,7 +575,8 @@ class _Deployment:
 
     def _settle(self, lb: Any, replicas: list[Any]) -> tuple[list[Any], list[Any]]:
         """Tidy what an interrupted update may have left; returns the routed (good, old) replicas."""
-        routed = set(self.engine._routed(lb))
+        self._config_text = self.engine._read_config(lb)
+        routed = set(_servers(self._config_text))
         dead = [r for r in replicas if not _running(r)]
         alive = [r for r in replicas if _running(r)]
         # Running but not routed: left by an interrupted update. Routed only once healthy again.
@@ -848,7 +853,7 @@ class _Deployment:
                     f"cannot create the load balancer {name}: {exc.explanation or exc}",
                     hint=f"if a container named {name} exists outside this pipeline, remove or rename it",
                 ) from None
-            lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), self._config(servers)))
+            self._put_config(lb, self._config(servers))
             try:
                 lb.start()
             except docker.errors.APIError as exc:
@@ -890,31 +895,39 @@ class _Deployment:
         return render_config(self.stack, self.topo, servers, self.parameters)
 
     def _write_config(self, lb: Any, servers: list[str]) -> None:
-        lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), self._config(servers)))
+        self._put_config(lb, self._config(servers))
 
     def _route(self, lb: Any, serving: list[Any], *, retire: list[Any]) -> None:
         """Point the balancer at `serving`, reload gracefully, drain, then stop `retire`."""
         names = [r.name for r in serving]
         text = self._config(names) if names else ""
-        if text and text != self.engine._read_config(lb):
-            previous = self.engine._read_config(lb)
-            self._write_config(lb, names)
-            test = lb.exec_run(["/usr/sbin/nginx", "-t", "-q"])
-            if test.exit_code != 0:
-                if previous:
-                    lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), previous))
-                raise StackOperationError(
-                    f"the load balancer rejected its new configuration: {test.output.decode(errors='replace').strip()}"
-                )
-            self._reload(lb)
+        if self._config_text is None:
+            self._config_text = self.engine._read_config(lb)
+        if text and text != self._config_text:
+            previous = self._config_text
+            self._put_config(lb, text)
+            try:
+                self._reload(lb)
+            except StackOperationError:
+                if previous:  # the old workers still serve the old configuration: keep the file in step
+                    self._put_config(lb, previous)
+                raise
             self.on_event(f"{lb.name} routes to {', '.join(sorted(names))}")
         for replica in retire:
             self.on_event(f"drained {replica.name}: stopping it")
             self._stop_later(replica)
 
+    def _put_config(self, lb: Any, text: str) -> None:
+        lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), text))
+        self._config_text = text
+
     def _reload(self, lb: Any) -> None:
-        """SIGHUP (graceful reload), then wait until every worker of the old configuration has exited."""
+        """SIGHUP (graceful reload), then wait until every worker of the old configuration has exited.
+
+        nginx applies a new configuration by starting new workers and letting the old ones finish
+        their requests; one it cannot load leaves the old workers serving and says why in its log."""
         before = _workers(lb)
+        since = int(time.time()) - 1
         lb.kill(signal="SIGHUP")
         started = time.monotonic()
         applied = False
@@ -928,12 +941,14 @@ class _Deployment:
             if applied and not old_left:
                 return
             waited = time.monotonic() - started
-            if not applied and waited > RELOAD_TIMEOUT:
-                logs = lb.logs(tail=10).decode(errors="replace").strip()
-                raise StackOperationError(
-                    f"the load balancer {lb.name} did not apply its new configuration within {RELOAD_TIMEOUT:g} s"
-                    + (f"; its log:\n{logs}" if logs else "")
-                )
+            if not applied and waited > RELOAD_CHECK:
+                logs = lb.logs(since=since).decode(errors="replace").strip()
+                errors = [line for line in logs.splitlines() if "[emerg]" in line]
+                if errors or waited > RELOAD_TIMEOUT:
+                    raise StackOperationError(
+                        f"the load balancer {lb.name} did not apply its new configuration"
+                        + (f": {errors[-1]}" if errors else f" within {RELOAD_TIMEOUT:g} s")
+                    )
             if applied and waited > drain + RELOAD_TIMEOUT:
                 self.on_event(f"drain of {lb.name} took longer than {drain:g} s: cutting remaining requests")
                 return

@@ -274,6 +274,26 @@ def test_an_image_that_does_not_exist_is_refused(engine: Any, serving: str) -> N
         engine.deploy(serving, "pipeline-test-web:no-such-tag")
 
 
+def test_a_configuration_the_balancer_rejects_changes_nothing(
+    engine: Any, serving: str, images: dict[str, str], docker_client: Any, pipeline_name: str
+) -> None:
+    """nginx keeps its old workers when a reload fails: the engine says why, and puts the old file back."""
+    from pipeline.engines.local_stack import _Deployment
+
+    class Gone:
+        name = "no-such-replica"
+
+    lb = next(c for c in _containers(docker_client, pipeline_name, serving) if c.name.endswith("-lb"))
+    before = engine._read_config(lb)
+    deployment = _Deployment(engine, serving, engine.topology(), images["v1"], "unused", "unused", lambda e: None)
+    with pytest.raises(StackOperationError, match=r'host not found in upstream "no-such-replica:80"'):
+        deployment._route(lb, [Gone()], retire=[])
+    assert engine._read_config(lb) == before
+    state = engine.describe(serving)
+    assert state.status == "ready"
+    assert _body(state.url) == "Hello World v1"
+
+
 # --- repairs from the labels ---------------------------------------------------------------------------------
 
 
