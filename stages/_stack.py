@@ -28,6 +28,15 @@ def engine(ctx: PlanContext | StageContext, env: Environment) -> StackEngine:
     return engine_for(ctx.pipeline, env, ctx.profile, ctx.root)
 
 
+def check_template(ctx: PlanContext, env: Environment) -> None:
+    """Preflight: the environment's template is one its engine can run (no side effect).
+
+    Engines that can check a template offline say so with a `check_template()` method."""
+    check = getattr(engine(ctx, env), "check_template", None)
+    if callable(check):
+        check()
+
+
 def events(ctx: StageContext) -> OnEvent:
     """Engine progress goes to the stage's log (the live view shows its last line)."""
 
@@ -118,6 +127,9 @@ class RehearsalExecutor(Executor[S]):
 
     ephemeral = True
 
+    def preflight(self, ctx: PlanContext) -> None:
+        check_template(ctx, rehearsal_env(ctx.pipeline, self.spec))
+
     def stack_name(self, ctx: StageContext) -> str | None:
         """The test stack this stage acts on (from its own partial outputs or its producer's)."""
         if ctx.partial_outputs.get("stack"):
@@ -140,6 +152,7 @@ __all__ = [
     "RehearsalExecutor",
     "baseline",
     "check_or_fail",
+    "check_template",
     "engine",
     "events",
     "rehearsal_env",

@@ -12,7 +12,7 @@ from pipeline.errors import PipelineError, StackOperationError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Environment, Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
-from stages._stack import engine, events
+from stages._stack import check_template, engine, events
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine, StackState
@@ -82,6 +82,9 @@ class PromoteExecutor(Executor[Promote]):
 
     def _env(self, ctx: PlanContext | StageContext) -> Environment:
         return ctx.pipeline.environment(self.spec.environment)
+
+    def preflight(self, ctx: PlanContext) -> None:
+        check_template(ctx, self._env(ctx))
 
     def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
         image = outputs.get("image")

@@ -138,6 +138,11 @@ class LocalStackEngine:
         """The template's shape with `parameters` applied (TemplateError if the engine cannot run it)."""
         return topology(load_template(self.template), parameters, source=str(self.template))
 
+    def check_template(self) -> None:
+        """Preflight: the template is one this engine can run (TemplateError naming the resource if
+        not). No Docker call."""
+        self.topology()
+
     def _labels(self, stack: str, role: str, **extra: str) -> dict[str, str]:
         return {L_PIPELINE: self.pipeline, L_STACK: stack, L_ROLE: role, L_ENGINE: "local", **extra}
 

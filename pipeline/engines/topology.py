@@ -259,7 +259,10 @@ def topology(
         found = f"found {', '.join(groups)}" if groups else "found none"
         raise TemplateError(
             f"{source}: the local engine needs exactly one {ASG} (the web servers); {found}",
-            hint="split other groups into their own templates",
+            hint="split other groups into their own templates"
+            if groups
+            else f"the local engine runs an {ASG} behind an ELBv2 listener and target group, "
+            "like the reference service's templates/web.yaml (`pipeline init` writes it)",
         )
     group = groups[0]
     asg = resources[group]

@@ -196,3 +196,22 @@ def test_status_falls_back_to_the_ledger_when_the_engine_is_unreachable(
     assert production.note.startswith("engine unreachable (")
     assert production.note.endswith("): showing the ledger")
     assert report.test_stacks == []
+
+
+def test_a_template_the_local_engine_cannot_run_stops_the_run_before_anything_starts(
+    loaded: Loaded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.cli_inprocess import run_cli
+
+    template = loaded.root / "templates" / "web.yaml"
+    text = template.read_text()
+    template.write_text(
+        text.replace(
+            "      Protocol: HTTP\n      Port: 80\n      DefaultActions:",
+            "      Protocol: HTTPS\n      Port: 443\n      DefaultActions:",
+        )
+    )
+    result = run_cli(["run", "local", "--yes", "--from", "test-stack"], loaded.root, capsys)
+    assert result.code == 2, result.out + result.err
+    assert "resource Listener is an HTTPS listener" in result.err
+    assert Ledger(loaded.root).runs() == []
