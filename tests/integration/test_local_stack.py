@@ -77,8 +77,9 @@ def images(docker_client: Any, base_image: str) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def pipeline_name(docker_client: Any) -> Iterator[str]:
-    """A pipeline name of this module alone; everything labelled with it is removed at the end."""
+def pipeline_name(docker_client: Any, images: dict[str, str]) -> Iterator[str]:
+    """A pipeline name of this module alone; everything labelled with it is removed at the end
+    (before the images: an image still used by a container would only be untagged)."""
     name = f"it-{secrets.token_hex(3)}"
     yield name
     _remove_everything_of(docker_client, name)
