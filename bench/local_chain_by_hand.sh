@@ -4,7 +4,8 @@
 # build, testinfra checks, a test stack of 2 replicas behind nginx, curl, delete it, the production
 # stack, curl). bench/local_chain times it against the pipeline.
 #
-# usage: local_chain_by_hand.sh PROJECT_DIR NAME VERSION LB_IMAGE
+# usage: bash local_chain_by_hand.sh PROJECT_DIR NAME VERSION LB_IMAGE
+# (not executable on purpose: `make bench` runs every executable in bench/, and this one needs arguments)
 #   PROJECT_DIR  a folder made by `pipeline init`
 #   NAME         prefix of every container, network and image this script makes
 #   VERSION      the release (the page says "Hello World VERSION")
