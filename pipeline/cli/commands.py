@@ -122,11 +122,12 @@ def run_stage(
 def status(
     environment: Annotated[str | None, typer.Argument(help="Only this environment.")] = None,
     file: FileOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """What runs where (image, stack, URL) and the last runs."""
     from pipeline.cli.status_view import show_status
 
-    show_status(load(file), environment)
+    show_status(load(file), environment, profile)
 
 
 def _interactive() -> bool:
