@@ -16,7 +16,9 @@ app.add_typer(image_app, name="image")
 def base(
     tag: Annotated[str, typer.Option("--tag", "-t", help="Name of the base image.")] = "pipeline-base:bookworm",
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if it exists.")] = False,
-    no_pull: Annotated[bool, typer.Option("--no-pull", help="Build from Debian's mirror without trying a registry.")] = False,
+    no_pull: Annotated[
+        bool, typer.Option("--no-pull", help="Build from Debian's mirror without trying a registry.")
+    ] = False,
 ) -> None:
     """Make sure the base image exists: pull it, or build it from Debian's mirror (debootstrap)."""
     from pipeline.engines.base_image import ensure_base_image
