@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.errors import DefinitionError, Problem
-from pipeline.model import Environment, Stage
+from pipeline.model import Environment, Profile, Stage
 from pipeline.spec import PipelineSpec, Trigger
 
 _active: ContextVar[Pipeline | None] = ContextVar("active_pipeline", default=None)
@@ -73,12 +73,14 @@ class Pipeline:
         *,
         environments: Sequence[Environment] = (),
         trigger: Trigger | None = None,
+        profile: Profile | None = None,
         python: str | None = None,
         install: str | None = None,
     ) -> None:
         self.name = name
         self.environments = tuple(environments)
         self.trigger = trigger
+        self.profile = profile
         self.python = python
         self.install = install
         self.location = caller_location()
@@ -143,7 +145,7 @@ class Pipeline:
             needs = tuple(dict.fromkeys([*stage.needs, *extra, *refs]))
             stages.append(stage if needs == stage.needs else stage.model_copy(update={"needs": needs}))
         fields: dict[str, Any] = {"name": self.name, "stages": tuple(stages), "environments": self.environments}
-        for key in ("trigger", "python", "install"):
+        for key in ("trigger", "profile", "python", "install"):
             if getattr(self, key) is not None:
                 fields[key] = getattr(self, key)
         try:

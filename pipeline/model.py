@@ -122,8 +122,9 @@ class Environment(Spec):
     """A place the service runs: a stack built from a template, on the local or aws profile."""
 
     name: Name
-    profile: Profile = "local"
-    """The profile CI uses for this environment; `pipeline run local --profile` overrides it."""
+    profile: Profile | None = None
+    """The profile CI uses for this environment; default: the pipeline's profile.
+    `pipeline run local --profile` overrides both."""
     ephemeral: bool = False
     """Created per run and deleted at the end (test stacks)."""
     approval: Approval | None = None
@@ -213,6 +214,9 @@ class Stage(Spec):
     """Runs even when a stage it needs failed (teardown)."""
     implemented: ClassVar[frozenset[str]] = frozenset()
     """Profiles this kind has an executor for."""
+    uses_profile: ClassVar[bool] = False
+    """Whether the profile changes what the kind does (it drives Docker or AWS); only these get
+    `--profile` and cloud credentials on CI."""
 
     @field_validator("needs", mode="before")
     @classmethod

@@ -109,7 +109,7 @@ def rollback(
     spec = loaded.spec
     env = _environment(spec, environment)
     ledger = Ledger(loaded.root)
-    engine = engine_for(spec, env, profile or env.profile, loaded.root)
+    engine = engine_for(spec, env, profile or spec.profile_of_environment(env), loaded.root)
     stack = env.stack_name(spec.name)
     ledger.ensure()
     with ledger.lock(spec.name, env.name, purpose=f"pipeline rollback {env.name}"):

@@ -145,8 +145,7 @@ class Runner:
 
     def run_stage(self, name: str, options: RunOptions) -> RunSummary:
         stage = self.spec.stage(name)  # UnknownStageError for a bad name
-        env = self.spec.environment_of(stage)
-        profile: Profile = options.profile or (env.profile if env else "local")
+        profile: Profile = options.profile or self.spec.profile_of(stage)
         self._preflight([name], profile)
         manifest_path = options.manifest or self._default_manifest_path()
         manifest = Manifest.load(manifest_path) if manifest_path.exists() else None

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.errors import DefinitionError, Problem
 from pipeline.graph import Graph
-from pipeline.model import Approval, Environment, Name, Spec, Stage
+from pipeline.model import Approval, Environment, Name, Profile, Spec, Stage
 from stages.kinds import AnyStage
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -36,6 +36,9 @@ class PipelineSpec(Spec):
     stages: tuple[AnyStage, ...] = Field(min_length=1)
     environments: tuple[Environment, ...] = ()
     trigger: Trigger = Trigger()
+    profile: Profile = "local"
+    """The profile CI runs stages with: `local` (Docker on the agent) or `aws` (CloudFormation). An
+    environment may set its own. `pipeline run local` uses `--profile` (default: local) for all."""
     python: str = "3.11"
     """Python version CI installs to run `pipeline run stage`."""
     install: str = "pip install pipeline-as-code[run]"
@@ -84,6 +87,14 @@ class PipelineSpec(Spec):
                 if referenced.kind == "test-stack":
                     name = referenced.environment_name()
         return self.environment(name) if name else None
+
+    def profile_of(self, stage: Stage) -> Profile:
+        """The profile CI runs `stage` with: its environment's, else the pipeline's."""
+        env = self.environment_of(stage)
+        return self.profile_of_environment(env) if env is not None else self.profile
+
+    def profile_of_environment(self, env: Environment) -> Profile:
+        return env.profile or self.profile
 
     def approval_of(self, stage: Stage) -> Approval | None:
         """The gate before a stage: its own, or its environment's (for stages that may have one)."""

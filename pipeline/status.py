@@ -77,7 +77,9 @@ def collect(
         names = ", ".join(e.name for e in spec.environments if not e.ephemeral) or "(none)"
         raise BadInputError(f"no environment named {environment!r}", hint=f"environments: {names}")
     engines: dict[str, StackEngine | str] = {}
-    result = [_environment(loaded, ledger, env, profile or env.profile, engines) for env in envs]
+    result = [
+        _environment(loaded, ledger, env, profile or loaded.spec.profile_of_environment(env), engines) for env in envs
+    ]
     tests = [] if environment is not None else _test_stacks(loaded, profile, engines)
     runs = []
     for run_id in reversed(ledger.runs()):
@@ -171,7 +173,7 @@ def _test_stacks(
     for env in spec.environments:
         if not env.ephemeral or _template_env(spec, env) is None:
             continue
-        use = profile or env.profile
+        use = profile or loaded.spec.profile_of_environment(env)
         engine = _engine(loaded, env, use, cache)
         if isinstance(engine, str):
             continue

@@ -99,6 +99,7 @@ class Bake(Stage):
     where Packer cannot build an AMI). `PIPELINE_<STAGE>_USE_IMAGE` overrides it. It is still checked."""
 
     outputs: ClassVar[tuple[str, ...]] = ("image", "key", "packer_run_uuid")
+    uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
     @field_validator("template")

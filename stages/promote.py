@@ -48,6 +48,7 @@ class Promote(Stage):
 
     approvable: ClassVar[bool] = True
     outputs: ClassVar[tuple[str, ...]] = ("image", "previous_image", "commit", "url")
+    uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local"})
 
     @field_validator("image", mode="before")

@@ -27,6 +27,7 @@ class SimulatedRollback(Stage):
     verify: Verify = Verify()
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "from_image", "time_to_restore")
+    uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local"})
 
     @field_validator("stack", mode="before")

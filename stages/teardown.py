@@ -28,6 +28,7 @@ class Teardown(Stage):
     """The TestStack stage whose stack to delete."""
 
     outputs: ClassVar[tuple[str, ...]] = ("deleted", "kept", "url")
+    uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local"})
     always: ClassVar[bool] = True
 

@@ -46,6 +46,7 @@ class TestStack(Stage):
     verify: Verify = Verify()
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "url", "image", "fresh")
+    uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local"})
 
     @field_validator("image", mode="before")

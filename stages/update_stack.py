@@ -30,6 +30,7 @@ class UpdateStack(Stage):
     verify: Verify = Verify()
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "previous_image", "seconds")
+    uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local"})
 
     @field_validator("stack", "image", mode="before")

@@ -17,6 +17,8 @@ from pipeline.spec import PipelineSpec, Trigger
 SETUP_MINUTES = 10
 """Added to every CI timeout: checkout, Python set-up and installing the tool."""
 RENDER_CHECK_MINUTES = 10
+BUILD_ACCESS = "build"
+"""Credentials name for aws-profile stages without an environment (Jenkins `aws-build`, TeamCity `AwsBuild`)."""
 AWS_CREDENTIAL_VARIABLES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"})
 
 
@@ -199,7 +201,7 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
                 branches=tuple(stage.branches),
                 branch_groups=groups_of[name],
                 run_command=_run_command(spec, stage, env, context),
-                aws=_aws(env, secrets),
+                aws=_aws(spec, stage, env, secrets),
             )
         )
     return CiPlan(spec=spec, context=context, stages=tuple(plans))
@@ -212,19 +214,30 @@ def _merge_secrets(own: tuple[Secret, ...], inherited: tuple[Secret, ...]) -> tu
 
 def _run_command(spec: PipelineSpec, stage: Stage, env: Environment | None, context: RenderContext) -> str:
     parts = ["pipeline", "run", "stage", stage.name, "--manifest", MANIFEST_DIR]
-    if env is not None:
-        parts += ["--profile", env.profile]
+    if _uses_profile(stage):
+        parts += ["--profile", spec.profile_of(stage)]
     if spec.approval_of(stage) is not None:
         parts.append("--yes")  # the CI gate has already been passed when the job runs
     return " ".join(parts) + context.file_args
 
 
-def _aws(env: Environment | None, secrets: tuple[Secret, ...]) -> AwsAccess | None:
-    if env is None or env.profile != "aws":
+def _uses_profile(stage: Stage) -> bool:
+    """Kinds that drive Docker or AWS, and any stage acting on an environment (a deploy script)."""
+    return type(stage).uses_profile or stage.environment_name() is not None
+
+
+def _aws(spec: PipelineSpec, stage: Stage, env: Environment | None, secrets: tuple[Secret, ...]) -> AwsAccess | None:
+    if not _uses_profile(stage) or spec.profile_of(stage) != "aws":
         return None
     if AWS_CREDENTIAL_VARIABLES & {s.name for s in secrets}:
         return None  # the definition binds AWS credentials itself, as plain secrets
-    return AwsAccess(environment=env.name, settings=env.aws)
+    if env is not None:
+        return AwsAccess(environment=env.name, settings=env.aws)
+    # A stage without an environment (a bake) builds with the pipeline's build credentials.
+    settings = getattr(stage, "aws", None)
+    return AwsAccess(
+        environment=BUILD_ACCESS, settings=settings if isinstance(settings, AwsSettings) else AwsSettings()
+    )
 
 
 def camel(name: str) -> str:

@@ -115,7 +115,10 @@ def test_out_and_file_options(cli: Cli, project: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     workflow = (out / ".github/workflows/reference-chain.yml").read_text()
     assert "pipeline render --target all --check -f ../repo/pipelinefile.py" in workflow
-    assert "pipeline run stage bake --manifest .pipeline/ci/manifest -f ../repo/pipelinefile.py" in workflow
+    assert (
+        "pipeline run stage bake --manifest .pipeline/ci/manifest --profile local -f ../repo/pipelinefile.py"
+        in workflow
+    )
     assert not (out / "Jenkinsfile").exists()
 
 

@@ -54,7 +54,10 @@ def test_every_job_installs_the_tool_and_runs_its_stage() -> None:
     assert bake["steps"][0] == {"uses": "actions/checkout@v4"}
     assert bake["steps"][1] == {"uses": "actions/setup-python@v5", "with": {"python-version": "3.11"}}
     assert step(bake, "Install pipeline")["run"] == "pip install -e .[run]"
-    assert step(bake, "Run stage bake")["run"] == "pipeline run stage bake --manifest .pipeline/ci/manifest"
+    assert (
+        step(bake, "Run stage bake")["run"]
+        == "pipeline run stage bake --manifest .pipeline/ci/manifest --profile local"
+    )
     assert bake["needs"] == ["commit-test"]
 
 

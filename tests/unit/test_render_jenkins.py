@@ -51,7 +51,7 @@ def test_every_stage_runs_pipeline_run_stage_after_installing_the_tool() -> None
     stages = stages_of(text)
     bake = steps_text(one(stages["bake"], "steps"))
     assert "python3.11 -m venv .venv && . .venv/bin/activate && pip install -e '.[run]'" in bake
-    assert ". .venv/bin/activate && pipeline run stage bake --manifest .pipeline/ci/manifest" in bake
+    assert ". .venv/bin/activate && pipeline run stage bake --manifest .pipeline/ci/manifest --profile local" in bake
 
 
 def test_approval_is_an_input_stage_with_agent_none_and_its_own_timeout() -> None:

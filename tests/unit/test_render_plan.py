@@ -103,9 +103,27 @@ def test_commands_carry_profile_yes_and_the_definition_file() -> None:
         promote
         == "pipeline run stage promote --manifest .pipeline/ci/manifest --profile aws --yes -f 'ci/pipe line.py'"
     )
+    # A commit test does not depend on a profile: no --profile, no cloud credentials.
     assert plan.by_name["commit-test"].run_command.endswith("--manifest .pipeline/ci/manifest -f 'ci/pipe line.py'")
-    assert "--profile" not in plan.by_name["bake"].run_command  # no environment: the runner's default
+    # A bake has no environment: the pipeline's profile (local by default), so no AWS credentials.
+    assert "--profile local" in plan.by_name["bake"].run_command
+    assert plan.by_name["bake"].aws is None
     assert plan.context.check_command == "pipeline render --target all --check -f 'ci/pipe line.py'"
+
+
+def test_a_pipeline_level_profile_reaches_stages_without_an_environment() -> None:
+    with Pipeline("web", profile="aws") as p:
+        unit = CommitTest(name="unit", commands=["true"])
+        bake = Bake(name="bake", template="images/web.pkr.hcl", aws=AwsSettings(region="eu-west-1"))
+        unit >> bake
+    plan = build_plan(p.spec, RenderContext())
+    assert "--profile" not in plan.by_name["unit"].run_command
+    assert plan.by_name["unit"].aws is None
+    assert plan.by_name["bake"].run_command.endswith("--profile aws")
+    access = plan.by_name["bake"].aws
+    assert access is not None
+    assert access.environment == "build"
+    assert access.settings.region == "eu-west-1"
 
 
 def test_timeouts_cover_every_attempt_plus_set_up() -> None:

@@ -94,7 +94,7 @@ def test_one_build_per_stage_running_pipeline_run_stage() -> None:
     scripts = [n for n in bake.walk() if n.header.startswith("scriptContent")]
     assert [unescape_script(s.strings[0]).strip() for s in scripts] == [
         "python3.11 -m venv .venv\n. .venv/bin/activate\npip install pipeline-as-code[run]",
-        ". .venv/bin/activate\npipeline run stage bake --manifest .pipeline/ci/manifest",
+        ". .venv/bin/activate\npipeline run stage bake --manifest .pipeline/ci/manifest --profile local",
     ]
 
 

@@ -125,7 +125,7 @@ object Bake : BuildType({
             name = "Run stage bake"
             scriptContent = """
                 . .venv/bin/activate
-                pipeline run stage bake --manifest .pipeline/ci/manifest
+                pipeline run stage bake --manifest .pipeline/ci/manifest --profile local
             """.trimIndent()
         }
     }
