@@ -40,7 +40,7 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     (
         "aws",
         "AWS credentials",
-        'Environments with `profile="aws"` get credentials the target\'s own way (unless the definition lists AWS_* secrets).',
+        "Stages on the aws profile (an environment's, or the pipeline's for a bake) get credentials the target's own way (unless the definition lists AWS_* secrets).",
     ),
     (
         "branches",
@@ -63,7 +63,7 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     (
         "profile",
         "Profile",
-        "Stages with an environment run with `--profile` of that environment; gated ones with `--yes`.",
+        "Stages that drive Docker or AWS (bake, stack stages, deploy scripts) run with `--profile`: their environment's, else `Pipeline(profile=...)`; gated ones with `--yes`.",
     ),
 )
 FEATURE_KEYS = tuple(key for key, _, _ in FEATURES)

@@ -81,7 +81,9 @@ class GitHubRenderer:
             "`if: always()` on the teardown job; later jobs keep GitHub's default `success()`, which fails when any earlier job in the chain failed."
         ),
         "trigger": Support("`on: push: branches: [...]` (plus `pull_request` when enabled)."),
-        "profile": Support("`--profile` of the stage's environment in the command; `--yes` after a gate."),
+        "profile": Support(
+            "`--profile` in the stage's command (its environment's, else the pipeline's); `--yes` after a gate."
+        ),
     }
 
     def outputs(self, spec: PipelineSpec) -> Sequence[str]:

@@ -127,7 +127,9 @@ class JenkinsRenderer:
             "Multibranch job: each push builds its branch; every stage is guarded by `when { branch ... }` for the trigger branches (`changeRequest()` when pull requests are on).",
             native=False,
         ),
-        "profile": Support("`--profile` of the stage's environment in the command; `--yes` after a gate."),
+        "profile": Support(
+            "`--profile` in the stage's command (its environment's, else the pipeline's); `--yes` after a gate."
+        ),
     }
 
     def outputs(self, spec: PipelineSpec) -> Sequence[str]:

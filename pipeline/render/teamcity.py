@@ -155,7 +155,9 @@ class TeamCityRenderer:
             '`triggers { vcs { branchFilter = "+:main" } }` on the composite build configuration: a push queues the whole chain.',
             fails="pull-request triggers (TeamCity needs the Pull Requests build feature for your VCS host, configured on the server)",
         ),
-        "profile": Support("`--profile` of the stage's environment in the command; `--yes` after a gate."),
+        "profile": Support(
+            "`--profile` in the stage's command (its environment's, else the pipeline's); `--yes` after a gate."
+        ),
     }
 
     def outputs(self, spec: PipelineSpec) -> Sequence[str]:
