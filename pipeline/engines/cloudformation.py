@@ -631,6 +631,26 @@ class CloudFormationEngine:
                 hint="check Environment(template=...) (relative to the definition file)",
             ) from None
 
+    def check_template(self) -> None:
+        """Preflight (`pipeline validate`, and before any stage of a run starts): the template is
+        readable, within CloudFormation's size limit, declares the image parameter, and cfn-lint
+        finds no error in it. Offline: no AWS call, no boto3 client (CloudFormation's own
+        `validate_template` and the image check run at deploy time, still before any change)."""
+        text = self.template_text()
+        if len(text.encode("utf-8")) > TEMPLATE_BODY_MAX:
+            raise TemplateError(
+                f"{self.template} is larger than CloudFormation's {TEMPLATE_BODY_MAX} byte TemplateBody limit",
+                hint="shorten it (or split it into nested stacks)",
+            )
+        doc = parse_template(text, str(self.template))
+        if self.image_parameter not in template_parameters(doc):
+            raise TemplateError(
+                f"{self.template} has no parameter {self.image_parameter!r} to carry the image",
+                hint=f"declare Parameters: {self.image_parameter}: {{Type: AWS::EC2::Image::Id}} and use it in the "
+                "launch template, or set Environment(image_parameter=...)",
+            )
+        lint_template(text, source=str(self.template), region=self.region)
+
     def plan(self, image: str, parameters: Mapping[str, str] | None = None) -> dict[str, str]:
         """The parameters a deploy of `image` sends, checked locally (no AWS call)."""
         text = self.template_text()

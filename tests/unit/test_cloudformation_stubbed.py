@@ -22,7 +22,7 @@ from botocore.stub import ANY, Stubber  # noqa: E402
 from pipeline.engines import cloudformation  # noqa: E402
 from pipeline.engines.cloudformation import CloudFormationEngine, CloudFormationError  # noqa: E402
 from pipeline.engines.stack import StackState  # noqa: E402
-from pipeline.errors import StackOperationError  # noqa: E402
+from pipeline.errors import StackOperationError, TemplateError  # noqa: E402
 from pipeline.model import AwsSettings, Verify  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
@@ -742,3 +742,31 @@ def test_the_template_parameter_checks_need_no_aws(tmp_path: Path) -> None:
     engine = CloudFormationEngine("p", TEMPLATE, AwsSettings(), environ={})
     assert engine.plan(NEW) == {**PARAMS, "ImageId": NEW}
     assert engine.plan(NEW, {"MaxSize": "6"})["MaxSize"] == "6"
+
+
+def _no_client(service: str) -> Any:
+    raise AssertionError(f"check_template made a {service} client: it must work offline")
+
+
+def test_check_template_is_offline_and_names_what_is_wrong(tmp_path: Path) -> None:
+    """The stack stages' preflight (and `pipeline validate --profile aws`): cfn-lint and the image
+    parameter, with no AWS client (no credentials, no endpoint, no network)."""
+    CloudFormationEngine("p", TEMPLATE, AwsSettings(), environ={}, client_factory=_no_client).check_template()
+
+    def check(text: str) -> str:
+        path = tmp_path / "web.yaml"
+        path.write_text(text)
+        engine = CloudFormationEngine("p", path, AwsSettings(), environ={}, client_factory=_no_client)
+        with pytest.raises(TemplateError) as caught:
+            engine.check_template()
+        assert caught.value.exit_code == 2
+        return caught.value.message
+
+    original = TEMPLATE.read_text()
+    assert "E3002" in check(original.replace("      HealthCheckPath: /health", "      HealthCheckPat: /health"))
+    assert "no parameter 'ImageId'" in check("Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n")
+    assert "not valid YAML" in check("Resources:\n  X: [\n")
+    assert "TemplateBody limit" in check(original + "#" * 52_000 + "\n")
+    missing = CloudFormationEngine("p", tmp_path / "absent.yaml", AwsSettings(), environ={}, client_factory=_no_client)
+    with pytest.raises(TemplateError, match="cannot read template"):
+        missing.check_template()
