@@ -10,6 +10,7 @@ import http.server
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,12 @@ DEFAULTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
+@contextmanager
+def running_moto() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (a free port) serving the AWS API over HTTP; yields its URL.
+
+    Skips (or fails under PIPELINE_REQUIRE_TOOLS=1) when moto[server] is not installed. moto's
+    state lives in the process, shared by every server it runs: reset it with `reset_moto`."""
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
@@ -51,6 +56,17 @@ def moto_url() -> Iterator[str]:
         server.stop()
 
 
+def reset_moto(moto_url: str) -> None:
+    """Forget every resource (an empty account); moto's stock AMIs come back."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10).close()
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    with running_moto() as url:
+        yield url
+
+
 @pytest.fixture(autouse=True)
 def fresh_moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts from an empty emulator, with dummy credentials and no stray AWS settings."""
@@ -59,7 +75,7 @@ def fresh_moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10).close()
+    reset_moto(moto_url)
 
 
 def engine(
