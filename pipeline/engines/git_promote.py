@@ -19,6 +19,8 @@ Policies (see docs/aws.md):
   commit and reported (PushFailedError, exit 1).
 - Idempotent: when the template already names the image, no commit is made (None is returned);
   an earlier promote commit of this pipeline that was not pushed yet is pushed.
+- Preflight: `check_can_record` makes every refusal above (and checks the Default can be edited
+  exactly) without writing anything, so a promote is refused before any stack changes.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ OnEvent = Callable[[str], None]
 
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
 _PLAIN_SAFE = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]*$")
+_PLACEHOLDER_AMI = "ami-0123456789abcdef0"
+"""Stands in for the image when a preflight checks that the Default can be written."""
 _YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"})
 
 
@@ -200,20 +204,16 @@ def record_image(
     author: str | None = None,
     default_author: str = DEFAULT_AUTHOR,
     push: bool = True,
+    subject: str | None = None,
     on_event: OnEvent = _ignore,
 ) -> CommitInfo | None:
     """Commit `image` as the Default of `parameter` in `template`; push it; None when already there.
 
     `template` is absolute or relative to `repo_root` (any folder inside the working tree).
-    `source_commit` defaults to HEAD before the commit (the revision the pipeline ran on)."""
-    repo = _open(repo_root)
-    branch = _check_branch(repo)
-    rel = _tracked_path(repo, repo_root, template)
-    path = Path(repo.working_tree_dir or repo_root) / rel
-    _check_clean(repo)
-    target = _push_target(repo, branch) if push else None
-    if target is not None:
-        _check_ahead(repo, target, pipeline)
+    `source_commit` defaults to HEAD before the commit (the revision the pipeline ran on).
+    `subject` replaces the first line of the message (default `<pipeline>: promote <image> to <env>`;
+    `pipeline rollback` says it rolled back); the trailers are always written."""
+    repo, branch, rel, path, target = _ready(repo_root, template, pipeline=pipeline, push=push)
     text = _read(path)
     previous = read_default(text, parameter, source=rel)
     if previous == image:
@@ -223,7 +223,7 @@ def record_image(
         return None
     edited = set_default(text, parameter, image, source=rel)
     source = source_commit or repo.head.commit.hexsha
-    subject = f"{pipeline}: promote {image}" + (f" to {environment}" if environment else "")
+    subject = subject or f"{pipeline}: promote {image}" + (f" to {environment}" if environment else "")
     body = (
         f"Record {image} as the Default of the {parameter} parameter in {rel}"
         f" (was {previous or 'unset'}): the template says what runs."
@@ -281,6 +281,34 @@ def record_image(
             revert=undo,
         ) from None
     return replace(info, pushed_to=pushed)
+
+
+def check_can_record(repo_root: Path, template: Path, parameter: str, *, pipeline: str, push: bool = True) -> str:
+    """What `record_image` refuses, checked with no side effect (a promote's preflight): the
+    repository, the branch (not detached, has commits), the template (tracked; its image
+    parameter's Default can be edited exactly), a clean tree, and no foreign unpushed commits
+    when a push would publish them. Raises GitStateError or TemplateError (exit 2); returns the
+    branch. Reads only local state: no fetch, no network."""
+    _, branch, rel, path, _ = _ready(repo_root, template, pipeline=pipeline, push=push)
+    text = _read(path)
+    current = read_default(text, parameter, source=rel)
+    set_default(text, parameter, current or _PLACEHOLDER_AMI, source=rel)
+    return branch
+
+
+def _ready(
+    repo_root: Path, template: Path, *, pipeline: str, push: bool
+) -> tuple[git.Repo, str, str, Path, tuple[str, str] | None]:
+    """The checks before a record: (repo, branch, template path in the repo, its file, push target)."""
+    repo = _open(repo_root)
+    branch = _check_branch(repo)
+    rel = _tracked_path(repo, repo_root, template)
+    path = Path(repo.working_tree_dir or repo_root) / rel
+    _check_clean(repo)
+    target = _push_target(repo, branch) if push else None
+    if target is not None:
+        _check_ahead(repo, target, pipeline)
+    return repo, branch, rel, path, target
 
 
 def revert(
@@ -523,6 +551,7 @@ def _write(path: Path, text: str) -> None:
 
 __all__ = [
     "CommitInfo",
+    "check_can_record",
     "GitOperationError",
     "GitStateError",
     "PushFailedError",

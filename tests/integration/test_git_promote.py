@@ -6,6 +6,7 @@ git runs with no system or global configuration (HOME is a temp folder), as on a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pipeline.engines.git_promote import (
     CommitInfo,
     GitStateError,
     PushFailedError,
+    check_can_record,
     read_default,
     record_image,
     revert,
@@ -313,6 +315,63 @@ def test_a_template_in_a_subfolder_of_the_repository(clone: Path) -> None:
     info = record_image(clone / "templates", Path("web.yaml"), "ImageId", NEW, pipeline="p", run_id="r")
     assert info is not None
     assert info.template == TEMPLATE
+
+
+def test_a_custom_subject_keeps_the_trailers(clone: Path) -> None:
+    """`pipeline rollback` records the image it went back to with its own subject."""
+    info = promote(clone, subject=f"hello-web: roll production back to {NEW}")
+    assert info is not None
+    message = run_git(clone, "log", "-1", "--format=%B")
+    assert message.splitlines()[0] == f"hello-web: roll production back to {NEW}"
+    assert f"Image: {NEW}" in message
+    assert "Pipeline: hello-web" in message
+
+
+# --- the preflight: everything record_image refuses, with no side effect --------------------------------
+
+
+def _state(work: Path) -> tuple[str, str, bytes]:
+    return run_git(work, "rev-parse", "HEAD"), run_git(work, "status", "--porcelain"), (work / TEMPLATE).read_bytes()
+
+
+def test_check_can_record_passes_on_a_clean_branch_and_changes_nothing(clone: Path, remote: Path) -> None:
+    before = _state(clone)
+    assert check_can_record(clone, clone / TEMPLATE, "ImageId", pipeline="hello-web") == "main"
+    assert _state(clone) == before
+    assert run_git(remote, "rev-parse", "main") == before[0]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda work: (work / "README.md").write_text("edited\n"), "uncommitted changes (README.md)"),
+        (lambda work: run_git(work, "checkout", "-q", "--detach"), "HEAD is detached"),
+        (
+            lambda work: ((work / "README.md").write_text("mine\n"), run_git(work, *SEED, "commit", "-qam", "mine")),
+            "unpushed commit",
+        ),
+    ],
+    ids=["dirty", "detached", "unpushed"],
+)
+def test_check_can_record_refuses_what_record_image_refuses(
+    clone: Path, spoil: Callable[[Path], object], message: str
+) -> None:
+    spoil(clone)
+    before = _state(clone)
+    with pytest.raises(GitStateError, match=re.escape(message)) as caught:
+        check_can_record(clone, clone / TEMPLATE, "ImageId", pipeline="hello-web")
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert _state(clone) == before
+
+
+def test_check_can_record_refuses_a_default_it_could_not_edit(clone: Path) -> None:
+    (clone / TEMPLATE).write_text(
+        "Parameters:\n  A: {Type: String, Default: &d ami-03cf127a}\n  ImageId: {Type: String, Default: *d}\n"
+        "Resources: {X: {Type: AWS::SNS::Topic}}\n"
+    )
+    run_git(clone, *SEED, "commit", "-qam", "anchored default")
+    with pytest.raises(TemplateError):
+        check_can_record(clone, clone / TEMPLATE, "ImageId", pipeline="hello-web", push=False)
 
 
 # --- the textual edit alone ---------------------------------------------------------------------------
