@@ -153,28 +153,50 @@ class LocalStackEngine:
         return {"label": labels}
 
     @contextlib.contextmanager
-    def _lock(self, stack: str) -> Iterator[None]:
-        """One deploy or delete per stack at a time on this machine (flock: freed if we die)."""
+    def _lock(self, stack: str) -> Iterator[dict[str, bool]]:
+        """One deploy or delete per stack at a time on this machine (flock: freed if we die).
+
+        Yields a dict: set `remove` to True to remove the lock file before releasing it (the stack
+        is gone, so its lock file would be an orphan). A waiter that then gets the flock of the
+        removed file sees that the path is not that file any more, and locks the new one."""
         base = self._lock_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pipeline" / "stacks"
         base.mkdir(parents=True, exist_ok=True)
-        with (base / f"{self.pipeline}.{stack}.lock").open("a") as fh:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StackOperationError(
-                            f"stack {stack} is busy: another process has been deploying or deleting it for "
-                            f"{LOCK_TIMEOUT:g} s",
-                            hint="wait for it to finish, or stop it",
-                        ) from None
-                    time.sleep(0.1)
+        path = base / f"{self.pipeline}.{stack}.lock"
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            fh = path.open("a")
             try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                while True:
+                    try:
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise StackOperationError(
+                                f"stack {stack} is busy: another process has been deploying or deleting it for "
+                                f"{LOCK_TIMEOUT:g} s",
+                                hint="wait for it to finish, or stop it",
+                            ) from None
+                        time.sleep(0.1)
+                try:
+                    current = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+                except FileNotFoundError:
+                    current = False
+            except BaseException:
+                fh.close()
+                raise
+            if current:
+                break
+            fh.close()
+        state = {"remove": False}
+        try:
+            yield state
+        finally:
+            if state["remove"]:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
 
     def _observe(self, stack: str) -> _Observed:
         import docker.errors
@@ -277,9 +299,10 @@ class LocalStackEngine:
     def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
         import docker.errors
 
-        with self._lock(stack):
+        with self._lock(stack) as lock:
             observed = self._observe(stack)
             if not observed.exists:
+                lock["remove"] = True
                 return
             containers = [c for c in (observed.lb, *observed.replicas, *observed.strays) if c is not None]
 
@@ -302,6 +325,7 @@ class LocalStackEngine:
                         f"cannot remove network {observed.network.name} of stack {stack}: {exc.explanation or exc}",
                         hint=f"a container that is not part of the stack is attached to it: docker network inspect {observed.network.name}",
                     ) from None
+            lock["remove"] = True  # the stack is gone: so is its lock file
 
     def deploy(
         self,
@@ -511,6 +535,8 @@ class _Deployment:
         self._stops: list[Future[None]] = []
         self._config_text: str | None = None
         """The balancer's nginx.conf as this deployment last read or wrote it."""
+        self._phase = "launch"
+        """What replicas are started for (`create`, `batch-<n>`): part of the checkpoint names."""
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"deploy-{stack}")
 
     # --- the plan ---
@@ -548,8 +574,9 @@ class _Deployment:
                 self.on_event(f"removing {replica.name}")
                 replica.remove(force=True, v=True)
         checked = self._healthy_or_removed(good)
+        self._phase = "create"
         new = self._launch(self.topo.desired - len(checked))
-        checkpoint("local-stack:create:launched")
+        checkpoint(f"local-stack:{self.stack}:create:launched", "local-stack:create:launched")
         servers = [r.name for r in checked + new]
         if lb is None:
             lb = self._create_lb(network, servers)
@@ -621,12 +648,15 @@ class _Deployment:
                     retire, old = old[:take], old[take:]
                     self._route(lb, good + old, retire=retire)
                     continue
+                self._phase = f"batch-{batches + 1}"
                 try:
                     new = self._launch(surge)
                 except StackOperationError as exc:
                     self._fail(lb, exc, started, previous)
                 batches += 1
-                checkpoint(f"local-stack:batch-{batches}:launched")
+                checkpoint(
+                    f"local-stack:{self.stack}:batch-{batches}:launched", f"local-stack:batch-{batches}:launched"
+                )
                 started += new
                 good += new
                 excess = max(0, len(good) + len(old) - self.topo.desired)
@@ -635,7 +665,7 @@ class _Deployment:
                 retire = list(old) if self.topo.replacing else old[: self.topo.max_batch]
                 old = old[len(retire) :]
             self._route(lb, good + old, retire=retire)
-            checkpoint(f"local-stack:batch-{batches}:routed")
+            checkpoint(f"local-stack:{self.stack}:batch-{batches}:routed", f"local-stack:batch-{batches}:routed")
         extra = good[self.topo.desired :]
         if extra:
             self._route(lb, good[: self.topo.desired], retire=extra)
@@ -738,6 +768,7 @@ class _Deployment:
             )
         except docker.errors.DockerException as exc:
             raise StackOperationError(f"cannot start a replica of {self.image}: {exc}") from None
+        checkpoint(f"local-stack:{self.stack}:{self._phase}:replica-started")
         return container
 
     def _wait_healthy(self, replica: Any) -> None:

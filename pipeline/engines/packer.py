@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pipeline.engines.process import run_quiet, stream
 from pipeline.errors import CommandFailedError, CommandTimeoutError, PipelineError, TemplateError, ToolMissingError
+from pipeline.faults import checkpoint
 
 PACKER_COMMA = "%!(PACKER_COMMA)"
 BINARY_ENV = "PIPELINE_PACKER"
@@ -117,10 +118,15 @@ class BuildProgress:
         on_step: Callable[[str], None] = lambda text: None,
         on_line: Callable[[str], None] = lambda line: None,
         raw: Callable[[str], None] = lambda line: None,
+        *,
+        name: str = "build",
     ) -> None:
         self.on_step = on_step
         self.on_line = on_line
         self.raw = raw
+        self.name = name
+        """Who builds (the stage): names the fault-injection checkpoint `packer:<name>:provisioning`."""
+        self.provisioning = False
         self.artifacts: dict[str, dict[int, Artifact]] = {}
         self.errors: list[str] = []
         self.containers: list[str] = []
@@ -142,6 +148,10 @@ class BuildProgress:
             level, message = record.data[0], ",".join(record.data[1:])
             for text in message.strip("\n").split("\n"):
                 self.on_line(text)
+            if self.provisioning:  # a crash-test checkpoint on every line of the provisioning
+                checkpoint(f"packer:{self.name}:provisioning")
+            elif "Provisioning with" in message:
+                self.provisioning = True
             found = _CONTAINER_ID.search(message)
             if found and found.group(1) not in self.containers:
                 self.containers.append(found.group(1))
@@ -429,18 +439,20 @@ class Packer:
         progress: BuildProgress,
         deadline: float | None = None,
         cancel: threading.Event | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> BuildProgress:
         """`packer build -machine-readable -only=SOURCE`, streamed into `progress`.
 
         Raises CommandFailedError with Packer's own error messages when the build fails (Packer
-        has already cleaned up: `-on-error=cleanup`), CommandTimeoutError or Interrupted."""
+        has already cleaned up: `-on-error=cleanup`), CommandTimeoutError or Interrupted. `env`
+        adds to the binary's environment for this build (e.g. `PACKER_TMP_DIR`)."""
         args = ["build", "-machine-readable", "-on-error=cleanup", f"-only={only}", *var_args(variables), template.name]
         command = [self.binary, *args]
         try:
             stream(
                 command,
                 cwd=template.parent,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 on_line=progress.feed,
                 deadline=deadline,
                 cancel=cancel,
