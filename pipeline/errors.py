@@ -127,6 +127,10 @@ class StateCorruptError(BadInputError):
     """A ledger file under .pipeline/ cannot be read."""
 
 
+class CredentialsError(BadInputError):
+    """Credentials for a service (AWS) are missing, expired or refused; nothing was changed."""
+
+
 # --- failures: exit 1 ----------------------------------------------------------------------------
 
 

@@ -29,8 +29,9 @@ import io
 import json
 import os
 import re
+import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.faults import checkpoint
 from pipeline.hashing import digest, hash_paths
 from pipeline.model import AwsSettings, Profile, RelPath, Stage
 
@@ -62,6 +64,12 @@ PACKER_OUTPUT = "packer-manifest.json"
 USE_IMAGE_ENV = "PIPELINE_{stage}_USE_IMAGE"
 """Environment variable naming an existing image to use instead of building (e.g. an AMI id)."""
 DUMMY_AWS_KEY = "testing"
+WORK_DIR = "bakes"
+"""Under the ledger: `bakes/<pipeline>/<stage>/<run id>/`, one folder per bake in progress. It holds
+Packer's temporary folder (which Packer bind-mounts into its build container, so the container can be
+traced back to the bake) and a journal of the images the bake made but has not tagged yet. The folder
+goes when the bake ends; one left behind is a bake that died (SIGKILL, a lost machine), and the next
+bake removes what it left (build and check containers, untagged images) before it starts."""
 
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
@@ -210,6 +218,53 @@ def aws_target(spec: Bake, environ: Mapping[str, str] | None = None) -> AwsTarge
     return AwsTarget(region=region, endpoint=endpoint)
 
 
+AWS_CREDENTIAL_ERRORS = {
+    "AuthFailure",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "RequestExpired",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+}
+"""Error codes AWS answers when the credentials are not (or no longer) accepted."""
+
+
+@contextlib.contextmanager
+def aws_errors(target: AwsTarget) -> Iterator[None]:
+    """botocore's failures of reaching AWS, as errors that name the endpoint or the credentials
+    and say what to do (instead of a traceback)."""
+    from pipeline.errors import CredentialsError, ToolMissingError
+
+    errors = importlib.import_module("botocore.exceptions")
+    where = target.endpoint or f"AWS {target.region}"
+    try:
+        yield
+    except (errors.EndpointConnectionError, errors.ConnectTimeoutError, errors.ReadTimeoutError) as exc:
+        raise ToolMissingError(
+            f"cannot reach the EC2 endpoint {where}: {exc}",
+            hint="check AWS_ENDPOINT_URL (or Bake(aws=AwsSettings(endpoint_url=...))) and that the service (or "
+            "emulator) runs there; `pipeline doctor --profile aws` checks it; nothing was changed",
+        ) from None
+    except (errors.NoCredentialsError, errors.PartialCredentialsError, errors.ProfileNotFound) as exc:
+        raise CredentialsError(
+            f"no usable AWS credentials for {where}: {exc}",
+            hint="export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE naming a profile in "
+            "~/.aws/config), or give them to the stage as secrets; nothing was changed",
+        ) from None
+    except errors.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code not in AWS_CREDENTIAL_ERRORS:
+            raise
+        raise CredentialsError(
+            f"{where} refused the AWS credentials: {code}: {error.get('Message', '')}".rstrip(": "),
+            hint="get fresh credentials (an expired session token needs a new one: `aws sso login`, or "
+            "re-export AWS_SESSION_TOKEN; on CI, update the secret); nothing was changed",
+        ) from None
+
+
 @dataclass
 class DockerBake:
     """The result of the docker half of a bake."""
@@ -267,10 +322,53 @@ class BakeExecutor(Executor[Bake]):
             self._packer(None), template, sources=sources, aws=target, root=ctx.root, ledger=ctx.ledger
         )
 
+    def ready(self, ctx: PlanContext) -> None:
+        """Before a run (not `validate`): what the bake will talk to answers. The Docker engine
+        (local, and the aws profile's emulated checks); the EC2 endpoint and its credentials (aws).
+        A ToolMissingError (exit 1) naming it and the fix, before anything has changed."""
+        if ctx.profile == "local" or self.spec.sources.get("local"):
+            self._docker_ready()
+        if ctx.profile == "aws":
+            from pipeline.secrets import MissingSecretError, resolve
+
+            env = ctx.pipeline.environment_of(ctx.stage)
+            try:  # credentials may come from the stage's secrets
+                secrets = resolve([*self.spec.secrets, *(env.secrets if env else ())])
+            except MissingSecretError:
+                return  # the stage fails naming the secret when it starts
+            target = aws_target(self.spec)
+            credentials = self._aws_env(None, target, extra={**self.spec.env, **secrets})
+            self._aws_ready(self._ec2(target, credentials), target)
+
+    def _docker_ready(self) -> None:
+        from pipeline.errors import ToolMissingError
+
+        try:
+            self._docker()
+        except ToolMissingError as exc:
+            where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            reason = exc.message.removeprefix("the Docker engine is not reachable ").strip("()")
+            if "FileNotFoundError" in reason:
+                reason = "there is no socket at that path"
+            elif "refused" in reason.lower() or "NewConnectionError" in reason:
+                reason = "the connection was refused"
+            raise ToolMissingError(
+                f"stage {self.spec.name!r} needs the Docker engine, and the one at {where} does not answer ({reason})",
+                hint=(exc.hint or "start it")
+                + (
+                    f"; or point DOCKER_HOST (now {where}) at a running engine" if os.environ.get("DOCKER_HOST") else ""
+                ),
+            ) from None
+
     # ------------------------------------------------------------------ apply
     def run(self, ctx: StageContext) -> Outputs:
-        if ctx.profile == "aws":
-            return self._run_aws(ctx)
+        outputs = self._run_aws(ctx) if ctx.profile == "aws" else self._run_local(ctx)
+        # Done: whatever the bake made is tagged (or was reused). A failure keeps the folder, so
+        # the next bake makes sure nothing it left remains; an interrupt removes it after cleanup.
+        self._close_journal(ctx)
+        return outputs
+
+    def _run_local(self, ctx: StageContext) -> Outputs:
         source = self._source("local")
         template = self._template_path(ctx.root)
         packer = self._packer(ctx)
@@ -286,6 +384,7 @@ class BakeExecutor(Executor[Bake]):
     def interrupted(self, ctx: StageContext) -> None:
         """Ctrl-C: remove the containers this bake started and the image it has not recorded."""
         self._cleanup(ctx.log)
+        self._close_journal(ctx)
 
     # ------------------------------------------------------------------ the docker half
     def _bake_docker(
@@ -294,6 +393,7 @@ class BakeExecutor(Executor[Bake]):
         from pipeline.engines.base_image import ensure_base_image
 
         client = self._docker()
+        self._sweep_dead_bakes(ctx, client)
         given = self._use_image("local") if ctx.profile == "local" else None
         if given:
             return self._use_given_docker_image(ctx, client, given)
@@ -329,6 +429,8 @@ class BakeExecutor(Executor[Bake]):
         )
         artifact, run_uuid, seconds = self._packer_build(ctx, packer, template, source, variables, manifest)
         self._unrecorded_image = artifact
+        self._journal(ctx, artifact=artifact)
+        checkpoint(f"bake:{ctx.stage.name}:built")
         labels = {
             f"{LABEL}.role": "bake",
             KEY_LABEL: key,
@@ -344,6 +446,7 @@ class BakeExecutor(Executor[Bake]):
             labelling = pool.submit(self._label, artifact, labels)
             try:
                 report = self._run_checks(ctx, client, artifact, source)
+                checkpoint(f"bake:{ctx.stage.name}:checked")
                 ctx.step(f"tagging {ref}")
                 client.api.tag(labelling.result(), repository, key[:SHORT_KEY])
             except BaseException:
@@ -391,6 +494,7 @@ class BakeExecutor(Executor[Bake]):
         from pipeline.errors import CommandFailedError, PipelineError
 
         raw_path = ctx.stage_dir / f"packer-{source}.machine-readable.log"
+        self._journal(ctx, manifest=manifest)
         started = time.monotonic()
         ctx.step(f"packer build -only={source}")
         ctx.log(f"$ packer build -machine-readable -only={source} {template.name}  (in {template.parent})")
@@ -399,7 +503,9 @@ class BakeExecutor(Executor[Bake]):
             def keep_raw(line: str) -> None:
                 raw.write(line + "\n")
 
-            progress = BuildProgress(on_step=lambda text: ctx.step(f"packer: {text}"), on_line=ctx.log, raw=keep_raw)
+            progress = BuildProgress(
+                on_step=lambda text: ctx.step(f"packer: {text}"), on_line=ctx.log, raw=keep_raw, name=ctx.stage.name
+            )
             try:
                 packer.build(
                     template,
@@ -408,6 +514,7 @@ class BakeExecutor(Executor[Bake]):
                     progress=progress,
                     deadline=ctx.deadline,
                     cancel=ctx.cancel,
+                    env={"PACKER_TMP_DIR": str(self._packer_tmp(ctx))},
                 )
             except CommandFailedError as exc:
                 first = exc.tail.strip().splitlines()[0] if exc.tail.strip() else f"exit status {exc.returncode}"
@@ -526,6 +633,7 @@ class BakeExecutor(Executor[Bake]):
             packer, template, sources=sources, aws=target, step=ctx.step, log=ctx.log, root=ctx.root, ledger=ctx.ledger
         )
         ec2 = self._ec2(target, env)
+        self._aws_ready(ec2, target)  # before the docker half: nothing is made if AWS cannot be reached
 
         # 1. Check the provisioning through the docker source (same scripts), before any AMI exists.
         checked: DockerBake | None = None
@@ -815,11 +923,102 @@ class BakeExecutor(Executor[Bake]):
             self._remove_image(self._docker(), self._unrecorded_image, log)
             self._unrecorded_image = None
 
+    # --- what a bake killed half-way leaves behind ---
+    @staticmethod
+    def _work_root(ctx: StageContext) -> Path:
+        return ctx.ledger.dir / WORK_DIR / ctx.pipeline.name / ctx.stage.name
+
+    def _packer_tmp(self, ctx: StageContext) -> Path:
+        path = self._work_root(ctx) / ctx.run_id / "packer-tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _journal(self, ctx: StageContext, *, manifest: Path | None = None, artifact: str | None = None) -> None:
+        """Write down, before relying on it, what this bake may leave behind if it dies now."""
+        from pipeline.state import read_json, write_json
+
+        path = self._work_root(ctx) / ctx.run_id / "journal.json"
+        data = read_json(path) or {"run_id": ctx.run_id, "manifests": [], "artifacts": []}
+        if manifest is not None and str(manifest) not in data["manifests"]:
+            data["manifests"].append(str(manifest))
+        if artifact is not None and artifact not in data["artifacts"]:
+            data["artifacts"].append(artifact)
+        write_json(path, data)
+
+    def _close_journal(self, ctx: StageContext) -> None:
+        shutil.rmtree(self._work_root(ctx) / ctx.run_id, ignore_errors=True)
+
+    def _sweep_dead_bakes(self, ctx: StageContext, client: docker.DockerClient) -> None:
+        """Remove what earlier bakes of this stage left when they died (their folder is still there).
+
+        This run holds the pipeline's build lock, so no other bake of this stage is alive."""
+        root = self._work_root(ctx)
+        if not root.is_dir():
+            return
+        dead = sorted(p for p in root.iterdir() if p.is_dir() and p.name != ctx.run_id)
+        for folder in dead:
+            removed = self._remove_leftovers(ctx, client, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            if removed:
+                ctx.notes.append(f"removed what a bake killed in run {folder.name} left: {', '.join(removed)}")
+
+    def _remove_leftovers(self, ctx: StageContext, client: docker.DockerClient, folder: Path) -> list[str]:
+        import docker.errors
+
+        from pipeline.engines.image_checks import CHECK_ROLE, ROLE_LABEL, remove_container
+        from pipeline.engines.packer import read_manifest
+        from pipeline.errors import PipelineError
+        from pipeline.state import read_json
+
+        run_id = folder.name
+        removed: list[str] = []
+        # Packer's build container bind-mounts Packer's temporary folder, which was in `folder`.
+        inside = str(folder.resolve()) + "/"
+        for container in client.containers.list(all=True, filters={"volume": "/packer-files"}):
+            sources = [str(m.get("Source", "")) for m in container.attrs.get("Mounts") or []]
+            if any(source.startswith(inside) for source in sources):
+                ctx.log(f"removing Packer's build container {container.short_id} (run {run_id} died while baking)")
+                remove_container(client, container.id)
+                removed.append(f"build container {container.short_id}")
+        labels = [
+            f"{LABEL}.pipeline={ctx.pipeline.name}",
+            f"{LABEL}.stage={ctx.stage.name}",
+            f"{LABEL}.run-id={run_id}",
+        ]
+        for container in client.containers.list(all=True, filters={"label": [*labels, f"{ROLE_LABEL}={CHECK_ROLE}"]}):
+            ctx.log(f"removing check container {container.short_id} (run {run_id} died while checking)")
+            remove_container(client, container.id)
+            removed.append(f"check container {container.short_id}")
+        # Images: the labelled layer made while the checks ran (never tagged), then Packer's own.
+        images = [str(i.id) for i in client.images.list(filters={"label": labels, "dangling": True})]
+        journal = read_json(folder / "journal.json") or {}
+        images += [str(a) for a in journal.get("artifacts", [])]
+        for manifest in journal.get("manifests", []):
+            with contextlib.suppress(PipelineError, OSError, ValueError):
+                images.append(read_manifest(Path(manifest)).artifact_id)
+        for image in dict.fromkeys(images):
+            try:
+                attrs = client.api.inspect_image(image)
+            except docker.errors.NotFound:
+                continue
+            if attrs.get("RepoTags"):
+                continue  # tagged: it counts (a bake that died after tagging it)
+            try:  # no force: an image another one is built on, or a container uses, stays
+                client.images.remove(image, force=False, noprune=False)
+            except docker.errors.APIError as exc:
+                ctx.log(f"kept {image[:19]} left by run {run_id}: {exc.explanation or exc}")
+                continue
+            ctx.log(f"removed image {image[:19]} (run {run_id} died before tagging it)")
+            removed.append(f"image {image[:19]}")
+        return removed
+
     # --- aws ---
-    def _aws_env(self, ctx: StageContext | None, target: AwsTarget) -> dict[str, str]:
+    def _aws_env(
+        self, ctx: StageContext | None, target: AwsTarget, *, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """Credentials for Packer and boto3: the stage's secrets, else the usual chain; an emulator
         gets dummy keys when there are none (it accepts any)."""
-        merged = {**os.environ, **(ctx.stage.env if ctx else {}), **(ctx.secrets if ctx else {})}
+        merged = {**os.environ, **(ctx.stage.env if ctx else {}), **(ctx.secrets if ctx else {}), **(extra or {})}
         env = {"AWS_REGION": target.region, "AWS_DEFAULT_REGION": target.region}
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
             if merged.get(name):
@@ -838,14 +1037,20 @@ class BakeExecutor(Executor[Bake]):
             raise ToolMissingError(
                 "the Python package 'boto3' is not installed", hint="pip install 'pipeline-as-code[run]'"
             ) from None
-        session = boto3.session.Session(
-            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-            aws_session_token=env.get("AWS_SESSION_TOKEN"),
-            profile_name=env.get("AWS_PROFILE") if "AWS_ACCESS_KEY_ID" not in env else None,
-            region_name=target.region,
-        )
-        return session.client("ec2", endpoint_url=target.endpoint)
+        with aws_errors(target):
+            session = boto3.session.Session(
+                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+                aws_session_token=env.get("AWS_SESSION_TOKEN"),
+                profile_name=env.get("AWS_PROFILE") if "AWS_ACCESS_KEY_ID" not in env else None,
+                region_name=target.region,
+            )
+            return session.client("ec2", endpoint_url=target.endpoint)
+
+    def _aws_ready(self, ec2: Any, target: AwsTarget) -> None:
+        """One cheap EC2 call: the endpoint answers and accepts the credentials."""
+        with aws_errors(target):
+            ec2.describe_regions(RegionNames=[target.region])
 
     def _ami_exists(self, ami: str, *, ec2: Any = None) -> bool:
         from pipeline.errors import ToolMissingError
