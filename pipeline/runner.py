@@ -234,8 +234,18 @@ class Runner:
             stage = self.spec.stage(name)
             # A corrupt ledger record is reported now, before anything has changed.
             self.ledger.stage_record(self.spec.name, profile, name)
+            env = self.spec.environment_of(stage)
+            if env is not None:
+                self.ledger.releases(self.spec.name, env.name)
             # Templates and parameters are checked before any stage starts (exit 2 if bad).
-            self.executor(stage).preflight(self._plan_context(stage, profile, {}))
+            executor = self.executor(stage)
+            ctx = self._plan_context(stage, profile, {})
+            executor.preflight(ctx)
+            # What the run needs and `validate` does not: tools and services that answer (the
+            # Docker engine, an AWS endpoint and credentials). Optional: `ready(ctx)`.
+            ready = getattr(executor, "ready", None)
+            if callable(ready):
+                ready(ctx)
 
     def _carried_outputs(self, order: list[str], selected: list[str], profile: str) -> dict[str, dict[str, str]]:
         """Outputs of stages outside the selection that selected stages need (from the ledger)."""
@@ -339,13 +349,17 @@ class Runner:
         return True
 
     # ------------------------------------------------------------------ applying
-    def _locks(self, selected: list[str]) -> list[Lock]:
+    def _locks(self, selected: list[str], run_id: str, manifest_path: Path) -> dict[str, Lock]:
+        """{environment (or `build`): its lock} for the environments the selected stages act on."""
         names = set()
         for name in selected:
             env = self.spec.environment_of(self.spec.stage(name))
             names.add(env.name if env else BUILD_LOCK)
         purpose = f"pipeline run, stages {', '.join(selected)}"
-        return [self.ledger.lock(self.spec.name, n, purpose=purpose) for n in sorted(names)]
+        return {
+            n: self.ledger.lock(self.spec.name, n, purpose=purpose, run_id=run_id, manifest=manifest_path)
+            for n in sorted(names)
+        }
 
     def _execute(
         self,
@@ -361,17 +375,23 @@ class Runner:
         self.ledger.ensure()
         run = _Run(self, manifest, manifest_path, profile, options, selected, single)
         with ExitStack() as stack:
-            for lock in self._locks(selected):
+            dead: dict[str, tuple[dict[str, Any], set[str]]] = {}
+            for env_name, lock in self._locks(selected, manifest.run_id, manifest_path).items():
                 stack.enter_context(lock)
                 if lock.took_over:
                     pid = lock.took_over.get("pid")
                     self.reporter.notice(f"took over {lock.path.stem}: its holder (pid {pid}) is no longer running")
                     run.event(None, "lock-taken-over", holder=lock.took_over)
+                    dead_run = str(lock.took_over.get("run_id") or "")
+                    if dead_run and dead_run != manifest.run_id:
+                        dead.setdefault(dead_run, (lock.took_over, set()))[1].add(env_name)
             for name in selected:
                 manifest.stages.setdefault(name, StageResult())
             run.save(None)
             run.event(None, "run-started", stages=selected, profile=profile)
             self.reporter.run_started(manifest.run_id, selected, run.summary.run_dir)
+            for dead_run, (holder, envs) in dead.items():
+                run.recover(dead_run, holder, envs)
             try:
                 run.loop(order)
             finally:
@@ -576,6 +596,108 @@ class _Run:
             return "succeeded"
         return "failed"  # pragma: no cover - the loop always returns
 
+    # --- a run that died ---
+    def recover(self, run_id: str, holder: Mapping[str, Any], envs: set[str]) -> None:
+        """Finish the records of a run that died holding our locks (SIGKILL, a lost machine): its
+        running stage becomes `interrupted`, its pending ones `skipped`; then its always-run stages
+        (teardown) that never ran on the environments we now hold run on its behalf, so what it
+        left (a test stack) is gone before this run creates its own."""
+        path = Path(str(holder["manifest"])) if holder.get("manifest") else self.ledger.manifest_path(run_id)
+        try:
+            dead = Manifest.load(path)
+        except PipelineError as exc:
+            self.reporter.notice(
+                f"run {run_id} died; its manifest cannot be read ({exc}): its records stay as they are"
+            )
+            return
+        if dead is None or dead.pipeline != self.spec.name or dead.run_id != run_id:
+            return
+        before = {name: result.status for name, result in dead.stages.items()}
+        pid = holder.get("pid", "?")
+        for result in dead.stages.values():
+            if result.status == "running":
+                result.status = "interrupted"
+                result.message = f"the run died here (pid {pid}); run {self.manifest.run_id} took over its lock"
+                result.finished_at = result.finished_at or now_iso()
+            elif result.status == "pending":
+                result.status = "skipped"
+                result.message = "not run: the run died before this stage"
+        changed = [n for n, status in before.items() if dead.stages[n].status != status]
+        _save_stages(dead, path, changed)
+        self.event(None, "run-died", dead_run=run_id, pid=pid, stages=changed)
+        if changed:
+            self.reporter.notice(f"run {run_id} died (pid {pid}); its unfinished stages are marked so")
+        for stage in self.spec.ordered():
+            name = stage.name
+            if not type(stage).always or before.get(name) not in ("pending", "running"):
+                continue
+            env = self.spec.environment_of(stage)
+            if (env.name if env else BUILD_LOCK) not in envs:
+                continue
+            started = [
+                ref
+                for ref in stage.references().values()
+                if before.get(ref) not in (None, "pending", "skipped")
+                or (ref in dead.stages and dead.stages[ref].outputs)
+            ]
+            if started:
+                self._finish_for(dead, path, stage, run_id)
+
+    def _finish_for(self, dead: Manifest, path: Path, stage: Stage, run_id: str) -> None:
+        """Run an always-run stage of a dead run with that run's outputs, recording it there."""
+        name = stage.name
+        profile: Profile = "aws" if dead.profile == "aws" else "local"
+        ancestors = self.spec.graph.ancestors(name)
+        upstream = {n: dict(r.outputs) for n, r in dead.stages.items() if n in ancestors and r.outputs}
+        run_dir = self.ledger.run_dir(run_id)
+        log_path = run_dir / "stages" / name / "output.log"
+        masker = Masker()
+        self.reporter.notice(f"finishing run {run_id}: {name} never ran there")
+        result = dead.stages[name]
+        try:
+            env = self.spec.environment_of(stage)
+            secrets = resolve([*stage.secrets, *(env.secrets if env else ())])
+            masker.add(secrets.values())
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a") as log_file:
+
+                def log(line: str) -> None:
+                    log_file.write(masker(line) + "\n")
+                    log_file.flush()
+
+                log(f"run {self.manifest.run_id} runs this stage: run {run_id} died before it")
+                ctx = StageContext(
+                    pipeline=self.spec,
+                    stage=stage,
+                    root=self.runner.root,
+                    run_id=run_id,
+                    run_dir=run_dir,
+                    profile=profile,
+                    upstream=upstream,
+                    ledger=self.ledger,
+                    log=log,
+                    step=lambda text: None,
+                    secrets=secrets,
+                    deadline=time.monotonic() + stage.timeout_minutes * 60,
+                )
+                outputs = stage.executor().run(ctx)
+        except PipelineError as exc:
+            self.reporter.notice(f"{name} of run {run_id} failed ({masker(str(exc))}); this run's {name} tries again")
+            self.event(name, "recovery-failed", dead_run=run_id, message=masker(str(exc)))
+            return
+        except Exception as exc:  # a bug in an executor: this run's own teardown still runs
+            self.reporter.notice(f"{name} of run {run_id} failed: internal error: {type(exc).__name__}: {exc}")
+            return
+        result.status = "succeeded"
+        result.outputs = {k: masker(str(v)) for k, v in outputs.items()}
+        result.message = f"run by run {self.manifest.run_id} after this run died"
+        result.finished_at = now_iso()
+        _save_stages(dead, path, [name])
+        key = self.runner.key(stage, profile, upstream)
+        record = StageRecord(key=key, outputs=result.outputs, run_id=run_id, finished_at=now_iso())
+        self.ledger.save_stage_record(self.spec.name, profile, name, record)
+        self.event(name, "recovered", dead_run=run_id, outputs=result.outputs)
+
     # --- recording ---
     def fail(self, name: str, message: str, hint: str | None, tail: str, ctx: StageContext | None = None) -> None:
         result = self.manifest.stages[name]
@@ -603,6 +725,16 @@ class _Run:
         self.ledger.append_event(
             {"pipeline": self.spec.name, "run_id": self.manifest.run_id, "stage": stage, "event": event, **detail}
         )
+
+
+def _save_stages(manifest: Manifest, path: Path, stages: list[str]) -> None:
+    """Save a manifest file, or the given stages' files of a manifest folder."""
+    if path.suffix == ".json":
+        if stages:
+            manifest.save(path)
+        return
+    for name in stages:
+        manifest.save(path, stage=name)
 
 
 def _cleanup_after_interrupt(executor: Executor[Any], ctx: StageContext, log: Callable[[str], None]) -> None:

@@ -334,8 +334,17 @@ class Ledger:
         return seen
 
     # --- locks ---
-    def lock(self, pipeline: str, env: str, *, purpose: str) -> Lock:
-        return Lock(self.dir / "locks" / f"{pipeline}.{env}.lock", purpose=purpose)
+    def lock(
+        self, pipeline: str, env: str, *, purpose: str, run_id: str | None = None, manifest: Path | None = None
+    ) -> Lock:
+        """The lock of one pipeline and environment. `run_id` and `manifest` say which run holds
+        it, so a run that takes it over from a dead holder can finish that run's records."""
+        extra = {"run_id": run_id, "manifest": str(manifest) if manifest else None}
+        return Lock(
+            self.dir / "locks" / f"{pipeline}.{env}.lock",
+            purpose=purpose,
+            holder={k: v for k, v in extra.items() if v},
+        )
 
 
 class Lock:
@@ -344,9 +353,11 @@ class Lock:
     The file also says who holds it, so a second run can name the holder; a lock file with a
     holder but no flock was left by a killed process and is taken over (and reported)."""
 
-    def __init__(self, path: Path, *, purpose: str) -> None:
+    def __init__(self, path: Path, *, purpose: str, holder: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.purpose = purpose
+        self.holder = dict(holder or {})
+        """More about the holder, written into the file (e.g. the run id)."""
         self._fh: IO[str] | None = None
         self.took_over: dict[str, Any] | None = None
 
@@ -374,7 +385,15 @@ class Lock:
         fh.seek(0)
         fh.truncate()
         fh.write(
-            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(), "purpose": self.purpose})
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": now_iso(),
+                    "purpose": self.purpose,
+                    **self.holder,
+                }
+            )
         )
         fh.flush()
         self._fh = fh
@@ -409,8 +428,9 @@ def _parse_holder(text: str) -> dict[str, Any] | None:
 
 
 def _describe(holder: Mapping[str, Any]) -> str:
+    run = f"run {holder['run_id']}, " if holder.get("run_id") else ""
     return (
-        f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+        f"{run}pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
         f"({holder.get('purpose', '?')}, since {holder.get('since', '?')})"
     )
 
