@@ -19,11 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from pipeline.engines.cfn_template import load_template, parse_template
 from pipeline.errors import TemplateError
 
 ASG = "AWS::AutoScaling::AutoScalingGroup"
@@ -43,53 +41,6 @@ DEFAULT_GRACE_PERIOD = 60
 """How long a new replica may take to answer its health check when the group says 0."""
 
 _MATCHER_RE = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """A YAML loader that understands CloudFormation's short-form tags (!Ref, !GetAtt, !Sub, ...)."""
-
-
-def _short_form(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        resource, _, attribute = value.partition(".")
-        value = [resource, attribute]
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _short_form)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    """Parse a CloudFormation template (YAML with short-form tags, or JSON)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise TemplateError(f"template {path} does not exist", hint="check the environment's `template`") from None
-    except OSError as exc:
-        raise TemplateError(f"cannot read template {path}: {exc.strerror}") from None
-    return parse_template(text, source=str(path))
-
-
-def parse_template(text: str, *, source: str = "<template>") -> dict[str, Any]:
-    try:
-        data = yaml.load(text, Loader=_CfnLoader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TemplateError(f"{source} is not valid YAML{where}: {problem}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
-        raise TemplateError(f"{source} has no Resources section", hint="a CloudFormation template needs Resources")
-    return data
 
 
 @dataclass(frozen=True)
