@@ -7,6 +7,7 @@ aws (CloudFormation) engines serve the same stages.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,9 +24,18 @@ S = TypeVar("S", bound=Stage)
 
 
 def engine(ctx: PlanContext | StageContext, env: Environment) -> StackEngine:
+    """The environment's engine on the run's profile. The aws engine reads credentials, region and
+    AWS_ENDPOINT_URL from the process environment, overridden by the stage's `env` and, while the
+    stage runs, its (and its environment's) secrets."""
     from pipeline.engines.stack import engine_for
 
-    return engine_for(ctx.pipeline, env, ctx.profile, ctx.root)
+    return engine_for(ctx.pipeline, env, ctx.profile, ctx.root, environ=stage_environ(ctx))
+
+
+def stage_environ(ctx: PlanContext | StageContext) -> dict[str, str]:
+    """The process environment, then the stage's plain `env`, then its resolved secrets."""
+    secrets = ctx.secrets if isinstance(ctx, StageContext) else {}
+    return {**os.environ, **ctx.stage.env, **secrets}
 
 
 def check_template(ctx: PlanContext, env: Environment) -> None:
@@ -35,6 +45,14 @@ def check_template(ctx: PlanContext, env: Environment) -> None:
     check = getattr(engine(ctx, env), "check_template", None)
     if callable(check):
         check()
+
+
+def aws_ready(ctx: PlanContext, env: Environment) -> None:
+    """Before a run on the aws profile: the CloudFormation endpoint answers and the credentials
+    work (one read-only call), so a missing key or a stopped emulator stops the run before the
+    bake spends minutes (ToolMissingError, or StackOperationError for refused credentials)."""
+    if ctx.profile == "aws":
+        engine(ctx, env).describe(env.stack_name(ctx.pipeline.name))
 
 
 def events(ctx: StageContext) -> OnEvent:
@@ -89,8 +107,7 @@ def check_or_fail(
     """Verify through the balancer; a failure fails the stage, naming the first bad answer."""
     ctx.step(f"verifying {what}")
     report = stack_engine.verify(state, check, on_event=ctx.log)
-    if report.emulated:
-        ctx.notes.append(f"emulated checks ({what}): {', '.join(report.emulated)}")
+    note_checks(ctx, report, what)
     if not report.ok:
         raise StageFailedError(
             ctx.stage.name,
@@ -99,6 +116,15 @@ def check_or_fail(
         )
     ctx.log(f"verified {what}: {report.detail}")
     return report
+
+
+def note_checks(ctx: StageContext, report: VerifyReport, what: str) -> None:
+    """Say in the run report which checks were emulated (an emulator's control plane) and which
+    were real. Nothing is added when every check was real (the local profile, real AWS)."""
+    if not report.emulated:
+        return
+    real = f"; real: {', '.join(report.real)}" if report.real else "; nothing was checked for real"
+    ctx.notes.append(f"checks of {what}: emulated: {', '.join(report.emulated)}{real}")
 
 
 def require_stack(ctx: StageContext, stack_engine: StackEngine, stack: str, producer: str) -> StackState:
@@ -130,6 +156,9 @@ class RehearsalExecutor(Executor[S]):
     def preflight(self, ctx: PlanContext) -> None:
         check_template(ctx, rehearsal_env(ctx.pipeline, self.spec))
 
+    def ready(self, ctx: PlanContext) -> None:
+        aws_ready(ctx, rehearsal_env(ctx.pipeline, self.spec))
+
     def stack_name(self, ctx: StageContext) -> str | None:
         """The test stack this stage acts on (from its own partial outputs or its producer's)."""
         if ctx.partial_outputs.get("stack"):
@@ -150,13 +179,16 @@ class RehearsalExecutor(Executor[S]):
 
 __all__ = [
     "RehearsalExecutor",
+    "aws_ready",
     "baseline",
     "check_or_fail",
     "check_template",
     "engine",
     "events",
+    "note_checks",
     "rehearsal_env",
     "rehearsal_stack",
     "require_stack",
     "stack_is",
+    "stage_environ",
 ]

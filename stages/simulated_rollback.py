@@ -28,7 +28,7 @@ class SimulatedRollback(Stage):
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "from_image", "time_to_restore")
     uses_profile: ClassVar[bool] = True
-    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
+    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
     @field_validator("stack", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ class Teardown(Stage):
 
     outputs: ClassVar[tuple[str, ...]] = ("deleted", "kept", "url")
     uses_profile: ClassVar[bool] = True
-    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
+    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
     always: ClassVar[bool] = True
 
     @field_validator("stack", mode="before")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import field_validator
 
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.hashing import digest
 from pipeline.model import Environment, Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters
 from stages._stack import (
@@ -47,7 +48,7 @@ class TestStack(Stage):
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "url", "image", "fresh")
     uses_profile: ClassVar[bool] = True
-    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
+    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
     @field_validator("image", mode="before")
     @classmethod
@@ -80,9 +81,15 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
         return start, why, production, like
 
     def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
-        # What production runs now is part of the key: a rehearsal from another image is another result.
-        start, _, _, like = self._start(ctx)
-        return {"like": like.name, "like_image": start or "none"}
+        # What production runs now is part of the key: a rehearsal from another image, or with
+        # other parameters (capacity, instance type...), is another result.
+        start, _, production, like = self._start(ctx)
+        carried = carried_parameters(production, like.image_parameter) if start is not None else None
+        return {
+            "like": like.name,
+            "like_image": start or "none",
+            "like_parameters": digest(carried) if carried else "none",
+        }
 
     def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
         return stack_is(ctx, rehearsal_env(ctx.pipeline, self.spec), outputs)
@@ -105,6 +112,9 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
             ctx.notes.append(f"{why}: the test stack starts from it")
         ctx.partial_outputs["image"] = image
         parameters = None if fresh else carried_parameters(production, like.image_parameter)
+        if parameters:
+            copied = ", ".join(f"{k}={v}" for k, v in sorted(parameters.items()))
+            ctx.notes.append(f"parameters copied from {like.name}'s stack: {copied}")
         stack_engine = engine(ctx, env)
         ctx.step(f"creating {stack} with {image}")
         state = stack_engine.deploy(stack, image, parameters=parameters, on_event=events(ctx))

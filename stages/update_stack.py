@@ -31,7 +31,7 @@ class UpdateStack(Stage):
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "previous_image", "seconds")
     uses_profile: ClassVar[bool] = True
-    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
+    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
     @field_validator("stack", "image", mode="before")
     @classmethod
