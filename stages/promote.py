@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import field_validator
 
@@ -12,9 +12,10 @@ from pipeline.errors import PipelineError, StackOperationError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Environment, Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
-from stages._stack import check_template, engine, events
+from stages._stack import aws_ready, check_template, engine, events, note_checks
 
 if TYPE_CHECKING:
+    from pipeline.engines.git_promote import CommitInfo
     from pipeline.engines.stack import StackEngine, StackState
 
 DEFAULT_AUTHOR = "pipeline <pipeline@localhost>"
@@ -49,7 +50,7 @@ class Promote(Stage):
     approvable: ClassVar[bool] = True
     outputs: ClassVar[tuple[str, ...]] = ("image", "previous_image", "commit", "url")
     uses_profile: ClassVar[bool] = True
-    implemented: ClassVar[frozenset[str]] = frozenset({"local"})
+    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
     @field_validator("image", mode="before")
     @classmethod
@@ -79,13 +80,36 @@ class Promote(Stage):
 class PromoteExecutor(Executor[Promote]):
     """Update the environment's stack to the baked image (creating it if absent) and verify; on a
     failed verification go back to the previous image, verify that, and fail the stage.
-    Every outcome is recorded in the ledger's release history of the environment."""
+    Every outcome is recorded in the ledger's release history of the environment.
+
+    On the aws profile the image is first committed into the environment's template (the
+    `ImageId` Default, `pipeline.engines.git_promote`) and pushed; a failure afterwards goes back
+    to the previous image and reverts that commit with a new commit. Whether git can take the
+    commit (a branch, a clean tree, nothing foreign to push) is checked by `ready`, before any
+    stage of the run starts, and again (by `record_image`) before the stack changes."""
 
     def _env(self, ctx: PlanContext | StageContext) -> Environment:
         return ctx.pipeline.environment(self.spec.environment)
 
+    def _commits(self, ctx: PlanContext | StageContext, env: Environment) -> bool:
+        return ctx.profile == "aws" and self.spec.commit and env.template is not None
+
     def preflight(self, ctx: PlanContext) -> None:
         check_template(ctx, self._env(ctx))
+
+    def ready(self, ctx: PlanContext) -> None:
+        """Before a run (not `validate`, where a work-in-progress tree is normal): on the aws profile
+        git can take the promote commit (a branch, a clean tree, nothing foreign to push;
+        GitStateError, exit 2) and the CloudFormation endpoint answers with working credentials.
+        Nothing has changed yet when either is refused."""
+        env = self._env(ctx)
+        if self._commits(ctx, env) and env.template is not None:
+            from pipeline.engines.git_promote import check_can_record
+
+            check_can_record(
+                ctx.root, ctx.root / env.template, env.image_parameter, pipeline=ctx.pipeline.name, push=self.spec.push
+            )
+        aws_ready(ctx, env)
 
     def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
         image = outputs.get("image")
@@ -93,11 +117,23 @@ class PromoteExecutor(Executor[Promote]):
             return False
         env = self._env(ctx)
         state = engine(ctx, env).describe(env.stack_name(ctx.pipeline.name))
-        if state.exists and state.image == image:
+        if state.exists and state.image == image and self._template_names(ctx, env, image):
             return True
         # Rolled back on purpose since (`pipeline rollback`): a re-run must not put it back by
         # itself. A new bake (another image) or --force promotes again.
         return withdrawn(ctx.ledger, ctx.pipeline.name, env.name, image)
+
+    def _template_names(self, ctx: PlanContext, env: Environment, image: str) -> bool:
+        """aws: the committed template says `image` runs (git is part of the real world there)."""
+        if not self._commits(ctx, env) or env.template is None:
+            return True
+        from pipeline.engines.git_promote import read_default
+
+        try:
+            text = (ctx.root / env.template).read_text(encoding="utf-8")
+            return read_default(text, env.image_parameter, source=env.template) == image
+        except (OSError, PipelineError):
+            return False
 
     def run(self, ctx: StageContext) -> Outputs:
         env = self._env(ctx)
@@ -109,23 +145,30 @@ class PromoteExecutor(Executor[Promote]):
         if before.exists and previous is None:
             previous = live_image(ctx.ledger, ctx.pipeline.name, env.name)
         ctx.partial_outputs.update(image=image, previous_image=previous or "")
-        ctx.log(f"{env.name} ({stack}) runs {previous or 'nothing yet'}; promoting {image}")
-        commit = self._record_in_template(ctx, env, image)
-        ctx.step(f"updating {stack} to {image}")
+        if before.exists:
+            ctx.log(f"{env.name} ({stack}) runs {previous or 'an unknown image'}; promoting {image}")
+        else:
+            ctx.log(f"{env.name} has no stack ({stack}): it is created from {env.template} with {image}")
+            ctx.notes.append(f"{env.name} had no stack: created {stack} from {env.template}")
         parameters = carried_parameters(before, env.image_parameter)
+        commit = self._record_in_template(ctx, env, stack_engine, stack, image, parameters)
+        ctx.step(f"updating {stack} to {image}")
         try:
             state = stack_engine.deploy(stack, image, parameters=parameters, on_event=events(ctx))
         except StackOperationError as exc:  # e.g. new replicas never healthy (the engine went back)
             self._record(ctx, env, image, "failed")
-            self._undo_template(ctx, commit, f"the update of {stack} failed")
+            undone = self._undo_template(ctx, commit, f"the update of {stack} failed")
             raise StageFailedError(
-                self.spec.name, f"the update of {env.name} to {image} failed: {exc}", hint=exc.hint
+                self.spec.name, f"the update of {env.name} to {image} failed: {exc}{undone}", hint=exc.hint
             ) from exc
-        except PipelineError:
-            self._undo_template(ctx, commit, f"the update of {stack} could not run")
+        except PipelineError as exc:
+            undone = self._undo_template(ctx, commit, f"the update of {stack} could not run")
+            if undone:
+                raise StageFailedError(self.spec.name, f"{exc}{undone}", hint=exc.hint) from exc
             raise
         ctx.step(f"verifying {env.name}")
         report = stack_engine.verify(state, self.spec.verify, on_event=ctx.log)
+        note_checks(ctx, report, f"{env.name} ({image})")
         if report.ok:
             ctx.log(f"verified {env.name}: {report.detail}")
             if live_image(ctx.ledger, ctx.pipeline.name, env.name) != image:
@@ -134,12 +177,16 @@ class PromoteExecutor(Executor[Promote]):
             return {
                 "image": image,
                 "previous_image": previous or "",
-                "commit": commit or "",
+                "commit": commit.sha if commit is not None else "",
                 "url": state.url or "",
             }
         self._record(ctx, env, image, "failed")
-        self._undo_template(ctx, commit, f"{image} failed verification in {env.name}")
-        self._restore(ctx, env, stack_engine, state, image, previous, report.detail)
+        try:
+            message, hint = self._restore(ctx, env, stack_engine, state, image, previous, report.detail)
+        finally:
+            # Production first (time to restore), then the record in git; also when restoring failed.
+            undone = self._undo_template(ctx, commit, f"{image} failed verification in {env.name}")
+        raise StageFailedError(self.spec.name, message + undone, hint=hint)
 
     def _restore(
         self,
@@ -150,17 +197,16 @@ class PromoteExecutor(Executor[Promote]):
         image: str,
         failed: str | None,
         detail: str,
-    ) -> NoReturn:
-        """Automatic rollback after a failed verification; always raises StageFailedError."""
+    ) -> tuple[str, str]:
+        """Automatic rollback after a failed verification: (message, hint) of the failed stage."""
         stack = state.name
         why = f"{image} failed verification in {env.name}: {detail}"
         if failed is None or failed == image:
             ctx.log(f"{why}; {env.name} ran nothing before, so the new stack is removed")
             stack_engine.delete(stack, on_event=events(ctx))
-            raise StageFailedError(
-                self.spec.name,
+            return (
                 f"{why}; there was no earlier image to go back to, so the new {env.name} stack was removed",
-                hint="fix the release and run again",
+                "fix the release and run again",
             )
         ctx.log(f"{why}; rolling back to {failed}")
         ctx.step(f"rolling {stack} back to {failed}")
@@ -172,37 +218,51 @@ class PromoteExecutor(Executor[Promote]):
             check = self.spec.rollback_verify or restore_check(ctx.pipeline, env)
             report = stack_engine.verify(back, check, on_event=ctx.log)
         except PipelineError as exc:
-            raise StageFailedError(
-                self.spec.name,
+            return (
                 f"{why}; the automatic rollback to {failed} failed too: {exc}",
-                hint=f"production needs attention: pipeline rollback {env.name} --to IMAGE",
-            ) from exc
+                f"production needs attention: pipeline rollback {env.name} --to IMAGE",
+            )
         seconds = time.monotonic() - started
+        note_checks(ctx, report, f"{env.name} after the rollback to {failed}")
         if not report.ok:
-            raise StageFailedError(
-                self.spec.name,
+            return (
                 f"{why}; rolled back to {failed}, which does not verify either: {report.detail}",
-                hint=f"production needs attention: pipeline rollback {env.name} --to IMAGE",
+                f"production needs attention: pipeline rollback {env.name} --to IMAGE",
             )
         self._record(ctx, env, failed, "live")
-        raise StageFailedError(
-            self.spec.name,
+        return (
             f"{why}; rolled back automatically to {failed} in {seconds:.1f} s, which verifies ({report.detail})",
-            hint=f"{env.name} is back on {failed}; fix the release and run again",
+            f"{env.name} is back on {failed}; fix the release and run again",
         )
 
     def _record(self, ctx: StageContext, env: Environment, image: str, status: str) -> None:
         ctx.ledger.record_release(ctx.pipeline.name, env.name, image, ctx.run_id, status)
 
     # --- the template in git (aws profile) ---------------------------------------------------------
-    def _record_in_template(self, ctx: StageContext, env: Environment, image: str) -> str | None:
+    def _record_in_template(
+        self,
+        ctx: StageContext,
+        env: Environment,
+        stack_engine: StackEngine,
+        stack: str,
+        image: str,
+        parameters: Mapping[str, str] | None,
+    ) -> CommitInfo | None:
         """aws profile: commit `image` as the Default of the template's image parameter, so the
-        template alone says what runs (pipeline.engines.git_promote). The local profile's
-        production lives on this machine only: nothing is committed."""
-        if ctx.profile != "aws" or not self.spec.commit or env.template is None:
+        template alone says what runs (pipeline.engines.git_promote); None when it already does.
+        The local profile's production lives on this machine only: nothing is committed."""
+        if not self._commits(ctx, env) or env.template is None:
             return None
         from pipeline.engines.git_promote import record_image
 
+        # Bad input (a template or parameter CloudFormation rejects, an AMI that does not exist) is
+        # found before the commit, so it never needs a revert. (The deploy checks it again.)
+        check = getattr(stack_engine, "check_deploy", None)
+        if callable(check):
+            ctx.step(f"checking the template and {image}")
+            check(stack, image, parameters=parameters, on_event=events(ctx))
+
+        ctx.step(f"recording {image} in {env.template}")
         info = record_image(
             ctx.root,
             ctx.path(env.template),
@@ -216,20 +276,39 @@ class PromoteExecutor(Executor[Promote]):
             push=self.spec.push,
             on_event=ctx.log,
         )
-        return info.sha if info is not None else None
+        if info is None:
+            ctx.notes.append(f"{env.template} already names {image}: no commit")
+        else:
+            ctx.partial_outputs["commit"] = info.sha
+            where = f", pushed to {info.pushed_to}" if info.pushed_to else " (not pushed: no remote)"
+            ctx.notes.append(f"recorded {image} in {env.template}: commit {info.sha[:12]} on {info.branch}{where}")
+        return info
 
-    def _undo_template(self, ctx: StageContext, commit: str | None, reason: str) -> None:
+    def _undo_template(self, ctx: StageContext, commit: CommitInfo | None, reason: str) -> str:
+        """Revert the promote commit with a new commit (and push it). Returns '' when done or when
+        there was nothing to revert, else what went wrong, to add to the stage's message."""
         if commit is None:
-            return
+            return ""
         from pipeline.engines.git_promote import revert
 
-        revert(
-            ctx.root,
-            commit,
-            pipeline=ctx.pipeline.name,
-            run_id=ctx.run_id,
-            reason=reason,
-            default_author=self.spec.author,
-            push=self.spec.push,
-            on_event=ctx.log,
-        )
+        ctx.step(f"reverting {commit.sha[:12]}")
+        try:
+            info = revert(
+                ctx.root,
+                commit,
+                pipeline=ctx.pipeline.name,
+                run_id=ctx.run_id,
+                reason=reason,
+                default_author=self.spec.author,
+                push=self.spec.push,
+                on_event=ctx.log,
+            )
+        except PipelineError as exc:
+            ctx.log(f"could not revert {commit.sha[:12]}: {exc}")
+            return f"; reverting the promote commit {commit.sha[:12]} failed too ({exc}): git revert {commit.sha}"
+        if info is not None:
+            ctx.partial_outputs["revert"] = info.sha
+            where = f", pushed to {info.pushed_to}" if info.pushed_to else ""
+            ctx.notes.append(f"reverted the promote commit {commit.sha[:12]} with {info.sha[:12]}{where}")
+            return f"; the promote commit {commit.sha[:12]} was reverted by {info.sha[:12]}"
+        return ""

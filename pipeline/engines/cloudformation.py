@@ -651,6 +651,18 @@ class CloudFormationEngine:
             )
         lint_template(text, source=str(self.template), region=self.region)
 
+    def check_deploy(
+        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = _ignore
+    ) -> None:
+        """Every check `deploy` makes before it changes anything (stack name, parameters, cfn-lint,
+        `validate_template`, the image exists), without deploying: promote calls it before it
+        commits the image, so bad input leaves no commit to revert. TemplateError (exit 2)."""
+        self._check_stack_name(stack)
+        self.plan(image, parameters)
+        with self._aws_errors(f"checking a deploy of stack {stack}"):
+            self.validate(on_event=on_event)
+            self._check_image_exists(image)
+
     def plan(self, image: str, parameters: Mapping[str, str] | None = None) -> dict[str, str]:
         """The parameters a deploy of `image` sends, checked locally (no AWS call)."""
         text = self.template_text()

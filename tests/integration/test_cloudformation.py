@@ -404,3 +404,17 @@ def test_verify_requests_a_loopback_url_for_real(moto_url: str, tmp_path: Path, 
     assert "does not contain 'Hello World 2.0.0'" in bad.detail
     assert bad.failures > 0
     assert bad.failures > 0
+
+
+def test_check_deploy_makes_the_deploys_checks_and_changes_nothing(moto_url: str) -> None:
+    """Promote calls it before committing the image, so bad input leaves no commit to revert."""
+    aws = engine(moto_url)
+    aws.check_deploy("hello-web-check", AMI_A, parameters={"DesiredCapacity": "3"})
+    assert stack_names(moto_url) == []
+    with pytest.raises(TemplateError, match="does not exist"):
+        aws.check_deploy("hello-web-check", "ami-0000000000dead000")
+    with pytest.raises(TemplateError, match="above MaxValue"):
+        aws.check_deploy("hello-web-check", AMI_A, parameters={"DesiredCapacity": "11"})
+    with pytest.raises(Exception, match="not a valid CloudFormation stack name"):
+        aws.check_deploy("9_bad", AMI_A)
+    assert stack_names(moto_url) == []
