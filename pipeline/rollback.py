@@ -11,13 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import BadInputError, VerificationFailedError
+from pipeline.errors import BadInputError, PipelineError, VerificationFailedError
 from pipeline.model import Environment, Profile, Verify
 from pipeline.state import Ledger, new_run_id
 
 if TYPE_CHECKING:
+    from pipeline.engines.git_promote import CommitInfo
     from pipeline.engines.stack import StackState, VerifyReport
     from pipeline.loader import Loaded
     from pipeline.spec import PipelineSpec
@@ -90,6 +92,10 @@ class RollbackResult:
     """From the start of the update to a verified answer: the time to restore."""
     known_good: bool
     """Whether the target was a known-good image of this environment in the ledger."""
+    commit: str | None = None
+    """aws profile: the commit that records the target in the template (None: nothing committed,
+    e.g. the template already named it, or the local profile)."""
+    pushed_to: str | None = None
 
 
 def rollback(
@@ -109,10 +115,17 @@ def rollback(
     spec = loaded.spec
     env = _environment(spec, environment)
     ledger = Ledger(loaded.root)
-    engine = engine_for(spec, env, profile or spec.profile_of_environment(env), loaded.root)
+    use = profile or spec.profile_of_environment(env)
+    engine = engine_for(spec, env, use, loaded.root)
     stack = env.stack_name(spec.name)
+    git = git_settings(spec, env, use)
     ledger.ensure()
     with ledger.lock(spec.name, env.name, purpose=f"pipeline rollback {env.name}"):
+        if git is not None:
+            # Refused (dirty tree, detached HEAD...) before the stack changes, like promote.
+            from pipeline.engines.git_promote import check_can_record
+
+            check_can_record(loaded.root, git.template, env.image_parameter, pipeline=spec.name, push=git.push)
         state = engine.describe(stack)
         if not state.exists:
             raise BadInputError(
@@ -137,6 +150,8 @@ def rollback(
         )
         report = engine.verify(moved, restore_check(spec, env), on_event=on_event)
         seconds = time.monotonic() - started
+        for check in report.emulated:
+            on_event(f"emulated check: {check}")
         run_id = ROLLBACK_RUN_PREFIX + new_run_id()
         event: Mapping[str, object] = {
             "pipeline": spec.name,
@@ -161,6 +176,9 @@ def rollback(
             ledger.record_release(spec.name, env.name, current, run_id, "failed")
         if current != target or live_image(ledger, spec.name, env.name) != target:
             ledger.record_release(spec.name, env.name, target, run_id, "live")
+        commit = None
+        if git is not None:
+            commit = _record_in_git(loaded, env, git, target, current, run_id, on_event)
         return RollbackResult(
             environment=env.name,
             stack=stack,
@@ -170,7 +188,72 @@ def rollback(
             report=report,
             seconds=seconds,
             known_good=target in candidates,
+            commit=commit.sha if commit is not None else None,
+            pushed_to=commit.pushed_to if commit is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    """How `pipeline rollback` records the image in git: the promote stage's settings."""
+
+    template: Path
+    push: bool
+    author: str
+
+
+def git_settings(spec: PipelineSpec, env: Environment, profile: Profile) -> GitSettings | None:
+    """aws profile: the template says what runs, so a rollback is committed like a promote, with
+    the settings of the environment's Promote stage (none: commit and push, default author).
+    None when nothing is recorded: the local profile, no template, or `Promote(commit=False)`."""
+    if profile != "aws" or env.template is None:
+        return None
+    from stages.promote import DEFAULT_AUTHOR
+
+    push, author = True, DEFAULT_AUTHOR
+    for stage in spec.stages:
+        if stage.kind == "promote" and getattr(stage, "environment", None) == env.name:
+            if not getattr(stage, "commit", True):
+                return None
+            push = bool(getattr(stage, "push", True))
+            author = str(getattr(stage, "author", DEFAULT_AUTHOR))
+            break
+    return GitSettings(template=Path(env.template), push=push, author=author)
+
+
+def _record_in_git(
+    loaded: Loaded,
+    env: Environment,
+    git: GitSettings,
+    target: str,
+    current: str | None,
+    run_id: str,
+    on_event: Callable[[str], None],
+) -> CommitInfo | None:
+    from pipeline.engines.git_promote import GitOperationError, record_image
+
+    spec = loaded.spec
+    try:
+        return record_image(
+            loaded.root,
+            loaded.root / git.template,
+            env.image_parameter,
+            target,
+            pipeline=spec.name,
+            run_id=run_id,
+            environment=env.name,
+            default_author=git.author,
+            push=git.push,
+            subject=f"{spec.name}: roll {env.name} back to {target}"
+            + (f" (from {current})" if current and current != target else ""),
+            on_event=on_event,
+        )
+    except PipelineError as exc:
+        raise GitOperationError(
+            f"{env.name} runs {target} and verifies, but recording it in {git.template} failed: {exc.message}",
+            hint=f"{exc.hint + '; then ' if exc.hint else ''}re-run `pipeline rollback {env.name} --to {target} "
+            "--profile aws` (the stack is already there: it only records the image)",
+        ) from exc
 
 
 def _environment(spec: PipelineSpec, name: str) -> Environment:
@@ -191,8 +274,10 @@ def _environment(spec: PipelineSpec, name: str) -> Environment:
 
 __all__ = [
     "ROLLBACK_RUN_PREFIX",
+    "GitSettings",
     "RollbackResult",
     "carried_parameters",
+    "git_settings",
     "live_image",
     "restore_check",
     "rollback",

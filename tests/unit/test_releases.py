@@ -5,6 +5,7 @@ reached (the ledger speaks, and says so)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from pipeline.model import Environment, Verify
 from pipeline.rollback import restore_check, rollback, rollback_candidates, withdrawn
 from pipeline.state import Ledger
 from stages._stack import baseline
-from tests.conftest import ProjectFactory
+from tests.conftest import ProjectFactory, need
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,7 +86,7 @@ def loaded(project: ProjectFactory) -> Loaded:
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     fake = FakeEngine()
-    monkeypatch.setattr("pipeline.engines.stack.engine_for", lambda spec, env, profile, root: fake)
+    monkeypatch.setattr("pipeline.engines.stack.engine_for", lambda spec, env, profile, root, **kwargs: fake)
     return fake
 
 
@@ -215,3 +216,104 @@ def test_a_template_the_local_engine_cannot_run_stops_the_run_before_anything_st
     assert result.code == 2, result.out + result.err
     assert "resource Listener is an HTTPS listener" in result.err
     assert Ledger(loaded.root).runs() == []
+
+
+# --- the aws profile: the template in git says what runs ------------------------------------------
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(loaded: Loaded) -> Loaded:
+    """The project as a git repository with one commit (no remote: commits stay local)."""
+    need(shutil.which("git") is not None, "git is not installed")
+    (loaded.root / ".gitignore").write_text(".pipeline/\n__pycache__/\n")
+    _git(loaded.root, "init", "-q", "-b", "main")
+    _git(loaded.root, "add", "-A")
+    _git(loaded.root, "-c", "user.name=T", "-c", "user.email=t@example.invalid", "commit", "-qm", "initial")
+    return loaded
+
+
+def test_rollback_on_aws_records_the_image_it_went_back_to(repo: Loaded, engine: FakeEngine) -> None:
+    from pipeline.engines.git_promote import read_default
+
+    ledger = Ledger(repo.root)
+    ledger.record_release("shop", "production", "ami-00000001", "r1", "live")
+    ledger.record_release("shop", "production", "ami-00000002", "r2", "live")
+    engine.image = "ami-00000002"
+    head = _git(repo.root, "rev-parse", "HEAD")
+
+    result = rollback(repo, "production", profile="aws")
+
+    assert engine.deployed == ["ami-00000001"]
+    assert result.commit == _git(repo.root, "rev-parse", "HEAD")
+    assert _git(repo.root, "rev-parse", "HEAD~1") == head
+    assert result.pushed_to is None
+    assert read_default((repo.root / "templates" / "web.yaml").read_text()) == "ami-00000001"
+    assert (
+        _git(repo.root, "log", "-1", "--format=%s") == "shop: roll production back to ami-00000001 (from ami-00000002)"
+    )
+    assert _git(repo.root, "show", "--format=", "--name-only", "HEAD") == "templates/web.yaml"
+    # Again, already there: it verifies, and git already says so.
+    assert rollback(repo, "production", to="ami-00000001", profile="aws").commit is None
+    assert _git(repo.root, "rev-parse", "HEAD") == result.commit
+
+
+def test_rollback_on_aws_refuses_a_dirty_tree_before_the_stack_changes(repo: Loaded, engine: FakeEngine) -> None:
+    from pipeline.engines.git_promote import GitStateError
+
+    ledger = Ledger(repo.root)
+    ledger.record_release("shop", "production", "shop:1", "r1", "live")
+    ledger.record_release("shop", "production", "shop:2", "r2", "live")
+    (repo.root / "templates" / "web.yaml").write_text("edited\n")
+    with pytest.raises(GitStateError, match="uncommitted changes"):
+        rollback(repo, "production", profile="aws")
+    assert engine.deployed == []
+    assert _history(ledger)[-1] == ("shop:2", "live")
+
+
+def test_rollback_on_the_local_profile_or_without_commits_records_nothing(repo: Loaded, engine: FakeEngine) -> None:
+    from pipeline.rollback import git_settings
+
+    spec = repo.spec
+    production = spec.environment("production")
+    assert git_settings(spec, production, "local") is None
+    settings = git_settings(spec, production, "aws")
+    assert settings is not None
+    assert (settings.template, settings.push) == (Path("templates/web.yaml"), True)
+    promote = spec.stage("promote").model_copy(update={"commit": False})
+    no_commit = spec.model_copy(update={"stages": tuple(promote if s.name == "promote" else s for s in spec.stages)})
+    assert git_settings(no_commit, production, "aws") is None
+    Ledger(repo.root).record_release("shop", "production", "shop:1", "r1", "live")
+    head = _git(repo.root, "rev-parse", "HEAD")
+    assert rollback(repo, "production", profile="local").commit is None
+    assert _git(repo.root, "rev-parse", "HEAD") == head
+
+
+def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engine: FakeEngine) -> None:
+    """`preflight` (shared with `pipeline validate`) leaves a work-in-progress tree alone; `ready`
+    (a run only) refuses it on the aws profile, before anything changes."""
+    from pipeline.engines.git_promote import GitStateError
+    from pipeline.execution import PlanContext
+    from stages.promote import PromoteExecutor
+
+    stage = repo.spec.stage("promote")
+    executor = stage.executor()
+    assert isinstance(executor, PromoteExecutor)
+    (repo.root / "templates" / "web.yaml").write_text((repo.root / "templates" / "web.yaml").read_text() + "# wip\n")
+    ledger = Ledger(repo.root)
+    executor.preflight(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger))
+    ready = executor.ready
+    ready(PlanContext(repo.spec, stage, repo.root, "local", {}, ledger))  # nothing is committed locally
+    with pytest.raises(GitStateError, match="uncommitted changes") as caught:
+        ready(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger))
+    assert caught.value.exit_code == 2
+    _git(repo.root, "checkout", "-q", "--detach")
+    _git(repo.root, "checkout", "-q", "--", "templates/web.yaml")
+    with pytest.raises(GitStateError, match="HEAD is detached"):
+        ready(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger))
+    assert engine.deployed == []
