@@ -551,10 +551,10 @@ def _write(path: Path, text: str) -> None:
 
 __all__ = [
     "CommitInfo",
-    "check_can_record",
     "GitOperationError",
     "GitStateError",
     "PushFailedError",
+    "check_can_record",
     "read_default",
     "record_image",
     "revert",
