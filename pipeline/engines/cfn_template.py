@@ -54,15 +54,16 @@ def load_template(path: Path) -> dict[str, Any]:
 
 
 def parse_template(text: str, *, source: str = "<template>") -> dict[str, Any]:
-    """The template as data; TemplateError with the line and column when it is not readable."""
+    """The template as data; TemplateError at file:line:column when it is not readable."""
     try:
         data = yaml.load(text, Loader=_CfnLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        # file:line:column, the form editors and terminals make clickable
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise TemplateError(
-            f"{source} is not valid YAML{where}: {problem}", hint="fix the syntax, then run `cfn-lint` on it"
+            f"{where}: not valid YAML: {problem}", hint="fix the syntax, then run `cfn-lint` on it"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
         raise TemplateError(

@@ -38,9 +38,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from pipeline.engines import http_check
+from pipeline.engines.cfn_template import parse_template
 from pipeline.engines.stack import OnEvent, StackState, VerifyReport
 from pipeline.errors import (
     BadInputError,
@@ -177,52 +176,6 @@ def data_plane_is_real(url: str | None, endpoint_url: str | None) -> bool:
 
 
 # --- templates ------------------------------------------------------------------------------------
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that reads CloudFormation short forms (`!Ref X`) as `{"Ref": X}` / `{"Fn::X": ...}`."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
-# CloudFormation reads 2010-09-09 as a string; so must we, or the re-parse comparison sees a date.
-_CfnLoader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def parse_template(text: str, source: str = "template") -> dict[str, Any]:
-    """The template as data (JSON or YAML with short-form intrinsics); TemplateError if unreadable."""
-    try:
-        doc = yaml.load(text, Loader=_CfnLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise TemplateError(
-            f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', None) or exc}",
-            hint="fix the syntax, then run `cfn-lint` on it",
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):
-        raise TemplateError(
-            f"{source}: not a CloudFormation template (no Resources mapping)",
-            hint="a template is a mapping with at least a Resources section",
-        )
-    return doc
 
 
 def lint_template(text: str, *, source: str = "template", region: str = "us-east-1") -> list[str]:
@@ -642,7 +595,7 @@ class CloudFormationEngine:
                 f"{self.template} is larger than CloudFormation's {TEMPLATE_BODY_MAX} byte TemplateBody limit",
                 hint="shorten it (or split it into nested stacks)",
             )
-        doc = parse_template(text, str(self.template))
+        doc = parse_template(text, source=str(self.template))
         if self.image_parameter not in template_parameters(doc):
             raise TemplateError(
                 f"{self.template} has no parameter {self.image_parameter!r} to carry the image",
@@ -671,7 +624,7 @@ class CloudFormationEngine:
                 f"{self.template} is larger than CloudFormation's {TEMPLATE_BODY_MAX} byte TemplateBody limit",
                 hint="shorten it (or split it into nested stacks)",
             )
-        doc = parse_template(text, str(self.template))
+        doc = parse_template(text, source=str(self.template))
         return merge_parameters(doc, image, parameters, image_parameter=self.image_parameter, source=str(self.template))
 
     def validate(self, *, on_event: OnEvent = _ignore) -> list[str]:
@@ -1170,5 +1123,4 @@ __all__ = [
     "is_emulator_endpoint",
     "lint_template",
     "merge_parameters",
-    "parse_template",
 ]

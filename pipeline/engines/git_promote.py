@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipeline.engines.cloudformation import IMAGE_PARAMETER, parse_template
+from pipeline.engines.cfn_template import parse_template
+from pipeline.engines.cloudformation import IMAGE_PARAMETER
 from pipeline.errors import BadInputError, PipelineError, TemplateError, ToolMissingError
 from stages.promote import DEFAULT_AUTHOR
 
@@ -97,7 +98,7 @@ class CommitInfo:
 
 def read_default(text: str, parameter: str = IMAGE_PARAMETER, *, source: str = "template") -> str | None:
     """The Default of `parameter` in a template's text (None when it has none)."""
-    doc = parse_template(text, source)
+    doc = parse_template(text, source=source)
     decl = (doc.get("Parameters") or {}).get(parameter)
     if not isinstance(decl, dict):
         raise TemplateError(f"{source} has no parameter {parameter!r}", hint="check Environment(image_parameter=...)")
@@ -111,7 +112,7 @@ def set_default(text: str, parameter: str, value: str, *, source: str = "templat
     Keeps comments, quoting style, key order and line endings. Adds a `Default:` line when the
     parameter has none. Raises TemplateError (and changes nothing) when the edit cannot be made
     exactly."""
-    before = parse_template(text, source)
+    before = parse_template(text, source=source)
     params = before.get("Parameters")
     if not isinstance(params, dict) or not isinstance(params.get(parameter), dict):
         raise TemplateError(
@@ -132,7 +133,7 @@ def set_default(text: str, parameter: str, value: str, *, source: str = "templat
         edited = text[: brace + 1] + f' "Default": {json.dumps(value)},' + text[brace + 1 :]
     else:
         edited = _insert_default_line(text, decl_node, value, source, parameter)
-    after = parse_template(edited, source)
+    after = parse_template(edited, source=source)
     expected = copy.deepcopy(before)
     expected["Parameters"][parameter]["Default"] = value
     if after != expected:

@@ -302,7 +302,7 @@ def test_a_template_cfn_lint_rejects_changes_nothing(moto_url: str, tmp_path: Pa
 def test_unreadable_templates_are_bad_input(moto_url: str, tmp_path: Path) -> None:
     syntax = tmp_path / "syntax.yaml"
     syntax.write_text("Resources:\n  X: [\n")
-    with pytest.raises(TemplateError, match=r"syntax.yaml:\d+: not valid YAML"):
+    with pytest.raises(TemplateError, match=r"syntax\.yaml:\d+:\d+: not valid YAML"):
         engine(moto_url, template=syntax).deploy("s", AMI_A)
     with pytest.raises(TemplateError, match="cannot read template"):
         engine(moto_url, template=tmp_path / "missing.yaml").deploy("s", AMI_A)

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.engines.cloudformation import lint_template, parse_template
+from pipeline.engines.cfn_template import parse_template
+from pipeline.engines.cloudformation import lint_template
 from pipeline.engines.git_promote import read_default
 from pipeline.errors import TemplateError
 from tests.conftest import REPO
@@ -18,7 +19,7 @@ cfnlint_api = pytest.importorskip("cfnlint.api", reason="cfn-lint is in the [run
 
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    return parse_template(TEMPLATE.read_text(), str(TEMPLATE))
+    return parse_template(TEMPLATE.read_text(), source=str(TEMPLATE))
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "eu-west-1"])
