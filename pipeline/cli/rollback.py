@@ -44,3 +44,7 @@ def rollback(
         console.print(f"url: {result.url}")
     if not result.known_good:
         console.print(f"[yellow]note:[/] {escape(result.to_image)} was not a known-good image of {result.environment}")
+    if result.commit:
+        console.print(f"recorded in git: {result.commit}")
+    if result.pushed_to:
+        console.print(f"pushed to: {escape(result.pushed_to)}")
