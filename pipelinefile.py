@@ -33,6 +33,7 @@ with Pipeline(
             approval=Approval(message="Promote the new image to production?"),
         ),
     ],
+    profile="aws",  # what CI uses; `pipeline run local` rehearses on Docker unless told --profile aws
     install="pip install -e .[run]",
 ) as p:
     commit_test = CommitTest(

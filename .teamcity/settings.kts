@@ -4,6 +4,7 @@
 
 import jetbrains.buildServer.configs.kotlin.*
 import jetbrains.buildServer.configs.kotlin.buildFeatures.approval
+import jetbrains.buildServer.configs.kotlin.buildFeatures.provideAwsCredentials
 import jetbrains.buildServer.configs.kotlin.buildSteps.script
 import jetbrains.buildServer.configs.kotlin.triggers.vcs
 
@@ -125,7 +126,7 @@ object Bake : BuildType({
             name = "Run stage bake"
             scriptContent = """
                 . .venv/bin/activate
-                pipeline run stage bake --manifest .pipeline/ci/manifest --profile local
+                pipeline run stage bake --manifest .pipeline/ci/manifest --profile aws
             """.trimIndent()
         }
     }
@@ -140,6 +141,12 @@ object Bake : BuildType({
             artifacts {
                 artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
+        }
+    }
+
+    features {
+        provideAwsCredentials {
+            awsConnectionId = "AwsBuild"
         }
     }
 
@@ -170,7 +177,7 @@ object TestStack : BuildType({
             name = "Run stage test-stack"
             scriptContent = """
                 . .venv/bin/activate
-                pipeline run stage test-stack --manifest .pipeline/ci/manifest --profile local
+                pipeline run stage test-stack --manifest .pipeline/ci/manifest --profile aws
             """.trimIndent()
         }
     }
@@ -185,6 +192,12 @@ object TestStack : BuildType({
             artifacts {
                 artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
+        }
+    }
+
+    features {
+        provideAwsCredentials {
+            awsConnectionId = "AwsTest"
         }
     }
 
@@ -215,7 +228,7 @@ object UpdateStack : BuildType({
             name = "Run stage update-stack"
             scriptContent = """
                 . .venv/bin/activate
-                pipeline run stage update-stack --manifest .pipeline/ci/manifest --profile local
+                pipeline run stage update-stack --manifest .pipeline/ci/manifest --profile aws
             """.trimIndent()
         }
     }
@@ -240,6 +253,12 @@ object UpdateStack : BuildType({
             artifacts {
                 artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
+        }
+    }
+
+    features {
+        provideAwsCredentials {
+            awsConnectionId = "AwsTest"
         }
     }
 
@@ -270,7 +289,7 @@ object Rollback : BuildType({
             name = "Run stage rollback"
             scriptContent = """
                 . .venv/bin/activate
-                pipeline run stage rollback --manifest .pipeline/ci/manifest --profile local
+                pipeline run stage rollback --manifest .pipeline/ci/manifest --profile aws
             """.trimIndent()
         }
     }
@@ -295,6 +314,12 @@ object Rollback : BuildType({
             artifacts {
                 artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
+        }
+    }
+
+    features {
+        provideAwsCredentials {
+            awsConnectionId = "AwsTest"
         }
     }
 
@@ -327,7 +352,7 @@ object Teardown : BuildType({
             executionMode = BuildStep.ExecutionMode.ALWAYS
             scriptContent = """
                 . .venv/bin/activate
-                pipeline run stage teardown --manifest .pipeline/ci/manifest --profile local
+                pipeline run stage teardown --manifest .pipeline/ci/manifest --profile aws
             """.trimIndent()
         }
     }
@@ -385,6 +410,12 @@ object Teardown : BuildType({
         }
     }
 
+    features {
+        provideAwsCredentials {
+            awsConnectionId = "AwsTest"
+        }
+    }
+
     failureConditions {
         executionTimeoutMin = 70
     }
@@ -415,7 +446,7 @@ object Promote : BuildType({
             name = "Run stage promote"
             scriptContent = """
                 . .venv/bin/activate
-                pipeline run stage promote --manifest .pipeline/ci/manifest --profile local --yes
+                pipeline run stage promote --manifest .pipeline/ci/manifest --profile aws --yes
             """.trimIndent()
         }
     }
@@ -462,6 +493,9 @@ object Promote : BuildType({
         }
         sharedResources {
             writeLock("HelloWeb_Production")
+        }
+        provideAwsCredentials {
+            awsConnectionId = "AwsProduction"
         }
     }
 

@@ -46,6 +46,7 @@ with Pipeline(
             approval=Approval(message="Promote the new image to production?"),
         ),
     ],
+    profile="aws",  # what CI uses; `pipeline run local` rehearses on Docker unless told --profile aws
 ) as p:
     commit_test = CommitTest(
         name="commit-test",
