@@ -11,6 +11,7 @@ with Pipeline("hello-web") as p:
 from pipeline.builder import Pipeline
 from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage, Verify
 from pipeline.spec import PipelineSpec, Trigger
+from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
 
 # Submodules, not the `stages` package: this import may run while `stages/__init__` is half done.
 from stages.bake import Bake
@@ -28,11 +29,18 @@ __all__ = [
     "Approval",
     "AwsSettings",
     "Bake",
+    "BlueGreen",
+    "Canary",
     "CommitTest",
+    "Cutover",
     "Environment",
+    "Half",
+    "Health",
+    "Pilot",
     "Pipeline",
     "PipelineSpec",
     "Promote",
+    "Rolling",
     "Secret",
     "Shell",
     "SimulatedRollback",

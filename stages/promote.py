@@ -12,6 +12,7 @@ from pipeline.errors import PipelineError, StackOperationError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Environment, Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
+from pipeline.strategy import Health, Rolling, Strategy, coerce_strategy
 from stages._stack import aws_ready, check_template, engine, events, note_checks
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ class Promote(Stage):
     rollback_verify: Verify | None = None
     """How to check the previous image after an automatic rollback; default: `verify` without
     `expect_text` (the previous release does not show the new version's text)."""
+    strategy: Strategy = Rolling()
+    """How the stack moves to the new image: rolling (default), cutover, pilot, half, canary or
+    blue-green (`strategy="canary"` takes the kind's defaults)."""
+    health: Health = Health()
+    """Signals watched while the new version takes traffic; a breach rolls back by itself."""
     commit: bool = True
     """Commit the new image id into the environment's template (aws profile)."""
     push: bool = True
@@ -51,6 +57,11 @@ class Promote(Stage):
     outputs: ClassVar[tuple[str, ...]] = ("image", "previous_image", "commit", "url")
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_by_name(cls, value: Any) -> Any:
+        return coerce_strategy(value)
 
     @field_validator("image", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from pydantic import field_validator
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters
+from pipeline.strategy import Health, Rolling, Strategy, coerce_strategy
 from stages._stack import RehearsalExecutor, check_or_fail, engine, events, rehearsal_env, require_stack, stack_is
 
 
@@ -28,10 +29,20 @@ class UpdateStack(Stage):
     image: Name
     """The Bake stage whose image to deploy."""
     verify: Verify = Verify()
+    strategy: Strategy = Rolling()
+    """How the stack moves to the new image: rolling (default), cutover, pilot, half, canary or
+    blue-green (`strategy="canary"` takes the kind's defaults)."""
+    health: Health = Health()
+    """Signals watched while the new version takes traffic; a breach rolls back by itself."""
 
     outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "previous_image", "seconds")
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_by_name(cls, value: Any) -> Any:
+        return coerce_strategy(value)
 
     @field_validator("stack", "image", mode="before")
     @classmethod

@@ -139,3 +139,29 @@ def test_approval_comes_from_the_environment_for_deploying_stages() -> None:
     assert spec.approval_of(spec.stage("update-stack")) is None
     assert spec.approval_of(spec.stage("bake")) is None
     assert spec.environment_of(spec.stage("rollback")) == ENVIRONMENTS[0]
+
+
+@pytest.mark.parametrize("kind", ["cutover", "rolling", "pilot", "half", "canary", "blue-green"])
+def test_every_strategy_round_trips_on_both_deploying_kinds(kind: str) -> None:
+    from pipeline.strategy import STRATEGY_KINDS
+
+    for stage in (
+        UpdateStack(name="u", stack="ts", image="bake", strategy=kind),
+        Promote(name="p", image="bake", strategy=kind),
+    ):
+        assert type(stage.strategy) is STRATEGY_KINDS[kind]
+        assert type(stage).model_validate_json(stage.model_dump_json()) == stage
+
+
+def test_strategies_validate_their_numbers() -> None:
+    from pipeline import Canary, Health
+
+    assert Canary(steps=(5, 25, 100)).steps == (5, 25, 100)
+    with pytest.raises(ValidationError, match="must increase"):
+        Canary(steps=(50, 10, 100))
+    with pytest.raises(ValidationError, match="ending at 100"):
+        Canary(steps=(10, 50))
+    with pytest.raises(ValidationError, match="greater than 1"):
+        Health(max_p99_ratio=0.5)
+    with pytest.raises(ValidationError, match="unknown strategy 'canari'"):
+        UpdateStack(name="u", stack="ts", image="bake", strategy="canari")
