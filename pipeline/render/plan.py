@@ -7,15 +7,23 @@ what command it runs) and differ only in how their CI system expresses them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from pipeline.errors import UnsupportedFeatureError
+from pipeline.graph import Graph
 from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage
 from pipeline.render.base import MANIFEST_DIR, RenderContext
 from pipeline.spec import PipelineSpec, Trigger
 
 SETUP_MINUTES = 10
 """Added to every CI timeout: checkout, Python set-up and installing the tool."""
+STEP_SLACK_MINUTES = 5
+"""Added to a stage's limit when it is one step of a rehearsal job: the runner's start-up and report
+around its attempts (the job's SETUP_MINUTES covers checkout and install once)."""
+REHEARSAL_PREFIX = "rehearsal-"
+"""A rehearsal job is named `rehearsal-<test stack>` on every target that groups stages."""
 RENDER_CHECK_MINUTES = 10
 BUILD_ACCESS = "build"
 """Credentials name for aws-profile stages without an environment (Jenkins `aws-build`, TeamCity `AwsBuild`)."""
@@ -78,6 +86,11 @@ class StagePlan:
         return self.stage.timeout_minutes * self.attempts + SETUP_MINUTES
 
     @property
+    def step_minutes(self) -> int:
+        """The limit of this stage as one step of a rehearsal job: every attempt, plus slack."""
+        return self.stage.timeout_minutes * self.attempts + STEP_SLACK_MINUTES
+
+    @property
     def lock(self) -> str | None:
         """The environment this stage must deploy to alone (persistent environments only)."""
         if self.environment is None or self.environment.ephemeral:
@@ -92,6 +105,63 @@ class StagePlan:
     @property
     def description(self) -> str:
         return " ".join(self.stage.description.split())
+
+
+BranchGroups = tuple[tuple[str, ...], ...]
+"""Branch filters that must all match (each one: any of its patterns)."""
+
+
+@dataclass(frozen=True)
+class StageGroup:
+    """Stages that must run as one CI job on one agent: a rehearsal on the local profile.
+
+    A test stack on the local profile is containers on the agent's Docker engine, so the stack, every
+    stage on a path from it to its teardown, and the teardown run as steps of one job, in pipeline
+    order. Rehearsals that overlap (or would need each other) share one group. Targets whose jobs
+    each get a fresh agent (GitHub Actions, TeamCity) render a group as one job; Jenkins already
+    runs a teardown's protected stages on one agent."""
+
+    name: str
+    """The job's name: `rehearsal-<test stack>` (the first stack in pipeline order), with `-2`, `-3`...
+    only if a stage outside the group already has that name. Stable while the definition is."""
+    stacks: tuple[str, ...]
+    """The local test stacks the group's teardowns delete, in pipeline order."""
+    members: tuple[StagePlan, ...]
+    """In pipeline order: the order the steps run in."""
+    run_groups: tuple[BranchGroups, ...]
+    """For each member, the branch filters its step runs under: its own `branch_groups`, except a
+    teardown's, which are its stack's (it must run wherever the stack was created)."""
+    needs: tuple[str, ...]
+    """Stages outside the group that members need, in pipeline order."""
+    ancestors: tuple[str, ...]
+    """Stages outside the group that run before it, in pipeline order."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.members)
+
+    @property
+    def teardowns(self) -> tuple[StagePlan, ...]:
+        return tuple(m for m in self.members if m.always)
+
+    @property
+    def shared_groups(self) -> BranchGroups:
+        """The branch filters every member's step runs under (the job's own condition)."""
+        first, *rest = self.run_groups
+        return tuple(g for g in first if all(g in other for other in rest))
+
+    def branch_groups(self, member: str) -> BranchGroups:
+        return self.run_groups[self.names.index(member)]
+
+    @property
+    def timeout_minutes(self) -> int:
+        """The job's limit: each step's own limit, plus set-up once."""
+        return SETUP_MINUTES + sum(m.step_minutes for m in self.members)
+
+    @property
+    def description(self) -> str:
+        listed = ", ".join(f"{m.name} (always)" if m.always else m.name for m in self.members)
+        return f"{listed}: in order on one agent, whose Docker engine holds the local test stack"
 
 
 @dataclass(frozen=True)
@@ -142,6 +212,36 @@ class CiPlan:
         """Persistent environments some stage deploys to, in declaration order."""
         names = {s.lock for s in self.stages if s.lock}
         return tuple(e.name for e in self.spec.environments if e.name in names)
+
+    @cached_property
+    def groups(self) -> tuple[StageGroup, ...]:
+        """Local-profile rehearsals: each one job on targets that give every job a fresh agent."""
+        return _rehearsal_groups(self)
+
+    @cached_property
+    def group_of(self) -> dict[str, StageGroup]:
+        return {m.name: g for g in self.groups for m in g.members}
+
+    def job_of(self, stage: str) -> str:
+        """The job (or build) a stage runs in: its group's, else its own."""
+        group = self.group_of.get(stage)
+        return group.name if group is not None else stage
+
+    def jobs_of(self, stages: Sequence[str]) -> tuple[str, ...]:
+        """The jobs these stages run in, each once, in the order given."""
+        return tuple(dict.fromkeys(self.job_of(s) for s in stages))
+
+    @property
+    def units(self) -> tuple[StagePlan | StageGroup, ...]:
+        """What becomes one job, in pipeline order: stages outside groups, each group at its first member."""
+        out: list[StagePlan | StageGroup] = []
+        for stage in self.stages:
+            group = self.group_of.get(stage.name)
+            if group is None:
+                out.append(stage)
+            elif group.members[0] is stage:
+                out.append(group)
+        return tuple(out)
 
     def guard_needs(self, plan: StagePlan) -> tuple[str, ...]:
         """What a stage behind an always-run stage must also wait for, so that it is skipped when
@@ -205,6 +305,131 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
             )
         )
     return CiPlan(spec=spec, context=context, stages=tuple(plans))
+
+
+def check_group(group: StageGroup, target: str) -> None:
+    """What no target can express inside a rehearsal job (raises UnsupportedFeatureError)."""
+    for member in group.members:
+        if member.gate is not None:
+            raise UnsupportedFeatureError(
+                target,
+                "an approval gate inside a local-profile rehearsal",
+                f"stage {member.name!r} in job {group.name!r}",
+                hint="the rehearsal runs as one job on one agent (its test stack is containers there), and a "
+                "gate holds a whole job before it starts: gate a stage after the teardown, or put the test "
+                "stack's environment on the aws profile",
+            )
+        if member.always and member.branches:
+            raise UnsupportedFeatureError(
+                target,
+                "a branch filter on the teardown of a local-profile rehearsal",
+                f"stage {member.name!r} in job {group.name!r}",
+                hint="the teardown must run wherever its stack was created: put the branch filter on the test stack",
+            )
+
+
+def _rehearsal_groups(plan: CiPlan) -> tuple[StageGroup, ...]:
+    """Each teardown of a local test stack protects the stages on a path from the stack to it. The
+    sets are closed (a stage between two members is a member), overlapping sets merged, and sets
+    that would need each other once each is one job merged, until each can be a job of its own."""
+    position = {s.name: s.index for s in plan.stages}
+    ancestors = {s.name: frozenset(s.ancestors) for s in plan.stages}
+    descendants: dict[str, set[str]] = {s.name: set() for s in plan.stages}
+    for stage in plan.stages:
+        for ancestor in stage.ancestors:
+            descendants[ancestor].add(stage.name)
+    stacks_of: dict[str, tuple[str, ...]] = {}
+    sets: list[frozenset[str]] = []
+    for stage in plan.stages:
+        refs = stage.stage.references().values() if stage.always else ()
+        stacks = sorted(
+            {r for r in refs if plan.spec.profile_of(plan.by_name[r].stage) == "local"}, key=position.__getitem__
+        )
+        if stacks:
+            stacks_of[stage.name] = tuple(stacks)
+            between = set().union(*(descendants[s] for s in stacks)) & ancestors[stage.name]
+            sets.append(frozenset({stage.name, *stacks, *between}))
+    while True:
+        sets = _close_and_merge(sets, ancestors, descendants)
+        cycle = _cycle_between(plan, sets)
+        if not cycle:
+            break
+        sets = [m for i, m in enumerate(sets) if i not in cycle] + [frozenset().union(*(sets[i] for i in cycle))]
+    sets.sort(key=lambda m: min(position[n] for n in m))
+    taken = {s.name for s in plan.stages if not any(s.name in m for m in sets)}
+    groups: list[StageGroup] = []
+    for members in sets:
+        group = _group(plan, members, stacks_of, ancestors, taken)
+        taken.add(group.name)
+        groups.append(group)
+    return tuple(groups)
+
+
+def _close_and_merge(
+    sets: list[frozenset[str]], ancestors: Mapping[str, frozenset[str]], descendants: Mapping[str, set[str]]
+) -> list[frozenset[str]]:
+    """Each set with every stage between two of its members, and sets that share a stage as one."""
+    pending = list(sets)
+    done: list[frozenset[str]] = []
+    while pending:
+        current = pending.pop(0)
+        below = set().union(*(descendants[m] for m in current))
+        above = set().union(*(ancestors[m] for m in current))
+        grown = current | (below & above)
+        overlapping = [o for o in done if o & grown]
+        if grown == current and not overlapping:
+            done.append(current)
+            continue
+        done = [o for o in done if o not in overlapping]
+        pending.append(grown.union(*overlapping))
+    return done
+
+
+def _group(
+    plan: CiPlan,
+    members: frozenset[str],
+    stacks_of: Mapping[str, tuple[str, ...]],
+    ancestors: Mapping[str, frozenset[str]],
+    taken: set[str],
+) -> StageGroup:
+    position = {s.name: s.index for s in plan.stages}
+    ordered = tuple(s for s in plan.stages if s.name in members)
+    stacks = sorted({st for m in ordered for st in stacks_of.get(m.name, ())}, key=position.__getitem__)
+    name, n = f"{REHEARSAL_PREFIX}{stacks[0]}", 1
+    while name in taken:
+        n += 1
+        name = f"{REHEARSAL_PREFIX}{stacks[0]}-{n}"
+    run_groups: list[BranchGroups] = []
+    for member in ordered:
+        found: list[tuple[str, ...]] = []
+        for source in stacks_of.get(member.name, (member.name,)):
+            found += [g for g in plan.by_name[source].branch_groups if g not in found]
+        run_groups.append(tuple(found))
+    outside = set().union(*(ancestors[m] for m in members)) - members
+    needs = {n for m in ordered for n in m.needs if n not in members}
+    return StageGroup(
+        name=name,
+        stacks=tuple(stacks),
+        members=ordered,
+        run_groups=tuple(run_groups),
+        needs=tuple(sorted(needs, key=position.__getitem__)),
+        ancestors=tuple(sorted(outside, key=position.__getitem__)),
+    )
+
+
+def _cycle_between(plan: CiPlan, sets: list[frozenset[str]]) -> set[int]:
+    """Indexes of the sets on a cycle once each set is one job (empty: none)."""
+    unit = {m: f"#{i}" for i, members in enumerate(sets) for m in members}
+    needs: dict[str, list[str]] = {}
+    for stage in plan.stages:
+        mine = unit.get(stage.name, stage.name)
+        edges = needs.setdefault(mine, [])
+        for need in stage.needs:
+            theirs = unit.get(need, need)
+            if theirs != mine and theirs not in edges:
+                edges.append(theirs)
+    cycle = Graph(needs).find_cycle()
+    return {int(u[1:]) for u in cycle or () if u.startswith("#")}
 
 
 def _merge_secrets(own: tuple[Secret, ...], inherited: tuple[Secret, ...]) -> tuple[Secret, ...]:
