@@ -6,6 +6,12 @@ so only the teardown says `if: always()`, and the stages after a teardown stay s
 failure. Run manifests are artifacts: each job uploads `manifest-<stage>` (also on failure) and
 downloads every `manifest-*` of the run. Approval gates are GitHub environments; protection rules
 live outside the YAML, so a script that sets them through the REST API is generated next to it.
+
+Every job gets a fresh runner, so a rehearsal on the local profile (a test stack is containers on
+the runner's Docker engine) is one job, `rehearsal-<test stack>`: one step per stage in pipeline
+order, each with its own `timeout-minutes`, secrets and branch `if:`, the teardown's step
+`if: always()`, and one upload of the stages' manifests at the end. Later jobs need that job. On
+the aws profile the stack lives in AWS and each stage keeps its own job.
 """
 
 from __future__ import annotations
@@ -17,9 +23,18 @@ from typing import Any, ClassVar
 import yaml
 
 from pipeline.errors import UnsupportedFeatureError
+from pipeline.graph import Graph
 from pipeline.model import Approval
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
-from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan
+from pipeline.render.plan import (
+    RENDER_CHECK_MINUTES,
+    BranchGroups,
+    CiPlan,
+    StageGroup,
+    StagePlan,
+    build_plan,
+    check_group,
+)
 from pipeline.spec import PipelineSpec
 
 RUNNER = "ubuntu-latest"
@@ -40,9 +55,15 @@ class GitHubRenderer:
     title: ClassVar[str] = "GitHub Actions"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One job per stage: checkout, `actions/setup-python`, install the tool, `pipeline run stage NAME`."
+            "One job per stage: checkout, `actions/setup-python`, install the tool, `pipeline run stage NAME`. "
+            "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
+            "is one job `rehearsal-STACK` with one step per stage in order: every job gets a fresh runner, and "
+            "the stack is containers on it."
         ),
-        "order": Support("`needs:` lists each stage's dependencies; the first stages need `render_check`."),
+        "order": Support(
+            "`needs:` lists each stage's dependencies (stages after a rehearsal need its job); the first stages "
+            "need `render_check`."
+        ),
         "parallel": Support(
             "Jobs whose `needs` are done run in parallel (fan-out); a job with several `needs` waits for all (fan-in)."
         ),
@@ -50,12 +71,15 @@ class GitHubRenderer:
             "Job `render_check` runs `pipeline render --target all --check`; every other job depends on it."
         ),
         "manifests": Support(
-            "`actions/upload-artifact@v4` (`if: always()`, unique name `manifest-STAGE`, hidden files included) and `actions/download-artifact@v4` with `pattern: manifest-*`, `merge-multiple: true`."
+            "`actions/upload-artifact@v4` (`if: always()`, unique name `manifest-STAGE`, hidden files included; a "
+            "rehearsal job uploads its stages' manifests once, at the end, as `manifest-rehearsal-STACK`) and "
+            "`actions/download-artifact@v4` with `pattern: manifest-*`, `merge-multiple: true`."
         ),
         "approval": Support(
             "`environment: NAME` on the job; the required reviewers are a protection rule of that environment, which the YAML cannot hold: the generated `.github/PIPELINE-environments.sh` sets it through the REST API (`gh api`).",
             native=False,
-            fails="a non-default Approval.timeout_minutes (GitHub waits up to 30 days), or more than 6 approvers and groups",
+            fails="a non-default Approval.timeout_minutes (GitHub waits up to 30 days), more than 6 approvers and "
+            "groups, or a gate on a stage inside a local-profile rehearsal (a gate holds a whole job)",
         ),
         "secrets": Support(
             "`env: {NAME: ${{ secrets.GITHUB_NAME }}}` on the step that runs the stage only (repository or environment secrets)."
@@ -64,21 +88,31 @@ class GitHubRenderer:
             "`aws-actions/configure-aws-credentials@v4` with `role-to-assume: ${{ secrets.AWS_ROLE_ARN }}` (OIDC, job `permissions: id-token: write`)."
         ),
         "branches": Support(
-            "Job `if:` on `github.ref` (`==` for a name, `startsWith` for `prefix*`); jobs after a skipped job are skipped by GitHub.",
-            fails="branch patterns other than a name or `prefix*` (GitHub expressions have no glob match)",
+            "Job `if:` on `github.ref` (`==` for a name, `startsWith` for `prefix*`); jobs after a skipped job are "
+            "skipped by GitHub. In a rehearsal job, filters every stage shares are the job's `if:`, the others "
+            "step `if:`s (a step also carries the filters of the stages before it in the job); jobs after it "
+            "repeat the step filters, since a skipped step leaves the job green.",
+            fails="branch patterns other than a name or `prefix*` (GitHub expressions have no glob match), or a "
+            "branch filter on the teardown of a local-profile rehearsal: put it on the test stack",
         ),
         "timeouts": Support(
-            "`timeout-minutes: N` on the job, N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
+            "`timeout-minutes: N` on the job, N = timeout x attempts + 10 min set-up; in a rehearsal job each "
+            "step has `timeout-minutes` (timeout x attempts + 5) and the job their sum + 10. The runner enforces "
+            "the stage's own timeout per attempt."
         ),
         "retries": Support(
             "`pipeline run stage` itself makes 1 + retries attempts in the same job (the same code as on a laptop).",
             native=False,
         ),
         "concurrency": Support(
-            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent environment (GitHub keeps one run waiting per group: a newer waiting run replaces an older one)."
+            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent environment (GitHub keeps one run waiting per group: a newer waiting run replaces an older one).",
+            fails="stages on two persistent environments inside one local-profile rehearsal (a job has one "
+            "concurrency group)",
         ),
         "always": Support(
-            "`if: always()` on the teardown job; later jobs keep GitHub's default `success()`, which fails when any earlier job in the chain failed."
+            "`if: always()` on the teardown job (in a rehearsal job: on the teardown's step, after its stages' "
+            "steps; the job still fails); later jobs keep GitHub's default `success()`, which fails when any "
+            "earlier job in the chain failed."
         ),
         "trigger": Support("`on: push: branches: [...]` (plus `pull_request` when enabled)."),
         "profile": Support(
@@ -94,9 +128,13 @@ class GitHubRenderer:
 
     def render(self, spec: PipelineSpec, context: RenderContext) -> list[RenderedFile]:
         plan = build_plan(spec, context)
+        filters = _job_filters(plan)
         jobs: dict[str, Any] = {RENDER_CHECK_JOB: self._render_check(plan)}
-        for stage in plan.stages:
-            jobs[stage.name] = self._job(plan, stage)
+        for unit in plan.units:
+            if isinstance(unit, StageGroup):
+                jobs[unit.name] = self._group_job(plan, unit, filters)
+            else:
+                jobs[unit.name] = self._job(plan, unit, filters)
         on: dict[str, Any] = {"push": {"branches": list(plan.trigger.branches)}}
         if plan.trigger.pull_requests:
             on["pull_request"] = {"branches": list(plan.trigger.branches)}
@@ -125,9 +163,12 @@ class GitHubRenderer:
             ],
         }
 
-    def _job(self, plan: CiPlan, stage: StagePlan) -> dict[str, Any]:
-        job: dict[str, Any] = {"needs": list(stage.needs) or [RENDER_CHECK_JOB]}
-        condition = self._condition(stage)
+    def _job(self, plan: CiPlan, stage: StagePlan, filters: dict[str, BranchGroups]) -> dict[str, Any]:
+        job: dict[str, Any] = {"needs": list(plan.jobs_of(stage.needs)) or [RENDER_CHECK_JOB]}
+        if stage.always:
+            condition = self._condition(stage)
+        else:
+            condition = _groups_condition(filters[stage.name], f"stage {stage.name!r}")
         if condition:
             job["if"] = condition
         job["runs-on"] = RUNNER
@@ -141,52 +182,90 @@ class GitHubRenderer:
         job["timeout-minutes"] = stage.timeout_minutes
         steps = _setup_steps(plan)
         if stage.ancestors:
-            steps.append(
-                {
-                    "name": "Download run manifests",
-                    "uses": DOWNLOAD,
-                    "with": {"pattern": "manifest-*", "path": MANIFEST_DIR, "merge-multiple": True},
-                }
-            )
+            steps.append(_download_step())
         if stage.aws is not None:
-            steps.append(
-                {
-                    "name": "AWS credentials",
-                    "uses": AWS_CREDENTIALS,
-                    "with": {
-                        "role-to-assume": f"${{{{ secrets.{AWS_ROLE_SECRET} }}}}",
-                        "aws-region": stage.aws.settings.region,
-                    },
-                }
+            steps.append(_aws_step(stage))
+        steps.append(_run_step(stage))
+        steps.append(_upload_step(stage.name, [stage.name]))
+        job["steps"] = steps
+        return job
+
+    def _group_job(self, plan: CiPlan, group: StageGroup, filters: dict[str, BranchGroups]) -> dict[str, Any]:
+        """A local-profile rehearsal: one job, so its stages share the runner whose Docker engine holds
+        the test stack. One step per stage in order; a teardown step runs `if: always()`."""
+        check_group(group, self.name)
+        locks = list(dict.fromkeys(m.lock for m in group.members if m.lock))
+        if len(locks) > 1:
+            raise UnsupportedFeatureError(
+                self.name,
+                "stages on two persistent environments inside one local-profile rehearsal",
+                f"job {group.name!r} ({', '.join(locks)})",
+                hint="a GitHub job takes one concurrency group: deploy to one persistent environment "
+                "per rehearsal, or move the deploys after the teardown",
             )
-        run: dict[str, Any] = {"name": f"Run stage {stage.name}", "run": _expr_safe(stage.run_command)}
-        env = {s.name: f"${{{{ secrets.{s.github_name} }}}}" for s in stage.secrets}
-        env.update({k: _expr_safe(v) for k, v in stage.env})
-        if env:
-            run["env"] = env
-        steps.append(run)
-        steps.append(
-            {
-                "name": "Upload run manifest",
-                "if": "always()",
-                "uses": UPLOAD,
-                "with": {
-                    "name": f"manifest-{stage.name}",
-                    "path": f"{MANIFEST_DIR}/{stage.name}.json",
-                    "if-no-files-found": "ignore",
-                    "include-hidden-files": True,
-                    "overwrite": True,
-                },
-            }
-        )
+        shared = filters[group.name]
+        enforced = _enforced(plan, filters, group.ancestors)
+        job: dict[str, Any] = {"needs": list(plan.jobs_of(group.needs)) or [RENDER_CHECK_JOB]}
+        if shared:
+            job["if"] = _groups_condition(shared, f"job {group.name!r}")
+        job["runs-on"] = RUNNER
+        if locks:
+            job["environment"] = locks[0]
+            job["concurrency"] = {"group": f"{plan.name}-{locks[0]}", "cancel-in-progress": False}
+        if any(m.aws is not None for m in group.members):
+            job["permissions"] = {"contents": "read", "id-token": "write"}
+        job["timeout-minutes"] = group.timeout_minutes
+        steps = _setup_steps(plan)
+        if group.ancestors:
+            steps.append(_download_step())
+        for member in group.members:
+            own = [g for g in group.branch_groups(member.name) if g not in shared and g not in enforced]
+            condition = _groups_condition(own, f"stage {member.name!r}", always=member.always)
+            if member.aws is not None:
+                steps.append(_conditional(_aws_step(member), condition))
+            run = _conditional({"name": f"Run stage {member.name}"}, condition)
+            run["timeout-minutes"] = member.step_minutes
+            run.update(_run_step(member))
+            steps.append(run)
+        steps.append(_upload_step(group.name, list(group.names)))
         job["steps"] = steps
         return job
 
     def _condition(self, stage: StagePlan) -> str:
-        branches = _branch_condition(stage) if stage.branches else ""
+        branches = _patterns_condition(stage.branches, f"stage {stage.name!r}") if stage.branches else ""
         if stage.always:
             return f"always() && ({branches})" if branches else "always()"
         return branches
+
+
+def _job_filters(plan: CiPlan) -> dict[str, BranchGroups]:
+    """The branch filters on each job's `if:`. GitHub skips every job after a skipped one, so a filter
+    on a job's `if:` holds for all that follow; a filter on a step of a rehearsal job does not (the job
+    still succeeds), so the jobs after it repeat it. A teardown job keeps only its own filter."""
+    needs: dict[str, list[str]] = {}
+    for unit in plan.units:
+        names = unit.needs
+        needs[unit.name] = [j for j in plan.jobs_of(names) if j != unit.name]
+    filters: dict[str, BranchGroups] = {}
+    for job in Graph(needs).order():
+        group = next((g for g in plan.groups if g.name == job), None)
+        if group is not None:
+            before = _enforced(plan, filters, group.ancestors)
+            filters[job] = tuple(g for g in group.shared_groups if g not in before)
+            continue
+        stage = plan.by_name[job]
+        own = (stage.branches,) if stage.branches else ()
+        if stage.always:
+            filters[job] = own
+            continue
+        before = _enforced(plan, filters, stage.ancestors)
+        filters[job] = own + tuple(g for g in stage.branch_groups if g not in before and g not in own)
+    return filters
+
+
+def _enforced(plan: CiPlan, filters: dict[str, BranchGroups], ancestors: Sequence[str]) -> set[tuple[str, ...]]:
+    """The filters some job before these stages has on its `if:`."""
+    return {g for job in plan.jobs_of(ancestors) for g in filters[job]}
 
 
 def _setup_steps(plan: CiPlan) -> list[dict[str, Any]]:
@@ -197,15 +276,78 @@ def _setup_steps(plan: CiPlan) -> list[dict[str, Any]]:
     ]
 
 
-def _branch_condition(stage: StagePlan) -> str:
+def _download_step() -> dict[str, Any]:
+    return {
+        "name": "Download run manifests",
+        "uses": DOWNLOAD,
+        "with": {"pattern": "manifest-*", "path": MANIFEST_DIR, "merge-multiple": True},
+    }
+
+
+def _aws_step(stage: StagePlan) -> dict[str, Any]:
+    assert stage.aws is not None
+    return {
+        "name": "AWS credentials",
+        "uses": AWS_CREDENTIALS,
+        "with": {
+            "role-to-assume": f"${{{{ secrets.{AWS_ROLE_SECRET} }}}}",
+            "aws-region": stage.aws.settings.region,
+        },
+    }
+
+
+def _run_step(stage: StagePlan) -> dict[str, Any]:
+    """`pipeline run stage NAME`, with the stage's secrets and plain variables on this step only."""
+    run: dict[str, Any] = {"name": f"Run stage {stage.name}", "run": _expr_safe(stage.run_command)}
+    env = {s.name: f"${{{{ secrets.{s.github_name} }}}}" for s in stage.secrets}
+    env.update({k: _expr_safe(v) for k, v in stage.env})
+    if env:
+        run["env"] = env
+    return run
+
+
+def _upload_step(job: str, stages: list[str]) -> dict[str, Any]:
+    """The manifests the job's stages wrote, as artifact `manifest-JOB` (also after a failure)."""
+    paths = [f"{MANIFEST_DIR}/{name}.json" for name in stages]
+    return {
+        "name": "Upload run manifest" if len(paths) == 1 else "Upload run manifests",
+        "if": "always()",
+        "uses": UPLOAD,
+        "with": {
+            "name": f"manifest-{job}",
+            "path": paths[0] if len(paths) == 1 else "".join(f"{p}\n" for p in paths),
+            "if-no-files-found": "ignore",
+            "include-hidden-files": True,
+            "overwrite": True,
+        },
+    }
+
+
+def _conditional(step: dict[str, Any], condition: str) -> dict[str, Any]:
+    """The step with `if:` right after its name."""
+    if not condition:
+        return step
+    name = {"name": step["name"]} if "name" in step else {}
+    return {**name, "if": condition, **{k: v for k, v in step.items() if k != "name"}}
+
+
+def _groups_condition(groups: Sequence[tuple[str, ...]], where: str, *, always: bool = False) -> str:
+    """Every branch filter must match (each: any of its patterns); `always()` first for a teardown."""
+    terms = (["always()"] if always else []) + [_patterns_condition(g, where) for g in groups]
+    if len(terms) == 1:
+        return terms[0]
+    return " && ".join(t if t == "always()" else f"({t})" for t in terms)
+
+
+def _patterns_condition(patterns: Sequence[str], where: str) -> str:
     parts = []
-    for pattern in stage.branches:
+    for pattern in patterns:
         body = pattern[:-1] if pattern.endswith("*") else pattern
         if any(c in body for c in "*?[]"):
             raise UnsupportedFeatureError(
                 "github",
                 f"the branch pattern {pattern!r}",
-                f"stage {stage.name!r}",
+                where,
                 hint="GitHub job conditions compare github.ref; use a branch name or a 'prefix*' pattern",
             )
         literal = _expr_string("refs/heads/" + body)

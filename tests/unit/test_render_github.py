@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import Approval, Environment, Pipeline, PipelineSpec, Secret, Shell, Trigger
+from pipeline import Approval, Bake, Environment, Pipeline, PipelineSpec, Secret, Shell, Teardown, TestStack, Trigger
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import RenderContext, RenderedFile
 from pipeline.render.github import GitHubRenderer, dump_yaml
 from pipeline.render.validate import check_workflow
-from tests.unit.test_render_plan import chain_spec, fan_spec
+from tests.unit.test_render_plan import chain_spec, fan_spec, rehearsal_spec
 
 
 def render(spec: PipelineSpec) -> dict[str, RenderedFile]:
@@ -68,7 +68,7 @@ def test_fan_out_and_fan_in_through_needs() -> None:
 
 
 def test_manifests_are_uploaded_always_and_downloaded_by_pattern() -> None:
-    jobs = workflow(chain_spec())["jobs"]
+    jobs = workflow(chain_spec(profile="aws"))["jobs"]
     upload = step(jobs["update-stack"], "Upload run manifest")
     assert upload["if"] == "always()"
     assert upload["uses"] == "actions/upload-artifact@v4"
@@ -85,7 +85,7 @@ def test_manifests_are_uploaded_always_and_downloaded_by_pattern() -> None:
 
 
 def test_teardown_always_runs_and_what_follows_keeps_the_default_success_condition() -> None:
-    jobs = workflow(chain_spec())["jobs"]
+    jobs = workflow(chain_spec(profile="aws"))["jobs"]
     assert jobs["teardown"]["if"] == "always()"
     assert "if" not in jobs["promote"]  # default success(): skipped when anything before failed
     assert "teardown" in jobs["promote"]["needs"]
@@ -131,7 +131,7 @@ def test_a_stage_level_gate_gets_its_own_environment() -> None:
 
 
 def test_one_deploy_per_environment_through_a_concurrency_group() -> None:
-    jobs = workflow(chain_spec())["jobs"]
+    jobs = workflow(chain_spec(profile="aws"))["jobs"]
     assert jobs["promote"]["concurrency"] == {"group": "chain-production", "cancel-in-progress": False}
     assert "concurrency" not in jobs["update-stack"]  # ephemeral stacks are per run
 
@@ -157,7 +157,7 @@ def test_branch_filters_become_job_conditions() -> None:
 
 
 def test_a_filtered_teardown_still_runs_after_failures() -> None:
-    jobs = workflow(chain_spec(teardown_branches=("main",)))["jobs"]
+    jobs = workflow(chain_spec(profile="aws", teardown_branches=("main",)))["jobs"]
     assert jobs["teardown"]["if"] == "always() && (github.ref == 'refs/heads/main')"
 
 
@@ -210,3 +210,126 @@ def test_yaml_is_expanded_data_without_anchors_even_for_shared_objects() -> None
     assert check_workflow("on: push\njobs:\n  a: &x\n    runs-on: x\n    steps: [{run: x}]\n  b: *x\n") != []
     merge = "on: push\nbase: &b {runs-on: x}\njobs:\n  a:\n    <<: *b\n    steps: [{run: x}]\n"
     assert any("merge key" in p for p in check_workflow(merge))
+
+
+# ----------------------------------------------------------------------------- local-profile rehearsals
+
+
+def run_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if str(s.get("name", "")).startswith("Run stage ")]
+
+
+def test_a_local_rehearsal_is_one_job_running_its_stages_in_order() -> None:
+    jobs = workflow(chain_spec())["jobs"]
+    assert list(jobs) == ["render_check", "commit-test", "bake", "rehearsal-test-stack", "promote"]
+    job = jobs["rehearsal-test-stack"]
+    assert job["needs"] == ["bake"]
+    assert "if" not in job  # the job runs when bake succeeded; only the teardown's step is always()
+    runs = run_steps(job)
+    assert [s["run"] for s in runs] == [
+        f"pipeline run stage {name} --manifest .pipeline/ci/manifest --profile local"
+        for name in ("test-stack", "update-stack", "rollback", "teardown")
+    ]
+    assert [s.get("if") for s in runs] == [None, None, None, "always()"]
+    assert [s["timeout-minutes"] for s in runs] == [65, 50, 65, 65]
+    assert job["timeout-minutes"] == 65 + 50 + 65 + 65 + 10
+    names = [s.get("name", s.get("uses")) for s in job["steps"]]
+    assert names.index("Download run manifests") < names.index("Run stage test-stack")
+    upload = job["steps"][-1]
+    assert upload["name"] == "Upload run manifests"
+    assert upload["if"] == "always()"
+    assert upload["with"]["name"] == "manifest-rehearsal-test-stack"
+    assert upload["with"]["path"].split() == [
+        f".pipeline/ci/manifest/{name}.json" for name in ("test-stack", "update-stack", "rollback", "teardown")
+    ]
+    assert len([s for s in job["steps"] if s.get("uses") == "actions/upload-artifact@v4"]) == 1
+    # What came after the teardown waits for the whole rehearsal, and keeps the default success().
+    assert jobs["promote"]["needs"] == ["rehearsal-test-stack", "bake"]
+    assert "if" not in jobs["promote"]
+
+
+def test_an_aws_rehearsal_keeps_one_job_per_stage() -> None:
+    jobs = workflow(chain_spec(profile="aws"))["jobs"]
+    assert list(jobs) == [
+        "render_check",
+        "commit-test",
+        "bake",
+        "test-stack",
+        "update-stack",
+        "rollback",
+        "teardown",
+        "promote",
+    ]
+    assert not [j for j in jobs if j.startswith("rehearsal-")]
+    assert jobs["teardown"]["if"] == "always()"
+    assert jobs["update-stack"]["needs"] == ["test-stack", "bake"]
+
+
+def test_rehearsal_branch_filters_go_on_the_job_or_on_steps() -> None:
+    spec = chain_spec(test_stack_branches=("main",), update_branches=("main", "rc/*"))
+    job = workflow(spec)["jobs"]["rehearsal-test-stack"]
+    assert job["if"] == "github.ref == 'refs/heads/main'"  # shared by every step: the job's condition
+    rc = "github.ref == 'refs/heads/main' || startsWith(github.ref, 'refs/heads/rc/')"
+    assert [s.get("if") for s in run_steps(job)] == [None, rc, rc, "always()"]
+
+
+def test_jobs_after_a_rehearsal_repeat_the_filters_of_its_steps() -> None:
+    # A skipped step leaves its job green, so GitHub would not skip what follows: promote says it.
+    rc = "github.ref == 'refs/heads/main' || startsWith(github.ref, 'refs/heads/rc/')"
+    jobs = workflow(chain_spec(update_branches=("main", "rc/*")))["jobs"]
+    assert jobs["promote"]["if"] == rc
+    # A filter on the rehearsal job itself (or on any separate job) skips what follows already.
+    assert "if" not in workflow(chain_spec(test_stack_branches=("main",)))["jobs"]["promote"]
+    assert "if" not in workflow(chain_spec(profile="aws", update_branches=("main", "rc/*")))["jobs"]["promote"]
+
+
+def test_a_rehearsal_step_keeps_its_own_secrets_env_and_aws_credentials() -> None:
+    spec = rehearsal_spec(secrets=[Secret(name="TOKEN", github="CHECK_TOKEN")], env={"MODE": "smoke"})
+    job = workflow(spec)["jobs"]["rehearsal-test-stack"]
+    runs = {s["name"]: s for s in run_steps(job)}
+    assert runs["Run stage check"]["env"] == {"TOKEN": "${{ secrets.CHECK_TOKEN }}", "MODE": "smoke"}
+    assert [n for n, s in runs.items() if "env" in s] == ["Run stage check"]
+    assert "env" not in job
+    assert "permissions" not in job  # local: no cloud credentials
+
+
+def test_a_gate_inside_a_local_rehearsal_fails_the_render() -> None:
+    with pytest.raises(UnsupportedFeatureError) as err:
+        GitHubRenderer().render(rehearsal_spec(approval=Approval()), RenderContext())
+    assert err.value.target == "github"
+    assert err.value.feature == "an approval gate inside a local-profile rehearsal"
+    assert "'check'" in str(err.value)
+    # On the aws profile the same definition renders: the gate is its own job.
+    assert workflow(rehearsal_spec(profile="aws", approval=Approval()))["jobs"]["check"]["environment"] == "check"
+
+
+def test_a_branch_filter_on_a_local_teardown_fails_the_render() -> None:
+    with pytest.raises(UnsupportedFeatureError) as err:
+        GitHubRenderer().render(chain_spec(teardown_branches=("main",)), RenderContext())
+    assert err.value.target == "github"
+    assert "branch filter on the teardown" in err.value.feature
+
+
+def test_two_persistent_environments_in_one_rehearsal_fail_the_render() -> None:
+    with Pipeline(
+        "two-envs",
+        environments=[
+            Environment(name="test", ephemeral=True),
+            Environment(name="production", template="templates/web.yaml"),
+            Environment(name="staging"),
+            Environment(name="qa"),
+        ],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack = TestStack(name="test-stack", environment="test", image=bake)
+        one_ = Shell(name="one", environment="staging", commands=["true"])
+        two = Shell(name="two", environment="qa", commands=["true"])
+        bake >> stack >> one_ >> two >> Teardown(name="teardown", stack=stack)
+    with pytest.raises(UnsupportedFeatureError, match="two persistent environments"):
+        GitHubRenderer().render(p.spec, RenderContext())
+
+
+def test_one_persistent_environment_in_a_rehearsal_locks_the_job() -> None:
+    job = workflow(rehearsal_spec(environment="staging"))["jobs"]["rehearsal-test-stack"]
+    assert job["environment"] == "staging"
+    assert job["concurrency"] == {"group": "rehearsal-staging", "cancel-in-progress": False}
