@@ -17,7 +17,8 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     (
         "stages",
         "Stages",
-        "Each stage is one CI job that runs `pipeline run stage NAME`: CI and a laptop run the same code.",
+        "Each stage is one CI job that runs `pipeline run stage NAME` (a rehearsal on the local profile: one "
+        "step each, in one job): CI and a laptop run the same code.",
     ),
     ("order", "Order", "`needs` (and `a >> b`) decide what runs after what."),
     ("parallel", "Parallel branches", "Stages with no path between them may run at the same time (fan-out, fan-in)."),

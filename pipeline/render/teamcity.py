@@ -7,6 +7,13 @@ queues one chain. Deployments (persistent environments, approval gates) are `Typ
 build configurations with the Build Approval feature and a shared-resource lock per environment.
 A teardown starts even when its dependencies failed (`FailureAction.IGNORE`); the stages after it
 also depend on what the teardown depended on, so they still fail to start.
+
+A build may run on any agent, so a rehearsal on the local profile (a test stack is containers on
+the agent's Docker engine) is one build configuration, `Rehearsal<TestStack>` (name
+`rehearsal-<test stack>`): one script step per stage in pipeline order, the teardown's step
+`executionMode = BuildStep.ExecutionMode.ALWAYS`, the stages' parameters together, one artifact
+publication of the manifest folder. Later stages depend on that build. On the aws profile the
+stack lives in AWS and each stage keeps its own build configuration.
 """
 
 from __future__ import annotations
@@ -19,7 +26,15 @@ from typing import ClassVar
 
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
-from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan, camel
+from pipeline.render.plan import (
+    RENDER_CHECK_MINUTES,
+    CiPlan,
+    StageGroup,
+    StagePlan,
+    build_plan,
+    camel,
+    check_group,
+)
 from pipeline.render.templating import render_template
 from pipeline.spec import PipelineSpec
 
@@ -96,7 +111,7 @@ class BuildType:
     snapshots: list[Dependency] = field(default_factory=list)
     """Snapshot-only dependencies (guards behind an always-run stage)."""
     approval: Approval | None = None
-    lock: str = ""
+    locks: list[str] = field(default_factory=list)
     aws_connection: str = ""
     timeout: int = 0
 
@@ -112,10 +127,13 @@ class TeamCityRenderer:
     title: ClassVar[str] = "TeamCity (Kotlin DSL versioned settings)"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One build configuration per stage (`object X : BuildType`), two script steps: install the tool in a virtualenv, run `pipeline run stage NAME`."
+            "One build configuration per stage (`object X : BuildType`), two script steps: install the tool in a virtualenv, run `pipeline run stage NAME`. "
+            "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
+            "is one build configuration `RehearsalSTACK` (name `rehearsal-STACK`) with one script step per stage "
+            "in order: each build may get another agent, and the stack is containers on the agent that made it."
         ),
         "order": Support(
-            "Snapshot dependencies (`reuseBuilds = ReuseBuilds.NO`) form one build chain on the same sources; a composite build configuration named after the pipeline ends the chain."
+            "Snapshot dependencies (`reuseBuilds = ReuseBuilds.NO`) form one build chain on the same sources (stages after a rehearsal depend on its build); a composite build configuration named after the pipeline ends the chain."
         ),
         "parallel": Support(
             "Build configurations whose dependencies are done run at the same time on free agents (fan-out); a stage with several dependencies waits for all (fan-in)."
@@ -127,19 +145,27 @@ class TeamCityRenderer:
             "Each build publishes `.pipeline/ci/manifest` (`artifactRules`, also on failure); artifact dependencies on its dependencies fetch it (optional `?:` rules for a teardown)."
         ),
         "approval": Support(
-            "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }` (`user:NAME`, `group:KEY:1`; no approvers: `group:ALL_USERS_GROUP:1`); the command runs with `--yes`."
+            "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }` (`user:NAME`, `group:KEY:1`; no approvers: `group:ALL_USERS_GROUP:1`); the command runs with `--yes`.",
+            fails="a gate on a stage inside a local-profile rehearsal (the approval holds a whole build)",
         ),
         "secrets": Support(
-            '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value.'
+            '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value. '
+            "A rehearsal build has the parameters of all its stages.",
+            fails="two stages of one local-profile rehearsal giving a variable or secret different values",
         ),
         "aws": Support(
-            '`features { provideAwsCredentials { awsConnectionId = "AwsENV" } }`: an AWS Connection with that ID, made on the server, supplies credentials.'
+            '`features { provideAwsCredentials { awsConnectionId = "AwsENV" } }`: an AWS Connection with that ID, made on the server, supplies credentials.',
+            fails="two AWS connections inside one local-profile rehearsal",
         ),
         "branches": Support(
-            "Step `conditions { matches(\"teamcity.build.branch\", REGEX) }` for the stage's and its ancestors' filters: on other branches the build does nothing (and shows green)."
+            "Step `conditions { matches(\"teamcity.build.branch\", REGEX) }` for the stage's and its ancestors' filters: on other branches the build does nothing (and shows green). "
+            "In a rehearsal build each stage's step has its own; the teardown's step has its stack's.",
+            fails="a branch filter on the teardown of a local-profile rehearsal: put it on the test stack",
         ),
         "timeouts": Support(
-            "`failureConditions { executionTimeoutMin = N }` with N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
+            "`failureConditions { executionTimeoutMin = N }` with N = timeout x attempts + 10 min set-up (a "
+            "rehearsal build: the sum of its stages' timeout x attempts + 5, plus 10); the runner enforces the "
+            "stage's own timeout per attempt."
         ),
         "retries": Support(
             "`pipeline run stage` retries in-process (1 + retries attempts, same code as on a laptop); no Retry Build trigger, which would re-run a whole chain build.",
@@ -149,7 +175,9 @@ class TeamCityRenderer:
             "A project `sharedResource` (quota 1) per persistent environment, taken with `sharedResources { writeLock(...) }`, plus `maxRunningBuilds = 1` on deployment configurations."
         ),
         "always": Support(
-            "A teardown's snapshot dependencies use `onDependencyFailure`/`onDependencyCancel = FailureAction.IGNORE` and its steps `executionMode = BuildStep.ExecutionMode.ALWAYS`; stages after it also depend on what it depended on, so they fail to start after a failure."
+            "A teardown's snapshot dependencies use `onDependencyFailure`/`onDependencyCancel = FailureAction.IGNORE` and its steps `executionMode = BuildStep.ExecutionMode.ALWAYS`; stages after it also depend on what it depended on, so they fail to start after a failure. "
+            "In a rehearsal build the teardown's step runs ALWAYS (also after a failed step or a stop) and the "
+            "build still fails, so later builds fail to start."
         ),
         "trigger": Support(
             '`triggers { vcs { branchFilter = "+:main" } }` on the composite build configuration: a push queues the whole chain.',
@@ -176,7 +204,11 @@ class TeamCityRenderer:
         objects = _object_names(plan)
         locks = {env: _resource_name(plan.name, env) for env in plan.locks}
         build_types = [self._render_check(plan, objects)]
-        build_types += [self._stage(plan, s, objects, locks) for s in plan.stages]
+        for unit in plan.units:
+            if isinstance(unit, StageGroup):
+                build_types.append(self._group(plan, unit, objects, locks))
+            else:
+                build_types.append(self._stage(plan, unit, objects, locks))
         build_types.append(self._composite(plan, objects))
         imports = ["jetbrains.buildServer.configs.kotlin.*"]
         if plan.gated:
@@ -192,7 +224,9 @@ class TeamCityRenderer:
             header=context.header(self.name),
             imports=imports,
             version=DSL_VERSION,
-            description=f"Pipeline {plan.name}: one build configuration per stage, generated from {context.definition}",
+            description=f"Pipeline {plan.name}: one build configuration per stage"
+            + (" (one per local-profile rehearsal)" if plan.groups else "")
+            + f", generated from {context.definition}",
             build_types=build_types,
             resources=[SharedResource(id=name, name=name) for name in locks.values()],
         )
@@ -223,28 +257,14 @@ class TeamCityRenderer:
         for step in steps:
             step.always = stage.always
             step.branch_regexes = regexes
-        params = [
-            Param(
-                "password",
-                f"env.{s.name}",
-                s.teamcity or "",
-                label=s.name,
-                description="secure value (credentialsJSON token) set in the definition"
-                if s.teamcity
-                else "secret: set this password parameter on the TeamCity server",
-            )
-            for s in stage.secrets
-        ]
-        params += [Param("param", f"env.{k}", v) for k, v in stage.env]
+        params = _params(stage)
         if stage.always:
             rules = f"?:{ARTIFACT_FOLDER}/*.json => {MANIFEST_DIR}"
-            dependencies = [Dependency(objects[a], "IGNORE", "IGNORE", rules) for a in stage.ancestors]
+            dependencies = [Dependency(objects[a], "IGNORE", "IGNORE", rules) for a in plan.jobs_of(stage.ancestors)]
             snapshots: list[Dependency] = []
         else:
-            rules = f"{ARTIFACT_FOLDER}/*.json => {MANIFEST_DIR}"
-            needs = stage.needs or ("",)  # first stages wait for the render check
-            dependencies = [Dependency(objects[n], "FAIL_TO_START", "CANCEL", rules if n else "") for n in needs]
-            snapshots = [Dependency(objects[n], "FAIL_TO_START", "CANCEL") for n in plan.guard_needs(stage)]
+            dependencies = _needs(plan, stage.needs, objects)
+            snapshots = _guards(plan, [stage], dependencies, objects)
         approval = None
         if stage.gate is not None:
             gate = stage.gate
@@ -261,7 +281,7 @@ class TeamCityRenderer:
             dependencies=dependencies,
             snapshots=snapshots,
             approval=approval,
-            lock=locks[stage.lock] if stage.lock else "",
+            locks=[locks[stage.lock]] if stage.lock else [],
             aws_connection=f"Aws{camel(stage.aws.environment)}" if stage.aws else "",
             timeout=stage.timeout_minutes,
         )
@@ -273,8 +293,102 @@ class TeamCityRenderer:
             description="the whole pipeline: a push to a trigger branch queues every stage of the chain",
             type="COMPOSITE",
             trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger.branches),
-            dependencies=[Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM") for s in plan.sinks],
+            dependencies=[Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM") for s in plan.jobs_of(plan.sinks)],
         )
+
+    def _group(self, plan: CiPlan, group: StageGroup, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
+        """A local-profile rehearsal: one build, so its stages share the agent whose Docker engine holds
+        the test stack. One script step per stage in order; a teardown's step runs ALWAYS."""
+        check_group(group, self.name)
+        steps = [_install_step(plan)]
+        steps[0].branch_regexes = [_branch_regex(g) for g in group.shared_groups]
+        for member in group.members:
+            steps.append(
+                Step(
+                    f"Run stage {member.name}",
+                    f". {VENV}/bin/activate\n{member.run_command}",
+                    always=member.always,
+                    branch_regexes=[_branch_regex(g) for g in group.branch_groups(member.name)],
+                )
+            )
+        params: dict[str, tuple[Param, str]] = {}
+        for member in group.members:
+            for param in _params(member):
+                seen = params.setdefault(param.name, (param, member.name))
+                if (seen[0].kind, seen[0].value) != (param.kind, param.value):
+                    raise UnsupportedFeatureError(
+                        self.name,
+                        f"two values of {param.name} inside one local-profile rehearsal",
+                        f"stages {seen[1]!r} and {member.name!r} in build {objects[group.name]}",
+                        hint="the stages of a rehearsal are steps of one build, whose parameters they share: "
+                        "give the variable or secret one value, or different names",
+                    )
+        connections = list(dict.fromkeys(f"Aws{camel(m.aws.environment)}" for m in group.members if m.aws))
+        if len(connections) > 1:
+            raise UnsupportedFeatureError(
+                self.name,
+                "two AWS connections inside one local-profile rehearsal",
+                f"build {objects[group.name]} ({', '.join(connections)})",
+                hint="a build takes its AWS credentials from one connection: use one AWS environment per rehearsal",
+            )
+        dependencies = _needs(plan, group.needs, objects)
+        return BuildType(
+            obj=objects[group.name],
+            name=group.name,
+            description=group.description,
+            type="DEPLOYMENT" if any(m.deploys for m in group.members) else "",
+            artifact_rules=f"+:{MANIFEST_DIR}/*.json => {ARTIFACT_FOLDER}",
+            params=[param for param, _ in params.values()],
+            steps=steps,
+            dependencies=dependencies,
+            snapshots=_guards(plan, group.members, dependencies, objects, own=group.name),
+            locks=[locks[lock] for lock in dict.fromkeys(m.lock for m in group.members if m.lock)],
+            aws_connection=connections[0] if connections else "",
+            timeout=group.timeout_minutes,
+        )
+
+
+def _params(stage: StagePlan) -> list[Param]:
+    """The stage's secrets as password parameters (references, never values), then its plain variables."""
+    params = [
+        Param(
+            "password",
+            f"env.{s.name}",
+            s.teamcity or "",
+            label=s.name,
+            description="secure value (credentialsJSON token) set in the definition"
+            if s.teamcity
+            else "secret: set this password parameter on the TeamCity server",
+        )
+        for s in stage.secrets
+    ]
+    return params + [Param("param", f"env.{k}", v) for k, v in stage.env]
+
+
+def _needs(plan: CiPlan, needs: Sequence[str], objects: dict[str, str]) -> list[Dependency]:
+    """Snapshot and manifest artifact dependencies on the builds these stages run in; first stages
+    wait for the render check."""
+    rules = f"{ARTIFACT_FOLDER}/*.json => {MANIFEST_DIR}"
+    jobs = plan.jobs_of(needs) or ("",)
+    return [Dependency(objects[n], "FAIL_TO_START", "CANCEL", rules if n else "") for n in jobs]
+
+
+def _guards(
+    plan: CiPlan,
+    stages: Sequence[StagePlan],
+    dependencies: list[Dependency],
+    objects: dict[str, str],
+    own: str = "",
+) -> list[Dependency]:
+    """Snapshot-only dependencies behind a teardown: what it depended on, so that a failure there
+    still keeps these builds from starting."""
+    have = {d.obj for d in dependencies}
+    names = [n for s in stages for n in plan.guard_needs(s)]
+    return [
+        Dependency(objects[job], "FAIL_TO_START", "CANCEL")
+        for job in plan.jobs_of(names)
+        if job != own and objects[job] not in have
+    ]
 
 
 def _install_step(plan: CiPlan) -> Step:
@@ -299,8 +413,8 @@ def _object_names(plan: CiPlan) -> dict[str, str]:
 
     claim("", "RenderCheck")
     claim("*", camel(plan.name) + "Pipeline")
-    for stage in plan.stages:
-        claim(stage.name, camel(stage.name))
+    for unit in plan.units:
+        claim(unit.name, camel(unit.name))
     return names
 
 

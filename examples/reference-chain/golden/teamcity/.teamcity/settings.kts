@@ -10,15 +10,12 @@ import jetbrains.buildServer.configs.kotlin.triggers.vcs
 version = "2024.03"
 
 project {
-    description = "Pipeline reference-chain: one build configuration per stage, generated from pipelinefile.py"
+    description = "Pipeline reference-chain: one build configuration per stage (one per local-profile rehearsal), generated from pipelinefile.py"
 
     buildType(RenderCheck)
     buildType(CommitTest)
     buildType(Bake)
-    buildType(TestStack)
-    buildType(UpdateStack)
-    buildType(Rollback)
-    buildType(Teardown)
+    buildType(RehearsalTestStack)
     buildType(Promote)
     buildType(ReferenceChainPipeline)
 
@@ -148,9 +145,10 @@ object Bake : BuildType({
     }
 })
 
-object TestStack : BuildType({
-    id("TestStack")
-    name = "test-stack"
+object RehearsalTestStack : BuildType({
+    id("RehearsalTestStack")
+    name = "rehearsal-test-stack"
+    description = "test-stack, update-stack, rollback, teardown (always): in order on one agent, whose Docker engine holds the local test stack"
     artifactRules = "+:.pipeline/ci/manifest/*.json => manifest"
 
     vcs {
@@ -173,44 +171,6 @@ object TestStack : BuildType({
                 pipeline run stage test-stack --manifest .pipeline/ci/manifest --profile local
             """.trimIndent()
         }
-    }
-
-    dependencies {
-        dependency(Bake) {
-            snapshot {
-                onDependencyFailure = FailureAction.FAIL_TO_START
-                onDependencyCancel = FailureAction.CANCEL
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-    }
-
-    failureConditions {
-        executionTimeoutMin = 70
-    }
-})
-
-object UpdateStack : BuildType({
-    id("UpdateStack")
-    name = "update-stack"
-    artifactRules = "+:.pipeline/ci/manifest/*.json => manifest"
-
-    vcs {
-        root(DslContext.settingsRoot)
-    }
-
-    steps {
-        script {
-            name = "Install pipeline"
-            scriptContent = """
-                python3.11 -m venv .venv
-                . .venv/bin/activate
-                pip install pipeline-as-code[run]
-            """.trimIndent()
-        }
         script {
             name = "Run stage update-stack"
             scriptContent = """
@@ -218,108 +178,11 @@ object UpdateStack : BuildType({
                 pipeline run stage update-stack --manifest .pipeline/ci/manifest --profile local
             """.trimIndent()
         }
-    }
-
-    dependencies {
-        dependency(TestStack) {
-            snapshot {
-                onDependencyFailure = FailureAction.FAIL_TO_START
-                onDependencyCancel = FailureAction.CANCEL
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-        dependency(Bake) {
-            snapshot {
-                onDependencyFailure = FailureAction.FAIL_TO_START
-                onDependencyCancel = FailureAction.CANCEL
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-    }
-
-    failureConditions {
-        executionTimeoutMin = 70
-    }
-})
-
-object Rollback : BuildType({
-    id("Rollback")
-    name = "rollback"
-    artifactRules = "+:.pipeline/ci/manifest/*.json => manifest"
-
-    vcs {
-        root(DslContext.settingsRoot)
-    }
-
-    steps {
-        script {
-            name = "Install pipeline"
-            scriptContent = """
-                python3.11 -m venv .venv
-                . .venv/bin/activate
-                pip install pipeline-as-code[run]
-            """.trimIndent()
-        }
         script {
             name = "Run stage rollback"
             scriptContent = """
                 . .venv/bin/activate
                 pipeline run stage rollback --manifest .pipeline/ci/manifest --profile local
-            """.trimIndent()
-        }
-    }
-
-    dependencies {
-        dependency(UpdateStack) {
-            snapshot {
-                onDependencyFailure = FailureAction.FAIL_TO_START
-                onDependencyCancel = FailureAction.CANCEL
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-        dependency(TestStack) {
-            snapshot {
-                onDependencyFailure = FailureAction.FAIL_TO_START
-                onDependencyCancel = FailureAction.CANCEL
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-    }
-
-    failureConditions {
-        executionTimeoutMin = 70
-    }
-})
-
-object Teardown : BuildType({
-    id("Teardown")
-    name = "teardown"
-    artifactRules = "+:.pipeline/ci/manifest/*.json => manifest"
-
-    vcs {
-        root(DslContext.settingsRoot)
-    }
-
-    steps {
-        script {
-            name = "Install pipeline"
-            executionMode = BuildStep.ExecutionMode.ALWAYS
-            scriptContent = """
-                python3.11 -m venv .venv
-                . .venv/bin/activate
-                pip install pipeline-as-code[run]
             """.trimIndent()
         }
         script {
@@ -333,60 +196,20 @@ object Teardown : BuildType({
     }
 
     dependencies {
-        dependency(CommitTest) {
-            snapshot {
-                onDependencyFailure = FailureAction.IGNORE
-                onDependencyCancel = FailureAction.IGNORE
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "?:manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
         dependency(Bake) {
             snapshot {
-                onDependencyFailure = FailureAction.IGNORE
-                onDependencyCancel = FailureAction.IGNORE
+                onDependencyFailure = FailureAction.FAIL_TO_START
+                onDependencyCancel = FailureAction.CANCEL
                 reuseBuilds = ReuseBuilds.NO
             }
             artifacts {
-                artifactRules = "?:manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-        dependency(TestStack) {
-            snapshot {
-                onDependencyFailure = FailureAction.IGNORE
-                onDependencyCancel = FailureAction.IGNORE
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "?:manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-        dependency(UpdateStack) {
-            snapshot {
-                onDependencyFailure = FailureAction.IGNORE
-                onDependencyCancel = FailureAction.IGNORE
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "?:manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-        dependency(Rollback) {
-            snapshot {
-                onDependencyFailure = FailureAction.IGNORE
-                onDependencyCancel = FailureAction.IGNORE
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "?:manifest/*.json => .pipeline/ci/manifest"
+                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
         }
     }
 
     failureConditions {
-        executionTimeoutMin = 70
+        executionTimeoutMin = 270
     }
 })
 
@@ -421,7 +244,7 @@ object Promote : BuildType({
     }
 
     dependencies {
-        dependency(Teardown) {
+        dependency(RehearsalTestStack) {
             snapshot {
                 onDependencyFailure = FailureAction.FAIL_TO_START
                 onDependencyCancel = FailureAction.CANCEL
@@ -440,18 +263,6 @@ object Promote : BuildType({
             artifacts {
                 artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
-        }
-        // also after TestStack: skipped when anything before the teardown failed
-        snapshot(TestStack) {
-            onDependencyFailure = FailureAction.FAIL_TO_START
-            onDependencyCancel = FailureAction.CANCEL
-            reuseBuilds = ReuseBuilds.NO
-        }
-        // also after Rollback: skipped when anything before the teardown failed
-        snapshot(Rollback) {
-            onDependencyFailure = FailureAction.FAIL_TO_START
-            onDependencyCancel = FailureAction.CANCEL
-            reuseBuilds = ReuseBuilds.NO
         }
     }
 
