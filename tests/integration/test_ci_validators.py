@@ -7,7 +7,8 @@
 - the generated environment scripts: `sh -n`; pom.xml files: well-formed XML.
 
 The corpus is every example's golden files, the repository's own files, and fresh renders of
-specs that stress the renderers (200 stages, nested teardowns, escaping, gates in parallel, aws).
+specs that stress the renderers (200 stages, nested teardowns, escaping, gates in parallel, aws,
+local-profile rehearsals as one job with branch filters, secrets and nested or crossed teardowns).
 Each tool runs once for all files (one JVM, one node process), and each test first proves that
 the tool does report a broken file, so a silently broken tool cannot pass.
 """
@@ -32,7 +33,7 @@ from pipeline.render.registry import BUILTIN
 from pipeline.render.validate import Node, check_declarative, read_blocks
 from tests.conftest import REPO, need
 from tests.unit.test_render_output import big_spec
-from tests.unit.test_render_plan import chain_spec, fan_spec
+from tests.unit.test_render_plan import chain_spec, fan_spec, rehearsal_spec, two_stacks
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +73,23 @@ def stress_specs() -> dict[str, object]:
         deploy = Shell(name="deploy", environment="production", commands=["true"], secrets=[tricky])
         notify = Shell(name="notify", commands=["true"], branches=("main", "hotfix/*"))
         test >> [deploy, notify]
+    filtered = chain_spec(test_stack_branches=("main",), update_branches=("main", "rc/*"), name="chain-local")
     return {
         "big": big_spec(200),
         "chain-aws": chain_spec(profile="aws", test_stack_branches=("main",)),
+        "chain-local": filtered,
         "fan": fan_spec(),
+        "nested-local": two_stacks("nested"),
+        "rehearsal-secrets": rehearsal_spec(
+            secrets=[tricky], env={"A": "q'uo\"te $X 5%", "B": "${{ x }}"}, environment="staging", branches=("rc/*",)
+        ),
         "tricky": tricky_pipeline.spec,
     }
+
+
+def rehearsal_only_specs() -> dict[str, object]:
+    """Rehearsals Jenkins cannot nest (teardowns overlapping), rendered for the other targets."""
+    return {"overlap-local": two_stacks("overlap"), "crossed-local": two_stacks("crossed")}
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +107,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     for name, spec in stress_specs().items():
         folder = out / name
         write(render(spec, list(BUILTIN), RenderContext()), folder)  # type: ignore[arg-type]
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                found.add(path)
+    for name, spec in rehearsal_only_specs().items():
+        folder = out / name
+        write(render(spec, ["github", "teamcity"], RenderContext()), folder)  # type: ignore[arg-type]
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 found.add(path)
