@@ -354,6 +354,7 @@ def _rehearsal_groups(plan: CiPlan) -> tuple[StageGroup, ...]:
         cycle = _cycle_between(plan, sets)
         if not cycle:
             break
+        assert len(cycle) > 1, "a closed set has every stage between its members: it cannot need itself"
         sets = [m for i, m in enumerate(sets) if i not in cycle] + [frozenset().union(*(sets[i] for i in cycle))]
     sets.sort(key=lambda m: min(position[n] for n in m))
     taken = {s.name for s in plan.stages if not any(s.name in m for m in sets)}
@@ -395,10 +396,10 @@ def _group(
     position = {s.name: s.index for s in plan.stages}
     ordered = tuple(s for s in plan.stages if s.name in members)
     stacks = sorted({st for m in ordered for st in stacks_of.get(m.name, ())}, key=position.__getitem__)
-    name, n = f"{REHEARSAL_PREFIX}{stacks[0]}", 1
+    name, suffix = f"{REHEARSAL_PREFIX}{stacks[0]}", 1
     while name in taken:
-        n += 1
-        name = f"{REHEARSAL_PREFIX}{stacks[0]}-{n}"
+        suffix += 1
+        name = f"{REHEARSAL_PREFIX}{stacks[0]}-{suffix}"
     run_groups: list[BranchGroups] = []
     for member in ordered:
         found: list[tuple[str, ...]] = []

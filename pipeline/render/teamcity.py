@@ -225,7 +225,7 @@ class TeamCityRenderer:
             imports=imports,
             version=DSL_VERSION,
             description=f"Pipeline {plan.name}: one build configuration per stage"
-            + (" (one per local-profile rehearsal)" if plan.groups else "")
+            + (" (a local-profile rehearsal: one for all its stages)" if plan.groups else "")
             + f", generated from {context.definition}",
             build_types=build_types,
             resources=[SharedResource(id=name, name=name) for name in locks.values()],

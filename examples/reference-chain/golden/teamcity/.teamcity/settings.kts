@@ -10,7 +10,7 @@ import jetbrains.buildServer.configs.kotlin.triggers.vcs
 version = "2024.03"
 
 project {
-    description = "Pipeline reference-chain: one build configuration per stage (one per local-profile rehearsal), generated from pipelinefile.py"
+    description = "Pipeline reference-chain: one build configuration per stage (a local-profile rehearsal: one for all its stages), generated from pipelinefile.py"
 
     buildType(RenderCheck)
     buildType(CommitTest)
