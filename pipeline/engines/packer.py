@@ -341,6 +341,12 @@ class Packer:
 
     def __init__(self, binary: str | None = None, *, env: Mapping[str, str] | None = None) -> None:
         found = binary or find_binary()
+        configured = os.environ.get(BINARY_ENV)
+        if not found and configured:
+            raise ToolMissingError(
+                f"{BINARY_ENV} names {configured!r}, which is not a packer binary on this machine",
+                hint=f"point {BINARY_ENV} at the packer executable, or unset it to use `packer` from PATH",
+            )
         if not found:
             raise ToolMissingError("packer is not installed (not on PATH)", hint=INSTALL_HINT)
         self.binary = found
