@@ -339,8 +339,40 @@ class LocalStackEngine:
         image_id = self._image_id(image)
         lb_image = self.ensure_lb_image(on_event=on_event)
         with self._lock(stack):
+            self._check_names(stack)
             _Deployment(self, stack, topo, image, image_id, lb_image, on_event).run()
         return self.describe(stack)
+
+    def ready(self) -> None:
+        """The Docker engine answers (ToolMissingError naming it and the fix if not). No change."""
+        _ = self.client
+
+    def _check_names(self, stack: str) -> None:
+        """Before anything is created: the names the stack will take (`<stack>-lb`, `<stack>-net`)
+        are not held by a container or network outside it, which would stop a creation half-way."""
+        import docker.errors
+
+        wanted = {f"{stack}-lb": "container", f"{stack}-net": "network"}
+        try:
+            found = [
+                *(("container", c) for c in self.client.containers.list(all=True, filters={"name": f"{stack}-lb"})),
+                *(("network", n) for n in self.client.networks.list(names=[f"{stack}-net"])),
+            ]
+        except docker.errors.DockerException as exc:
+            raise StackOperationError(f"cannot read stack {stack} from the Docker engine: {exc}") from None
+        for kind, thing in found:
+            if wanted.get(thing.name) != kind:
+                continue
+            labels = (thing.attrs.get("Config") or {}).get("Labels") or thing.attrs.get("Labels") or {}
+            if labels.get(L_PIPELINE) == self.pipeline and labels.get(L_STACK) == stack:
+                continue
+            remove = "docker rm -f" if kind == "container" else "docker network rm"
+            raise StackOperationError(
+                f"cannot deploy stack {stack}: a {kind} named {thing.name} already exists and is not part of it "
+                "(the stack would take that name); nothing was changed",
+                hint=f"remove or rename it ({remove} {thing.name}) if it is not needed, or give the pipeline "
+                "another name",
+            )
 
     # ------------------------------------------------------------------ images
     def _image_id(self, image: str) -> str:
