@@ -382,20 +382,17 @@ class Lock:
         previous = _parse_holder(fh.read())
         if previous:
             self.took_over = previous
-        fh.seek(0)
-        fh.truncate()
-        fh.write(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "since": now_iso(),
-                    "purpose": self.purpose,
-                    **self.holder,
-                }
-            )
-        )
-        fh.flush()
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(), "purpose": self.purpose}
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({**holder, **self.holder}))
+            fh.flush()
+        except OSError as exc:  # e.g. the disk is full: give the lock back, say so
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fh.close()
+            raise _unwritable(self.path, exc) from None
         self._fh = fh
         return self
 
