@@ -484,6 +484,10 @@ def report(section: str, **cells: object) -> None:
     REPORT.append(Row(section, {k.replace("_", " "): str(v) for k, v in cells.items()}))
 
 
+WIDTHS = {"message": 150, "scenario": 62, "after": 40}
+"""Column widths (characters) other than the default 60."""
+
+
 def render_tables() -> list[str]:
     lines: list[str] = []
     sections: dict[str, list[Row]] = {}
@@ -491,7 +495,7 @@ def render_tables() -> list[str]:
         sections.setdefault(row.section, []).append(row)
     for section, rows in sections.items():
         columns = list(dict.fromkeys(k for row in rows for k in row.cells))
-        widths = {c: min(60, max(len(c), *(len(row.cells.get(c, "")) for row in rows))) for c in columns}
+        widths = {c: min(WIDTHS.get(c, 60), max(len(c), *(len(row.cells.get(c, "")) for row in rows))) for c in columns}
         lines.append("")
         lines.append(section)
         lines.append(" | ".join(c.ljust(widths[c]) for c in columns))
