@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,8 +133,9 @@ class Runner:
         profile: Profile = options.profile or "local"
         order = [s.name for s in self.spec.ordered()]
         selected = self._select(order, options)
-        self._preflight(selected, profile)
-        carried = self._carried_outputs(order, selected, profile)
+        with self._masking(selected):
+            self._preflight(selected, profile)
+            carried = self._carried_outputs(order, selected, profile)
         run_id = new_run_id()
         manifest = Manifest(self.spec.name, run_id, profile)
         for name, outputs in carried.items():
@@ -146,7 +147,8 @@ class Runner:
     def run_stage(self, name: str, options: RunOptions) -> RunSummary:
         stage = self.spec.stage(name)  # UnknownStageError for a bad name
         profile: Profile = options.profile or self.spec.profile_of(stage)
-        self._preflight([name], profile)
+        with self._masking([name]):
+            self._preflight([name], profile)
         manifest_path = options.manifest or self._default_manifest_path()
         manifest = Manifest.load(manifest_path) if manifest_path.exists() else None
         if manifest is not None and manifest.pipeline != self.spec.name:
@@ -184,6 +186,24 @@ class Runner:
         if runs:
             return self.ledger.manifest_path(runs[-1])
         return self.ledger.manifest_path(new_run_id())
+
+    @contextmanager
+    def _masking(self, selected: list[str]) -> Iterator[None]:
+        """Errors raised before the run starts (a tool's output in a template error, say) have the
+        values of the selected stages' secrets masked, like everything the run writes later."""
+        try:
+            yield
+        except PipelineError as exc:
+            names = set()
+            for name in selected:
+                stage = self.spec.stage(name)
+                env = self.spec.environment_of(stage)
+                names |= {s.name for s in (*stage.secrets, *(env.secrets if env else ()))}
+            masker = Masker(os.environ[n] for n in sorted(names) if os.environ.get(n))
+            exc.message = masker(exc.message)
+            exc.args = (exc.message, *exc.args[1:])
+            exc.hint = masker(exc.hint) if exc.hint else exc.hint
+            raise
 
     # ------------------------------------------------------------------ planning
     def _select(self, order: list[str], options: RunOptions) -> list[str]:

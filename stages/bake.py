@@ -64,6 +64,8 @@ PACKER_OUTPUT = "packer-manifest.json"
 USE_IMAGE_ENV = "PIPELINE_{stage}_USE_IMAGE"
 """Environment variable naming an existing image to use instead of building (e.g. an AMI id)."""
 DUMMY_AWS_KEY = "testing"
+UNKNOWN_DEFAULT = '"<unknown>"'
+"""How `packer inspect` shows a variable without a default."""
 WORK_DIR = "bakes"
 """Under the ledger: `bakes/<pipeline>/<stage>/<run id>/`, one folder per bake in progress. It holds
 Packer's temporary folder (which Packer bind-mounts into its build container, so the container can be
@@ -499,9 +501,12 @@ class BakeExecutor(Executor[Bake]):
         ctx.step(f"packer build -only={source}")
         ctx.log(f"$ packer build -machine-readable -only={source} {template.name}  (in {template.parent})")
         with raw_path.open("a") as raw:
+            from pipeline.secrets import Masker
 
-            def keep_raw(line: str) -> None:
-                raw.write(line + "\n")
+            mask = Masker(ctx.secrets.values())
+
+            def keep_raw(line: str) -> None:  # Packer's own output: secret values masked here too
+                raw.write(mask(line) + "\n")
 
             progress = BuildProgress(
                 on_step=lambda text: ctx.step(f"packer: {text}"), on_line=ctx.log, raw=keep_raw, name=ctx.stage.name
@@ -765,7 +770,9 @@ class BakeExecutor(Executor[Bake]):
         if remembered is not None:
             with contextlib.suppress(OSError):
                 remembered.parent.mkdir(parents=True, exist_ok=True)
-                remembered.write_text(json.dumps({"variables": dict(info.variables), "sources": list(info.sources)}))
+                # Which variables have a default, not the defaults: one may come from env("SECRET").
+                variables = {k: v if v == UNKNOWN_DEFAULT else "<default>" for k, v in info.variables.items()}
+                remembered.write_text(json.dumps({"variables": variables, "sources": list(info.sources)}))
         return info
 
     def _validate_template(
