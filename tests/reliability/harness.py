@@ -484,7 +484,15 @@ def report(section: str, **cells: object) -> None:
     REPORT.append(Row(section, {k.replace("_", " "): str(v) for k, v in cells.items()}))
 
 
-WIDTHS = {"message": 150, "scenario": 62, "after": 40}
+WIDTHS = {
+    "message": 150,
+    "scenario": 62,
+    "after": 40,
+    "phases": 200,
+    "bound": 100,
+    "verification": 100,
+    "searched": 120,
+}
 """Column widths (characters) other than the default 60."""
 
 
