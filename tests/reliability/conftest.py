@@ -81,4 +81,8 @@ def baked(make: ProjectMaker) -> dict[str, str]:
         result = seed.run("run", "local", "--only", "bake")
         assert result.returncode == 0, explain(result)
         images[version] = seed.last_run().stages["bake"].outputs["image"]
+    # The balancer image too, once, before projects that run side by side could both build it.
+    from pipeline.engines.local_stack import LocalStackEngine
+
+    LocalStackEngine(seed.name, seed.root / "templates" / "web.yaml").ensure_lb_image()
     return images

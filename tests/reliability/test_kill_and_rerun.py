@@ -21,9 +21,12 @@ session (see conftest.py).
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -48,6 +51,8 @@ pytestmark = pytest.mark.e2e
 
 OK = ("succeeded", "up-to-date")
 TABLE = "kill -9 anywhere, then re-run"
+WORKERS = int(os.environ.get("PIPELINE_RELIABILITY_WORKERS", "2"))
+"""Scenarios played at once (each is a chain of real runs that mostly waits on Docker)."""
 
 
 @dataclass(frozen=True)
@@ -105,64 +110,122 @@ def _killed_in(statuses: dict[str, str]) -> str:
     return f"after {done[-1]}" if done else "before any stage"
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[f"{s.ident}-{s.fault}" for s in SCENARIOS])
-def test_a_run_killed_here_converges_when_run_again(
-    scenario: Scenario, make: ProjectMaker, baked: dict[str, str], docker_tools: Any
-) -> None:
-    client = docker_tools
-    project = make(scenario.ident, V1)
-    if scenario.first_release:
-        if scenario.version != V1:
+@dataclass
+class Outcome:
+    """What happened in one scenario (played in a worker thread; the test asserts on it)."""
+
+    scenario: Scenario
+    error: BaseException | None = None
+    killed_rc: int | None = None
+    killed_output: str = ""
+    killed_in: str = ""
+    dead_statuses: dict[str, str] = field(default_factory=dict)
+    left: str = ""
+    rerun: subprocess.CompletedProcess[str] | None = None
+    statuses: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    max_test_stacks: int = 0
+    max_production_lbs: int = 0
+    samples: int = 0
+    seconds: tuple[float, float] = (0.0, 0.0)
+    dangling_after: list[str] = field(default_factory=list)
+
+
+def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
+    """Set the scenario up, kill the run at its checkpoint, run it again, and look at the result."""
+    outcome = Outcome(scenario)
+    try:
+        project = make(scenario.ident, V1)
+        if scenario.first_release:
+            if scenario.version != V1:
+                project.release(scenario.version)
+        else:
+            setup = project.run("run", "local", "--yes")
+            if setup.returncode != 0:
+                raise AssertionError(f"setup run failed\n{explain(setup)}")
             project.release(scenario.version)
-    else:
-        setup = project.run("run", "local", "--yes")
-        assert setup.returncode == 0, explain(setup)
-        project.release(scenario.version)
+        with stopwatch() as until_kill:
+            killed = project.run(
+                "run", "local", "--yes", PIPELINE_FAULT=scenario.fault, PIPELINE_FAULT_SKIP=str(scenario.skip)
+            )
+        outcome.killed_rc, outcome.killed_output = killed.returncode, explain(killed)
+        if killed.returncode != -signal.SIGKILL:
+            return outcome
+        outcome.dead_statuses = project.statuses(project.last_run())
+        outcome.killed_in = _killed_in(outcome.dead_statuses)
+        left = inventory(client, project.name).summary()
+        builders = packer_containers(client, project.root)
+        if builders:
+            left += f"; {len(builders)} Packer build container"
+        untagged = dangling_images(client, scenario.version)
+        if untagged:
+            left += f"; {len(untagged)} untagged image"
+        outcome.left = left
+        with Watch(client, project) as watch, stopwatch() as rerun_time:
+            outcome.rerun = project.run("run", "local", "--yes")
+        outcome.statuses = project.statuses()
+        outcome.problems = convergence_problems(project, client, scenario.version)
+        outcome.max_test_stacks, outcome.max_production_lbs = watch.max_test_stacks, watch.max_production_lbs
+        outcome.samples = watch.samples
+        outcome.seconds = (until_kill[0], rerun_time[0])
+        outcome.dangling_after = dangling_images(client, scenario.version)
+    except BaseException as exc:  # reported by the scenario's test
+        outcome.error = exc
+    return outcome
 
-    with stopwatch() as until_kill:
-        killed = project.run(
-            "run", "local", "--yes", PIPELINE_FAULT=scenario.fault, PIPELINE_FAULT_SKIP=str(scenario.skip)
-        )
-    assert killed.returncode == -signal.SIGKILL, f"the run was not killed at {scenario.fault}\n{explain(killed)}"
-    dead = project.last_run()
-    where = _killed_in(project.statuses(dead))
-    assert where == scenario.killed_in, project.statuses(dead)
-    left = inventory(client, project.name).summary()
-    builders = packer_containers(client, project.root)
-    if builders:
-        left += f"; {len(builders)} Packer build container"
-    untagged = dangling_images(client, scenario.version)
-    if untagged:
-        left += f"; {len(untagged)} untagged image"
 
-    with Watch(client, project) as watch, stopwatch() as rerun_time:
-        rerun = project.run("run", "local", "--yes")
-    statuses = project.statuses()
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, make: ProjectMaker, baked: dict[str, str], docker_tools: Any
+) -> dict[str, Outcome]:
+    """Every selected scenario, played WORKERS at a time (each has its own project and pipeline name,
+    so they cannot see each other; the machine has cores to spare while a run waits on Docker)."""
+    selected = [
+        item.callspec.params["scenario"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_a_run_killed_here_converges_when_run_again"
+    ]
+    slow_first = sorted(selected, key=lambda s: (not s.ident.startswith(("k02", "k03")), s.ident))
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="scenario") as pool:
+        played = list(pool.map(lambda s: play(s, make, docker_tools), slow_first))
+    return {o.scenario.ident: o for o in played}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[f"{s.ident}-{s.fault}" for s in SCENARIOS])
+def test_a_run_killed_here_converges_when_run_again(scenario: Scenario, outcomes: dict[str, Outcome]) -> None:
+    outcome = outcomes[scenario.ident]
+    if outcome.error is not None:
+        raise outcome.error
+    rerun = outcome.rerun
+    problems = outcome.problems
+    statuses = outcome.statuses
     redone = [n for n in STAGES if statuses.get(n) == "succeeded"]
-    problems = convergence_problems(project, client, scenario.version)
     report(
         TABLE,
         scenario=f"{scenario.ident} {scenario.where}",
         checkpoint=scenario.fault + (f" (skip {scenario.skip})" if scenario.skip else ""),
-        killed_in=where,
-        left_at_kill=left,
-        rerun=f"exit {rerun.returncode} in {rerun_time[0]:.0f}s; ran {', '.join(redone) or 'nothing'}",
-        max_at_once=f"{watch.max_test_stacks} test stack, {watch.max_production_lbs} prod lb",
+        killed_in=outcome.killed_in,
+        left_at_kill=outcome.left,
+        rerun=(f"exit {rerun.returncode} in {outcome.seconds[1]:.0f}s; " if rerun else "")
+        + f"ran {', '.join(redone) or 'nothing'}",
+        max_at_once=f"{outcome.max_test_stacks} test stack, {outcome.max_production_lbs} prod lb",
         after=("production serves " + scenario.version.split("-")[0] + ", no orphans")
-        if not problems and rerun.returncode == 0
+        if not problems and rerun is not None and rerun.returncode == 0
         else f"PROBLEMS: {problems[:2]}",
-        seconds=f"{until_kill[0]:.0f}+{rerun_time[0]:.0f}",
+        seconds=f"{outcome.seconds[0]:.0f}+{outcome.seconds[1]:.0f}",
     )
-
+    assert outcome.killed_rc == -signal.SIGKILL, f"the run was not killed at {scenario.fault}\n{outcome.killed_output}"
+    assert outcome.killed_in == scenario.killed_in, outcome.dead_statuses
+    assert rerun is not None
     assert rerun.returncode == 0, explain(rerun)
     assert set(statuses.values()) <= set(OK), statuses
     assert not problems, "\n".join(problems)
-    assert watch.samples > 0
-    assert watch.max_test_stacks <= 1, f"{watch.max_test_stacks} test stacks existed at once during the re-run"
-    assert watch.max_production_lbs <= 1, "two production balancers existed at once"
+    assert outcome.samples > 0
+    assert outcome.max_test_stacks <= 1, f"{outcome.max_test_stacks} test stacks existed at once during the re-run"
+    assert outcome.max_production_lbs <= 1, "two production balancers existed at once"
     for stage in scenario.redone:
         assert statuses[stage] == "up-to-date", f"{stage} was done before the kill, and done again: {statuses}"
-    assert dangling_images(client, scenario.version) == [], "Packer's image of a dead bake is left"
+    assert outcome.dangling_after == [], "Packer's image of a dead bake is left"
 
 
 def test_ctrl_c_during_the_test_stack_update_tears_it_down_and_exits_130(
