@@ -20,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -484,16 +485,9 @@ def report(section: str, **cells: object) -> None:
     REPORT.append(Row(section, {k.replace("_", " "): str(v) for k, v in cells.items()}))
 
 
-WIDTHS = {
-    "message": 150,
-    "scenario": 62,
-    "after": 40,
-    "phases": 200,
-    "bound": 100,
-    "verification": 100,
-    "searched": 120,
-}
-"""Column widths (characters) other than the default 60."""
+WIDTHS = {"message": 110, "scenario": 44, "checkpoint": 34, "phases": 70, "searched": 70, "what": 60, "result": 110}
+"""Column widths (characters) other than the default; longer cells wrap onto more lines."""
+DEFAULT_WIDTH = 36
 
 
 def render_tables() -> list[str]:
@@ -503,19 +497,22 @@ def render_tables() -> list[str]:
         sections.setdefault(row.section, []).append(row)
     for section, rows in sections.items():
         columns = list(dict.fromkeys(k for row in rows for k in row.cells))
-        widths = {c: min(WIDTHS.get(c, 60), max(len(c), *(len(row.cells.get(c, "")) for row in rows))) for c in columns}
+        widths = {
+            c: min(WIDTHS.get(c, DEFAULT_WIDTH), max(len(c), *(len(row.cells.get(c, "")) for row in rows)))
+            for c in columns
+        }
         lines.append("")
         lines.append(section)
         lines.append(" | ".join(c.ljust(widths[c]) for c in columns))
         lines.append("-+-".join("-" * widths[c] for c in columns))
         for row in rows:
-            cells = [_clip(row.cells.get(c, ""), widths[c]).ljust(widths[c]) for c in columns]
-            lines.append(" | ".join(cells))
+            wrapped = {
+                c: textwrap.wrap(row.cells.get(c, ""), widths[c], break_on_hyphens=False) or [""] for c in columns
+            }
+            for index in range(max(len(w) for w in wrapped.values())):
+                cells = [(wrapped[c][index] if index < len(wrapped[c]) else "").ljust(widths[c]) for c in columns]
+                lines.append(" | ".join(cells).rstrip())
     return lines
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def write_report(path: Path) -> None:

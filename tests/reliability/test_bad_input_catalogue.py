@@ -491,8 +491,12 @@ FALLBACK_SAYS = (r"cannot write the ledger at \S+locks", r"Not a directory|File 
 
 def _message(output: str, root: Path, tmp: Path) -> str:
     """The error line (paths shortened) and its hint, for the table."""
-    lines = [" ".join(line.split()) for line in output.splitlines()]
-    error = next((line for line in lines if re.search(r"(^|\] )error:", line)), "")
+    lines = [" ".join(line.strip(" │╭╮╰╯─").split()) for line in output.splitlines()]
+    lines = [line for line in lines if line]
+    at = next((i for i, line in enumerate(lines) if re.search(r"(^|\] )error:|Invalid value", line)), None)
+    error = lines[at] if at is not None else ""
+    if error.endswith(":") and at is not None and at + 1 < len(lines):
+        error += " " + lines[at + 1]  # the first problem of a definition, or the tool's first line
     hint = next((line for line in lines if re.search(r"(^|\] )hint:", line)), "")
     text = f"{error} / {hint}" if hint else error
     return text.replace(str(root) + "/", "").replace(str(tmp), "<tmp>").replace(str(root), ".")
