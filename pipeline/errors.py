@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import DeployReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -192,6 +195,17 @@ class RenderDriftError(PipelineError):
 
 class StackOperationError(PipelineError):
     """A stack create/update/delete failed in the real world (names the resource and reason)."""
+
+
+class HealthBreachError(StackOperationError):
+    """The new version broke a health threshold while it took traffic; the engine has already
+    rolled the stack back to the old image. The message shows the numbers that caused it (the
+    new version's error rate and requests, its p99 against the old version's, the threshold);
+    `report` has all of them."""
+
+    def __init__(self, message: str, *, hint: str | None = None, report: DeployReport | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
 
 
 class Interrupted(PipelineError):

@@ -49,6 +49,7 @@ from pipeline.errors import (
     ToolMissingError,
 )
 from pipeline.model import AwsSettings, Profile, Verify
+from pipeline.strategy import Health, Rolling, Strategy
 
 IMAGE_PARAMETER = "ImageId"
 PIPELINE_TAG = "pipeline"
@@ -464,13 +465,40 @@ class CloudFormationEngine:
             raw = self._describe_raw(stack)
         return self._state(stack, raw)
 
+    def check_strategy(self, strategy: Strategy | None, health: Health | None = None) -> None:
+        """Refuse, before any change, a deployment strategy this engine does not carry out yet
+        (BadInputError, exit 2). Today: a rolling update as the template's UpdatePolicy says
+        (AutoScalingRollingUpdate); the other strategies map to AWS in a later version (pilot
+        group, ALB weighted target groups, a second group for blue-green, rollback triggers with
+        CloudWatch alarms: docs/strategies.md)."""
+        if strategy is None or strategy == Rolling():
+            return
+        if isinstance(strategy, Rolling):
+            what = "rolling with batch_size, min_in_service or observe_seconds of its own"
+            hint = "leave Rolling() at its defaults on aws (the template's UpdatePolicy decides the batches)"
+        else:
+            what = strategy.kind
+            hint = "use the rolling strategy (the default) with the aws profile for now; the local profile runs all of them"
+        raise BadInputError(f"the aws profile does not carry out {what} yet", hint=hint)
+
     def deploy(
-        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = _ignore
+        self,
+        stack: str,
+        image: str,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        on_event: OnEvent = _ignore,
+        strategy: Strategy | None = None,
+        health: Health | None = None,
     ) -> StackState:
         """Create the stack or update it to `image`; a no-op when it already runs exactly that.
 
+        Carries out the rolling strategy only (the template's UpdatePolicy); any other `strategy`
+        is refused by `check_strategy` before anything changes. `health` is not watched yet.
+
         Raises TemplateError (exit 2) before any change for a bad template, parameter or image, and
         CloudFormationError (a StackOperationError) when CloudFormation fails the operation."""
+        self.check_strategy(strategy, health)
         self._check_stack_name(stack)
         desired = self.plan(image, parameters)
         with self._aws_errors(f"deploying stack {stack}"):

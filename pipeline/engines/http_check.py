@@ -3,6 +3,10 @@
 Engine-neutral (the local and the aws engine both call it with their stack's URL); standard
 library only. A check waits up to `wait_seconds` for the first good answer (a stack that was
 just updated may need a moment), then sends the remaining requests, which must all pass.
+
+Also here, because it is engine-neutral too: the load client (steady traffic through a URL) and
+the health judge of a deployment's observation windows (`judge`: a pure function of the new and
+the old version's numbers and the `Health` thresholds).
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import http.client
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
-from pipeline.engines.stack import OnEvent, VerifyReport
+from pipeline.engines.stack import OnEvent, VerifyReport, VersionStats
 from pipeline.model import Verify
+from pipeline.strategy import Health
 
 BODY_LIMIT = 1 << 20
 """Bytes of a response body read and searched for the expected text."""
@@ -293,14 +299,126 @@ class LoadClient:
         )
 
 
+# --------------------------------------------------------------------------- the health judge
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request one version of the service answered, as the balancer saw it."""
+
+    at: float
+    """When it was answered (seconds since the epoch)."""
+    new: bool
+    """Answered by a replica of the new version (else: of the old one)."""
+    ok: bool
+    """False for a 5xx status, a refused or reset connection, a timeout."""
+    seconds: float
+
+
+def version_stats(hits: Iterable[Hit]) -> VersionStats:
+    """Requests, errors, p50 and p99 (milliseconds) of `hits`."""
+    listed = list(hits)
+    latencies = [h.seconds * 1000 for h in listed]
+    return VersionStats(
+        requests=len(listed),
+        errors=sum(1 for h in listed if not h.ok),
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one observation window (so far)."""
+
+    state: Literal["pass", "breach", "wait"]
+    """'wait': not enough requests to the new version yet, or the window is not over."""
+    new: VersionStats
+    old: VersionStats
+    reason: str = ""
+    """For a breach: the threshold crossed, then the numbers."""
+
+    @property
+    def numbers(self) -> str:
+        return numbers(self.new, self.old)
+
+
+def p99_limit(old: VersionStats, health: Health) -> float | None:
+    """The largest p99 (ms) the new version may have: max_p99_ratio x the old version's p99, but
+    never below min_p99_ms. None without a baseline (the old version answered nothing)."""
+    if not old.requests:
+        return None
+    return max(health.max_p99_ratio * old.p99_ms, health.min_p99_ms)
+
+
+def numbers(new: VersionStats, old: VersionStats) -> str:
+    """The new version's error rate, requests and p99 next to the old version's."""
+    text = (
+        f"the new version failed {new.errors} of {new.requests} requests ({new.error_rate:.1%}), "
+        f"p99 {new.p99_ms:.1f} ms"
+    )
+    if old.requests:
+        text += (
+            f"; the old version failed {old.errors} of {old.requests} ({old.error_rate:.1%}), p99 {old.p99_ms:.1f} ms"
+        )
+    else:
+        text += "; no baseline from the old version"
+    return text
+
+
+def judge(new: VersionStats, old: VersionStats, health: Health, *, final: bool, exhausted: bool = False) -> Verdict:
+    """Judge an observation window from the new version's numbers and the old version's (the
+    baseline: the same window, or before the change when the old version got no traffic).
+
+    - error rate: a breach as soon as at least `min_requests` reached the new version and more
+      than `max_error_rate` of them failed (before the window ends: less harm);
+    - p99: at the end of the window, a breach when the new version's p99 is above
+      `max_p99_ratio` x the old version's, unless it is under `min_p99_ms` (noise on fast pages);
+    - a window passes only when it is over (`final`) and at least `min_requests` reached the new
+      version; with fewer, it waits, and when it may not wait any longer (`exhausted`) that is a
+      breach too: the new version could not be judged.
+    """
+    if new.requests >= health.min_requests and new.error_rate > health.max_error_rate:
+        reason = (
+            f"error rate {new.error_rate:.1%} of the new version is above the limit {health.max_error_rate:.1%}; "
+            + numbers(new, old)
+        )
+        return Verdict("breach", new, old, reason)
+    if not final:
+        return Verdict("wait", new, old)
+    if new.requests < health.min_requests:
+        if exhausted:
+            reason = (
+                f"only {new.requests} requests reached the new version, fewer than the {health.min_requests} "
+                f"needed to judge it; " + numbers(new, old)
+            )
+            return Verdict("breach", new, old, reason)
+        return Verdict("wait", new, old)
+    limit = p99_limit(old, health)
+    if limit is not None and new.p99_ms > limit:
+        reason = (
+            f"p99 {new.p99_ms:.1f} ms of the new version is above the limit {limit:.1f} ms "
+            f"(max of {health.max_p99_ratio:g} x the old version's {old.p99_ms:.1f} ms and {health.min_p99_ms:g} ms); "
+            + numbers(new, old)
+        )
+        return Verdict("breach", new, old, reason)
+    return Verdict("pass", new, old)
+
+
 __all__ = [
     "Answer",
+    "Hit",
     "LoadClient",
     "LoadStats",
     "Sample",
+    "Verdict",
+    "judge",
+    "numbers",
+    "p99_limit",
     "percentile",
     "probe",
     "request",
     "target_url",
     "verify",
+    "version_stats",
 ]

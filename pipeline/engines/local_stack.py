@@ -24,26 +24,30 @@ import contextlib
 import fcntl
 import io
 import json
+import math
 import os
+import re
 import secrets
 import socket
 import tarfile
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
 from pipeline.engines.docker_client import LABEL_PREFIX, connect
-from pipeline.engines.stack import OnEvent, StackState, VerifyReport
+from pipeline.engines.http_check import Hit, LoadClient, judge, version_stats
+from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, StackState, VerifyReport, VersionStats
 from pipeline.engines.topology import Topology, load_template, topology
-from pipeline.errors import StackOperationError
+from pipeline.errors import HealthBreachError, StackOperationError
 from pipeline.faults import checkpoint
 from pipeline.hashing import digest
 from pipeline.model import Profile, Verify
+from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling, Strategy
 
 L_PIPELINE = f"{LABEL_PREFIX}.pipeline"
 L_STACK = f"{LABEL_PREFIX}.stack"
@@ -75,6 +79,18 @@ RELOAD_CHECK = 1.0
 LB_READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10
 LOCK_TIMEOUT = 900.0
+LOG_PATH = "/var/log/nginx/health.log"
+"""The balancer's request log while a deployment watches its health signals."""
+POLL = 0.25
+"""Seconds between reads of that log during an observation window."""
+BASELINE_MAX = 10.0
+"""Longest wait for the old version's baseline (min_requests answers) before the first change."""
+EXTEND_MIN = 10.0
+"""A window short of min_requests to the new version may run this much longer (or observe_seconds)."""
+WARM_MARGIN = 5.0
+"""An old set kept warm for an observation window stays this much longer (crash-safe deadline)."""
+WARM_MARK = "/tmp/.pipeline-warm"
+"""Inside a warm replica: its timer stops it at the deadline while this file exists."""
 
 
 def _ignore(text: str) -> None:
@@ -238,7 +254,10 @@ class LocalStackEngine:
         observed = self._observe(stack)
         if not observed.exists:
             return StackState(name=stack, exists=False)
-        running = [r for r in observed.replicas if _running(r)]
+        config = self._read_config(observed.lb) if observed.lb is not None else ""
+        warm_names, warm_until = _warm_set(config)
+        warm = [r for r in observed.replicas if _running(r) and r.name in warm_names]
+        running = [r for r in observed.replicas if _running(r) and r not in warm]
         specs = {r.labels.get(L_SPEC) for r in running}
         image: str | None = None
         image_id = ""
@@ -248,7 +267,6 @@ class LocalStackEngine:
             image_id = str(first.labels.get(L_IMAGE_ID, ""))
             image = self._name_for(str(first.labels.get(L_IMAGE, "")), image_id)
             parameters = _json_labels(first.labels.get(L_PARAMETERS))
-        config = self._read_config(observed.lb) if observed.lb is not None else ""
         parameters = _config_parameters(config) or parameters
         url = None
         port = self._lb_port(observed.lb) if observed.lb is not None else None
@@ -269,6 +287,10 @@ class LocalStackEngine:
             "network": observed.network.name if observed.network is not None else "",
             "image_id": image_id,
         }
+        if warm:
+            details["warm"] = ",".join(r.name for r in warm)
+            details["warm_image"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in warm}))
+            details["warm_until"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(warm_until))
         if len({r.labels.get(L_IMAGE_ID) for r in running}) > 1:
             details["images"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in running}))
         return StackState(
@@ -334,14 +356,22 @@ class LocalStackEngine:
         *,
         parameters: Mapping[str, str] | None = None,
         on_event: OnEvent = _ignore,
+        strategy: Strategy | None = None,
+        health: Health | None = None,
     ) -> StackState:
+        """Create the stack or move it to `image` with `strategy` (default: rolling, as the
+        template's UpdatePolicy says), judging `health` in the strategy's observation windows.
+        The returned state's `report` says what was done; a health breach rolls back first, then
+        raises HealthBreachError. See docs/strategies.md."""
         topo = self.topology(parameters)
         image_id = self._image_id(image)
         lb_image = self.ensure_lb_image(on_event=on_event)
         with self._lock(stack):
             self._check_names(stack)
-            _Deployment(self, stack, topo, image, image_id, lb_image, on_event).run()
-        return self.describe(stack)
+            report = _Deployment(
+                self, stack, topo, image, image_id, lb_image, on_event, strategy=strategy, health=health
+            ).run()
+        return replace(self.describe(stack), report=report)
 
     def ready(self) -> None:
         """The Docker engine answers (ToolMissingError naming it and the fix if not). No change."""
@@ -478,6 +508,8 @@ class LocalStackEngine:
 
 PARAMETERS_COMMENT = "# parameters: "
 """The config line that records the template parameters the stack runs with."""
+WARM_COMMENT = "# warm: "
+"""The config line that names the old set a blue-green switch keeps warm, and until when."""
 
 
 def _servers(config: str) -> list[str]:
@@ -496,6 +528,18 @@ def _config_parameters(config: str) -> dict[str, str]:
     return {}
 
 
+def _warm_set(config: str) -> tuple[tuple[str, ...], float]:
+    """(names, until) of the warm set the configuration records; ((), 0.0) when there is none."""
+    for line in config.splitlines():
+        if line.startswith(WARM_COMMENT):
+            names, _, until = line[len(WARM_COMMENT) :].partition(" until ")
+            try:
+                return tuple(n for n in names.split(",") if n), float(until)
+            except ValueError:
+                return (), 0.0
+    return (), 0.0
+
+
 def _json_labels(text: str | None) -> dict[str, str]:
     try:
         data = json.loads(text or "{}")
@@ -504,20 +548,69 @@ def _json_labels(text: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def render_config(stack: str, topo: Topology, servers: list[str], parameters: Mapping[str, str]) -> str:
-    """The balancer's nginx.conf routing to `servers` (container names on the stack network)."""
+def render_config(
+    stack: str,
+    topo: Topology,
+    servers: list[str],
+    parameters: Mapping[str, str],
+    *,
+    weights: Mapping[str, int] | None = None,
+    warm: tuple[tuple[str, ...], float] | None = None,
+    log: str | None = None,
+) -> str:
+    """The balancer's nginx.conf routing to `servers` (container names on the stack network),
+    with balancer `weights` per server (canary steps), the warm set kept for a switch back, and a
+    request log at `log` while a deployment watches its health signals."""
     import jinja2
 
     text = (resources.files("pipeline.engines") / "lb" / "nginx.conf.j2").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    weights = weights or {}
     return env.from_string(text).render(
         stack=stack,
         parameters=json.dumps(dict(parameters), sort_keys=True),
-        servers=sorted(servers),
+        servers=[(name, weights.get(name)) for name in sorted(servers)],
         port=topo.target_port,
         listen=topo.listener_port,
         drain=max(1, int(topo.deregistration_delay)),
+        warm=f"{','.join(warm[0])} until {warm[1]:.3f}" if warm and warm[0] else "",
+        log=log or "",
     )
+
+
+def canary_weights(new: list[str], old: list[str], percent: int) -> dict[str, int]:
+    """Balancer weights per server that give the `new` servers together `percent` % of the
+    requests and the `old` ones the rest (smallest whole numbers)."""
+    if not new or not old or percent >= 100:
+        return {}
+    per_new = percent * len(old)
+    per_old = (100 - percent) * len(new)
+    common = math.gcd(per_new, per_old)
+    return {**dict.fromkeys(old, per_old // common), **dict.fromkeys(new, per_new // common)}
+
+
+def _describe_weights(weights: Mapping[str, int], new: list[Any], old: list[Any]) -> str:
+    if not new or not old:
+        return "none"
+    return f"{weights.get(new[0].name, 1)} per new replica, {weights.get(old[0].name, 1)} per old one"
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def _breach_message(stack: str, what: str, report: DeployReport) -> str:
+    text = (
+        f"health breach at {what} ({report.strategy} of {stack} to {report.image}): {report.breach}; "
+        f"rolled back to {report.previous_image}"
+    )
+    if report.time_to_restore is not None:
+        text += f" in {report.time_to_restore:.2f} s"
+    if report.time_to_detect is not None:
+        text += f" (the breach was detected {report.time_to_detect:.1f} s after the new version took traffic)"
+    if report.served is not None:
+        text += f"; {report.served.errors} of {report.served.requests} requests through the balancer failed during the change"
+    return text
 
 
 def _tar(name: str, text: str) -> bytes:
@@ -538,6 +631,148 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _address(replica: Any, network: str, port: int) -> str | None:
+    """`ip:port` of a replica on the stack network, as the balancer's log names it."""
+    networks = (replica.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    ip = (networks.get(network) or {}).get("IPAddress")
+    return f"{ip}:{port}" if ip else None
+
+
+_LIST_SEPARATOR = re.compile(r",\s*|\s+:\s+")
+"""Between the tries of one request in nginx's $upstream_* variables (`, `; ` : ` after a redirect)."""
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def parse_log_line(line: str, versions: Mapping[str, bool]) -> tuple[Hit | None, list[Hit]]:
+    """One line of the balancer's request log: (the answer the client got, one hit per replica
+    tried, attributed to the new or old version by its address; unknown addresses are left out).
+    The answer's `new` is whether the replica that gave it runs the new version."""
+    parts = line.split("|")
+    if len(parts) != 6:
+        return None, []
+    stamp, status, request_time, addresses, statuses, times = parts
+    try:
+        at = float(stamp)
+    except ValueError:
+        return None, []
+    tries = list(
+        zip(
+            _LIST_SEPARATOR.split(addresses),
+            _LIST_SEPARATOR.split(statuses),
+            _LIST_SEPARATOR.split(times),
+            strict=False,
+        )
+    )
+    hits = []
+    for address, code, seconds in tries:
+        version = versions.get(address.strip())
+        if version is None:
+            continue
+        answer = code.strip()
+        hits.append(Hit(at, version, answer.isdigit() and int(answer) < 500, _seconds(seconds)))
+    answered_by = versions.get(tries[-1][0].strip(), False) if tries else False
+    failed = status.isdigit() and int(status) >= 500
+    return Hit(at, answered_by, not failed, _seconds(request_time)), hits
+
+
+class _Watch:
+    """A deployment's health signals: the balancer's request log, read as it grows, each request
+    (and each retry) attributed to the new or the old version by the address of the replica that
+    answered; plus, while the strategy observes, a probe sending steady load through the balancer."""
+
+    def __init__(self, lb: Any, port: int, network: str, on_event: OnEvent) -> None:
+        self.lb = lb
+        self.port = port
+        self.network = network
+        self.on_event = on_event
+        self.versions: dict[str, bool] = {}
+        self.hits: list[Hit] = []
+        self.served: list[Hit] = []
+        self.probe: LoadClient | None = None
+        self.closed = False
+        self._offset = 0
+        self._rest = b""
+        self._unreadable = False
+
+    def truncate(self) -> None:
+        """Start the log afresh (nginx appends to the file it has open)."""
+        try:
+            code, output = self.lb.exec_run(["/bin/sh", "-c", f": > {LOG_PATH}"])
+        except Exception as exc:
+            raise StackOperationError(f"cannot reset the request log of {self.lb.name}: {exc}") from None
+        if code != 0:
+            raise StackOperationError(f"cannot reset the request log of {self.lb.name}: {output!r}")
+
+    def assign(self, replicas: list[Any], *, new: bool) -> None:
+        """Requests answered from now on by these replicas' addresses count for the new (or old)
+        version. Lines already written are read first: an address may have been another replica's."""
+        addresses = {a for a in (_address(r, self.network, self.port) for r in replicas) if a}
+        if any(self.versions.get(a, new) != new for a in addresses):
+            self.read()
+        for address in addresses:
+            self.versions[address] = new
+
+    def start_probe(self, url: str, rate: float) -> None:
+        self.probe = LoadClient(url, rate=rate, timeout=5.0)
+        self.probe.__enter__()
+
+    def read(self) -> None:
+        """Parse what the balancer logged since the last read."""
+        try:
+            code, (out, _) = self.lb.exec_run(["/usr/bin/tail", "-c", f"+{self._offset + 1}", LOG_PATH], demux=True)
+        except Exception as exc:
+            if not self._unreadable:
+                self._unreadable = True
+                self.on_event(f"cannot read the request log of {self.lb.name}: {exc}")
+            return
+        if code != 0 or not out:
+            return
+        self._offset += len(out)
+        data = self._rest + out
+        cut = data.rfind(b"\n") + 1
+        self._rest = data[cut:]
+        for line in data[:cut].decode(errors="replace").splitlines():
+            answer, hits = parse_log_line(line, self.versions)
+            if answer is not None:
+                self.served.append(answer)
+            self.hits.extend(hits)
+
+    def stats(self, since: float, *, new: bool) -> VersionStats:
+        return version_stats(h for h in self.hits if h.new == new and h.at >= since)
+
+    def stats_in(self, windows: list[tuple[float, float]], *, new: bool) -> VersionStats:
+        """Over the observation windows; over everything logged when there were none."""
+        if not windows:
+            return version_stats(h for h in self.hits if h.new == new)
+        return version_stats(h for h in self.hits if h.new == new and any(a <= h.at <= b for a, b in windows))
+
+    def served_stats(self) -> VersionStats:
+        return version_stats(self.served)
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.stop()
+        self.read()
+        self.closed = True
+
+
+class _Breached(Exception):
+    """A window's verdict was a breach and the stack is back on the old version (internal)."""
+
+    def __init__(self, what: str, reason: str, detected: float | None = None, restored: float | None = None) -> None:
+        super().__init__(reason)
+        self.what = what
+        self.reason = reason
+        self.detected = detected
+        self.restored = restored
+
+
 class _Deployment:
     """One convergence of a stack toward an image: create, roll, scale, or nothing at all."""
 
@@ -550,6 +785,9 @@ class _Deployment:
         image_id: str,
         lb_image: str,
         on_event: OnEvent,
+        *,
+        strategy: Strategy | None = None,
+        health: Health | None = None,
     ) -> None:
         self.engine = engine
         self.client = engine.client
@@ -559,6 +797,8 @@ class _Deployment:
         self.image_id = image_id
         self.lb_image = lb_image
         self.on_event = on_event
+        self.strategy: Strategy = strategy if strategy is not None else Rolling()
+        self.health = health
         launch = {name: topo.parameters.get(name, "") for name in topo.launch_parameters}
         self.spec = digest(
             {"image": image_id, "port": topo.target_port, "health_port": topo.health_port, "launch": launch}
@@ -570,9 +810,31 @@ class _Deployment:
         self._phase = "launch"
         """What replicas are started for (`create`, `batch-<n>`): part of the checkpoint names."""
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"deploy-{stack}")
+        # What the next configuration says besides the servers (see render_config).
+        self._weights: dict[str, int] = {}
+        self._warm: tuple[tuple[str, ...], float] | None = None
+        self._log = False
+        self._serving: list[Any] = []
+        """The replicas the balancer routes to, as this deployment last wrote it."""
+        self._handed_over = False
+        """A rollback deployment took over the balancer (after a replica failed): hands off."""
+        # What the report says.
+        self._started = time.monotonic()
+        self._kind: str = self.strategy.kind
+        self._steps: list[DeployStep] = []
+        self._watch: _Watch | None = None
+        self._baseline = VersionStats()
+        self._windows: list[tuple[float, float]] = []
+        """(start, end) of every observation window, in epoch seconds."""
+        self._exposed: float | None = None
+        """time.monotonic() when the new version first took traffic."""
+        self._downtime: float | None = None
+        self._previous: Any = None
+        """A replica of the old version (its labels say which image to go back to)."""
+        self._old_parameters: dict[str, str] = {}
 
     # --- the plan ---
-    def run(self) -> None:
+    def run(self) -> DeployReport:
         try:
             observed = self.engine._observe(self.stack)
             network = observed.network or self._create_network()
@@ -588,10 +850,41 @@ class _Deployment:
             if lb is not None and _running(lb):
                 self._roll(lb, observed.replicas)
             else:
+                self._kind = "create"
                 self._create(network, lb, observed.replicas)
+            return self._report()
         finally:
             self._finish_stops()
             self._pool.shutdown(wait=True)
+
+    def _report(
+        self, *, breach: str = "", detected: float | None = None, restored: float | None = None
+    ) -> DeployReport:
+        watch = self._watch
+        new = old = VersionStats()
+        served = None
+        if watch is not None:
+            new = watch.stats_in(self._windows, new=True)
+            old = watch.stats_in(self._windows, new=False)
+            served = watch.served_stats()
+        previous = None
+        if self._previous is not None:
+            previous = str(self._previous.labels.get(L_IMAGE) or self._previous.labels.get(L_IMAGE_ID) or "") or None
+        return DeployReport(
+            strategy=self._kind,
+            image=self.image,
+            previous_image=previous,
+            steps=tuple(self._steps),
+            new=new,
+            old=old,
+            served=served,
+            seconds=time.monotonic() - self._started,
+            downtime_seconds=self._downtime,
+            rolled_back=bool(breach),
+            breach=breach,
+            time_to_detect=(detected - self._exposed) if detected is not None and self._exposed is not None else None,
+            time_to_restore=(restored - detected) if restored is not None and detected is not None else None,
+        )
 
     def _remove_strays(self, observed: _Observed) -> None:
         for container in observed.strays:
@@ -620,22 +913,63 @@ class _Deployment:
         self._wait_lb_ready(lb)
 
     def _roll(self, lb: Any, replicas: list[Any]) -> None:
-        """The balancer serves: replace replicas in batches, never routing to one that is not healthy."""
+        """The balancer serves: move to the new image as the strategy says, never routing to a
+        replica that is not healthy."""
+        self._config_text = self.engine._read_config(lb)
+        self._old_parameters = _config_parameters(self._config_text)
+        names, until = _warm_set(self._config_text)
+        warm = [r for r in replicas if r.name in names and _running(r)]
+        replicas = [r for r in replicas if r not in warm]
+        self._warm = (tuple(r.name for r in warm), until) if warm else None
+        if warm and until > time.time() and all(r.labels.get(L_SPEC) == self.spec for r in warm):
+            if self._switch_back(lb, warm, replicas):
+                return
+            self._drop_warm(warm, "it is not healthy any more")
+            warm = []
         good, old = self._settle(lb, replicas)
+        if warm and (old or until <= time.time()):
+            self._drop_warm(warm, "its time is up" if until <= time.time() else "another version replaces the stack")
         if not good and not old:  # nothing left to route to: start over like a creation
+            self._kind = "create"
             self._route(lb, self._launch(self.topo.desired), retire=[])
             return
         if not old and len(good) == self.topo.desired:
+            self._kind = "none"
             self._route(lb, good, retire=[])  # the parameters line may change (e.g. MaxSize)
             self.on_event(f"{self.stack} already runs {self.image} on {len(good)} replicas: nothing to do")
             return
-        if old:
-            batch = self.topo.desired if self.topo.replacing else self.topo.max_batch
-            self.on_event(
-                f"rolling {len(old)} replica(s) of {self.stack} to {self.image} "
-                f"(batches of {batch}, at least {self.topo.min_in_service} in service)"
-            )
-        self._converge(lb, good, old)
+        if not old:  # only a scale change
+            self._kind = "scale"
+            self._converge(lb, good, old)
+            return
+        self._previous = old[0]
+        self._begin(lb, good, old)
+        kind = self.strategy.kind
+        try:
+            if isinstance(self.strategy, Canary):
+                self._canary(lb, good, old, self.strategy)
+            elif isinstance(self.strategy, BlueGreen):
+                self._blue_green(lb, good, old, self.strategy)
+            elif isinstance(self.strategy, Cutover):
+                self._cutover(lb, good, old)
+            else:
+                batch, min_in, _ = self._batches()
+                self.on_event(
+                    f"{kind}: moving {len(old)} replica(s) of {self.stack} to {self.image} "
+                    f"(batches of {batch}, at least {min_in} in service)"
+                )
+                self._converge(lb, good, old)
+        except _Breached as breach:
+            self._end(lb)
+            report = self._report(breach=breach.reason, detected=breach.detected, restored=breach.restored)
+            raise HealthBreachError(
+                _breach_message(self.stack, breach.what, report),
+                report=report,
+                hint=f"{self.stack} runs {report.previous_image} again; fix the release (or, if the thresholds are "
+                "too strict for this service, relax the stage's health=Health(...))",
+            ) from None
+        finally:
+            self._end(lb)
 
     def _settle(self, lb: Any, replicas: list[Any]) -> tuple[list[Any], list[Any]]:
         """Tidy what an interrupted update may have left; returns the routed (good, old) replicas."""
@@ -656,8 +990,192 @@ class _Deployment:
             self._route(lb, good + old, retire=[])
         return good, old
 
+    # --- observation ---
+    def _observing(self) -> bool:
+        return self.health is not None and self.strategy.observe_seconds > 0
+
+    def _begin(self, lb: Any, good: list[Any], old: list[Any]) -> None:
+        """Before the first change: the balancer logs which replica answers each request (the
+        report's numbers), and, when the strategy observes, a probe sends steady load and the old
+        version's numbers are taken as the baseline."""
+        watch = _Watch(lb, self.topo.target_port, f"{self.stack}-net", self.on_event)
+        try:
+            watch.truncate()
+        except StackOperationError as exc:
+            self.on_event(f"no health signals for this update: {exc}")
+            return
+        self._watch = watch
+        watch.assign(old, new=False)
+        watch.assign(good, new=True)
+        self._log = True
+        self._route(lb, good + old, retire=[], weights=self._weights)
+        self.on_event(f"{lb.name} logs which replica answers each request (the deployment's health signals)")
+        if not self._observing():
+            return
+        assert self.health is not None
+        url = f"http://127.0.0.1:{LocalStackEngine._lb_port(lb)}/"
+        watch.start_probe(url, self.health.requests_per_second)
+        begin = time.time()
+        deadline = time.monotonic() + BASELINE_MAX
+        while time.monotonic() < deadline:
+            time.sleep(POLL)
+            watch.read()
+            if watch.stats(begin, new=False).requests >= self.health.min_requests:
+                break
+        self._baseline = watch.stats(begin, new=False)
+        self.on_event(f"baseline of the old version: {self._baseline.describe()}")
+
+    def _end(self, lb: Any) -> None:
+        """After the last change (or a rollback): stop the probe, read the last numbers, and stop
+        logging (one more graceful reload). Safe to call twice."""
+        watch = self._watch
+        if watch is not None and not watch.closed:
+            watch.close()
+        if self._log and not self._handed_over:
+            self._log = False
+            try:
+                self._route(lb, self._serving, retire=[], weights=self._weights)
+            except StackOperationError as exc:  # the routing is right; only the log stays on
+                self.on_event(f"could not switch the balancer's request log off: {exc}")
+
+    def _expose(self) -> None:
+        if self._exposed is None:
+            self._exposed = time.monotonic()
+
+    def _window(self, what: str, share: float, started: float) -> None:
+        """One observation window after a step: judge the health signals; on a breach roll back
+        (the caller's `restore`) and raise _Breached. Records the step either way."""
+        seconds = self.strategy.observe_seconds
+        watch = self._watch
+        if seconds <= 0:
+            self._steps.append(DeployStep(what, share, time.monotonic() - started))
+            return
+        if watch is None or self.health is None:
+            self.on_event(f"{what}: waiting {seconds:g} s (no health thresholds to watch)")
+            time.sleep(seconds)
+            self._steps.append(DeployStep(what, share, time.monotonic() - started))
+            return
+        health = self.health
+        self.on_event(f"{what}: observing for {seconds:g} s")
+        begin = time.time()
+        end = begin + seconds
+        give_up = end + max(EXTEND_MIN, seconds)
+        waited = False
+        while True:
+            time.sleep(POLL)
+            watch.read()
+            now = time.time()
+            new = watch.stats(begin, new=True)
+            same = watch.stats(begin, new=False)
+            old = same if same.requests >= health.min_requests else self._baseline
+            verdict = judge(new, old, health, final=now >= end, exhausted=now >= give_up)
+            if verdict.state == "wait":
+                if now >= end and not waited:
+                    waited = True
+                    self.on_event(
+                        f"{what}: {new.requests} requests reached the new version, {health.min_requests} are "
+                        "needed: observing longer"
+                    )
+                continue
+            self._windows.append((begin, now))
+            outcome = "passed" if verdict.state == "pass" else "breach"
+            self._steps.append(DeployStep(what, share, time.monotonic() - started, outcome, new, old))
+            if verdict.state == "pass":
+                self.on_event(f"{what}: healthy ({verdict.numbers})")
+                return
+            raise _Breached(what, verdict.reason)
+
+    def _breach(self, lb: Any, error: _Breached, *, bad: list[Any], keep: list[Any], restart: bool = False) -> NoReturn:
+        """Roll back after a breach: route to the old version's replicas still running (`keep`: at
+        once; `restart`: they are stopped, start them first), or start old ones again; then the new
+        replicas go. Raises _Breached again with the times of detection and restore."""
+        detected = time.monotonic()
+        previous = self._previous_image()
+        self.on_event(f"health breach at {error.what}: {error.reason}")
+        self.on_event(f"rolling {self.stack} back to {previous}")
+        if restart:
+            self._restart(keep)
+        restored = self._restore(lb, bad=bad, keep=keep)
+        self.on_event(f"{self.stack} is back on {previous} ({restored - detected:.2f} s after the breach)")
+        raise _Breached(error.what, error.reason, detected, restored) from None
+
+    def _previous_image(self) -> str:
+        if self._previous is None:
+            return "the old version"
+        return str(self._previous.labels.get(L_IMAGE) or self._previous.labels.get(L_IMAGE_ID))
+
+    def _restore(self, lb: Any, *, bad: list[Any], keep: list[Any]) -> float:
+        """Route to the old version only; returns time.monotonic() when the balancer does."""
+        alive = []
+        for replica in keep:
+            with contextlib.suppress(Exception):
+                replica.reload()
+            if _running(replica):
+                alive.append(replica)
+        self._warm = None
+        self._weights = {}
+        if alive:
+            self._wake(alive)
+            self._route(lb, alive, retire=bad)
+            restored = time.monotonic()
+            if len(alive) < self.topo.desired:
+                more = self._relaunch_old(self.topo.desired - len(alive))
+                self._route(lb, alive + more, retire=[])
+            return restored
+        more = self._relaunch_old(self.topo.desired)
+        self._route(lb, more, retire=bad)
+        return time.monotonic()
+
+    def _relaunch_old(self, count: int) -> list[Any]:
+        """Start `count` replicas of the old image (with the old parameters), healthy."""
+        if self._previous is None or count <= 0:
+            return []
+        previous = self._previous
+        topo = self.engine.topology(self._old_parameters or _json_labels(previous.labels.get(L_PARAMETERS)))
+        back = _Deployment(
+            self.engine,
+            self.stack,
+            topo,
+            self._previous_image(),
+            str(previous.labels.get(L_IMAGE_ID)),
+            self.lb_image,
+            self.on_event,
+        )
+        back._phase = "restore"
+        try:
+            started = back._launch(count)
+        finally:
+            back._pool.shutdown(wait=True)
+        if self._watch is not None:
+            self._watch.assign(started, new=False)
+        return started
+
+    # --- rolling, pilot, half ---
+    def _batches(self) -> tuple[int, int, list[int]]:
+        """(batch size, minimum in service, sizes of the first batches) for rolling, pilot, half."""
+        desired = self.topo.desired
+        strategy = self.strategy
+        min_in = self.topo.min_in_service
+        if isinstance(strategy, Rolling):
+            batch = strategy.batch_size or (desired if self.topo.replacing else self.topo.max_batch)
+            if strategy.min_in_service is not None:
+                min_in = strategy.min_in_service
+            return batch, min_in, []
+        if isinstance(strategy, Pilot):
+            return max(1, desired - 1), min_in, [1]
+        if isinstance(strategy, Half):
+            return max(1, desired - desired // 2), min_in, [max(1, desired // 2)]
+        return desired, min_in, []
+
+    def _observe_after(self, batch: int) -> bool:
+        """Whether to observe after batch `batch` (1-based), when old replicas still serve."""
+        if isinstance(self.strategy, Pilot | Half):
+            return batch == 1
+        return True
+
     def _converge(self, lb: Any, good: list[Any], old: list[Any]) -> None:
         """Batches: start new replicas (within MaxSize), route to them, drain and stop old ones."""
+        size, min_in_service, first = self._batches()
         started: list[Any] = []
         previous = old[0] if old else None
         batches = 0
@@ -665,16 +1183,19 @@ class _Deployment:
             need = self.topo.desired - len(good)
             if need <= 0 and not old:
                 break
+            step_started = time.monotonic()
+            planned = first[batches] if batches < len(first) else size
             if need > 0:
-                batch = need if self.topo.replacing else min(self.topo.max_batch, need)
-                room = batch if self.topo.replacing else self.topo.max_size - len(good) - len(old)
+                batch = min(planned, need)
+                replacing = self.topo.replacing and isinstance(self.strategy, Rolling)
+                room = batch if replacing else self.topo.max_size - len(good) - len(old)
                 surge = min(batch, room)
                 if surge <= 0:  # MaxSize reached: take old ones out first, keeping MinInstancesInService
-                    take = min(batch, len(old), len(good) + len(old) - self.topo.min_in_service)
+                    take = min(batch, len(old), len(good) + len(old) - min_in_service)
                     if take <= 0:
                         raise StackOperationError(
                             f"cannot update {self.stack}: MaxSize {self.topo.max_size} leaves no room for a new "
-                            f"replica and MinInstancesInService {self.topo.min_in_service} forbids removing one first",
+                            f"replica and MinInstancesInService {min_in_service} forbids removing one first",
                             hint=f"raise MaxSize or lower MinInstancesInService of {self.topo.group} in the template",
                         )
                     retire, old = old[:take], old[take:]
@@ -691,16 +1212,33 @@ class _Deployment:
                 )
                 started += new
                 good += new
+                if self._watch is not None:
+                    self._watch.assign(new, new=True)
                 excess = max(0, len(good) + len(old) - self.topo.desired)
                 retire, old = old[:excess], old[excess:]
             else:
-                retire = list(old) if self.topo.replacing else old[: self.topo.max_batch]
+                retire = list(old) if self.topo.replacing else old[:planned]
                 old = old[len(retire) :]
             self._route(lb, good + old, retire=retire)
+            self._expose()
             checkpoint(f"local-stack:{self.stack}:batch-{batches}:routed", f"local-stack:batch-{batches}:routed")
+            self._after_batch(lb, batches, good, old, step_started)
         extra = good[self.topo.desired :]
         if extra:
             self._route(lb, good[: self.topo.desired], retire=extra)
+
+    def _after_batch(self, lb: Any, batch: int, good: list[Any], old: list[Any], started: float) -> None:
+        """Record the batch as a step; observe it while old replicas still serve (if the strategy
+        says so), rolling back on a breach."""
+        share = len(good) / max(1, len(good) + len(old))
+        what = f"{self._kind} batch {batch}: {len(good)} of {len(good) + len(old)} replicas on the new version"
+        if not old or not self._observe_after(batch):
+            self._steps.append(DeployStep(what, share, time.monotonic() - started))
+            return
+        try:
+            self._window(what, share, started)
+        except _Breached as breach:
+            self._breach(lb, breach, bad=list(good), keep=list(old))
 
     def _fail(self, lb: Any, error: StackOperationError, started: list[Any], previous: Any) -> NoReturn:
         """A new replica never became healthy: go back to the image the stack ran, then report."""
@@ -712,8 +1250,11 @@ class _Deployment:
         image = str(previous.labels.get(L_IMAGE) or previous.labels.get(L_IMAGE_ID))
         self.on_event(f"update failed ({error}); rolling {self.stack} back to {image}")
         self._finish_stops()
+        self._handed_over = True
+        if self._watch is not None:
+            self._watch.close()
         try:
-            params = _config_parameters(self.engine._read_config(lb)) or _json_labels(previous.labels.get(L_PARAMETERS))
+            params = self._old_parameters or _json_labels(previous.labels.get(L_PARAMETERS))
             topo = self.engine.topology(params)
             back = _Deployment(
                 self.engine, self.stack, topo, image, str(previous.labels.get(L_IMAGE_ID)), self.lb_image, self.on_event
@@ -731,6 +1272,200 @@ class _Deployment:
         raise StackOperationError(
             f"update of {self.stack} to {self.image} failed and was rolled back to {image}: {error}", hint=error.hint
         ) from None
+
+    def _abandon(self, lb: Any, error: StackOperationError, new: list[Any], old: list[Any]) -> NoReturn:
+        """A new replica never became healthy while the old set still runs (canary, blue-green):
+        route to the old set only (if the new one had traffic), remove the new replicas, report."""
+        routed = {r.name for r in self._serving}
+        if any(r.name in routed for r in new):
+            self._restore(lb, bad=new, keep=old)
+        else:
+            for replica in new:
+                self._stop_later(replica, graceful=False)
+        raise StackOperationError(
+            f"update of {self.stack} to {self.image} failed; {self._previous_image()} serves as before: {error}",
+            hint=error.hint,
+        ) from None
+
+    # --- canary ---
+    def _canary(self, lb: Any, good: list[Any], old: list[Any], strategy: Canary) -> None:
+        """New replicas beside the old set, the traffic shifted by balancer weights step by step
+        (an observation window each); at 100% the old set stays warm until the last window passes."""
+        desired = self.topo.desired
+        new = list(good)
+        for percent in strategy.steps:
+            step_started = time.monotonic()
+            want = desired if percent == 100 else min(desired, max(1, math.ceil(desired * percent / 100)))
+            if len(new) < want:
+                self._phase = f"canary-{percent}"
+                try:
+                    fresh = self._launch(want - len(new))
+                except StackOperationError as exc:
+                    self._abandon(lb, exc, new, old)
+                new += fresh
+                if self._watch is not None:
+                    self._watch.assign(fresh, new=True)
+            if percent < 100:
+                weights = canary_weights([r.name for r in new], [r.name for r in old], percent)
+                self._route(lb, new + old, retire=[], weights=weights)
+                what = f"canary {percent}%: {len(new)} new replica(s) beside {len(old)} old"
+                self.on_event(f"{what} (weights {_describe_weights(weights, new, old)})")
+            else:
+                until = time.time() + strategy.observe_seconds + WARM_MARGIN
+                self._warm = (tuple(r.name for r in old), until)
+                self._route(lb, new, retire=[])
+                self._keep_warm(old, until)
+                what = f"canary 100%: {len(new)} new replica(s) take all the traffic, the old set stays warm"
+                self.on_event(what)
+            self._expose()
+            checkpoint(f"local-stack:{self.stack}:canary-{percent}:routed")
+            try:
+                self._window(what, percent / 100, step_started)
+            except _Breached as breach:
+                self._breach(lb, breach, bad=new, keep=old)
+        self._warm = None
+        self._route(lb, new, retire=old)
+
+    # --- blue-green ---
+    def _blue_green(self, lb: Any, good: list[Any], old: list[Any], strategy: BlueGreen) -> None:
+        """A full second (green) set, then one switch; the old (blue) set stays warm, unrouted,
+        for keep_old_seconds (at least through the observation window) for an instant switch back."""
+        step_started = time.monotonic()
+        green = list(good)
+        if len(green) < self.topo.desired:
+            self._phase = "green"
+            try:
+                fresh = self._launch(self.topo.desired - len(green))
+            except StackOperationError as exc:
+                self._abandon(lb, exc, green, old)
+            green += fresh
+            if self._watch is not None:
+                self._watch.assign(fresh, new=True)
+        checkpoint(f"local-stack:{self.stack}:green:launched")
+        switched = time.time()
+        until = switched + max(strategy.keep_old_seconds, strategy.observe_seconds + WARM_MARGIN)
+        self._warm = (tuple(r.name for r in old), until)
+        self._route(lb, green, retire=[])
+        self._expose()
+        checkpoint(f"local-stack:{self.stack}:green:switched")
+        what = f"blue-green: the balancer switched to {len(green)} new replica(s)"
+        self.on_event(f"{what}; the old set stays warm until {_clock(until)}")
+        try:
+            self._window(what, 1.0, step_started)
+        except _Breached as breach:
+            self._breach(lb, breach, bad=green, keep=old)
+        if time.time() >= switched + strategy.keep_old_seconds:
+            self._warm = None
+            self._route(lb, green, retire=old)
+            return
+        self._keep_warm(old, until)
+
+    def _keep_warm(self, replicas: list[Any], until: float) -> None:
+        """The old set stays running (unrouted) until `until`, without anyone waiting for it: each
+        replica gets a timer of its own (a shell that stops it then, unless a switch back cancels
+        it), and is not restarted when it stops. Where that cannot be set up (no shell in the
+        image), the next deploy or delete removes it once its time is up."""
+        seconds = max(0.0, until - time.time())
+        for replica in replicas:
+            try:
+                replica.update(restart_policy={"Name": "no"})
+                replica.exec_run(
+                    [
+                        "/bin/sh",
+                        "-c",
+                        f"touch {WARM_MARK} && sleep {seconds:.1f} && [ -e {WARM_MARK} ] && kill -TERM 1",
+                    ],
+                    detach=True,
+                )
+            except Exception as exc:  # best effort: the deadline is also in the balancer's config
+                self.on_event(f"{replica.name} stays until the next deploy removes it (no timer: {exc})")
+
+    def _wake(self, replicas: list[Any]) -> None:
+        """Back in service: cancel a warm replica's timer and restart it with the host again."""
+        for replica in replicas:
+            with contextlib.suppress(Exception):
+                replica.exec_run(["/bin/rm", "-f", WARM_MARK])
+            with contextlib.suppress(Exception):
+                replica.update(restart_policy={"Name": "unless-stopped"})
+
+    def _switch_back(self, lb: Any, warm: list[Any], current: list[Any]) -> bool:
+        """The image asked for is the warm set's (a rollback soon after a blue-green switch): route
+        to it again at once. False when it is not healthy any more (then deploy as usual)."""
+        ready = self._healthy_or_removed(warm)
+        if len(ready) < len(warm):
+            return False
+        self._kind = "switch-back"
+        step_started = time.monotonic()
+        routed = set(_servers(self._config_text or ""))
+        self._previous = next((r for r in current if r.name in routed and _running(r)), None)
+        self.on_event(
+            f"switching {self.stack} back to its warm set of {self.image}: {', '.join(r.name for r in ready)}"
+        )
+        self._wake(ready)
+        self._warm = None
+        self._route(lb, ready, retire=[r for r in current if _running(r)])
+        self._steps.append(DeployStep("switch back to the warm set", 1.0, time.monotonic() - step_started))
+        if len(ready) != self.topo.desired:
+            self._converge(lb, ready[: self.topo.desired], [])
+        return True
+
+    def _drop_warm(self, warm: list[Any], why: str) -> None:
+        """Remove a warm set (the next configuration written drops its line)."""
+        self.on_event(f"removing the warm set {', '.join(r.name for r in warm)} ({why})")
+        self._warm = None
+        for replica in warm:
+            self._stop_later(replica, graceful=False)
+
+    # --- cutover ---
+    def _cutover(self, lb: Any, good: list[Any], old: list[Any]) -> None:
+        """Stop the old replicas, then start the new ones: the service is down in between (the
+        downtime is measured: from the stop until the new version answers through the balancer)."""
+        step_started = time.monotonic()
+        self.on_event(f"cutover: stopping {len(old)} old replica(s); {self.stack} is down until the new ones answer")
+        down = time.monotonic()
+        stops = [self._pool.submit(r.stop, timeout=STOP_TIMEOUT) for r in old]
+        for stop in stops:
+            with contextlib.suppress(Exception):
+                stop.result()
+        checkpoint(f"local-stack:{self.stack}:cutover:stopped")
+        self._phase = "cutover"
+        try:
+            new = list(good) + self._launch(self.topo.desired - len(good))
+        except StackOperationError as exc:
+            self._restart(old)
+            self._route(lb, old, retire=[], force=True)
+            raise StackOperationError(
+                f"update of {self.stack} to {self.image} failed; the old replicas were started again: {exc}",
+                hint=exc.hint,
+            ) from None
+        if self._watch is not None:
+            self._watch.assign(new, new=True)
+        self._route(lb, new, retire=[])
+        self._wait_lb_ready(lb)
+        self._downtime = time.monotonic() - down
+        self._expose()
+        self.on_event(f"cutover: {len(new)} new replica(s) answer; downtime {self._downtime:.2f} s")
+        checkpoint(f"local-stack:{self.stack}:cutover:routed")
+        try:
+            self._window(f"cutover: {len(new)} new replica(s) take all the traffic", 1.0, step_started)
+        except _Breached as breach:
+            self._breach(lb, breach, bad=new, keep=old, restart=True)
+        for replica in old:
+            self._stop_later(replica, graceful=False)
+
+    def _restart(self, replicas: list[Any]) -> None:
+        """Start stopped old replicas again (a cutover going back) and wait until they are healthy."""
+        for replica in replicas:
+            with contextlib.suppress(Exception):
+                replica.start()
+        for replica in replicas:
+            with contextlib.suppress(_ReplicaFailed):
+                self._wait_healthy(replica)
+        if self._watch is not None:
+            for replica in replicas:
+                with contextlib.suppress(Exception):
+                    replica.reload()
+            self._watch.assign(replicas, new=False)
 
     # --- replicas ---
     def _launch(self, count: int) -> list[Any]:
@@ -960,18 +1695,37 @@ class _Deployment:
         )
 
     def _config(self, servers: list[str]) -> str:
-        return render_config(self.stack, self.topo, servers, self.parameters)
+        return render_config(
+            self.stack,
+            self.topo,
+            servers,
+            self.parameters,
+            weights=self._weights,
+            warm=self._warm,
+            log=LOG_PATH if self._log else None,
+        )
 
     def _write_config(self, lb: Any, servers: list[str]) -> None:
         self._put_config(lb, self._config(servers))
 
-    def _route(self, lb: Any, serving: list[Any], *, retire: list[Any]) -> None:
-        """Point the balancer at `serving`, reload gracefully, drain, then stop `retire`."""
+    def _route(
+        self,
+        lb: Any,
+        serving: list[Any],
+        *,
+        retire: list[Any],
+        weights: Mapping[str, int] | None = None,
+        force: bool = False,
+    ) -> None:
+        """Point the balancer at `serving` (with `weights`, else evenly), reload gracefully,
+        drain, then stop `retire`. `force`: reload even if the file is the same (replicas that
+        started again may have new addresses)."""
         names = [r.name for r in serving]
+        self._weights = {name: weight for name, weight in (weights or {}).items() if name in names}
         text = self._config(names) if names else ""
         if self._config_text is None:
             self._config_text = self.engine._read_config(lb)
-        if text and text != self._config_text:
+        if text and (text != self._config_text or force):
             previous = self._config_text
             self._put_config(lb, text)
             try:
@@ -980,7 +1734,13 @@ class _Deployment:
                 if previous:  # the old workers still serve the old configuration: keep the file in step
                     self._put_config(lb, previous)
                 raise
-            self.on_event(f"{lb.name} routes to {', '.join(sorted(names))}")
+            changed = sorted(names) != sorted(_servers(previous)) or _config_parameters(text) != _config_parameters(
+                previous
+            )
+            if changed or force:
+                self.on_event(f"{lb.name} routes to {', '.join(sorted(names))}")
+        if names:
+            self._serving = list(serving)
         for replica in retire:
             self.on_event(f"drained {replica.name}: stopping it")
             self._stop_later(replica)

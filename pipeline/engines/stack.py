@@ -4,6 +4,12 @@ A stack runs one image behind a load balancer. `deploy` creates or updates it id
 (update and rollback are the same operation with a different image); `delete` removes everything
 of the stack and nothing else; `describe` reads the real world (never an in-memory cache).
 Stage executors in `stages/` talk only to this protocol; `engine_for` picks the implementation.
+
+`deploy` takes a deployment strategy (`pipeline.strategy`: cutover, rolling, pilot, half, canary,
+blue-green) and the health thresholds watched while the new version takes traffic. The returned
+state carries a `DeployReport` (what was done, and the numbers the balancer saw); a health breach
+rolls the stack back by itself and raises `HealthBreachError`, whose `report` has the same numbers.
+See docs/strategies.md.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.model import Environment, Profile, Verify
+from pipeline.strategy import Health, Strategy
 
 if TYPE_CHECKING:
     from pipeline.spec import PipelineSpec
@@ -23,6 +30,101 @@ OnEvent = Callable[[str], None]
 
 def _ignore(text: str) -> None:
     pass
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """Requests one version of the service answered through the balancer in some window."""
+
+    requests: int = 0
+    errors: int = 0
+    """Answers with a 5xx status, and connections the version refused, reset or let time out."""
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def describe(self) -> str:
+        if not self.requests:
+            return "no requests"
+        return (
+            f"{self.errors} of {self.requests} requests failed ({self.error_rate:.1%}), "
+            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
+        )
+
+
+@dataclass(frozen=True)
+class DeployStep:
+    """One step of a deployment: what changed, and what the observation window (if any) saw."""
+
+    what: str
+    """E.g. 'canary 10%: 1 new replica, weights 2:9', 'batch 1 of 2', 'switch to the green set'."""
+    new_share: float
+    """Share of the routed traffic the new version got during the step (0..1)."""
+    seconds: float
+    """How long the step took, its observation window included."""
+    verdict: str = "not observed"
+    """'passed', 'breach' or 'not observed' (no window for this step)."""
+    new: VersionStats = field(default_factory=VersionStats)
+    old: VersionStats = field(default_factory=VersionStats)
+    """The old version in the same window (or, when it got no traffic, before the change)."""
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    """What one `deploy` did, with the numbers the load balancer saw. Engine-neutral."""
+
+    strategy: str
+    """The strategy kind carried out ('create' when the stack was made from nothing, 'none' when
+    it already ran the image, 'switch-back' when a warm blue-green set took over again)."""
+    image: str
+    previous_image: str | None = None
+    steps: tuple[DeployStep, ...] = ()
+    new: VersionStats = field(default_factory=VersionStats)
+    """The new version over every observation window."""
+    old: VersionStats = field(default_factory=VersionStats)
+    """The old version over the same windows (the baseline)."""
+    served: VersionStats | None = None
+    """Every request the balancer answered while the stack changed (failed = what users saw
+    fail); None when the engine could not see them."""
+    seconds: float = 0.0
+    """Time to complete (to restore, after a breach)."""
+    downtime_seconds: float | None = None
+    """Cutover: from the old version's stop until the new one answers through the balancer."""
+    rolled_back: bool = False
+    breach: str = ""
+    """The numbers that caused the rollback, and the threshold they crossed."""
+    time_to_detect: float | None = None
+    """From the new version's first routed request to the breach decision."""
+    time_to_restore: float | None = None
+    """From the breach decision until the balancer routes to the old version only."""
+
+    @property
+    def failed_requests(self) -> int | None:
+        return self.served.errors if self.served is not None else None
+
+    @property
+    def p99_ms(self) -> float | None:
+        return self.served.p99_ms if self.served is not None and self.served.requests else None
+
+    def summary(self) -> str:
+        """One line for a run report."""
+        parts = [f"{self.strategy} to {self.image} in {self.seconds:.1f} s"]
+        if self.steps:
+            parts.append(f"{len(self.steps)} step{'s' if len(self.steps) != 1 else ''}")
+        if self.new.requests:
+            parts.append(f"new version: {self.new.describe()}")
+        if self.old.requests:
+            parts.append(f"old version: {self.old.describe()}")
+        if self.served is not None:
+            parts.append(f"{self.served.errors} of {self.served.requests} requests failed during the change")
+        if self.downtime_seconds is not None:
+            parts.append(f"downtime {self.downtime_seconds:.2f} s")
+        if self.rolled_back:
+            parts.append(f"rolled back: {self.breach}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -39,6 +141,9 @@ class StackState:
     parameters: Mapping[str, str] = field(default_factory=dict)
     """Template parameters the stack runs with (aws) or their local equivalent."""
     details: Mapping[str, str] = field(default_factory=dict)
+    report: DeployReport | None = field(default=None, compare=False)
+    """Set on the state `deploy` returns: what the deployment did (not part of the stack's
+    identity, so a deploy's state still equals a later `describe`)."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +169,20 @@ class StackEngine(Protocol):
     def describe(self, stack: str) -> StackState: ...
 
     def deploy(
-        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = _ignore
+        self,
+        stack: str,
+        image: str,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        on_event: OnEvent = _ignore,
+        strategy: Strategy | None = None,
+        health: Health | None = None,
     ) -> StackState:
-        """Create the stack, or move it to `image` (rolling, zero downtime); idempotent."""
+        """Create the stack, or move it to `image` with `strategy` (None: rolling, as the
+        template's UpdatePolicy says); idempotent. While the new version takes traffic, `health`
+        is judged through the balancer in each of the strategy's observation windows (None: no
+        judging; the windows only pace the steps). A breach rolls the stack back to the old
+        image, then raises HealthBreachError. The returned state's `report` says what was done."""
         ...
 
     def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
@@ -124,4 +240,13 @@ def _template_of_copied_environment(spec: PipelineSpec, env: Environment) -> str
     return None
 
 
-__all__ = ["OnEvent", "StackEngine", "StackState", "VerifyReport", "engine_for"]
+__all__ = [
+    "DeployReport",
+    "DeployStep",
+    "OnEvent",
+    "StackEngine",
+    "StackState",
+    "VerifyReport",
+    "VersionStats",
+    "engine_for",
+]
