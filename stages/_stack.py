@@ -16,9 +16,10 @@ from pipeline.execution import Executor, PlanContext, StageContext
 from pipeline.model import Environment, Stage, Verify
 
 if TYPE_CHECKING:
-    from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
+    from pipeline.engines.stack import DeployReport, OnEvent, StackEngine, StackState, VerifyReport
     from pipeline.spec import PipelineSpec
     from pipeline.state import Ledger
+    from pipeline.strategy import Health, Strategy
 
 S = TypeVar("S", bound=Stage)
 
@@ -45,6 +46,44 @@ def check_template(ctx: PlanContext, env: Environment) -> None:
     check = getattr(engine(ctx, env), "check_template", None)
     if callable(check):
         check()
+
+
+def check_strategy(ctx: PlanContext, env: Environment, strategy: Strategy, health: Health) -> None:
+    """Preflight: the environment's engine on this profile carries out `strategy` (BadInputError,
+    exit 2, before anything changes, if not). Engines that cannot do every strategy say so with a
+    `check_strategy()` method (the aws engine, for now); the local engine does them all."""
+    check = getattr(engine(ctx, env), "check_strategy", None)
+    if callable(check):
+        check(strategy, health)
+
+
+def deploy_outputs(report: DeployReport | None, strategy: Strategy) -> dict[str, str]:
+    """The deployment's key numbers as stage outputs: `strategy`, `failed_requests` (answers the
+    balancer failed while the stack changed; empty when the engine cannot see them), `p99_ms`
+    (during the change), and for a cutover `downtime_seconds`; after a breach `rolled_back`,
+    `time_to_detect` and `time_to_restore`."""
+    if report is None:
+        return {"strategy": strategy.kind, "failed_requests": "", "p99_ms": ""}
+    outputs = {
+        "strategy": report.strategy,
+        "failed_requests": "" if report.failed_requests is None else str(report.failed_requests),
+        "p99_ms": "" if report.p99_ms is None else f"{report.p99_ms:.1f}",
+    }
+    if report.downtime_seconds is not None:
+        outputs["downtime_seconds"] = f"{report.downtime_seconds:.2f}"
+    if report.rolled_back:
+        outputs["rolled_back"] = "true"
+        if report.time_to_detect is not None:
+            outputs["time_to_detect"] = f"{report.time_to_detect:.2f}"
+        if report.time_to_restore is not None:
+            outputs["time_to_restore"] = f"{report.time_to_restore:.2f}"
+    return outputs
+
+
+def note_deploy(ctx: StageContext, report: DeployReport | None, what: str) -> None:
+    """The deployment's report in one line of the run report (nothing when the engine gave none)."""
+    if report is not None and report.strategy not in ("none", "create"):
+        ctx.notes.append(f"{what}: {report.summary()}")
 
 
 def aws_ready(ctx: PlanContext, env: Environment) -> None:
@@ -182,10 +221,13 @@ __all__ = [
     "aws_ready",
     "baseline",
     "check_or_fail",
+    "check_strategy",
     "check_template",
+    "deploy_outputs",
     "engine",
     "events",
     "note_checks",
+    "note_deploy",
     "rehearsal_env",
     "rehearsal_stack",
     "require_stack",

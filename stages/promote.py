@@ -8,12 +8,21 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import field_validator
 
-from pipeline.errors import PipelineError, StackOperationError, StageFailedError
+from pipeline.errors import HealthBreachError, PipelineError, StackOperationError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Environment, Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
 from pipeline.strategy import Health, Rolling, Strategy, coerce_strategy
-from stages._stack import aws_ready, check_template, engine, events, note_checks
+from stages._stack import (
+    aws_ready,
+    check_strategy,
+    check_template,
+    deploy_outputs,
+    engine,
+    events,
+    note_checks,
+    note_deploy,
+)
 
 if TYPE_CHECKING:
     from pipeline.engines.git_promote import CommitInfo
@@ -25,7 +34,10 @@ DEFAULT_AUTHOR = "pipeline <pipeline@localhost>"
 class Promote(Stage):
     """Record the image in the environment's template (a git commit), update the stack, verify.
 
-    A failed verification updates back to the previous image, reverts the commit with a new
+    The update follows `strategy`, its health signals judged against `health`: a breach makes the
+    engine roll back by itself; the stage then verifies the previous image, reverts the commit and
+    fails with the numbers. A failed verification after the update updates back to the previous
+    image (instantly, from the warm set, after a blue-green switch), reverts the commit with a new
     commit, and fails the stage.
 
     Example:
@@ -54,7 +66,15 @@ class Promote(Stage):
     """Commit author when git has no identity configured ('Name <email>')."""
 
     approvable: ClassVar[bool] = True
-    outputs: ClassVar[tuple[str, ...]] = ("image", "previous_image", "commit", "url")
+    outputs: ClassVar[tuple[str, ...]] = (
+        "image",
+        "previous_image",
+        "commit",
+        "url",
+        "strategy",
+        "failed_requests",
+        "p99_ms",
+    )
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
@@ -107,6 +127,7 @@ class PromoteExecutor(Executor[Promote]):
 
     def preflight(self, ctx: PlanContext) -> None:
         check_template(ctx, self._env(ctx))
+        check_strategy(ctx, self._env(ctx), self.spec.strategy, self.spec.health)
 
     def ready(self, ctx: PlanContext) -> None:
         """Before a run (not `validate`, where a work-in-progress tree is normal): on the aws profile
@@ -163,20 +184,11 @@ class PromoteExecutor(Executor[Promote]):
             ctx.notes.append(f"{env.name} had no stack: created {stack} from {env.template}")
         parameters = carried_parameters(before, env.image_parameter)
         commit = self._record_in_template(ctx, env, stack_engine, stack, image, parameters)
-        ctx.step(f"updating {stack} to {image}")
-        try:
-            state = stack_engine.deploy(stack, image, parameters=parameters, on_event=events(ctx))
-        except StackOperationError as exc:  # e.g. new replicas never healthy (the engine went back)
-            self._record(ctx, env, image, "failed")
-            undone = self._undo_template(ctx, commit, f"the update of {stack} failed")
-            raise StageFailedError(
-                self.spec.name, f"the update of {env.name} to {image} failed: {exc}{undone}", hint=exc.hint
-            ) from exc
-        except PipelineError as exc:
-            undone = self._undo_template(ctx, commit, f"the update of {stack} could not run")
-            if undone:
-                raise StageFailedError(self.spec.name, f"{exc}{undone}", hint=exc.hint) from exc
-            raise
+        strategy = self.spec.strategy
+        state = self._deploy(ctx, env, stack_engine, image, previous, parameters, commit)
+        numbers = deploy_outputs(state.report, strategy)
+        ctx.partial_outputs.update(numbers)
+        note_deploy(ctx, state.report, f"{strategy.kind} update of {env.name}")
         ctx.step(f"verifying {env.name}")
         report = stack_engine.verify(state, self.spec.verify, on_event=ctx.log)
         note_checks(ctx, report, f"{env.name} ({image})")
@@ -190,6 +202,7 @@ class PromoteExecutor(Executor[Promote]):
                 "previous_image": previous or "",
                 "commit": commit.sha if commit is not None else "",
                 "url": state.url or "",
+                **numbers,
             }
         self._record(ctx, env, image, "failed")
         try:
@@ -244,6 +257,85 @@ class PromoteExecutor(Executor[Promote]):
         return (
             f"{why}; rolled back automatically to {failed} in {seconds:.1f} s, which verifies ({report.detail})",
             f"{env.name} is back on {failed}; fix the release and run again",
+        )
+
+    def _deploy(
+        self,
+        ctx: StageContext,
+        env: Environment,
+        stack_engine: StackEngine,
+        image: str,
+        previous: str | None,
+        parameters: Mapping[str, str] | None,
+        commit: CommitInfo | None,
+    ) -> StackState:
+        """Update the stack with the stage's strategy; on failure (the engine went back by itself)
+        record it, revert the promote commit and fail the stage."""
+        stack = env.stack_name(ctx.pipeline.name)
+        strategy = self.spec.strategy
+        ctx.step(f"updating {stack} to {image} ({strategy.kind})")
+        try:
+            state = stack_engine.deploy(
+                stack, image, parameters=parameters, on_event=events(ctx), strategy=strategy, health=self.spec.health
+            )
+        except HealthBreachError as exc:  # the engine has rolled back already: check, then fail
+            self._record(ctx, env, image, "failed")
+            ctx.partial_outputs.update(deploy_outputs(exc.report, strategy))
+            note_deploy(ctx, exc.report, f"{strategy.kind} update of {env.name}")
+            try:
+                message, hint = self._after_breach(ctx, env, stack_engine, stack, image, previous, exc)
+            finally:
+                undone = self._undo_template(ctx, commit, f"{image} broke the health thresholds in {env.name}")
+            raise StageFailedError(self.spec.name, message + undone, hint=hint) from exc
+        except StackOperationError as exc:  # e.g. new replicas never healthy (the engine went back)
+            self._record(ctx, env, image, "failed")
+            undone = self._undo_template(ctx, commit, f"the update of {stack} failed")
+            raise StageFailedError(
+                self.spec.name, f"the update of {env.name} to {image} failed: {exc}{undone}", hint=exc.hint
+            ) from exc
+        except PipelineError as exc:
+            undone = self._undo_template(ctx, commit, f"the update of {stack} could not run")
+            if undone:
+                raise StageFailedError(self.spec.name, f"{exc}{undone}", hint=exc.hint) from exc
+            raise
+        return state
+
+    def _after_breach(
+        self,
+        ctx: StageContext,
+        env: Environment,
+        stack_engine: StackEngine,
+        stack: str,
+        image: str,
+        previous: str | None,
+        breach: HealthBreachError,
+    ) -> tuple[str, str]:
+        """The engine rolled back after a health breach: verify the previous image now serves.
+        Returns (message, hint) of the failed stage."""
+        back = previous or (breach.report.previous_image if breach.report is not None else None) or "the old image"
+        why = f"{image} broke the health thresholds in {env.name}: {breach}"
+        ctx.step(f"verifying {env.name} on {back}")
+        try:
+            state = stack_engine.describe(stack)
+            report = stack_engine.verify(
+                state, self.spec.rollback_verify or restore_check(ctx.pipeline, env), on_event=ctx.log
+            )
+        except PipelineError as exc:
+            return (
+                f"{why}; checking {back} afterwards failed: {exc}",
+                f"production needs attention: pipeline rollback {env.name} --to IMAGE",
+            )
+        note_checks(ctx, report, f"{env.name} after the rollback to {back}")
+        if not report.ok:
+            return (
+                f"{why}; {back} does not verify either: {report.detail}",
+                f"production needs attention: pipeline rollback {env.name} --to IMAGE",
+            )
+        if state.image is not None and state.image != image:
+            self._record(ctx, env, state.image, "live")
+        return (
+            f"{why}; {back} verifies ({report.detail})",
+            f"{env.name} is back on {back}; fix the release and run again",
         )
 
     def _record(self, ctx: StageContext, env: Environment, image: str, status: str) -> None:

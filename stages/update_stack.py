@@ -1,4 +1,4 @@
-"""UpdateStack: move a stack to a new image, then verify it."""
+"""UpdateStack: move a stack to a new image with a deployment strategy, then verify it."""
 
 from __future__ import annotations
 
@@ -8,19 +8,36 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
+from pipeline.errors import HealthBreachError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters
 from pipeline.strategy import Health, Rolling, Strategy, coerce_strategy
-from stages._stack import RehearsalExecutor, check_or_fail, engine, events, rehearsal_env, require_stack, stack_is
+from stages._stack import (
+    RehearsalExecutor,
+    check_or_fail,
+    check_strategy,
+    deploy_outputs,
+    engine,
+    events,
+    note_deploy,
+    rehearsal_env,
+    require_stack,
+    stack_is,
+)
 
 
 class UpdateStack(Stage):
     """Update the stack made by a TestStack stage to the image of a Bake stage, then verify.
 
+    The update follows `strategy`; while the new version takes traffic its health signals are
+    judged against `health`, and a breach rolls the test stack back by itself and fails the stage
+    with the numbers (so a release that would break production's thresholds stops here).
+
     Example:
         UpdateStack(name="update-stack", stack="test-stack", image="bake",
-                    verify=Verify(expect_text="Hello World 1.2.0"))
+                    verify=Verify(expect_text="Hello World 1.2.0"),
+                    strategy=Canary(steps=(10, 50, 100), observe_seconds=20))
     """
 
     kind: Literal["update-stack"] = "update-stack"
@@ -35,7 +52,15 @@ class UpdateStack(Stage):
     health: Health = Health()
     """Signals watched while the new version takes traffic; a breach rolls back by itself."""
 
-    outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "previous_image", "seconds")
+    outputs: ClassVar[tuple[str, ...]] = (
+        "stack",
+        "image",
+        "previous_image",
+        "seconds",
+        "strategy",
+        "failed_requests",
+        "p99_ms",
+    )
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
@@ -62,6 +87,10 @@ class UpdateStack(Stage):
 class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
     """Roll the test stack to the baked image (the same update production will get), then verify."""
 
+    def preflight(self, ctx: PlanContext) -> None:
+        super().preflight(ctx)
+        check_strategy(ctx, rehearsal_env(ctx.pipeline, self.spec), self.spec.strategy, self.spec.health)
+
     def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
         return stack_is(ctx, rehearsal_env(ctx.pipeline, self.spec), outputs)
 
@@ -74,16 +103,37 @@ class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
         before = require_stack(ctx, stack_engine, stack, self.spec.stack)
         previous = before.image or ctx.upstream.get(self.spec.stack, {}).get("image", "")
         like = ctx.pipeline.environment(getattr(ctx.pipeline.stage(self.spec.stack), "like", env.name))
-        ctx.step(f"updating {stack} to {image}")
+        strategy = self.spec.strategy
+        ctx.step(f"updating {stack} to {image} ({strategy.kind})")
         started = time.monotonic()
-        state = stack_engine.deploy(
-            stack, image, parameters=carried_parameters(before, like.image_parameter), on_event=events(ctx)
-        )
+        try:
+            state = stack_engine.deploy(
+                stack,
+                image,
+                parameters=carried_parameters(before, like.image_parameter),
+                on_event=events(ctx),
+                strategy=strategy,
+                health=self.spec.health,
+            )
+        except HealthBreachError as exc:
+            ctx.partial_outputs.update(deploy_outputs(exc.report, strategy))
+            note_deploy(ctx, exc.report, f"{strategy.kind} update of the test stack")
+            raise StageFailedError(
+                self.spec.name, f"{image} broke the health thresholds on the test stack: {exc}", hint=exc.hint
+            ) from exc
         seconds = time.monotonic() - started
+        numbers = deploy_outputs(state.report, strategy)
         ctx.log(f"{stack} moved from {previous} to {image} in {seconds:.1f} s")
         check_or_fail(ctx, stack_engine, state, self.spec.verify, f"test stack {stack} after the update to {image}")
         if previous == image:
             ctx.notes.append(f"the test stack already ran {image}: nothing to update")
         else:
             ctx.notes.append(f"updated from {previous} to {image} in {seconds:.1f} s, verified")
-        return {"stack": stack, "image": image, "previous_image": previous or "", "seconds": f"{seconds:.2f}"}
+            note_deploy(ctx, state.report, f"{strategy.kind} update of the test stack")
+        return {
+            "stack": stack,
+            "image": image,
+            "previous_image": previous or "",
+            "seconds": f"{seconds:.2f}",
+            **numbers,
+        }
