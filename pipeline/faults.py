@@ -14,6 +14,9 @@ Names say where they are and what they act on, so a pattern can aim at one stage
     local-stack:<stack>:create:launched               every replica of a new stack is healthy
     local-stack:<stack>:batch-<n>:launched            a rolling update's batch n is healthy
     local-stack:<stack>:batch-<n>:routed              ... and the balancer routes to it
+    local-stack:<stack>:canary-<percent>:routed       a canary step's weights are in the balancer
+    local-stack:<stack>:green:launched / :switched    blue-green: the new set is healthy / serves
+    local-stack:<stack>:cutover:stopped / :routed     cutover: the old set is gone / the new serves
 
 docs/reliability.md lists the scenarios the tests build from them.
 """

@@ -44,7 +44,11 @@ def now_iso() -> str:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    """`YYYYMMDD-HHMMSSmmm-<hex>` (UTC, to the millisecond): ids sort in the order runs started,
+    also two runs in one second (a re-run right after a crash)."""
+    now = time.time()
+    millis = int(now * 1000) % 1000
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}{millis:03d}-{secrets.token_hex(3)}"
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -130,6 +130,14 @@ class Project:
     def last_run(self) -> Manifest:
         return self.manifests()[-1]
 
+    def run_of(self, result: subprocess.CompletedProcess[str]) -> Manifest:
+        """The manifest of the run whose output `result` is (its first line names the run)."""
+        found = re.search(r"^run (\S+): ", result.stdout, re.MULTILINE)
+        assert found, f"no run id in the output:\n{result.stdout[-2000:]}"
+        manifest = self.ledger.manifest(found.group(1))
+        assert manifest is not None
+        return manifest
+
     def statuses(self, manifest: Manifest | None = None) -> dict[str, str]:
         manifest = manifest or self.last_run()
         return {name: manifest.stages[name].status for name in STAGES if name in manifest.stages}

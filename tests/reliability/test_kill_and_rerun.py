@@ -163,7 +163,7 @@ def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
         outcome.left = left
         with Watch(client, project) as watch, stopwatch() as rerun_time:
             outcome.rerun = project.run("run", "local", "--yes")
-        outcome.statuses = project.statuses()
+        outcome.statuses = project.statuses(project.run_of(outcome.rerun))
         outcome.problems = convergence_problems(project, client, scenario.version)
         outcome.max_test_stacks, outcome.max_production_lbs = watch.max_test_stacks, watch.max_production_lbs
         outcome.samples = watch.samples
