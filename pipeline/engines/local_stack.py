@@ -1228,11 +1228,12 @@ class _Deployment:
             self._route(lb, good[: self.topo.desired], retire=extra)
 
     def _after_batch(self, lb: Any, batch: int, good: list[Any], old: list[Any], started: float) -> None:
-        """Record the batch as a step; observe it while old replicas still serve (if the strategy
-        says so), rolling back on a breach."""
+        """Record the batch as a step; observe it (if the strategy says so) while old replicas
+        still serve, and always after the first batch (a single replica's pilot has no second),
+        rolling back on a breach."""
         share = len(good) / max(1, len(good) + len(old))
         what = f"{self._kind} batch {batch}: {len(good)} of {len(good) + len(old)} replicas on the new version"
-        if not old or not self._observe_after(batch):
+        if not (old or batch == 1) or not self._observe_after(batch):
             self._steps.append(DeployStep(what, share, time.monotonic() - started))
             return
         try:

@@ -51,8 +51,13 @@ class VersionStats:
             return "no requests"
         return (
             f"{self.errors} of {self.requests} requests failed ({self.error_rate:.1%}), "
-            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
+            f"p50 {_ms(self.p50_ms)}, p99 {_ms(self.p99_ms)}"
         )
+
+
+def _ms(value: float) -> str:
+    """Milliseconds; exactly 0 comes from a clock that counts whole milliseconds (nginx's)."""
+    return "<1 ms" if value == 0 else f"{value:.1f} ms"
 
 
 @dataclass(frozen=True)
