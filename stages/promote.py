@@ -22,6 +22,7 @@ from stages._stack import (
     events,
     note_checks,
     note_deploy,
+    strategy_arguments,
 )
 
 if TYPE_CHECKING:
@@ -276,7 +277,11 @@ class PromoteExecutor(Executor[Promote]):
         ctx.step(f"updating {stack} to {image} ({strategy.kind})")
         try:
             state = stack_engine.deploy(
-                stack, image, parameters=parameters, on_event=events(ctx), strategy=strategy, health=self.spec.health
+                stack,
+                image,
+                parameters=parameters,
+                on_event=events(ctx),
+                **strategy_arguments(strategy, self.spec.health),
             )
         except HealthBreachError as exc:  # the engine has rolled back already: check, then fail
             self._record(ctx, env, image, "failed")

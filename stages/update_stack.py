@@ -24,6 +24,7 @@ from stages._stack import (
     rehearsal_env,
     require_stack,
     stack_is,
+    strategy_arguments,
 )
 
 
@@ -112,8 +113,7 @@ class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
                 image,
                 parameters=carried_parameters(before, like.image_parameter),
                 on_event=events(ctx),
-                strategy=strategy,
-                health=self.spec.health,
+                **strategy_arguments(strategy, self.spec.health),
             )
         except HealthBreachError as exc:
             ctx.partial_outputs.update(deploy_outputs(exc.report, strategy))
