@@ -129,6 +129,11 @@ class Executor(ABC, Generic[S]):
         """Check what can be checked with no side effect (templates, parameters), before any stage
         of the run starts; raise a BadInputError subclass (exit 2) for bad input."""
 
+    def ready(self, ctx: PlanContext) -> None:
+        """Check, before the run starts, what a run needs and `validate` does not: tools and
+        services that must answer (the Docker engine, an AWS endpoint, credentials, a clean git
+        tree). Raise a PipelineError naming what is missing and the fix."""
+
     @abstractmethod
     def run(self, ctx: StageContext) -> Outputs:
         """Converge the world to the spec; return the stage's outputs."""

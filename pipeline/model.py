@@ -54,6 +54,22 @@ EnvVar = Annotated[str, AfterValidator(check_env_var)]
 RelPath = Annotated[str, AfterValidator(check_relative_path)]
 Profile = Literal["local", "aws"]
 PROFILES: tuple[Profile, ...] = ("local", "aws")
+PROFILE_ENV = "PIPELINE_PROFILE"
+
+
+def default_profile() -> Profile:
+    """The profile a command uses without --profile: $PIPELINE_PROFILE, else local.
+
+    The spec's profiles say what CI uses, and rendered CI configs pass --profile explicitly; on a
+    laptop every command (run, status, rollback) works on Docker unless told otherwise."""
+    import os
+
+    value = os.environ.get(PROFILE_ENV, "local")
+    if value not in PROFILES:
+        from pipeline.errors import BadInputError
+
+        raise BadInputError(f"{PROFILE_ENV}={value!r} is not a profile", hint="use local or aws")
+    return value
 
 
 class Spec(BaseModel):

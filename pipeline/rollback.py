@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BadInputError, PipelineError, VerificationFailedError
-from pipeline.model import Environment, Profile, Verify
+from pipeline.model import Environment, Profile, Verify, default_profile
 from pipeline.state import Ledger, new_run_id
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def rollback(
     spec = loaded.spec
     env = _environment(spec, environment)
     ledger = Ledger(loaded.root)
-    use = profile or spec.profile_of_environment(env)
+    use = profile or default_profile()
     engine = engine_for(spec, env, use, loaded.root)
     stack = env.stack_name(spec.name)
     git = git_settings(spec, env, use)

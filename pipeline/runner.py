@@ -27,7 +27,7 @@ from pipeline.execution import Executor, PlanContext, StageContext
 from pipeline.faults import checkpoint
 from pipeline.hashing import hash_paths, stage_key
 from pipeline.loader import Loaded
-from pipeline.model import Approval, Profile, Stage
+from pipeline.model import Approval, Profile, Stage, default_profile
 from pipeline.secrets import Masker, resolve
 from pipeline.spec import PipelineSpec, branch_matches
 from pipeline.state import Ledger, Lock, Manifest, StageRecord, StageResult, new_run_id, now_iso
@@ -130,7 +130,7 @@ class Runner:
 
     # ------------------------------------------------------------------ entry points
     def run_local(self, options: RunOptions) -> RunSummary:
-        profile: Profile = options.profile or "local"
+        profile: Profile = options.profile or default_profile()
         order = [s.name for s in self.spec.ordered()]
         selected = self._select(order, options)
         with self._masking(selected):
@@ -146,7 +146,7 @@ class Runner:
 
     def run_stage(self, name: str, options: RunOptions) -> RunSummary:
         stage = self.spec.stage(name)  # UnknownStageError for a bad name
-        profile: Profile = options.profile or self.spec.profile_of(stage)
+        profile: Profile = options.profile or default_profile()
         with self._masking([name]):
             self._preflight([name], profile)
         manifest_path = options.manifest or self._default_manifest_path()
@@ -263,9 +263,7 @@ class Runner:
             executor.preflight(ctx)
             # What the run needs and `validate` does not: tools and services that answer (the
             # Docker engine, an AWS endpoint and credentials). Optional: `ready(ctx)`.
-            ready = getattr(executor, "ready", None)
-            if callable(ready):
-                ready(ctx)
+            executor.ready(ctx)
 
     def _carried_outputs(self, order: list[str], selected: list[str], profile: str) -> dict[str, dict[str, str]]:
         """Outputs of stages outside the selection that selected stages need (from the ledger)."""

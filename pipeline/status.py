@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import BadInputError, PipelineError
 from pipeline.loader import Loaded
-from pipeline.model import Environment, Profile
+from pipeline.model import Environment, Profile, default_profile
 from pipeline.state import Ledger, Manifest
 
 if TYPE_CHECKING:
@@ -77,9 +77,7 @@ def collect(
         names = ", ".join(e.name for e in spec.environments if not e.ephemeral) or "(none)"
         raise BadInputError(f"no environment named {environment!r}", hint=f"environments: {names}")
     engines: dict[str, StackEngine | str] = {}
-    result = [
-        _environment(loaded, ledger, env, profile or loaded.spec.profile_of_environment(env), engines) for env in envs
-    ]
+    result = [_environment(loaded, ledger, env, profile or default_profile(), engines) for env in envs]
     tests = [] if environment is not None else _test_stacks(loaded, profile, engines)
     runs = []
     for run_id in reversed(ledger.runs()):
@@ -173,7 +171,7 @@ def _test_stacks(
     for env in spec.environments:
         if not env.ephemeral or _template_env(spec, env) is None:
             continue
-        use = profile or loaded.spec.profile_of_environment(env)
+        use = profile or default_profile()
         engine = _engine(loaded, env, use, cache)
         if isinstance(engine, str):
             continue

@@ -48,10 +48,13 @@ def run_commands(
                 cancel=ctx.cancel,
             )
     except CommandFailedError as exc:
+        missing = exc.returncode == 127  # the shell's "command not found"
         raise StageFailedError(
             ctx.stage.name,
-            f"`{command}` exited with status {exc.returncode}",
-            hint=f"reproduce with: cd {cwd} && {command}",
+            f"`{command}` exited with status {exc.returncode}"
+            + (" (a program it runs is not installed)" if missing else ""),
+            hint=("install the missing program (see the output above), then " if missing else "")
+            + f"reproduce with: cd {cwd} && {command}",
             log_tail=exc.tail,
         ) from exc
     finally:

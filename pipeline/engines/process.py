@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -63,6 +64,7 @@ def stream(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_DIE_WITH_PARENT,  # noqa: PLW1509 - calls into C only, resolved before fork
             text=True,
             errors="replace",
             bufsize=1,
@@ -114,6 +116,26 @@ def stream(
     if check and proc.returncode != 0:
         raise CommandFailedError(command, proc.returncode, text, cwd=str(cwd) if cwd else None)
     return Completed(proc.returncode, text)
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A function for the child (between fork and exec) that asks Linux to SIGKILL it when the
+    parent dies, so a SIGKILLed run leaves no packer or test command running on its own. Resolved
+    here, in the parent: the child may only call into C (an import there could deadlock on a
+    lock another thread held at fork time)."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
+    return lambda: prctl(pr_set_pdeathsig, sigkill)
+
+
+_DIE_WITH_PARENT = _parent_death_signal()
 
 
 def kill_group(proc: subprocess.Popen[str], grace: float = 3.0) -> None:

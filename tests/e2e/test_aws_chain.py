@@ -381,7 +381,7 @@ def test_the_first_release_runs_the_whole_chain_and_commits_the_image(project: P
     assert project.git("log", "-1", "--format=%an <%ae>", commit) == DEFAULT_AUTHOR
     assert project.remote_head() == commit
     assert project.git("status", "--porcelain") == ""
-    status = project.run("status")
+    status = project.run("status", "--profile", "aws")
     assert status.returncode == 0, _explain(status)
     assert PRODUCTION in status.stdout
     assert image in status.stdout
@@ -460,7 +460,7 @@ def test_a_dirty_tree_is_refused_before_anything_changes(project: Project) -> No
     original = script.read_text()
     script.write_text(original + "# an edit nobody committed\n")
     try:
-        for args in (["run", "local", "--profile", "aws", "--yes"], ["run", "stage", "promote", "--yes"]):
+        for args in (["run", "local", "--profile", "aws", "--yes"], ["run", "stage", "promote", "--profile", "aws", "--yes"]):
             result = project.run(*args)
             assert result.returncode == 2, _explain(result)
             assert "uncommitted changes (images/web/cleanup.sh)" in result.stderr
@@ -469,7 +469,7 @@ def test_a_dirty_tree_is_refused_before_anything_changes(project: Project) -> No
         script.write_text(original)
     project.git("checkout", "-q", "--detach")
     try:
-        detached = project.run("run", "stage", "promote", "--yes")
+        detached = project.run("run", "stage", "promote", "--profile", "aws", "--yes")
     finally:
         project.git("checkout", "-q", "main")
     assert detached.returncode == 2, _explain(detached)
@@ -558,7 +558,7 @@ def test_pipeline_rollback_goes_back_and_records_it_in_git(project: Project) -> 
     start = project.head()
     old, current = project.images["1.0.0"], project.images["1.0.1"]
 
-    result = project.run("rollback", "production")
+    result = project.run("rollback", "production", "--profile", "aws")
 
     assert result.returncode == 0, _explain(result)
     assert f"rolled back from {current} to {old}" in result.stdout
@@ -604,6 +604,6 @@ def test_disaster_recovery_brings_production_back_from_a_clone_into_an_empty_emu
     assert project.changed_lines(commit, cwd=clone) == [f"-    Default: {gone}", f"+    Default: {image}"]
     assert project.template_default(clone) == image
     assert project.remote_head() == commit
-    status = project.run("status", "production", cwd=clone)
+    status = project.run("status", "production", "--profile", "aws", cwd=clone)
     assert status.returncode == 0, _explain(status)
     assert image in status.stdout

@@ -62,3 +62,31 @@ def test_cancel_interrupts_a_running_command() -> None:
 def test_a_missing_program_is_a_missing_tool() -> None:
     with pytest.raises(ToolMissingError, match="'no-such-program-xyz': not found"):
         stream(["no-such-program-xyz"])
+
+
+def test_a_killed_runner_takes_its_command_with_it(tmp_path: Path) -> None:
+    """SIGKILL gives the runner no chance to clean up; Linux's parent-death signal does it."""
+    import signal
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "child.pid"
+    code = (
+        "import sys, threading, time\n"
+        "from pipeline.engines.process import stream\n"
+        f"threading.Thread(target=lambda: stream(['/bin/sh', '-c', 'echo $$ > {pidfile}; exec sleep 60']),"
+        " daemon=True).start()\n"
+        "time.sleep(60)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the command outlived its killed runner"
+        time.sleep(0.05)
