@@ -289,7 +289,9 @@ class BakeExecutor(Executor[Bake]):
     # ------------------------------------------------------------------ plan
     def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
         observed = {
-            "base_image": self._base_image_id(),
+            # The docker build is the whole bake locally, and the checked half of an aws bake; an
+            # aws bake without a docker source needs no Docker engine at all.
+            "base_image": self._base_image_id() if self._uses_docker(ctx.profile) else "none",
             "pkr_vars": digest(packer_env_vars()),
             "use_image": self._use_image(ctx.profile) or "",
         }
@@ -297,6 +299,9 @@ class BakeExecutor(Executor[Bake]):
             target = aws_target(self.spec)
             observed |= {"aws_region": target.region, "aws_endpoint": target.endpoint or ""}
         return observed
+
+    def _uses_docker(self, profile: Profile) -> bool:
+        return profile == "local" or ("local" in self.spec.sources and self.spec.checks is not None)
 
     def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
         image = outputs.get("image")
@@ -675,6 +680,7 @@ class BakeExecutor(Executor[Bake]):
                 ctx.notes.append(f"reused {ami}: baked earlier from the same inputs")
             else:
                 ami, run_uuid = self._build_ami(ctx, packer, template, info, source, target, ec2, key, checked)
+                ctx.notes.append(f"built {ami} with Packer ({source}) in {where}")
         ctx.notes.append(self._emulation_note(ami, checked, docker_source, target))
         outputs = {"image": ami, "key": key, "packer_run_uuid": run_uuid, "region": target.region}
         if checked is not None:

@@ -208,3 +208,20 @@ def test_heavy_libraries_are_not_imported_by_the_spec() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_aws_bake_without_a_docker_source_needs_no_docker_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its key must be computable where no Docker engine answers (a CI agent with only AWS access)."""
+    from pipeline import Bake, Pipeline
+    from pipeline.execution import PlanContext
+    from pipeline.state import Ledger
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker-here.sock")
+    (tmp_path / "web.pkr.hcl").write_text("")
+    with Pipeline("ami-only") as p:
+        bake = Bake(name="bake", template="web.pkr.hcl", sources={"aws": "amazon-ebs.web"})
+    ctx = PlanContext(p.spec, bake, tmp_path, "aws", {}, Ledger(tmp_path))
+    observed = bake.executor().inputs(ctx)
+    assert observed["base_image"] == "none"
