@@ -460,7 +460,10 @@ def test_a_dirty_tree_is_refused_before_anything_changes(project: Project) -> No
     original = script.read_text()
     script.write_text(original + "# an edit nobody committed\n")
     try:
-        for args in (["run", "local", "--profile", "aws", "--yes"], ["run", "stage", "promote", "--profile", "aws", "--yes"]):
+        for args in (
+            ["run", "local", "--profile", "aws", "--yes"],
+            ["run", "stage", "promote", "--profile", "aws", "--yes"],
+        ):
             result = project.run(*args)
             assert result.returncode == 2, _explain(result)
             assert "uncommitted changes (images/web/cleanup.sh)" in result.stderr
