@@ -645,3 +645,45 @@ def test_pipeline_run_local_with_a_canary_in_the_definition(
         for image in docker_client.images.list(filters=selector):
             docker_client.images.remove(image.id, force=True)
         docker_client.images.prune(filters={"dangling": True, "label": f"{LABEL_PREFIX}.pipeline={name}"})
+
+
+def test_the_aws_profile_refuses_a_strategy_it_does_not_carry_out_yet_before_anything_changes(
+    tmp_path: Path,
+) -> None:
+    """`pipeline validate --profile aws` (the same preflight a run does) names the strategy; the
+    local profile takes it. Nothing is created: validate has no side effects."""
+    need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
+    need(shutil.which("cfn-lint") is not None, "cfn-lint is not installed (pip install cfn-lint)")
+    root = tmp_path / "hello-web"
+    made = subprocess.run(
+        [sys.executable, "-m", "pipeline", "init", str(root)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    definition = root / "pipelinefile.py"
+    text = definition.read_text()
+    promote = 'Promote(name="promote", environment="production", image=bake, verify=page)'
+    assert promote in text
+    definition.write_text(text.replace(promote, promote[:-1] + ', strategy="canary")'))
+
+    def validate(profile: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "validate", "--profile", profile],
+            cwd=root,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    refused = validate("aws")
+    assert refused.returncode == 2, _explain(refused)
+    assert "the aws profile does not carry out canary yet" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    accepted = validate("local")
+    assert accepted.returncode == 0, _explain(accepted)
+    assert not (root / ".pipeline" / "runs").exists()
