@@ -98,12 +98,13 @@ def note_deploy(ctx: StageContext, report: DeployReport | None, what: str) -> No
         ctx.notes.append(f"{what}: {report.summary()}")
 
 
-def aws_ready(ctx: PlanContext, env: Environment) -> None:
-    """Before a run on the aws profile: the CloudFormation endpoint answers and the credentials
-    work (one read-only call), so a missing key or a stopped emulator stops the run before the
-    bake spends minutes (ToolMissingError, or StackOperationError for refused credentials)."""
-    if ctx.profile == "aws":
-        engine(ctx, env).describe(env.stack_name(ctx.pipeline.name))
+def engine_ready(ctx: PlanContext, env: Environment) -> None:
+    """Before a run: the environment's engine answers, with one read-only call (describing the
+    stack). On the aws profile the CloudFormation endpoint and the credentials work; on the local
+    profile the Docker engine is reachable. A missing key, a stopped emulator or a stopped Docker
+    engine stops the run before the bake spends minutes (ToolMissingError naming the fix, or
+    StackOperationError for refused credentials), even for `--only test-stack`."""
+    engine(ctx, env).describe(env.stack_name(ctx.pipeline.name))
 
 
 def events(ctx: StageContext) -> OnEvent:
@@ -208,7 +209,7 @@ class RehearsalExecutor(Executor[S]):
         check_template(ctx, rehearsal_env(ctx.pipeline, self.spec))
 
     def ready(self, ctx: PlanContext) -> None:
-        aws_ready(ctx, rehearsal_env(ctx.pipeline, self.spec))
+        engine_ready(ctx, rehearsal_env(ctx.pipeline, self.spec))
 
     def stack_name(self, ctx: StageContext) -> str | None:
         """The test stack this stage acts on (from its own partial outputs or its producer's)."""
@@ -230,13 +231,13 @@ class RehearsalExecutor(Executor[S]):
 
 __all__ = [
     "RehearsalExecutor",
-    "aws_ready",
     "baseline",
     "check_or_fail",
     "check_strategy",
     "check_template",
     "deploy_outputs",
     "engine",
+    "engine_ready",
     "events",
     "note_checks",
     "note_deploy",

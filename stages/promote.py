@@ -14,11 +14,11 @@ from pipeline.model import Environment, Name, Stage, Verify, stage_ref
 from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
 from pipeline.strategy import Health, Rolling, Strategy, coerce_strategy
 from stages._stack import (
-    aws_ready,
     check_strategy,
     check_template,
     deploy_outputs,
     engine,
+    engine_ready,
     events,
     note_checks,
     note_deploy,
@@ -142,7 +142,7 @@ class PromoteExecutor(Executor[Promote]):
             check_can_record(
                 ctx.root, ctx.root / env.template, env.image_parameter, pipeline=ctx.pipeline.name, push=self.spec.push
             )
-        aws_ready(ctx, env)
+        engine_ready(ctx, env)
 
     def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
         image = outputs.get("image")

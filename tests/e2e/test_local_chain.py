@@ -42,11 +42,11 @@ class Service:
     """Baked image per release (filled in as the story goes)."""
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pipeline", *args],
             cwd=self.root,
-            env=cli_env(),
+            env=cli_env(**env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -165,6 +165,20 @@ def test_a_second_run_with_nothing_changed_is_all_up_to_date(service: Service) -
     assert service.statuses() == dict.fromkeys(STAGES, "up-to-date")
     assert warm < service.seconds["cold"] / 4, (warm, service.seconds["cold"])
     assert service.page() == "Hello World 1.0.0"
+
+
+def test_a_stopped_docker_engine_stops_a_stack_stage_before_it_starts(service: Service, tmp_path: Path) -> None:
+    """The bake's outputs exist, so `--only test-stack` could start; with no Docker engine the
+    stage's readiness check (one describe of the stack) fails the run first, naming the fix."""
+    runs = len(Ledger(service.root).runs())
+    unreachable = f"unix://{tmp_path}/no-docker.sock"
+    result = service.run("run", "local", "--only", "test-stack", "--force", "--yes", DOCKER_HOST=unreachable)
+    assert result.returncode == 1, _explain(result)
+    assert "the Docker engine is not reachable" in result.stderr
+    assert "pipeline doctor" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "[test-stack]" not in result.stdout, "the stage started although its engine cannot be reached"
+    assert len(Ledger(service.root).runs()) == runs, "a refused run left a run behind"
 
 
 def test_a_new_release_runs_only_what_it_affects_and_production_never_fails_a_request(service: Service) -> None:
