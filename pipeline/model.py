@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from pipeline.execution import Executor
@@ -233,6 +233,16 @@ class Stage(Spec):
     uses_profile: ClassVar[bool] = False
     """Whether the profile changes what the kind does (it drives Docker or AWS); only these get
     `--profile` and cloud credentials on CI."""
+    refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Fields naming an upstream stage, and the kinds each may name, e.g. {"image": ("bake",)}.
+    A stage object is accepted wherever such a field takes a name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _references_from_stages(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.refers_to:
+            return {key: stage_ref(value) if key in cls.refers_to else value for key, value in data.items()}
+        return data
 
     @field_validator("needs", mode="before")
     @classmethod
@@ -260,11 +270,11 @@ class Stage(Spec):
 
     def references(self) -> Mapping[str, str]:
         """Fields naming other stages: {field: stage name}. Each must be an upstream stage."""
-        return {}
+        return {field: getattr(self, field) for field in self.refers_to}
 
     def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
         """For each field in `references`, the stage kinds it may name."""
-        return {}
+        return dict(self.refers_to)
 
     def environment_name(self) -> str | None:
         """The environment this stage deploys to or acts on, if any."""

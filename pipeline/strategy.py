@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from pipeline.model import Spec
 
@@ -114,3 +114,7 @@ def coerce_strategy(value: Any) -> Any:
             raise ValueError(f"unknown strategy {value!r}; choose one of {', '.join(STRATEGY_KINDS)}")
         return STRATEGY_KINDS[value]()
     return value
+
+
+StrategyChoice = Annotated[Strategy, BeforeValidator(coerce_strategy)]
+"""A stage's `strategy` field: a strategy object, or a kind's name for its defaults."""

@@ -10,9 +10,9 @@ from pydantic import field_validator
 
 from pipeline.errors import HealthBreachError, PipelineError, StackOperationError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
-from pipeline.model import Environment, Name, Stage, Verify, stage_ref
+from pipeline.model import Environment, Name, Stage, Verify
 from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
-from pipeline.strategy import Health, Rolling, Strategy, coerce_strategy
+from pipeline.strategy import Health, Rolling, StrategyChoice
 from stages._stack import (
     check_strategy,
     check_template,
@@ -54,7 +54,7 @@ class Promote(Stage):
     rollback_verify: Verify | None = None
     """How to check the previous image after an automatic rollback; default: `verify` without
     `expect_text` (the previous release does not show the new version's text)."""
-    strategy: Strategy = Rolling()
+    strategy: StrategyChoice = Rolling()
     """How the stack moves to the new image: rolling (default), cutover, pilot, half, canary or
     blue-green (`strategy="canary"` takes the kind's defaults)."""
     health: Health = Health()
@@ -78,16 +78,7 @@ class Promote(Stage):
     )
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
-
-    @field_validator("strategy", mode="before")
-    @classmethod
-    def _strategy_by_name(cls, value: Any) -> Any:
-        return coerce_strategy(value)
-
-    @field_validator("image", mode="before")
-    @classmethod
-    def _ref(cls, value: Any) -> Any:
-        return stage_ref(value)
+    refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {"image": ("bake",)}
 
     @field_validator("author")
     @classmethod
@@ -98,12 +89,6 @@ class Promote(Stage):
 
     def environment_name(self) -> str | None:
         return self.environment
-
-    def references(self) -> Mapping[str, str]:
-        return {"image": self.image}
-
-    def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
-        return {"image": ("bake",)}
 
     def executor(self) -> Executor[Any]:
         return PromoteExecutor(self)

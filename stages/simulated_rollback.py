@@ -6,10 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator
-
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
-from pipeline.model import Name, Stage, Verify, stage_ref
+from pipeline.model import Name, Stage, Verify
 from pipeline.rollback import carried_parameters
 from stages._stack import RehearsalExecutor, check_or_fail, engine, events, rehearsal_env, require_stack, stack_is
 
@@ -29,17 +27,7 @@ class SimulatedRollback(Stage):
     outputs: ClassVar[tuple[str, ...]] = ("stack", "image", "from_image", "time_to_restore")
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
-
-    @field_validator("stack", mode="before")
-    @classmethod
-    def _ref(cls, value: Any) -> Any:
-        return stage_ref(value)
-
-    def references(self) -> Mapping[str, str]:
-        return {"stack": self.stack}
-
-    def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
-        return {"stack": ("test-stack",)}
+    refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {"stack": ("test-stack",)}
 
     def executor(self) -> Executor[Any]:
         return SimulatedRollbackExecutor(self)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import field_validator
-
 from pipeline.errors import PipelineError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
-from pipeline.model import Environment, Name, Stage, stage_ref
+from pipeline.model import Environment, Name, Stage
 from stages._stack import engine, events, rehearsal_env
 
 if TYPE_CHECKING:
@@ -30,18 +28,8 @@ class Teardown(Stage):
     outputs: ClassVar[tuple[str, ...]] = ("deleted", "kept", "url")
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
+    refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {"stack": ("test-stack",)}
     always: ClassVar[bool] = True
-
-    @field_validator("stack", mode="before")
-    @classmethod
-    def _ref(cls, value: Any) -> Any:
-        return stage_ref(value)
-
-    def references(self) -> Mapping[str, str]:
-        return {"stack": self.stack}
-
-    def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
-        return {"stack": ("test-stack",)}
 
     def executor(self) -> Executor[Any]:
         return TeardownExecutor(self)

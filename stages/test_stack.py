@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import field_validator
-
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
 from pipeline.hashing import digest
-from pipeline.model import Environment, Name, Stage, Verify, stage_ref
+from pipeline.model import Environment, Name, Stage, Verify
 from pipeline.rollback import carried_parameters
 from stages._stack import (
     RehearsalExecutor,
@@ -49,20 +47,10 @@ class TestStack(Stage):
     outputs: ClassVar[tuple[str, ...]] = ("stack", "url", "image", "fresh")
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
-
-    @field_validator("image", mode="before")
-    @classmethod
-    def _ref(cls, value: Any) -> Any:
-        return stage_ref(value)
+    refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {"image": ("bake",)}
 
     def environment_name(self) -> str | None:
         return self.environment
-
-    def references(self) -> Mapping[str, str]:
-        return {"image": self.image}
-
-    def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
-        return {"image": ("bake",)}
 
     def executor(self) -> Executor[Any]:
         return TestStackExecutor(self)

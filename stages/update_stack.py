@@ -6,13 +6,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator
-
 from pipeline.errors import HealthBreachError, StageFailedError
 from pipeline.execution import Executor, Outputs, PlanContext, StageContext
-from pipeline.model import Name, Stage, Verify, stage_ref
+from pipeline.model import Name, Stage, Verify
 from pipeline.rollback import carried_parameters
-from pipeline.strategy import Health, Rolling, Strategy, coerce_strategy
+from pipeline.strategy import Health, Rolling, StrategyChoice
 from stages._stack import (
     RehearsalExecutor,
     check_or_fail,
@@ -47,7 +45,7 @@ class UpdateStack(Stage):
     image: Name
     """The Bake stage whose image to deploy."""
     verify: Verify = Verify()
-    strategy: Strategy = Rolling()
+    strategy: StrategyChoice = Rolling()
     """How the stack moves to the new image: rolling (default), cutover, pilot, half, canary or
     blue-green (`strategy="canary"` takes the kind's defaults)."""
     health: Health = Health()
@@ -64,22 +62,7 @@ class UpdateStack(Stage):
     )
     uses_profile: ClassVar[bool] = True
     implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
-
-    @field_validator("strategy", mode="before")
-    @classmethod
-    def _strategy_by_name(cls, value: Any) -> Any:
-        return coerce_strategy(value)
-
-    @field_validator("stack", "image", mode="before")
-    @classmethod
-    def _ref(cls, value: Any) -> Any:
-        return stage_ref(value)
-
-    def references(self) -> Mapping[str, str]:
-        return {"stack": self.stack, "image": self.image}
-
-    def reference_kinds(self) -> Mapping[str, tuple[str, ...]]:
-        return {"stack": ("test-stack",), "image": ("bake",)}
+    refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {"stack": ("test-stack",), "image": ("bake",)}
 
     def executor(self) -> Executor[Any]:
         return UpdateStackExecutor(self)
