@@ -10,6 +10,9 @@ balancer. The local engine maps it onto containers:
     TargetGroupAttributes deregistration_delay.timeout_seconds             -> longest drain
 
 Values may be literals or `!Ref` to parameters (defaults, or overrides given at deploy time).
+Resources marked as the canary slot (`Metadata: {Pipeline: {Role: canary-slot}}`: the second
+group, target group, launch template and weighted listener rule the aws engine uses for pilot,
+half, canary and blue-green deploys) are ignored: the local engine does those strategies itself.
 Anything the local engine cannot reproduce faithfully is a `TemplateError` that names the
 resource and property, raised before anything is created.
 """
@@ -31,6 +34,8 @@ ALB = "AWS::ElasticLoadBalancingV2::LoadBalancer"
 LISTENER = "AWS::ElasticLoadBalancingV2::Listener"
 TARGET_GROUP = "AWS::ElasticLoadBalancingV2::TargetGroup"
 CLASSIC_ELB = "AWS::ElasticLoadBalancing::LoadBalancer"
+CANARY_SLOT_ROLE = "canary-slot"
+"""`Metadata.Pipeline.Role` of the resources that make the aws engine's canary slot."""
 
 # Defaults of the AWS APIs when a property is absent (ELBv2 target groups, AutoScaling).
 DEFAULT_HEALTHY_THRESHOLD = 5
@@ -205,7 +210,7 @@ def topology(
                 hint=f"use an application load balancer ({ALB}) with a listener and a target group",
             )
 
-    groups = [n for n, res in resources.items() if _type(res) == ASG]
+    groups = [n for n, res in resources.items() if _type(res) == ASG and not is_canary_slot(res)]
     if len(groups) != 1:
         found = f"found {', '.join(groups)}" if groups else "found none"
         raise TemplateError(
@@ -327,6 +332,13 @@ def _target_group(tgp: Mapping[str, Any], r: _Resolver, tg_where: str, source: s
         "health_timeout": float(max(1, timeout)),
         "deregistration_delay": delay,
     }
+
+
+def is_canary_slot(resource: Any) -> bool:
+    """Whether a resource belongs to the canary slot (Metadata: {Pipeline: {Role: canary-slot}})."""
+    metadata = resource.get("Metadata") if isinstance(resource, dict) else None
+    pipeline = metadata.get("Pipeline") if isinstance(metadata, dict) else None
+    return isinstance(pipeline, dict) and pipeline.get("Role") == CANARY_SLOT_ROLE
 
 
 def _type(resource: Any) -> str:
@@ -477,4 +489,12 @@ def _update_policy(
     return batch, min_in, replacing
 
 
-__all__ = ["Topology", "load_template", "parse_template", "resolve_parameters", "topology"]
+__all__ = [
+    "CANARY_SLOT_ROLE",
+    "Topology",
+    "is_canary_slot",
+    "load_template",
+    "parse_template",
+    "resolve_parameters",
+    "topology",
+]

@@ -33,6 +33,13 @@ DEFAULTS = {
     "MinSize": "2",
     "MaxSize": "4",
     "HostedZoneName": "",
+    "RollingMaxBatchSize": "1",
+    "RollingMinInService": "1",
+    "RollingPauseTime": "PT2M",
+    "CanaryImageId": "",
+    "CanaryCapacity": "0",
+    "PrimaryWeight": "100",
+    "CanaryWeight": "0",
 }
 
 

@@ -30,7 +30,7 @@ def test_cfn_lint_finds_nothing_at_all(region: str) -> None:
 
 def test_the_engines_lint_reports_errors_with_file_and_line(tmp_path: Any) -> None:
     assert lint_template(TEMPLATE.read_text(), source="web.yaml") == []
-    broken = TEMPLATE.read_text().replace("MinInstancesInService: 1", "MinInstancesInServise: 1")
+    broken = TEMPLATE.read_text().replace("MinInstancesInService:", "MinInstancesInServise:")
     with pytest.raises(TemplateError, match=r"web\.yaml:\d+: E\d{4}"):
         lint_template(broken, source="web.yaml")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.engines.topology import load_template, parse_template, resolve_parameters, topology
+from pipeline.engines.topology import is_canary_slot, load_template, parse_template, resolve_parameters, topology
 from pipeline.errors import TemplateError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -215,3 +215,19 @@ def test_parameters_without_a_default_need_an_override(web: dict[str, Any]) -> N
     assert "DesiredCapacity" not in resolve_parameters(web)
     _refuses(web, "resource WebGroup DesiredCapacity refers to 'DesiredCapacity'")
     assert topology(web, {"DesiredCapacity": "2"}).desired == 2
+
+
+def test_the_canary_slot_of_the_reference_template_is_not_the_local_engines(web: dict[str, Any]) -> None:
+    """The aws engine's second group, target group and weighted rule are marked as the canary
+    slot: the local engine still finds the one web group, its target group and its listener."""
+    slot = [name for name, res in web["Resources"].items() if is_canary_slot(res)]
+    assert sorted(slot) == ["CanaryGroup", "CanaryLaunchTemplate", "CanaryTargetGroup", "WeightedRule"]
+    topo = topology(web, {"CanaryImageId": "ami-12c6146b", "CanaryCapacity": "2", "CanaryWeight": "50"})
+    assert (topo.group, topo.desired, topo.listener_port, topo.health_path) == ("WebGroup", 2, 80, "/health")
+    # the rolling parameters reach the local engine too
+    topo = topology(web, {"RollingMaxBatchSize": "2", "RollingMinInService": "0"})
+    assert (topo.max_batch, topo.min_in_service) == (2, 0)
+    # a second group that is not marked is still refused
+    del web["Resources"]["CanaryGroup"]["Metadata"]
+    with pytest.raises(TemplateError, match="exactly one"):
+        topology(web)
