@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,15 +115,53 @@ def git_repo(tmp_path: Path) -> Callable[[Path], Path]:
     """Turn a folder into a git repository with one commit (identity set only for this repo)."""
     need(shutil.which("git") is not None, "git is not installed")
 
-    def init(root: Path) -> Path:
-        def git(*args: str) -> None:
-            subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    return commit_all
 
-        git("init", "-q", "-b", "main")
-        git("config", "user.email", "test@example.invalid")
-        git("config", "user.name", "Test")
-        git("add", "-A")
-        git("commit", "-qm", "initial")
-        return root
 
-    return init
+def commit_all(root: Path, message: str = "initial") -> Path:
+    """Make `root` a git repository on `main` whose one commit holds every file in it (the
+    identity is set for this repository only)."""
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["config", "user.email", "test@example.invalid"],
+        ["config", "user.name", "Test"],
+        ["add", "-A"],
+        ["commit", "-qm", message],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    return root
+
+
+def init_reference_service(root: Path, name: str | None = None) -> Path:
+    """`pipeline init ROOT` (the reference service, from the installed package), renamed to
+    `name` so that the containers, images and stacks of one test never meet another's."""
+    made = subprocess.run(
+        [sys.executable, "-m", "pipeline", "init", str(root)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    if name is not None:
+        definition = root / "pipelinefile.py"
+        text = definition.read_text()
+        assert '"hello-web",' in text
+        definition.write_text(text.replace('"hello-web",', f'"{name}",', 1))
+    return root
+
+
+def remove_everything_of(client: Any, pipeline: str, *, images: bool = False) -> None:
+    """Remove what the Docker engine holds of `pipeline` (by our labels): containers, networks
+    and, with `images`, its images and their dangling layers."""
+    from pipeline.engines.docker_client import LABEL_PREFIX
+
+    selector = {"label": f"{LABEL_PREFIX}.pipeline={pipeline}"}
+    for container in client.containers.list(all=True, filters=selector):
+        container.remove(force=True, v=True)
+    for network in client.networks.list(filters=selector):
+        network.remove()
+    if images:
+        for image in client.images.list(filters=selector):
+            client.images.remove(image.id, force=True)
+        client.images.prune(filters={"dangling": True, "label": f"{LABEL_PREFIX}.pipeline={pipeline}"})

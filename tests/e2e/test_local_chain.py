@@ -26,7 +26,7 @@ import pytest
 from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import LoadClient, request
 from pipeline.state import Ledger, Manifest
-from tests.conftest import cli_env, need
+from tests.conftest import cli_env, commit_all, init_reference_service, need, remove_everything_of
 
 pytestmark = pytest.mark.e2e
 
@@ -100,38 +100,15 @@ def service(docker_client: Any, base_image: str, tmp_path_factory: pytest.TempPa
     need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
     need(shutil.which("cfn-lint") is not None, "cfn-lint is not installed (pip install cfn-lint)")
     need(shutil.which("git") is not None, "git is not installed")
-    root = tmp_path_factory.mktemp("e2e") / "hello-web"
     name = f"e2e-{secrets.token_hex(3)}"
-    made = subprocess.run(
-        [sys.executable, "-m", "pipeline", "init", str(root)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        check=False,
+    root = commit_all(
+        init_reference_service(tmp_path_factory.mktemp("e2e") / "hello-web", name), "the reference service"
     )
-    assert made.returncode == 0, made.stdout + made.stderr
-    definition = root / "pipelinefile.py"
-    definition.write_text(definition.read_text().replace('"hello-web",', f'"{name}",', 1))
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["config", "user.email", "e2e@example.invalid"],
-        ["config", "user.name", "e2e"],
-        ["add", "-A"],
-        ["commit", "-qm", "the reference service"],
-    ):
-        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
     service = Service(root=root, name=name, client=docker_client)
     try:
         yield service
     finally:
-        selector = {"label": f"{LABEL_PREFIX}.pipeline={name}"}
-        for container in docker_client.containers.list(all=True, filters=selector):
-            container.remove(force=True, v=True)
-        for network in docker_client.networks.list(filters=selector):
-            network.remove()
-        for image in docker_client.images.list(filters=selector):
-            docker_client.images.remove(image.id, force=True)
-        docker_client.images.prune(filters={"dangling": True, "label": f"{LABEL_PREFIX}.pipeline={name}"})
+        remove_everything_of(docker_client, name, images=True)
 
 
 def test_the_first_release_runs_the_whole_chain(service: Service) -> None:

@@ -20,6 +20,7 @@ from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import LoadClient, request
 from pipeline.errors import StackOperationError, TemplateError
 from pipeline.model import Verify
+from tests.conftest import remove_everything_of
 
 pytestmark = pytest.mark.integration
 
@@ -82,15 +83,7 @@ def pipeline_name(docker_client: Any, images: dict[str, str]) -> Iterator[str]:
     (before the images: an image still used by a container would only be untagged)."""
     name = f"it-{secrets.token_hex(3)}"
     yield name
-    _remove_everything_of(docker_client, name)
-
-
-def _remove_everything_of(client: Any, pipeline: str) -> None:
-    selector = {"label": f"{LABEL_PREFIX}.pipeline={pipeline}"}
-    for container in client.containers.list(all=True, filters=selector):
-        container.remove(force=True, v=True)
-    for network in client.networks.list(filters=selector):
-        network.remove()
+    remove_everything_of(docker_client, name)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from typing import Any
 from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import request
 from pipeline.state import Ledger, Manifest
-from tests.conftest import cli_env
+from tests.conftest import cli_env, commit_all, init_reference_service
 
 SESSION = secrets.token_hex(2)
 PREFIX = f"rel{SESSION}"
@@ -155,14 +155,7 @@ def make_project(base: Path, name: str, version: str, template: Path) -> Project
     assert f'image_name="{IMAGE_NAME}"' in text
     assert f'"{name}"' in text
     definition.write_text(text)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["config", "user.email", "reliability@example.invalid"],
-        ["config", "user.name", "reliability"],
-        ["add", "-A"],
-        ["commit", "-qm", "the reference service"],
-    ):
-        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    commit_all(root, "the reference service")
     cache = base / f"{name}.cache"
     cache.mkdir()
     return Project(root=root, name=name, cache=cache)
@@ -170,16 +163,7 @@ def make_project(base: Path, name: str, version: str, template: Path) -> Project
 
 def init_template(base: Path) -> Path:
     """`pipeline init` once per session; projects are copies of it."""
-    root = base / "reference"
-    made = subprocess.run(
-        [sys.executable, "-m", "pipeline", "init", str(root)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, explain(made)
-    return root
+    return init_reference_service(base / "reference")
 
 
 # --------------------------------------------------------------------------------------------- inventory
