@@ -33,23 +33,26 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.engines import aws_strategies as plans
 from pipeline.engines import http_check
 from pipeline.engines.cfn_template import parse_template
-from pipeline.engines.stack import OnEvent, StackState, VerifyReport
+from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, StackState, VerifyReport, VersionStats
+from pipeline.engines.topology import ALB, TARGET_GROUP, is_canary_slot
 from pipeline.errors import (
     BadInputError,
+    HealthBreachError,
     PipelineError,
     StackOperationError,
     TemplateError,
     ToolMissingError,
 )
 from pipeline.model import AwsSettings, Profile, Verify
-from pipeline.strategy import Health, Rolling, Strategy
+from pipeline.strategy import Health, Strategy
 
 IMAGE_PARAMETER = "ImageId"
 PIPELINE_TAG = "pipeline"
@@ -410,6 +413,70 @@ def _format_event(event: Mapping[str, Any]) -> str:
     return f"{clock}{event.get('LogicalResourceId')} ({event.get('ResourceType')}) {event.get('ResourceStatus')}{tail}"
 
 
+@dataclass
+class _Run:
+    """One deploy in progress: the stack as last observed, and how to move it one step."""
+
+    engine: CloudFormationEngine
+    stack: str
+    image: str
+    current: dict[str, Any]
+    desired: dict[str, str]
+    capabilities: Sequence[str]
+    on_event: OnEvent
+    started: float
+
+    @property
+    def stack_id(self) -> str:
+        return str(self.current["StackId"])
+
+    def parameters(self) -> dict[str, str]:
+        return _parameters(self.current)
+
+    def apply(self, values: Mapping[str, str], what: str) -> None:
+        """One update-stack to exactly `values` (skipped when the stack has them already and runs
+        this template), then the stack as it ends."""
+        values = dict(values)
+        if self.parameters() == values and self.engine._up_to_date(self.current, values):
+            self.on_event(f"{what}: already so")
+            return
+        final = self.engine._update_raw(
+            self.stack, self.image, self.current, values, self.capabilities, self.on_event, what=what
+        )
+        if final is not None:
+            self.current = final
+
+    def report(
+        self, strategy: str, previous: str | None, *, steps: tuple[DeployStep, ...] = (), **kwargs: Any
+    ) -> DeployReport:
+        observed = [s for s in steps if s.verdict != "not observed"]
+        return DeployReport(
+            strategy=strategy,
+            image=self.image,
+            previous_image=previous,
+            steps=steps,
+            new=plans.combine([s.new for s in observed]),
+            old=plans.combine([s.old for s in observed]),
+            seconds=self.engine._clock() - self.started,
+            **kwargs,
+        )
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return default
+
+
+def _pick(values: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+    return {k: values[k] for k in names if k in values}
+
+
+def _weights(primary: int, canary: int) -> dict[str, str]:
+    return {plans.PRIMARY_WEIGHT: str(primary), plans.CANARY_WEIGHT: str(canary)}
+
+
 class CloudFormationEngine:
     """StackEngine for the `aws` profile. Safe to re-run: every method converges from observed state."""
 
@@ -429,11 +496,17 @@ class CloudFormationEngine:
         client_factory: Callable[[str], Client] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics_grace_seconds: float | None = None,
     ) -> None:
         """`environ` (default: os.environ) supplies AWS_* variables (credentials, endpoint, region).
 
         `data_plane`: "auto" decides per URL (see `data_plane_is_real`), "http" always requests the
-        URL, "emulated" never does. `client_factory(service)` replaces boto3 clients (tests)."""
+        URL, "emulated" never does. `client_factory(service)` replaces boto3 clients (tests).
+        `now` is the wall clock CloudWatch metrics are read by. `metrics_grace_seconds`: how long
+        after an observation window the engine keeps reading CloudWatch for requests that reached
+        the new version before it gives up judging (default: 180 s on AWS, whose load balancer
+        metrics arrive a minute or more late; 0 under an emulator)."""
         self.pipeline = pipeline
         self.template = template
         self.settings = settings
@@ -445,12 +518,16 @@ class CloudFormationEngine:
         self._factory = client_factory
         self._sleep = sleep
         self._clock = clock
+        self._now = now
         self._clients: dict[str, Client] = {}
         self.endpoint_url: str | None = settings.endpoint_url or self._environ.get("AWS_ENDPOINT_URL") or None
         if "region" in settings.model_fields_set:
             self.region = settings.region
         else:
             self.region = self._environ.get("AWS_REGION") or self._environ.get("AWS_DEFAULT_REGION") or settings.region
+        if metrics_grace_seconds is None:
+            metrics_grace_seconds = 0.0 if self.emulator else 180.0
+        self.metrics_grace_seconds = metrics_grace_seconds
 
     # --- public: the StackEngine protocol -------------------------------------------------------
 
@@ -466,20 +543,24 @@ class CloudFormationEngine:
         return self._state(stack, raw)
 
     def check_strategy(self, strategy: Strategy | None, health: Health | None = None) -> None:
-        """Refuse, before any change, a deployment strategy this engine does not carry out yet
-        (BadInputError, exit 2). Today: a rolling update as the template's UpdatePolicy says
-        (AutoScalingRollingUpdate); the other strategies map to AWS in a later version (pilot
-        group, ALB weighted target groups, a second group for blue-green, rollback triggers with
-        CloudWatch alarms: docs/strategies.md)."""
-        if strategy is None or strategy == Rolling():
+        """Refuse, before any change, a deployment strategy the template gives this engine no
+        means to carry out (BadInputError, exit 2). Offline: reads the template only.
+
+        Rolling with values of its own and cutover need the rolling-update parameters; pilot,
+        half, canary and blue-green need the canary slot (a second group and target group, weighted
+        listener rule); templates/web.yaml declares both (docs/aws.md)."""
+        if strategy is None or not plans.required_parameters(strategy):
             return
-        if isinstance(strategy, Rolling):
-            what = "rolling with batch_size, min_in_service or observe_seconds of its own"
-            hint = "leave Rolling() at its defaults on aws (the template's UpdatePolicy decides the batches)"
-        else:
-            what = strategy.kind
-            hint = "use the rolling strategy (the default) with the aws profile for now; the local profile runs all of them"
-        raise BadInputError(f"the aws profile does not carry out {what} yet", hint=hint)
+        doc = parse_template(self.template_text(), source=str(self.template))
+        missing = plans.missing_parameters(strategy, template_parameters(doc))
+        if strategy.kind in plans.SLOT_STRATEGIES and not self._slot_logical_ids(doc)[1]:
+            missing.append(f"a {TARGET_GROUP} marked Metadata: {{Pipeline: {{Role: canary-slot}}}}")
+        if missing:
+            what = "rolling with values of its own" if strategy.kind == "rolling" else strategy.kind
+            raise BadInputError(
+                f"the aws profile cannot carry out {what} with {self.template}: it lacks " + ", ".join(missing),
+                hint=plans.TEMPLATE_HINT,
+            )
 
     def deploy(
         self,
@@ -491,16 +572,32 @@ class CloudFormationEngine:
         strategy: Strategy | None = None,
         health: Health | None = None,
     ) -> StackState:
-        """Create the stack or update it to `image`; a no-op when it already runs exactly that.
+        """Create the stack or move it to `image` with `strategy`; a no-op when it already runs
+        exactly that. The returned state's `report` is a DeployReport.
 
-        Carries out the rolling strategy only (the template's UpdatePolicy); any other `strategy`
-        is refused by `check_strategy` before anything changes. `health` is not watched yet.
+        - None / rolling / cutover: one update-stack, with the strategy's rolling-update parameters;
+          with `health`, CloudWatch alarms as the update's rollback triggers (a breach: CloudFormation
+          rolls back, then HealthBreachError).
+        - pilot, half, canary, blue-green: a sequence of updates of the canary slot (see
+          `aws_strategies`), each window judged from CloudWatch by `http_check.judge`; a breach
+          routes everything back to the web group, empties the slot, then HealthBreachError.
 
-        Raises TemplateError (exit 2) before any change for a bad template, parameter or image, and
-        CloudFormationError (a StackOperationError) when CloudFormation fails the operation."""
+        The slot's and the rolling-update parameters are the engine's: values given for them in
+        `parameters` are replaced (the slot idle, the template's rolling defaults).
+
+        Raises TemplateError / BadInputError (exit 2) before any change for a bad template,
+        parameter, image or strategy, and CloudFormationError (a StackOperationError) when
+        CloudFormation fails an operation."""
         self.check_strategy(strategy, health)
         self._check_stack_name(stack)
         desired = self.plan(image, parameters)
+        doc = parse_template(self.template_text(), source=str(self.template))
+        desired.update(plans.owned_defaults(template_parameters(doc)))
+        kind = strategy.kind if strategy is not None else "rolling"
+        capacity = _int(desired.get(plans.CAPACITY_PARAMETER), 1)
+        if kind not in plans.SLOT_STRATEGIES:
+            desired.update(plans.rolling_values(strategy, capacity))
+        started = self._clock()
         with self._aws_errors(f"deploying stack {stack}"):
             capabilities = self.validate(on_event=on_event)
             self._check_image_exists(image)
@@ -512,12 +609,421 @@ class CloudFormationEngine:
                 self._delete_and_wait(stack, current["StackId"], on_event)
                 current = None
             if current is None:
-                return self._create(stack, image, desired, capabilities, on_event)
+                created = self._create(stack, image, desired, capabilities, on_event)
+                return replace(
+                    created, report=DeployReport(strategy="create", image=image, seconds=self._clock() - started)
+                )
             self._refuse_stuck(stack, current)
-            if self._up_to_date(current, desired):
-                on_event(f"stack {stack} already runs {image} with these parameters: nothing to do")
-                return self._state(stack, current)
-            return self._update(stack, image, current, desired, capabilities, on_event)
+            run = _Run(self, stack, image, dict(current), desired, capabilities, on_event, started)
+            if kind in plans.SLOT_STRATEGIES and strategy is not None:
+                return self._slot_deploy(run, strategy, health)
+            return self._rolling_deploy(run, strategy, health)
+
+    # --- strategies ---------------------------------------------------------------------------------
+
+    def _rolling_deploy(self, run: _Run, strategy: Strategy | None, health: Health | None) -> StackState:
+        """Rolling or cutover: one update-stack; with `health`, alarms as its rollback triggers."""
+        kind = strategy.kind if strategy is not None else "rolling"
+        previous = run.parameters().get(self.image_parameter)
+        if plans.slot_active(run.parameters()):
+            self._empty_slot(run, "an interrupted deploy left the canary slot in use")
+        if self._up_to_date(run.current, run.desired):
+            run.on_event(f"stack {run.stack} already runs {run.image} with these parameters: nothing to do")
+            return replace(self._state(run.stack, run.current), report=run.report("none", previous))
+        alarms: list[tuple[str, str]] = []
+        rollback: dict[str, Any] | None = None
+        if health is not None:
+            alarms = self._put_alarms(run, health)
+            rollback = {
+                "RollbackTriggers": [{"Arn": arn, "Type": "AWS::CloudWatch::Alarm"} for _, arn in alarms],
+                "MonitoringTimeInMinutes": plans.monitoring_minutes(strategy),
+            }
+        what = None
+        if kind == "cutover":
+            what = f"cutover to {run.image}: every instance at once, none kept in service"
+        step_started = self._clock()
+        try:
+            with self._probing(run, health):
+                final = self._update_raw(
+                    run.stack,
+                    run.image,
+                    run.current,
+                    run.desired,
+                    run.capabilities,
+                    run.on_event,
+                    what=what,
+                    rollback_configuration=rollback,
+                )
+        except CloudFormationError as exc:
+            breach = self._alarm_breach(alarms, exc) if alarms and exc.status == "UPDATE_ROLLBACK_COMPLETE" else ""
+            if not breach:
+                raise
+            seconds = self._clock() - run.started
+            report = DeployReport(
+                strategy=kind,
+                image=run.image,
+                previous_image=previous,
+                steps=(DeployStep(f"{kind} update", 1.0, self._clock() - step_started, "breach"),),
+                seconds=seconds,
+                rolled_back=True,
+                breach=breach,
+            )
+            raise HealthBreachError(
+                f"health breach during the {kind} update of {run.stack} to {run.image}: {breach}; CloudFormation "
+                f"rolled the stack back to {previous} (UPDATE_ROLLBACK_COMPLETE) in {seconds:.1f} s",
+                hint="the alarm's metrics cover the whole target group (old and new instances); see the "
+                "alarm's history in CloudWatch, fix the release and re-run",
+                report=report,
+            ) from None
+        finally:
+            if alarms:
+                self._delete_alarms(run.stack, run.on_event)
+        step = DeployStep(
+            what or f"{kind} update",
+            1.0,
+            self._clock() - step_started,
+            "passed" if alarms else "not observed",
+        )
+        state = self._state(run.stack, final)
+        return replace(state, report=run.report(kind, previous, steps=(step,)))
+
+    def _slot_deploy(self, run: _Run, strategy: Strategy, health: Health | None) -> StackState:
+        """Pilot, half, canary, blue-green: the new version in the canary slot, step by step."""
+        image, p = run.image, plans
+        now = run.parameters()
+        old = now.get(self.image_parameter) or ""
+        steps = p.slot_steps(strategy, _int(run.desired.get(p.CAPACITY_PARAMETER), 1))
+        slot_image = now.get(p.CANARY_IMAGE, "")
+        if old == image:
+            if slot_image == image:  # interrupted while finishing: the web group already runs it
+                self._finish(run, steps[-1])
+                return replace(self._state(run.stack, run.current), report=run.report(strategy.kind, old))
+            if p.slot_active(now):
+                self._empty_slot(run, "an interrupted deploy left the canary slot in use")
+            if self._up_to_date(run.current, run.desired):
+                run.on_event(f"stack {run.stack} already runs {image} with these parameters: nothing to do")
+                return replace(self._state(run.stack, run.current), report=run.report("none", old))
+            run.apply(run.desired, f"parameters other than the image ({image} runs already)")
+            return replace(self._state(run.stack, run.current), report=run.report(strategy.kind, old))
+        if slot_image not in ("", image) or (slot_image == "" and p.slot_active(now)):
+            self._empty_slot(run, f"the canary slot holds another version ({slot_image or 'none'})")
+            now = run.parameters()
+            slot_image = ""
+        start = p.resume_index(steps, now) if slot_image == image else 0
+        if start:
+            run.on_event(
+                f"the canary slot already runs {image} (an interrupted deploy): going on at {steps[start].what}"
+            )
+        base = {**run.desired, self.image_parameter: old}
+        weights = (now.get(p.PRIMARY_WEIGHT, "100"), now.get(p.CANARY_WEIGHT, "0")) if slot_image else ("100", "0")
+        with self._probing(run, health):
+            records = self._slot_steps(run, strategy, health, steps[start:], base, weights, old)
+        self._finish(run, steps[-1])
+        return replace(self._state(run.stack, run.current), report=run.report(strategy.kind, old, steps=tuple(records)))
+
+    def _slot_steps(
+        self,
+        run: _Run,
+        strategy: Strategy,
+        health: Health | None,
+        steps: Sequence[plans.SlotStep],
+        base: Mapping[str, str],
+        weights: tuple[str, str],
+        old: str,
+    ) -> list[DeployStep]:
+        """Each step: the slot grows, the balancer's weights give it the step's share, a window."""
+        p, image = plans, run.image
+        baseline = self._baseline(run) if health is not None else VersionStats()
+        records: list[DeployStep] = []
+        window = p.observe_seconds(strategy)
+        for step in steps:
+            step_started = self._clock()
+            launch = {**base, **step.values(image), p.PRIMARY_WEIGHT: weights[0], p.CANARY_WEIGHT: weights[1]}
+            run.apply(launch, f"{step.what}: {step.capacity} instance(s) of {image} in the canary slot")
+            self._wait_healthy(run, step.capacity)
+            run.apply(
+                {**base, **step.values(image)},
+                f"{step.what}: weights {step.primary_weight} (web group, {old}) : {step.canary_weight} (canary slot)",
+            )
+            weights = (str(step.primary_weight), str(step.canary_weight))
+            routed = self._clock()
+            verdict, new_stats, old_stats = self._observe(run, step, window, health, baseline)
+            state = "not observed" if verdict is None else {"pass": "passed"}.get(verdict.state, verdict.state)
+            records.append(DeployStep(step.what, step.share, self._clock() - step_started, state, new_stats, old_stats))
+            if verdict is not None and verdict.state == "breach":
+                self._restore(run, strategy, step, records, verdict.reason, routed, old)
+        return records
+
+    def _restore(
+        self,
+        run: _Run,
+        strategy: Strategy,
+        step: plans.SlotStep,
+        records: list[DeployStep],
+        reason: str,
+        routed: float,
+        old: str,
+    ) -> None:
+        """After a breach: every request to the web group (the old version) first, then the slot
+        emptied; raises HealthBreachError with the report."""
+        decided = self._clock()
+        run.on_event(f"health breach at {step.what}: {reason}; routing everything back to {old}")
+        slot = run.parameters()
+        run.apply(
+            {**run.desired, self.image_parameter: old, **_pick(slot, plans.SLOT_PARAMETERS), **_weights(100, 0)},
+            f"back to {old}: weights 100 : 0",
+        )
+        restored = self._clock()
+        run.apply({**run.desired, self.image_parameter: old}, "emptying the canary slot")
+        report = run.report(
+            strategy.kind,
+            old,
+            steps=tuple(records),
+            rolled_back=True,
+            breach=reason,
+            time_to_detect=decided - routed,
+            time_to_restore=restored - decided,
+        )
+        raise HealthBreachError(
+            f"health breach at {step.what} ({strategy.kind} of {run.stack} to {run.image}): {reason}; "
+            f"rolled back to {old} in {restored - decided:.1f} s (detected {decided - routed:.1f} s after the "
+            "new version took traffic)",
+            hint="the numbers are the load balancer's CloudWatch metrics per target group; fix the release and re-run",
+            report=report,
+        )
+
+    def _finish(self, run: _Run, last: plans.SlotStep) -> None:
+        """The web group moves to the new image while the slot serves, then takes all traffic
+        back, then the slot is emptied. Each step is skipped when the stack is already there."""
+        p, image = plans, run.image
+        now = run.parameters()
+        slot = _pick(now, p.SLOT_PARAMETERS) if now.get(p.CANARY_IMAGE) == image else last.values(image)
+        if now.get(self.image_parameter) != image:
+            move = {**run.desired, **slot}
+            idle = _int(slot.get(p.PRIMARY_WEIGHT), 0) == 0
+            if idle and p.ROLLING_BATCH in move and p.ROLLING_MIN_IN_SERVICE in move:
+                move[p.ROLLING_BATCH] = str(max(1, _int(run.desired.get(p.CAPACITY_PARAMETER), 1)))
+                move[p.ROLLING_MIN_IN_SERVICE] = "0"  # it gets no traffic: replace it at once
+            run.apply(move, f"the web group to {image} while the canary slot serves")
+        if _int(slot.get(p.CANARY_WEIGHT), 0) != 0:
+            run.apply({**run.desired, **slot, **_weights(100, 0)}, f"all traffic to the web group ({image})")
+            slot = {**slot, **_weights(100, 0)}
+        run.apply(dict(run.desired), "emptying the canary slot")
+
+    def _empty_slot(self, run: _Run, why: str) -> None:
+        """Traffic back to the web group, then no instance in the slot (two updates: the weights
+        change before the slot's instances go)."""
+        run.on_event(f"{why}: emptying it")
+        now = run.parameters()
+        # what the stack runs now (the template's new parameters at their values): only the slot changes
+        base = {**run.desired, **{k: v for k, v in now.items() if k in run.desired}}
+        if _int(now.get(plans.CANARY_WEIGHT), 0) != 0:
+            run.apply({**base, **_weights(100, 0)}, "weights 100 : 0")
+        run.apply({**base, **plans.IDLE_SLOT}, "emptying the canary slot")
+
+    @contextmanager
+    def _probing(self, run: _Run, health: Health | None) -> Iterator[None]:
+        """With `health`, where the stack's URL is reachable (real AWS): `requests_per_second`
+        through the balancer for the whole deploy, so every window has requests to judge even on
+        an idle service (the load balancer's metrics count them like the users')."""
+        url = self._state(run.stack, run.current).url
+        reachable = self.data_plane == "http" or (
+            self.data_plane == "auto" and data_plane_is_real(url, self.endpoint_url)
+        )
+        if health is None or not url or not reachable:
+            yield
+            return
+        run.on_event(f"probe: {health.requests_per_second:g} requests/s through {url} during the deploy")
+        with http_check.LoadClient(url, rate=health.requests_per_second, timeout=5.0):
+            yield
+
+    def _slot_logical_ids(self, doc: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+        """(web group's target group, canary slot's target group, load balancer) logical ids."""
+        resources = doc.get("Resources") or {}
+        primary = canary = balancer = None
+        for name, res in resources.items():
+            kind = res.get("Type") if isinstance(res, dict) else None
+            if kind == TARGET_GROUP:
+                if is_canary_slot(res):
+                    canary = canary or str(name)
+                else:
+                    primary = primary or str(name)
+            elif kind == ALB:
+                balancer = balancer or str(name)
+        return primary, canary, balancer
+
+    def _arns(self, run: _Run) -> tuple[str | None, str | None, str | None]:
+        """Physical ids (ARNs) of the web group's and the slot's target groups and the balancer,
+        read now (an emulator may replace them on an update)."""
+        doc = parse_template(self.template_text(), source=str(self.template))
+        primary, canary, balancer = self._slot_logical_ids(doc)
+        resources = self._call("cloudformation", "describe_stack_resources", StackName=run.stack_id).get(
+            "StackResources", []
+        )
+        ids = {
+            str(r.get("LogicalResourceId")): str(r.get("PhysicalResourceId"))
+            for r in resources
+            if r.get("PhysicalResourceId")
+        }
+        return ids.get(primary or ""), ids.get(canary or ""), ids.get(balancer or "")
+
+    def _wait_healthy(self, run: _Run, count: int) -> None:
+        """Until `count` targets of the slot's target group pass its health check (AWS routes to
+        nothing else). Under an emulator that registers no targets, skipped with a note."""
+        _, canary, _ = self._arns(run)
+        if canary is None:
+            return
+        deadline = self._clock() + self.timeout_seconds
+        delay = min(1.0, self.poll_seconds)
+        while True:
+            health = self._call("elbv2", "describe_target_health", TargetGroupArn=canary).get(
+                "TargetHealthDescriptions", []
+            )
+            healthy = [t for t in health if (t.get("TargetHealth") or {}).get("State") == "healthy"]
+            if len(healthy) >= count:
+                run.on_event(f"canary slot: {len(healthy)} healthy target(s)")
+                return
+            if not health and self.emulator:
+                run.on_event(
+                    "canary slot: the emulator registered no targets (it launches no instances); not waited for"
+                )
+                return
+            if self._clock() >= deadline:
+                raise CloudFormationError(
+                    f"the canary slot of {run.stack} has {len(healthy)} of {count} healthy targets after "
+                    f"{self.timeout_seconds:g} s",
+                    hint="the new instances fail the target group's health check: see the target health reasons; "
+                    "re-run to go on, or deploy the old image to empty the slot",
+                    stack=run.stack,
+                    status="UPDATE_COMPLETE",
+                )
+            self._sleep(delay)
+            delay = min(self.poll_seconds, delay * 1.5)
+
+    def _observe(
+        self, run: _Run, step: plans.SlotStep, window: float, health: Health | None, baseline: VersionStats
+    ) -> tuple[http_check.Verdict | None, VersionStats, VersionStats]:
+        """One observation window: CloudWatch metrics of the slot's target group (the new version)
+        and the web group's (the old one, or the baseline when it got too little traffic), judged
+        by `http_check.judge` as they come in. No `health`: the window only paces the step."""
+        since = self._now()
+        start = self._clock()
+        run.on_event(f"observing {step.what} for {window:g} s")
+        primary, canary, balancer = self._arns(run)
+        while True:
+            elapsed = self._clock() - start
+            final = elapsed >= window
+            if health is None and not final:
+                self._sleep(window - elapsed)
+                continue
+            new, old = self._window_stats(canary, primary, balancer, since)
+            if health is None:
+                return None, new, old
+            judged_old = old if old.requests >= health.min_requests else baseline
+            verdict = http_check.judge(
+                new, judged_old, health, final=final, exhausted=elapsed >= window + self.metrics_grace_seconds
+            )
+            if verdict.state != "wait":
+                run.on_event(f"{step.what}: {verdict.state}; {verdict.numbers}")
+                return verdict, new, judged_old
+            self._sleep(min(self.poll_seconds, window - elapsed) if not final else self.poll_seconds)
+
+    def _window_stats(
+        self, canary: str | None, primary: str | None, balancer: str | None, since: datetime
+    ) -> tuple[VersionStats, VersionStats]:
+        if canary is None or primary is None or balancer is None:
+            return VersionStats(), VersionStats()
+        end = self._now() + timedelta(seconds=1)
+        new_dims, old_dims = plans.dimensions(canary, balancer), plans.dimensions(primary, balancer)
+        results = self._call(
+            "cloudwatch",
+            "get_metric_data",
+            MetricDataQueries=plans.count_queries("new", new_dims) + plans.count_queries("old", old_dims),
+            StartTime=since,
+            EndTime=end,
+        ).get("MetricDataResults", [])
+        new = plans.stats_from(results, "new", self._p99(new_dims, since, end))
+        old = plans.stats_from(results, "old", self._p99(old_dims, since, end))
+        return new, old
+
+    def _p99(self, dims: list[dict[str, str]], since: datetime, end: datetime) -> float | None:
+        points = self._call(
+            "cloudwatch",
+            "get_metric_statistics",
+            Namespace=plans.NAMESPACE,
+            MetricName="TargetResponseTime",
+            Dimensions=dims,
+            StartTime=since,
+            EndTime=end,
+            Period=plans.METRIC_PERIOD,
+            ExtendedStatistics=["p99"],
+        ).get("Datapoints", [])
+        return plans.p99_of(points)
+
+    def _baseline(self, run: _Run) -> VersionStats:
+        """The web group's numbers over the last minutes before the change (the old version)."""
+        primary, _, balancer = self._arns(run)
+        if primary is None or balancer is None:
+            return VersionStats()
+        since = self._now() - timedelta(minutes=10)
+        dims = plans.dimensions(primary, balancer)
+        end = self._now() + timedelta(seconds=1)
+        results = self._call(
+            "cloudwatch",
+            "get_metric_data",
+            MetricDataQueries=plans.count_queries("old", dims),
+            StartTime=since,
+            EndTime=end,
+        ).get("MetricDataResults", [])
+        baseline = plans.stats_from(results, "old", self._p99(dims, since, end))
+        run.on_event(f"baseline of the old version (last 10 minutes): {baseline.describe()}")
+        return baseline
+
+    def _put_alarms(self, run: _Run, health: Health) -> list[tuple[str, str]]:
+        """The rollback triggers of a rolling or cutover update: (name, ARN) of each alarm."""
+        primary, _, balancer = self._arns(run)
+        if primary is None or balancer is None:
+            run.on_event("no target group or load balancer in the stack: no alarms, health not watched")
+            return []
+        baseline = self._baseline(run)
+        requests = plans.alarm_requests(
+            run.stack, plans.dimensions(primary, balancer), health, baseline.p99_ms if baseline.requests else None
+        )
+        for request in requests:
+            self._call("cloudwatch", "put_metric_alarm", **request)
+        names = [str(r["AlarmName"]) for r in requests]
+        found = self._call("cloudwatch", "describe_alarms", AlarmNames=names).get("MetricAlarms", [])
+        arns = {str(a["AlarmName"]): str(a["AlarmArn"]) for a in found}
+        missing = [n for n in names if n not in arns]
+        if missing:
+            raise CloudFormationError(
+                f"CloudWatch did not keep the alarm(s) {', '.join(missing)}",
+                hint="check the cloudwatch:PutMetricAlarm permission; nothing was changed in the stack",
+                stack=run.stack,
+            )
+        run.on_event(f"rollback triggers: {', '.join(names)}")
+        return [(n, arns[n]) for n in names]
+
+    def _alarm_breach(self, alarms: Sequence[tuple[str, str]], exc: CloudFormationError) -> str:
+        """What made CloudFormation roll back, when it was one of our alarms ('' otherwise)."""
+        names = [n for n, _ in alarms]
+        found = self._call("cloudwatch", "describe_alarms", AlarmNames=names).get("MetricAlarms", [])
+        for alarm in found:
+            if alarm.get("StateValue") == "ALARM":
+                return f"alarm {alarm['AlarmName']} is in ALARM: {alarm.get('StateReason') or 'no reason given'}"
+        text = f"{exc.reason or ''} {exc}"
+        for name, arn in alarms:
+            if name in text or arn in text:
+                return f"alarm {name} triggered the rollback: {exc.reason or 'no reason given'}"
+        return ""
+
+    def _delete_alarms(self, stack: str, on_event: OnEvent) -> None:
+        """Delete the stack's rollback-trigger alarms; best effort (an alarm left behind costs
+        little, triggers nothing outside an update, and the next deploy overwrites it)."""
+        try:
+            self._call("cloudwatch", "delete_alarms", AlarmNames=list(plans.alarm_names(stack)))
+        except Exception as exc:
+            on_event(f"could not delete the alarms of {stack} ({type(exc).__name__}: {exc})")
 
     def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
         """Delete the stack and wait until it is gone; a missing stack is fine.
@@ -540,6 +1046,8 @@ class CloudFormationEngine:
                     status=current["StackStatus"],
                 )
             self._delete_and_wait(stack, current["StackId"], on_event)
+        # rollback-trigger alarms a deploy killed mid-update left behind (deploys delete their own)
+        self._delete_alarms(stack, on_event)
 
     def stacks(self) -> list[str]:
         """Every live stack tagged with this pipeline's name (ephemeral ones included)."""
@@ -732,13 +1240,45 @@ class CloudFormationEngine:
         desired: Mapping[str, str],
         capabilities: Sequence[str],
         on_event: OnEvent,
+        *,
+        what: str | None = None,
+        rollback_configuration: Mapping[str, Any] | None = None,
     ) -> StackState:
+        final = self._update_raw(
+            stack,
+            image,
+            current,
+            desired,
+            capabilities,
+            on_event,
+            what=what,
+            rollback_configuration=rollback_configuration,
+        )
+        return self._state(stack, final)
+
+    def _update_raw(
+        self,
+        stack: str,
+        image: str,
+        current: Mapping[str, Any],
+        desired: Mapping[str, str],
+        capabilities: Sequence[str],
+        on_event: OnEvent,
+        *,
+        what: str | None = None,
+        rollback_configuration: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """One update-stack call and its wait; the final stack. `what` names a step of a strategy
+        (default: the image change); `rollback_configuration` carries rollback triggers."""
         stack_id = current["StackId"]
         previous = _parameters(current).get(self.image_parameter)
         marker = self._newest_event(stack_id)
         token = _token("update")
-        on_event(f"updating stack {stack}: {self.image_parameter} {previous} -> {image}")
+        on_event(f"updating stack {stack}: " + (what or f"{self.image_parameter} {previous} -> {image}"))
         ClientError = self._botocore_exceptions().ClientError
+        kwargs: dict[str, Any] = {}
+        if rollback_configuration is not None:
+            kwargs["RollbackConfiguration"] = dict(rollback_configuration)
         try:
             self._call(
                 "cloudformation",
@@ -748,25 +1288,27 @@ class CloudFormationEngine:
                 Parameters=_parameter_list(desired),
                 Capabilities=list(capabilities),
                 ClientRequestToken=token,
+                **kwargs,
             )
         except ClientError as exc:
             if _NO_UPDATES in str(exc.response.get("Error", {}).get("Message", "")):
                 on_event(f"stack {stack}: no updates are to be performed")
-                return self.describe(stack)
+                return self._describe_raw(stack)
             raise
         operation = _Operation(self, stack_id, token, on_event, after_event=marker)
         final = operation.wait()
         status = final["StackStatus"] if final else "DELETE_COMPLETE"
         if status == "UPDATE_COMPLETE" and final is not None:
-            on_event(f"stack {stack} updated to {image}")
-            return self._state(stack, final)
+            on_event(f"stack {stack} updated" + (f": {what}" if what else f" to {image}"))
+            return final
         resource, reason = operation.first_failure()
         reason = reason or (final or {}).get("StackStatusReason") or "no reason given"
         where = f"resource {resource}: " if resource else ""
         common: dict[str, Any] = {"stack": stack, "status": status, "resource": resource, "reason": reason}
+        doing = f"updating stack {stack} ({what})" if what else f"updating stack {stack} to {image}"
         if status == "UPDATE_ROLLBACK_COMPLETE":
             raise CloudFormationError(
-                f"updating stack {stack} to {image} failed: {where}{reason}; CloudFormation rolled it back "
+                f"{doing} failed: {where}{reason}; CloudFormation rolled it back "
                 f"(UPDATE_ROLLBACK_COMPLETE): the stack is healthy on the previous version ({previous})",
                 hint="fix the cause (see the failed resource) and re-run",
                 **common,
@@ -774,7 +1316,7 @@ class CloudFormationEngine:
         if status == "UPDATE_ROLLBACK_FAILED":
             raise self._rollback_failed(stack, operation.rollback_failures(), f"{where}{reason}", common)
         raise CloudFormationError(
-            f"updating stack {stack} to {image} ended in {status}: {where}{reason}",
+            f"{doing} ended in {status}: {where}{reason}",
             hint=_fix_for(stack, status, self.region),
             **common,
         )

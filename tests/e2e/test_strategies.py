@@ -647,11 +647,13 @@ def test_pipeline_run_local_with_a_canary_in_the_definition(
         docker_client.images.prune(filters={"dangling": True, "label": f"{LABEL_PREFIX}.pipeline={name}"})
 
 
-def test_the_aws_profile_refuses_a_strategy_it_does_not_carry_out_yet_before_anything_changes(
+def test_the_aws_profile_takes_a_canary_with_the_reference_template_and_refuses_it_without_the_slot(
     tmp_path: Path,
 ) -> None:
-    """`pipeline validate --profile aws` (the same preflight a run does) names the strategy; the
-    local profile takes it. Nothing is created: validate has no side effects."""
+    """`pipeline validate --profile aws` (the same preflight a run does) takes a canary promote with
+    the reference template (it has the canary slot); with a template that lacks the slot it names
+    what is missing (exit 2), while the local profile takes it. Nothing is created: validate has
+    no side effects."""
     need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
     need(shutil.which("cfn-lint") is not None, "cfn-lint is not installed (pip install cfn-lint)")
     root = tmp_path / "hello-web"
@@ -680,9 +682,16 @@ def test_the_aws_profile_refuses_a_strategy_it_does_not_carry_out_yet_before_any
             check=False,
         )
 
+    accepted_aws = validate("aws")
+    assert accepted_aws.returncode == 0, _explain(accepted_aws)
+    # a template without the canary slot (the one templates/web.yaml had before it)
+    (root / "templates" / "web.yaml").write_text(
+        (REPO / "examples" / "aws-chain" / "templates" / "web.yaml").read_text()
+    )
     refused = validate("aws")
     assert refused.returncode == 2, _explain(refused)
-    assert "the aws profile does not carry out canary yet" in refused.stderr
+    assert "the aws profile cannot carry out canary" in refused.stderr
+    assert "CanaryImageId" in refused.stderr
     assert "Traceback" not in refused.stderr
     accepted = validate("local")
     assert accepted.returncode == 0, _explain(accepted)

@@ -1,0 +1,341 @@
+"""Every strategy of the aws engine against a real moto server over HTTP, with the reference template.
+
+The listener rule's weights, the canary slot's group and the web group's launch template are read
+from moto at each step (through `on_event`, when the engine starts a window). A breach is made the
+way AWS would show it: 5xx answers of the canary slot's target group in CloudWatch (moto's
+put_metric_data), during the window. What moto cannot do (rollback triggers that fire,
+UPDATE_ROLLBACK_COMPLETE) is tested with recorded responses in tests/unit/test_aws_strategies.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pipeline.engines.cloudformation import CloudFormationEngine
+from pipeline.engines.stack import StackState
+from pipeline.errors import HealthBreachError
+from pipeline.model import AwsSettings
+from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
+from tests.integration.test_cloudformation import AMI_A, AMI_B, DEFAULTS, TEMPLATE, client, reset_moto, running_moto
+
+pytestmark = pytest.mark.integration
+
+AMI_C = "ami-1e749f67"  # another image of moto's stock catalogue
+IDLE = {"CanaryImageId": "", "CanaryCapacity": "0", "PrimaryWeight": "100", "CanaryWeight": "0"}
+HEALTH = Health(max_error_rate=0.05, min_requests=10, min_p99_ms=100)
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    with running_moto() as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def fresh_moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    reset_moto(moto_url)
+
+
+def engine(moto_url: str) -> CloudFormationEngine:
+    return CloudFormationEngine(
+        "hello-web", TEMPLATE, AwsSettings(endpoint_url=moto_url), poll_seconds=0.05, metrics_grace_seconds=0
+    )
+
+
+def resources(moto_url: str, stack: str) -> dict[str, str]:
+    found = client(moto_url, "cloudformation").describe_stack_resources(StackName=stack)["StackResources"]
+    return {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in found if r.get("LogicalResourceId")}
+
+
+def snapshot(moto_url: str, stack: str) -> dict[str, Any]:
+    """What serves now: the weighted rule's target groups and weights, each group's size and image."""
+    ids = resources(moto_url, stack)
+    elb, asg, ec2 = client(moto_url, "elbv2"), client(moto_url, "autoscaling"), client(moto_url, "ec2")
+    rules = elb.describe_rules(ListenerArn=ids["Listener"])["Rules"]
+    weighted = next(r for r in rules if r["Priority"] == "1")
+    forward = weighted["Actions"][0]["ForwardConfig"]["TargetGroups"]
+    by_arn = {ids["TargetGroup"]: "web", ids["CanaryTargetGroup"]: "canary"}
+    weights = {by_arn[t["TargetGroupArn"]]: t["Weight"] for t in forward}
+    groups: dict[str, Any] = {}
+    for logical, lt, tg in (
+        ("WebGroup", "LaunchTemplate", "TargetGroup"),
+        ("CanaryGroup", "CanaryLaunchTemplate", "CanaryTargetGroup"),
+    ):
+        group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[ids[logical]])["AutoScalingGroups"][0]
+        version = ec2.describe_launch_template_versions(LaunchTemplateId=ids[lt], Versions=["$Latest"])
+        image = version["LaunchTemplateVersions"][0]["LaunchTemplateData"]["ImageId"]
+        groups[logical] = (group["DesiredCapacity"], image, group["TargetGroupARNs"] == [ids[tg]])
+    return {"weights": (weights["web"], weights["canary"]), "web": groups["WebGroup"], "canary": groups["CanaryGroup"]}
+
+
+def all_groups(moto_url: str) -> list[str]:
+    return [
+        g["AutoScalingGroupName"]
+        for g in client(moto_url, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    ]
+
+
+def put_metrics(moto_url: str, stack: str, *, canary: tuple[int, int], web: tuple[int, int]) -> None:
+    """(requests, 5xx) of each target group, as the load balancer reports them to CloudWatch."""
+    ids = resources(moto_url, stack)
+    balancer = ids["LoadBalancer"].split(":loadbalancer/")[-1]
+    data = []
+    for logical, (requests, errors) in (("CanaryTargetGroup", canary), ("TargetGroup", web)):
+        dims = [
+            {"Name": "TargetGroup", "Value": ids[logical].rsplit(":", 1)[-1]},
+            {"Name": "LoadBalancer", "Value": balancer},
+        ]
+        data += [
+            {"MetricName": "RequestCount", "Dimensions": dims, "Value": requests, "Unit": "Count"},
+            {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": dims, "Value": errors, "Unit": "Count"},
+        ]
+    client(moto_url, "cloudwatch").put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data)
+
+
+def at_windows(action: Callable[[str], None]) -> Callable[[str], None]:
+    """An on_event that calls `action(event)` when the engine starts an observation window."""
+
+    def on_event(text: str) -> None:
+        if text.startswith("observing "):
+            action(text)
+
+    return on_event
+
+
+def assert_finished(moto_url: str, stack: str, state: StackState, image: str) -> None:
+    assert state.image == image
+    assert dict(state.parameters) == {**DEFAULTS, "ImageId": image, **IDLE}
+    now = snapshot(moto_url, stack)
+    assert now["weights"] == (100, 0)
+    assert now["web"][:2] == (2, image)
+    assert now["canary"][0] == 0
+    assert len(all_groups(moto_url)) == 2  # the web group and the (empty) slot: nothing duplicated
+
+
+# --- the slot strategies ----------------------------------------------------------------------------
+
+
+def test_a_canary_moves_the_weights_step_by_step_then_the_web_group_takes_the_new_image(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-canary"
+    aws.deploy(stack, AMI_A)
+    seen: list[dict[str, Any]] = []
+
+    state = aws.deploy(
+        stack,
+        AMI_B,
+        strategy=Canary(steps=(10, 50, 100), observe_seconds=0),
+        on_event=at_windows(lambda _: seen.append(snapshot(moto_url, stack))),
+    )
+
+    assert [s["weights"] for s in seen] == [(90, 10), (50, 50), (0, 100)]
+    assert [s["canary"][:2] for s in seen] == [(1, AMI_B), (1, AMI_B), (2, AMI_B)]
+    assert all(s["web"][:2] == (2, AMI_A) for s in seen)  # the old version serves beside it, untouched
+    assert all(s["canary"][2] and s["web"][2] for s in seen)  # each group in its own target group
+    assert_finished(moto_url, stack, state, AMI_B)
+    report = state.report
+    assert report is not None
+    assert (report.strategy, report.image, report.previous_image) == ("canary", AMI_B, AMI_A)
+    assert [round(s.new_share, 2) for s in report.steps] == [0.1, 0.5, 1.0]
+    assert not report.rolled_back
+
+
+@pytest.mark.parametrize(
+    ("strategy", "weights", "capacity"),
+    [
+        (Pilot(observe_seconds=0), (1, 1), 1),
+        (Half(observe_seconds=0), (1, 1), 1),
+        (BlueGreen(observe_seconds=0), (0, 100), 2),
+    ],
+    ids=["pilot", "half", "blue-green"],
+)
+def test_pilot_half_and_blue_green_use_the_slot_with_their_own_shares(
+    moto_url: str, strategy: Pilot | Half | BlueGreen, weights: tuple[int, int], capacity: int
+) -> None:
+    aws = engine(moto_url)
+    stack = f"hello-web-{strategy.kind}"
+    aws.deploy(stack, AMI_A)
+    seen: list[dict[str, Any]] = []
+
+    state = aws.deploy(
+        stack, AMI_B, strategy=strategy, on_event=at_windows(lambda _: seen.append(snapshot(moto_url, stack)))
+    )
+
+    assert [(s["weights"], s["canary"][:2], s["web"][:2]) for s in seen] == [(weights, (capacity, AMI_B), (2, AMI_A))]
+    assert_finished(moto_url, stack, state, AMI_B)
+    assert state.report is not None
+    assert state.report.strategy == strategy.kind
+
+
+def test_a_healthy_blue_green_window_is_judged_from_cloudwatch(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-bg-ok"
+    aws.deploy(stack, AMI_A)
+
+    state = aws.deploy(
+        stack,
+        AMI_B,
+        strategy=BlueGreen(observe_seconds=1),
+        health=HEALTH,
+        on_event=at_windows(lambda _: put_metrics(moto_url, stack, canary=(40, 0), web=(0, 0))),
+    )
+
+    assert_finished(moto_url, stack, state, AMI_B)
+    report = state.report
+    assert report is not None
+    assert [s.verdict for s in report.steps] == ["passed"]
+    assert (report.new.requests, report.new.errors) == (40, 0)
+
+
+def test_a_breach_routes_back_to_the_old_version_empties_the_slot_and_says_why(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-bad"
+    aws.deploy(stack, AMI_A)
+    seen: list[dict[str, Any]] = []
+
+    def bad_release(_: str) -> None:
+        seen.append(snapshot(moto_url, stack))
+        put_metrics(moto_url, stack, canary=(40, 12), web=(360, 0))
+
+    with pytest.raises(HealthBreachError) as caught:
+        aws.deploy(
+            stack,
+            AMI_B,
+            strategy=Canary(steps=(10, 100), observe_seconds=1),
+            health=HEALTH,
+            on_event=at_windows(bad_release),
+        )
+
+    assert [s["weights"] for s in seen] == [(90, 10)]  # caught at the first step
+    report = caught.value.report
+    assert report is not None
+    assert report.rolled_back
+    assert "error rate 30.0% of the new version is above the limit 5.0%" in report.breach
+    assert (report.steps[-1].verdict, report.steps[-1].new.errors, report.steps[-1].old.requests) == ("breach", 12, 360)
+    assert report.time_to_detect is not None
+    assert report.time_to_restore is not None
+    assert "health breach at canary 10%" in str(caught.value)
+    after = aws.describe(stack)
+    assert dict(after.parameters) == {**DEFAULTS, "ImageId": AMI_A, **IDLE}
+    now = snapshot(moto_url, stack)
+    assert (now["weights"], now["web"][:2], now["canary"][0]) == ((100, 0), (2, AMI_A), 0)
+
+
+def test_a_canary_interrupted_mid_sequence_is_finished_by_the_next_deploy(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-crash"
+    aws.deploy(stack, AMI_A)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_50(text: str) -> None:
+        if "canary 50%" in text:
+            raise Crash
+
+    with pytest.raises(Crash):
+        aws.deploy(
+            stack, AMI_B, strategy=Canary(steps=(10, 50, 100), observe_seconds=0), on_event=at_windows(crash_at_50)
+        )
+    left = aws.describe(stack).parameters
+    assert (left["ImageId"], left["CanaryImageId"], left["CanaryWeight"]) == (AMI_A, AMI_B, "50")
+
+    events: list[str] = []
+    seen: list[dict[str, Any]] = []
+
+    def record(text: str) -> None:
+        events.append(text)
+        if text.startswith("observing "):
+            seen.append(snapshot(moto_url, stack))
+
+    state = aws.deploy(stack, AMI_B, strategy=Canary(steps=(10, 50, 100), observe_seconds=0), on_event=record)
+
+    assert any("going on at canary 50%" in e for e in events)
+    assert [s["weights"] for s in seen] == [(50, 50), (0, 100)]  # never back to 10 %
+    assert_finished(moto_url, stack, state, AMI_B)
+    again = aws.deploy(stack, AMI_B, strategy=Canary(steps=(10, 50, 100), observe_seconds=0))
+    assert again == state
+    assert again.report is not None
+    assert again.report.strategy == "none"
+
+
+def test_a_slot_left_by_another_version_is_emptied_before_a_deploy_uses_it(moto_url: str) -> None:
+    """A crash mid-canary of B, then a release of C (or a default rolling deploy): traffic goes
+    back to the web group first, the slot is emptied, then C goes its own way."""
+    aws = engine(moto_url)
+    stack = "hello-web-other"
+    aws.deploy(stack, AMI_A)
+
+    def crash(_: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        aws.deploy(stack, AMI_B, strategy=Canary(steps=(50, 100), observe_seconds=0), on_event=at_windows(crash))
+    events: list[str] = []
+
+    state = aws.deploy(stack, AMI_C, strategy=Pilot(observe_seconds=0), on_event=events.append)
+
+    assert any("holds another version" in e for e in events)
+    assert_finished(moto_url, stack, state, AMI_C)
+
+    with pytest.raises(KeyboardInterrupt):
+        aws.deploy(stack, AMI_B, strategy=Canary(steps=(50, 100), observe_seconds=0), on_event=at_windows(crash))
+    rolled = aws.deploy(stack, AMI_A)  # a plain rolling deploy (e.g. the rollback stage) cleans up too
+    assert_finished(moto_url, stack, rolled, AMI_A)
+
+
+# --- rolling and cutover ------------------------------------------------------------------------------
+
+
+def test_cutover_and_rolling_set_the_update_policy_parameters_for_one_deploy_only(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-roll"
+    aws.deploy(stack, AMI_A)
+
+    cut = aws.deploy(stack, AMI_B, strategy=Cutover())
+    assert (cut.parameters["RollingMaxBatchSize"], cut.parameters["RollingMinInService"]) == ("2", "0")
+    assert cut.report is not None
+    assert cut.report.strategy == "cutover"
+
+    rolled = aws.deploy(stack, AMI_C, strategy=Rolling(batch_size=2, min_in_service=1, observe_seconds=30))
+    assert (
+        rolled.parameters["RollingMaxBatchSize"],
+        rolled.parameters["RollingMinInService"],
+        rolled.parameters["RollingPauseTime"],
+    ) == ("2", "1", "PT30S")
+
+    default = aws.deploy(stack, AMI_A)  # the template's own values again
+    assert dict(default.parameters) == {**DEFAULTS, "ImageId": AMI_A}
+
+
+def test_rolling_with_health_makes_rollback_trigger_alarms_for_the_update_only(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-alarms"
+    aws.deploy(stack, AMI_A)
+    cloudwatch = client(moto_url, "cloudwatch")
+    during: list[list[dict[str, Any]]] = []
+
+    def look(text: str) -> None:
+        if text.startswith("rollback triggers:"):
+            during.append(cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-pipeline-")["MetricAlarms"])
+
+    state = aws.deploy(stack, AMI_B, strategy=Rolling(observe_seconds=60), health=HEALTH, on_event=look)
+
+    assert state.image == AMI_B
+    [alarms] = during
+    assert [a["AlarmName"] for a in alarms] == [f"{stack}-pipeline-error-rate"]  # no baseline: no p99 alarm
+    error_rate = alarms[0]
+    assert error_rate["Threshold"] == 0.05
+    expression = next(m for m in error_rate["Metrics"] if "Expression" in m)["Expression"]
+    assert expression == "IF(requests >= 10, errors / requests, 0)"
+    dims = {d["Name"] for d in error_rate["Metrics"][0]["MetricStat"]["Metric"]["Dimensions"]}
+    assert dims == {"TargetGroup", "LoadBalancer"}
+    assert cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-pipeline-")["MetricAlarms"] == []  # deleted after
