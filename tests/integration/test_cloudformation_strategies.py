@@ -229,6 +229,23 @@ def test_a_breach_routes_back_to_the_old_version_empties_the_slot_and_says_why(m
     assert (now["weights"], now["web"][:2], now["canary"][0]) == ((100, 0), (2, AMI_A), 0)
 
 
+def test_under_an_emulator_without_metrics_a_window_is_not_judged_rather_than_a_breach(moto_url: str) -> None:
+    """moto has no load balancer to count requests: a window with no metric at all for either
+    version is 'not observed' (the emulator's limit), so the chain can rehearse a canary on moto.
+    On AWS the same silence is a breach: the new version could not be judged."""
+    aws = engine(moto_url)
+    stack = "hello-web-quiet"
+    aws.deploy(stack, AMI_A)
+    events: list[str] = []
+
+    state = aws.deploy(stack, AMI_B, strategy=Pilot(observe_seconds=0), health=HEALTH, on_event=events.append)
+
+    assert_finished(moto_url, stack, state, AMI_B)
+    assert state.report is not None
+    assert [s.verdict for s in state.report.steps] == ["not observed"]
+    assert any("no load balancer metrics" in e for e in events)
+
+
 def test_a_canary_interrupted_mid_sequence_is_finished_by_the_next_deploy(moto_url: str) -> None:
     aws = engine(moto_url)
     stack = "hello-web-crash"
