@@ -528,6 +528,8 @@ class CloudFormationEngine:
         if metrics_grace_seconds is None:
             metrics_grace_seconds = 0.0 if self.emulator else 180.0
         self.metrics_grace_seconds = metrics_grace_seconds
+        self.healthy_timeout_seconds = 900.0
+        """How long a slot step waits for its new instances to pass the target group's health check."""
 
     # --- public: the StackEngine protocol -------------------------------------------------------
 
@@ -717,7 +719,10 @@ class CloudFormationEngine:
         base = {**run.desired, self.image_parameter: old}
         weights = (now.get(p.PRIMARY_WEIGHT, "100"), now.get(p.CANARY_WEIGHT, "0")) if slot_image else ("100", "0")
         with self._probing(run, health):
-            records = self._slot_steps(run, strategy, health, steps[start:], base, weights, old)
+            try:
+                records = self._slot_steps(run, strategy, health, steps[start:], base, weights, old)
+            except CloudFormationError as exc:
+                raise self._abandoned(run, old, exc) from exc
         self._finish(run, steps[-1])
         return replace(self._state(run.stack, run.current), report=run.report(strategy.kind, old, steps=tuple(records)))
 
@@ -790,6 +795,25 @@ class CloudFormationEngine:
             "new version took traffic)",
             hint="the numbers are the load balancer's CloudWatch metrics per target group; fix the release and re-run",
             report=report,
+        )
+
+    def _abandoned(self, run: _Run, old: str, exc: CloudFormationError) -> CloudFormationError:
+        """A step failed (an update CloudFormation rolled back, new instances never healthy): the
+        traffic goes back to the web group (the old version) and the slot is emptied, as after a
+        breach, so a failed deploy leaves no share of the traffic on the new version. Best effort:
+        if that fails too, the next deploy does it (the slot is in the stack's parameters)."""
+        try:
+            self._empty_slot(run, f"the {run.image} deploy failed ({exc.message})")
+            after = f"traffic is back on the web group ({old}) and the canary slot is empty"
+        except PipelineError as cleanup:
+            after = f"emptying the canary slot failed too ({cleanup.message}); the next deploy empties it"
+        return CloudFormationError(
+            f"{exc.message}; {after}",
+            hint=exc.hint,
+            stack=exc.stack,
+            status=exc.status,
+            resource=exc.resource,
+            reason=exc.reason,
         )
 
     def _finish(self, run: _Run, last: plans.SlotStep) -> None:
@@ -873,7 +897,7 @@ class CloudFormationEngine:
         _, canary, _ = self._arns(run)
         if canary is None:
             return
-        deadline = self._clock() + self.timeout_seconds
+        deadline = self._clock() + min(self.timeout_seconds, self.healthy_timeout_seconds)
         delay = min(1.0, self.poll_seconds)
         while True:
             health = self._call("elbv2", "describe_target_health", TargetGroupArn=canary).get(
@@ -889,13 +913,15 @@ class CloudFormationEngine:
                 )
                 return
             if self._clock() >= deadline:
+                reasons = sorted({str((t.get("TargetHealth") or {}).get("Reason") or "") for t in health} - {""})
                 raise CloudFormationError(
-                    f"the canary slot of {run.stack} has {len(healthy)} of {count} healthy targets after "
-                    f"{self.timeout_seconds:g} s",
-                    hint="the new instances fail the target group's health check: see the target health reasons; "
-                    "re-run to go on, or deploy the old image to empty the slot",
+                    f"the canary slot of {run.stack} has {len(healthy)} of {count} healthy targets running "
+                    f"{run.image} after {min(self.timeout_seconds, self.healthy_timeout_seconds):g} s"
+                    + (f" ({', '.join(reasons)})" if reasons else ""),
+                    hint="the new image does not pass the target group's health check: fix it and re-run",
                     stack=run.stack,
                     status="UPDATE_COMPLETE",
+                    reason="targets not healthy",
                 )
             self._sleep(delay)
             delay = min(self.poll_seconds, delay * 1.5)

@@ -434,3 +434,41 @@ def test_a_breaching_pilot_routes_back_before_it_empties_the_slot() -> None:
     assert report.time_to_detect is not None
     assert report.time_to_restore is not None
     assert "health breach at pilot" in caught.value.message
+
+
+def test_new_instances_that_never_get_healthy_fail_the_deploy_with_the_slot_emptied() -> None:
+    """AWS's AutoScaling update completes before the load balancer routes to the new instances:
+    the engine waits for them to pass the target group's health check, never routes to them if
+    they do not, and empties the slot before it fails (exit 1), saying why."""
+    with StrategyFake() as fake:
+        fake.engine.healthy_timeout_seconds = 5.0
+        fake.expect_validation()
+        fake.expect_describe(STACK, fake.stack("UPDATE_COMPLETE"))
+        base = {**PARAMS, "ImageId": OLD}
+        launched = {**base, "CanaryImageId": NEW, "CanaryCapacity": "2", "PrimaryWeight": "100", "CanaryWeight": "0"}
+        fake.expect_update(launched)
+        fake.expect_resources()
+        unhealthy = {
+            "TargetHealthDescriptions": [
+                {
+                    "Target": {"Id": f"i-0{n}", "Port": 80},
+                    "TargetHealth": {"State": "unhealthy", "Reason": "Target.ResponseCodeMismatch"},
+                }
+                for n in (1, 2)
+            ]
+        }
+        for _ in range(5):  # polled at 0, 1, 2.5, 4.75 and 8.1 s (fake clock): then past the 5 s deadline
+            fake.elb.add_response("describe_target_health", unhealthy, {"TargetGroupArn": CANARY_TG})
+        fake.expect_update({**base, **plans.IDLE_SLOT})
+
+        with pytest.raises(CloudFormationError) as caught:
+            fake.engine.deploy(STACK, NEW, strategy=BlueGreen(observe_seconds=0))
+        fake.done()
+
+    error = caught.value
+    assert not isinstance(error, HealthBreachError)
+    assert error.exit_code == 1
+    assert "has 0 of 2 healthy targets running" in error.message
+    assert "Target.ResponseCodeMismatch" in error.message
+    assert f"traffic is back on the web group ({OLD}) and the canary slot is empty" in error.message
+    assert [u["CanaryWeight"] for u in fake.updates] == ["0", "0"]  # never routed to them
