@@ -74,10 +74,15 @@ def restore_check(spec: PipelineSpec, env: Environment) -> Verify:
 
 
 def carried_parameters(state: StackState, image_parameter: str) -> dict[str, str] | None:
-    """The parameters a stack runs with, minus the image: what an update to another image keeps."""
+    """The parameters a stack runs with, minus the image and the parameters a deployment strategy
+    owns (the aws engine's canary slot and rolling-update policy: the state of one deploy, never
+    carried to another stack or update): what an update to another image keeps."""
     if not state.exists or not state.parameters:
         return None
-    return {k: v for k, v in state.parameters.items() if k != image_parameter}
+    from pipeline.engines.aws_strategies import ROLLING_PARAMETERS, SLOT_PARAMETERS
+
+    skipped = {image_parameter, *SLOT_PARAMETERS, *ROLLING_PARAMETERS}
+    return {k: v for k, v in state.parameters.items() if k not in skipped}
 
 
 @dataclass(frozen=True)

@@ -317,3 +317,29 @@ def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engi
     with pytest.raises(GitStateError, match="HEAD is detached"):
         ready(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger))
     assert engine.deployed == []
+
+
+def test_carried_parameters_keep_the_stack_shape_but_not_the_image_or_a_deploy_s_own_parameters() -> None:
+    """A test stack copies production's shape (capacity, instance type), never its image nor the
+    canary slot and rolling-update values a deployment in progress may have set."""
+    from pipeline.rollback import carried_parameters
+
+    production = StackState(
+        name="web-production",
+        exists=True,
+        image="ami-0123456789abcdef0",
+        parameters={
+            "ImageId": "ami-0123456789abcdef0",
+            "DesiredCapacity": "3",
+            "InstanceType": "t3.small",
+            "CanaryImageId": "ami-0fedcba9876543210",
+            "CanaryCapacity": "1",
+            "PrimaryWeight": "90",
+            "CanaryWeight": "10",
+            "RollingMaxBatchSize": "3",
+            "RollingMinInService": "0",
+            "RollingPauseTime": "PT0S",
+        },
+    )
+    assert carried_parameters(production, "ImageId") == {"DesiredCapacity": "3", "InstanceType": "t3.small"}
+    assert carried_parameters(StackState(name="gone", exists=False), "ImageId") is None
