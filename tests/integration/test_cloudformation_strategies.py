@@ -356,3 +356,22 @@ def test_rolling_with_health_makes_rollback_trigger_alarms_for_the_update_only(m
     dims = {d["Name"] for d in error_rate["Metrics"][0]["MetricStat"]["Metric"]["Dimensions"]}
     assert dims == {"TargetGroup", "LoadBalancer"}
     assert cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-pipeline-")["MetricAlarms"] == []  # deleted after
+
+
+def test_delete_removes_alarms_a_killed_deploy_left_behind(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-leftover"
+    aws.deploy(stack, AMI_A)
+    cloudwatch = client(moto_url, "cloudwatch")
+
+    def killed(text: str) -> None:
+        if text.startswith("rollback triggers:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        aws.deploy(stack, AMI_B, strategy=Cutover(), health=HEALTH, on_event=killed)
+    assert [a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]] == [f"{stack}-pipeline-error-rate"]
+
+    aws.delete(stack)
+
+    assert cloudwatch.describe_alarms()["MetricAlarms"] == []
