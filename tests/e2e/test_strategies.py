@@ -407,7 +407,10 @@ def test_a_slow_release_breaches_p99_against_the_old_versions(
 def test_blue_green_keeps_the_old_set_warm_for_an_instant_switch_back_then_it_stops_by_itself(
     engine: Any, fresh: Fresh, images: dict[str, str], docker_client: Any, pipeline_name: str
 ) -> None:
-    case = Case(BlueGreen(observe_seconds=1.0, keep_old_seconds=4))
+    # Warm long enough that a busy machine cannot expire the set before the switch back; the
+    # second blue-green below is short, to watch it expire.
+    case = Case(BlueGreen(observe_seconds=1.0, keep_old_seconds=60))
+    short = BlueGreen(observe_seconds=1.0, keep_old_seconds=8)
     stack, state = fresh(case, images["v1"])
     assert state.url is not None
     blue = {r.id for r in _replicas(docker_client, pipeline_name, stack)}
@@ -430,7 +433,7 @@ def test_blue_green_keeps_the_old_set_warm_for_an_instant_switch_back_then_it_st
         assert {r.id for r in running} == blue
         # Blue-green again; this time nobody switches back: the old set stops by itself when its
         # time is up (no process waits for it), and the next deploy removes what is left of it.
-        green = engine.deploy(stack, images["v2"], strategy=case.strategy, health=HEALTH)
+        green = engine.deploy(stack, images["v2"], strategy=short, health=HEALTH)
         warm = set(green.details["warm"].split(","))
         assert warm
         deadline = time.monotonic() + 60
