@@ -688,9 +688,7 @@ def test_the_aws_profile_takes_a_canary_with_the_reference_template_and_refuses_
     accepted_aws = validate("aws")
     assert accepted_aws.returncode == 0, _explain(accepted_aws)
     # a template without the canary slot (the one templates/web.yaml had before it)
-    (root / "templates" / "web.yaml").write_text(
-        (REPO / "examples" / "aws-chain" / "templates" / "web.yaml").read_text()
-    )
+    (root / "templates" / "web.yaml").write_text((REPO / "tests" / "data" / "web-without-canary-slot.yaml").read_text())
     refused = validate("aws")
     assert refused.returncode == 2, _explain(refused)
     assert "the aws profile cannot carry out canary" in refused.stderr

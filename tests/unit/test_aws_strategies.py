@@ -36,7 +36,8 @@ from tests.unit.test_cloudformation_stubbed import (  # noqa: E402
 
 __all__ = ["predictable_tokens"]  # the autouse fixture: fixed ClientRequestTokens, no cached validation
 
-WITHOUT_SLOT = REPO / "examples" / "aws-chain" / "templates" / "web.yaml"
+WITHOUT_SLOT = REPO / "tests" / "data" / "web-without-canary-slot.yaml"
+"""The reference template as it was before the canary slot and the rolling-update parameters."""
 ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012"
 WEB_TG = f"{ARN}:targetgroup/hello-TargetGroup-1A/0123456789abcdef"
 CANARY_TG = f"{ARN}:targetgroup/hello-CanaryTargetGrou-2B/fedcba9876543210"
