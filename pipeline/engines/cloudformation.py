@@ -52,7 +52,7 @@ from pipeline.errors import (
     ToolMissingError,
 )
 from pipeline.model import AwsSettings, Profile, Verify
-from pipeline.strategy import Health, Strategy
+from pipeline.strategy import BlueGreen, Health, Strategy
 
 IMAGE_PARAMETER = "ImageId"
 PIPELINE_TAG = "pipeline"
@@ -721,6 +721,8 @@ class CloudFormationEngine:
         with self._probing(run, health):
             try:
                 records = self._slot_steps(run, strategy, health, steps[start:], base, weights, old)
+                if isinstance(strategy, BlueGreen):
+                    records += self._keep_warm(run, strategy, health, steps[-1], records, old)
             except CloudFormationError as exc:
                 raise self._abandoned(run, old, exc) from exc
         self._finish(run, steps[-1])
@@ -758,6 +760,38 @@ class CloudFormationEngine:
             if verdict is not None and verdict.state == "breach":
                 self._restore(run, strategy, step, records, verdict.reason, routed, old)
         return records
+
+    def _keep_warm(
+        self,
+        run: _Run,
+        strategy: BlueGreen,
+        health: Health | None,
+        last: plans.SlotStep,
+        records: list[DeployStep],
+        old: str,
+    ) -> list[DeployStep]:
+        """Blue-green: after the switch, the old (blue) set, the web group still on the old image,
+        stays at full size and unrouted until `keep_old_seconds` have passed since the switch; the
+        green set's health is watched all that time, and a breach is an instant switch back (a
+        weights change: the old instances never stopped). Only then does `_finish` move the web
+        group to the new image. The deploy holds for that time (nothing runs after it to end the
+        warm period); an interrupted hold is resumed by the next deploy like any other step."""
+        hold = strategy.keep_old_seconds - strategy.observe_seconds
+        if hold <= 0:
+            return []
+        started = self._clock()
+        switched = started - strategy.observe_seconds
+        warm = plans.SlotStep(
+            f"blue-green: the old set ({old}) kept warm", last.capacity, last.primary_weight, last.canary_weight
+        )
+        run.on_event(f"keeping the old set ({old}) warm for {hold:g} s more, for an instant switch back")
+        baseline = self._baseline(run) if health is not None else VersionStats()
+        verdict, new_stats, old_stats = self._observe(run, warm, hold, health, baseline)
+        state = "not observed" if verdict is None else {"pass": "passed"}.get(verdict.state, verdict.state)
+        step = DeployStep(warm.what, warm.share, self._clock() - started, state, new_stats, old_stats)
+        if verdict is not None and verdict.state == "breach":
+            self._restore(run, strategy, warm, [*records, step], verdict.reason, switched, old)
+        return [step]
 
     def _restore(
         self,

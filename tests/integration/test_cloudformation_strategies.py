@@ -153,7 +153,7 @@ def test_a_canary_moves_the_weights_step_by_step_then_the_web_group_takes_the_ne
     [
         (Pilot(observe_seconds=0), (1, 1), 1),
         (Half(observe_seconds=0), (1, 1), 1),
-        (BlueGreen(observe_seconds=0), (0, 100), 2),
+        (BlueGreen(observe_seconds=0, keep_old_seconds=0), (0, 100), 2),
     ],
     ids=["pilot", "half", "blue-green"],
 )
@@ -183,7 +183,7 @@ def test_a_healthy_blue_green_window_is_judged_from_cloudwatch(moto_url: str) ->
     state = aws.deploy(
         stack,
         AMI_B,
-        strategy=BlueGreen(observe_seconds=1),
+        strategy=BlueGreen(observe_seconds=1, keep_old_seconds=0),
         health=HEALTH,
         on_event=at_windows(lambda _: put_metrics(moto_url, stack, canary=(40, 0), web=(0, 0))),
     )
@@ -193,6 +193,73 @@ def test_a_healthy_blue_green_window_is_judged_from_cloudwatch(moto_url: str) ->
     assert report is not None
     assert [s.verdict for s in report.steps] == ["passed"]
     assert (report.new.requests, report.new.errors) == (40, 0)
+
+
+def test_blue_green_keeps_the_old_set_warm_and_unrouted_until_its_time_is_up(moto_url: str) -> None:
+    """After the switch the web group keeps the old image at full size (weight 0) for
+    keep_old_seconds, watched; only then does it take the new image."""
+    aws = engine(moto_url)
+    stack = "hello-web-bg-warm"
+    aws.deploy(stack, AMI_A)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    state = aws.deploy(
+        stack,
+        AMI_B,
+        strategy=BlueGreen(observe_seconds=1, keep_old_seconds=2),
+        health=HEALTH,
+        on_event=at_windows(
+            lambda text: (
+                seen.append((text, snapshot(moto_url, stack))),
+                put_metrics(moto_url, stack, canary=(40, 0), web=(0, 0)),
+            )
+        ),
+    )
+
+    assert [text for text, _ in seen] == [
+        "observing blue-green: switch to 2 green instance(s) for 1 s",
+        f"observing blue-green: the old set ({AMI_A}) kept warm for 1 s",
+    ]
+    for _, now in seen:  # the green set serves everything; the blue set is still there, unrouted
+        assert (now["weights"], now["canary"][:2], now["web"][:2]) == ((0, 100), (2, AMI_B), (2, AMI_A))
+    assert_finished(moto_url, stack, state, AMI_B)
+    report = state.report
+    assert report is not None
+    assert [s.verdict for s in report.steps] == ["passed", "passed"]
+    assert report.steps[-1].what == f"blue-green: the old set ({AMI_A}) kept warm"
+
+
+def test_a_breach_while_the_old_set_is_warm_switches_back_to_it_at_once(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-bg-back"
+    aws.deploy(stack, AMI_A)
+    windows: list[str] = []
+
+    def release_goes_bad_after_the_switch(text: str) -> None:
+        windows.append(text)
+        failed = 0 if len(windows) == 1 else 12  # healthy in the first window, failing in the warm one
+        put_metrics(moto_url, stack, canary=(40, failed), web=(0, 0))
+
+    with pytest.raises(HealthBreachError) as caught:
+        aws.deploy(
+            stack,
+            AMI_B,
+            strategy=BlueGreen(observe_seconds=1, keep_old_seconds=3),
+            health=HEALTH,
+            on_event=at_windows(release_goes_bad_after_the_switch),
+        )
+
+    assert len(windows) == 2
+    report = caught.value.report
+    assert report is not None
+    assert report.rolled_back
+    assert [s.verdict for s in report.steps] == ["passed", "breach"]
+    assert report.steps[-1].what == f"blue-green: the old set ({AMI_A}) kept warm"
+    assert "error rate 30.0% of the new version" in report.breach
+    # Back on the old set, which never stopped: the web group still runs the old image.
+    assert dict(aws.describe(stack).parameters) == {**DEFAULTS, "ImageId": AMI_A, **IDLE}
+    now = snapshot(moto_url, stack)
+    assert (now["weights"], now["web"][:2], now["canary"][0]) == ((100, 0), (2, AMI_A), 0)
 
 
 def test_a_breach_routes_back_to_the_old_version_empties_the_slot_and_says_why(moto_url: str) -> None:
