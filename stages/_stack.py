@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.errors import StageFailedError
 from pipeline.execution import Executor, PlanContext, StageContext
@@ -55,18 +55,6 @@ def check_strategy(ctx: PlanContext, env: Environment, strategy: Strategy, healt
     check = getattr(engine(ctx, env), "check_strategy", None)
     if callable(check):
         check(strategy, health)
-
-
-def strategy_arguments(strategy: Strategy, health: Health) -> dict[str, Any]:
-    """The `deploy` keyword arguments that carry out the stage's strategy: none for the default
-    (a rolling update as the template says, observing nothing), which is what every engine did
-    before strategies existed; so an engine written against the older protocol (a wrapper, a test
-    double) keeps working for stages that do not ask for a strategy."""
-    from pipeline.strategy import Rolling
-
-    if strategy == Rolling():
-        return {}
-    return {"strategy": strategy, "health": health}
 
 
 def deploy_outputs(report: DeployReport | None, strategy: Strategy) -> dict[str, str]:
@@ -246,5 +234,4 @@ __all__ = [
     "require_stack",
     "stack_is",
     "stage_environ",
-    "strategy_arguments",
 ]

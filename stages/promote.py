@@ -22,7 +22,6 @@ from stages._stack import (
     events,
     note_checks,
     note_deploy,
-    strategy_arguments,
 )
 
 if TYPE_CHECKING:
@@ -266,7 +265,8 @@ class PromoteExecutor(Executor[Promote]):
                 image,
                 parameters=parameters,
                 on_event=events(ctx),
-                **strategy_arguments(strategy, self.spec.health),
+                strategy=strategy,
+                health=self.spec.health,
             )
         except HealthBreachError as exc:  # the engine has rolled back already: check, then fail
             self._record(ctx, env, image, "failed")

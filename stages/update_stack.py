@@ -22,7 +22,6 @@ from stages._stack import (
     rehearsal_env,
     require_stack,
     stack_is,
-    strategy_arguments,
 )
 
 
@@ -96,7 +95,8 @@ class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
                 image,
                 parameters=carried_parameters(before, like.image_parameter),
                 on_event=events(ctx),
-                **strategy_arguments(strategy, self.spec.health),
+                strategy=strategy,
+                health=self.spec.health,
             )
         except HealthBreachError as exc:
             ctx.partial_outputs.update(deploy_outputs(exc.report, strategy))

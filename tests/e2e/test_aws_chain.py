@@ -48,6 +48,7 @@ import pytest
 from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
 from pipeline.model import Environment, Profile, Verify
 from pipeline.state import Ledger, Manifest
+from pipeline.strategy import Health, Strategy
 from stages.promote import DEFAULT_AUTHOR
 from tests.conftest import cli_env, need
 from tests.integration.test_cloudformation import reset_moto, running_moto
@@ -118,9 +119,18 @@ class PagesFromImageTags:
         return self.real.describe(stack)
 
     def deploy(
-        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = print
+        self,
+        stack: str,
+        image: str,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        on_event: OnEvent = print,
+        strategy: Strategy | None = None,
+        health: Health | None = None,
     ) -> StackState:
-        return self.real.deploy(stack, image, parameters=parameters, on_event=on_event)
+        return self.real.deploy(
+            stack, image, parameters=parameters, on_event=on_event, strategy=strategy, health=health
+        )
 
     def delete(self, stack: str, *, on_event: OnEvent = print) -> None:
         self.real.delete(stack, on_event=on_event)

@@ -18,6 +18,7 @@ from pipeline.loader import Loaded, load
 from pipeline.model import Environment, Verify
 from pipeline.rollback import restore_check, rollback, rollback_candidates, withdrawn
 from pipeline.state import Ledger
+from pipeline.strategy import Health, Strategy
 from stages._stack import baseline
 from tests.conftest import ProjectFactory, need
 
@@ -57,7 +58,14 @@ class FakeEngine:
         return StackState(name=stack, exists=True, image=self.image, url="http://127.0.0.1:1/", status="ready")
 
     def deploy(
-        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = print
+        self,
+        stack: str,
+        image: str,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        on_event: OnEvent = print,
+        strategy: Strategy | None = None,
+        health: Health | None = None,
     ) -> StackState:
         self.deployed.append(image)
         self.image = image
