@@ -9,7 +9,7 @@ UPDATE_ROLLBACK_COMPLETE) is tested with recorded responses in tests/unit/test_a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,29 +19,24 @@ from pipeline.engines.stack import StackState
 from pipeline.errors import HealthBreachError
 from pipeline.model import AwsSettings
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
-from tests.integration.test_cloudformation import AMI_A, AMI_B, DEFAULTS, TEMPLATE, client, reset_moto, running_moto
+from tests.integration.test_cloudformation import (  # the fixtures: one moto server, emptied for every test
+    AMI_A,
+    AMI_B,
+    DEFAULTS,
+    TEMPLATE,
+    client,
+    fresh_moto,
+    moto_url,
+)
 
 pytestmark = pytest.mark.integration
 
+__all__ = ["fresh_moto", "moto_url"]  # imported for pytest: they are fixtures of this module too
+
 AMI_C = "ami-1e749f67"  # another image of moto's stock catalogue
+
 IDLE = {"CanaryImageId": "", "CanaryCapacity": "0", "PrimaryWeight": "100", "CanaryWeight": "0"}
 HEALTH = Health(max_error_rate=0.05, min_requests=10, min_p99_ms=100)
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with running_moto() as url:
-        yield url
-
-
-@pytest.fixture(autouse=True)
-def fresh_moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    reset_moto(moto_url)
 
 
 def engine(moto_url: str) -> CloudFormationEngine:
