@@ -44,7 +44,7 @@ from pipeline.engines.stack import DeployReport, StackState
 from pipeline.errors import HealthBreachError
 from pipeline.state import Ledger
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling, Strategy
-from tests.conftest import cli_env, need
+from tests.conftest import cli_env, commit_all, init_reference_service, need, remove_everything_of
 
 pytestmark = pytest.mark.e2e
 
@@ -146,11 +146,7 @@ def images(docker_client: Any, base_image: str) -> Iterator[dict[str, str]]:
 def pipeline_name(docker_client: Any, images: dict[str, str]) -> Iterator[str]:
     name = f"st-{secrets.token_hex(3)}"
     yield name
-    selector = {"label": f"{LABEL_PREFIX}.pipeline={name}"}
-    for container in docker_client.containers.list(all=True, filters=selector):
-        container.remove(force=True, v=True)
-    for network in docker_client.networks.list(filters=selector):
-        network.remove()
+    remove_everything_of(docker_client, name)
 
 
 @pytest.fixture(scope="module")
@@ -551,16 +547,9 @@ def test_pipeline_run_local_with_a_canary_in_the_definition(
         path.write_text(text.replace(old, new, 1))
         git("commit", "-qam", f"edit {rel}")
 
-    made = subprocess.run(
-        [sys.executable, "-m", "pipeline", "init", str(root)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
+    init_reference_service(root, name)
     definition = root / "pipelinefile.py"
-    text = definition.read_text().replace('"hello-web",', f'"{name}",', 1)
+    text = definition.read_text()
     text = text.replace("    Approval,\n", "    Approval,\n    Canary,\n    Health,\n", 1)
     text = text.replace(
         'healthy = Verify(path="/health", requests=10)\n',
@@ -571,14 +560,7 @@ def test_pipeline_run_local_with_a_canary_in_the_definition(
     text = text.replace("image=bake, verify=page)", "image=bake, verify=page, strategy=canary, health=health)")
     assert text.count("strategy=canary") == 2, text
     definition.write_text(text)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["config", "user.email", "st@example.invalid"],
-        ["config", "user.name", "st"],
-        ["add", "-A"],
-        ["commit", "-qm", "the reference service with a canary"],
-    ):
-        git(*args)
+    commit_all(root, "the reference service with a canary")
     try:
         first = run("run", "local", "--yes")
         assert first.returncode == 0, _explain(first)
@@ -640,14 +622,7 @@ def test_pipeline_run_local_with_a_canary_in_the_definition(
         failures = [s for s in load.samples if not s.ok]
         assert len(failures) <= 0.1 * len(load.samples) + 2, len(failures)
     finally:
-        selector = {"label": f"{LABEL_PREFIX}.pipeline={name}"}
-        for container in docker_client.containers.list(all=True, filters=selector):
-            container.remove(force=True, v=True)
-        for network in docker_client.networks.list(filters=selector):
-            network.remove()
-        for image in docker_client.images.list(filters=selector):
-            docker_client.images.remove(image.id, force=True)
-        docker_client.images.prune(filters={"dangling": True, "label": f"{LABEL_PREFIX}.pipeline={name}"})
+        remove_everything_of(docker_client, name, images=True)
 
 
 def test_the_aws_profile_takes_a_canary_with_the_reference_template_and_refuses_it_without_the_slot(
@@ -659,15 +634,7 @@ def test_the_aws_profile_takes_a_canary_with_the_reference_template_and_refuses_
     no side effects."""
     need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
     need(shutil.which("cfn-lint") is not None, "cfn-lint is not installed (pip install cfn-lint)")
-    root = tmp_path / "hello-web"
-    made = subprocess.run(
-        [sys.executable, "-m", "pipeline", "init", str(root)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
+    root = init_reference_service(tmp_path / "hello-web")
     definition = root / "pipelinefile.py"
     text = definition.read_text()
     promote = 'Promote(name="promote", environment="production", image=bake, verify=page)'
