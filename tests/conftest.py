@@ -28,7 +28,7 @@ def need(condition: bool, reason: str) -> None:
         return
     if REQUIRE_TOOLS:
         pytest.fail(f"required tool missing in CI: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason=reason)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

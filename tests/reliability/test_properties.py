@@ -482,7 +482,7 @@ def spec_defs_example() -> SpecDef:
 def test_the_statistics_of_the_random_runs() -> None:
     """Most random specs render on every target (a refusal is a documented limit, not the rule)."""
     if STATS["specs"] == 0:
-        pytest.skip("the property tests did not run in this session (run the whole file)")
+        pytest.skip(reason="the property tests did not run in this session (run the whole file)")
     rendered_everywhere = STATS["specs"] - STATS["refused by a target"]
     rejected = {k.removeprefix("rejected: "): v for k, v in STATS.items() if k.startswith("rejected: ")}
     by_target = ", ".join(f"{t}: {STATS['refused by ' + t]}" for t in TARGETS)
