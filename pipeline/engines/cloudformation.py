@@ -584,6 +584,10 @@ class CloudFormationEngine:
           `aws_strategies`), each window judged from CloudWatch by `http_check.judge`; a breach
           routes everything back to the web group, empties the slot, then HealthBreachError.
 
+        `health` is judged only where the strategy has an observation window (`observe_seconds`
+        > 0), as on the local engine: the default rolling update observes nothing, so it needs no
+        CloudWatch permission.
+
         The slot's and the rolling-update parameters are the engine's: values given for them in
         `parameters` are replaced (the slot idle, the template's rolling defaults).
 
@@ -591,6 +595,8 @@ class CloudFormationEngine:
         parameter, image or strategy, and CloudFormationError (a StackOperationError) when
         CloudFormation fails an operation."""
         self.check_strategy(strategy, health)
+        if strategy is None or plans.observe_seconds(strategy) <= 0:
+            health = None  # no observation window, nothing to judge (as on the local engine)
         self._check_stack_name(stack)
         desired = self.plan(image, parameters)
         doc = parse_template(self.template_text(), source=str(self.template))

@@ -300,7 +300,7 @@ def test_under_an_emulator_without_metrics_a_window_is_not_judged_rather_than_a_
     aws.deploy(stack, AMI_A)
     events: list[str] = []
 
-    state = aws.deploy(stack, AMI_B, strategy=Pilot(observe_seconds=0), health=HEALTH, on_event=events.append)
+    state = aws.deploy(stack, AMI_B, strategy=Pilot(observe_seconds=1), health=HEALTH, on_event=events.append)
 
     assert_finished(moto_url, stack, state, AMI_B)
     assert state.report is not None
@@ -431,9 +431,26 @@ def test_delete_removes_alarms_a_killed_deploy_left_behind(moto_url: str) -> Non
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        aws.deploy(stack, AMI_B, strategy=Cutover(), health=HEALTH, on_event=killed)
+        aws.deploy(stack, AMI_B, strategy=Cutover(observe_seconds=60), health=HEALTH, on_event=killed)
     assert [a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]] == [f"{stack}-pipeline-error-rate"]
 
     aws.delete(stack)
 
     assert cloudwatch.describe_alarms()["MetricAlarms"] == []
+
+
+def test_a_strategy_without_a_window_judges_nothing_and_puts_no_alarm(moto_url: str) -> None:
+    """What every stage passes by default (a rolling update, Health() thresholds) observes nothing,
+    as on the local engine: no CloudWatch alarm, no rollback trigger, no CloudWatch permission needed."""
+    aws = engine(moto_url)
+    stack = "hello-web-default"
+    aws.deploy(stack, AMI_A)
+    events: list[str] = []
+
+    state = aws.deploy(stack, AMI_B, strategy=Rolling(), health=Health(), on_event=events.append)
+
+    assert state.image == AMI_B
+    assert not [e for e in events if e.startswith("rollback triggers:")]
+    assert client(moto_url, "cloudwatch").describe_alarms()["MetricAlarms"] == []
+    assert state.report is not None
+    assert [s.verdict for s in state.report.steps] == ["not observed"]

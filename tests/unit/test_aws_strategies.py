@@ -369,7 +369,7 @@ def test_a_rollback_without_an_alarm_in_alarm_stays_a_cloudformation_error() -> 
             final="UPDATE_ROLLBACK_COMPLETE",
             rollback={
                 "RollbackTriggers": [{"Arn": arn, "Type": "AWS::CloudWatch::Alarm"}],
-                "MonitoringTimeInMinutes": 0,
+                "MonitoringTimeInMinutes": 1,
             },
             events=failed,
         )
@@ -381,7 +381,7 @@ def test_a_rollback_without_an_alarm_in_alarm_stays_a_cloudformation_error() -> 
         fake.cw.add_response("delete_alarms", {}, None)
 
         with pytest.raises(CloudFormationError) as caught:
-            fake.engine.deploy(STACK, NEW, strategy=Cutover(), health=HEALTH)
+            fake.engine.deploy(STACK, NEW, strategy=Cutover(observe_seconds=60), health=HEALTH)
         fake.done()
 
     assert not isinstance(caught.value, HealthBreachError)
@@ -418,7 +418,7 @@ def test_a_breaching_pilot_routes_back_before_it_empties_the_slot() -> None:
         fake.expect_update({**base, **plans.IDLE_SLOT})
 
         with pytest.raises(HealthBreachError) as caught:
-            fake.engine.deploy(STACK, NEW, strategy=Pilot(observe_seconds=0), health=HEALTH)
+            fake.engine.deploy(STACK, NEW, strategy=Pilot(observe_seconds=1), health=HEALTH)
         fake.done()
 
     weights = [(u["CanaryImageId"], u["CanaryCapacity"], u["PrimaryWeight"], u["CanaryWeight"]) for u in fake.updates]
