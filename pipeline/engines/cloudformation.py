@@ -1303,30 +1303,6 @@ class CloudFormationEngine:
             deleted=deleted,
         )
 
-    def _update(
-        self,
-        stack: str,
-        image: str,
-        current: Mapping[str, Any],
-        desired: Mapping[str, str],
-        capabilities: Sequence[str],
-        on_event: OnEvent,
-        *,
-        what: str | None = None,
-        rollback_configuration: Mapping[str, Any] | None = None,
-    ) -> StackState:
-        final = self._update_raw(
-            stack,
-            image,
-            current,
-            desired,
-            capabilities,
-            on_event,
-            what=what,
-            rollback_configuration=rollback_configuration,
-        )
-        return self._state(stack, final)
-
     def _update_raw(
         self,
         stack: str,
