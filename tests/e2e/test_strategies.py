@@ -366,7 +366,10 @@ def test_a_bad_release_is_rolled_back_automatically_with_each_strategy(
     restored = events.first(r"-lb routes to ", after=events.first(r"^health breach at "))
     failures = [s for s in load.samples if not s.ok]
     bad = [f for f in failures if f.status == 500]
-    assert bad, "no user request failed: was the bad release exposed at all?"
+    # The users met the bad version (its 500s, or its page); with a quick detection a small batch
+    # may show them no 500 at all (about 10 requests at 30 %), which is the strategy doing its job.
+    met = [s for s in load.samples if s.status == 500 or s.body.strip() == "Hello World bad"]
+    assert met, "no user request reached the bad release: was it exposed at all?"
     assert all(exposed - 0.5 <= f.started <= restored + 0.5 for f in bad), "a failure outside the exposure"
     sent = [s for s in load.samples if exposed <= s.started <= restored]
     bound = case.exposed_share * len(sent) + 2  # + the requests in flight at the two switches
