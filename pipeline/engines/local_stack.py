@@ -1502,6 +1502,8 @@ class _Deployment:
                 f"expecting {self.topo.health_codes}; run the image by hand to see why "
                 f"(docker run --rm -p 127.0.0.1::{self.topo.target_port} {self.image})",
             )
+        for replica in started:
+            replica.update(restart_policy={"Name": "unless-stopped"})
         return started
 
     def _start_one(self) -> Any:
@@ -1531,7 +1533,9 @@ class _Deployment:
                 network=f"{self.stack}-net",
                 ports=ports,
                 labels=labels,
-                restart_policy={"Name": "unless-stopped"},
+                # not restarted until it has passed its health check (then `_launch` sets
+                # unless-stopped): a replica that dies on start keeps its exit status and output
+                restart_policy={"Name": "no"},
                 init=True,  # the image's server is not PID 1: SIGTERM stops it even without a handler
             )
         except docker.errors.DockerException as exc:
@@ -1550,12 +1554,17 @@ class _Deployment:
         while True:
             replica.reload()
             state = replica.attrs.get("State", {})
-            if replica.status in ("exited", "dead") or int(replica.attrs.get("RestartCount", 0)) > 0:
+            restarts = int(replica.attrs.get("RestartCount", 0))
+            if replica.status in ("exited", "dead") or restarts > 0:
                 logs = replica.logs(tail=15).decode(errors="replace").strip()
-                code = state.get("ExitCode")
+                what = (
+                    f"the container exited (status {state.get('ExitCode')})"
+                    if replica.status in ("exited", "dead", "restarting")
+                    else f"the container exited and was restarted {restarts} time(s)"  # its status is gone
+                )
                 raise _ReplicaFailed(
                     replica.name,
-                    f"the container exited (status {code})"
+                    what
                     + (f"; its last output:\n{logs}" if logs else "")
                     + '\n(an image baked by Packer\'s docker builder keeps ENTRYPOINT ["/bin/sh"] unless the '
                     "template's `changes` set one)",

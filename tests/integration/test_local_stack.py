@@ -151,6 +151,9 @@ def test_a_stack_is_replicas_behind_a_balancer_on_127_0_0_1(
         assert container.labels[f"{LABEL_PREFIX}.pipeline"] == pipeline_name
         assert container.labels[f"{LABEL_PREFIX}.stack"] == serving
         assert container.status == "running"
+        # In service, everything comes back with the engine; a replica is only restarted once it
+        # has passed its health check (one that dies on start keeps its exit status).
+        assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     for replica in _replicas(docker_client, pipeline_name, serving):
         assert replica.labels[f"{LABEL_PREFIX}.image"] == images["v1"]
         assert replica.labels[f"{LABEL_PREFIX}.image-id"] == docker_client.images.get(images["v1"]).id
@@ -259,6 +262,7 @@ def test_an_image_that_exits_fails_fast_with_its_output(
     message = str(caught.value)
     assert "exited (status 3)" in message
     assert "cannot open /etc/web.conf" in message
+    assert "restarted" not in message
     images_running = {r.labels[f"{LABEL_PREFIX}.image"] for r in _replicas(docker_client, pipeline_name, serving)}
     assert images_running == {images["v1"]}
 
