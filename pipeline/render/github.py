@@ -20,11 +20,10 @@ import shlex
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import yaml
-
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.graph import Graph
 from pipeline.model import Approval
+from pipeline.render import yaml_dump
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.plan import (
     RENDER_CHECK_MINUTES,
@@ -140,7 +139,7 @@ class GitHubRenderer:
             on["pull_request"] = {"branches": list(plan.trigger.branches)}
         workflow = {"name": plan.name, "on": on, "permissions": {"contents": "read"}, "jobs": jobs}
         header = "".join(f"# {line}\n" for line in context.header(self.name))
-        files = [RenderedFile(f".github/workflows/{plan.name}.yml", header + "\n" + dump_yaml(workflow))]
+        files = [RenderedFile(f".github/workflows/{plan.name}.yml", header + "\n" + yaml_dump.dump(workflow))]
         environments = _gate_environments(plan)
         if environments:
             files.append(
@@ -464,32 +463,3 @@ def _dq(word: str) -> str:
     for char in ("\\", '"', "$", "`", "}"):
         word = word.replace(char, "\\" + char)
     return word
-
-
-# ----------------------------------------------------------------------------- YAML as data
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, indented sequences, literal blocks for multi-line text, never anchors/aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    if "\n" in data:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def dump_yaml(data: Any) -> str:
-    text: str = yaml.dump(
-        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True
-    )
-    return text

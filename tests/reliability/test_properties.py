@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BadInputError, UnsupportedFeatureError
 from pipeline.loader import load
-from pipeline.render import render
+from pipeline.render import render, yaml_dump
 from pipeline.render.base import RenderContext
 from pipeline.render.validate import check
 from pipeline.spec import PipelineSpec
@@ -259,6 +260,11 @@ def test_valid_definitions_render_deterministically_and_pass_the_validators(
         for path, content in files.items():
             if path != "<refused>":
                 assert check(path, content) == [], f"{target} {path}: {check(path, content)}\n{content}"
+            if path.endswith(".yml") and yaml_dump.CDumper is not None:  # libyaml's text, as the reference writes it
+                data = yaml.safe_load(content)
+                assert content.endswith(yaml_dump.dump_python(data))
+                STATS["workflows"] += 1
+                STATS["workflows written by libyaml"] += yaml_dump.dump_fast(data) is not None
 
 
 # ------------------------------------------------------------------------------------------- invalid specs
@@ -360,6 +366,7 @@ from pathlib import Path
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.loader import load
 from pipeline.render import render, write
+from pipeline.render import yaml_dump
 from pipeline.render.base import RenderContext
 for definition in sys.argv[2:]:
     spec = load(definition).spec
@@ -491,8 +498,11 @@ def test_the_statistics_of_the_random_runs() -> None:
         what=f"{STATS['specs']} random valid specs; {sum(rejected.values())} random invalid ones",
         result=f"{rendered_everywhere} rendered on all 3 targets, deterministically, validators clean; "
         f"{STATS['refused by a target']} refused by a target ({by_target}); "
-        f"invalid: all rejected cleanly ({len(rejected)} kinds of mistake)",
+        f"invalid: all rejected cleanly ({len(rejected)} kinds of mistake); "
+        f"{STATS['workflows written by libyaml']} of {STATS['workflows']} workflows written by libyaml",
     )
     assert rendered_everywhere >= STATS["specs"] // 2
+    if yaml_dump.CDumper is not None:  # the text users write takes the fast path
+        assert STATS["workflows written by libyaml"] == STATS["workflows"] > 0
     assert len(rejected) == len(MUTATIONS), f"mistakes never tried: {set(MUTATIONS) - set(rejected)}"
     assert os.environ.get("PIPELINE_FAULT") is None

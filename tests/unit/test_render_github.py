@@ -13,8 +13,9 @@ import yaml
 from pipeline import Approval, Bake, Environment, Pipeline, PipelineSpec, Secret, Shell, Teardown, TestStack, Trigger
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import RenderContext, RenderedFile
-from pipeline.render.github import GitHubRenderer, dump_yaml
+from pipeline.render.github import GitHubRenderer
 from pipeline.render.validate import check_workflow
+from pipeline.render.yaml_dump import dump as dump_yaml
 from tests.unit.test_render_plan import chain_spec, fan_spec, rehearsal_spec
 
 
