@@ -87,12 +87,17 @@ def note_deploy(ctx: StageContext, report: DeployReport | None, what: str) -> No
 
 
 def engine_ready(ctx: PlanContext, env: Environment) -> None:
-    """Before a run: the environment's engine answers, with one read-only call (describing the
-    stack). On the aws profile the CloudFormation endpoint and the credentials work; on the local
-    profile the Docker engine is reachable. A missing key, a stopped emulator or a stopped Docker
-    engine stops the run before the bake spends minutes (ToolMissingError naming the fix, or
-    StackOperationError for refused credentials), even for `--only test-stack`."""
-    engine(ctx, env).describe(env.stack_name(ctx.pipeline.name))
+    """Before a run: the environment's engine answers, with its own `ready()` check where it has
+    one (local: the Docker engine is reachable), else one read-only call (describing the stack;
+    aws: the CloudFormation endpoint and the credentials work). A missing key, a stopped emulator
+    or a stopped Docker engine stops the run before the bake spends minutes (ToolMissingError
+    naming the fix, or StackOperationError for refused credentials), even for `--only test-stack`."""
+    stack_engine = engine(ctx, env)
+    ready = getattr(stack_engine, "ready", None)
+    if callable(ready):
+        ready()
+    else:
+        stack_engine.describe(env.stack_name(ctx.pipeline.name))
 
 
 def events(ctx: StageContext) -> OnEvent:

@@ -872,10 +872,10 @@ class BakeExecutor(Executor[Bake]):
 
     # --- docker ---
     def _docker(self) -> docker.DockerClient:
-        from pipeline.engines.docker_client import connect
+        from pipeline.engines.docker_client import shared
 
         if self._client is None:
-            self._client = connect()
+            self._client = shared()
         return self._client
 
     def _base_image_id(self) -> str:

@@ -6,6 +6,7 @@ validates and edits parameters with it.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ _CfnLoader.yaml_implicit_resolvers = {
 }
 
 
+_FastCfnLoader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = _CfnLoader
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _CCfnLoader(yaml.CSafeLoader):
+        """The same constructors and resolvers over libyaml's parser: several times faster."""
+
+    _CCfnLoader.add_multi_constructor("!", _short_form)
+    _CCfnLoader.yaml_implicit_resolvers = _CfnLoader.yaml_implicit_resolvers
+    _FastCfnLoader = _CCfnLoader
+
+
 def load_template(path: Path) -> dict[str, Any]:
     """Read and parse a template file; TemplateError (bad input) naming the file otherwise."""
     try:
@@ -55,8 +67,19 @@ def load_template(path: Path) -> dict[str, Any]:
 
 def parse_template(text: str, *, source: str = "<template>") -> dict[str, Any]:
     """The template as data; TemplateError at file:line:column when it is not readable."""
-    try:
-        data = yaml.load(text, Loader=_CfnLoader)
+    data = _read_yaml(text, source)
+    if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
+        raise TemplateError(
+            f"{source} has no Resources section", hint="a CloudFormation template is a mapping with Resources"
+        )
+    return data
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    with contextlib.suppress(yaml.YAMLError):
+        return yaml.load(text, Loader=_FastCfnLoader)
+    try:  # not readable: again with the pure-Python parser, whose messages say more
+        return yaml.load(text, Loader=_CfnLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         # file:line:column, the form editors and terminals make clickable
@@ -65,8 +88,3 @@ def parse_template(text: str, *, source: str = "<template>") -> dict[str, Any]:
         raise TemplateError(
             f"{where}: not valid YAML: {problem}", hint="fix the syntax, then run `cfn-lint` on it"
         ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
-        raise TemplateError(
-            f"{source} has no Resources section", hint="a CloudFormation template is a mapping with Resources"
-        )
-    return data

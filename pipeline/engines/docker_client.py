@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ToolMissingError
@@ -32,6 +33,18 @@ def connect(timeout: int = 120) -> docker.DockerClient:
             "and check with `pipeline doctor`",
         ) from None
     return client
+
+
+_shared: dict[tuple[str | None, int], docker.DockerClient] = {}
+
+
+def shared(timeout: int = 120) -> docker.DockerClient:
+    """One checked client per process and DOCKER_HOST: the engine objects a run makes, one or more
+    per stage, share it instead of connecting and pinging each time."""
+    key = (os.environ.get("DOCKER_HOST"), timeout)
+    if key not in _shared:
+        _shared[key] = connect(timeout)
+    return _shared[key]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
-from pipeline.engines.docker_client import LABEL_PREFIX, connect
+from pipeline.engines.docker_client import LABEL_PREFIX
+from pipeline.engines.docker_client import shared as shared_client
 from pipeline.engines.http_check import Hit, LoadClient, judge, version_stats
 from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, StackState, VerifyReport, VersionStats
 from pipeline.engines.topology import Topology, load_template, topology
@@ -147,7 +148,7 @@ class LocalStackEngine:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = connect()
+            self._client = shared_client()
         return self._client
 
     def topology(self, parameters: Mapping[str, str] | None = None) -> Topology:
