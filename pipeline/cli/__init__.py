@@ -37,6 +37,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def print_error(exc: PipelineError) -> None:
     from rich.markup import escape
 
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    # soft_wrap: a message stays one line in a log (greppable); a terminal wraps it by itself
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+        err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)

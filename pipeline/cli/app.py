@@ -22,8 +22,11 @@ app = typer.Typer(
 run_app = typer.Typer(help="Run the pipeline (or one stage) on this machine.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Off a terminal (CI logs, a pipe) rich would fold tables at 80 columns, splitting image names
+# and URLs; log viewers are wider. COLUMNS still decides where it is set.
+_LOG_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 132
+console = Console(highlight=False, width=_LOG_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=_LOG_WIDTH)
 
 FileOption = Annotated[
     Path | None,

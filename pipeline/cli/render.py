@@ -52,8 +52,9 @@ def render(
                 f"[bold red]error:[/] {len(exc.paths)} rendered file(s) differ from the committed ones: "
                 f"{', '.join(exc.paths)}",
                 highlight=False,
+                soft_wrap=True,
             )
-            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         console.print(f"[green]ok[/]: {len(files)} files match a fresh render ({', '.join(targets)})")
         return
