@@ -26,11 +26,13 @@ def _represent_str(dumper: yaml.representer.SafeRepresenter, data: str) -> yaml.
     return dumper.represent_scalar("tag:yaml.org,2002:str", data)
 
 
-class PythonDumper(yaml.SafeDumper):
-    """The reference layout: PyYAML's emitter with sequences indented under their key."""
-
+class _NoAliases:
     def ignore_aliases(self, data: Any) -> bool:
-        return True
+        return True  # a dict used twice is written twice, never as an anchor and an alias
+
+
+class PythonDumper(_NoAliases, yaml.SafeDumper):
+    """The reference layout: PyYAML's emitter with sequences indented under their key."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
@@ -41,9 +43,8 @@ PythonDumper.add_representer(str, _represent_str)
 CDumper: type | None = None
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _CDumper(yaml.CSafeDumper):
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
+    class _CDumper(_NoAliases, yaml.CSafeDumper):
+        pass
 
     _CDumper.add_representer(str, _represent_str)
     CDumper = _CDumper
