@@ -75,7 +75,7 @@ def default_profile() -> Profile:
 class Spec(BaseModel):
     """Base for everything a user authors: immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Secret(Spec):
