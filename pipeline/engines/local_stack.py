@@ -774,6 +774,15 @@ class _Breached(Exception):
         self.restored = restored
 
 
+def _restart_with_engine(replicas: list[Any]) -> None:
+    """Replicas that passed their health check are restarted by Docker from now on (after a crash
+    or an engine restart); before it they are not, so one that dies on start stays dead, with its
+    exit status. Idempotent: a re-run adopting a replica a killed run started sets it too."""
+    for replica in replicas:
+        if replica.attrs.get("HostConfig", {}).get("RestartPolicy", {}).get("Name") != "unless-stopped":
+            replica.update(restart_policy={"Name": "unless-stopped"})
+
+
 class _Deployment:
     """One convergence of a stack toward an image: create, roll, scale, or nothing at all."""
 
@@ -1503,8 +1512,7 @@ class _Deployment:
                 f"expecting {self.topo.health_codes}; run the image by hand to see why "
                 f"(docker run --rm -p 127.0.0.1::{self.topo.target_port} {self.image})",
             )
-        for replica in started:
-            replica.update(restart_policy={"Name": "unless-stopped"})
+        _restart_with_engine(started)
         return started
 
     def _start_one(self) -> Any:
@@ -1534,8 +1542,8 @@ class _Deployment:
                 network=f"{self.stack}-net",
                 ports=ports,
                 labels=labels,
-                # not restarted until it has passed its health check (then `_launch` sets
-                # unless-stopped): a replica that dies on start keeps its exit status and output
+                # not restarted until it has passed its health check (`_restart_with_engine`):
+                # a replica that dies on start keeps its exit status and output
                 restart_policy={"Name": "no"},
                 init=True,  # the image's server is not PID 1: SIGTERM stops it even without a handler
             )
@@ -1608,6 +1616,7 @@ class _Deployment:
                 replica.remove(force=True, v=True)
             else:
                 healthy.append(replica)
+        _restart_with_engine(healthy)  # one a killed run started and left before it passed its check
         return healthy
 
     def _stop_later(self, replica: Any, *, graceful: bool = True) -> None:

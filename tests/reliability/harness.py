@@ -304,6 +304,12 @@ def convergence_problems(project: Project, client: Any, version: str) -> list[st
     if strays:
         problems.append(f"production has containers of unknown role: {[c.name for c in strays]}")
     problems += [f"{c.name} is {c.status}" for c in production if c.status != "running"]
+    # In service means restarted by Docker after a crash, also for a replica a killed run started
+    problems += [
+        f"{c.name} is in service but would not be restarted (restart policy {policy!r})"
+        for c in production
+        if (policy := c.attrs["HostConfig"]["RestartPolicy"]["Name"]) != "unless-stopped"
+    ]
     networks = sorted(n.name for n in found.networks)
     if networks != [f"{project.production}-net"]:
         problems.append(f"networks: {networks} (expected only {project.production}-net)")
