@@ -99,27 +99,27 @@ def _is_entry(body: str) -> bool:
     return body == "-" or body.startswith("- ")
 
 
-def _key_column(line: str) -> int | None:
-    """Where the key of a `key:` line (one whose value follows on the next lines) starts."""
-    if not line.endswith(":"):
-        return None
+def _after_dashes(line: str) -> tuple[str, int]:
+    """A line's content after its indentation and any sequence dashes, and the column it starts at."""
     body = line.lstrip(" ")
     column = len(line) - len(body)
     while body.startswith("- "):
         body, column = body[2:], column + 2
-    return column
+    return body, column
+
+
+def _key_column(line: str) -> int | None:
+    """Where the key of a `key:` line (one whose value follows on the next lines) starts."""
+    return _after_dashes(line)[1] if line.endswith(":") else None
 
 
 def _block_column(line: str) -> int | None:
     """For a line that starts a literal or folded block scalar, the column its content lines are
-    further right than (its key's, or its dash's for a sequence entry); else None."""
-    body = line.lstrip(" ")
-    column = len(line) - len(body)
-    tail = body.rsplit(" ", 1)[-1]
+    further right than (its key's, or its dash's for an entry that is the block); else None."""
+    tail = line.rsplit(" ", 1)[-1]
     if tail[:1] not in ("|", ">") or not all(c in "+-0123456789" for c in tail[1:]):
         return None
-    while _is_entry(body) and body != tail:
-        body, column = body[2:], column + 2
+    body, column = _after_dashes(line)
     return column - 2 if body == tail else column
 
 
@@ -133,19 +133,16 @@ def _indent_sequences(text: str) -> str:
     for line in text.split("\n"):
         body = line.lstrip(" ")
         column = len(line) - len(body)
-        if block_column is not None:
-            if not body or column > block_column:
-                out.append(" " * (2 * len(open_sequences)) + line if body else line)
-                continue
+        if block_column is None or (body and column <= block_column):  # not a line inside a block scalar
             block_column = None
-        if body:
-            while open_sequences and (
-                column < open_sequences[-1] or (column == open_sequences[-1] and not _is_entry(body))
-            ):
-                open_sequences.pop()
-            if _is_entry(body) and _key_column(previous) == column:
-                open_sequences.append(column)
-            block_column = _block_column(line)
+            if body:
+                while open_sequences and (
+                    column < open_sequences[-1] or (column == open_sequences[-1] and not _is_entry(body))
+                ):
+                    open_sequences.pop()
+                if _is_entry(body) and _key_column(previous) == column:
+                    open_sequences.append(column)
+                block_column = _block_column(line)
+            previous = line
         out.append(" " * (2 * len(open_sequences)) + line if body else line)
-        previous = line
     return "\n".join(out)
