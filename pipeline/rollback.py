@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BadInputError, PipelineError, VerificationFailedError
+from pipeline.ledger import Ledger, new_run_id
 from pipeline.model import Environment, Profile, Verify, default_profile
-from pipeline.state import Ledger, new_run_id
 
 if TYPE_CHECKING:
     from pipeline.engines.git_promote import CommitInfo
-    from pipeline.engines.stack import StackState, VerifyReport
+    from pipeline.engines.stack import VerifyReport
     from pipeline.loader import Loaded
     from pipeline.spec import PipelineSpec
 
@@ -71,18 +71,6 @@ def restore_check(spec: PipelineSpec, env: Environment) -> Verify:
             if isinstance(check, Verify):
                 return check.model_copy(update={"expect_text": None})
     return Verify()
-
-
-def carried_parameters(state: StackState, image_parameter: str) -> dict[str, str] | None:
-    """The parameters a stack runs with, minus the image and the parameters a deployment strategy
-    owns (the aws engine's canary slot and rolling-update policy: the state of one deploy, never
-    carried to another stack or update): what an update to another image keeps."""
-    if not state.exists or not state.parameters:
-        return None
-    from pipeline.engines.aws_strategies import ROLLING_PARAMETERS, SLOT_PARAMETERS
-
-    skipped = {image_parameter, *SLOT_PARAMETERS, *ROLLING_PARAMETERS}
-    return {k: v for k, v in state.parameters.items() if k not in skipped}
 
 
 @dataclass(frozen=True)
@@ -151,7 +139,7 @@ def rollback(
             on_event(f"rolling {env.name} ({stack}) back from {current} to {target}")
         started = time.monotonic()
         moved = engine.deploy(
-            stack, target, parameters=carried_parameters(state, env.image_parameter), on_event=on_event
+            stack, target, parameters=engine.carried_parameters(state, env.image_parameter), on_event=on_event
         )
         report = engine.verify(moved, restore_check(spec, env), on_event=on_event)
         seconds = time.monotonic() - started
@@ -281,7 +269,6 @@ __all__ = [
     "ROLLBACK_RUN_PREFIX",
     "GitSettings",
     "RollbackResult",
-    "carried_parameters",
     "git_settings",
     "live_image",
     "restore_check",

@@ -23,14 +23,14 @@ from pipeline.errors import (
     PipelineError,
     StageFailedError,
 )
-from pipeline.execution import Executor, PlanContext, StageContext
+from pipeline.executors.base import Executor, PlanContext, StageContext
 from pipeline.faults import checkpoint
 from pipeline.hashing import hash_paths, stage_key
+from pipeline.ledger import Ledger, Lock, Manifest, StageRecord, StageResult, new_run_id, now_iso
 from pipeline.loader import Loaded
 from pipeline.model import Approval, Profile, Stage, default_profile
 from pipeline.secrets import Masker, resolve
 from pipeline.spec import PipelineSpec, branch_matches
-from pipeline.state import Ledger, Lock, Manifest, StageRecord, StageResult, new_run_id, now_iso
 
 # Spec fields that do not change what a stage produces, so they stay out of its key.
 _KEY_EXCLUDED = {"description", "needs", "timeout_minutes", "retries", "branches", "approval"}

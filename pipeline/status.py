@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BadInputError, PipelineError
+from pipeline.ledger import Ledger, Manifest
 from pipeline.loader import Loaded
 from pipeline.model import Environment, Profile, default_profile
-from pipeline.state import Ledger, Manifest
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine

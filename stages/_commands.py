@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from pipeline.engines.process import stream
 from pipeline.errors import CommandFailedError, StageFailedError
-from pipeline.execution import StageContext
+from pipeline.executors.base import StageContext
 
 
 def upstream_env(upstream: Mapping[str, Mapping[str, str]]) -> dict[str, str]:

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.errors import StageFailedError
-from pipeline.execution import Executor, PlanContext, StageContext
+from pipeline.executors.base import Executor, PlanContext, StageContext
 from pipeline.model import Environment, Stage, Verify
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import DeployReport, OnEvent, StackEngine, StackState, VerifyReport
+    from pipeline.ledger import Ledger
     from pipeline.spec import PipelineSpec
-    from pipeline.state import Ledger
     from pipeline.strategy import Health, Strategy
 
 S = TypeVar("S", bound=Stage)
@@ -40,21 +40,14 @@ def stage_environ(ctx: PlanContext | StageContext) -> dict[str, str]:
 
 
 def check_template(ctx: PlanContext, env: Environment) -> None:
-    """Preflight: the environment's template is one its engine can run (no side effect).
-
-    Engines that can check a template offline say so with a `check_template()` method."""
-    check = getattr(engine(ctx, env), "check_template", None)
-    if callable(check):
-        check()
+    """Preflight: the environment's template is one its engine can run (no side effect)."""
+    engine(ctx, env).check_template()
 
 
 def check_strategy(ctx: PlanContext, env: Environment, strategy: Strategy, health: Health) -> None:
     """Preflight: the environment's engine on this profile carries out `strategy` (BadInputError,
-    exit 2, before anything changes, if not). Engines that cannot do every strategy say so with a
-    `check_strategy()` method (the aws engine, for now); the local engine does them all."""
-    check = getattr(engine(ctx, env), "check_strategy", None)
-    if callable(check):
-        check(strategy, health)
+    exit 2, before anything changes, if not)."""
+    engine(ctx, env).check_strategy(strategy, health)
 
 
 def deploy_outputs(report: DeployReport | None, strategy: Strategy) -> dict[str, str]:
@@ -87,17 +80,11 @@ def note_deploy(ctx: StageContext, report: DeployReport | None, what: str) -> No
 
 
 def engine_ready(ctx: PlanContext, env: Environment) -> None:
-    """Before a run: the environment's engine answers, with its own `ready()` check where it has
-    one (local: the Docker engine is reachable), else one read-only call (describing the stack;
-    aws: the CloudFormation endpoint and the credentials work). A missing key, a stopped emulator
-    or a stopped Docker engine stops the run before the bake spends minutes (ToolMissingError
-    naming the fix, or StackOperationError for refused credentials), even for `--only test-stack`."""
-    stack_engine = engine(ctx, env)
-    ready = getattr(stack_engine, "ready", None)
-    if callable(ready):
-        ready()
-    else:
-        stack_engine.describe(env.stack_name(ctx.pipeline.name))
+    """Before a run: the environment's engine answers (local: the Docker engine is reachable; aws:
+    the CloudFormation endpoint and the credentials work). A missing key, a stopped emulator or a
+    stopped Docker engine stops the run before the bake spends minutes (ToolMissingError naming the
+    fix, or StackOperationError for refused credentials), even for `--only test-stack`."""
+    engine(ctx, env).ready(env.stack_name(ctx.pipeline.name))
 
 
 def events(ctx: StageContext) -> OnEvent:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.faults import checkpoint
 from pipeline.hashing import digest, hash_paths
 from pipeline.model import AwsSettings, Profile, RelPath, Stage
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from pipeline.engines.image_checks import CheckReport
     from pipeline.engines.packer import Packer, TemplateInfo
-    from pipeline.state import Ledger
+    from pipeline.ledger import Ledger
 
 DEFAULT_SOURCES: dict[Profile, str] = {"local": "docker.web", "aws": "amazon-ebs.web"}
 KEY_FORMAT = 1
@@ -948,7 +948,7 @@ class BakeExecutor(Executor[Bake]):
 
     def _journal(self, ctx: StageContext, *, manifest: Path | None = None, artifact: str | None = None) -> None:
         """Write down, before relying on it, what this bake may leave behind if it dies now."""
-        from pipeline.state import read_json, write_json
+        from pipeline.ledger import read_json, write_json
 
         path = self._work_root(ctx) / ctx.run_id / "journal.json"
         data = read_json(path) or {"run_id": ctx.run_id, "manifests": [], "artifacts": []}
@@ -981,7 +981,7 @@ class BakeExecutor(Executor[Bake]):
         from pipeline.engines.image_checks import CHECK_ROLE, ROLE_LABEL, remove_container
         from pipeline.engines.packer import read_manifest
         from pipeline.errors import PipelineError
-        from pipeline.state import read_json
+        from pipeline.ledger import read_json
 
         run_id = folder.name
         removed: list[str] = []

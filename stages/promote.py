@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import field_validator
 
 from pipeline.errors import HealthBreachError, PipelineError, StackOperationError, StageFailedError
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Environment, Name, Stage, Verify
-from pipeline.rollback import carried_parameters, live_image, restore_check, withdrawn
+from pipeline.rollback import live_image, restore_check, withdrawn
 from pipeline.strategy import Health, Rolling, StrategyChoice
 from stages._stack import (
     check_strategy,
@@ -167,7 +167,7 @@ class PromoteExecutor(Executor[Promote]):
         else:
             ctx.log(f"{env.name} has no stack ({stack}): it is created from {env.template} with {image}")
             ctx.notes.append(f"{env.name} had no stack: created {stack} from {env.template}")
-        parameters = carried_parameters(before, env.image_parameter)
+        parameters = stack_engine.carried_parameters(before, env.image_parameter)
         commit = self._record_in_template(ctx, env, stack_engine, stack, image, parameters)
         strategy = self.spec.strategy
         state = self._deploy(ctx, env, stack_engine, image, previous, parameters, commit)
@@ -222,7 +222,10 @@ class PromoteExecutor(Executor[Promote]):
         started = time.monotonic()
         try:
             back = stack_engine.deploy(
-                stack, failed, parameters=carried_parameters(state, env.image_parameter), on_event=events(ctx)
+                stack,
+                failed,
+                parameters=stack_engine.carried_parameters(state, env.image_parameter),
+                on_event=events(ctx),
             )
             check = self.spec.rollback_verify or restore_check(ctx.pipeline, env)
             report = stack_engine.verify(back, check, on_event=ctx.log)
@@ -350,10 +353,8 @@ class PromoteExecutor(Executor[Promote]):
 
         # Bad input (a template or parameter CloudFormation rejects, an AMI that does not exist) is
         # found before the commit, so it never needs a revert. (The deploy checks it again.)
-        check = getattr(stack_engine, "check_deploy", None)
-        if callable(check):
-            ctx.step(f"checking the template and {image}")
-            check(stack, image, parameters=parameters, on_event=events(ctx))
+        ctx.step(f"checking the template and {image}")
+        stack_engine.check_deploy(stack, image, parameters=parameters, on_event=events(ctx))
 
         ctx.step(f"recording {image} in {env.template}")
         info = record_image(

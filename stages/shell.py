@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.hashing import hash_paths
 from pipeline.model import Name, RelPath, Stage
 

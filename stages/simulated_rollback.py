@@ -6,9 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Name, Stage, Verify
-from pipeline.rollback import carried_parameters
 from stages._stack import RehearsalExecutor, check_or_fail, engine, events, rehearsal_env, require_stack, stack_is
 
 
@@ -51,7 +50,10 @@ class SimulatedRollbackExecutor(RehearsalExecutor[SimulatedRollback]):
         # Time to restore: from the decision to go back until the old version answers as it should.
         started = time.monotonic()
         state = stack_engine.deploy(
-            stack, target, parameters=carried_parameters(before, like.image_parameter), on_event=events(ctx)
+            stack,
+            target,
+            parameters=stack_engine.carried_parameters(before, like.image_parameter),
+            on_event=events(ctx),
         )
         check_or_fail(ctx, stack_engine, state, self.spec.verify, f"test stack {stack} after the rollback to {target}")
         seconds = time.monotonic() - started

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pipeline.errors import PipelineError, StageFailedError
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Environment, Name, Stage
 from stages._stack import engine, events, rehearsal_env
 

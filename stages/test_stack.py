@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.hashing import digest
 from pipeline.model import Environment, Name, Stage, Verify
-from pipeline.rollback import carried_parameters
 from stages._stack import (
     RehearsalExecutor,
     baseline,
@@ -61,18 +60,22 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
 
     __test__ = False
 
-    def _start(self, ctx: PlanContext | StageContext) -> tuple[str | None, str, StackState, Environment]:
+    def _start(
+        self, ctx: PlanContext | StageContext
+    ) -> tuple[str | None, str, StackState, Environment, dict[str, str] | None]:
+        """(starting image or None, why, production's state, `like`, the parameters carried from it)."""
         like = ctx.pipeline.environment(self.spec.like)
-        production = engine(ctx, like).describe(like.stack_name(ctx.pipeline.name))
+        like_engine = engine(ctx, like)
+        production = like_engine.describe(like.stack_name(ctx.pipeline.name))
         new_image = ctx.upstream.get(self.spec.image, {}).get("image")
         start, why = baseline(ctx.ledger, ctx.pipeline.name, like, production, new_image)
-        return start, why, production, like
+        carried = like_engine.carried_parameters(production, like.image_parameter) if start is not None else None
+        return start, why, production, like, carried
 
     def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
         # What production runs now is part of the key: a rehearsal from another image, or with
         # other parameters (capacity, instance type...), is another result.
-        start, _, production, like = self._start(ctx)
-        carried = carried_parameters(production, like.image_parameter) if start is not None else None
+        start, _, _, like, carried = self._start(ctx)
         return {
             "like": like.name,
             "like_image": start or "none",
@@ -88,7 +91,7 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
         # Recorded before anything exists, so that teardown finds the stack even if creation fails.
         ctx.partial_outputs["stack"] = stack
         new_image = ctx.output_of(self.spec.image, "image")
-        start, why, production, like = self._start(ctx)
+        start, why, _, like, parameters = self._start(ctx)
         fresh = start is None
         image = start or new_image
         if fresh:
@@ -99,7 +102,6 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
         else:
             ctx.notes.append(f"{why}: the test stack starts from it")
         ctx.partial_outputs["image"] = image
-        parameters = None if fresh else carried_parameters(production, like.image_parameter)
         if parameters:
             copied = ", ".join(f"{k}={v}" for k, v in sorted(parameters.items()))
             ctx.notes.append(f"parameters copied from {like.name}'s stack: {copied}")

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pipeline.errors import HealthBreachError, StageFailedError
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Name, Stage, Verify
-from pipeline.rollback import carried_parameters
 from pipeline.strategy import Health, Rolling, StrategyChoice
 from stages._stack import (
     RehearsalExecutor,
@@ -93,7 +92,7 @@ class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
             state = stack_engine.deploy(
                 stack,
                 image,
-                parameters=carried_parameters(before, like.image_parameter),
+                parameters=stack_engine.carried_parameters(before, like.image_parameter),
                 on_event=events(ctx),
                 strategy=strategy,
                 health=self.spec.health,

@@ -12,8 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.ledger import StageResult
 from pipeline.runner import RunSummary
-from pipeline.state import StageResult
 
 STYLES = {
     "pending": "dim",

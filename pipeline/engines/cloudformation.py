@@ -41,7 +41,15 @@ from typing import Any, Literal
 from pipeline.engines import aws_strategies as plans
 from pipeline.engines import http_check
 from pipeline.engines.cfn_template import parse_template
-from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, StackState, VerifyReport, VersionStats
+from pipeline.engines.stack import (
+    BaseStackEngine,
+    DeployReport,
+    DeployStep,
+    OnEvent,
+    StackState,
+    VerifyReport,
+    VersionStats,
+)
 from pipeline.engines.topology import ALB, TARGET_GROUP, is_canary_slot
 from pipeline.errors import (
     BadInputError,
@@ -477,7 +485,7 @@ def _weights(primary: int, canary: int) -> dict[str, str]:
     return {plans.PRIMARY_WEIGHT: str(primary), plans.CANARY_WEIGHT: str(canary)}
 
 
-class CloudFormationEngine:
+class CloudFormationEngine(BaseStackEngine):
     """StackEngine for the `aws` profile. Safe to re-run: every method converges from observed state."""
 
     profile: Profile = "aws"
@@ -537,6 +545,11 @@ class CloudFormationEngine:
     def emulator(self) -> bool:
         """Talking to an emulator (an endpoint override outside AWS), not to AWS itself."""
         return is_emulator_endpoint(self.endpoint_url)
+
+    def ready(self, stack: str) -> None:
+        """The endpoint answers and the credentials work: one read-only call (describing the
+        environment's stack). ToolMissingError or StackOperationError naming the fix if not."""
+        self.describe(stack)
 
     def describe(self, stack: str) -> StackState:
         self._check_stack_name(stack)

@@ -42,7 +42,15 @@ from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
 from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.docker_client import shared as shared_client
 from pipeline.engines.http_check import Hit, LoadClient, judge, version_stats
-from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, StackState, VerifyReport, VersionStats
+from pipeline.engines.stack import (
+    BaseStackEngine,
+    DeployReport,
+    DeployStep,
+    OnEvent,
+    StackState,
+    VerifyReport,
+    VersionStats,
+)
 from pipeline.engines.topology import Topology, load_template, topology
 from pipeline.errors import HealthBreachError, StackOperationError
 from pipeline.faults import checkpoint
@@ -124,7 +132,7 @@ def _running(container: Any) -> bool:
     return str(container.status) == "running"
 
 
-class LocalStackEngine:
+class LocalStackEngine(BaseStackEngine):
     """StackEngine for the local profile (Docker). See the module docstring."""
 
     profile: Profile = "local"
@@ -374,7 +382,7 @@ class LocalStackEngine:
             ).run()
         return replace(self.describe(stack), report=report)
 
-    def ready(self) -> None:
+    def ready(self, stack: str) -> None:
         """The Docker engine answers (ToolMissingError naming it and the fix if not). No change."""
         _ = self.client
 

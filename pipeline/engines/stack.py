@@ -166,8 +166,24 @@ class VerifyReport:
     """Checks that only an emulator's control plane could answer (stack status, image id)."""
 
 
+DEPLOY_OWNED_PARAMETERS = (
+    "CanaryImageId",
+    "CanaryCapacity",
+    "PrimaryWeight",
+    "CanaryWeight",
+    "RollingMaxBatchSize",
+    "RollingMinInService",
+    "RollingPauseTime",
+)
+"""Template parameters a deployment strategy owns (the canary slot and the rolling-update policy of
+templates/web.yaml): the state of one deploy, never carried to another stack or another update."""
+
+
 class StackEngine(Protocol):
-    """Create, update, describe, verify and delete stacks of one pipeline on one profile."""
+    """Create, update, describe, verify and delete stacks of one pipeline on one profile.
+
+    The whole contract is here: executors call these methods and nothing else (no probing for
+    optional methods). `BaseStackEngine` gives the checks their no-op defaults."""
 
     profile: Profile
 
@@ -199,6 +215,56 @@ class StackEngine(Protocol):
     def stacks(self) -> list[str]:
         """Names of every stack of this pipeline that exists now (to find orphans)."""
         ...
+
+    def ready(self, stack: str) -> None:
+        """Before a run: the engine answers (the Docker engine, the AWS endpoint and credentials),
+        else a PipelineError naming what is missing and the fix. `stack` is the environment's
+        stack, which an engine may describe as its read-only probe. No change."""
+        ...
+
+    def check_template(self) -> None:
+        """Preflight: the template is one this engine can run (TemplateError, exit 2). Offline."""
+        ...
+
+    def check_strategy(self, strategy: Strategy | None, health: Health | None = None) -> None:
+        """Preflight: this engine can carry out `strategy` with this template (BadInputError). Offline."""
+        ...
+
+    def check_deploy(
+        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = _ignore
+    ) -> None:
+        """Every check `deploy` makes before it changes anything, without deploying: promote calls
+        it before it commits the image, so bad input leaves no commit to revert."""
+        ...
+
+    def carried_parameters(self, state: StackState, image_parameter: str) -> dict[str, str] | None:
+        """The parameters a stack runs with that an update to another image (or a copy of the
+        stack) keeps: all but the image and the deploy-owned ones. None when there are none."""
+        ...
+
+
+class BaseStackEngine:
+    """Defaults for the parts of the contract an engine may not need (checks with nothing to check)."""
+
+    def ready(self, stack: str) -> None:
+        return None
+
+    def check_template(self) -> None:
+        return None
+
+    def check_strategy(self, strategy: Strategy | None, health: Health | None = None) -> None:
+        return None
+
+    def check_deploy(
+        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = _ignore
+    ) -> None:
+        return None
+
+    def carried_parameters(self, state: StackState, image_parameter: str) -> dict[str, str] | None:
+        if not state.exists or not state.parameters:
+            return None
+        skipped = {image_parameter, *DEPLOY_OWNED_PARAMETERS}
+        return {k: v for k, v in state.parameters.items() if k not in skipped}
 
 
 def engine_for(
@@ -246,6 +312,8 @@ def _template_of_copied_environment(spec: PipelineSpec, env: Environment) -> str
 
 
 __all__ = [
+    "DEPLOY_OWNED_PARAMETERS",
+    "BaseStackEngine",
     "DeployReport",
     "DeployStep",
     "OnEvent",

@@ -46,8 +46,8 @@ from typing import Any
 import pytest
 
 from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
+from pipeline.ledger import Ledger, Manifest
 from pipeline.model import Environment, Profile, Verify
-from pipeline.state import Ledger, Manifest
 from pipeline.strategy import Health, Strategy
 from stages.promote import DEFAULT_AUTHOR
 from tests.conftest import cli_env, need

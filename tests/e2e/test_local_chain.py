@@ -25,7 +25,7 @@ import pytest
 
 from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import LoadClient, request
-from pipeline.state import Ledger, Manifest
+from pipeline.ledger import Ledger, Manifest
 from tests.conftest import cli_env, commit_all, init_reference_service, need, remove_everything_of
 
 pytestmark = pytest.mark.e2e

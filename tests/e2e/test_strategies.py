@@ -42,7 +42,7 @@ from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import LoadClient, Sample, request
 from pipeline.engines.stack import DeployReport, StackState
 from pipeline.errors import HealthBreachError
-from pipeline.state import Ledger
+from pipeline.ledger import Ledger
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling, Strategy
 from tests.conftest import cli_env, commit_all, init_reference_service, need, remove_everything_of
 

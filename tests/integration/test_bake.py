@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.state import Ledger, StageResult
+from pipeline.ledger import Ledger, StageResult
 from tests.conftest import REPO, cli_env, need
 
 pytestmark = pytest.mark.integration
@@ -455,7 +455,7 @@ def test_a_template_error_exits_2_before_any_build(tools: str, tmp_path: Path, c
 
 def test_an_unknown_variable_is_a_template_error(tools: str, tmp_path: Path) -> None:
     from pipeline.errors import TemplateError
-    from pipeline.execution import PlanContext
+    from pipeline.executors.base import PlanContext
     from pipeline.loader import load
 
     tiny_project(tmp_path, f"bake-var-{SESSION}")

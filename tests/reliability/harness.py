@@ -30,7 +30,7 @@ from typing import Any
 
 from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import request
-from pipeline.state import Ledger, Manifest
+from pipeline.ledger import Ledger, Manifest
 from tests.conftest import cli_env, commit_all, init_reference_service
 
 SESSION = secrets.token_hex(2)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.state import Ledger
+from pipeline.ledger import Ledger
 from tests.conftest import Cli, ProjectFactory, cli_env
 from tests.reliability.harness import report
 

@@ -215,8 +215,8 @@ def test_an_aws_bake_without_a_docker_source_needs_no_docker_engine(
 ) -> None:
     """Its key must be computable where no Docker engine answers (a CI agent with only AWS access)."""
     from pipeline import Bake, Pipeline
-    from pipeline.execution import PlanContext
-    from pipeline.state import Ledger
+    from pipeline.executors.base import PlanContext
+    from pipeline.ledger import Ledger
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker-here.sock")
     (tmp_path / "web.pkr.hcl").write_text("")

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline.cli.progress import LiveReporter, PlainReporter
+from pipeline.ledger import StageResult
 from pipeline.runner import RunSummary
-from pipeline.state import StageResult
 
 
 def drive(reporter: LiveReporter | PlainReporter, tmp_path: Path) -> None:

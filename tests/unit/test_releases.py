@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines.stack import OnEvent, StackState, VerifyReport
+from pipeline.engines.stack import BaseStackEngine, OnEvent, StackState, VerifyReport
 from pipeline.errors import BadInputError, VerificationFailedError
+from pipeline.ledger import Ledger
 from pipeline.loader import Loaded, load
 from pipeline.model import Environment, Verify
 from pipeline.rollback import restore_check, rollback, rollback_candidates, withdrawn
-from pipeline.state import Ledger
 from pipeline.strategy import Health, Strategy
 from stages._stack import baseline
 from tests.conftest import ProjectFactory, need
@@ -43,7 +43,7 @@ with Pipeline("shop", environments=[
 
 
 @dataclass
-class FakeEngine:
+class FakeEngine(BaseStackEngine):
     """A stack engine with one stack whose image changes on deploy; `broken` images fail verification."""
 
     image: str | None = "shop:2"
@@ -306,7 +306,7 @@ def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engi
     """`preflight` (shared with `pipeline validate`) leaves a work-in-progress tree alone; `ready`
     (a run only) refuses it on the aws profile, before anything changes."""
     from pipeline.engines.git_promote import GitStateError
-    from pipeline.execution import PlanContext
+    from pipeline.executors.base import PlanContext
     from stages.promote import PromoteExecutor
 
     stage = repo.spec.stage("promote")
@@ -329,8 +329,13 @@ def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engi
 
 def test_carried_parameters_keep_the_stack_shape_but_not_the_image_or_a_deploy_s_own_parameters() -> None:
     """A test stack copies production's shape (capacity, instance type), never its image nor the
-    canary slot and rolling-update values a deployment in progress may have set."""
-    from pipeline.rollback import carried_parameters
+    canary slot and rolling-update values a deployment in progress may have set. Every engine
+    inherits the rule from the contract's base class, and the aws engine's own names agree with it."""
+    from pipeline.engines.aws_strategies import ROLLING_PARAMETERS, SLOT_PARAMETERS
+    from pipeline.engines.stack import DEPLOY_OWNED_PARAMETERS, BaseStackEngine
+
+    assert set(DEPLOY_OWNED_PARAMETERS) == {*SLOT_PARAMETERS, *ROLLING_PARAMETERS}
+    carried_parameters = BaseStackEngine().carried_parameters
 
     production = StackState(
         name="web-production",

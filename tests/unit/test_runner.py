@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import pytest
 
 from pipeline.errors import BadInputError, LockHeldError, NotImplementedStageError, StateCorruptError
-from pipeline.execution import Executor, Outputs, PlanContext, StageContext
+from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
+from pipeline.ledger import Ledger, StageResult
 from pipeline.loader import Loaded, load
 from pipeline.runner import Runner, RunOptions, RunSummary
-from pipeline.state import Ledger, StageResult
 
 HEAD = "from pipeline import *\n"
 
@@ -374,7 +374,7 @@ def test_a_corrupt_ledger_file_is_named_with_the_fix(tmp_path: Path) -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from pipeline.state import Ledger
+from pipeline.ledger import Ledger
 lock = Ledger(Path(sys.argv[1])).lock("demo", "build", purpose="holding for a test").acquire()
 print("held", flush=True)
 time.sleep(60)

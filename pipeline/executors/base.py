@@ -20,8 +20,8 @@ from pipeline.errors import Interrupted
 from pipeline.model import Profile, Stage
 
 if TYPE_CHECKING:
+    from pipeline.ledger import Ledger
     from pipeline.spec import PipelineSpec
-    from pipeline.state import Ledger
 
 S = TypeVar("S", bound=Stage)
 
