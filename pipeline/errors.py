@@ -105,6 +105,10 @@ class RendererRegistryError(BadInputError):
     """Two renderers claim the same name, or a plugin is registered under the wrong name."""
 
 
+class StageKindRegistryError(BadInputError):
+    """A stage kind (or its executor) cannot be found or loaded, or two plugins claim one kind."""
+
+
 class UnsupportedFeatureError(BadInputError):
     """A CI target cannot express a feature the definition uses."""
 

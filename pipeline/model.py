@@ -1,8 +1,10 @@
-"""The declarative spec: frozen pydantic objects that renderers and runners read.
+"""The building blocks of the declarative spec: frozen pydantic objects that renderers and runners read.
 
 Everything here is plain data (no I/O, no engines) and round-trips through JSON losslessly.
-Stage kinds live in the top-level `stages` package, one module each; they subclass `Stage`.
-The pipeline itself (`PipelineSpec`) is in `pipeline.spec`, because it needs every stage kind.
+Stage kinds (`pipeline.stages`, one module each) subclass `Stage`; the pipeline itself
+(`PipelineSpec`, in `pipeline.spec`) holds stages of any registered kind (`pipeline.kinds`).
+Layers point one way: model <- stages <- spec <- builder/loader <- render; executors and engines
+build on the spec and are never imported by it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
-    from pipeline.executors.base import Executor
+    from pipeline.errors import Problem
+    from pipeline.spec import PipelineSpec
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -55,6 +58,8 @@ RelPath = Annotated[str, AfterValidator(check_relative_path)]
 Profile = Literal["local", "aws"]
 PROFILES: tuple[Profile, ...] = ("local", "aws")
 PROFILE_ENV = "PIPELINE_PROFILE"
+IMAGE_PARAMETER = "ImageId"
+"""The template parameter that carries the machine image, unless Environment(image_parameter=...) says."""
 
 
 def default_profile() -> Profile:
@@ -149,7 +154,7 @@ class Environment(Spec):
     """CloudFormation template of the stack (also the topology of the local profile)."""
     stack: str | None = None
     """Stack name; default `<pipeline>-<environment>` (ephemeral ones get a per-run suffix)."""
-    image_parameter: str = "ImageId"
+    image_parameter: str = IMAGE_PARAMETER
     """Template parameter that carries the machine image."""
     aws: AwsSettings = AwsSettings()
     secrets: tuple[Secret, ...] = ()
@@ -182,6 +187,24 @@ class Verify(Spec):
         if not value.startswith("/"):
             raise ValueError(f"{value!r} must start with '/' (e.g. '/health')")
         return value
+
+
+class StageOutputs(BaseModel):
+    """What a stage kind writes to the run manifest: string values under declared names.
+
+    Each kind declares its own subclass; the runner validates every executor's result against it
+    (an undeclared or missing name is the executor's bug, not the user's), and readers of another
+    stage's outputs can only ask for names its kind declares."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(cls.model_fields)
+
+
+class NoOutputs(StageOutputs):
+    """A kind that writes nothing to the manifest."""
 
 
 def coerce_secrets(value: Any) -> Any:
@@ -222,20 +245,30 @@ class Stage(Spec):
     description: str = ""
 
     # --- class-level facts about a kind (not part of the data) ---
+    executor: ClassVar[str] = ""
+    """The kind's executor as 'module:Class', imported only when a run needs it (the registry in
+    pipeline/executors/registry.py); empty: the kind can be rendered for CI but not run."""
     approvable: ClassVar[bool] = False
     """Whether a manual gate makes sense before this kind (deployments, generic shell steps)."""
-    outputs: ClassVar[tuple[str, ...]] = ()
-    """Names of the outputs the stage writes to the run manifest."""
+    outputs: ClassVar[type[StageOutputs]] = NoOutputs
+    """What the stage writes to the run manifest; the runner checks an executor's result against it."""
     always: ClassVar[bool] = False
     """Runs even when a stage it needs failed (teardown)."""
-    implemented: ClassVar[frozenset[str]] = frozenset()
-    """Profiles this kind has an executor for."""
     uses_profile: ClassVar[bool] = False
     """Whether the profile changes what the kind does (it drives Docker or AWS); only these get
     `--profile` and cloud credentials on CI."""
     refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Fields naming an upstream stage, and the kinds each may name, e.g. {"image": ("bake",)}.
     A stage object is accepted wherever such a field takes a name."""
+    follows_environment_of: ClassVar[str | None] = None
+    """A field naming an upstream stage whose environment this one acts on (update-stack and
+    teardown act on the environment of the test stack they name)."""
+    copies_environment: ClassVar[str | None] = None
+    """A field naming the environment this kind copies (a test stack's `like`): an ephemeral
+    environment without a template of its own uses that environment's template."""
+    deletes: ClassVar[str | None] = None
+    """A field naming the stage whose resources this one deletes (a teardown's `stack`): it must
+    run after every stage that uses that stage's outputs."""
 
     @model_validator(mode="before")
     @classmethod
@@ -280,13 +313,10 @@ class Stage(Spec):
         """The environment this stage deploys to or acts on, if any."""
         return None
 
-    def executor(self) -> Executor[Any]:
-        from pipeline.errors import NotImplementedStageError
-
-        raise NotImplementedStageError(
-            f"stage {self.name!r} (kind {self.kind!r}) has no executor yet",
-            hint="this stage kind can be rendered for CI but not run; see the README's stage table",
-        )
+    def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
+        """Rules particular to this kind, checked against the whole pipeline (each Problem names
+        `where`, e.g. 'stages[3] (test-stack)'); the base has none."""
+        return []
 
     # --- builder sugar: `a >> b` and `a >> [b, c]` record edges in the active Pipeline ---
     def __rshift__(self, other: Stage | list[Stage]) -> Any:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pipeline.errors import BadInputError, PipelineError, VerificationFailedError
 from pipeline.ledger import Ledger, new_run_id
 from pipeline.model import Environment, Profile, Verify, default_profile
+from pipeline.stages.promote import DEFAULT_AUTHOR, Promote
 
 if TYPE_CHECKING:
     from pipeline.engines.git_promote import CommitInfo
@@ -57,20 +58,16 @@ def withdrawn(ledger: Ledger, pipeline: str, env: str, image: str) -> bool:
     return status == "failed"
 
 
-def restore_check(spec: PipelineSpec, env: Environment) -> Verify:
-    """How to verify an environment after going back to an older image.
+def promote_to(spec: PipelineSpec, env: Environment) -> Promote | None:
+    """The stage that promotes to `env`, if any."""
+    return next((s for s in spec.stages if isinstance(s, Promote) and s.environment == env.name), None)
 
-    The promote stage's `rollback_verify` if it has one; else its `verify` without `expect_text`
-    (an older image does not say the new version); else a plain `GET /` expecting 200."""
-    for stage in spec.stages:
-        if stage.kind == "promote" and getattr(stage, "environment", None) == env.name:
-            explicit = getattr(stage, "rollback_verify", None)
-            if isinstance(explicit, Verify):
-                return explicit
-            check = getattr(stage, "verify", None)
-            if isinstance(check, Verify):
-                return check.model_copy(update={"expect_text": None})
-    return Verify()
+
+def restore_check(spec: PipelineSpec, env: Environment) -> Verify:
+    """How to verify an environment after going back to an older image: its promote stage's
+    `restore_check()`, else a plain `GET /` expecting 200."""
+    promote = promote_to(spec, env)
+    return promote.restore_check() if promote is not None else Verify()
 
 
 @dataclass(frozen=True)
@@ -201,17 +198,12 @@ def git_settings(spec: PipelineSpec, env: Environment, profile: Profile) -> GitS
     None when nothing is recorded: the local profile, no template, or `Promote(commit=False)`."""
     if profile != "aws" or env.template is None:
         return None
-    from stages.promote import DEFAULT_AUTHOR
-
-    push, author = True, DEFAULT_AUTHOR
-    for stage in spec.stages:
-        if stage.kind == "promote" and getattr(stage, "environment", None) == env.name:
-            if not getattr(stage, "commit", True):
-                return None
-            push = bool(getattr(stage, "push", True))
-            author = str(getattr(stage, "author", DEFAULT_AUTHOR))
-            break
-    return GitSettings(template=Path(env.template), push=push, author=author)
+    promote = promote_to(spec, env)
+    if promote is None:
+        return GitSettings(template=Path(env.template), push=True, author=DEFAULT_AUTHOR)
+    if not promote.commit:
+        return None
+    return GitSettings(template=Path(env.template), push=promote.push, author=promote.author)
 
 
 def _record_in_git(

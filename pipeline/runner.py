@@ -23,7 +23,8 @@ from pipeline.errors import (
     PipelineError,
     StageFailedError,
 )
-from pipeline.executors.base import Executor, PlanContext, StageContext
+from pipeline.executors.base import Executor, PlanContext, StageContext, check_outputs
+from pipeline.executors.registry import executor_for
 from pipeline.faults import checkpoint
 from pipeline.hashing import hash_paths, stage_key
 from pipeline.ledger import Ledger, Lock, Manifest, StageRecord, StageResult, new_run_id, now_iso
@@ -109,6 +110,7 @@ class RunSummary:
 
 
 Approver = Callable[[Stage, Approval], bool]
+ExecutorFactory = Callable[[Stage], Executor[Any]]
 
 
 class Runner:
@@ -119,13 +121,17 @@ class Runner:
         ledger: Ledger | None = None,
         reporter: Reporter | None = None,
         approver: Approver | None = None,
+        executors: ExecutorFactory = executor_for,
     ) -> None:
+        """`executors` makes the executor of a stage (default: its kind's, from the registry);
+        tests give fakes for kinds that need Docker or AWS."""
         self.loaded = loaded
         self.spec: PipelineSpec = loaded.spec
         self.root = loaded.root
         self.ledger = ledger or Ledger(self.root)
         self.reporter: Reporter = reporter or NullReporter()
         self.approver = approver
+        self.make_executor = executors
         self._executors: dict[str, Executor[Any]] = {}
 
     # ------------------------------------------------------------------ entry points
@@ -220,8 +226,15 @@ class Runner:
 
     def executor(self, stage: Stage) -> Executor[Any]:
         if stage.name not in self._executors:
-            self._executors[stage.name] = stage.executor()
+            self._executors[stage.name] = self.make_executor(stage)
         return self._executors[stage.name]
+
+    def runs_on(self, stage: Stage, profile: Profile) -> bool:
+        """Whether the stage's kind has an executor for `profile`."""
+        try:
+            return profile in type(self.executor(stage)).profiles
+        except NotImplementedStageError:
+            return False
 
     def check_templates(self, profile: Profile) -> list[str]:
         """Run every stage's side-effect-free checks (Packer and CloudFormation templates) for
@@ -229,7 +242,7 @@ class Runner:
         profile have nothing to check yet."""
         checked = []
         for stage in self.spec.ordered():
-            if profile not in type(stage).implemented:
+            if not self.runs_on(stage, profile):
                 continue
             executor = self.executor(stage)
             if type(executor).preflight is not Executor.preflight:
@@ -242,7 +255,7 @@ class Runner:
         missing = []
         for name in selected:
             stage = self.spec.stage(name)
-            if profile not in type(stage).implemented:
+            if not self.runs_on(stage, profile):
                 missing.append(f"{name} ({stage.kind})")
         if missing:
             raise NotImplementedStageError(
@@ -577,7 +590,7 @@ class _Run:
             )
             checkpoint(f"stage:{name}:before")
             try:
-                outputs = executor.run(ctx)
+                outputs = check_outputs(stage, executor.run(ctx))
             except KeyboardInterrupt:
                 log("interrupted: cleaning up")
                 _cleanup_after_interrupt(executor, ctx, log)
@@ -698,7 +711,7 @@ class _Run:
                     secrets=secrets,
                     deadline=time.monotonic() + stage.timeout_minutes * 60,
                 )
-                outputs = stage.executor().run(ctx)
+                outputs = check_outputs(stage, self.runner.make_executor(stage).run(ctx))
         except PipelineError as exc:
             self.reporter.notice(f"{name} of run {run_id} failed ({masker(str(exc))}); this run's {name} tries again")
             self.event(name, "recovery-failed", dead_run=run_id, message=masker(str(exc)))

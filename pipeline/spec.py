@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from pipeline.errors import DefinitionError, Problem
 from pipeline.graph import Graph
+from pipeline.kinds import stage_from_data
 from pipeline.model import Approval, Environment, Name, Profile, Spec, Stage
-from stages.kinds import AnyStage
 
 SCHEMA_VERSION: Literal[1] = 1
 RESERVED_ENV_PREFIX = "PIPELINE_"
@@ -33,7 +32,9 @@ class PipelineSpec(Spec):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     name: Name
-    stages: tuple[AnyStage, ...] = Field(min_length=1)
+    stages: tuple[SerializeAsAny[Stage], ...] = Field(min_length=1)
+    """Stage objects of any registered kind (built-in or a plugin's); from JSON, each entry's
+    `kind` picks its class (pipeline/kinds.py)."""
     environments: tuple[Environment, ...] = ()
     trigger: Trigger = Trigger()
     profile: Profile = "local"
@@ -46,8 +47,10 @@ class PipelineSpec(Spec):
 
     @field_validator("stages", mode="before")
     @classmethod
-    def _stages_as_tuple(cls, value: object) -> object:
-        return tuple(value) if isinstance(value, list) else value
+    def _stages_by_kind(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple(stage_from_data(item) for item in value)
+        return value
 
     @model_validator(mode="after")
     def _whole_tree_is_sound(self) -> Self:
@@ -81,12 +84,21 @@ class PipelineSpec(Spec):
     def environment_of(self, stage: Stage) -> Environment | None:
         """The environment a stage acts on, following references (update-stack -> test-stack)."""
         name = stage.environment_name()
-        if name is None:
-            for ref in stage.references().values():
-                referenced = self.stage(ref)
-                if referenced.kind == "test-stack":
-                    name = referenced.environment_name()
+        follows = type(stage).follows_environment_of
+        if name is None and follows is not None:
+            name = self.stage(getattr(stage, follows)).environment_name()
         return self.environment(name) if name else None
+
+    def template_of(self, env: Environment) -> str | None:
+        """The environment's template; an ephemeral one without its own uses the template of the
+        environment a stage copies into it (a test stack's `like`)."""
+        if env.template is not None:
+            return env.template
+        for stage in self.stages:
+            copies = type(stage).copies_environment
+            if copies is not None and stage.environment_name() == env.name:
+                return self.environment(getattr(stage, copies)).template
+        return None
 
     def profile_of(self, stage: Stage) -> Profile:
         """The profile CI runs `stage` with: its environment's, else the pipeline's."""
@@ -128,11 +140,11 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
             if dep == stage.name:
                 add("a stage cannot need itself", f"{where}.needs", stage.name)
             elif dep not in by_name:
-                add(f"needs unknown stage {dep!r}{_did_you_mean(dep, names)}", f"{where}.needs", stage.name)
+                add(f"needs unknown stage {dep!r}{did_you_mean(dep, names)}", f"{where}.needs", stage.name)
         for field, ref in stage.references().items():
             target = by_name.get(ref)
             if target is None:
-                add(f"refers to unknown stage {ref!r}{_did_you_mean(ref, names)}", f"{where}.{field}", stage.name)
+                add(f"refers to unknown stage {ref!r}{did_you_mean(ref, names)}", f"{where}.{field}", stage.name)
                 continue
             allowed = stage.reference_kinds().get(field, ())
             if allowed and target.kind not in allowed:
@@ -151,7 +163,7 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
         env_name = stage.environment_name()
         if env_name is not None and env_name not in envs:
             add(
-                f"deploys to unknown environment {env_name!r}{_did_you_mean(env_name, env_names)}; "
+                f"deploys to unknown environment {env_name!r}{did_you_mean(env_name, env_names)}; "
                 f"declare it in Pipeline(environments=[Environment(name={env_name!r})])",
                 f"{where}.environment",
                 stage.name,
@@ -167,7 +179,7 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
         for pattern in stage.branches:
             if not pattern.strip() or pattern != pattern.strip():
                 add(f"branch pattern {pattern!r} is empty or has surrounding spaces", f"{where}.branches", stage.name)
-        problems += _kind_rules(spec, stage, where, envs, by_name)
+        problems += stage.check(spec, where)
 
     for i, env in enumerate(spec.environments):
         if env.ephemeral and env.approval is not None:
@@ -179,79 +191,6 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
             add(f"stages depend on each other in a cycle: {' -> '.join(cycle)}", "stages", cycle[0])
     if not problems:
         problems += _reference_order(spec)
-    return problems
-
-
-def _kind_rules(
-    spec: PipelineSpec, stage: Stage, where: str, envs: Mapping[str, Environment], by_name: Mapping[str, Stage]
-) -> list[Problem]:
-    """Rules particular to the chain's stage kinds."""
-    problems: list[Problem] = []
-    kind = stage.kind
-    if kind == "test-stack":
-        env = envs.get(getattr(stage, "environment", ""))
-        like = getattr(stage, "like", "")
-        if env is not None and not env.ephemeral:
-            problems.append(
-                Problem(
-                    f"environment {env.name!r} is not ephemeral; a test stack needs "
-                    f"Environment(name={env.name!r}, ephemeral=True)",
-                    f"{where}.environment",
-                    stage=stage.name,
-                )
-            )
-        if like not in envs:
-            problems.append(
-                Problem(
-                    f"copies unknown environment {like!r}{_did_you_mean(like, list(envs))}",
-                    f"{where}.like",
-                    stage=stage.name,
-                )
-            )
-        elif envs[like].ephemeral:
-            problems.append(Problem(f"cannot copy ephemeral environment {like!r}", f"{where}.like", stage=stage.name))
-        if env is not None and env.template is None and like in envs and envs[like].template is None:
-            problems.append(
-                Problem(
-                    f"neither {env.name!r} nor {like!r} has a template: set Environment(template=...)",
-                    f"{where}.environment",
-                    stage=stage.name,
-                )
-            )
-        teardowns = [s for s in spec.stages if s.kind == "teardown" and s.references().get("stack") == stage.name]
-        if not teardowns:
-            problems.append(
-                Problem(
-                    f"the stack it creates is never deleted: add Teardown(name='teardown', stack={stage.name!r})",
-                    where,
-                    stage=stage.name,
-                )
-            )
-        elif len(teardowns) > 1:
-            problems.append(
-                Problem(
-                    f"is torn down by more than one stage: {', '.join(t.name for t in teardowns)}",
-                    where,
-                    stage=stage.name,
-                )
-            )
-    if kind == "promote":
-        env = envs.get(getattr(stage, "environment", ""))
-        if env is not None and env.ephemeral:
-            problems.append(
-                Problem(
-                    f"cannot promote to ephemeral environment {env.name!r}", f"{where}.environment", stage=stage.name
-                )
-            )
-        if env is not None and env.template is None:
-            problems.append(
-                Problem(
-                    f"environment {env.name!r} has no template to record the image in: "
-                    f"set Environment(name={env.name!r}, template='templates/web.yaml')",
-                    f"{where}.environment",
-                    stage=stage.name,
-                )
-            )
     return problems
 
 
@@ -271,8 +210,9 @@ def _reference_order(spec: PipelineSpec) -> list[Problem]:
                         stage=stage.name,
                     )
                 )
-        if stage.kind == "teardown":
-            stack = stage.references().get("stack")
+        deletes = type(stage).deletes
+        if deletes is not None:
+            stack = getattr(stage, deletes)
             users = [
                 s.name for s in spec.stages if s.name not in (stage.name, stack) and stack in s.references().values()
             ]
@@ -288,7 +228,7 @@ def _reference_order(spec: PipelineSpec) -> list[Problem]:
     return problems
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(word, choices, n=1) or [c for c in choices if c.startswith(word)][:1]

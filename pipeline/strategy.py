@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from pipeline.model import Spec
+from pipeline.model import Spec, StageOutputs
 
 
 class Health(Spec):
@@ -118,3 +118,22 @@ def coerce_strategy(value: Any) -> Any:
 
 StrategyChoice = Annotated[Strategy, BeforeValidator(coerce_strategy)]
 """A stage's `strategy` field: a strategy object, or a kind's name for its defaults."""
+
+
+class DeployOutputs(StageOutputs):
+    """The key numbers of a deployment, as outputs of the stage that made it."""
+
+    strategy: str = ""
+    """The strategy that moved the stack (`none` when nothing had to change)."""
+    failed_requests: str = ""
+    """Answers the balancer failed while the stack changed; empty when the engine cannot see them."""
+    p99_ms: str = ""
+    """99th percentile latency during the change, in ms."""
+    downtime_seconds: str = ""
+    """A cutover's measured downtime."""
+    rolled_back: str = ""
+    """'true' after a health breach rolled the change back."""
+    time_to_detect: str = ""
+    """Seconds from the new version's first traffic to the breach."""
+    time_to_restore: str = ""
+    """Seconds from the breach until the old version served everything again."""

@@ -1,19 +1,23 @@
-"""Built-in stage kinds, one module each (spec + executor). Also exported from `pipeline`."""
+"""The built-in stage kinds: plain, frozen data, one module each (`pipeline.stages.<kind>`).
 
-import pipeline  # noqa: F401  # initialise the framework first: the stage kinds build on its model
-from stages.bake import Bake
-from stages.commit_test import CommitTest
-from stages.kinds import STAGE_KINDS, AnyStage
-from stages.promote import Promote
-from stages.shell import Shell
-from stages.simulated_rollback import SimulatedRollback
-from stages.teardown import Teardown
-from stages.test_stack import TestStack
-from stages.update_stack import UpdateStack
+A kind says what a stage is (its fields, its outputs, its rules) and names the executor that
+carries it out (`pipeline.executors`), which is imported only when a run needs it. These sources
+live in the repository's top-level `stages/` folder and ship as `pipeline.stages`. All of them are
+also exported from `pipeline`.
+"""
+
+from pipeline.stages.bake import Bake
+from pipeline.stages.commit_test import CommitTest
+from pipeline.stages.kinds import STAGE_KINDS
+from pipeline.stages.promote import Promote
+from pipeline.stages.shell import Shell
+from pipeline.stages.simulated_rollback import SimulatedRollback
+from pipeline.stages.teardown import Teardown
+from pipeline.stages.test_stack import TestStack
+from pipeline.stages.update_stack import UpdateStack
 
 __all__ = [
     "STAGE_KINDS",
-    "AnyStage",
     "Bake",
     "CommitTest",
     "Promote",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
-from pipeline.hashing import hash_paths
-from pipeline.model import RelPath, Stage
+from pipeline.model import RelPath, Stage, StageOutputs
+
+
+class CommandOutputs(StageOutputs):
+    """What a stage that runs commands writes."""
+
+    junit: str = ""
+    """The JUnit XML report the commands wrote, relative to the run folder (when there is one)."""
 
 
 class CommitTest(Stage):
@@ -29,18 +33,5 @@ class CommitTest(Stage):
     inputs: tuple[RelPath, ...] = (".",)
     """Files or folders the result depends on (git-tracked and untracked files, not ignored ones)."""
 
-    outputs: ClassVar[tuple[str, ...]] = ("junit",)
-    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
-
-    def executor(self) -> Executor[Any]:
-        return CommitTestExecutor(self)
-
-
-class CommitTestExecutor(Executor[CommitTest]):
-    def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
-        return hash_paths(ctx.root, self.spec.inputs)
-
-    def run(self, ctx: StageContext) -> Outputs:
-        from stages._commands import run_commands
-
-        return run_commands(ctx, self.spec.commands, workdir=self.spec.workdir, junit=self.spec.junit)
+    executor: ClassVar[str] = "pipeline.executors.commit_test:CommitTestExecutor"
+    outputs: ClassVar[type[StageOutputs]] = CommandOutputs

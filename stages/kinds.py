@@ -1,24 +1,25 @@
-"""The built-in stage kinds, as one discriminated union (imported module by module, so that
-`pipeline` and `stages` can be imported in either order)."""
+"""The built-in stage kinds, in the order docs and tables list them (the registry in
+pipeline/kinds.py adds the kinds plugins register)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pipeline.model import Stage
+from pipeline.stages.bake import Bake
+from pipeline.stages.commit_test import CommitTest
+from pipeline.stages.promote import Promote
+from pipeline.stages.shell import Shell
+from pipeline.stages.simulated_rollback import SimulatedRollback
+from pipeline.stages.teardown import Teardown
+from pipeline.stages.test_stack import TestStack
+from pipeline.stages.update_stack import UpdateStack
 
-from pydantic import Field
-
-from stages.bake import Bake
-from stages.commit_test import CommitTest
-from stages.promote import Promote
-from stages.shell import Shell
-from stages.simulated_rollback import SimulatedRollback
-from stages.teardown import Teardown
-from stages.test_stack import TestStack
-from stages.update_stack import UpdateStack
-
-STAGE_KINDS = (CommitTest, Shell, Bake, TestStack, UpdateStack, SimulatedRollback, Teardown, Promote)
-
-AnyStage = Annotated[
-    CommitTest | Shell | Bake | TestStack | UpdateStack | SimulatedRollback | Teardown | Promote,
-    Field(discriminator="kind"),
-]
+STAGE_KINDS: tuple[type[Stage], ...] = (
+    CommitTest,
+    Shell,
+    Bake,
+    TestStack,
+    UpdateStack,
+    SimulatedRollback,
+    Teardown,
+    Promote,
+)

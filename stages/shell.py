@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
-from pipeline.hashing import hash_paths
-from pipeline.model import Name, RelPath, Stage
+from pipeline.model import Name, RelPath, Stage, StageOutputs
+from pipeline.stages.commit_test import CommandOutputs
 
 
 class Shell(Stage):
@@ -27,31 +25,12 @@ class Shell(Stage):
     environment: Name | None = None
     """The environment this step acts on (takes its lock, secrets and approval)."""
 
+    executor: ClassVar[str] = "pipeline.executors.shell:ShellExecutor"
+    outputs: ClassVar[type[StageOutputs]] = CommandOutputs
     approvable: ClassVar[bool] = True
-    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
 
     def files(self) -> tuple[str, ...]:
         return tuple(p for p in self.inputs if p != ".")
 
     def environment_name(self) -> str | None:
         return self.environment
-
-    def executor(self) -> Executor[Any]:
-        return ShellExecutor(self)
-
-
-class ShellExecutor(Executor[Shell]):
-    reads_all_upstream = True
-
-    def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
-        if not self.spec.inputs:
-            # No declared inputs: never "up to date" unless forced by an identical run id.
-            import uuid
-
-            return {"always-run": uuid.uuid4().hex}
-        return hash_paths(ctx.root, self.spec.inputs)
-
-    def run(self, ctx: StageContext) -> Outputs:
-        from stages._commands import run_commands, upstream_env
-
-        return run_commands(ctx, self.spec.commands, workdir=self.spec.workdir, extra_env=upstream_env(ctx.upstream))

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
-from pipeline.hashing import digest
-from pipeline.model import Environment, Name, Stage, Verify
-from stages._stack import (
-    RehearsalExecutor,
-    baseline,
-    check_or_fail,
-    engine,
-    events,
-    rehearsal_env,
-    rehearsal_stack,
-    stack_is,
-)
+from pipeline.errors import Problem
+from pipeline.model import Name, Stage, StageOutputs, Verify
 
 if TYPE_CHECKING:
-    from pipeline.engines.stack import StackState
+    from pipeline.spec import PipelineSpec
+
+
+class TestStackOutputs(StageOutputs):
+    __test__ = False  # not a pytest test class, despite the name
+
+    stack: str
+    """The per-run stack's name (`<pipeline>-<environment>-<run id>`)."""
+    url: str
+    """Where its load balancer answers."""
+    image: str
+    """The image it started from: what `like` runs now, or the new image on a first run."""
+    fresh: str
+    """'true' when `like` had no stack yet (the rehearsal then changes nothing)."""
 
 
 class TestStack(Stage):
@@ -43,72 +45,67 @@ class TestStack(Stage):
     """The bake stage whose image is used when `like` has no stack yet."""
     verify: Verify = Verify()
 
-    outputs: ClassVar[tuple[str, ...]] = ("stack", "url", "image", "fresh")
+    executor: ClassVar[str] = "pipeline.executors.test_stack:TestStackExecutor"
+    outputs: ClassVar[type[StageOutputs]] = TestStackOutputs
     uses_profile: ClassVar[bool] = True
-    implemented: ClassVar[frozenset[str]] = frozenset({"local", "aws"})
     refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {"image": ("bake",)}
+    copies_environment: ClassVar[str | None] = "like"
 
     def environment_name(self) -> str | None:
         return self.environment
 
-    def executor(self) -> Executor[Any]:
-        return TestStackExecutor(self)
+    def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
+        """The environment is ephemeral, `like` is a persistent one, a template is known, and exactly
+        one teardown deletes the stack."""
+        from pipeline.spec import did_you_mean
 
-
-class TestStackExecutor(RehearsalExecutor[TestStack]):
-    """Create the per-run stack with what `like` runs now; verify it."""
-
-    __test__ = False
-
-    def _start(
-        self, ctx: PlanContext | StageContext
-    ) -> tuple[str | None, str, StackState, Environment, dict[str, str] | None]:
-        """(starting image or None, why, production's state, `like`, the parameters carried from it)."""
-        like = ctx.pipeline.environment(self.spec.like)
-        like_engine = engine(ctx, like)
-        production = like_engine.describe(like.stack_name(ctx.pipeline.name))
-        new_image = ctx.upstream.get(self.spec.image, {}).get("image")
-        start, why = baseline(ctx.ledger, ctx.pipeline.name, like, production, new_image)
-        carried = like_engine.carried_parameters(production, like.image_parameter) if start is not None else None
-        return start, why, production, like, carried
-
-    def inputs(self, ctx: PlanContext) -> Mapping[str, str]:
-        # What production runs now is part of the key: a rehearsal from another image, or with
-        # other parameters (capacity, instance type...), is another result.
-        start, _, _, like, carried = self._start(ctx)
-        return {
-            "like": like.name,
-            "like_image": start or "none",
-            "like_parameters": digest(carried) if carried else "none",
-        }
-
-    def is_live(self, ctx: PlanContext, outputs: Mapping[str, str]) -> bool:
-        return stack_is(ctx, rehearsal_env(ctx.pipeline, self.spec), outputs)
-
-    def run(self, ctx: StageContext) -> Outputs:
-        env = rehearsal_env(ctx.pipeline, self.spec)
-        stack = rehearsal_stack(ctx.pipeline, env, ctx.run_id)
-        # Recorded before anything exists, so that teardown finds the stack even if creation fails.
-        ctx.partial_outputs["stack"] = stack
-        new_image = ctx.output_of(self.spec.image, "image")
-        start, why, _, like, parameters = self._start(ctx)
-        fresh = start is None
-        image = start or new_image
-        if fresh:
-            ctx.notes.append(
-                f"{why}: the test stack starts from the new image {new_image} "
-                "(so this run's update and rollback rehearsal change nothing)"
+        problems: list[Problem] = []
+        envs = {e.name: e for e in spec.environments}
+        env = envs.get(self.environment)
+        if env is not None and not env.ephemeral:
+            problems.append(
+                Problem(
+                    f"environment {env.name!r} is not ephemeral; a test stack needs "
+                    f"Environment(name={env.name!r}, ephemeral=True)",
+                    f"{where}.environment",
+                    stage=self.name,
+                )
             )
-        else:
-            ctx.notes.append(f"{why}: the test stack starts from it")
-        ctx.partial_outputs["image"] = image
-        if parameters:
-            copied = ", ".join(f"{k}={v}" for k, v in sorted(parameters.items()))
-            ctx.notes.append(f"parameters copied from {like.name}'s stack: {copied}")
-        stack_engine = engine(ctx, env)
-        ctx.step(f"creating {stack} with {image}")
-        state = stack_engine.deploy(stack, image, parameters=parameters, on_event=events(ctx))
-        if state.url:
-            ctx.partial_outputs["url"] = state.url
-        check_or_fail(ctx, stack_engine, state, self.spec.verify, f"test stack {stack} ({image})")
-        return {"stack": stack, "url": state.url or "", "image": image, "fresh": "true" if fresh else "false"}
+        if self.like not in envs:
+            problems.append(
+                Problem(
+                    f"copies unknown environment {self.like!r}{did_you_mean(self.like, list(envs))}",
+                    f"{where}.like",
+                    stage=self.name,
+                )
+            )
+        elif envs[self.like].ephemeral:
+            problems.append(
+                Problem(f"cannot copy ephemeral environment {self.like!r}", f"{where}.like", stage=self.name)
+            )
+        if env is not None and env.template is None and self.like in envs and envs[self.like].template is None:
+            problems.append(
+                Problem(
+                    f"neither {env.name!r} nor {self.like!r} has a template: set Environment(template=...)",
+                    f"{where}.environment",
+                    stage=self.name,
+                )
+            )
+        teardowns = [
+            s.name
+            for s in spec.stages
+            if type(s).deletes is not None and getattr(s, type(s).deletes or "") == self.name
+        ]
+        if not teardowns:
+            problems.append(
+                Problem(
+                    f"the stack it creates is never deleted: add Teardown(name='teardown', stack={self.name!r})",
+                    where,
+                    stage=self.name,
+                )
+            )
+        elif len(teardowns) > 1:
+            problems.append(
+                Problem(f"is torn down by more than one stage: {', '.join(teardowns)}", where, stage=self.name)
+            )
+        return problems

@@ -59,10 +59,9 @@ from pipeline.errors import (
     TemplateError,
     ToolMissingError,
 )
-from pipeline.model import AwsSettings, Profile, Verify
+from pipeline.model import IMAGE_PARAMETER, AwsSettings, Profile, Verify
 from pipeline.strategy import BlueGreen, Health, Strategy
 
-IMAGE_PARAMETER = "ImageId"
 PIPELINE_TAG = "pipeline"
 """Tag key every stack created by the engine carries; its value is the pipeline's name."""
 URL_OUTPUT = "Url"
@@ -1745,7 +1744,6 @@ def _fix_for(stack: str, status: str, region: str) -> str:
 
 __all__ = [
     "HEALTHY",
-    "IMAGE_PARAMETER",
     "PIPELINE_TAG",
     "CloudFormationEngine",
     "CloudFormationError",

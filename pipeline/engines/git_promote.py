@@ -11,7 +11,7 @@ Policies (see docs/aws.md):
   without commits, tracked files with uncommitted changes (untracked files are ignored), a template
   git does not track, and unpushed commits on the branch other than this pipeline's own.
 - Author: an explicit `author` wins; else git's configured identity (user.name/user.email or
-  GIT_AUTHOR_*); else `default_author` (stages.promote.DEFAULT_AUTHOR), which then is the committer
+  GIT_AUTHOR_*); else `default_author` (the Promote stage's `author`), which then is the committer
   too, so a CI agent with no identity configured can commit.
 - Push: to the branch's upstream; without one, to `origin` (or the only remote) under the same
   branch name; with no remote at all, the commit stays local (CommitInfo.pushed_to is None).
@@ -38,9 +38,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipeline.engines.cfn_template import parse_template
-from pipeline.engines.cloudformation import IMAGE_PARAMETER
 from pipeline.errors import BadInputError, PipelineError, TemplateError, ToolMissingError
-from stages.promote import DEFAULT_AUTHOR
+from pipeline.model import IMAGE_PARAMETER
 
 if TYPE_CHECKING:
     import git
@@ -203,7 +202,7 @@ def record_image(
     source_commit: str | None = None,
     environment: str | None = None,
     author: str | None = None,
-    default_author: str = DEFAULT_AUTHOR,
+    default_author: str,
     push: bool = True,
     subject: str | None = None,
     on_event: OnEvent = _ignore,
@@ -320,7 +319,7 @@ def revert(
     run_id: str,
     reason: str = "",
     author: str | None = None,
-    default_author: str = DEFAULT_AUTHOR,
+    default_author: str,
     push: bool = True,
     on_event: OnEvent = _ignore,
 ) -> CommitInfo | None:

@@ -79,6 +79,12 @@ class StageContext:
     def output_of(self, stage_name: str, key: str) -> str:
         from pipeline.errors import StageFailedError
 
+        producer = type(self.pipeline.stage(stage_name))
+        if key not in producer.outputs.model_fields:
+            raise UndeclaredOutputError(
+                f"stage {self.stage.name!r} asks for output {key!r} of {stage_name!r}, but its kind "
+                f"({producer.model_fields['kind'].default}) declares only: {', '.join(producer.outputs.names())}"
+            )
         try:
             return self.upstream[stage_name][key]
         except KeyError:
@@ -87,6 +93,31 @@ class StageContext:
                 f"needs output {key!r} of stage {stage_name!r}, which is not in the run manifest",
                 hint=f"run {stage_name!r} first (or pass the manifest that holds it with --manifest)",
             ) from None
+
+
+class UndeclaredOutputError(Exception):
+    """An executor wrote, or asked for, an output its stage kind does not declare: a bug in the
+    executor (the runner reports it as an internal error), never the user's."""
+
+
+def check_outputs(stage: Stage, outputs: Mapping[str, str]) -> dict[str, str]:
+    """The outputs an executor returned, checked against what its kind declares (`Stage.outputs`):
+    every name declared, every required one present, every value a string."""
+    declared = type(stage).outputs.model_fields
+    unknown = sorted(set(outputs) - set(declared))
+    missing = sorted(n for n, f in declared.items() if f.is_required() and n not in outputs)
+    wrong = sorted(k for k, v in outputs.items() if not isinstance(v, str))
+    if unknown or missing or wrong:
+        problems = [
+            *([f"undeclared {', '.join(unknown)}"] if unknown else []),
+            *([f"missing {', '.join(missing)}"] if missing else []),
+            *([f"not a string: {', '.join(wrong)}"] if wrong else []),
+        ]
+        raise UndeclaredOutputError(
+            f"the executor of {stage.kind} stage {stage.name!r} returned outputs its kind does not declare "
+            f"({'; '.join(problems)}); declared: {', '.join(declared) or 'none'}"
+        )
+    return dict(outputs)
 
 
 @dataclass
@@ -103,6 +134,9 @@ class PlanContext:
 
 class Executor(ABC, Generic[S]):
     """Runs one stage kind. One instance per stage per run."""
+
+    profiles: ClassVar[frozenset[Profile]] = frozenset({"local", "aws"})
+    """The profiles this executor can carry its kind out on."""
 
     reads_all_upstream: ClassVar[bool] = False
     """The key covers every upstream output, not only the stages the spec references (Shell)."""

@@ -48,8 +48,8 @@ import pytest
 from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
 from pipeline.ledger import Ledger, Manifest
 from pipeline.model import Environment, Profile, Verify
+from pipeline.stages.promote import DEFAULT_AUTHOR
 from pipeline.strategy import Health, Strategy
-from stages.promote import DEFAULT_AUTHOR
 from tests.conftest import cli_env, need
 from tests.integration.test_cloudformation import reset_moto, running_moto
 from tests.unit.cli_inprocess import Result, run_cli

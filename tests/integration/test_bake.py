@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.executors.registry import executor_for
 from pipeline.ledger import Ledger, StageResult
 from tests.conftest import REPO, cli_env, need
 
@@ -465,7 +466,7 @@ def test_an_unknown_variable_is_a_template_error(tools: str, tmp_path: Path) -> 
     stage = loaded.spec.stage("bake")
     ctx = PlanContext(loaded.spec, stage, tmp_path, "local", {}, Ledger(tmp_path))
     with pytest.raises(TemplateError, match="declares no variable colour") as caught:
-        stage.executor().preflight(ctx)
+        executor_for(stage).preflight(ctx)
     assert caught.value.exit_code == 2
 
 

@@ -25,7 +25,7 @@ from pipeline.engines.git_promote import (
     set_default,
 )
 from pipeline.errors import EXIT_BAD_INPUT, TemplateError
-from stages.promote import DEFAULT_AUTHOR
+from pipeline.stages.promote import DEFAULT_AUTHOR
 from tests.conftest import REPO, need
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,12 @@ def count(work: Path) -> int:
 
 
 def promote(work: Path, image: str = NEW, **kwargs: object) -> CommitInfo | None:
-    options: dict[str, object] = {"pipeline": "hello-web", "run_id": "run-42", "environment": "production"}
+    options: dict[str, object] = {
+        "pipeline": "hello-web",
+        "run_id": "run-42",
+        "environment": "production",
+        "default_author": DEFAULT_AUTHOR,
+    }
     options.update(kwargs)
     return record_image(work, Path(TEMPLATE), "ImageId", image, **options)  # type: ignore[arg-type]
 
@@ -203,7 +208,9 @@ def test_a_detached_head_is_refused(clone: Path) -> None:
 def test_an_untracked_template_is_refused(clone: Path) -> None:
     shutil.copy(clone / TEMPLATE, clone / "templates/new.yaml")
     with pytest.raises(GitStateError, match="not tracked"):
-        record_image(clone, Path("templates/new.yaml"), "ImageId", NEW, pipeline="p", run_id="r")
+        record_image(
+            clone, Path("templates/new.yaml"), "ImageId", NEW, pipeline="p", run_id="r", default_author=DEFAULT_AUTHOR
+        )
 
 
 def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
@@ -245,7 +252,14 @@ def test_revert_is_a_new_commit_restores_the_template_and_is_pushed(clone: Path,
     info = promote(clone)
     assert info is not None
 
-    undo = revert(clone, info, pipeline="hello-web", run_id="run-42", reason="verification failed")
+    undo = revert(
+        clone,
+        info,
+        pipeline="hello-web",
+        run_id="run-42",
+        reason="verification failed",
+        default_author=DEFAULT_AUTHOR,
+    )
 
     assert undo is not None
     assert count(clone) == 3
@@ -261,7 +275,7 @@ def test_revert_is_a_new_commit_restores_the_template_and_is_pushed(clone: Path,
     assert run_git(remote, "rev-parse", "main") == undo.sha
     assert run_git(clone, "log", "-1", "--format=%an <%ae>") == DEFAULT_AUTHOR
 
-    assert revert(clone, info.sha, pipeline="hello-web", run_id="run-42") is None
+    assert revert(clone, info.sha, pipeline="hello-web", run_id="run-42", default_author=DEFAULT_AUTHOR) is None
     assert count(clone) == 3
 
 
@@ -312,7 +326,9 @@ def test_a_branch_without_upstream_pushes_to_origin(clone: Path, remote: Path) -
 
 
 def test_a_template_in_a_subfolder_of_the_repository(clone: Path) -> None:
-    info = record_image(clone / "templates", Path("web.yaml"), "ImageId", NEW, pipeline="p", run_id="r")
+    info = record_image(
+        clone / "templates", Path("web.yaml"), "ImageId", NEW, pipeline="p", run_id="r", default_author=DEFAULT_AUTHOR
+    )
     assert info is not None
     assert info.template == TEMPLATE
 

@@ -48,13 +48,47 @@ def run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Path, tmp_path: Path) -> None:
     where = subprocess.run(
-        [str(installed / "python"), "-c", "import pipeline, stages; print(pipeline.__file__); print(stages.__file__)"],
+        [
+            str(installed / "python"),
+            "-c",
+            "import pipeline, pipeline.stages; print(pipeline.__file__); print(pipeline.stages.__file__)",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     assert all("site-packages" in w and str(REPO) not in w for w in where), where
+
+
+def test_the_wheel_installs_one_import_name(installed: Path) -> None:
+    """Only `pipeline` lands in site-packages (the built-in stage kinds are `pipeline.stages`)."""
+    site = next((installed.parent / "lib").glob("python3*/site-packages"))
+    ours = {
+        line.split("/", 1)[0]
+        for record in site.glob("pipeline_as_code-*.dist-info/RECORD")
+        for line in record.read_text().splitlines()
+        if not line.startswith(("pipeline_as_code-", "../"))
+    }
+    assert ours == {"pipeline"}, ours
+    assert not (site / "stages").exists()
+
+
+def test_a_user_s_own_stages_package_works_in_a_definition(installed: Path, tmp_path: Path) -> None:
+    """`stages` is a natural name for a team's own package; the tool must not take it."""
+    project = tmp_path / "mine"
+    (project / "stages").mkdir(parents=True)
+    (project / "stages" / "__init__.py").write_text("")
+    (project / "stages" / "checks.py").write_text(
+        "from pipeline import CommitTest\n\n\ndef unit() -> CommitTest:\n"
+        "    return CommitTest(name='unit', commands=['true'])\n"
+    )
+    (project / "pipelinefile.py").write_text(
+        "from pipeline import Pipeline\nfrom stages.checks import unit\n\nwith Pipeline('mine') as p:\n    unit()\n"
+    )
+    result = run(installed, "validate", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "ok: pipeline mine" in result.stdout
 
 
 def test_init_validate_and_graph_the_reference_service_outside_the_repo(installed: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pipeline import (
     UpdateStack,
     Verify,
 )
-from stages import STAGE_KINDS
+from pipeline.stages import STAGE_KINDS
 
 ENVIRONMENTS = (
     Environment(name="test", ephemeral=True),

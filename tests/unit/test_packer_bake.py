@@ -11,9 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.engines.image_checks import check_env, check_name, parse_junit
-from pipeline.model import AwsSettings
-from stages.bake import (
-    Bake,
+from pipeline.executors.bake import (
     BakeExecutor,
     aws_target,
     bake_key,
@@ -21,6 +19,9 @@ from stages.bake import (
     packer_env_vars,
     use_image_env,
 )
+from pipeline.executors.registry import executor_for
+from pipeline.model import AwsSettings
+from pipeline.stages.bake import Bake
 
 FILES = {"images/web.pkr.hcl": "a1", "images/web/provision.sh": "b2", "serverspec/test_web.py": "c3"}
 
@@ -127,8 +128,9 @@ def test_real_aws_is_not_emulated() -> None:
 
 
 def test_bake_runs_on_both_profiles() -> None:
-    assert Bake.implemented == frozenset({"local", "aws"})
-    assert isinstance(_bake().executor(), BakeExecutor)
+    executor = executor_for(_bake())
+    assert isinstance(executor, BakeExecutor)
+    assert executor.profiles == frozenset({"local", "aws"})
 
 
 def test_new_fields_round_trip_through_json() -> None:
@@ -203,7 +205,7 @@ def test_heavy_libraries_are_not_imported_by_the_spec() -> None:
     # `pipeline render` must not pay for docker, boto3 or testinfra (principle 1).
     import subprocess
 
-    code = "import stages.bake, pipeline.engines.packer, pipeline.doctor, sys; " + (
+    code = "import pipeline.stages.bake, pipeline.engines.packer, pipeline.doctor, sys; " + (
         "print(sorted(m for m in ('docker', 'boto3', 'testinfra', 'botocore') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -223,5 +225,5 @@ def test_an_aws_bake_without_a_docker_source_needs_no_docker_engine(
     with Pipeline("ami-only") as p:
         bake = Bake(name="bake", template="web.pkr.hcl", sources={"aws": "amazon-ebs.web"})
     ctx = PlanContext(p.spec, bake, tmp_path, "aws", {}, Ledger(tmp_path))
-    observed = bake.executor().inputs(ctx)
+    observed = executor_for(bake).inputs(ctx)
     assert observed["base_image"] == "none"

@@ -14,12 +14,12 @@ import pytest
 
 from pipeline.engines.stack import BaseStackEngine, OnEvent, StackState, VerifyReport
 from pipeline.errors import BadInputError, VerificationFailedError
+from pipeline.executors._rehearsal import baseline
 from pipeline.ledger import Ledger
 from pipeline.loader import Loaded, load
 from pipeline.model import Environment, Verify
 from pipeline.rollback import restore_check, rollback, rollback_candidates, withdrawn
 from pipeline.strategy import Health, Strategy
-from stages._stack import baseline
 from tests.conftest import ProjectFactory, need
 
 REPO = Path(__file__).resolve().parents[2]
@@ -307,10 +307,11 @@ def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engi
     (a run only) refuses it on the aws profile, before anything changes."""
     from pipeline.engines.git_promote import GitStateError
     from pipeline.executors.base import PlanContext
-    from stages.promote import PromoteExecutor
+    from pipeline.executors.promote import PromoteExecutor
+    from pipeline.executors.registry import executor_for
 
     stage = repo.spec.stage("promote")
-    executor = stage.executor()
+    executor = executor_for(stage)
     assert isinstance(executor, PromoteExecutor)
     (repo.root / "templates" / "web.yaml").write_text((repo.root / "templates" / "web.yaml").read_text() + "# wip\n")
     ledger = Ledger(repo.root)
