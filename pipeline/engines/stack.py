@@ -290,7 +290,7 @@ def engine_for(
         from pipeline.engines.local_stack import LocalStackEngine
 
         return LocalStackEngine(pipeline=spec.name, template=root / template)
-    from pipeline.engines.cloudformation import CloudFormationEngine
+    from pipeline.engines.aws.engine import CloudFormationEngine
 
     return CloudFormationEngine(
         pipeline=spec.name,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines.cloudformation import CloudFormationEngine, CloudFormationError
+from pipeline.engines.aws.engine import CloudFormationEngine, CloudFormationError
 from pipeline.model import AwsSettings, Verify
 from tests.conftest import REPO, need
 

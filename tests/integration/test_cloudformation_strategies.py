@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.engines.cloudformation import CloudFormationEngine
+from pipeline.engines.aws.engine import CloudFormationEngine
 from pipeline.engines.stack import StackState
 from pipeline.errors import HealthBreachError
 from pipeline.model import AwsSettings

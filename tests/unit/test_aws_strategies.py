@@ -15,8 +15,8 @@ import pytest
 boto3 = pytest.importorskip("boto3", reason="boto3 is in the [run] extra")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
-from pipeline.engines import aws_strategies as plans  # noqa: E402
-from pipeline.engines.cloudformation import CloudFormationEngine, CloudFormationError  # noqa: E402
+from pipeline.engines.aws import plans  # noqa: E402
+from pipeline.engines.aws.engine import CloudFormationEngine, CloudFormationError  # noqa: E402
 from pipeline.engines.stack import VersionStats  # noqa: E402
 from pipeline.errors import EXIT_BAD_INPUT, BadInputError, HealthBreachError  # noqa: E402
 from pipeline.model import AwsSettings  # noqa: E402

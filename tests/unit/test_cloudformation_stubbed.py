@@ -19,8 +19,8 @@ import pytest
 boto3 = pytest.importorskip("boto3", reason="boto3 is in the [run] extra")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
-from pipeline.engines import cloudformation  # noqa: E402
-from pipeline.engines.cloudformation import CloudFormationEngine, CloudFormationError  # noqa: E402
+from pipeline.engines.aws import engine as cloudformation  # noqa: E402
+from pipeline.engines.aws.engine import CloudFormationEngine, CloudFormationError  # noqa: E402
 from pipeline.engines.stack import StackState  # noqa: E402
 from pipeline.errors import StackOperationError, TemplateError  # noqa: E402
 from pipeline.model import AwsSettings, Verify  # noqa: E402

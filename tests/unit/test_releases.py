@@ -332,7 +332,7 @@ def test_carried_parameters_keep_the_stack_shape_but_not_the_image_or_a_deploy_s
     """A test stack copies production's shape (capacity, instance type), never its image nor the
     canary slot and rolling-update values a deployment in progress may have set. Every engine
     inherits the rule from the contract's base class, and the aws engine's own names agree with it."""
-    from pipeline.engines.aws_strategies import ROLLING_PARAMETERS, SLOT_PARAMETERS
+    from pipeline.engines.aws.plans import ROLLING_PARAMETERS, SLOT_PARAMETERS
     from pipeline.engines.stack import DEPLOY_OWNED_PARAMETERS, BaseStackEngine
 
     assert set(DEPLOY_OWNED_PARAMETERS) == {*SLOT_PARAMETERS, *ROLLING_PARAMETERS}

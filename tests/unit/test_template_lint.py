@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.engines.aws.engine import lint_template
 from pipeline.engines.cfn_template import parse_template
-from pipeline.engines.cloudformation import lint_template
 from pipeline.engines.git_promote import read_default
 from pipeline.errors import TemplateError
 from tests.conftest import REPO

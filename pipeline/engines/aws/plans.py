@@ -13,7 +13,7 @@ never a duplicated resource). The reference template (templates/web.yaml) declar
   update of those parameters (`slot_steps`); the windows are judged from per-target-group
   CloudWatch metrics by the same `http_check.judge` the local engine uses.
 
-This module makes no AWS call: the engine (`cloudformation.py`) does them.
+This module makes no AWS call: the engine (`engine.py`) does them.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.engines import aws_strategies as plans
 from pipeline.engines import http_check
+from pipeline.engines.aws import plans
 from pipeline.engines.cfn_template import parse_template
 from pipeline.engines.stack import (
     BaseStackEngine,
@@ -593,7 +593,7 @@ class CloudFormationEngine(BaseStackEngine):
           with `health`, CloudWatch alarms as the update's rollback triggers (a breach: CloudFormation
           rolls back, then HealthBreachError).
         - pilot, half, canary, blue-green: a sequence of updates of the canary slot (see
-          `aws_strategies`), each window judged from CloudWatch by `http_check.judge`; a breach
+          `plans`), each window judged from CloudWatch by `http_check.judge`; a breach
           routes everything back to the web group, empties the slot, then HealthBreachError.
 
         `health` is judged only where the strategy has an observation window (`observe_seconds`
