@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.engines.aws.engine import CloudFormationEngine, CloudFormationError
+from pipeline.engines.aws.engine import CloudFormationEngine
+from pipeline.engines.aws.operations import CloudFormationError
 from pipeline.errors import EXIT_BAD_INPUT, TemplateError, ToolMissingError
 from pipeline.model import AwsSettings, Verify
 from tests.conftest import REPO, need

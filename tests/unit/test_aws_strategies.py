@@ -16,7 +16,8 @@ boto3 = pytest.importorskip("boto3", reason="boto3 is in the [run] extra")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from pipeline.engines.aws import plans  # noqa: E402
-from pipeline.engines.aws.engine import CloudFormationEngine, CloudFormationError  # noqa: E402
+from pipeline.engines.aws.engine import CloudFormationEngine  # noqa: E402
+from pipeline.engines.aws.operations import CloudFormationError  # noqa: E402
 from pipeline.engines.stack import VersionStats  # noqa: E402
 from pipeline.errors import EXIT_BAD_INPUT, BadInputError, HealthBreachError  # noqa: E402
 from pipeline.model import AwsSettings  # noqa: E402

@@ -19,8 +19,9 @@ import pytest
 boto3 = pytest.importorskip("boto3", reason="boto3 is in the [run] extra")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
-from pipeline.engines.aws import engine as cloudformation  # noqa: E402
-from pipeline.engines.aws.engine import CloudFormationEngine, CloudFormationError  # noqa: E402
+from pipeline.engines.aws import operations, session, template  # noqa: E402
+from pipeline.engines.aws.engine import CloudFormationEngine  # noqa: E402
+from pipeline.engines.aws.operations import CloudFormationError  # noqa: E402
 from pipeline.engines.stack import StackState  # noqa: E402
 from pipeline.errors import StackOperationError, TemplateError  # noqa: E402
 from pipeline.model import AwsSettings, Verify  # noqa: E402
@@ -172,8 +173,8 @@ _KINDS = {
 
 @pytest.fixture(autouse=True)
 def predictable_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cloudformation, "_token", lambda kind: f"pipeline-{kind}-0001")
-    cloudformation._VALIDATED.clear()
+    monkeypatch.setattr(operations, "_token", lambda kind: f"pipeline-{kind}-0001")
+    template._VALIDATED.clear()
 
 
 def _params(values: dict[str, str]) -> list[dict[str, str]]:
@@ -732,17 +733,17 @@ def test_verify_on_aws_fails_without_a_url_to_request() -> None:
 
 
 def test_emulator_detection() -> None:
-    assert not cloudformation.is_emulator_endpoint(None)
-    assert not cloudformation.is_emulator_endpoint("https://cloudformation.us-east-1.amazonaws.com")
-    assert not cloudformation.is_emulator_endpoint("https://cloudformation-fips.us-gov-west-1.amazonaws.com")
-    assert cloudformation.is_emulator_endpoint("http://127.0.0.1:5000")
-    assert cloudformation.is_emulator_endpoint("http://localstack:4566")
+    assert not session.is_emulator_endpoint(None)
+    assert not session.is_emulator_endpoint("https://cloudformation.us-east-1.amazonaws.com")
+    assert not session.is_emulator_endpoint("https://cloudformation-fips.us-gov-west-1.amazonaws.com")
+    assert session.is_emulator_endpoint("http://127.0.0.1:5000")
+    assert session.is_emulator_endpoint("http://localstack:4566")
     elb = "http://web-1.us-east-1.elb.amazonaws.com/"
-    assert cloudformation.data_plane_is_real(elb, None)
-    assert not cloudformation.data_plane_is_real(elb, "http://127.0.0.1:5000")
-    assert cloudformation.data_plane_is_real("http://127.0.0.1:8080/", "http://127.0.0.1:5000")
-    assert cloudformation.data_plane_is_real("http://web.localhost:8080/", "http://127.0.0.1:5000")
-    assert not cloudformation.data_plane_is_real(None, None)
+    assert session.data_plane_is_real(elb, None)
+    assert not session.data_plane_is_real(elb, "http://127.0.0.1:5000")
+    assert session.data_plane_is_real("http://127.0.0.1:8080/", "http://127.0.0.1:5000")
+    assert session.data_plane_is_real("http://web.localhost:8080/", "http://127.0.0.1:5000")
+    assert not session.data_plane_is_real(None, None)
 
 
 def test_the_template_parameter_checks_need_no_aws(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.engines.aws.engine import lint_template
+from pipeline.engines.aws.template import lint_template
 from pipeline.engines.cfn_template import parse_template
 from pipeline.engines.git_promote import read_default
 from pipeline.errors import TemplateError

@@ -162,8 +162,8 @@ def resume_index(steps: Sequence[SlotStep], slot: Mapping[str, str]) -> int:
     """Where a sequence interrupted with the slot at `slot` (the stack's parameters) goes on: the
     first step that neither shrinks the slot nor lowers the new version's share (that step's
     window is observed again)."""
-    capacity = _int(slot.get(CANARY_CAPACITY))
-    primary, canary = _int(slot.get(PRIMARY_WEIGHT)), _int(slot.get(CANARY_WEIGHT))
+    capacity = as_int(slot.get(CANARY_CAPACITY))
+    primary, canary = as_int(slot.get(PRIMARY_WEIGHT)), as_int(slot.get(CANARY_WEIGHT))
     share = canary / (primary + canary) if primary + canary else 0.0
     for index, step in enumerate(steps):
         if step.capacity >= capacity and step.share >= share - 1e-9:
@@ -176,11 +176,12 @@ def slot_active(parameters: Mapping[str, str]) -> bool:
     return any(name in parameters and parameters[name] != idle for name, idle in IDLE_SLOT.items())
 
 
-def _int(value: str | None) -> int:
+def as_int(value: str | None, default: int = 0) -> int:
+    """A parameter's value as a number; `default` when it is absent or not a number."""
     try:
         return int(str(value))
     except ValueError:
-        return 0
+        return default
 
 
 # --- CloudWatch -------------------------------------------------------------------------------
@@ -342,6 +343,7 @@ __all__ = [
     "SlotStep",
     "alarm_names",
     "alarm_requests",
+    "as_int",
     "combine",
     "count_queries",
     "dimensions",
