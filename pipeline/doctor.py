@@ -12,9 +12,13 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pipeline.model import Profile
+
+if TYPE_CHECKING:
+    from pipeline.engines.aws.session import AwsTarget
+    from pipeline.errors import PipelineError
 
 Status = Literal["ok", "warn", "missing"]
 
@@ -28,10 +32,9 @@ PACKER_FIX = (
 DEBOOTSTRAP_FIX = "apt-get install -y debootstrap"
 GIT_FIX = "apt-get install -y git"
 RUN_EXTRA_FIX = "pip install 'pipeline-as-code[run]'"
-AWS_FIX = (
-    "real AWS: `aws configure` or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (CI: the stage's secrets); "
-    "an emulator: export AWS_ENDPOINT_URL=http://127.0.0.1:5000 (e.g. `moto_server -H 127.0.0.1 -p 5000`)"
-)
+AWS_SERVICES = ("ec2", "cloudformation")
+"""What the aws profile calls first (the bake's AMIs, the stacks): each one's endpoint must answer
+and accept the credentials."""
 PACKER_INIT_FROM = (1, 10, 0)
 """Packer releases from here on no longer bundle the docker and amazon plugins."""
 
@@ -45,6 +48,9 @@ class Finding:
     detail: str
     fix: str = ""
     """The exact command or setting that makes it `ok` (empty when nothing is to be done)."""
+    exit_code: int = 1
+    """What `pipeline doctor` exits with when this is missing: the exit code a run meeting the
+    same fault exits with (2 for AWS credentials, as a CredentialsError; 1 otherwise)."""
 
 
 @dataclass
@@ -59,6 +65,11 @@ class Report:
     @property
     def missing(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "missing"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when ready, else the highest exit code of what is missing."""
+        return max((f.exit_code for f in self.missing), default=0)
 
 
 class Probes:
@@ -115,30 +126,28 @@ class Probes:
 
         return packer_version_quick()
 
-    def aws_credentials(self) -> str | None:
-        """Where boto3 finds credentials ('env', 'shared-credentials-file', ...), or None."""
-        try:
-            boto3 = importlib.import_module("boto3")  # no type stubs
-        except ImportError:
-            return None
-        try:
-            credentials = boto3.session.Session().get_credentials()
-        except Exception:  # a broken profile config is "no credentials" here
-            return None
-        return str(getattr(credentials, "method", "found")) if credentials is not None else None
+    def aws_targets(self) -> list[AwsTarget]:
+        """Where the aws profile's first services are reached (region, endpoint), as a run would."""
+        from pipeline.engines.aws.session import AwsSession
+        from pipeline.model import AwsSettings
 
-    def endpoint_answers(self, url: str) -> str:
-        """'' when something answers HTTP at `url`, else why not."""
-        import urllib.error
-        import urllib.request
+        session = AwsSession(AwsSettings(), self.environ)
+        return [session.target(service) for service in AWS_SERVICES]
 
+    def aws_access(self) -> PipelineError | None:
+        """One read-only call per service of `AWS_SERVICES`, through the session every AWS path
+        uses: None when each answers and accepts the credentials, else the error a run would meet."""
+        from pipeline.engines.aws.session import AwsSession
+        from pipeline.errors import PipelineError
+        from pipeline.model import AwsSettings
+
+        session = AwsSession(AwsSettings(), self.environ)
         try:
-            with urllib.request.urlopen(url, timeout=5):  # a URL the user configured
-                return ""
-        except urllib.error.HTTPError:
-            return ""  # it answered, with an error status: reachable
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return str(getattr(exc, "reason", exc))
+            for service in AWS_SERVICES:
+                session.check_access(service)
+        except PipelineError as exc:
+            return exc
+        return None
 
 
 def diagnose(
@@ -226,28 +235,20 @@ def _git(probes: Probes) -> Finding:
 
 
 def _aws(probes: Probes) -> Finding:
-    endpoint = probes.environ.get("AWS_ENDPOINT_URL_EC2") or probes.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        why = probes.endpoint_answers(endpoint)
-        if why:
-            return Finding(
-                "aws endpoint",
-                "missing",
-                f"AWS_ENDPOINT_URL={endpoint} does not answer: {why}",
-                f"start the emulator there (moto: `moto_server -H 127.0.0.1 -p {_port(endpoint)}`) or unset AWS_ENDPOINT_URL",
-            )
-        return Finding("aws endpoint", "ok", f"emulator at {endpoint} answers (any credentials are accepted)")
-    method = probes.aws_credentials()
-    if method is None:
-        return Finding("aws credentials", "missing", "no credentials and no AWS_ENDPOINT_URL", AWS_FIX)
-    region = probes.environ.get("AWS_REGION") or probes.environ.get("AWS_DEFAULT_REGION") or "us-east-1 (default)"
-    return Finding("aws credentials", "ok", f"credentials from {method}; region {region}")
+    """The same answer a run gives (pipeline/engines/aws/session.py): the same message, the hint as
+    the fix, and the same exit code."""
+    from pipeline.errors import CredentialsError
 
-
-def _port(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    try:
-        return str(urlsplit(url).port or 5000)
-    except ValueError:
-        return "5000"
+    error = probes.aws_access()
+    if error is not None:
+        name = "aws credentials" if isinstance(error, CredentialsError) else "aws endpoint"
+        return Finding(name, "missing", error.message, error.hint or "", exit_code=error.exit_code)
+    targets = probes.aws_targets()
+    endpoints = {target.endpoint for target in targets}
+    where = ", ".join(target.where for target in targets)
+    if len(endpoints) == 1:
+        endpoint = targets[0].endpoint
+        where = f"the emulator at {endpoint}" if targets[0].emulated else endpoint or f"AWS ({targets[0].region})"
+    if all(target.emulated for target in targets):
+        return Finding("aws endpoint", "ok", f"{where} answers (any credentials are accepted)")
+    return Finding("aws credentials", "ok", f"{where} answers and accepts the credentials")

@@ -37,4 +37,4 @@ def doctor(
     console.print(
         f"[red]not ready[/]: missing {names}; run the fixes above, then `pipeline doctor` again", soft_wrap=True
     )
-    raise typer.Exit(1)
+    raise typer.Exit(report.exit_code)  # a run meeting the same fault exits with the same code

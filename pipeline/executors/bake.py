@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from pipeline.model import Profile
 if TYPE_CHECKING:
     import docker
 
+    from pipeline.engines.aws.session import AwsSession, AwsTarget
     from pipeline.engines.image_checks import CheckReport
     from pipeline.engines.packer import Packer, TemplateInfo
     from pipeline.ledger import Ledger
@@ -39,7 +40,6 @@ PACKER_OUTPUT = "packer-manifest.json"
 """The manifest post-processor's default output file, which a build run by hand leaves behind."""
 USE_IMAGE_ENV = "PIPELINE_{stage}_USE_IMAGE"
 """Environment variable naming an existing image to use instead of building (e.g. an AMI id)."""
-DUMMY_AWS_KEY = "testing"
 UNKNOWN_DEFAULT = '"<unknown>"'
 """How `packer inspect` shows a variable without a default."""
 WORK_DIR = "bakes"
@@ -112,74 +112,6 @@ def _forced(ctx: StageContext) -> bool:
     return ctx.options.get("force", "").lower() in ("1", "true", "yes")
 
 
-@dataclass(frozen=True)
-class AwsTarget:
-    region: str
-    endpoint: str | None
-
-    @property
-    def emulated(self) -> bool:
-        return self.endpoint is not None
-
-
-def aws_target(spec: Bake, environ: Mapping[str, str] | None = None) -> AwsTarget:
-    """Region and EC2 endpoint: the stage's `aws` settings, else AWS_ENDPOINT_URL(_EC2) / AWS_REGION."""
-    env = os.environ if environ is None else environ
-    endpoint = spec.aws.endpoint_url or env.get("AWS_ENDPOINT_URL_EC2") or env.get("AWS_ENDPOINT_URL") or None
-    if "region" in spec.aws.model_fields_set:
-        region = spec.aws.region
-    else:
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or spec.aws.region
-    return AwsTarget(region=region, endpoint=endpoint)
-
-
-AWS_CREDENTIAL_ERRORS = {
-    "AuthFailure",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "InvalidAccessKeyId",
-    "InvalidClientTokenId",
-    "RequestExpired",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-}
-"""Error codes AWS answers when the credentials are not (or no longer) accepted."""
-
-
-@contextlib.contextmanager
-def aws_errors(target: AwsTarget) -> Iterator[None]:
-    """botocore's failures of reaching AWS, as errors that name the endpoint or the credentials
-    and say what to do (instead of a traceback)."""
-    from pipeline.errors import CredentialsError, ToolMissingError
-
-    errors = importlib.import_module("botocore.exceptions")
-    where = target.endpoint or f"AWS {target.region}"
-    try:
-        yield
-    except (errors.EndpointConnectionError, errors.ConnectTimeoutError, errors.ReadTimeoutError) as exc:
-        raise ToolMissingError(
-            f"cannot reach the EC2 endpoint {where}: {exc}",
-            hint="check AWS_ENDPOINT_URL (or Bake(aws=AwsSettings(endpoint_url=...))) and that the service (or "
-            "emulator) runs there; `pipeline doctor --profile aws` checks it; nothing was changed",
-        ) from None
-    except (errors.NoCredentialsError, errors.PartialCredentialsError, errors.ProfileNotFound) as exc:
-        raise CredentialsError(
-            f"no usable AWS credentials for {where}: {exc}",
-            hint="export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE naming a profile in "
-            "~/.aws/config), or give them to the stage as secrets; nothing was changed",
-        ) from None
-    except errors.ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        if code not in AWS_CREDENTIAL_ERRORS:
-            raise
-        raise CredentialsError(
-            f"{where} refused the AWS credentials: {code}: {error.get('Message', '')}".rstrip(": "),
-            hint="get fresh credentials (an expired session token needs a new one: `aws sso login`, or "
-            "re-export AWS_SESSION_TOKEN; on CI, update the secret); nothing was changed",
-        ) from None
-
-
 @dataclass
 class DockerBake:
     """The result of the docker half of a bake."""
@@ -209,7 +141,7 @@ class BakeExecutor(Executor[Bake]):
             "use_image": self._use_image(ctx.profile) or "",
         }
         if ctx.profile == "aws":
-            target = aws_target(self.spec)
+            target = self._aws().target("ec2")
             observed |= {"aws_region": target.region, "aws_endpoint": target.endpoint or ""}
         return observed
 
@@ -234,7 +166,7 @@ class BakeExecutor(Executor[Bake]):
         sources = [source]
         target = None
         if profile == "aws":
-            target = aws_target(self.spec)
+            target = self._aws().target("ec2")
             docker_source = self.spec.sources.get("local")
             sources += [docker_source] if docker_source else []
         template = self._template_path(ctx.root)
@@ -245,7 +177,8 @@ class BakeExecutor(Executor[Bake]):
     def ready(self, ctx: PlanContext) -> None:
         """Before a run (not `validate`): what the bake will talk to answers. The Docker engine
         (local, and the aws profile's emulated checks); the EC2 endpoint and its credentials (aws).
-        A ToolMissingError (exit 1) naming it and the fix, before anything has changed."""
+        Before anything has changed: a ToolMissingError (exit 1) for what does not answer, a
+        CredentialsError (exit 2) for credentials EC2 does not accept, each naming the fix."""
         if ctx.profile == "local" or self.spec.sources.get("local"):
             self._docker_ready()
         if ctx.profile == "aws":
@@ -256,9 +189,7 @@ class BakeExecutor(Executor[Bake]):
                 secrets = resolve([*self.spec.secrets, *(env.secrets if env else ())])
             except MissingSecretError:
                 return  # the stage fails naming the secret when it starts
-            target = aws_target(self.spec)
-            credentials = self._aws_env(None, target, extra={**self.spec.env, **secrets})
-            self._aws_ready(self._ec2(target, credentials), target)
+            self._aws(secrets).check_access("ec2")
 
     def _docker_ready(self) -> None:
         from pipeline.errors import ToolMissingError
@@ -548,15 +479,16 @@ class BakeExecutor(Executor[Bake]):
         source = self._source("aws")
         docker_source = self.spec.sources.get("local")
         template = self._template_path(ctx.root)
-        target = aws_target(self.spec)
-        env = self._aws_env(ctx, target)
+        aws = self._aws(ctx.secrets)
+        target = aws.target("ec2")
+        env = aws.credentials("ec2")
         packer = self._packer(ctx, env)
         sources = [source, *([docker_source] if docker_source else [])]
         info = self._check_template(
             packer, template, sources=sources, aws=target, step=ctx.step, log=ctx.log, root=ctx.root, ledger=ctx.ledger
         )
-        ec2 = self._ec2(target, env)
-        self._aws_ready(ec2, target)  # before the docker half: nothing is made if AWS cannot be reached
+        ec2 = aws.client("ec2")
+        aws.check_access("ec2")  # before the docker half: nothing is made if AWS cannot be reached
 
         # 1. Check the provisioning through the docker source (same scripts), before any AMI exists.
         checked: DockerBake | None = None
@@ -939,62 +871,23 @@ class BakeExecutor(Executor[Bake]):
         return removed
 
     # --- aws ---
-    def _aws_env(
-        self, ctx: StageContext | None, target: AwsTarget, *, extra: Mapping[str, str] | None = None
-    ) -> dict[str, str]:
-        """Credentials for Packer and boto3: the stage's secrets, else the usual chain; an emulator
-        gets dummy keys when there are none (it accepts any)."""
-        merged = {**os.environ, **(ctx.stage.env if ctx else {}), **(ctx.secrets if ctx else {}), **(extra or {})}
-        env = {"AWS_REGION": target.region, "AWS_DEFAULT_REGION": target.region}
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-            if merged.get(name):
-                env[name] = merged[name]
-        has_keys = "AWS_ACCESS_KEY_ID" in env or "AWS_PROFILE" in env
-        if target.emulated and not has_keys and not Path("~/.aws/credentials").expanduser().is_file():
-            env |= {"AWS_ACCESS_KEY_ID": DUMMY_AWS_KEY, "AWS_SECRET_ACCESS_KEY": DUMMY_AWS_KEY}
-        return env
+    def _aws(self, secrets: Mapping[str, str] | None = None) -> AwsSession:
+        """Region, EC2 endpoint, credentials and clients: the stage's `aws` settings over the
+        environment, the stage's env and its secrets (pipeline/engines/aws/session.py)."""
+        from pipeline.engines.aws.session import AwsSession
 
-    def _ec2(self, target: AwsTarget, env: Mapping[str, str]) -> Any:
-        from pipeline.errors import ToolMissingError
-
-        try:
-            boto3 = importlib.import_module("boto3")  # no type stubs: keep its use small and local
-        except ImportError:  # pragma: no cover - the [run] extra installs it
-            raise ToolMissingError(
-                "the Python package 'boto3' is not installed", hint="pip install 'pipeline-as-code[run]'"
-            ) from None
-        with aws_errors(target):
-            session = boto3.session.Session(
-                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-                aws_session_token=env.get("AWS_SESSION_TOKEN"),
-                profile_name=env.get("AWS_PROFILE") if "AWS_ACCESS_KEY_ID" not in env else None,
-                region_name=target.region,
-            )
-            return session.client("ec2", endpoint_url=target.endpoint)
-
-    def _aws_ready(self, ec2: Any, target: AwsTarget) -> None:
-        """One cheap EC2 call: the endpoint answers and accepts the credentials."""
-        with aws_errors(target):
-            ec2.describe_regions(RegionNames=[target.region])
+        return AwsSession(self.spec.aws, {**os.environ, **self.spec.env, **(secrets or {})})
 
     def _ami_exists(self, ami: str, *, ec2: Any = None) -> bool:
-        from pipeline.errors import ToolMissingError
-
         errors = importlib.import_module("botocore.exceptions")
 
-        target = aws_target(self.spec)
-        client = ec2 or self._ec2(target, self._aws_env(None, target))
+        client = ec2 or self._aws().client("ec2", probe=True)  # a check: give up after a few attempts
         try:
             images = client.describe_images(ImageIds=[ami])["Images"]
         except errors.ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
                 return False
             raise
-        except errors.EndpointConnectionError as exc:
-            raise ToolMissingError(
-                f"cannot reach the EC2 endpoint: {exc}", hint="check AWS_ENDPOINT_URL / Bake.aws, or `pipeline doctor`"
-            ) from None
         return any(image.get("State") in ("available", "pending") for image in images)
 
     @staticmethod

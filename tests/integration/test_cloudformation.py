@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.engines.aws.engine import CloudFormationEngine
 from pipeline.engines.aws.operations import CloudFormationError
-from pipeline.errors import EXIT_BAD_INPUT, TemplateError, ToolMissingError
+from pipeline.errors import EXIT_BAD_INPUT, CredentialsError, TemplateError
 from pipeline.model import AwsSettings, Verify
 from tests.conftest import REPO, need
 
@@ -248,16 +248,21 @@ def test_endpoint_region_and_credentials_come_from_the_environment(
     assert pinned.region == "ap-south-1"  # the definition wins over the environment
 
 
-def test_missing_credentials_are_reported_with_the_fix(
+def test_an_emulator_needs_no_credentials_and_aws_is_never_sent_a_request_without(
     moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    with pytest.raises(ToolMissingError) as caught:
-        engine(moto_url).describe("hello-web-x")
-    assert "credentials" in caught.value.message
+    assert not engine(moto_url).describe("hello-web-x").exists  # dummy keys: emulators accept any
+    aws = CloudFormationEngine("hello-web", TEMPLATE, AwsSettings())
+    with pytest.raises(CredentialsError) as caught:
+        aws.describe("hello-web-x")
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert caught.value.message == (
+        "no usable AWS credentials for AWS CloudFormation (us-east-1): Unable to locate credentials"
+    )
     assert caught.value.hint is not None
     assert "AWS_ACCESS_KEY_ID" in caught.value.hint
 

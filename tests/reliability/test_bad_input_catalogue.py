@@ -81,6 +81,7 @@ class Case:
 
 RUN = ("run", "local", "--yes")
 RUN_AWS = ("run", "local", "--yes", "--profile", "aws", "--only", "bake")
+RUN_PROMOTE = ("run", "local", "--yes", "--profile", "aws", "--only", "promote")
 
 
 # ------------------------------------------------------------------------------------------- setups
@@ -408,7 +409,15 @@ CASES = [
     Case("a05", "aws", "credentials: not accepted", RUN_AWS, 2,
          (r"refused the AWS credentials: AuthFailure", r"hint: get fresh credentials"),
          aws_answering("AuthFailure", "AWS was not able to validate the provided access credentials", 401)),
-    Case("g01", "aws", "dirty git tree at promote", ("run", "local", "--yes", "--profile", "aws", "--only", "promote"), 2,
+    # the same faults met first by promote's CloudFormation check: the same answer as the bake's
+    Case("a06", "aws", "credentials: expired session token (--only promote)", RUN_PROMOTE, 2,
+         (r"the CloudFormation endpoint http://127\.0\.0\.1:\d+ refused the AWS credentials: RequestExpired",
+          r"hint: get fresh credentials"),
+         aws_answering("RequestExpired", "Request has expired.")),
+    Case("a07", "aws", "endpoint unreachable (--only promote)", RUN_PROMOTE, 1,
+         (r"cannot reach the CloudFormation endpoint http://127\.0\.0\.1:\d+", r"hint: check AWS_ENDPOINT_URL"),
+         _unreachable_aws),
+    Case("g01", "aws", "dirty git tree at promote", RUN_PROMOTE, 2,
          (r"cleanup\.sh", r"(uncommitted|not clean|clean)", r"hint:"), _dirty_tree),
     # --- names and arguments
     Case("n01", "in use", "a foreign container holds production's balancer name", RUN, 1,

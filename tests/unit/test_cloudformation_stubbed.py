@@ -23,7 +23,7 @@ from pipeline.engines.aws import operations, session, template  # noqa: E402
 from pipeline.engines.aws.engine import CloudFormationEngine  # noqa: E402
 from pipeline.engines.aws.operations import CloudFormationError  # noqa: E402
 from pipeline.engines.stack import StackState  # noqa: E402
-from pipeline.errors import StackOperationError, TemplateError  # noqa: E402
+from pipeline.errors import EXIT_BAD_INPUT, CredentialsError, StackOperationError, TemplateError  # noqa: E402
 from pipeline.model import AwsSettings, Verify  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
@@ -597,11 +597,12 @@ def test_access_denied_says_it_is_about_credentials() -> None:
             service_message="User: arn:aws:iam::123456789012:user/ci is not authorized to perform: cloudformation:DescribeStacks",
             http_status_code=403,
         )
-        with pytest.raises(StackOperationError) as caught:
+        with pytest.raises(CredentialsError) as caught:
             fake.engine.describe(STACK)
-    assert "AccessDenied" in caught.value.message
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert caught.value.message.startswith("AWS CloudFormation (us-east-1) denied DescribeStacks: AccessDenied: ")
     assert caught.value.hint is not None
-    assert "permissions" in caught.value.hint
+    assert "lack this permission" in caught.value.hint
 
 
 # --- verification on real AWS --------------------------------------------------------------------------

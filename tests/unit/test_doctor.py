@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pipeline.doctor import DOCKER_FIX, PACKER_FIX, Probes, diagnose
+from pipeline.errors import CredentialsError, PipelineError, ToolMissingError
 
 
 @dataclass
@@ -23,8 +24,8 @@ class FakeProbes(Probes):
     engine: str | None = "20.10.24"
     packer_found: tuple[str | None, tuple[int, int, int] | None] = ("/usr/bin/packer", (1, 6, 6))
     images: set[str] = field(default_factory=lambda: {"pipeline-base:bookworm"})
-    credentials: str | None = None
-    endpoint_error: str = ""
+    aws_error: PipelineError | None = None
+    """What the AWS session answered (tests/unit/test_aws_faults.py runs the real one)."""
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -50,11 +51,8 @@ class FakeProbes(Probes):
     def packer(self) -> tuple[str | None, tuple[int, int, int] | None]:
         return self.packer_found
 
-    def aws_credentials(self) -> str | None:
-        return self.credentials
-
-    def endpoint_answers(self, url: str) -> str:
-        return self.endpoint_error
+    def aws_access(self) -> PipelineError | None:
+        return self.aws_error
 
 
 def _by_name(probes: FakeProbes) -> dict[str, object]:
@@ -132,31 +130,54 @@ def test_missing_python_packages_name_the_extra() -> None:
     assert finding.fix == "pip install 'pipeline-as-code[run]'"
 
 
-def test_aws_without_credentials_or_endpoint_is_missing() -> None:
-    report = diagnose("aws", probes=FakeProbes())
+def test_aws_credentials_a_run_cannot_use_are_missing_with_its_message_and_exit_code() -> None:
+    error = CredentialsError(
+        "the EC2 endpoint http://127.0.0.1:5000 refused the AWS credentials: AuthFailure: AWS was not able to "
+        "validate the provided access credentials",
+        hint="get fresh credentials",
+    )
+    report = diagnose("aws", probes=FakeProbes(env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5000"}, aws_error=error))
     assert [f.name for f in report.missing] == ["aws credentials"]
-    assert "AWS_ENDPOINT_URL" in report.missing[0].fix
-    assert "aws configure" in report.missing[0].fix
+    finding = report.missing[0]
+    assert (finding.detail, finding.fix, finding.exit_code) == (error.message, error.hint, 2)
+    assert report.exit_code == 2
+
+
+def test_an_aws_endpoint_that_does_not_answer_is_missing_and_exits_1() -> None:
+    error = ToolMissingError("cannot reach the EC2 endpoint http://127.0.0.1:4599: ...", hint="check AWS_ENDPOINT_URL")
+    probes = FakeProbes(env={"AWS_ENDPOINT_URL": "http://127.0.0.1:4599"}, aws_error=error)
+    report = diagnose("aws", probes=probes)
+    assert [(f.name, f.detail, f.exit_code) for f in report.missing] == [("aws endpoint", error.message, 1)]
+    assert report.exit_code == 1
+
+
+def test_the_highest_exit_code_of_what_is_missing_wins() -> None:
+    error = CredentialsError("no usable AWS credentials for AWS EC2 (us-east-1): Unable to locate credentials")
+    report = diagnose("aws", probes=FakeProbes(engine=None, aws_error=error))
+    assert [f.name for f in report.missing] == ["docker engine", "aws credentials"]
+    assert report.exit_code == 2
+    assert diagnose("aws", probes=FakeProbes()).exit_code == 0
 
 
 def test_aws_with_credentials_is_ready() -> None:
-    report = diagnose("aws", probes=FakeProbes(credentials="env", env={"AWS_REGION": "eu-west-1"}))
+    report = diagnose("aws", probes=FakeProbes(env={"AWS_REGION": "eu-west-1"}))
     assert report.ok
-    assert "eu-west-1" in report.findings[-1].detail
+    assert report.findings[-1].name == "aws credentials"
+    assert report.findings[-1].detail == "AWS (eu-west-1) answers and accepts the credentials"
 
 
 def test_aws_with_an_answering_endpoint_is_ready() -> None:
     report = diagnose("aws", probes=FakeProbes(env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5000"}))
     assert report.ok
     assert report.findings[-1].name == "aws endpoint"
+    assert report.findings[-1].detail == "the emulator at http://127.0.0.1:5000 answers (any credentials are accepted)"
 
 
-def test_aws_with_a_dead_endpoint_says_how_to_start_the_emulator_on_its_port() -> None:
-    probes = FakeProbes(env={"AWS_ENDPOINT_URL": "http://127.0.0.1:4599"}, endpoint_error="Connection refused")
-    report = diagnose("aws", probes=probes)
-    finding = report.missing[0]
-    assert "Connection refused" in finding.detail
-    assert "moto_server -H 127.0.0.1 -p 4599" in finding.fix
+def test_aws_with_endpoints_per_service_names_each() -> None:
+    env = {"AWS_ENDPOINT_URL_EC2": "http://127.0.0.1:5000", "AWS_ENDPOINT_URL_CLOUDFORMATION": "http://127.0.0.1:5001"}
+    detail = diagnose("aws", probes=FakeProbes(env=env)).findings[-1].detail
+    assert "the EC2 endpoint http://127.0.0.1:5000" in detail
+    assert "the CloudFormation endpoint http://127.0.0.1:5001" in detail
 
 
 def test_the_command_on_this_machine_prints_every_tool_and_exits_0_or_1() -> None:

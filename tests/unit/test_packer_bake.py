@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from pipeline.engines.aws.session import AwsSession, AwsTarget
 from pipeline.engines.image_checks import check_env, check_name, parse_junit
 from pipeline.executors.bake import (
     BakeExecutor,
-    aws_target,
     bake_key,
     framework_variables,
     packer_env_vars,
@@ -99,6 +99,11 @@ def _bake(**fields: Any) -> Bake:
     return Bake(name="bake", template="images/web.pkr.hcl", **fields)
 
 
+def aws_target(bake: Bake, environ: dict[str, str]) -> AwsTarget:
+    """Where the bake's AMI half talks to: its session's EC2 target."""
+    return AwsSession(bake.aws, environ).target("ec2")
+
+
 def test_aws_endpoint_and_region_come_from_the_environment_by_default() -> None:
     target = aws_target(_bake(), {"AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_REGION": "eu-west-1"})
     assert target.endpoint == "http://127.0.0.1:5000"
@@ -122,6 +127,12 @@ def test_real_aws_is_not_emulated() -> None:
     assert target.endpoint is None
     assert target.region == "us-east-1"
     assert not target.emulated
+
+
+def test_an_aws_endpoint_override_is_not_an_emulator() -> None:
+    target = aws_target(_bake(), {"AWS_ENDPOINT_URL_EC2": "https://ec2-fips.us-east-1.amazonaws.com"})
+    assert target.endpoint == "https://ec2-fips.us-east-1.amazonaws.com"
+    assert not target.emulated  # no dummy keys for it: real AWS behind a FIPS endpoint
 
 
 # --- the spec --------------------------------------------------------------------------------------

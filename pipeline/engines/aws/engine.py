@@ -105,12 +105,12 @@ class CloudFormationEngine(BaseStackEngine):
 
     @property
     def endpoint_url(self) -> str | None:
-        return self.session.endpoint_url
+        return self.session.endpoint("cloudformation")
 
     @property
     def emulator(self) -> bool:
         """Talking to an emulator (an endpoint override outside AWS), not to AWS itself."""
-        return self.session.emulator
+        return self.session.target("cloudformation").emulated
 
     @property
     def poll_seconds(self) -> float:
@@ -148,13 +148,16 @@ class CloudFormationEngine(BaseStackEngine):
     # --- public: the StackEngine protocol -------------------------------------------------------
 
     def ready(self, stack: str) -> None:
-        """The endpoint answers and the credentials work: one read-only call (describing the
-        environment's stack). ToolMissingError or StackOperationError naming the fix if not."""
-        self.describe(stack)
+        """The CloudFormation endpoint answers and accepts the credentials: one read-only call
+        (describing the environment's stack) that gives up after a few attempts. CredentialsError
+        (exit 2) or ToolMissingError (exit 1) naming the endpoint and the fix if not (session.py)."""
+        check_stack_name(stack)
+        with self.session.failures(f"describing stack {stack}"):
+            self._stacks.describe_raw(stack, probe=True)
 
     def describe(self, stack: str) -> StackState:
         check_stack_name(stack)
-        with self.session.errors(f"describing stack {stack}"):
+        with self.session.failures(f"describing stack {stack}"):
             raw = self._stacks.describe_raw(stack)
         return self._stacks.state(stack, raw)
 
@@ -220,7 +223,7 @@ class CloudFormationEngine(BaseStackEngine):
             desired.update(plans.rolling_values(strategy, capacity))
         started = self.pacing.clock()
         stacks = self._stacks
-        with self.session.errors(f"deploying stack {stack}"):
+        with self.session.failures(f"deploying stack {stack}"):
             capabilities = self.validate(on_event=on_event)
             stacks.check_image_exists(image)
             current = stacks.settle(stack, on_event)
@@ -246,7 +249,7 @@ class CloudFormationEngine(BaseStackEngine):
         Refuses a stack that another pipeline (or no pipeline) created: teardown must never remove
         what it did not make."""
         check_stack_name(stack)
-        with self.session.errors(f"deleting stack {stack}"):
+        with self.session.failures(f"deleting stack {stack}"):
             current = self._stacks.describe_raw(stack)
             if current is None:
                 on_event(f"stack {stack} does not exist: nothing to delete")
@@ -267,7 +270,7 @@ class CloudFormationEngine(BaseStackEngine):
     def stacks(self) -> list[str]:
         """Every live stack tagged with this pipeline's name (ephemeral ones included)."""
         names: list[str] = []
-        with self.session.errors("listing stacks"):
+        with self.session.failures("listing stacks"):
             kwargs: dict[str, Any] = {}
             while True:
                 page = self.session.call("cloudformation", "describe_stacks", **kwargs)
@@ -289,7 +292,7 @@ class CloudFormationEngine(BaseStackEngine):
         that version, InService and healthy) and HTTP through the balancer's URL. Under an emulator
         with a made-up URL: the control plane only (stack status, launch template image), reported
         in `VerifyReport.emulated`."""
-        with self.session.errors(f"verifying stack {state.name}"):
+        with self.session.failures(f"verifying stack {state.name}"):
             raw = self._stacks.describe_raw(state.name)
             if raw is None:
                 return VerifyReport(ok=False, requests=0, failures=1, detail=f"stack {state.name} does not exist")
@@ -339,7 +342,7 @@ class CloudFormationEngine(BaseStackEngine):
         commits the image, so bad input leaves no commit to revert. TemplateError (exit 2)."""
         check_stack_name(stack)
         self.plan(image, parameters)
-        with self.session.errors(f"checking a deploy of stack {stack}"):
+        with self.session.failures(f"checking a deploy of stack {stack}"):
             self.validate(on_event=on_event)
             self._stacks.check_image_exists(image)
 

@@ -45,7 +45,12 @@ class HealthMetrics:
             verdict = http_check.judge(
                 new, judged_old, health, final=final, exhausted=elapsed >= window + self.pacing.metrics_grace_seconds
             )
-            if verdict.state == "breach" and self.stacks.session.emulator and not new.requests and not old.requests:
+            if (
+                verdict.state == "breach"
+                and self.stacks.session.target("cloudwatch").emulated
+                and not new.requests
+                and not old.requests
+            ):
                 # moto and friends have no load balancer to count requests: nothing to judge, and
                 # that is the emulator's limit, not the release's (like the emulated verify checks)
                 run.on_event(f"{step.what}: the emulator reported no load balancer metrics: window not judged")

@@ -245,10 +245,13 @@ class StackOperations:
         self.pipeline = pipeline
         self.pacing = pacing
 
-    def describe_raw(self, stack: str) -> dict[str, Any] | None:
+    def describe_raw(self, stack: str, *, probe: bool = False) -> dict[str, Any] | None:
+        """The stack as `describe_stacks` shows it; None when there is none. `probe`: with the
+        session's readiness client (few attempts)."""
         ClientError = botocore_exceptions().ClientError
+        call = self.session.probe if probe else self.session.call
         try:
-            stacks = self.session.call("cloudformation", "describe_stacks", StackName=stack).get("Stacks", [])
+            stacks = call("cloudformation", "describe_stacks", StackName=stack).get("Stacks", [])
         except ClientError as exc:
             if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
                 return None
@@ -272,7 +275,7 @@ class StackOperations:
             "stack_status": status,
             "stack_id": str(raw["StackId"]),
             "region": self.session.region,
-            "endpoint": self.session.endpoint_url or "aws",
+            "endpoint": self.session.endpoint("cloudformation") or "aws",
         }
         if raw.get("StackStatusReason"):
             details["reason"] = str(raw["StackStatusReason"])

@@ -310,7 +310,7 @@ class Rollout:
         through the balancer for the whole deploy, so every window has requests to judge even on
         an idle service (the load balancer's metrics count them like the users')."""
         url = self.stacks.state(run.stack, run.current).url
-        reachable = http_reaches(self.data_plane, url, self.session.endpoint_url)
+        reachable = http_reaches(self.data_plane, url, self.session.endpoint("cloudformation"))
         if health is None or not url or not reachable:
             yield
             return
@@ -334,7 +334,7 @@ class Rollout:
             if len(healthy) >= count:
                 run.on_event(f"canary slot: {len(healthy)} healthy target(s)")
                 return
-            if not health and self.session.emulator:
+            if not health and self.session.target("elbv2").emulated:
                 run.on_event(
                     "canary slot: the emulator registered no targets (it launches no instances); not waited for"
                 )

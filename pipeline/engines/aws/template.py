@@ -210,7 +210,7 @@ class StackTemplate:
 
         Done once per template text, endpoint and region in a process."""
         text = self.text()
-        key = (session.endpoint_url or "", session.region, text)
+        key = (session.endpoint("cloudformation") or "", session.region, text)
         if key in _VALIDATED:
             return list(_VALIDATED[key])
         for warning in lint_template(text, source=self.source, region=session.region):
