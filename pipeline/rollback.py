@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 from pipeline.errors import BadInputError, PipelineError, VerificationFailedError
 from pipeline.ledger import Ledger, new_run_id
 from pipeline.model import Environment, Profile, Verify, default_profile
+from pipeline.profiles import ProfileEngines
 from pipeline.stages.promote import DEFAULT_AUTHOR, Promote
 
 if TYPE_CHECKING:
     from pipeline.engines.git_promote import CommitInfo
     from pipeline.engines.stack import VerifyReport
     from pipeline.loader import Loaded
+    from pipeline.profiles.base import Engines
     from pipeline.spec import PipelineSpec
 
 ROLLBACK_RUN_PREFIX = "rollback-"
@@ -95,18 +97,17 @@ def rollback(
     to: str | None = None,
     profile: Profile | None = None,
     on_event: Callable[[str], None] = _ignore,
+    engines: Engines | None = None,
 ) -> RollbackResult:
     """Move `environment` back to the previous known-good image (or `to`), verify, record.
 
     Raises BadInputError (exit 2) when there is nothing to go back to, VerificationFailedError
     (exit 1) when the image it went back to does not verify (the release history then says so)."""
-    from pipeline.engines.stack import engine_for
-
     spec = loaded.spec
     env = _environment(spec, environment)
     ledger = Ledger(loaded.root)
     use = profile or default_profile()
-    engine = engine_for(spec, env, use, loaded.root)
+    engine = (engines or ProfileEngines()).stack_engine(spec, env, use, loaded.root)
     stack = env.stack_name(spec.name)
     git = git_settings(spec, env, use)
     ledger.ensure()

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
-from pipeline.cli.app import app, err_console
+from pipeline.cli.app import ENGINES, app, err_console
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.profiles.base import Engines
 
 # Importing the command modules registers their commands on `app`.
 from pipeline.cli import commands, doctor, image, render, rollback  # noqa: F401  # isort: skip
 
 
-def main() -> NoReturn:
+def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -> NoReturn:
     """Console-script entry point: expected errors become one readable block and an exit code.
 
-    Typer handles its own usage errors (exit 2) and `typer.Exit`; our errors propagate to here."""
+    Typer handles its own usage errors (exit 2) and `typer.Exit`; our errors propagate to here.
+    `argv` defaults to sys.argv; `engines` replaces the profiles' engines (tests)."""
     # CI systems stop a build with SIGTERM: treat it like Ctrl-C, so teardown stages still run.
     signal.signal(signal.SIGTERM, _interrupt)
+    ENGINES.set(engines)
     try:
-        app(prog_name="pipeline")
+        app(args=None if argv is None else list(argv), prog_name="pipeline")
     except PipelineError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)

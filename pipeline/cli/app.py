@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from pipeline.profiles.base import Engines
+
+ENGINES: ContextVar[Engines | None] = ContextVar("pipeline_cli_engines", default=None)
+"""The engines the commands use: None for the profiles' own; `main(engines=...)` injects others."""
 
 app = typer.Typer(
     name="pipeline",

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.app import FileOption, ProfileOption, app, console, is_plain, run_app
+from pipeline.cli.app import ENGINES, FileOption, ProfileOption, app, console, is_plain, run_app
 from pipeline.diagram import GraphFormat, draw
 from pipeline.loader import Loaded, load
 from pipeline.model import Approval, Stage
 
 if TYPE_CHECKING:
-    from pipeline.runner import Runner
+    from pipeline.run import Runner
 
 
 @app.command()
@@ -44,7 +44,7 @@ def validate(
     ] = False,
 ) -> None:
     """Check the definition, the files it refers to and the templates. No side effects."""
-    from pipeline.runner import Runner
+    from pipeline.run import Runner
 
     loaded = load(file)
     spec = loaded.spec
@@ -79,7 +79,7 @@ def run_local(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer approval gates with yes.")] = False,
 ) -> None:
     """Run the whole chain on this machine, in DAG order; unchanged stages are skipped."""
-    from pipeline.runner import RunOptions
+    from pipeline.run import RunOptions
 
     loaded = load(file)
     options = RunOptions(
@@ -110,7 +110,7 @@ def run_stage(
     ] = False,
 ) -> None:
     """Run one stage, as a CI job calls it: upstream outputs come from the run manifest."""
-    from pipeline.runner import RunOptions
+    from pipeline.run import RunOptions
 
     loaded = load(file)
     options = RunOptions(profile=profile, force=force, yes=yes, interactive=_interactive(), manifest=manifest)
@@ -127,7 +127,7 @@ def status(
     """What runs where (image, stack, URL) and the last runs."""
     from pipeline.cli.status_view import show_status
 
-    show_status(load(file), environment, profile)
+    show_status(load(file), environment, profile, engines=ENGINES.get())
 
 
 def _interactive() -> bool:
@@ -136,11 +136,11 @@ def _interactive() -> bool:
 
 def _runner(loaded: Loaded) -> Runner:
     from pipeline.cli.progress import LiveReporter, PlainReporter
-    from pipeline.runner import Runner
+    from pipeline.run import Runner
 
     reporter = PlainReporter(console) if is_plain() else LiveReporter(console)
 
     def approver(stage: Stage, approval: Approval) -> bool:
         return typer.confirm(f"{stage.name}: {approval.message}", default=False, err=True)
 
-    return Runner(loaded, reporter=reporter, approver=approver)
+    return Runner(loaded, reporter=reporter, approver=approver, engines=ENGINES.get())

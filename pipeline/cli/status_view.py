@@ -8,13 +8,16 @@ from rich.table import Table
 from pipeline.cli.app import console
 from pipeline.loader import Loaded
 from pipeline.model import Profile
+from pipeline.profiles.base import Engines
 from pipeline.status import EnvironmentStatus, collect
 
 _STATE_STYLE = {"ready": "green", "updating": "yellow", "failed": "red", "absent": "dim"}
 
 
-def show_status(loaded: Loaded, environment: str | None, profile: Profile | None = None) -> None:
-    report = collect(loaded, environment, profile=profile)
+def show_status(
+    loaded: Loaded, environment: str | None, profile: Profile | None = None, *, engines: Engines | None = None
+) -> None:
+    report = collect(loaded, environment, profile=profile, engines=engines)
     envs = Table(title=f"pipeline {report.pipeline}: environments", title_justify="left")
     for column in ("environment", "profile", "stack", "state", "image", "url", "known-good"):
         envs.add_column(column, overflow="fold")

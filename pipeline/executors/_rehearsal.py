@@ -1,7 +1,7 @@
 """What the stack stages share: engines per environment, the rehearsal's stack and starting image,
 verification that fails the stage, and cleanup when a run is interrupted.
 
-Executors talk to the `StackEngine` protocol only (`engine_for`), so the local (Docker) and the
+Executors talk to the `StackEngine` protocol only (from the context's engines), so the local (Docker) and the
 aws (CloudFormation) engines serve the same stages.
 """
 
@@ -28,9 +28,7 @@ def engine(ctx: PlanContext | StageContext, env: Environment) -> StackEngine:
     """The environment's engine on the run's profile. The aws engine reads credentials, region and
     AWS_ENDPOINT_URL from the process environment, overridden by the stage's `env` and, while the
     stage runs, its (and its environment's) secrets."""
-    from pipeline.engines.stack import engine_for
-
-    return engine_for(ctx.pipeline, env, ctx.profile, ctx.root, environ=stage_environ(ctx))
+    return ctx.engines.stack_engine(ctx.pipeline, env, ctx.profile, ctx.root, environ=stage_environ(ctx))
 
 
 def stage_environ(ctx: PlanContext | StageContext) -> dict[str, str]:

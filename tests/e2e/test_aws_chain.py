@@ -153,6 +153,20 @@ class PagesFromImageTags:
         return VerifyReport(False, report.requests, report.failures + 1, detail, real=report.real, emulated=modelled)
 
 
+@dataclass
+class PagesFromImageTagsEngines:
+    """The profiles' engines, with every stack engine wrapped in `PagesFromImageTags`."""
+
+    ec2: Any
+
+    def stack_engine(
+        self, spec: Any, env: Environment, profile: Profile, root: Path, *, environ: Mapping[str, str] | None = None
+    ) -> StackEngine:
+        from pipeline.profiles import ProfileEngines
+
+        return PagesFromImageTags(ProfileEngines().stack_engine(spec, env, profile, root, environ=environ), self.ec2)
+
+
 # --- the project ----------------------------------------------------------------------------------------
 
 
@@ -269,23 +283,12 @@ class Project:
         self, args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> Result:
         """The CLI in this process, with the stack engine wrapped in `PagesFromImageTags`."""
-        from pipeline.engines import stack as stack_module
-
-        real_engine_for = stack_module.engine_for
-        ec2 = self.client("ec2")
-
-        def engine_for(
-            spec: Any, env: Environment, profile: Profile, root: Path, *, environ: Mapping[str, str] | None = None
-        ) -> StackEngine:
-            return PagesFromImageTags(real_engine_for(spec, env, profile, root, environ=environ), ec2)
-
         for key, value in self.env.items():
             if os.environ.get(key) != value:
                 monkeypatch.setenv(key, value)
         for key in set(os.environ) - set(self.env):
             monkeypatch.delenv(key)
-        monkeypatch.setattr(stack_module, "engine_for", engine_for)
-        return run_cli(args, self.root, capsys)
+        return run_cli(args, self.root, capsys, engines=PagesFromImageTagsEngines(self.client("ec2")))
 
 
 def _explain(result: subprocess.CompletedProcess[str] | Result) -> str:

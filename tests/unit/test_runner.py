@@ -19,7 +19,7 @@ from pipeline.errors import BadInputError, LockHeldError, NotImplementedStageErr
 from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.ledger import Ledger, StageResult
 from pipeline.loader import Loaded, load
-from pipeline.runner import Runner, RunOptions, RunSummary
+from pipeline.run import Runner, RunOptions, RunSummary
 
 HEAD = "from pipeline import *\n"
 
