@@ -37,7 +37,12 @@ class EnvironmentStatus:
     state: str = ""
     """The engine's word for the stack: 'ready', 'updating', 'failed', 'absent' ('' when not observed)."""
     ledger_image: str | None = None
-    """What the ledger records as live, when it differs from what runs."""
+    """What the release history records as live, when it differs from what runs."""
+    history: str = "ledger"
+    """Where the release history was read: 'ledger' (this machine) or the environment's durable
+    store (the template's git history, the Docker engine's release tags)."""
+    last_release: str = ""
+    """The newest release the history knows: image, status, run and time."""
 
 
 @dataclass(frozen=True)
@@ -121,18 +126,25 @@ def _environment(
     engines: Engines,
     cache: dict[str, StackEngine | str],
 ) -> EnvironmentStatus:
-    from pipeline.rollback import live_image, rollback_candidates
-
     spec = loaded.spec
     stack = env.stack_name(spec.name)
-    recorded = live_image(ledger, spec.name, env.name)
+    try:
+        store = engines.release_store(spec, env, profile, loaded.root)
+    except (PipelineError, ImportError):
+        store = None
+    releases = ledger.history(spec.name, env.name, store)
+    recorded = releases.live()
+    newest = releases.releases[-1] if releases.releases else None
+    says = "the ledger" if releases.source == "ledger" else f"the {releases.source}"
     base = EnvironmentStatus(
         name=env.name,
         profile=profile,
         stack=stack,
         image=recorded,
         url=None,
-        known_good=tuple(rollback_candidates(ledger, spec.name, env.name)),
+        known_good=tuple(releases.candidates()),
+        history=releases.source,
+        last_release=f"{newest.image} {newest.status} (run {newest.run_id}, {newest.at})" if newest else "",
     )
     engine = _engine(loaded, env, profile, engines, cache)
     if isinstance(engine, str):
@@ -142,14 +154,14 @@ def _environment(
     except PipelineError as exc:
         return _unobserved(base, str(exc))
     if not state.exists:
-        note = f"no stack now; the ledger says {recorded} was live" if recorded else ""
+        note = f"no stack now; {says} says {recorded} was live" if recorded else ""
         return _replace(base, image=None, observed=True, state="absent", note=note, ledger_image=recorded)
     note = ""
     if state.image is None:
         images = state.details.get("images", "")
         note = f"replicas run different images ({images})" if images else "no replica serves"
     elif recorded is not None and recorded != state.image:
-        note = f"the ledger says {recorded} is live"
+        note = f"{says} says {recorded} is live"
     return _replace(
         base,
         image=state.image,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.engines.stack import BaseStackEngine, OnEvent, StackEngine, StackState, VerifyReport
+from pipeline.ledger import Release, ReleaseStore
 from pipeline.model import Environment, Profile, Verify
 from pipeline.spec import PipelineSpec
 from pipeline.strategy import Health, Strategy
@@ -75,10 +76,27 @@ class FakeStackEngine(BaseStackEngine):
 
 
 @dataclass
+class FakeReleaseStore:
+    """A durable release record in memory (`readable=False`: as if it could not be reached)."""
+
+    releases: list[Release] = field(default_factory=list)
+    readable: bool = True
+    where: str = "a fake store"
+
+    def read(self) -> list[Release] | None:
+        return list(self.releases) if self.readable else None
+
+    def append(self, release: Release) -> None:
+        self.releases.append(release)
+
+
+@dataclass
 class FakeEngines:
-    """An engines provider that gives `engine` for every environment and profile."""
+    """An engines provider that gives `engine` for every environment and profile, and `store` (if
+    any) as every environment's durable release record."""
 
     engine: StackEngine
+    store: ReleaseStore | None = None
 
     def stack_engine(
         self,
@@ -90,3 +108,8 @@ class FakeEngines:
         environ: Mapping[str, str] | None = None,
     ) -> StackEngine:
         return self.engine
+
+    def release_store(
+        self, spec: PipelineSpec, env: Environment, profile_name: Profile, root: Path
+    ) -> ReleaseStore | None:
+        return self.store

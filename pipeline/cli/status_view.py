@@ -33,6 +33,10 @@ def show_status(
         )
     console.print(envs)
     for env in report.environments:
+        if env.last_release:
+            console.print(f"{env.name}: last release {escape(env.last_release)}; history from {escape(env.history)}")
+        if env.known_good:
+            console.print(f"{env.name}: known-good images, newest first: {escape(', '.join(env.known_good))}")
         if env.note:
             console.print(f"[yellow]{env.name}:[/] {escape(env.note)}")
     if report.test_stacks:
@@ -61,7 +65,7 @@ def show_status(
         stages = ", ".join(f"{name}={status}" for name, status in run.stages.items())
         runs.add_row(run.run_id, run.profile, f"[{style}]{run.outcome}[/]", stages)
     if not report.runs:
-        runs.add_row("[dim](no runs yet)[/]", "", "", "")
+        runs.add_row("[dim](no runs on this machine)[/]", "", "", "")
     console.print(runs)
 
 

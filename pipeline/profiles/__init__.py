@@ -19,6 +19,7 @@ from pipeline.errors import BadInputError
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine
+    from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment, Profile
     from pipeline.profiles.base import ProfileModule
     from pipeline.spec import PipelineSpec
@@ -59,3 +60,9 @@ class ProfileEngines:
                 f"environment {env.name!r} has no template", hint=f"set Environment(name={env.name!r}, template=...)"
             )
         return profile(profile_name).stack_engine(spec, env, root / template, environ=environ)
+
+    def release_store(
+        self, spec: PipelineSpec, env: Environment, profile_name: Profile, root: Path
+    ) -> ReleaseStore | None:
+        """Where `env`'s release history outlives this machine's ledger (None: only the ledger)."""
+        return profile(profile_name).release_store(spec, env, root)

@@ -12,6 +12,7 @@ from pipeline.model import Profile
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine
+    from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment
     from pipeline.spec import PipelineSpec
 
@@ -32,6 +33,17 @@ class AwsProfile:
             image_parameter=env.image_parameter,
             environ=environ,
         )
+
+    def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
+        """The template's git history: every promote, revert and rollback is a commit with trailers
+        (when the environment's promote commits; else only the ledger knows)."""
+        from pipeline.engines.git_releases import GitReleaseStore
+        from pipeline.stages.promote import Promote
+
+        promote = next((s for s in spec.stages if isinstance(s, Promote) and s.environment == env.name), None)
+        if env.template is None or (promote is not None and not promote.commit):
+            return None
+        return GitReleaseStore(root=root, template=env.template, pipeline=spec.name, environment=env.name)
 
 
 AWS = AwsProfile()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine
+    from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment, Profile
     from pipeline.spec import PipelineSpec
 
@@ -22,6 +23,10 @@ class ProfileModule(Protocol):
         self, spec: PipelineSpec, env: Environment, template: Path, *, environ: Mapping[str, str] | None = None
     ) -> StackEngine:
         """The engine that runs `env`'s stacks from `template` (an absolute path)."""
+        ...
+
+    def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
+        """Where `env`'s release history lives beyond this machine's ledger (None: nowhere)."""
         ...
 
 
@@ -38,3 +43,7 @@ class Engines(Protocol):
         *,
         environ: Mapping[str, str] | None = None,
     ) -> StackEngine: ...
+
+    def release_store(
+        self, spec: PipelineSpec, env: Environment, profile_name: Profile, root: Path
+    ) -> ReleaseStore | None: ...

@@ -12,6 +12,7 @@ from pipeline.model import Profile
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine
+    from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment
     from pipeline.spec import PipelineSpec
 
@@ -26,6 +27,13 @@ class LocalProfile:
         from pipeline.engines.local_stack import LocalStackEngine
 
         return LocalStackEngine(pipeline=spec.name, template=template)
+
+    def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
+        """Tags on the images, in the Docker engine that runs the stacks: the machine's own record,
+        shared by every workspace (CI job) and user of that engine."""
+        from pipeline.engines.docker_releases import DockerReleaseStore
+
+        return DockerReleaseStore(pipeline=spec.name, environment=env.name)
 
 
 LOCAL = LocalProfile()

@@ -18,7 +18,7 @@ from pipeline.executors._rehearsal import baseline
 from pipeline.ledger import Ledger
 from pipeline.loader import Loaded, load
 from pipeline.model import Environment, Verify
-from pipeline.rollback import restore_check, rollback, rollback_candidates, withdrawn
+from pipeline.rollback import restore_check, rollback
 from pipeline.testing import FakeEngines, FakeStackEngine
 from tests.conftest import ProjectFactory, need
 
@@ -71,9 +71,10 @@ def test_candidates_skip_images_that_were_rolled_back(tmp_path: Path) -> None:
     ledger.record_release("shop", "production", "shop:2", "rollback-r3", "failed")
     ledger.record_release("shop", "production", "shop:1", "rollback-r3", "live")
     assert ledger.known_good("shop", "production") == ["shop:1", "shop:2"]
-    assert rollback_candidates(ledger, "shop", "production") == ["shop:1"]
-    assert withdrawn(ledger, "shop", "production", "shop:2")
-    assert not withdrawn(ledger, "shop", "production", "shop:1")
+    history = ledger.history("shop", "production")
+    assert history.candidates() == ["shop:1"]
+    assert history.withdrawn("shop:2")
+    assert not history.withdrawn("shop:1")
 
 
 def test_rollback_goes_to_the_previous_known_good_image_and_records_it(loaded: Loaded, engine: FakeStackEngine) -> None:
@@ -86,7 +87,7 @@ def test_rollback_goes_to_the_previous_known_good_image_and_records_it(loaded: L
     # The old image does not say the new version: the promote check, without its text.
     assert engine.checks == [Verify(path="/", requests=7)]
     assert _history(ledger)[-2:] == [("shop:2", "failed"), ("shop:1", "live")]
-    assert rollback_candidates(ledger, "shop", "production") == ["shop:1"]
+    assert ledger.history("shop", "production").candidates() == ["shop:1"]
     events = [e for e in ledger.events() if e.get("event") == "rollback"]
     assert events[-1]["from"] == "shop:2"
     assert events[-1]["to"] == "shop:1"
@@ -139,18 +140,18 @@ def test_a_rehearsal_starts_from_what_production_runs(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
     like = Environment(name="production")
     runs = StackState(name="p", exists=True, image="shop:1")
-    assert baseline(ledger, "shop", like, runs, "shop:2") == ("shop:1", "production runs shop:1")
-    start, why = baseline(ledger, "shop", like, StackState(name="p", exists=False), "shop:2")
+    assert baseline(ledger.history("shop", "production"), like, runs, "shop:2") == ("shop:1", "production runs shop:1")
+    start, why = baseline(ledger.history("shop", "production"), like, StackState(name="p", exists=False), "shop:2")
     assert start is None
     assert "has no stack yet" in why
     # Production already runs the new image (it was promoted): the release before it.
     ledger.record_release("shop", "production", "shop:1", "r1", "live")
     ledger.record_release("shop", "production", "shop:2", "r2", "live")
     promoted = replace(runs, image="shop:2")
-    assert baseline(ledger, "shop", like, promoted, "shop:2")[0] == "shop:1"
+    assert baseline(ledger.history("shop", "production"), like, promoted, "shop:2")[0] == "shop:1"
     # Mid-update (replicas on different images): what the ledger says is live.
     mixed = replace(runs, image=None)
-    assert baseline(ledger, "shop", like, mixed, "shop:3")[0] == "shop:2"
+    assert baseline(ledger.history("shop", "production"), like, mixed, "shop:3")[0] == "shop:2"
 
 
 def test_status_falls_back_to_the_ledger_when_the_engine_is_unreachable(
