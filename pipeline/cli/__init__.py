@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from pipeline import interrupts
 from pipeline.cli.app import ENGINES, app, err_console
 from pipeline.errors import PipelineError
 
@@ -22,8 +22,9 @@ def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -
 
     Typer handles its own usage errors (exit 2) and `typer.Exit`; our errors propagate to here.
     `argv` defaults to sys.argv; `engines` replaces the profiles' engines (tests)."""
-    # CI systems stop a build with SIGTERM: treat it like Ctrl-C, so teardown stages still run.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C, and the SIGTERM a CI system stops a build with: recorded at once (never lost), then
+    # a KeyboardInterrupt; teardown stages still run (pipeline/interrupts.py).
+    interrupts.install()
     ENGINES.set(engines)
     try:
         app(args=None if argv is None else list(argv), prog_name="pipeline")
@@ -31,13 +32,10 @@ def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -
         print_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        interrupts.record_if_none()
+        err_console.print(f"[bold red]interrupted[/] ({interrupts.name()})")
+        sys.exit(interrupts.exit_code())
     sys.exit(0)  # pragma: no cover - app() always exits in standalone mode
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def print_error(exc: PipelineError) -> None:

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ApprovalRequiredError, BadInputError, PipelineError, StageFailedError
+from pipeline import interrupts
+from pipeline.errors import ApprovalRequiredError, BadInputError, Interrupted, PipelineError, StageFailedError
 from pipeline.executors.base import Executor, StageContext, check_outputs
 from pipeline.faults import checkpoint
 from pipeline.ledger import Ledger, Manifest, StageRecord, now_iso
@@ -61,38 +62,59 @@ class RunInProgress:
         self.summary = RunSummary(spec.name, manifest.run_id, self.run_dir, profile)
 
     def loop(self, order: list[str]) -> None:
+        """Every selected stage in order. A signal, whenever it arrives (in a stage, between two,
+        while a record is written), stops every stage that has not started; always-run stages
+        (teardown) still run, unless a second signal abandons them too."""
         blocked: set[str] = set()
         branch = None if self.single else current_branch(self.root)
         for name in order:
             if name not in self.selected:
                 continue
-            stage = self.spec.stage(name)
-            always = type(stage).always
-            # Any failed ancestor blocks a stage, even behind an always-run teardown that succeeded.
-            ancestors = self.spec.graph.ancestors(name)
-            failed_needs = [d for d in order if d in ancestors and d in blocked]
-            reason = None
-            if self.summary.interrupted and not always:
-                reason = "not run: interrupted"
-            elif failed_needs and not always:
-                reason = f"not run: {failed_needs[0]} did not succeed"
-            elif not self.single and not branch_matches(stage.branches, branch):
-                reason = f"branch filter {', '.join(stage.branches)} does not match {branch or 'a detached HEAD'}"
-            upstream = self.upstream(stage)
-            if reason is None and always and not any(upstream.get(r) for r in stage.references().values()):
-                self.finish(name, "skipped", "nothing to do: nothing was created")
-                continue
-            if reason is not None:
-                self.finish(name, "skipped", reason)
-                blocked.add(name)
-                continue
             try:
-                status = self.run_one(stage, upstream)
+                if self._step(name, order, blocked, branch) not in OK_STATUSES:
+                    blocked.add(name)
             except KeyboardInterrupt:
-                self.summary.interrupted = True
-                status = "interrupted"
-            if status not in OK_STATUSES:
+                self._interrupted_at(name)
                 blocked.add(name)
+
+    def _step(self, name: str, order: list[str], blocked: set[str], branch: str | None) -> str:
+        stage = self.spec.stage(name)
+        always = type(stage).always
+        if interrupts.requested() is not None:
+            self.summary.interrupted = True
+        # Any failed ancestor blocks a stage, even behind an always-run teardown that succeeded.
+        ancestors = self.spec.graph.ancestors(name)
+        failed_needs = [d for d in order if d in ancestors and d in blocked]
+        reason = None
+        if self.summary.interrupted and (not always or interrupts.count() > 1):
+            reason = "not run: interrupted" if not always else "not run: interrupted twice (cleanup abandoned)"
+        elif failed_needs and not always:
+            reason = f"not run: {failed_needs[0]} did not succeed"
+        elif not self.single and not branch_matches(stage.branches, branch):
+            reason = f"branch filter {', '.join(stage.branches)} does not match {branch or 'a detached HEAD'}"
+        upstream = self.upstream(stage)
+        if reason is None and always and not any(upstream.get(r) for r in stage.references().values()):
+            self.finish(name, "skipped", "nothing to do: nothing was created")
+            return "skipped"
+        if reason is not None:
+            self.finish(name, "skipped", reason)
+            return "skipped"
+        status = self.run_one(stage, upstream)
+        if interrupts.requested() is not None:
+            # Received while the stage ran but swallowed there (a finalizer ate the KeyboardInterrupt):
+            # the stage finished, nothing after it starts.
+            self.summary.interrupted = True
+        return status
+
+    def _interrupted_at(self, name: str) -> None:
+        """A KeyboardInterrupt reached the loop: the stage it hit is recorded as interrupted (if it
+        had started) or skipped, and the run is interrupted from here on."""
+        self.summary.interrupted = True
+        result = self.manifest.stages[name]
+        if result.status == "running":
+            self.finish(name, "interrupted", "interrupted")
+        elif result.status == "pending":
+            self.finish(name, "skipped", "not run: interrupted")
 
     def upstream(self, stage: Stage) -> dict[str, dict[str, str]]:
         """Outputs of every ancestor; an always-stage also sees what failed stages left behind."""
@@ -168,13 +190,14 @@ class RunInProgress:
             )
             checkpoint(f"stage:{name}:before")
             try:
-                outputs = check_outputs(stage, executor.run(ctx))
-            except KeyboardInterrupt:
-                log("interrupted: cleaning up")
+                outputs = self._run_watched(executor, ctx)
+            except (KeyboardInterrupt, Interrupted):
+                interrupts.record_if_none()
+                log(f"interrupted ({interrupts.name()}): cleaning up")
                 cleanup_after_interrupt(executor, ctx, log)
                 result.outputs = dict(ctx.partial_outputs)
-                self.finish(name, "interrupted", "interrupted (Ctrl-C)")
-                raise
+                self.finish(name, "interrupted", f"interrupted ({interrupts.name()})")
+                raise KeyboardInterrupt from None
             except BadInputError as exc:
                 self.fail(name, masker(str(exc)), exc.hint, "", ctx)
                 return "failed"
@@ -204,6 +227,16 @@ class RunInProgress:
             checkpoint(f"stage:{name}:after")
             return "succeeded"
         return "failed"  # pragma: no cover - the loop always returns
+
+    @staticmethod
+    def _run_watched(executor: Executor[Any], ctx: StageContext) -> dict[str, str]:
+        """Run the executor with its cancel event set by any signal that arrives meanwhile (child
+        processes are stopped, waits end), and check what it returns."""
+        interrupts.watch(ctx.cancel)
+        try:
+            return check_outputs(ctx.stage, executor.run(ctx))
+        finally:
+            interrupts.unwatch(ctx.cancel)
 
     def _gate(self, stage: Stage, approval: Approval) -> None:
         if self.options.yes:
@@ -257,6 +290,7 @@ def save_stages(manifest: Manifest, path: Path, stages: list[str]) -> None:
 
 
 def cleanup_after_interrupt(executor: Executor[Any], ctx: StageContext, log: Callable[[str], None]) -> None:
+    ctx.cancel.clear()  # the cleanup itself must be able to run child processes
     try:
         executor.interrupted(ctx)
     except KeyboardInterrupt:

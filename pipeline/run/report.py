@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pipeline import interrupts
 from pipeline.errors import Interrupted
 from pipeline.ledger import StageResult
 from pipeline.model import Profile
@@ -78,5 +79,5 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return Interrupted.exit_code
+            return interrupts.exit_code(Interrupted.exit_code)
         return 1 if self.failed else 0

@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline import interrupts
 from pipeline.errors import BadInputError, PipelineError
 from pipeline.executors.registry import executor_for
 from pipeline.ledger import Ledger, Lock, Manifest, StageResult, new_run_id
@@ -55,6 +56,7 @@ class Runner:
 
     # --- entry points ---
     def run_local(self, options: RunOptions) -> RunSummary:
+        interrupts.reset()  # a signal from here on stops this run
         profile: Profile = options.profile or default_profile()
         order = [s.name for s in self.spec.ordered()]
         selected = self.planner.select(order, options)
@@ -70,6 +72,7 @@ class Runner:
         return self._execute(order, selected, manifest, self.ledger.manifest_path(run_id), profile, options)
 
     def run_stage(self, name: str, options: RunOptions) -> RunSummary:
+        interrupts.reset()  # a signal from here on stops this run
         stage = self.spec.stage(name)  # UnknownStageError for a bad name
         profile: Profile = options.profile or default_profile()
         with self._masking([name]):
