@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from pipeline.cli.app import ENGINES, FileOption, ProfileOption, app, console, is_plain, run_app
-from pipeline.diagram import GraphFormat, draw
-from pipeline.loader import Loaded, load
-from pipeline.model import Approval, Stage
 
 if TYPE_CHECKING:
+    from pipeline.loader import Loaded
+    from pipeline.model import Approval, Stage
     from pipeline.run import Runner
+
+GraphFormat = Literal["text", "mermaid", "dot"]
 
 
 @app.command()
@@ -46,7 +47,7 @@ def validate(
     """Check the definition, the files it refers to and the templates. No side effects."""
     from pipeline.run import Runner
 
-    loaded = load(file)
+    loaded = _load(file)
     spec = loaded.spec
     checked = [] if definition_only else Runner(loaded).check_templates(profile or "local")
     templates = f"; templates checked for {', '.join(checked)}" if checked else ""
@@ -62,7 +63,9 @@ def graph(
     fmt: Annotated[GraphFormat, typer.Option("--format", help="text, mermaid or dot.")] = "text",
 ) -> None:
     """Show the stage graph: order, parallel groups, gates."""
-    loaded = load(file)
+    from pipeline.diagram import draw
+
+    loaded = _load(file)
     sys.stdout.write(draw(loaded.spec, fmt))
 
 
@@ -81,7 +84,7 @@ def run_local(
     """Run the whole chain on this machine, in DAG order; unchanged stages are skipped."""
     from pipeline.run import RunOptions
 
-    loaded = load(file)
+    loaded = _load(file)
     options = RunOptions(
         profile=profile, only=only, from_stage=from_stage, force=force, keep=keep, yes=yes, interactive=_interactive()
     )
@@ -112,7 +115,7 @@ def run_stage(
     """Run one stage, as a CI job calls it: upstream outputs come from the run manifest."""
     from pipeline.run import RunOptions
 
-    loaded = load(file)
+    loaded = _load(file)
     options = RunOptions(profile=profile, force=force, yes=yes, interactive=_interactive(), manifest=manifest)
     summary = _runner(loaded).run_stage(name, options)
     raise typer.Exit(summary.exit_code)
@@ -127,7 +130,13 @@ def status(
     """What runs where (image, stack, URL) and the last runs."""
     from pipeline.cli.status_view import show_status
 
-    show_status(load(file), environment, profile, engines=ENGINES.get())
+    show_status(_load(file), environment, profile, engines=ENGINES.get())
+
+
+def _load(file: Path | None) -> Loaded:
+    from pipeline.loader import load
+
+    return load(file)
 
 
 def _interactive() -> bool:
