@@ -46,9 +46,13 @@ def validate(
 ) -> None:
     """Check the definition, the files it refers to and the templates. No side effects."""
     from pipeline.run import Runner
+    from pipeline.secrets import check_lengths
 
     loaded = _load(file)
     spec = loaded.spec
+    check_lengths(
+        [s for stage in spec.stages for s in stage.secrets] + [s for e in spec.environments for s in e.secrets]
+    )
     checked = [] if definition_only else Runner(loaded).check_templates(profile or "local")
     templates = f"; templates checked for {', '.join(checked)}" if checked else ""
     console.print(

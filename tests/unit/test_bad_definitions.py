@@ -462,3 +462,21 @@ def test_two_pipelines_in_one_file(tmp_path: Path, capsys: pytest.CaptureFixture
     result = run_cli(["validate"], tmp_path, capsys)
     assert result.code == 2
     assert "defines 2 pipelines (a, b)" in result.err
+
+
+def test_validate_refuses_a_secret_too_short_to_mask(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = _write(
+        tmp_path,
+        """
+        with Pipeline("p") as p:
+            Shell(name="deploy", commands=["true"], secrets=["DEPLOY_TOKEN"])
+        """,
+    )
+    monkeypatch.setenv("DEPLOY_TOKEN", "abc")
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2, result.err
+    assert "secret DEPLOY_TOKEN is shorter than 4 characters" in result.err
+    monkeypatch.setenv("DEPLOY_TOKEN", "a-real-token")
+    assert run_cli(["validate"], root, capsys).code == 0
