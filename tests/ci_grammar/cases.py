@@ -77,6 +77,7 @@ MULTILINE_VALUES = {
     "NEWLINE_AT_END": "value\n",
     "INDENTED": "    all\n    indented",
 }
+MULTILINE_INSTALL = "pip install pipeline-as-code[run] && python -c 'import sys\nprint(sys.version)'"
 MULTILINE_MESSAGE = "Deploy to production?\n  Check the dashboard first.  "
 ODD_SECRET = Secret(
     name="ODD_SECRET", jenkins="it's-id \\ $x", teamcity="credentialsJSON:1-2%3-$x", github="ODD_SECRET_1"
@@ -115,10 +116,12 @@ def tricky_values_spec() -> PipelineSpec:
 
 
 def multiline_values_spec() -> PipelineSpec:
-    """Multi-line values with indentation and trailing spaces, and a multi-line gate message."""
+    """Multi-line values with indentation and trailing spaces, a multi-line gate message, and an
+    install command with a quoted multi-line argument."""
     with Pipeline(
         "multiline-values",
         environments=[Environment(name="production", approval=Approval(message=MULTILINE_MESSAGE))],
+        install=MULTILINE_INSTALL,
     ) as p:
         test = CommitTest(name="commit-test", commands=["true"], env=dict(MULTILINE_VALUES))
         deploy = Shell(name="deploy", environment="production", commands=["true"])

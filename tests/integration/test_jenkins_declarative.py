@@ -77,6 +77,7 @@ TEARDOWN_THEN_MORE = (
 KNOWN: dict[tuple[str, str], str] = {
     **{("failures", c): CATCH_ERROR_TEARDOWN for c in TEARDOWN_THEN_MORE},
     ("environment", "tricky:multiline"): ISSUE_11_MULTILINE,
+    ("commands", "tricky:multiline"): ISSUE_11_MULTILINE,
     ("gates", "tricky:multiline"): ISSUE_11_MULTILINE,
     ("environment", "tricky:empty-value"): EMPTY_VALUE,
 }
