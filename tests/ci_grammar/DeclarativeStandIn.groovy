@@ -39,7 +39,8 @@
  *     fileExists, isUnix, pwd, milestone, and the block steps timeout, retry, lock, catchError,
  *     warnError, withCredentials (string, usernamePassword, usernameColonPassword, file,
  *     sshUserPrivateKey, certificate, [$class: ...] maps such as AmazonWebServicesCredentialsBinding),
- *     withEnv, dir, script, parallel (scripted, map of closures); `env.X` reads the variables declared
+ *     withEnv, dir, script, cache (Job Cacher, with arbitraryFileCache), parallel (scripted, map of
+ *     closures); `env.X` reads the variables declared
  *     so far (credentials read as a marker "@@credentials:ID@@", so a secret interpolated into a
  *     command by Groovy shows up in the trace) and `env.X = v` is recorded as a step;
  *   - post: always, changed, fixed, regression, aborted, success, unsuccessful, unstable, failure,
@@ -663,6 +664,9 @@ class StepsBlock {
         wrap('withEnv', [overrides: overrides.collect { Plain.string(it) }], body)
     }
     def dir(Object path, Closure body) { wrap('dir', [path: Plain.string(path)], body) }
+    // Job Cacher plugin: restores and saves files around its body (recorded, transparent to the model)
+    def cache(Map args, Closure body) { wrap('cache', new LinkedHashMap(args), body) }
+    def arbitraryFileCache(Map args) { return [cache: 'arbitraryFileCache'] + new LinkedHashMap(args) }
     def script(Closure body) { wrap('script', [:], body) }
     def parallel(Map branches) {
         Map entry = [step: 'parallel', args: [failFast: branches.failFast ?: false], body: null, branches: [:]]

@@ -23,7 +23,8 @@ Declarative build) step by step:
   `unstash` of an unknown stash fails, and a stash made in a concurrent parallel branch counts as
   unknown (it may or may not exist yet);
 - `catchError(buildResult, stageResult, catchInterruptions)`, `retry(n)`, `timeout`, `lock`,
-  `dir`, `script`, scripted `parallel` as their steps do; `input` (directive or step) is approved or
+  `dir`, `script`, scripted `parallel` as their steps do (Job Cacher's `cache` runs its body: what it
+  restores is not modelled); `input` (directive or step) is approved or
   rejected by the caller (rejected: FlowInterruptedException, result ABORTED); an `sh` fails when the
   caller says so (`fails`).
 
@@ -563,7 +564,7 @@ class Interpreter:
             path = args["path"]
             joined = path if path.startswith("/") else "/".join(p for p in (scope.dir, path) if p)
             self._steps(step.body or [], replace(scope, dir=joined))
-        elif name == "script":
+        elif name in ("script", "cache"):
             self._steps(step.body or [], scope)
         elif name == "parallel":
             self._scripted_parallel(step, scope)

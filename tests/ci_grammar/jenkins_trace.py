@@ -249,3 +249,38 @@ def _steps(raw: list[dict[str, Any]]) -> list[Step]:
         )
         for r in raw
     ]
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m tests.ci_grammar.jenkins_trace JENKINSFILE... [--branch NAME]...`: print the raw
+    traces (JSON), for reading what the stand-in recorded."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--branch", action="append", default=[])
+    args = parser.parse_args(argv)
+    branches = [Branch(b) for b in args.branch] or [Branch("main")]
+    traces = run_stand_in([(f.resolve(), branches) for f in args.files])
+    print(json.dumps({str(k): _plain(v) for k, v in traces.items()}, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -132,6 +132,20 @@ pipeline {
     }
 }
 """,
+    "cache": """
+pipeline {
+    agent any
+    stages {
+        stage('s') {
+            steps {
+                cache(maxCacheSize: 250, caches: [arbitraryFileCache(path: '.venv', cacheValidityDecidingFile: 'pyproject.toml')]) {
+                    sh 'inside cache'
+                }
+            }
+        }
+    }
+}
+""",
     "parallel-stash": """
 pipeline {
     agent none
@@ -293,3 +307,11 @@ def test_a_stash_from_a_concurrent_branch_is_not_there(traces: dict[str, Trace])
     assert scripts(r) == ["one"]
     assert "concurrent parallel branch" in r.problems[0]
     assert r.result == "FAILURE"
+
+
+def test_job_cacher_runs_its_body(traces: dict[str, Trace]) -> None:
+    trace = traces["cache"]
+    assert trace.errors == []
+    r = run(trace)
+    assert scripts(r) == ["inside cache"]
+    assert r.result == "SUCCESS"
