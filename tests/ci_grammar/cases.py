@@ -150,6 +150,15 @@ def branch_globs_spec() -> PipelineSpec:
     return p.spec
 
 
+def filtered_first_spec() -> PipelineSpec:
+    """The first stage filtered to main while CI also builds release/*: on release/* nothing runs."""
+    with Pipeline("filtered-first", trigger=Trigger(branches=("main", "release/*"))) as p:
+        docs = CommitTest(name="build-docs", commands=["true"], branches=("main",))
+        publish = Shell(name="publish-docs", commands=["true"])
+        docs >> publish
+    return p.spec
+
+
 GLOB_BRANCHES = (Branch("release/1.0/hotfix"), Branch("Main"), Branch("RELEASE/1"))
 
 
@@ -208,6 +217,7 @@ def _tricky(target: str) -> list[Case]:
         Case("tricky:multiline", multiline_values_spec, tags=frozenset({"multiline"})),
         Case("tricky:empty-value", empty_value_spec, tags=frozenset({"empty"})),
         Case("tricky:branch-globs", branch_globs_spec, extra_branches=GLOB_BRANCHES, tags=frozenset({"globs"})),
+        Case("tricky:filtered-first", filtered_first_spec),
     ]
     if target == "jenkins":
         out.append(Case("tricky:pull-requests", pull_requests_spec))

@@ -39,7 +39,16 @@ from tests.conftest import need
 pytestmark = pytest.mark.integration
 
 CASES = {c.id: c for c in cases("teamcity")}
-KNOWN: dict[tuple[str, str], str] = {}
+EMPTY_ARTIFACTS = (
+    "renderer defect: a build whose stage is filtered out on a branch publishes no manifest, and the next "
+    "build's artifact dependency (a required rule, no ?: prefix) then matches nothing, which fails it and the "
+    "chain on a branch where the definition only skips those stages (TeamCity fails required artifact rules "
+    "that match nothing; the renderer itself relies on that when it makes the teardown's rules optional)"
+)
+KNOWN: dict[tuple[str, str], str] = {
+    ("branches", "tricky:filtered-first"): EMPTY_ARTIFACTS,
+    ("manifests", "tricky:filtered-first"): EMPTY_ARTIFACTS,
+}
 
 
 def params(check: str) -> list[object]:
