@@ -288,7 +288,7 @@ def check_locks(build: Build, plan: CiPlan) -> list[str]:
             )
             continue
         resource[env] = common.pop()
-        if plan.name not in resource[env] or env not in resource[env]:
+        if not facts.names_pipeline_and_environment(resource[env], plan, env):
             problems.append(f"environment {env}: lock {resource[env]!r} does not name the pipeline and the environment")
     if len(set(resource.values())) != len(resource):
         problems.append(f"two environments share a lock: {resource}")

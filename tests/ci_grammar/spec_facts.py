@@ -52,6 +52,16 @@ def install_commands(plan: CiPlan) -> list[tuple[str, ...]]:
     return [c.argv for c in commands(plan.install)]
 
 
+def normalised(text: str) -> str:
+    """Lower case letters and digits only: 'hello-web' ~ 'HelloWeb' (CI resource naming styles)."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def names_pipeline_and_environment(resource: str, plan: CiPlan, environment: str) -> bool:
+    """A lock resource is shared by every job of a CI server: it must say whose environment it is."""
+    return normalised(plan.name) in normalised(resource) and normalised(environment) in normalised(resource)
+
+
 def manifest_file(stage: str) -> str:
     return f"{MANIFEST_DIR}/{stage}.json"
 

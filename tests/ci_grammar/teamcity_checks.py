@@ -8,7 +8,6 @@ chain in teamcity_model.Server.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from pipeline.render.plan import CiPlan, StagePlan, camel
@@ -18,10 +17,6 @@ from tests.ci_grammar.shell import Command, commands, is_pipeline_command
 from tests.ci_grammar.teamcity_model import BuildType, ChainRun, Server, Settings, StepRun, resolve
 
 COMPOSITE = "COMPOSITE"
-
-
-def normalised(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 @dataclass
@@ -212,7 +207,7 @@ def check_locks(settings: Settings, plan: CiPlan) -> list[str]:
             problems.append(
                 f"environment {env}: resource {resource[env]!r} is {declared.get('resourceType')}, expected quota 1"
             )
-        if normalised(plan.name) not in normalised(resource[env]) or normalised(env) not in normalised(resource[env]):
+        if not facts.names_pipeline_and_environment(resource[env], plan, env):
             problems.append(f"environment {env}: lock {resource[env]!r} does not name the pipeline and the environment")
     if len(set(resource.values())) != len(resource):
         problems.append(f"two environments share a lock: {resource}")
