@@ -37,13 +37,15 @@ class Case:
     extra_branches: tuple[Branch, ...] = ()
     """Branches to check besides spec_facts.sample_branches (e.g. where glob dialects differ)."""
     tags: frozenset[str] = field(default_factory=frozenset)
+    context: RenderContext = field(default_factory=RenderContext)
+    """Where the definition is, relative to the repository root (`-f FILE` in every command)."""
 
     def file(self, target: str, tmp: Path) -> Path:
         """The file to check: the committed one, or a fresh render under tmp."""
         if self.committed is not None:
             return self.committed
         out = tmp / target / self.id.replace(":", "-").replace("/", "-")
-        write(render(self.spec(), [target], RenderContext()), out)
+        write(render(self.spec(), [target], self.context), out)
         return out / OUTPUTS[target]
 
 
@@ -218,6 +220,8 @@ def _tricky(target: str) -> list[Case]:
         Case("tricky:empty-value", empty_value_spec, tags=frozenset({"empty"})),
         Case("tricky:branch-globs", branch_globs_spec, extra_branches=GLOB_BRANCHES, tags=frozenset({"globs"})),
         Case("tricky:filtered-first", filtered_first_spec),
+        # `-f` with a space and a quote: shlex-quoted by the plan, then escaped by each target
+        Case("tricky:definition-path", partial(example_spec, "linear"), context=RenderContext("ci/it's a pipeline.py")),
     ]
     if target == "jenkins":
         out.append(Case("tricky:pull-requests", pull_requests_spec))

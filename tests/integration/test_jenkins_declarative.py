@@ -265,7 +265,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Evaluated]:
 def evaluated(corpus: dict[str, Evaluated], cid: str) -> tuple[Evaluated, CiPlan]:
     item = corpus[cid]
     assert jc.check_recorded(item.trace) == [], item.trace.errors
-    return item, facts.plan_of(item.case.spec())
+    return item, facts.plan_of(item.case.spec(), item.case.context)
 
 
 def each_build(item: Evaluated, plan: CiPlan, check: Callable[[jc.Build, CiPlan], list[str]]) -> list[str]:
@@ -411,7 +411,7 @@ CHECKS = {
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.id)
 def test_each_check_reports_a_jenkinsfile_with_that_mistake(corpus: dict[str, Evaluated], mutant: Mutant) -> None:
     item = corpus[f"mutant:{mutant.id}"]
-    plan = facts.plan_of(item.case.spec())
+    plan = facts.plan_of(item.case.spec(), item.case.context)
     original = corpus[f"golden:{mutant.example}"]
     assert CHECKS[mutant.check](original, plan) == [], "the unbroken golden file must pass this check"
     assert CHECKS[mutant.check](item, plan) != [], f"{mutant.check} did not notice: {mutant.old!r} -> {mutant.new!r}"

@@ -215,7 +215,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Read]:
 def loaded(corpus: dict[str, Read], cid: str) -> tuple[Settings, CiPlan, Read]:
     item = corpus[cid]
     assert item.settings is not None, item.error
-    return item.settings, facts.plan_of(item.case.spec()), item
+    return item.settings, facts.plan_of(item.case.spec(), item.case.context), item
 
 
 def branches(item: Read) -> list[Branch]:
@@ -330,7 +330,7 @@ def test_each_check_reports_a_settings_file_with_that_mistake(corpus: dict[str, 
     item = corpus[f"mutant:{mutant.id}"]
     original = corpus[f"golden:{mutant.example}"]
     assert original.settings is not None
-    plan = facts.plan_of(item.case.spec())
+    plan = facts.plan_of(item.case.spec(), item.case.context)
     if mutant.check == "read":
         assert item.settings is None, "the reader accepted a Kotlin template it cannot evaluate"
         assert "template" in item.error
