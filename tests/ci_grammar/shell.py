@@ -2,7 +2,10 @@
 
 Enough of the sh grammar for CI step scripts: single and double quotes, backslashes, `#` comments
 at the start of a word, the operators `&&`, `||`, `;`, `&`, `|`, `(`, `)` and newlines between
-commands; `$(...)` and backquotes are kept inside their word. Here-documents are not supported.
+commands, reserved words that open or close compound commands (`{ }`, `if/then/fi`, `while/do/done`,
+`!`); `$(...)` and backquotes are kept inside their word. Here-documents are not supported.
+Compound commands are flattened into their simple commands: right for finding what runs, only an
+approximation for the exit status of a `{ ...; }` group after `||` (teamcity_model's use).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OPERATORS = ("&&", "||", ";;", ";", "&", "|", "(", ")", "\n")
+LEADING_RESERVED = frozenset({"{", "!", "if", "then", "else", "elif", "do", "while", "until"})
+CLOSING_RESERVED = frozenset({"}", "fi", "done", "esac"})
 
 
 @dataclass(frozen=True)
@@ -37,15 +42,27 @@ def commands(script: str) -> list[Command]:
             words.append(text)
             raw.append(source)
             continue
+        words, raw = _strip_reserved(words, raw)
         if words:
             out.append(Command(tuple(words), tuple(raw), before, text))
             words, raw = [], []
             before = text
         elif before in ("", "\n"):
             before = text
+    words, raw = _strip_reserved(words, raw)
     if words:
         out.append(Command(tuple(words), tuple(raw), before, ""))
     return out
+
+
+def _strip_reserved(words: list[str], raw: list[str]) -> tuple[list[str], list[str]]:
+    """`{ a; }`, `if a; then b; fi`, `! a`: the simple commands are a and b (reserved words are
+    recognised where sh recognises them, as the first word of a command, unquoted)."""
+    while words and raw[0] in LEADING_RESERVED:
+        words, raw = words[1:], raw[1:]
+    if len(words) == 1 and raw[0] in CLOSING_RESERVED:
+        return [], []
+    return words, raw
 
 
 def _tokens(script: str) -> list[tuple[str, str, str]]:

@@ -29,6 +29,14 @@ def test_sh_scripts_split_into_simple_commands_as_sh_does() -> None:
         (("d",), "||", ";"),
         (("e",), ";", ""),
     ]
+    cached = "[ -x .venv/bin/pipeline ] || { python3 -m venv .venv && pip install 'a b'; }\nif true; then ! x; fi"
+    assert [c.argv for c in commands(cached)] == [
+        ("[", "-x", ".venv/bin/pipeline", "]"),
+        ("python3", "-m", "venv", ".venv"),
+        ("pip", "install", "a b"),
+        ("true",),
+        ("x",),
+    ]
     assert is_pipeline_command(commands(".venv/bin/pipeline run stage x")[0], "run", "stage")
     assert not is_pipeline_command(commands("pipelines run stage x")[0], "run", "stage")
 
