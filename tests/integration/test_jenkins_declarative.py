@@ -19,7 +19,7 @@ are written against the spec (spec_facts), not against rendered text:
 
 The corpus is every example's golden file and a fresh render of it, the repository's own
 definition (fresh and committed), and definitions built to be hard to render. One JVM evaluates
-every file (about 2 s for the whole corpus). Known renderer defects are strict xfails naming the
+every file and mutant (JVM start-up about 1.5 s, then a fraction of a second per file). Known renderer defects are strict xfails naming the
 defect: they turn into failures the day the renderer is fixed, so the mark must then go.
 """
 
