@@ -19,8 +19,9 @@ are written against the spec (spec_facts), not against rendered text:
 
 The corpus is every example's golden file and a fresh render of it, the repository's own
 definition (fresh and committed), and definitions built to be hard to render. One JVM evaluates
-every file and mutant (JVM start-up about 1.5 s, then a fraction of a second per file). Known renderer defects are strict xfails naming the
-defect: they turn into failures the day the renderer is fixed, so the mark must then go.
+every file and mutant (start-up about 1.5 s, then a fraction of a second per file). Known renderer
+defects are strict xfails naming the defect: they turn into failures the day the renderer is
+fixed, so the mark must then go.
 """
 
 from __future__ import annotations
