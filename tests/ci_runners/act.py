@@ -156,6 +156,7 @@ def run_workflow(
     *,
     run_dir: Path,
     event: str = "push",
+    job: str | None = None,
     secrets: Mapping[str, str] | None = None,
     variables: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -164,8 +165,8 @@ def run_workflow(
     keep_workspaces: bool = False,
     pip_cache_root: Path = PIP_CACHE_ROOT,
 ) -> ActRun:
-    """Run `workflow` (a path relative to `repo`, a git repository) for `event` with act and wait
-    for it. `secrets` / `variables` are the repository's secrets / variables (`secrets.X`,
+    """Run `workflow` (a path relative to `repo`, a git repository) for `event` with act (only
+    `job`, when given, without the jobs it needs) and wait for it. `secrets` / `variables` are the repository's secrets / variables (`secrets.X`,
     `vars.X`); `env` is added to the runner machine's environment; `local_repositories` serves
     more `uses: OWNER/REPO@REF` from folders. Raises ActError when act cannot run it as asked."""
     act = act_binary()
@@ -192,6 +193,9 @@ def run_workflow(
     empty = _write_yaml(run_dir / "empty.yml", {})
 
     command = [act, event, "--workflows", str(workflow_path), "--json", "--rm"]
+    if job is not None:
+        command += ["--job", job]
+        jobs = [job]
     for label in sorted(labels):
         command += ["--platform", f"{label}=-self-hosted"]
     for ref, folder in sorted(repositories.items()):
