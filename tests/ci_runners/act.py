@@ -175,7 +175,14 @@ def run_workflow(
     if not stand_ins_installed():
         raise ActError(f"the action stand-ins' npm libraries are missing in {ACTIONS}: run .ci/install-ci-runners.sh")
     workflow_path = repo / workflow
-    jobs, labels = _read_workflow(workflow_path)
+    jobs, labels, uses = _read_workflow(workflow_path)
+    served = set(STAND_INS) | set(local_repositories or {})
+    unserved = sorted(u for u in uses if not u.startswith(("./", "actions/checkout@")) and u not in served)
+    if unserved:
+        raise ActError(
+            f"{workflow}: no local stand-in for {unserved} (act would try to clone them from GitHub); "
+            "add one to tests/ci_runners/actions or pass local_repositories"
+        )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     action_cache = run_dir / "act-cache"
@@ -204,7 +211,6 @@ def run_workflow(
         "--action-cache-path", str(action_cache),
         "--artifact-server-path", str(artifacts),
         "--artifact-server-addr", "127.0.0.1",
-        "--artifact-server-port", str(_free_port()),
         "--cache-server-addr", "127.0.0.1",
         "--cache-server-path", str(run_dir / "cache-server"),
         "--secret-file", str(secret_file),
@@ -216,25 +222,32 @@ def run_workflow(
     runner_env = runner_environment({"STAND_IN_PIP_CACHE_ROOT": str(pip_cache_root), **(env or {})})
 
     started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        cwd=repo,
-        env=runner_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        output, errors = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        output, errors = _stop(process)
-        partial = _parse(output, jobs)
-        raise ActError(
-            f"act did not finish {workflow} within {timeout:.0f} s (killed); so far: {partial.statuses()}\n"
-            + "".join(line for job in partial.jobs.values() for line in job.lines[-20:])
-        ) from None
+        for _attempt in range(3):
+            # A free port now may be taken by the time act binds it: act then stops at once
+            # ("address already in use") before any job starts, and another port is tried.
+            port = ["--artifact-server-port", str(_free_port())]
+            process = subprocess.Popen(
+                command + port,
+                cwd=repo,
+                env=runner_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            try:
+                output, errors = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                output, errors = _stop(process)
+                partial = _parse(output, jobs)
+                raise ActError(
+                    f"act did not finish {workflow} within {timeout:.0f} s (killed); so far: {partial.statuses()}\n"
+                    + "".join(line for job in partial.jobs.values() for line in job.lines[-20:])
+                ) from None
+            if "address already in use" not in errors or '"jobID"' in output:
+                break
     finally:
         if not keep_workspaces:
             shutil.rmtree(action_cache, ignore_errors=True)
@@ -266,14 +279,20 @@ def runner_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _read_workflow(path: Path) -> tuple[list[str], set[str]]:
-    """The workflow's job ids, in file order, and every `runs-on` label its jobs name."""
+def _read_workflow(path: Path) -> tuple[list[str], set[str], set[str]]:
+    """The workflow's job ids, in file order, every `runs-on` label its jobs name and every `uses:`."""
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict):
         raise ActError(f"{path}: not a workflow with jobs")
     labels = {"ubuntu-latest"}
+    uses = set()
     for job_id, job in data["jobs"].items():
-        runs_on: Any = job.get("runs-on") if isinstance(job, dict) else None
+        if not isinstance(job, dict):
+            raise ActError(f"{path}: job {job_id} is not a mapping")
+        if "uses" in job:
+            uses.add(str(job["uses"]))  # a reusable workflow
+        uses |= {str(step["uses"]) for step in job.get("steps") or [] if isinstance(step, dict) and "uses" in step}
+        runs_on: Any = job.get("runs-on")
         if isinstance(runs_on, dict):
             runs_on = runs_on.get("labels", [])
         if isinstance(runs_on, str):
@@ -282,7 +301,7 @@ def _read_workflow(path: Path) -> tuple[list[str], set[str]]:
             if "${{" in str(label):
                 raise ActError(f"{path}: job {job_id} has runs-on {label!r}, an expression the harness cannot map")
             labels.add(str(label).lower())
-    return list(data["jobs"]), labels
+    return list(data["jobs"]), labels, uses
 
 
 def _stage_stand_in(name: str, into: Path) -> Path:

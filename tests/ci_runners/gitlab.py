@@ -3,7 +3,8 @@ parse what happened.
 
 How a pipeline is run:
 - `--shell-executor-no-image`: jobs without `image:` run in a bash shell here (a GitLab shell
-  executor). A job with `image:` would make gitlab-ci-local pull it: the harness refuses such a file.
+  executor). A job with `image:` would make gitlab-ci-local pull it, an `include:` other than a local
+  file would be fetched: the harness refuses such a file (nothing but 127.0.0.1 is contacted).
 - `--shell-isolation`: each job runs in its own copy of the repository's tracked files,
   `.gitlab-ci-local/builds/<job>`; `--no-artifacts-to-source`: artifacts reach later jobs only through
   gitlab-ci-local's artifact store (`needs:`/`dependencies:`), never through the repository itself.
@@ -133,6 +134,12 @@ def run_pipeline(
     images = [name for name, job in (config or {}).items() if isinstance(job, dict) and "image" in job]
     if "image" in (config or {}) or images:
         raise GitLabCiLocalError(f"{file}: `image:` ({images or 'default'}) would make gitlab-ci-local pull an image")
+    includes = (config or {}).get("include") or []
+    for include in includes if isinstance(includes, list) else [includes]:
+        if not (isinstance(include, str) and not include.startswith(("http:", "https:"))) and not (
+            isinstance(include, dict) and set(include) <= {"local", "rules", "inputs"}
+        ):
+            raise GitLabCiLocalError(f"{file}: include {include!r} would be fetched from a server; only local ones")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     home = run_dir / "gitlab-ci-local-home"

@@ -272,9 +272,26 @@ def test_act_stand_ins_refuse_what_the_real_actions_refuse(act_ready: None, tmp_
     assert TOKEN not in run.logs + run.errors
 
 
-def test_act_reports_an_unmapped_label_instead_of_skipping_silently(act_ready: None, tmp_path: Path) -> None:
-    """A `runs-on` given as an expression cannot be mapped to a platform by the harness: it says so
-    rather than letting act skip the job as 'unsupported platform' (which would look like a pass)."""
+def test_act_harness_refuses_what_it_cannot_run_offline(act_ready: None, tmp_path: Path) -> None:
+    """An action with no stand-in (act would try to clone it from GitHub) and a `runs-on` given as
+    an expression (act would skip the job as 'unsupported platform', which looks like a pass) are
+    refused before act starts."""
+    unknown = """
+    name: unknown
+    on: push
+    jobs:
+      job:
+        runs-on: ubuntu-latest
+        steps:
+          - uses: actions/cache@v4
+            with:
+              path: x
+              key: y
+    """
+    repo = repository(tmp_path / "unknown", {".github/workflows/u.yml": unknown})
+    with pytest.raises(ActError, match=r"no local stand-in for \['actions/cache@v4'\]"):
+        run_workflow(repo, ".github/workflows/u.yml", run_dir=tmp_path / "run", timeout=120)
+
     workflow = """
     name: unmapped
     on: push
@@ -397,7 +414,17 @@ def test_gitlab_ci_local_does_not_run_an_always_job_after_a_skipped_one(gitlab_r
     )
 
 
-def test_gitlab_ci_local_refuses_a_file_that_fails_gitlab_s_schema(gitlab_ready: None, tmp_path: Path) -> None:
-    repo = repository(tmp_path / "repo", {".gitlab-ci.yml": "job:\n  script: [echo]\n  when: sometimes\n"})
-    with pytest.raises(gitlab.GitLabCiLocalError, match="refused"):
-        gitlab.run_pipeline(repo, run_dir=tmp_path / "run", timeout=300)
+def test_gitlab_harness_refuses_invalid_files_and_what_it_cannot_run_offline(
+    gitlab_ready: None, tmp_path: Path
+) -> None:
+    """gitlab-ci-local checks GitLab's schema first; the harness refuses images (a pull) and remote
+    includes (a download) before gitlab-ci-local starts."""
+    cases = {
+        "refused": "job:\n  script: [echo]\n  when: sometimes\n",
+        "would make gitlab-ci-local pull an image": "job:\n  image: debian:bookworm\n  script: [echo]\n",
+        "would be fetched from a server": "include:\n  - remote: https://example.invalid/ci.yml\njob:\n  script: [echo]\n",
+    }
+    for index, (message, text) in enumerate(cases.items()):
+        repo = repository(tmp_path / f"repo{index}", {".gitlab-ci.yml": text})
+        with pytest.raises(gitlab.GitLabCiLocalError, match=message):
+            gitlab.run_pipeline(repo, run_dir=tmp_path / "run", timeout=300)
