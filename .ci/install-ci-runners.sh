@@ -24,6 +24,10 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
+command -v python3 >/dev/null || need+=(python3)
+# node-gyp builds against the installed Node's headers (NodeSource's nodejs ships them; Debian's
+# are in libnode-dev); without them it would download headers from nodejs.org.
+[[ -f /usr/include/node/common.gypi ]] || need+=(libnode-dev)
 if ((${#need[@]})); then
     say "installing ${need[*]} (apt)"
     as_root apt-get update -qq
@@ -40,10 +44,7 @@ npm_ci() {  # DIR CHECK-FILE
     say "installing $dir (npm ci)"
     # gitlab-ci-local's regular-expression module (re2) is native: build it from its sources here
     # instead of letting its installer try a prebuilt binary from GitHub (not a package registry).
-    # node-gyp takes the headers of the installed Node (Debian's nodejs ships them in /usr/include/node).
-    local nodedir=()
-    [[ -f /usr/include/node/node.h ]] && nodedir=(--nodedir=/usr)
-    (cd "$dir" && DEVELOPMENT_SKIP_GETTING_ASSET=1 npm ci --no-audit --no-fund --loglevel=error "${nodedir[@]}")
+    (cd "$dir" && DEVELOPMENT_SKIP_GETTING_ASSET=1 npm ci --no-audit --no-fund --loglevel=error --nodedir=/usr)
     rm -f "$dir"/node_modules/.installed-* && touch "$stamp"
 }
 
