@@ -287,9 +287,9 @@ def engine_for(
             f"environment {env.name!r} has no template", hint=f"set Environment(name={env.name!r}, template=...)"
         )
     if profile == "local":
-        from pipeline.engines.local_stack import LocalStackEngine
+        from pipeline.engines.docker_stack import DockerStackEngine
 
-        return LocalStackEngine(pipeline=spec.name, template=root / template)
+        return DockerStackEngine(pipeline=spec.name, template=root / template)
     from pipeline.engines.cloudformation import CloudFormationEngine
 
     return CloudFormationEngine(

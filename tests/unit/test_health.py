@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines.http_check import Hit, judge, numbers, p99_limit, version_stats
-from pipeline.engines.local_stack import (
+from pipeline.engines.docker_stack.engine import (
     _servers,
     _warm_set,
     canary_weights,
     parse_log_line,
     render_config,
 )
+from pipeline.engines.http_check import Hit, judge, numbers, p99_limit, version_stats
 from pipeline.engines.stack import DeployReport, DeployStep, VersionStats
 from pipeline.engines.topology import load_template, topology
 from pipeline.strategy import Health

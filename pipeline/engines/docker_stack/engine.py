@@ -132,7 +132,7 @@ def _running(container: Any) -> bool:
     return str(container.status) == "running"
 
 
-class LocalStackEngine(BaseStackEngine):
+class DockerStackEngine(BaseStackEngine):
     """StackEngine for the local profile (Docker). See the module docstring."""
 
     profile: Profile = "local"
@@ -433,7 +433,7 @@ class LocalStackEngine(BaseStackEngine):
 
         from pipeline.engines.base_image import ensure_base_image
 
-        dockerfile = (resources.files("pipeline.engines") / "lb" / "Dockerfile").read_text()
+        dockerfile = (resources.files("pipeline.engines.docker_stack") / "lb" / "Dockerfile").read_text()
         try:
             base_id = str(self.client.images.get(self.base_image).id)
         except docker.errors.ImageNotFound:
@@ -572,7 +572,7 @@ def render_config(
     request log at `log` while a deployment watches its health signals."""
     import jinja2
 
-    text = (resources.files("pipeline.engines") / "lb" / "nginx.conf.j2").read_text()
+    text = (resources.files("pipeline.engines.docker_stack") / "lb" / "nginx.conf.j2").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     weights = weights or {}
     return env.from_string(text).render(
@@ -796,7 +796,7 @@ class _Deployment:
 
     def __init__(
         self,
-        engine: LocalStackEngine,
+        engine: DockerStackEngine,
         stack: str,
         topo: Topology,
         image: str,
@@ -1031,7 +1031,7 @@ class _Deployment:
         if not self._observing():
             return
         assert self.health is not None
-        url = f"http://127.0.0.1:{LocalStackEngine._lb_port(lb)}/"
+        url = f"http://127.0.0.1:{DockerStackEngine._lb_port(lb)}/"
         watch.start_probe(url, self.health.requests_per_second)
         begin = time.time()
         deadline = time.monotonic() + BASELINE_MAX
@@ -1694,14 +1694,14 @@ class _Deployment:
                     continue
                 raise StackOperationError(f"cannot start the load balancer {name}: {exc.explanation or exc}") from None
             lb.reload()
-            self.on_event(f"load balancer {name} listens on http://127.0.0.1:{LocalStackEngine._lb_port(lb)}/")
+            self.on_event(f"load balancer {name} listens on http://127.0.0.1:{DockerStackEngine._lb_port(lb)}/")
             return lb
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait_lb_ready(self, lb: Any) -> None:
         from pipeline.engines.http_check import request
 
-        port = LocalStackEngine._lb_port(lb)
+        port = DockerStackEngine._lb_port(lb)
         deadline = time.monotonic() + LB_READY_TIMEOUT
         last = ""
         while time.monotonic() < deadline:
@@ -1828,4 +1828,4 @@ def _workers(lb: Any) -> dict[str, str]:
     return found
 
 
-__all__ = ["LocalStackEngine", "render_config"]
+__all__ = ["DockerStackEngine", "render_config"]
