@@ -21,7 +21,6 @@ requests), wait until the old workers have exited (the drain), then stop the rep
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import math
@@ -52,9 +51,10 @@ from pipeline.engines.stack import (
     VersionStats,
 )
 from pipeline.engines.topology import Topology, load_template, topology
-from pipeline.errors import HealthBreachError, StackOperationError
+from pipeline.errors import HealthBreachError, LockHeldError, StackOperationError
 from pipeline.faults import checkpoint
 from pipeline.hashing import digest
+from pipeline.locks import FileLock, cache_dir, describe_holder
 from pipeline.model import Profile, Verify
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling, Strategy
 
@@ -178,50 +178,30 @@ class DockerStackEngine(BaseStackEngine):
         return {"label": labels}
 
     @contextlib.contextmanager
-    def _lock(self, stack: str) -> Iterator[dict[str, bool]]:
-        """One deploy or delete per stack at a time on this machine (flock: freed if we die).
+    def _lock(self, stack: str, *, purpose: str, on_event: OnEvent) -> Iterator[FileLock]:
+        """One deploy or delete per stack at a time on this machine (a flock: freed if we die).
 
-        Yields a dict: set `remove` to True to remove the lock file before releasing it (the stack
-        is gone, so its lock file would be an orphan). A waiter that then gets the flock of the
-        removed file sees that the path is not that file any more, and locks the new one."""
-        base = self._lock_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pipeline" / "stacks"
-        base.mkdir(parents=True, exist_ok=True)
-        path = base / f"{self.pipeline}.{stack}.lock"
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            fh = path.open("a")
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise StackOperationError(
-                                f"stack {stack} is busy: another process has been deploying or deleting it for "
-                                f"{LOCK_TIMEOUT:g} s",
-                                hint="wait for it to finish, or stop it",
-                            ) from None
-                        time.sleep(0.1)
-                try:
-                    current = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
-                except FileNotFoundError:
-                    current = False
-            except BaseException:
-                fh.close()
-                raise
-            if current:
-                break
-            fh.close()
-        state = {"remove": False}
+        Set `remove_on_release` on the lock when the stack is gone (its lock file would be an
+        orphan); a process waiting for it then locks the new file at the path."""
+        base = self._lock_dir or cache_dir() / "stacks"
+        lock = FileLock(base / f"{self.pipeline}.{stack}.lock", purpose=purpose, wait=LOCK_TIMEOUT)
         try:
-            yield state
+            lock.acquire()
+        except LockHeldError as exc:
+            who = describe_holder(exc.holder) if exc.holder else "another process"
+            raise StackOperationError(
+                f"stack {stack} is busy: {who} has been deploying or deleting it for {LOCK_TIMEOUT:g} s",
+                hint="wait for it to finish, or stop it",
+            ) from None
+        if lock.took_over:
+            on_event(
+                f"took over the lock of stack {stack}: its holder (pid {lock.took_over.get('pid', '?')}) is no "
+                "longer running"
+            )
+        try:
+            yield lock
         finally:
-            if state["remove"]:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            fh.close()
+            lock.release()
 
     def _observe(self, stack: str) -> _Observed:
         import docker.errors
@@ -330,10 +310,10 @@ class DockerStackEngine(BaseStackEngine):
     def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
         import docker.errors
 
-        with self._lock(stack) as lock:
+        with self._lock(stack, purpose=f"deleting stack {stack}", on_event=on_event) as lock:
             observed = self._observe(stack)
             if not observed.exists:
-                lock["remove"] = True
+                lock.remove_on_release = True
                 return
             containers = [c for c in (observed.lb, *observed.replicas, *observed.strays) if c is not None]
 
@@ -356,7 +336,7 @@ class DockerStackEngine(BaseStackEngine):
                         f"cannot remove network {observed.network.name} of stack {stack}: {exc.explanation or exc}",
                         hint=f"a container that is not part of the stack is attached to it: docker network inspect {observed.network.name}",
                     ) from None
-            lock["remove"] = True  # the stack is gone: so is its lock file
+            lock.remove_on_release = True  # the stack is gone: so is its lock file
 
     def deploy(
         self,
@@ -375,7 +355,7 @@ class DockerStackEngine(BaseStackEngine):
         topo = self.topology(parameters)
         image_id = self._image_id(image)
         lb_image = self.ensure_lb_image(on_event=on_event)
-        with self._lock(stack):
+        with self._lock(stack, purpose=f"deploying {image} to stack {stack}", on_event=on_event):
             self._check_names(stack)
             report = _Deployment(
                 self, stack, topo, image, image_id, lb_image, on_event, strategy=strategy, health=health
@@ -443,10 +423,8 @@ class DockerStackEngine(BaseStackEngine):
         with contextlib.suppress(docker.errors.ImageNotFound):
             self.client.images.get(tag)
             return tag
-        lock_path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pipeline" / "lb-image.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with lock_path.open("a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        # one builder per machine; the others wait, then use its image
+        with FileLock(cache_dir() / "lb-image.lock", purpose=f"building {tag}", wait=None):
             with contextlib.suppress(docker.errors.ImageNotFound):
                 self.client.images.get(tag)
                 return tag
