@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines.docker_stack.engine import (
-    _servers,
-    _warm_set,
-    canary_weights,
-    parse_log_line,
-    render_config,
-)
+from pipeline.engines.docker_stack.balancer_config import canary_weights, render_config
+from pipeline.engines.docker_stack.balancer_config import servers as _servers
+from pipeline.engines.docker_stack.balancer_config import warm_set as _warm_set
 from pipeline.engines.http_check import Hit, judge, numbers, p99_limit, version_stats
 from pipeline.engines.stack import DeployReport, DeployStep, VersionStats
 from pipeline.engines.topology import load_template, topology
@@ -131,42 +127,6 @@ def test_errors_are_judged_before_latency() -> None:
     verdict = judge(stats(50, failed=10, ms=500.0), stats(200, ms=1.0), HEALTH, final=True)
     assert verdict.state == "breach"
     assert verdict.reason.startswith("error rate")
-
-
-# --- the balancer's request log -----------------------------------------------------------------------
-
-VERSIONS = {"172.18.0.2:80": False, "172.18.0.3:80": True}
-
-
-def test_a_log_line_is_attributed_to_the_version_of_the_replica_that_answered() -> None:
-    answer, tries = parse_log_line("1795482379.085|500|0.004|172.18.0.3:80|500|0.003", VERSIONS)
-    assert tries == [Hit(1795482379.085, True, False, 0.003)]
-    assert answer == Hit(1795482379.085, True, False, 0.004)
-    answer, tries = parse_log_line("1795482379.090|200|0.001|172.18.0.2:80|200|0.001", VERSIONS)
-    assert tries == [Hit(1795482379.090, False, True, 0.001)]
-    assert answer is not None
-    assert answer.ok
-
-
-def test_a_retried_request_counts_against_each_replica_it_tried() -> None:
-    """The new replica refused the connection, the old one answered: the user saw 200, but the
-    new version's error counts (the balancer hid it this time)."""
-    line = "1795482379.1|200|0.010|172.18.0.3:80, 172.18.0.2:80|502, 200|0.000, 0.002"
-    answer, tries = parse_log_line(line, VERSIONS)
-    assert tries == [Hit(1795482379.1, True, False, 0.0), Hit(1795482379.1, False, True, 0.002)]
-    assert answer is not None
-    assert answer.ok
-    assert not answer.new
-
-
-def test_log_lines_of_unknown_replicas_or_no_upstream_count_only_as_answers() -> None:
-    answer, tries = parse_log_line("1795482379.2|502|0.000|-|-|-", VERSIONS)
-    assert tries == []
-    assert answer is not None
-    assert not answer.ok
-    assert parse_log_line("1795482379.2|200|0.001|10.0.0.9:80|200|0.001", VERSIONS)[1] == []
-    assert parse_log_line("garbage", VERSIONS) == (None, [])
-    assert parse_log_line("x|200|0.001|172.18.0.2:80|200|0.001", VERSIONS) == (None, [])
 
 
 # --- canary weights and the balancer configuration ---------------------------------------------------

@@ -25,7 +25,6 @@ import io
 import json
 import math
 import os
-import re
 import secrets
 import socket
 import tarfile
@@ -38,9 +37,32 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
-from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.docker_client import shared as shared_client
-from pipeline.engines.http_check import Hit, LoadClient, judge, version_stats
+from pipeline.engines.docker_stack.access_log import LOG_PATH
+from pipeline.engines.docker_stack.access_log import AccessLog as _Watch
+from pipeline.engines.docker_stack.balancer_config import canary_weights, render_config
+from pipeline.engines.docker_stack.balancer_config import config_parameters as _config_parameters
+from pipeline.engines.docker_stack.balancer_config import servers as _servers
+from pipeline.engines.docker_stack.balancer_config import warm_set as _warm_set
+from pipeline.engines.docker_stack.labels import (
+    L_ENGINE,
+    L_IMAGE,
+    L_IMAGE_ID,
+    L_LISTEN,
+    L_PARAMETERS,
+    L_PIPELINE,
+    L_PORT,
+    L_ROLE,
+    L_SPEC,
+    L_STACK,
+    ROLE_LB,
+    ROLE_LB_IMAGE,
+    ROLE_NETWORK,
+    ROLE_REPLICA,
+)
+from pipeline.engines.docker_stack.labels import json_labels as _json_labels
+from pipeline.engines.docker_stack.labels import running as _running
+from pipeline.engines.http_check import judge
 from pipeline.engines.stack import (
     BaseStackEngine,
     DeployReport,
@@ -58,24 +80,6 @@ from pipeline.locks import FileLock, cache_dir, describe_holder
 from pipeline.model import Profile, Verify
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling, Strategy
 
-L_PIPELINE = f"{LABEL_PREFIX}.pipeline"
-L_STACK = f"{LABEL_PREFIX}.stack"
-L_ROLE = f"{LABEL_PREFIX}.role"
-L_IMAGE = f"{LABEL_PREFIX}.image"
-"""The image as the caller named it (a tag or an id)."""
-L_IMAGE_ID = f"{LABEL_PREFIX}.image-id"
-L_SPEC = f"{LABEL_PREFIX}.spec"
-"""Digest of what makes a replica what it is (image id, port, launch parameters)."""
-L_PARAMETERS = f"{LABEL_PREFIX}.parameters"
-L_PORT = f"{LABEL_PREFIX}.port"
-"""On the network: the 127.0.0.1 port the stack's balancer publishes (reused if it is recreated)."""
-L_LISTEN = f"{LABEL_PREFIX}.listen"
-L_ENGINE = f"{LABEL_PREFIX}.engine"
-
-ROLE_REPLICA = "replica"
-ROLE_LB = "lb"
-ROLE_NETWORK = "network"
-ROLE_LB_IMAGE = "lb-image"
 LB_REPOSITORY = "pipeline-lb"
 CONFIG_PATH = "/etc/nginx/nginx.conf"
 
@@ -88,8 +92,6 @@ RELOAD_CHECK = 1.0
 LB_READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10
 LOCK_TIMEOUT = 900.0
-LOG_PATH = "/var/log/nginx/health.log"
-"""The balancer's request log while a deployment watches its health signals."""
 POLL = 0.25
 """Seconds between reads of that log during an observation window."""
 BASELINE_MAX = 10.0
@@ -126,10 +128,6 @@ class _Observed:
     @property
     def exists(self) -> bool:
         return bool(self.network or self.lb or self.replicas or self.strays)
-
-
-def _running(container: Any) -> bool:
-    return str(container.status) == "running"
 
 
 class DockerStackEngine(BaseStackEngine):
@@ -493,89 +491,6 @@ class DockerStackEngine(BaseStackEngine):
         return _servers(self._read_config(lb))
 
 
-PARAMETERS_COMMENT = "# parameters: "
-"""The config line that records the template parameters the stack runs with."""
-WARM_COMMENT = "# warm: "
-"""The config line that names the old set a blue-green switch keeps warm, and until when."""
-
-
-def _servers(config: str) -> list[str]:
-    servers = []
-    for line in config.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] == "server" and ":" in words[1]:
-            servers.append(words[1].rsplit(":", 1)[0])
-    return servers
-
-
-def _config_parameters(config: str) -> dict[str, str]:
-    for line in config.splitlines():
-        if line.startswith(PARAMETERS_COMMENT):
-            return _json_labels(line[len(PARAMETERS_COMMENT) :])
-    return {}
-
-
-def _warm_set(config: str) -> tuple[tuple[str, ...], float]:
-    """(names, until) of the warm set the configuration records; ((), 0.0) when there is none."""
-    for line in config.splitlines():
-        if line.startswith(WARM_COMMENT):
-            names, _, until = line[len(WARM_COMMENT) :].partition(" until ")
-            try:
-                return tuple(n for n in names.split(",") if n), float(until)
-            except ValueError:
-                return (), 0.0
-    return (), 0.0
-
-
-def _json_labels(text: str | None) -> dict[str, str]:
-    try:
-        data = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def render_config(
-    stack: str,
-    topo: Topology,
-    servers: list[str],
-    parameters: Mapping[str, str],
-    *,
-    weights: Mapping[str, int] | None = None,
-    warm: tuple[tuple[str, ...], float] | None = None,
-    log: str | None = None,
-) -> str:
-    """The balancer's nginx.conf routing to `servers` (container names on the stack network),
-    with balancer `weights` per server (canary steps), the warm set kept for a switch back, and a
-    request log at `log` while a deployment watches its health signals."""
-    import jinja2
-
-    text = (resources.files("pipeline.engines.docker_stack") / "lb" / "nginx.conf.j2").read_text()
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    weights = weights or {}
-    return env.from_string(text).render(
-        stack=stack,
-        parameters=json.dumps(dict(parameters), sort_keys=True),
-        servers=[(name, weights.get(name)) for name in sorted(servers)],
-        port=topo.target_port,
-        listen=topo.listener_port,
-        drain=max(1, int(topo.deregistration_delay)),
-        warm=f"{','.join(warm[0])} until {warm[1]:.3f}" if warm and warm[0] else "",
-        log=log or "",
-    )
-
-
-def canary_weights(new: list[str], old: list[str], percent: int) -> dict[str, int]:
-    """Balancer weights per server that give the `new` servers together `percent` % of the
-    requests and the `old` ones the rest (smallest whole numbers)."""
-    if not new or not old or percent >= 100:
-        return {}
-    per_new = percent * len(old)
-    per_old = (100 - percent) * len(new)
-    common = math.gcd(per_new, per_old)
-    return {**dict.fromkeys(old, per_old // common), **dict.fromkeys(new, per_new // common)}
-
-
 def _describe_weights(weights: Mapping[str, int], new: list[Any], old: list[Any]) -> str:
     if not new or not old:
         return "none"
@@ -616,137 +531,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _address(replica: Any, network: str, port: int) -> str | None:
-    """`ip:port` of a replica on the stack network, as the balancer's log names it."""
-    networks = (replica.attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    ip = (networks.get(network) or {}).get("IPAddress")
-    return f"{ip}:{port}" if ip else None
-
-
-_LIST_SEPARATOR = re.compile(r",\s*|\s+:\s+")
-"""Between the tries of one request in nginx's $upstream_* variables (`, `; ` : ` after a redirect)."""
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0
-
-
-def parse_log_line(line: str, versions: Mapping[str, bool]) -> tuple[Hit | None, list[Hit]]:
-    """One line of the balancer's request log: (the answer the client got, one hit per replica
-    tried, attributed to the new or old version by its address; unknown addresses are left out).
-    The answer's `new` is whether the replica that gave it runs the new version."""
-    parts = line.split("|")
-    if len(parts) != 6:
-        return None, []
-    stamp, status, request_time, addresses, statuses, times = parts
-    try:
-        at = float(stamp)
-    except ValueError:
-        return None, []
-    tries = list(
-        zip(
-            _LIST_SEPARATOR.split(addresses),
-            _LIST_SEPARATOR.split(statuses),
-            _LIST_SEPARATOR.split(times),
-            strict=False,
-        )
-    )
-    hits = []
-    for address, code, seconds in tries:
-        version = versions.get(address.strip())
-        if version is None:
-            continue
-        answer = code.strip()
-        hits.append(Hit(at, version, answer.isdigit() and int(answer) < 500, _seconds(seconds)))
-    answered_by = versions.get(tries[-1][0].strip(), False) if tries else False
-    failed = status.isdigit() and int(status) >= 500
-    return Hit(at, answered_by, not failed, _seconds(request_time)), hits
-
-
-class _Watch:
-    """A deployment's health signals: the balancer's request log, read as it grows, each request
-    (and each retry) attributed to the new or the old version by the address of the replica that
-    answered; plus, while the strategy observes, a probe sending steady load through the balancer."""
-
-    def __init__(self, lb: Any, port: int, network: str, on_event: OnEvent) -> None:
-        self.lb = lb
-        self.port = port
-        self.network = network
-        self.on_event = on_event
-        self.versions: dict[str, bool] = {}
-        self.hits: list[Hit] = []
-        self.served: list[Hit] = []
-        self.probe: LoadClient | None = None
-        self.closed = False
-        self._offset = 0
-        self._rest = b""
-        self._unreadable = False
-
-    def truncate(self) -> None:
-        """Start the log afresh (nginx appends to the file it has open)."""
-        try:
-            code, output = self.lb.exec_run(["/bin/sh", "-c", f": > {LOG_PATH}"])
-        except Exception as exc:
-            raise StackOperationError(f"cannot reset the request log of {self.lb.name}: {exc}") from None
-        if code != 0:
-            raise StackOperationError(f"cannot reset the request log of {self.lb.name}: {output!r}")
-
-    def assign(self, replicas: list[Any], *, new: bool) -> None:
-        """Requests answered from now on by these replicas' addresses count for the new (or old)
-        version. Lines already written are read first: an address may have been another replica's."""
-        addresses = {a for a in (_address(r, self.network, self.port) for r in replicas) if a}
-        if any(self.versions.get(a, new) != new for a in addresses):
-            self.read()
-        for address in addresses:
-            self.versions[address] = new
-
-    def start_probe(self, url: str, rate: float) -> None:
-        self.probe = LoadClient(url, rate=rate, timeout=5.0)
-        self.probe.__enter__()
-
-    def read(self) -> None:
-        """Parse what the balancer logged since the last read."""
-        try:
-            code, (out, _) = self.lb.exec_run(["/usr/bin/tail", "-c", f"+{self._offset + 1}", LOG_PATH], demux=True)
-        except Exception as exc:
-            if not self._unreadable:
-                self._unreadable = True
-                self.on_event(f"cannot read the request log of {self.lb.name}: {exc}")
-            return
-        if code != 0 or not out:
-            return
-        self._offset += len(out)
-        data = self._rest + out
-        cut = data.rfind(b"\n") + 1
-        self._rest = data[cut:]
-        for line in data[:cut].decode(errors="replace").splitlines():
-            answer, hits = parse_log_line(line, self.versions)
-            if answer is not None:
-                self.served.append(answer)
-            self.hits.extend(hits)
-
-    def stats(self, since: float, *, new: bool) -> VersionStats:
-        return version_stats(h for h in self.hits if h.new == new and h.at >= since)
-
-    def stats_in(self, windows: list[tuple[float, float]], *, new: bool) -> VersionStats:
-        """Over the observation windows; over everything logged when there were none."""
-        if not windows:
-            return version_stats(h for h in self.hits if h.new == new)
-        return version_stats(h for h in self.hits if h.new == new and any(a <= h.at <= b for a, b in windows))
-
-    def served_stats(self) -> VersionStats:
-        return version_stats(self.served)
-
-    def close(self) -> None:
-        if self.probe is not None:
-            self.probe.stop()
-        self.read()
-        self.closed = True
 
 
 class _Breached(Exception):
