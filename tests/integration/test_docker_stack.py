@@ -276,17 +276,22 @@ def test_a_configuration_the_balancer_rejects_changes_nothing(
     engine: Any, serving: str, images: dict[str, str], docker_client: Any, pipeline_name: str
 ) -> None:
     """nginx keeps its old workers when a reload fails: the engine says why, and puts the old file back."""
-    from pipeline.engines.docker_stack.engine import _Deployment
+    from pipeline.engines.docker_stack.balancer import Balancer, read_config
+    from pipeline.engines.docker_stack.labels import StackId
+    from pipeline.engines.docker_stack.replicas import Release
 
     class Gone:
         name = "no-such-replica"
 
     lb = next(c for c in _containers(docker_client, pipeline_name, serving) if c.name.endswith("-lb"))
-    before = engine._read_config(lb)
-    deployment = _Deployment(engine, serving, engine.topology(), images["v1"], "unused", "unused", lambda e: None)
+    before = read_config(lb)
+    release = Release(images["v1"], "unused", engine.topology())
+    balancer = Balancer(
+        docker_client, StackId(pipeline_name, serving), release.topo, release.parameters, lambda e: None
+    )
     with pytest.raises(StackOperationError, match=r'host not found in upstream "no-such-replica:80"'):
-        deployment._route(lb, [Gone()], retire=[])
-    assert engine._read_config(lb) == before
+        balancer.route(lb, [Gone()])
+    assert read_config(lb) == before
     state = engine.describe(serving)
     assert state.status == "ready"
     assert _body(state.url) == "Hello World v1"
