@@ -51,6 +51,9 @@ class Problem:
     line: int | None = None
     stage: str | None = None
     """The stage the problem is about, so the builder can point at the line that made it."""
+    cycle: tuple[str, ...] = ()
+    """For a dependency cycle: its stages in the direction of `>>` (first == last), so the builder
+    can point at the line that closes it."""
 
     def location(self) -> str:
         if self.file and self.line:

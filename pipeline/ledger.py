@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.errors import PipelineError, StateCorruptError
 from pipeline.locks import FileLock
@@ -213,6 +213,55 @@ class Release:
     """'live' (serving now), 'known-good' (served and verified before), 'failed' (rolled back)."""
 
 
+class ReleaseStore(Protocol):
+    """A durable record of one environment's releases, kept where the environment lives (the
+    template's git history on aws, Docker tags on the local profile's machine), so what a CI run did
+    is known to a laptop (and to the next CI job) that never saw this machine's ledger."""
+
+    @property
+    def where(self) -> str:
+        """Where the record lives, for reports (e.g. 'git history of templates/web.yaml')."""
+        ...
+
+    def read(self) -> list[Release] | None:
+        """The releases, oldest first; None when the store cannot be read now (the ledger speaks)."""
+        ...
+
+    def append(self, release: Release) -> None:
+        """Record one release (a store whose records are written by the deploy itself ignores it)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReleaseHistory:
+    """The releases of one environment, oldest first, and what they say."""
+
+    releases: tuple[Release, ...]
+    source: str = "ledger"
+    """Where they were read: 'ledger' (this machine) or a durable store's `where`."""
+
+    def live(self) -> str | None:
+        """The image last recorded as live (None: nothing yet)."""
+        return next((r.image for r in reversed(self.releases) if r.status == "live"), None)
+
+    def known_good(self) -> list[str]:
+        """Images that served and verified, newest first, without repeats."""
+        seen: list[str] = []
+        for release in reversed(self.releases):
+            if release.status in ("live", "known-good") and release.image not in seen:
+                seen.append(release.image)
+        return seen
+
+    def withdrawn(self, image: str) -> bool:
+        """Whether the latest release of `image` is 'failed' (it failed, or was rolled back)."""
+        latest = [r.status for r in self.releases if r.image == image]
+        return bool(latest) and latest[-1] == "failed"
+
+    def candidates(self) -> list[str]:
+        """What a rollback may go back to: known-good images, newest first, not withdrawn since."""
+        return [image for image in self.known_good() if not self.withdrawn(image)]
+
+
 class Ledger:
     """Read and write the `.pipeline/` folder of one project root."""
 
@@ -320,21 +369,32 @@ class Ledger:
                 f"ledger file {path} is malformed", hint=f"delete {path}; release history restarts from now"
             ) from None
 
-    def record_release(self, pipeline: str, env: str, image: str, run_id: str, status: str) -> None:
-        """Append a release; the previous 'live' one becomes 'known-good' when the new one is live."""
+    def record_release(
+        self, pipeline: str, env: str, image: str, run_id: str, status: str, *, store: ReleaseStore | None = None
+    ) -> None:
+        """Append a release, here and to the environment's durable store; the previous 'live' one
+        becomes 'known-good' when the new one is live."""
+        release = Release(image=image, run_id=run_id, at=now_iso(), status=status)
         history = self.releases(pipeline, env)
         if status == "live":
             history = [Release(r.image, r.run_id, r.at, "known-good") if r.status == "live" else r for r in history]
-        history.append(Release(image=image, run_id=run_id, at=now_iso(), status=status))
+        history.append(release)
         write_json(self._env_path(pipeline, env), {"releases": [r.__dict__ for r in history[-200:]]})
+        if store is not None:
+            store.append(release)
+
+    def history(self, pipeline: str, env: str, store: ReleaseStore | None = None) -> ReleaseHistory:
+        """The environment's releases: from its durable store when it has one that answers (the real
+        world wins), else from this machine's ledger."""
+        if store is not None:
+            durable = store.read()
+            if durable is not None:
+                return ReleaseHistory(tuple(durable), store.where)
+        return ReleaseHistory(tuple(self.releases(pipeline, env)))
 
     def known_good(self, pipeline: str, env: str) -> list[str]:
-        """Images that served and verified in `env`, newest first, without repeats."""
-        seen: list[str] = []
-        for release in reversed(self.releases(pipeline, env)):
-            if release.status in ("live", "known-good") and release.image not in seen:
-                seen.append(release.image)
-        return seen
+        """Images that served and verified in `env` by this ledger, newest first, without repeats."""
+        return self.history(pipeline, env).known_good()
 
     # --- locks ---
     def lock(
