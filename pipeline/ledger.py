@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-from pipeline.errors import LockHeldError, PipelineError, StateCorruptError
+from pipeline.errors import PipelineError, StateCorruptError
+from pipeline.locks import FileLock
 
 STATE_DIR = ".pipeline"
 MANIFEST_SCHEMA = 1
@@ -411,90 +410,22 @@ class Ledger:
         )
 
 
-class Lock:
-    """An exclusive lock per pipeline and environment (flock: the kernel frees it if we die).
-
-    The file also says who holds it, so a second run can name the holder; a lock file with a
-    holder but no flock was left by a killed process and is taken over (and reported)."""
+class Lock(FileLock):
+    """The lock of one pipeline and environment: one live run at a time, refused at once (naming
+    the holder) while another run holds it; a lock whose holder was killed is taken over, and
+    `took_over` says what it held (see pipeline/locks.py)."""
 
     def __init__(self, path: Path, *, purpose: str, holder: Mapping[str, str] | None = None) -> None:
-        self.path = path
-        self.purpose = purpose
-        self.holder = dict(holder or {})
-        """More about the holder, written into the file (e.g. the run id)."""
-        self._fh: IO[str] | None = None
-        self.took_over: dict[str, Any] | None = None
+        super().__init__(
+            path,
+            purpose=purpose,
+            holder=holder,
+            wait=0.0,
+            hint="wait for that run to finish (or stop it); a lock whose process died is taken over automatically",
+        )
 
     def acquire(self) -> Lock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = self.path.open("a+")
+            return super().acquire()
         except OSError as exc:
             raise _unwritable(self.path, exc) from None
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = _parse_holder(fh.read())
-            fh.close()
-            who = _describe(holder) if holder else "another process"
-            raise LockHeldError(
-                f"{self.path.stem} is locked by {who}",
-                hint="wait for that run to finish (or stop it); a lock whose process died is taken over automatically",
-            ) from None
-        fh.seek(0)
-        previous = _parse_holder(fh.read())
-        if previous:
-            self.took_over = previous
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(), "purpose": self.purpose}
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(json.dumps({**holder, **self.holder}))
-            fh.flush()
-        except OSError as exc:  # e.g. the disk is full: give the lock back, say so
-            with contextlib.suppress(OSError):
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-                fh.close()
-            raise _unwritable(self.path, exc) from None
-        self._fh = fh
-        return self
-
-    def release(self) -> None:
-        if self._fh is None:
-            return
-        with contextlib.suppress(OSError):
-            self._fh.seek(0)
-            self._fh.truncate()
-            self._fh.flush()
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-        self._fh.close()
-        self._fh = None
-
-    def __enter__(self) -> Lock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _parse_holder(text: str) -> dict[str, Any] | None:
-    if not text.strip():
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return {"pid": "?", "purpose": "unknown (unreadable lock file)"}
-    return data if isinstance(data, dict) else None
-
-
-def _describe(holder: Mapping[str, Any]) -> str:
-    run = f"run {holder['run_id']}, " if holder.get("run_id") else ""
-    return (
-        f"{run}pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-        f"({holder.get('purpose', '?')}, since {holder.get('since', '?')})"
-    )
-
-
-def describe_holder(holder: Mapping[str, Any]) -> str:
-    return _describe(holder)

@@ -1,5 +1,5 @@
 """The local profile: Docker on this machine. Packer's docker builder bakes images; a stack is
-replicas of the image behind an nginx balancer on 127.0.0.1 (pipeline/engines/local_stack.py)."""
+replicas of the image behind an nginx balancer on 127.0.0.1 (pipeline/engines/docker_stack/)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ class LocalProfile:
     def stack_engine(
         self, spec: PipelineSpec, env: Environment, template: Path, *, environ: Mapping[str, str] | None = None
     ) -> StackEngine:
-        from pipeline.engines.local_stack import LocalStackEngine
+        from pipeline.engines.docker_stack import DockerStackEngine
 
-        return LocalStackEngine(pipeline=spec.name, template=template)
+        return DockerStackEngine(pipeline=spec.name, template=template)
 
     def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
         """Tags on the images, in the Docker engine that runs the stacks: the machine's own record,
