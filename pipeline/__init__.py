@@ -6,20 +6,55 @@ with Pipeline("hello-web") as p:
     CommitTest(name="commit-test", commands=["pytest -q"]) >> Bake(name="bake", template="images/web.pkr.hcl")
 """
 
-from pipeline.builder import Pipeline
-from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
-from pipeline.spec import PipelineSpec, Trigger
-from pipeline.stages import (
-    Bake,
-    CommitTest,
-    Promote,
-    Shell,
-    SimulatedRollback,
-    Teardown,
-    TestStack,
-    UpdateStack,
-)
-from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.builder import Pipeline
+    from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
+    from pipeline.spec import PipelineSpec, Trigger
+    from pipeline.stages import (
+        Bake,
+        CommitTest,
+        Promote,
+        Shell,
+        SimulatedRollback,
+        Teardown,
+        TestStack,
+        UpdateStack,
+    )
+    from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
+
+# The public names, imported when first used (PEP 562): `pipeline --help` and the commands that
+# need no definition do not pay for the models.
+_EXPORTS: dict[str, str] = {
+    "Pipeline": "pipeline.builder",
+    **dict.fromkeys(
+        ("Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"), "pipeline.model"
+    ),
+    **dict.fromkeys(("PipelineSpec", "Trigger"), "pipeline.spec"),
+    **dict.fromkeys(
+        ("Bake", "CommitTest", "Promote", "Shell", "SimulatedRollback", "Teardown", "TestStack", "UpdateStack"),
+        "pipeline.stages",
+    ),
+    **dict.fromkeys(("BlueGreen", "Canary", "Cutover", "Half", "Health", "Pilot", "Rolling"), "pipeline.strategy"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.errors import DefinitionError, Problem
-from pipeline.model import Environment, Profile, Stage
+from pipeline.model import Environment, Profile, Stage, deferred_problems
 from pipeline.spec import PipelineSpec, Trigger
 
 _active: ContextVar[Pipeline | None] = ContextVar("active_pipeline", default=None)
@@ -87,6 +87,8 @@ class Pipeline:
         self._stages: list[Stage] = []
         self._extra_needs: dict[int, list[str]] = {}
         self.locations: dict[str, Location] = {}
+        self.edge_locations: dict[tuple[str, str], Location] = {}
+        """Where each `a >> b` was written: {(a, b): (file, line)}."""
         self._spec: PipelineSpec | None = None
         collected = _collector.get()
         if collected is not None:
@@ -121,6 +123,8 @@ class Pipeline:
                 needs = self._extra_needs.setdefault(id(target), [])
                 if dep.name not in needs:
                     needs.append(dep.name)
+                if where:
+                    self.edge_locations.setdefault((dep.name, target.name), where)
 
     def _register(self, stage: Stage, where: Location | None) -> None:
         if not any(s is stage for s in self._stages):
@@ -137,7 +141,13 @@ class Pipeline:
         return self._spec
 
     def build(self) -> PipelineSpec:
-        """Merge `>>` edges and references into each stage's needs, then validate the whole tree."""
+        """Merge `>>` edges and references into each stage's needs, then validate the whole tree.
+
+        While a definition is loaded, objects built with bad fields have recorded their problems
+        (pipeline.model.collecting_problems): those are reported first, all of them at once."""
+        deferred = deferred_problems()
+        if deferred:
+            raise DefinitionError(sorted(deferred, key=_by_line), source=self._source())
         stages = []
         for stage in self._stages:
             extra = self._extra_needs.get(id(stage), [])
@@ -157,11 +167,28 @@ class Pipeline:
             raise DefinitionError(self.locate(problems_from_validation(exc)), source=self._source()) from None
 
     def locate(self, problems: Iterable[Problem]) -> list[Problem]:
-        """Point each problem at the line that created its stage (or the Pipeline(...) call)."""
-        return locate(problems, self.locations, self.location)
+        """Point each problem at the line that created its stage (or the Pipeline(...) call); a
+        cycle at the line that closes it (the last one written of its `>>` or needs= edges)."""
+        located = []
+        for problem in problems:
+            edges = [
+                self.edge_locations.get((a, b)) or self.locations.get(b)
+                for a, b in zip(problem.cycle, problem.cycle[1:], strict=False)
+            ]
+            known = [e for e in edges if e is not None]
+            if known and problem.file is None:
+                where = max(known, key=lambda e: e[1])
+                located.append(Problem(problem.message, problem.path, display_path(where[0]), where[1], problem.stage))
+            else:
+                located.append(problem)
+        return locate(located, self.locations, self.location)
 
     def _source(self) -> str | None:
         return display_path(self.location[0]) if self.location else None
+
+
+def _by_line(problem: Problem) -> tuple[str, int]:
+    return (problem.file or "", problem.line or 0)
 
 
 def locate(problems: Iterable[Problem], locations: Mapping[str, Location], fallback: Location | None) -> list[Problem]:
@@ -234,18 +261,98 @@ def collect_pipelines() -> Iterator[list[Pipeline]]:
         _collector.reset(token)
 
 
-def problems_from_validation(exc: ValidationError, *, prefix: str = "") -> list[Problem]:
-    """pydantic errors as `stages[2].template: Field required` lines."""
-    problems = []
+def problems_from_validation(
+    exc: ValidationError, *, prefix: str = "", model: type[Any] | None = None
+) -> list[Problem]:
+    """pydantic errors as `stages[2].template: Field required` lines, in the user's words: a
+    misspelled field gets a did-you-mean, a wrong type says what the field takes (one line per
+    field, not one per item or character). `model` is the class validated (for field names)."""
+    problems: list[Problem] = []
+    seen_fields: set[str] = set()
     for err in exc.errors(include_url=False):
-        path = prefix + _loc(err["loc"])
+        loc = tuple(err["loc"])
+        kind = err["type"]
         message = err["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; see the stage's documentation for its fields)"
-        problems.append(Problem(message=message, path=path))
+        if kind == "extra_forbidden" and loc:
+            owner = _model_at(model, loc[:-1])
+            message = "unknown field" + _did_you_mean_field(str(loc[-1]), owner)
+        elif (field := _sequence_field(model, loc, kind)) is not None:
+            name, what = field
+            if name in seen_fields:
+                continue
+            seen_fields.add(name)
+            loc = (name,)
+            message = f"{name} must be a list of {what}" + _given(err.get("input"))
+        elif kind == "too_short" and loc == ("stages",):
+            message = "the pipeline has no stages: add a stage inside `with Pipeline(...):` (e.g. CommitTest(...))"
+        problems.append(Problem(message=message, path=prefix + _loc(loc)))
     return problems
+
+
+def _model_at(model: type[Any] | None, loc: tuple[int | str, ...]) -> type[Any] | None:
+    """The model class found by following `loc` through `model`'s fields (None if unknown)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    current = model
+    for part in loc:
+        if isinstance(part, int) or current is None or not isinstance(current, type):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return None
+        annotation = fields[part].annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return current
+
+
+def _did_you_mean_field(name: str, owner: type[Any] | None) -> str:
+    import difflib
+
+    fields = [f for f in getattr(owner, "model_fields", {}) if f != "kind"]
+    close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6) or [f for f in fields if f.startswith(name)][:1]
+    if close:
+        return f" {name!r} (did you mean {close[0]!r}?)"
+    if owner is not None and fields:
+        return f" {name!r} ({owner.__name__} takes: {', '.join(fields)})"
+    return f" {name!r}"
+
+
+def _sequence_field(model: type[Any] | None, loc: tuple[int | str, ...], kind: str) -> tuple[str, str] | None:
+    """(field, 'strings' / 'Environment objects') when the error is about a list/tuple field of
+    `model` given something else, or an item of the wrong type."""
+    import typing
+
+    if model is None or not loc or not isinstance(loc[0], str):
+        return None
+    field = getattr(model, "model_fields", {}).get(loc[0])
+    if field is None:
+        return None
+    origin = typing.get_origin(field.annotation)
+    if origin not in (tuple, list):
+        return None
+    about_items = len(loc) >= 2 and isinstance(loc[1], int)
+    if not (kind in ("tuple_type", "list_type") and len(loc) == 1) and not about_items:
+        return None
+    args = [a for a in typing.get_args(field.annotation) if a is not Ellipsis]
+    item: Any = args[0] if args else None
+    while item is not None and not isinstance(item, type) and typing.get_args(item):
+        item = typing.get_args(item)[0]  # Annotated[str, ...] -> str
+    if item is str:
+        return loc[0], "strings"
+    return loc[0], f"{getattr(item, '__name__', 'value')} objects"
+
+
+def _given(value: Any) -> str:
+    if isinstance(value, str):
+        return f", not a single string (write [{value!r}])"
+    if value is None:
+        return ""
+    return f" (got {type(value).__name__})"
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -6,9 +6,9 @@ them. Exit codes (the CLI contract): 0 ok, 1 a stage or check failed, 2 bad inpu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import DeployReport
@@ -51,6 +51,9 @@ class Problem:
     line: int | None = None
     stage: str | None = None
     """The stage the problem is about, so the builder can point at the line that made it."""
+    cycle: tuple[str, ...] = ()
+    """For a dependency cycle: its stages in the direction of `>>` (first == last), so the builder
+    can point at the line that closes it."""
 
     def location(self) -> str:
         if self.file and self.line:
@@ -182,7 +185,12 @@ class ToolMissingError(PipelineError):
 
 
 class LockHeldError(PipelineError):
-    """Another live run holds the lock for this pipeline and environment."""
+    """Another live process holds a lock (a run of this pipeline and environment, a deploy of a
+    stack). `holder` is what the lock file says about it, when it says anything."""
+
+    def __init__(self, message: str, *, hint: str | None = None, holder: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = dict(holder) if holder else None
 
 
 class RenderDriftError(PipelineError):

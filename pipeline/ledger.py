@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
-from pipeline.errors import LockHeldError, PipelineError, StateCorruptError
+from pipeline.errors import PipelineError, StateCorruptError
+from pipeline.locks import FileLock
 
 STATE_DIR = ".pipeline"
 MANIFEST_SCHEMA = 1
@@ -214,6 +213,55 @@ class Release:
     """'live' (serving now), 'known-good' (served and verified before), 'failed' (rolled back)."""
 
 
+class ReleaseStore(Protocol):
+    """A durable record of one environment's releases, kept where the environment lives (the
+    template's git history on aws, Docker tags on the local profile's machine), so what a CI run did
+    is known to a laptop (and to the next CI job) that never saw this machine's ledger."""
+
+    @property
+    def where(self) -> str:
+        """Where the record lives, for reports (e.g. 'git history of templates/web.yaml')."""
+        ...
+
+    def read(self) -> list[Release] | None:
+        """The releases, oldest first; None when the store cannot be read now (the ledger speaks)."""
+        ...
+
+    def append(self, release: Release) -> None:
+        """Record one release (a store whose records are written by the deploy itself ignores it)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReleaseHistory:
+    """The releases of one environment, oldest first, and what they say."""
+
+    releases: tuple[Release, ...]
+    source: str = "ledger"
+    """Where they were read: 'ledger' (this machine) or a durable store's `where`."""
+
+    def live(self) -> str | None:
+        """The image last recorded as live (None: nothing yet)."""
+        return next((r.image for r in reversed(self.releases) if r.status == "live"), None)
+
+    def known_good(self) -> list[str]:
+        """Images that served and verified, newest first, without repeats."""
+        seen: list[str] = []
+        for release in reversed(self.releases):
+            if release.status in ("live", "known-good") and release.image not in seen:
+                seen.append(release.image)
+        return seen
+
+    def withdrawn(self, image: str) -> bool:
+        """Whether the latest release of `image` is 'failed' (it failed, or was rolled back)."""
+        latest = [r.status for r in self.releases if r.image == image]
+        return bool(latest) and latest[-1] == "failed"
+
+    def candidates(self) -> list[str]:
+        """What a rollback may go back to: known-good images, newest first, not withdrawn since."""
+        return [image for image in self.known_good() if not self.withdrawn(image)]
+
+
 class Ledger:
     """Read and write the `.pipeline/` folder of one project root."""
 
@@ -321,21 +369,32 @@ class Ledger:
                 f"ledger file {path} is malformed", hint=f"delete {path}; release history restarts from now"
             ) from None
 
-    def record_release(self, pipeline: str, env: str, image: str, run_id: str, status: str) -> None:
-        """Append a release; the previous 'live' one becomes 'known-good' when the new one is live."""
+    def record_release(
+        self, pipeline: str, env: str, image: str, run_id: str, status: str, *, store: ReleaseStore | None = None
+    ) -> None:
+        """Append a release, here and to the environment's durable store; the previous 'live' one
+        becomes 'known-good' when the new one is live."""
+        release = Release(image=image, run_id=run_id, at=now_iso(), status=status)
         history = self.releases(pipeline, env)
         if status == "live":
             history = [Release(r.image, r.run_id, r.at, "known-good") if r.status == "live" else r for r in history]
-        history.append(Release(image=image, run_id=run_id, at=now_iso(), status=status))
+        history.append(release)
         write_json(self._env_path(pipeline, env), {"releases": [r.__dict__ for r in history[-200:]]})
+        if store is not None:
+            store.append(release)
+
+    def history(self, pipeline: str, env: str, store: ReleaseStore | None = None) -> ReleaseHistory:
+        """The environment's releases: from its durable store when it has one that answers (the real
+        world wins), else from this machine's ledger."""
+        if store is not None:
+            durable = store.read()
+            if durable is not None:
+                return ReleaseHistory(tuple(durable), store.where)
+        return ReleaseHistory(tuple(self.releases(pipeline, env)))
 
     def known_good(self, pipeline: str, env: str) -> list[str]:
-        """Images that served and verified in `env`, newest first, without repeats."""
-        seen: list[str] = []
-        for release in reversed(self.releases(pipeline, env)):
-            if release.status in ("live", "known-good") and release.image not in seen:
-                seen.append(release.image)
-        return seen
+        """Images that served and verified in `env` by this ledger, newest first, without repeats."""
+        return self.history(pipeline, env).known_good()
 
     # --- locks ---
     def lock(
@@ -351,90 +410,22 @@ class Ledger:
         )
 
 
-class Lock:
-    """An exclusive lock per pipeline and environment (flock: the kernel frees it if we die).
-
-    The file also says who holds it, so a second run can name the holder; a lock file with a
-    holder but no flock was left by a killed process and is taken over (and reported)."""
+class Lock(FileLock):
+    """The lock of one pipeline and environment: one live run at a time, refused at once (naming
+    the holder) while another run holds it; a lock whose holder was killed is taken over, and
+    `took_over` says what it held (see pipeline/locks.py)."""
 
     def __init__(self, path: Path, *, purpose: str, holder: Mapping[str, str] | None = None) -> None:
-        self.path = path
-        self.purpose = purpose
-        self.holder = dict(holder or {})
-        """More about the holder, written into the file (e.g. the run id)."""
-        self._fh: IO[str] | None = None
-        self.took_over: dict[str, Any] | None = None
+        super().__init__(
+            path,
+            purpose=purpose,
+            holder=holder,
+            wait=0.0,
+            hint="wait for that run to finish (or stop it); a lock whose process died is taken over automatically",
+        )
 
     def acquire(self) -> Lock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = self.path.open("a+")
+            return super().acquire()
         except OSError as exc:
             raise _unwritable(self.path, exc) from None
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = _parse_holder(fh.read())
-            fh.close()
-            who = _describe(holder) if holder else "another process"
-            raise LockHeldError(
-                f"{self.path.stem} is locked by {who}",
-                hint="wait for that run to finish (or stop it); a lock whose process died is taken over automatically",
-            ) from None
-        fh.seek(0)
-        previous = _parse_holder(fh.read())
-        if previous:
-            self.took_over = previous
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(), "purpose": self.purpose}
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(json.dumps({**holder, **self.holder}))
-            fh.flush()
-        except OSError as exc:  # e.g. the disk is full: give the lock back, say so
-            with contextlib.suppress(OSError):
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-                fh.close()
-            raise _unwritable(self.path, exc) from None
-        self._fh = fh
-        return self
-
-    def release(self) -> None:
-        if self._fh is None:
-            return
-        with contextlib.suppress(OSError):
-            self._fh.seek(0)
-            self._fh.truncate()
-            self._fh.flush()
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-        self._fh.close()
-        self._fh = None
-
-    def __enter__(self) -> Lock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _parse_holder(text: str) -> dict[str, Any] | None:
-    if not text.strip():
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return {"pid": "?", "purpose": "unknown (unreadable lock file)"}
-    return data if isinstance(data, dict) else None
-
-
-def _describe(holder: Mapping[str, Any]) -> str:
-    run = f"run {holder['run_id']}, " if holder.get("run_id") else ""
-    return (
-        f"{run}pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-        f"({holder.get('purpose', '?')}, since {holder.get('since', '?')})"
-    )
-
-
-def describe_holder(holder: Mapping[str, Any]) -> str:
-    return _describe(holder)

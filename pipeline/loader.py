@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from pipeline.builder import Location, Pipeline, collect_pipelines, display_path, locate, problems_from_validation
 from pipeline.errors import DefinitionError, DefinitionNotFoundError, Problem, UserCodeError
+from pipeline.model import collecting_problems
 from pipeline.spec import PipelineSpec, missing_files
 
 DEFAULT_FILENAMES = ("pipelinefile.py",)
@@ -44,6 +45,11 @@ def find_definition(path: str | Path | None = None, *, start: Path | None = None
     """`path` if given; else the nearest `pipelinefile.py` in this folder or a parent."""
     if path is not None:
         candidate = Path(path)
+        if candidate.is_dir():
+            raise DefinitionNotFoundError(
+                f"{str(path)!r} is a folder, not a definition file",
+                hint=f"pass the file: -f {Path(path) / DEFAULT_FILENAMES[0]}",
+            )
         if not candidate.is_file():
             raise DefinitionNotFoundError(
                 f"definition file {str(path)!r} does not exist",
@@ -110,13 +116,26 @@ def _import(file: Path) -> tuple[list[Pipeline], list[PipelineSpec]]:
     if spec is None or spec.loader is None:  # pragma: no cover - only for non-.py paths, checked above
         raise DefinitionNotFoundError(f"cannot import {file}")
     module = importlib.util.module_from_spec(spec)
+    _check_readable(file)
     sys.path.insert(0, str(file.parent))
     sys.modules[module_name] = module
     try:
-        with collect_pipelines() as builders:
-            spec.loader.exec_module(module)
+        with collect_pipelines() as builders, collecting_problems() as deferred:
+            try:
+                spec.loader.exec_module(module)
+            except DefinitionError:
+                if not deferred:
+                    raise
+            if deferred:  # objects built with bad fields: every one of them at once
+                raise DefinitionError(sorted(deferred, key=lambda p: (p.file or "", p.line or 0)))
     except DefinitionError as exc:
         raise DefinitionError(exc.problems, source=display_path(file), hint=exc.hint) from None
+    except SystemExit as exc:
+        where = _user_frame(exc, file)
+        raise UserCodeError(
+            f"{display_path(Path(where[0]))}:{where[1]}: the definition called sys.exit({exc.code!r})",
+            hint="a definition only declares the pipeline; remove the exit (pipeline exits with its own codes)",
+        ) from None
     except SyntaxError as exc:
         at = f"{display_path(Path(exc.filename or file))}:{exc.lineno}"
         code = (exc.text or "").rstrip()
@@ -143,6 +162,19 @@ def _import(file: Path) -> tuple[list[Pipeline], list[PipelineSpec]]:
         sys.modules.pop(module_name, None)
     specs = [v for v in vars(module).values() if isinstance(v, PipelineSpec)]
     return builders, specs
+
+
+def _check_readable(file: Path) -> None:
+    """The file can be read (an import error would blame a line of Python's own import machinery)."""
+    try:
+        with file.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise DefinitionNotFoundError(
+            f"cannot read {display_path(file)}: {reason}",
+            hint=f"check the file's permissions (ls -l {display_path(file)})",
+        ) from None
 
 
 def _user_frame(exc: BaseException, file: Path) -> tuple[str, int]:

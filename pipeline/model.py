@@ -10,13 +10,16 @@ build on the spec and are never imported by it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import Problem
 
 if TYPE_CHECKING:
-    from pipeline.errors import Problem
     from pipeline.spec import PipelineSpec
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
@@ -77,10 +80,68 @@ def default_profile() -> Profile:
     return value
 
 
+_deferred: ContextVar[list[Problem] | None] = ContextVar("deferred_definition_problems", default=None)
+_constructing_placeholder: ContextVar[bool] = ContextVar("constructing_placeholder", default=False)
+
+
+@contextmanager
+def collecting_problems() -> Iterator[list[Problem]]:
+    """While a definition is loaded: an object built with bad fields records its problems here
+    (at the user's line) and stands in as an unchecked placeholder, so the rest of the definition
+    still runs and every problem of every stage is reported at once."""
+    found: list[Problem] = []
+    token = _deferred.set(found)
+    try:
+        yield found
+    finally:
+        _deferred.reset(token)
+
+
+def deferred_problems() -> list[Problem] | None:
+    """The problems collected so far while loading a definition (None: not loading one)."""
+    return _deferred.get()
+
+
 class Spec(BaseModel):
     """Base for everything a user authors: immutable, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            collected = _deferred.get()
+            if collected is None:
+                raise
+            self._stand_in(data, exc, collected)
+
+    def _stand_in(self, data: Mapping[str, Any], exc: ValidationError, collected: list[Problem]) -> None:
+        """Record `exc` at the user's line and become an unchecked placeholder of this class."""
+        from pipeline.builder import caller_location, display_path, problems_from_validation
+
+        where = caller_location()
+        name = data.get("name")
+        label = f"{type(self).__name__}(name={name!r})" if isinstance(name, str) else type(self).__name__
+        for problem in problems_from_validation(exc, model=type(self)):
+            collected.append(
+                Problem(
+                    problem.message,
+                    f"{label}.{problem.path}" if problem.path else label,
+                    display_path(where[0]) if where else None,
+                    where[1] if where else None,
+                    stage=name if isinstance(name, str) else None,
+                )
+            )
+        known = {k: v for k, v in data.items() if k in type(self).model_fields}
+        token = _constructing_placeholder.set(True)
+        try:
+            placeholder = type(self).model_construct(**known)
+        finally:
+            _constructing_placeholder.reset(token)
+        for attribute in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"):
+            object.__setattr__(self, attribute, getattr(placeholder, attribute))
+        self.model_post_init(None)
 
 
 class Secret(Spec):
@@ -332,6 +393,8 @@ class Stage(Spec):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
+        if _constructing_placeholder.get():
+            return
         from pipeline.builder import register_stage
 
         register_stage(self)

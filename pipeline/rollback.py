@@ -1,9 +1,9 @@
-"""Going back: the release history of an environment, and `pipeline rollback ENV [--to IMAGE]`.
+"""`pipeline rollback ENV [--to IMAGE]`: a thin use case over the release history.
 
-The ledger keeps each environment's releases (`Ledger.record_release`): 'live', 'known-good' (it
-served and verified before) and 'failed' (it failed verification, or someone rolled it back). A
-rollback moves the stack to an earlier known-good image with the same rolling update every
-deploy uses, verifies it through the load balancer, and records both facts.
+The history (`Ledger.history`: the environment's durable store when it answers, else this machine's
+ledger) says which images are known-good; a rollback moves the stack to the newest one before what
+runs, with the same update every deploy uses, verifies it through the load balancer, and records
+both facts (on aws, as a commit of the template: the template says what runs).
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 from pipeline.errors import BadInputError, PipelineError, VerificationFailedError
 from pipeline.ledger import Ledger, new_run_id
 from pipeline.model import Environment, Profile, Verify, default_profile
+from pipeline.profiles import ProfileEngines
 from pipeline.stages.promote import DEFAULT_AUTHOR, Promote
 
 if TYPE_CHECKING:
     from pipeline.engines.git_promote import CommitInfo
     from pipeline.engines.stack import VerifyReport
     from pipeline.loader import Loaded
+    from pipeline.profiles.base import Engines
     from pipeline.spec import PipelineSpec
 
 ROLLBACK_RUN_PREFIX = "rollback-"
@@ -31,31 +33,6 @@ ROLLBACK_RUN_PREFIX = "rollback-"
 
 def _ignore(text: str) -> None:
     pass
-
-
-def rollback_candidates(ledger: Ledger, pipeline: str, env: str) -> list[str]:
-    """Known-good images of `env`, newest first, without those whose latest release failed."""
-    latest: dict[str, str] = {}
-    for release in ledger.releases(pipeline, env):
-        latest[release.image] = release.status
-    return [image for image in ledger.known_good(pipeline, env) if latest.get(image) != "failed"]
-
-
-def live_image(ledger: Ledger, pipeline: str, env: str) -> str | None:
-    """The image the ledger last recorded as live in `env` (None: nothing yet)."""
-    for release in reversed(ledger.releases(pipeline, env)):
-        if release.status == "live":
-            return release.image
-    return None
-
-
-def withdrawn(ledger: Ledger, pipeline: str, env: str, image: str) -> bool:
-    """Whether the latest release of `image` in `env` is 'failed' (it was rolled back)."""
-    status = None
-    for release in ledger.releases(pipeline, env):
-        if release.image == image:
-            status = release.status
-    return status == "failed"
 
 
 def promote_to(spec: PipelineSpec, env: Environment) -> Promote | None:
@@ -95,18 +72,19 @@ def rollback(
     to: str | None = None,
     profile: Profile | None = None,
     on_event: Callable[[str], None] = _ignore,
+    engines: Engines | None = None,
 ) -> RollbackResult:
     """Move `environment` back to the previous known-good image (or `to`), verify, record.
 
     Raises BadInputError (exit 2) when there is nothing to go back to, VerificationFailedError
     (exit 1) when the image it went back to does not verify (the release history then says so)."""
-    from pipeline.engines.stack import engine_for
-
     spec = loaded.spec
     env = _environment(spec, environment)
     ledger = Ledger(loaded.root)
     use = profile or default_profile()
-    engine = engine_for(spec, env, use, loaded.root)
+    provider = engines or ProfileEngines()
+    engine = provider.stack_engine(spec, env, use, loaded.root)
+    store = provider.release_store(spec, env, use, loaded.root)
     stack = env.stack_name(spec.name)
     git = git_settings(spec, env, use)
     ledger.ensure()
@@ -122,12 +100,14 @@ def rollback(
                 f"environment {env.name!r} has no stack ({stack} does not exist), so there is nothing to roll back",
                 hint="promote a release first (pipeline run local)",
             )
-        current = state.image or live_image(ledger, spec.name, env.name)
-        candidates = rollback_candidates(ledger, spec.name, env.name)
+        releases = ledger.history(spec.name, env.name, store)
+        current = state.image or releases.live()
+        candidates = releases.candidates()
         target = to or next((image for image in candidates if image != current), None)
         if target is None:
+            where = "the ledger" if releases.source == "ledger" else f"the {releases.source}"
             raise BadInputError(
-                f"the ledger has no known-good image of {env.name!r} other than the one it runs ({current})",
+                f"{where} has no known-good image of {env.name!r} other than the one it runs ({current})",
                 hint=f"name one: pipeline rollback {env.name} --to IMAGE",
             )
         if target == current:
@@ -156,16 +136,16 @@ def rollback(
         }
         ledger.append_event(event)
         if not report.ok:
-            ledger.record_release(spec.name, env.name, target, run_id, "failed")
+            ledger.record_release(spec.name, env.name, target, run_id, "failed", store=store)
             others = [c for c in candidates if c not in (target, current)]
             raise VerificationFailedError(
                 f"{env.name} now runs {target}, but it does not verify: {report.detail}",
                 hint=(f"go back further: pipeline rollback {env.name} --to {others[0]}" if others else None),
             )
         if current and current != target:
-            ledger.record_release(spec.name, env.name, current, run_id, "failed")
-        if current != target or live_image(ledger, spec.name, env.name) != target:
-            ledger.record_release(spec.name, env.name, target, run_id, "live")
+            ledger.record_release(spec.name, env.name, current, run_id, "failed", store=store)
+        if current != target or ledger.history(spec.name, env.name, store).live() != target:
+            ledger.record_release(spec.name, env.name, target, run_id, "live", store=store)
         commit = None
         if git is not None:
             commit = _record_in_git(loaded, env, git, target, current, run_id, on_event)
@@ -231,6 +211,7 @@ def _record_in_git(
             push=git.push,
             subject=f"{spec.name}: roll {env.name} back to {target}"
             + (f" (from {current})" if current and current != target else ""),
+            release="rollback",
             on_event=on_event,
         )
     except PipelineError as exc:
@@ -262,9 +243,6 @@ __all__ = [
     "GitSettings",
     "RollbackResult",
     "git_settings",
-    "live_image",
     "restore_check",
     "rollback",
-    "rollback_candidates",
-    "withdrawn",
 ]

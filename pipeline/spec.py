@@ -138,7 +138,8 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
         where = f"stages[{i}] ({stage.name})"
         for dep in stage.needs:
             if dep == stage.name:
-                add("a stage cannot need itself", f"{where}.needs", stage.name)
+                if names.count(dep) == 1:  # a duplicate name is reported as such, not as a self-need
+                    add("a stage cannot need itself", f"{where}.needs", stage.name)
             elif dep not in by_name:
                 add(f"needs unknown stage {dep!r}{did_you_mean(dep, names)}", f"{where}.needs", stage.name)
         for field, ref in stage.references().items():
@@ -188,7 +189,15 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
     if not problems:
         cycle = spec.graph.find_cycle()
         if cycle:
-            add(f"stages depend on each other in a cycle: {' -> '.join(cycle)}", "stages", cycle[0])
+            forward = tuple(reversed(cycle))  # find_cycle reads "a needs b"; `>>` reads "b runs before a"
+            problems.append(
+                Problem(
+                    f"stages depend on each other in a cycle: {' >> '.join(forward)}",
+                    "stages",
+                    stage=forward[-1],
+                    cycle=forward,
+                )
+            )
     if not problems:
         problems += _reference_order(spec)
     return problems

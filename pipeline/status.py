@@ -15,10 +15,11 @@ from pipeline.errors import BadInputError, PipelineError
 from pipeline.ledger import Ledger, Manifest
 from pipeline.loader import Loaded
 from pipeline.model import Environment, Profile, default_profile
+from pipeline.profiles import ProfileEngines
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine
-    from pipeline.spec import PipelineSpec
+    from pipeline.profiles.base import Engines
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,12 @@ class EnvironmentStatus:
     state: str = ""
     """The engine's word for the stack: 'ready', 'updating', 'failed', 'absent' ('' when not observed)."""
     ledger_image: str | None = None
-    """What the ledger records as live, when it differs from what runs."""
+    """What the release history records as live, when it differs from what runs."""
+    history: str = "ledger"
+    """Where the release history was read: 'ledger' (this machine) or the environment's durable
+    store (the template's git history, the Docker engine's release tags)."""
+    last_release: str = ""
+    """The newest release the history knows: image, status, run and time."""
 
 
 @dataclass(frozen=True)
@@ -65,20 +71,27 @@ class StatusReport:
 
 
 def collect(
-    loaded: Loaded, environment: str | None = None, *, last_runs: int = 5, profile: Profile | None = None
+    loaded: Loaded,
+    environment: str | None = None,
+    *,
+    last_runs: int = 5,
+    profile: Profile | None = None,
+    engines: Engines | None = None,
 ) -> StatusReport:
     """The status of every durable environment (or one), observed where possible; the last runs.
 
-    `profile` overrides each environment's own profile (e.g. the local copy of an aws environment)."""
+    `profile` overrides each environment's own profile (e.g. the local copy of an aws environment);
+    `engines` gives the engines to observe with (default: the profiles')."""
     spec = loaded.spec
+    provider = engines or ProfileEngines()
     ledger = Ledger(loaded.root)
     envs = [e for e in spec.environments if not e.ephemeral and (environment is None or e.name == environment)]
     if environment is not None and not envs:
         names = ", ".join(e.name for e in spec.environments if not e.ephemeral) or "(none)"
         raise BadInputError(f"no environment named {environment!r}", hint=f"environments: {names}")
-    engines: dict[str, StackEngine | str] = {}
-    result = [_environment(loaded, ledger, env, profile or default_profile(), engines) for env in envs]
-    tests = [] if environment is not None else _test_stacks(loaded, profile, engines)
+    cache: dict[str, StackEngine | str] = {}
+    result = [_environment(loaded, ledger, env, profile or default_profile(), provider, cache) for env in envs]
+    tests = [] if environment is not None else _test_stacks(loaded, profile, provider, cache)
     runs = []
     for run_id in reversed(ledger.runs()):
         manifest = Manifest.load(ledger.manifest_path(run_id))
@@ -91,15 +104,13 @@ def collect(
 
 
 def _engine(
-    loaded: Loaded, env: Environment, profile: Profile, cache: dict[str, StackEngine | str]
+    loaded: Loaded, env: Environment, profile: Profile, engines: Engines, cache: dict[str, StackEngine | str]
 ) -> StackEngine | str:
     """The environment's engine, or why there is none (cached per environment)."""
     key = f"{env.name}/{profile}"
     if key not in cache:
-        from pipeline.engines.stack import engine_for
-
         try:
-            cache[key] = engine_for(loaded.spec, env, profile, loaded.root)
+            cache[key] = engines.stack_engine(loaded.spec, env, profile, loaded.root)
         except PipelineError as exc:
             cache[key] = str(exc)
         except ImportError as exc:  # an engine (or its library) that is not installed
@@ -108,22 +119,34 @@ def _engine(
 
 
 def _environment(
-    loaded: Loaded, ledger: Ledger, env: Environment, profile: Profile, cache: dict[str, StackEngine | str]
+    loaded: Loaded,
+    ledger: Ledger,
+    env: Environment,
+    profile: Profile,
+    engines: Engines,
+    cache: dict[str, StackEngine | str],
 ) -> EnvironmentStatus:
-    from pipeline.rollback import live_image, rollback_candidates
-
     spec = loaded.spec
     stack = env.stack_name(spec.name)
-    recorded = live_image(ledger, spec.name, env.name)
+    try:
+        store = engines.release_store(spec, env, profile, loaded.root)
+    except (PipelineError, ImportError):
+        store = None
+    releases = ledger.history(spec.name, env.name, store)
+    recorded = releases.live()
+    newest = releases.releases[-1] if releases.releases else None
+    says = "the ledger" if releases.source == "ledger" else f"the {releases.source}"
     base = EnvironmentStatus(
         name=env.name,
         profile=profile,
         stack=stack,
         image=recorded,
         url=None,
-        known_good=tuple(rollback_candidates(ledger, spec.name, env.name)),
+        known_good=tuple(releases.candidates()),
+        history=releases.source,
+        last_release=f"{newest.image} {newest.status} (run {newest.run_id}, {newest.at})" if newest else "",
     )
-    engine = _engine(loaded, env, profile, cache)
+    engine = _engine(loaded, env, profile, engines, cache)
     if isinstance(engine, str):
         return _unobserved(base, engine)
     try:
@@ -131,14 +154,14 @@ def _environment(
     except PipelineError as exc:
         return _unobserved(base, str(exc))
     if not state.exists:
-        note = f"no stack now; the ledger says {recorded} was live" if recorded else ""
+        note = f"no stack now; {says} says {recorded} was live" if recorded else ""
         return _replace(base, image=None, observed=True, state="absent", note=note, ledger_image=recorded)
     note = ""
     if state.image is None:
         images = state.details.get("images", "")
         note = f"replicas run different images ({images})" if images else "no replica serves"
     elif recorded is not None and recorded != state.image:
-        note = f"the ledger says {recorded} is live"
+        note = f"{says} says {recorded} is live"
     return _replace(
         base,
         image=state.image,
@@ -162,17 +185,17 @@ def _replace(base: EnvironmentStatus, **changes: object) -> EnvironmentStatus:
 
 
 def _test_stacks(
-    loaded: Loaded, profile: Profile | None, cache: dict[str, StackEngine | str]
+    loaded: Loaded, profile: Profile | None, engines: Engines, cache: dict[str, StackEngine | str]
 ) -> list[EnvironmentStatus]:
     """Test stacks that exist now. A stack's run id is its name's suffix; its run says why it is there."""
     spec = loaded.spec
     ledger = Ledger(loaded.root)
     found = []
     for env in spec.environments:
-        if not env.ephemeral or _template_env(spec, env) is None:
+        if not env.ephemeral or spec.template_of(env) is None:
             continue
         use = profile or default_profile()
-        engine = _engine(loaded, env, use, cache)
+        engine = _engine(loaded, env, use, engines, cache)
         if isinstance(engine, str):
             continue
         prefix = env.stack_name(spec.name) + "-"
@@ -199,12 +222,6 @@ def _test_stacks(
                 )
             )
     return found
-
-
-def _template_env(spec: PipelineSpec, env: Environment) -> str | None:
-    from pipeline.engines.stack import _template_of_copied_environment
-
-    return env.template or _template_of_copied_environment(spec, env)
 
 
 def _why_left(ledger: Ledger, run_id: str) -> str:

@@ -111,7 +111,11 @@ def coerce_strategy(value: Any) -> Any:
     """Let users write strategy="canary" for the kind's defaults."""
     if isinstance(value, str):
         if value not in STRATEGY_KINDS:
-            raise ValueError(f"unknown strategy {value!r}; choose one of {', '.join(STRATEGY_KINDS)}")
+            import difflib
+
+            close = difflib.get_close_matches(value, list(STRATEGY_KINDS), n=1)
+            suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown strategy {value!r}{suggestion}; choose one of {', '.join(STRATEGY_KINDS)}")
         return STRATEGY_KINDS[value]()
     return value
 

@@ -58,4 +58,8 @@ if [[ $WANT_TESTS -eq 1 && -x .ci/install-validators.sh ]]; then
     say "installing CI-config validators"
     .ci/install-validators.sh
 fi
+if [[ $WANT_TESTS -eq 1 && -x .ci/install-ci-runners.sh ]]; then
+    say "installing CI runners (act, gitlab-ci-local, action stand-ins)"
+    PYTHON="$VENV/bin/python" .ci/install-ci-runners.sh
+fi
 say "set-up done"

@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
-from pipeline.cli.app import app, err_console
+from pipeline import interrupts
+from pipeline.cli.app import ENGINES, app, err_console
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.profiles.base import Engines
 
 # Importing the command modules registers their commands on `app`.
 from pipeline.cli import commands, doctor, image, render, rollback  # noqa: F401  # isort: skip
 
 
-def main() -> NoReturn:
+def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -> NoReturn:
     """Console-script entry point: expected errors become one readable block and an exit code.
 
-    Typer handles its own usage errors (exit 2) and `typer.Exit`; our errors propagate to here."""
-    # CI systems stop a build with SIGTERM: treat it like Ctrl-C, so teardown stages still run.
-    signal.signal(signal.SIGTERM, _interrupt)
+    Typer handles its own usage errors (exit 2) and `typer.Exit`; our errors propagate to here.
+    `argv` defaults to sys.argv; `engines` replaces the profiles' engines (tests)."""
+    # Ctrl-C, and the SIGTERM a CI system stops a build with: recorded at once (never lost), then
+    # a KeyboardInterrupt; teardown stages still run (pipeline/interrupts.py).
+    interrupts.install()
+    ENGINES.set(engines)
     try:
-        app(prog_name="pipeline")
+        app(args=None if argv is None else list(argv), prog_name="pipeline")
     except PipelineError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        interrupts.record_if_none()
+        err_console.print(f"[bold red]interrupted[/] ({interrupts.name()})")
+        sys.exit(interrupts.exit_code())
     sys.exit(0)  # pragma: no cover - app() always exits in standalone mode
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def print_error(exc: PipelineError) -> None:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from pipeline.profiles.base import Engines
+
+ENGINES: ContextVar[Engines | None] = ContextVar("pipeline_cli_engines", default=None)
+"""The engines the commands use: None for the profiles' own; `main(engines=...)` injects others."""
 
 app = typer.Typer(
     name="pipeline",
@@ -16,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 run_app = typer.Typer(help="Run the pipeline (or one stage) on this machine.", no_args_is_help=True)

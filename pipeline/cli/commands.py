@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from pipeline.cli.app import FileOption, ProfileOption, app, console, is_plain, run_app
-from pipeline.diagram import GraphFormat, draw
-from pipeline.loader import Loaded, load
-from pipeline.model import Approval, Stage
+from pipeline.cli.app import ENGINES, FileOption, ProfileOption, app, console, is_plain, run_app
 
 if TYPE_CHECKING:
-    from pipeline.runner import Runner
+    from pipeline.loader import Loaded
+    from pipeline.model import Approval, Stage
+    from pipeline.run import Runner
+
+GraphFormat = Literal["text", "mermaid", "dot"]
 
 
 @app.command()
@@ -44,10 +45,14 @@ def validate(
     ] = False,
 ) -> None:
     """Check the definition, the files it refers to and the templates. No side effects."""
-    from pipeline.runner import Runner
+    from pipeline.run import Runner
+    from pipeline.secrets import check_lengths
 
-    loaded = load(file)
+    loaded = _load(file)
     spec = loaded.spec
+    check_lengths(
+        [s for stage in spec.stages for s in stage.secrets] + [s for e in spec.environments for s in e.secrets]
+    )
     checked = [] if definition_only else Runner(loaded).check_templates(profile or "local")
     templates = f"; templates checked for {', '.join(checked)}" if checked else ""
     console.print(
@@ -62,7 +67,9 @@ def graph(
     fmt: Annotated[GraphFormat, typer.Option("--format", help="text, mermaid or dot.")] = "text",
 ) -> None:
     """Show the stage graph: order, parallel groups, gates."""
-    loaded = load(file)
+    from pipeline.diagram import draw
+
+    loaded = _load(file)
     sys.stdout.write(draw(loaded.spec, fmt))
 
 
@@ -79,9 +86,9 @@ def run_local(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer approval gates with yes.")] = False,
 ) -> None:
     """Run the whole chain on this machine, in DAG order; unchanged stages are skipped."""
-    from pipeline.runner import RunOptions
+    from pipeline.run import RunOptions
 
-    loaded = load(file)
+    loaded = _load(file)
     options = RunOptions(
         profile=profile, only=only, from_stage=from_stage, force=force, keep=keep, yes=yes, interactive=_interactive()
     )
@@ -110,9 +117,9 @@ def run_stage(
     ] = False,
 ) -> None:
     """Run one stage, as a CI job calls it: upstream outputs come from the run manifest."""
-    from pipeline.runner import RunOptions
+    from pipeline.run import RunOptions
 
-    loaded = load(file)
+    loaded = _load(file)
     options = RunOptions(profile=profile, force=force, yes=yes, interactive=_interactive(), manifest=manifest)
     summary = _runner(loaded).run_stage(name, options)
     raise typer.Exit(summary.exit_code)
@@ -127,7 +134,13 @@ def status(
     """What runs where (image, stack, URL) and the last runs."""
     from pipeline.cli.status_view import show_status
 
-    show_status(load(file), environment, profile)
+    show_status(_load(file), environment, profile, engines=ENGINES.get())
+
+
+def _load(file: Path | None) -> Loaded:
+    from pipeline.loader import load
+
+    return load(file)
 
 
 def _interactive() -> bool:
@@ -136,11 +149,11 @@ def _interactive() -> bool:
 
 def _runner(loaded: Loaded) -> Runner:
     from pipeline.cli.progress import LiveReporter, PlainReporter
-    from pipeline.runner import Runner
+    from pipeline.run import Runner
 
     reporter = PlainReporter(console) if is_plain() else LiveReporter(console)
 
     def approver(stage: Stage, approval: Approval) -> bool:
         return typer.confirm(f"{stage.name}: {approval.message}", default=False, err=True)
 
-    return Runner(loaded, reporter=reporter, approver=approver)
+    return Runner(loaded, reporter=reporter, approver=approver, engines=ENGINES.get())

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.ledger import StageResult
-from pipeline.runner import RunSummary
+from pipeline.run import RunSummary
 
 STYLES = {
     "pending": "dim",

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import FileOption, ProfileOption, app, console
+from pipeline.cli.app import ENGINES, FileOption, ProfileOption, app, console
 
 
 @app.command()
@@ -31,7 +31,7 @@ def rollback(
     def show(line: str) -> None:
         console.print(f"[dim]{escape(line)}[/]")
 
-    result = roll_back(loaded, environment, to=to, profile=profile, on_event=show)
+    result = roll_back(loaded, environment, to=to, profile=profile, on_event=show, engines=ENGINES.get())
     if result.from_image == result.to_image:
         console.print(f"[green]ok[/]: {result.environment} already ran {escape(result.to_image)}; it verifies")
     else:

@@ -8,13 +8,16 @@ from rich.table import Table
 from pipeline.cli.app import console
 from pipeline.loader import Loaded
 from pipeline.model import Profile
+from pipeline.profiles.base import Engines
 from pipeline.status import EnvironmentStatus, collect
 
 _STATE_STYLE = {"ready": "green", "updating": "yellow", "failed": "red", "absent": "dim"}
 
 
-def show_status(loaded: Loaded, environment: str | None, profile: Profile | None = None) -> None:
-    report = collect(loaded, environment, profile=profile)
+def show_status(
+    loaded: Loaded, environment: str | None, profile: Profile | None = None, *, engines: Engines | None = None
+) -> None:
+    report = collect(loaded, environment, profile=profile, engines=engines)
     envs = Table(title=f"pipeline {report.pipeline}: environments", title_justify="left")
     for column in ("environment", "profile", "stack", "state", "image", "url", "known-good"):
         envs.add_column(column, overflow="fold")
@@ -30,6 +33,10 @@ def show_status(loaded: Loaded, environment: str | None, profile: Profile | None
         )
     console.print(envs)
     for env in report.environments:
+        if env.last_release:
+            console.print(f"{env.name}: last release {escape(env.last_release)}; history from {escape(env.history)}")
+        if env.known_good:
+            console.print(f"{env.name}: known-good images, newest first: {escape(', '.join(env.known_good))}")
         if env.note:
             console.print(f"[yellow]{env.name}:[/] {escape(env.note)}")
     if report.test_stacks:
@@ -58,7 +65,7 @@ def show_status(loaded: Loaded, environment: str | None, profile: Profile | None
         stages = ", ".join(f"{name}={status}" for name, status in run.stages.items())
         runs.add_row(run.run_id, run.profile, f"[{style}]{run.outcome}[/]", stages)
     if not report.runs:
-        runs.add_row("[dim](no runs yet)[/]", "", "", "")
+        runs.add_row("[dim](no runs on this machine)[/]", "", "", "")
     console.print(runs)
 
 

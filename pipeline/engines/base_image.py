@@ -4,7 +4,6 @@ laptop needs only git, Docker and Debian's mirror)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from pipeline.engines.docker_client import LABEL_PREFIX, connect, image_exists
 from pipeline.engines.process import stream
 from pipeline.errors import CommandFailedError, ToolMissingError
+from pipeline.locks import FileLock, cache_dir
 
 if TYPE_CHECKING:
     import docker
@@ -29,12 +29,6 @@ PATH_VALUE = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXTRA_PACKAGES = ("ca-certificates",)
 
 
-def _lock_path() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pipeline"
-    base.mkdir(parents=True, exist_ok=True)
-    return base / "base-image.lock"
-
-
 def ensure_base_image(
     name: str = DEFAULT_BASE_IMAGE,
     *,
@@ -44,8 +38,8 @@ def ensure_base_image(
 ) -> str:
     """Make sure `name` exists locally; return its image id. Builds it when it cannot be pulled."""
     client = connect()
-    with _lock_path().open("a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # one builder per machine; others wait, then reuse
+    # one builder per machine; the others wait, then reuse its image
+    with FileLock(cache_dir() / "base-image.lock", purpose=f"making the base image {name}", wait=None):
         if not force and image_exists(client, name):
             return str(client.images.get(name).id)
         if allow_pull and not force and _try_pull(client, name, on_line):

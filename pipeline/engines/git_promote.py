@@ -205,6 +205,7 @@ def record_image(
     default_author: str,
     push: bool = True,
     subject: str | None = None,
+    release: str = "promote",
     on_event: OnEvent = _ignore,
 ) -> CommitInfo | None:
     """Commit `image` as the Default of `parameter` in `template`; push it; None when already there.
@@ -212,7 +213,9 @@ def record_image(
     `template` is absolute or relative to `repo_root` (any folder inside the working tree).
     `source_commit` defaults to HEAD before the commit (the revision the pipeline ran on).
     `subject` replaces the first line of the message (default `<pipeline>: promote <image> to <env>`;
-    `pipeline rollback` says it rolled back); the trailers are always written."""
+    `pipeline rollback` says it rolled back); the trailers are always written, `release` ('promote' or
+    'rollback') among them: the template's history is the environment's release record
+    (pipeline/engines/git_releases.py reads it)."""
     repo, branch, rel, path, target = _ready(repo_root, template, pipeline=pipeline, push=push)
     text = _read(path)
     previous = read_default(text, parameter, source=rel)
@@ -235,6 +238,7 @@ def record_image(
         "Previous-Image": previous,
         "Run": run_id,
         "Source-Commit": source,
+        "Release": release,
     }
     message = _message(subject, body, trailers)
     chosen, env = _identity(repo, author, default_author)

@@ -3,7 +3,7 @@
 A stack runs one image behind a load balancer. `deploy` creates or updates it idempotently
 (update and rollback are the same operation with a different image); `delete` removes everything
 of the stack and nothing else; `describe` reads the real world (never an in-memory cache).
-Stage executors in `stages/` talk only to this protocol; `engine_for` picks the implementation.
+Stage executors talk only to this protocol; each profile (`pipeline.profiles`) hands out its engine.
 
 `deploy` takes a deployment strategy (`pipeline.strategy`: cutover, rolling, pilot, half, canary,
 blue-green) and the health thresholds watched while the new version takes traffic. The returned
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pipeline.model import Environment, Profile, Verify
+from pipeline.model import Profile, Verify
 from pipeline.strategy import Health, Strategy
 
 if TYPE_CHECKING:
-    from pipeline.spec import PipelineSpec
+    pass
 
 OnEvent = Callable[[str], None]
 
@@ -267,50 +266,6 @@ class BaseStackEngine:
         return {k: v for k, v in state.parameters.items() if k not in skipped}
 
 
-def engine_for(
-    spec: PipelineSpec,
-    env: Environment,
-    profile: Profile,
-    root: Path,
-    *,
-    environ: Mapping[str, str] | None = None,
-) -> StackEngine:
-    """The engine for `env` on `profile`. Imports docker or boto3 only when called.
-
-    `environ` is what the aws engine reads credentials and AWS_ENDPOINT_URL from (the process
-    environment plus the stage's env and secrets); default: the process environment."""
-    template = env.template or _template_of_copied_environment(spec, env)
-    if template is None:
-        from pipeline.errors import BadInputError
-
-        raise BadInputError(
-            f"environment {env.name!r} has no template", hint=f"set Environment(name={env.name!r}, template=...)"
-        )
-    if profile == "local":
-        from pipeline.engines.local_stack import LocalStackEngine
-
-        return LocalStackEngine(pipeline=spec.name, template=root / template)
-    from pipeline.engines.aws.engine import CloudFormationEngine
-
-    return CloudFormationEngine(
-        pipeline=spec.name,
-        template=root / template,
-        settings=env.aws,
-        image_parameter=env.image_parameter,
-        environ=environ,
-    )
-
-
-def _template_of_copied_environment(spec: PipelineSpec, env: Environment) -> str | None:
-    """An ephemeral environment without a template uses the template of the one it copies."""
-    for stage in spec.stages:
-        if stage.kind == "test-stack" and stage.environment_name() == env.name:
-            like = getattr(stage, "like", None)
-            if like:
-                return spec.environment(like).template
-    return None
-
-
 __all__ = [
     "DEPLOY_OWNED_PARAMETERS",
     "BaseStackEngine",
@@ -321,5 +276,4 @@ __all__ = [
     "StackState",
     "VerifyReport",
     "VersionStats",
-    "engine_for",
 ]

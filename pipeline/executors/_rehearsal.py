@@ -1,7 +1,7 @@
 """What the stack stages share: engines per environment, the rehearsal's stack and starting image,
 verification that fails the stage, and cleanup when a run is interrupted.
 
-Executors talk to the `StackEngine` protocol only (`engine_for`), so the local (Docker) and the
+Executors talk to the `StackEngine` protocol only (from the context's engines), so the local (Docker) and the
 aws (CloudFormation) engines serve the same stages.
 """
 
@@ -17,7 +17,7 @@ from pipeline.model import Environment, Stage, Verify
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import DeployReport, OnEvent, StackEngine, StackState, VerifyReport
-    from pipeline.ledger import Ledger
+    from pipeline.ledger import ReleaseHistory, ReleaseStore
     from pipeline.spec import PipelineSpec
     from pipeline.strategy import Health, Strategy
 
@@ -28,9 +28,7 @@ def engine(ctx: PlanContext | StageContext, env: Environment) -> StackEngine:
     """The environment's engine on the run's profile. The aws engine reads credentials, region and
     AWS_ENDPOINT_URL from the process environment, overridden by the stage's `env` and, while the
     stage runs, its (and its environment's) secrets."""
-    from pipeline.engines.stack import engine_for
-
-    return engine_for(ctx.pipeline, env, ctx.profile, ctx.root, environ=stage_environ(ctx))
+    return ctx.engines.stack_engine(ctx.pipeline, env, ctx.profile, ctx.root, environ=stage_environ(ctx))
 
 
 def stage_environ(ctx: PlanContext | StageContext) -> dict[str, str]:
@@ -108,28 +106,42 @@ def rehearsal_stack(spec: PipelineSpec, env: Environment, run_id: str) -> str:
     return f"{env.stack_name(spec.name)}-{run_id}".lower()
 
 
+def release_store(ctx: PlanContext | StageContext, env: Environment) -> ReleaseStore | None:
+    """Where `env`'s release history lives beyond this machine's ledger, on the run's profile."""
+    return ctx.engines.release_store(ctx.pipeline, env, ctx.profile, ctx.root)
+
+
+def history(ctx: PlanContext | StageContext, env: Environment) -> ReleaseHistory:
+    """`env`'s releases: from its durable store when it answers, else from the ledger."""
+    return ctx.ledger.history(ctx.pipeline.name, env.name, release_store(ctx, env))
+
+
+def record_release(ctx: StageContext, env: Environment, image: str, status: str) -> None:
+    """Record a release of `env` in the ledger and in its durable store."""
+    ctx.ledger.record_release(ctx.pipeline.name, env.name, image, ctx.run_id, status, store=release_store(ctx, env))
+
+
 def baseline(
-    ledger: Ledger, pipeline: str, like: Environment, production: StackState, new_image: str | None
+    releases: ReleaseHistory, like: Environment, production: StackState, new_image: str | None
 ) -> tuple[str | None, str]:
     """The image a rehearsal starts from, and why: what `like` runs now.
 
     When `like` already runs the new image (it was promoted), the rehearsal still covers the step
     that release made: from the known-good image before it. None: nothing to start from (first
     release), so the rehearsal starts from the new image."""
-    from pipeline.rollback import live_image, rollback_candidates
-
+    source = "the ledger" if releases.source == "ledger" else f"the {releases.source}"
     current = production.image if production.exists else None
     if production.exists and current is None:
-        current = live_image(ledger, pipeline, like.name)
+        current = releases.live()
         if current is not None and current != new_image:
-            return current, f"{like.name} is between images; the ledger says {current} is live"
+            return current, f"{like.name} is between images; {source} says {current} is live"
     if current is not None and current != new_image:
         return current, f"{like.name} runs {current}"
     if current is not None:
-        earlier = next((i for i in rollback_candidates(ledger, pipeline, like.name) if i != new_image), None)
+        earlier = next((i for i in releases.candidates() if i != new_image), None)
         if earlier is not None:
             return earlier, f"{like.name} already runs the new image; rehearsing from {earlier}, the release before it"
-        return None, f"{like.name} already runs the new image and the ledger knows no earlier one"
+        return None, f"{like.name} already runs the new image and {source} knows no earlier one"
     return None, f"{like.name} has no stack yet"
 
 

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from pipeline.errors import Interrupted
 from pipeline.model import Profile, Stage
+from pipeline.profiles import ProfileEngines
 
 if TYPE_CHECKING:
     from pipeline.ledger import Ledger
+    from pipeline.profiles.base import Engines
     from pipeline.spec import PipelineSpec
 
 S = TypeVar("S", bound=Stage)
@@ -53,6 +55,8 @@ class StageContext:
     keep: bool = False
     """Keep ephemeral resources (--keep)."""
     options: Mapping[str, str] = field(default_factory=dict)
+    engines: Engines = field(default_factory=ProfileEngines)
+    """Where the stage gets its engines (the profiles'; tests inject fakes through the Runner)."""
     partial_outputs: dict[str, str] = field(default_factory=dict)
     """What a stage has created so far; kept in the manifest if it fails, so teardown can find it."""
     notes: list[str] = field(default_factory=list)
@@ -130,6 +134,7 @@ class PlanContext:
     profile: Profile
     upstream: Mapping[str, Mapping[str, str]]
     ledger: Ledger
+    engines: Engines = field(default_factory=ProfileEngines)
 
 
 class Executor(ABC, Generic[S]):

@@ -14,12 +14,14 @@ from pipeline.executors._rehearsal import (
     engine,
     engine_ready,
     events,
+    history,
     note_checks,
     note_deploy,
+    record_release,
 )
 from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.model import Environment
-from pipeline.rollback import live_image, restore_check, withdrawn
+from pipeline.rollback import restore_check
 from pipeline.stages.promote import Promote
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ class PromoteExecutor(Executor[Promote]):
             return True
         # Rolled back on purpose since (`pipeline rollback`): a re-run must not put it back by
         # itself. A new bake (another image) or --force promotes again.
-        return withdrawn(ctx.ledger, ctx.pipeline.name, env.name, image)
+        return history(ctx, env).withdrawn(image)
 
     def _template_names(self, ctx: PlanContext, env: Environment, image: str) -> bool:
         """aws: the committed template says `image` runs (git is part of the real world there)."""
@@ -94,7 +96,7 @@ class PromoteExecutor(Executor[Promote]):
         before = stack_engine.describe(stack)
         previous = before.image if before.exists else None
         if before.exists and previous is None:
-            previous = live_image(ctx.ledger, ctx.pipeline.name, env.name)
+            previous = history(ctx, env).live()
         ctx.partial_outputs.update(image=image, previous_image=previous or "")
         if before.exists:
             ctx.log(f"{env.name} ({stack}) runs {previous or 'an unknown image'}; promoting {image}")
@@ -113,7 +115,7 @@ class PromoteExecutor(Executor[Promote]):
         note_checks(ctx, report, f"{env.name} ({image})")
         if report.ok:
             ctx.log(f"verified {env.name}: {report.detail}")
-            if live_image(ctx.ledger, ctx.pipeline.name, env.name) != image:
+            if history(ctx, env).live() != image:
                 self._record(ctx, env, image, "live")
             ctx.notes.append(f"{env.name} runs {image} at {state.url}")
             return {
@@ -266,7 +268,7 @@ class PromoteExecutor(Executor[Promote]):
         )
 
     def _record(self, ctx: StageContext, env: Environment, image: str, status: str) -> None:
-        ctx.ledger.record_release(ctx.pipeline.name, env.name, image, ctx.run_id, status)
+        record_release(ctx, env, image, status)
 
     # --- the template in git (aws profile) ---------------------------------------------------------
     def _record_in_template(

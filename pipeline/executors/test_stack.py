@@ -11,6 +11,7 @@ from pipeline.executors._rehearsal import (
     check_or_fail,
     engine,
     events,
+    history,
     rehearsal_env,
     rehearsal_stack,
     stack_is,
@@ -37,7 +38,7 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
         like_engine = engine(ctx, like)
         production = like_engine.describe(like.stack_name(ctx.pipeline.name))
         new_image = ctx.upstream.get(self.spec.image, {}).get("image")
-        start, why = baseline(ctx.ledger, ctx.pipeline.name, like, production, new_image)
+        start, why = baseline(history(ctx, like), like, production, new_image)
         carried = like_engine.carried_parameters(production, like.image_parameter) if start is not None else None
         return start, why, production, like, carried
 

@@ -153,6 +153,20 @@ class PagesFromImageTags:
         return VerifyReport(False, report.requests, report.failures + 1, detail, real=report.real, emulated=modelled)
 
 
+@dataclass
+class PagesFromImageTagsEngines:
+    """The profiles' engines, with every stack engine wrapped in `PagesFromImageTags`."""
+
+    ec2: Any
+
+    def stack_engine(
+        self, spec: Any, env: Environment, profile: Profile, root: Path, *, environ: Mapping[str, str] | None = None
+    ) -> StackEngine:
+        from pipeline.profiles import ProfileEngines
+
+        return PagesFromImageTags(ProfileEngines().stack_engine(spec, env, profile, root, environ=environ), self.ec2)
+
+
 # --- the project ----------------------------------------------------------------------------------------
 
 
@@ -269,23 +283,12 @@ class Project:
         self, args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> Result:
         """The CLI in this process, with the stack engine wrapped in `PagesFromImageTags`."""
-        from pipeline.engines import stack as stack_module
-
-        real_engine_for = stack_module.engine_for
-        ec2 = self.client("ec2")
-
-        def engine_for(
-            spec: Any, env: Environment, profile: Profile, root: Path, *, environ: Mapping[str, str] | None = None
-        ) -> StackEngine:
-            return PagesFromImageTags(real_engine_for(spec, env, profile, root, environ=environ), ec2)
-
         for key, value in self.env.items():
             if os.environ.get(key) != value:
                 monkeypatch.setenv(key, value)
         for key in set(os.environ) - set(self.env):
             monkeypatch.delenv(key)
-        monkeypatch.setattr(stack_module, "engine_for", engine_for)
-        return run_cli(args, self.root, capsys)
+        return run_cli(args, self.root, capsys, engines=PagesFromImageTagsEngines(self.client("ec2")))
 
 
 def _explain(result: subprocess.CompletedProcess[str] | Result) -> str:
@@ -568,23 +571,41 @@ def test_a_release_that_fails_at_promote_is_rolled_back_and_its_commit_reverted(
     assert [(r.image, r.status) for r in releases][-2:] == [(wrong, "failed"), (good, "live")]
 
 
-def test_pipeline_rollback_goes_back_and_records_it_in_git(project: Project) -> None:
-    start = project.head()
+def test_a_laptop_after_ci_knows_the_releases_and_rolls_back_from_a_fresh_clone(project: Project) -> None:
+    """What CI released lives where the environment lives, not in a CI job's throwaway ledger: a
+    fresh clone with no ledger reads production's release history from the template's git history,
+    `status` shows it, and `rollback` finds the previous image, commits and pushes the way back."""
     old, current = project.images["1.0.0"], project.images["1.0.1"]
+    laptop = project.root.parent / "laptop"
+    project.git("clone", "-q", str(project.remote), str(laptop), cwd=project.root.parent)
+    assert not (laptop / ".pipeline").exists()
+    start = project.head(laptop)
 
-    result = project.run("rollback", "production", "--profile", "aws")
+    status = project.run("status", "production", "--profile", "aws", cwd=laptop)
+    assert status.returncode == 0, _explain(status)
+    assert f"production: last release {current} live" in status.stdout
+    assert "history from git history of templates/web.yaml" in status.stdout
+    assert f"known-good images, newest first: {current}, {old}" in status.stdout
+
+    result = project.run("rollback", "production", "--profile", "aws", cwd=laptop)
 
     assert result.returncode == 0, _explain(result)
     assert f"rolled back from {current} to {old}" in result.stdout
     assert "emulated check: stack status UPDATE_COMPLETE" in result.stdout
     assert project.parameters()["ImageId"] == old
     assert project.parameters()["DesiredCapacity"] == "3"
-    (commit,) = project.new_commits(start)
-    assert project.changed_lines(commit) == [f"-    Default: {current}", f"+    Default: {old}"]
-    assert project.git("log", "-1", "--format=%s", commit) == (
+    (commit,) = project.new_commits(start, cwd=laptop)
+    assert project.changed_lines(commit, cwd=laptop) == [f"-    Default: {current}", f"+    Default: {old}"]
+    assert project.git("log", "-1", "--format=%s", commit, cwd=laptop) == (
         f"{NAME}: roll production back to {old} (from {current})"
     )
     assert project.remote_head() == commit
+    # The history now says the newer image was withdrawn; the first checkout catches up with git.
+    again = project.run("status", "production", "--profile", "aws", cwd=laptop)
+    assert f"production: last release {old} live" in again.stdout
+    assert f"known-good images, newest first: {old}\n" in again.stdout
+    project.git("pull", "-q")
+    assert project.head() == commit
 
 
 def test_disaster_recovery_brings_production_back_from_a_clone_into_an_empty_emulator(project: Project) -> None:

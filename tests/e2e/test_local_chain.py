@@ -74,9 +74,9 @@ class Service:
         return f"{self.name}-production"
 
     def production_url(self) -> str:
-        from pipeline.engines.local_stack import LocalStackEngine
+        from pipeline.engines.docker_stack import DockerStackEngine
 
-        state = LocalStackEngine(self.name, self.root / "templates" / "web.yaml").describe(self.production_stack)
+        state = DockerStackEngine(self.name, self.root / "templates" / "web.yaml").describe(self.production_stack)
         assert state.exists
         assert state.url is not None
         return state.url
@@ -188,7 +188,7 @@ def test_a_new_release_runs_only_what_it_affects_and_production_never_fails_a_re
 
 
 def test_keep_keeps_the_test_stack_until_the_next_run(service: Service) -> None:
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
     kept = service.run("run", "local", "--yes", "--keep", "--force", "--from", "test-stack")
     assert kept.returncode == 0, _explain(kept)
@@ -199,7 +199,7 @@ def test_keep_keeps_the_test_stack_until_the_next_run(service: Service) -> None:
     assert f"kept test stack {stack} (--keep): {url}" in stages["teardown"].message
     # Production already ran 1.0.1, so the rehearsal started from the release before it.
     assert stages["test-stack"].outputs["image"] == service.images["1.0.0"]
-    engine = LocalStackEngine(service.name, service.root / "templates" / "web.yaml")
+    engine = DockerStackEngine(service.name, service.root / "templates" / "web.yaml")
     assert engine.describe(stack).url == url
     status = service.run("status")
     assert status.returncode == 0, _explain(status)
@@ -319,7 +319,7 @@ def test_an_interrupted_run_removes_its_test_stack(service: Service) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, out + err
+    assert proc.returncode == 143, out + err  # SIGTERM: 128 + 15, as a CI system expects
     statuses = service.statuses()
     assert statuses["update-stack"] == "interrupted"
     assert statuses["teardown"] == "succeeded"

@@ -114,9 +114,9 @@ def _build(client: Any, files: dict[str, str], tag: str) -> str:
 @pytest.fixture(scope="module")
 def images(docker_client: Any, base_image: str) -> Iterator[dict[str, str]]:
     """v1, v2 (healthy), bad (500 for BAD_SHARE % of requests) and slow (60 ms per page)."""
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
-    lb = LocalStackEngine("unused", REPO / "templates" / "web.yaml", client=docker_client).ensure_lb_image()
+    lb = DockerStackEngine("unused", REPO / "templates" / "web.yaml", client=docker_client).ensure_lb_image()
     suffix = secrets.token_hex(3)
 
     def web(version: str, failures: str = NO_FAILURES) -> str:
@@ -160,9 +160,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(pipeline_name: str, template: Path, docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
-    return LocalStackEngine(
+    return DockerStackEngine(
         pipeline=pipeline_name, template=template, client=docker_client, lock_dir=tmp_path_factory.mktemp("locks")
     )
 
@@ -462,9 +462,9 @@ def test_a_deploy_killed_mid_canary_is_finished_by_the_next_one(
     stack, state = fresh(case, images["v1"])
     script = (
         "from pathlib import Path\n"
-        "from pipeline.engines.local_stack import LocalStackEngine\n"
+        "from pipeline.engines.docker_stack import DockerStackEngine\n"
         "from pipeline.strategy import Canary, Health\n"
-        f"LocalStackEngine(pipeline={pipeline_name!r}, template=Path({str(template)!r}))"
+        f"DockerStackEngine(pipeline={pipeline_name!r}, template=Path({str(template)!r}))"
         f".deploy({stack!r}, {images['v2']!r}, strategy=Canary(steps=(10, 100)), health=Health())\n"
     )
     assert state.url is not None
@@ -570,9 +570,9 @@ def test_pipeline_run_local_with_a_canary_in_the_definition(
         ledger = Ledger(root)
         good = ledger.manifest(ledger.runs()[-1]).stages["promote"].outputs["image"]  # type: ignore[union-attr]
 
-        from pipeline.engines.local_stack import LocalStackEngine
+        from pipeline.engines.docker_stack import DockerStackEngine
 
-        production = LocalStackEngine(name, root / "templates" / "web.yaml").describe(f"{name}-production")
+        production = DockerStackEngine(name, root / "templates" / "web.yaml").describe(f"{name}-production")
         assert production.url is not None
 
         # A healthy release, step by step, with no failed request in production.

@@ -82,7 +82,7 @@ def baked(make: ProjectMaker) -> dict[str, str]:
         assert result.returncode == 0, explain(result)
         images[version] = seed.last_run().stages["bake"].outputs["image"]
     # The balancer image too, once, before projects that run side by side could both build it.
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
-    LocalStackEngine(seed.name, seed.root / "templates" / "web.yaml").ensure_lb_image()
+    DockerStackEngine(seed.name, seed.root / "templates" / "web.yaml").ensure_lb_image()
     return images

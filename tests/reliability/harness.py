@@ -269,9 +269,9 @@ def accounted_images(project: Project, client: Any) -> set[str]:
 
 def production_page(project: Project, client: Any, requests: int = 10) -> list[str]:
     """The production page as users see it: `requests` GETs through the balancer."""
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
-    state = LocalStackEngine(project.name, project.root / "templates" / "web.yaml", client=client).describe(
+    state = DockerStackEngine(project.name, project.root / "templates" / "web.yaml", client=client).describe(
         project.production
     )
     assert state.exists, f"{project.production} does not exist"

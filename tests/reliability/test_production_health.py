@@ -111,9 +111,9 @@ def test_a_release_failing_only_in_production_is_rolled_back_with_bounded_failur
     project.edit("images/web/provision.sh", START_SCRIPT, FORGOTTEN_SETTING, commit=False)
     project.release(BROKEN)
 
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
-    url = LocalStackEngine(project.name, project.root / "templates" / "web.yaml").describe(project.production).url
+    url = DockerStackEngine(project.name, project.root / "templates" / "web.yaml").describe(project.production).url
     assert url is not None
     with LoadClient(url, rate=RATE) as load:
         timeline = run_timed(project, "run", "local", "--yes")

@@ -10,7 +10,9 @@ One copy of the reference service declares three secrets and really uses them:
 - `RELEASE_TOKEN`, a secret of two Shell stages: `announce` prints it and writes it to a file
   outside the project (proof that the real value reached the command), and `audit`, the last
   stage, fails with an error output that contains it;
-- `DEPLOY_TOKEN`, a secret of the production environment (resolved for promote).
+- `DEPLOY_TOKEN`, a secret of the production environment (resolved for promote);
+- `SIGNING_KEY`, a multi-line secret (a PEM-like key) that `announce` prints: every line of it must
+  be masked on its own, as GitHub Actions does.
 
 After `pipeline run local --yes` (which fails at `audit`, exit 1) and `pipeline run stage audit`
 (CI's way, failing again), the canaries must not occur anywhere under `.pipeline/` (logs, Packer's
@@ -40,13 +42,26 @@ CANARIES = {
     "BAKE_TOKEN": f"canary-bake-{secrets.token_hex(8)}",
     "RELEASE_TOKEN": f"canary-release-{secrets.token_hex(8)}",
     "DEPLOY_TOKEN": f"canary-deploy-{secrets.token_hex(8)}",
+    # A multi-line secret (a PEM key): a command prints it line by line, so each line must be masked.
+    "SIGNING_KEY": "-----BEGIN CANARY PRIVATE KEY-----\n"
+    + "\n".join(f"canarykey{secrets.token_hex(24)}" for _ in range(3))
+    + "\n-----END CANARY PRIVATE KEY-----",
+}
+CANARY_LINES = {
+    f"SIGNING_KEY line {n}": line
+    for n, line in enumerate(CANARIES["SIGNING_KEY"].splitlines(), start=1)
+    if line.startswith("canarykey")
 }
 
 STAGES = """
     announce = Shell(
         name="announce",
-        secrets=["RELEASE_TOKEN"],
-        commands=["echo release token is $RELEASE_TOKEN", "echo $RELEASE_TOKEN > ../token-used"],
+        secrets=["RELEASE_TOKEN", "SIGNING_KEY"],
+        commands=[
+            "echo release token is $RELEASE_TOKEN",
+            "echo $RELEASE_TOKEN > ../token-used",
+            'printf "signing with:\\n%s\\n" "$SIGNING_KEY"',
+        ],
     )
     audit = Shell(
         name="audit",
@@ -93,7 +108,7 @@ def _with_secrets(project: Project) -> None:
 
 
 def _leaks(text: str) -> list[str]:
-    return [name for name, value in CANARIES.items() if value in text]
+    return [name for name, value in {**CANARIES, **CANARY_LINES}.items() if value in text]
 
 
 def _files_with_canaries(folder: Path) -> dict[str, list[str]]:
@@ -129,7 +144,9 @@ def test_canary_secrets_appear_nowhere(make: ProjectMaker, baked: dict[str, str]
     # where they were printed, the masked form is there instead.
     assert (project.root.parent / "token-used").read_text().strip() == CANARIES["RELEASE_TOKEN"]
     log_dir = project.ledger.run_dir(project.last_run().run_id) / "stages"
-    assert "release token is ***" in (log_dir / "announce" / "output.log").read_text()
+    announced = (log_dir / "announce" / "output.log").read_text()
+    assert "release token is ***" in announced
+    assert "signing with:\n-----BEGIN CANARY PRIVATE KEY-----\n***\n***\n***\n" in announced, announced
     assert "error: token *** was rejected" in (log_dir / "audit" / "output.log").read_text()
     assert "error: token *** was rejected" in run.stdout
     raw = next((log_dir / "bake").glob("packer-*.machine-readable.log")).read_text()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from pipeline.profiles.base import Engines
 
 
 @dataclass
@@ -17,19 +18,20 @@ class Result:
     err: str
 
 
-def run_cli(args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str]) -> Result:
+def run_cli(
+    args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str], *, engines: Engines | None = None
+) -> Result:
+    """`pipeline ARGS` in `cwd`; `engines` replaces the profiles' engines."""
     from pipeline.cli import main
 
-    old_argv, old_cwd = sys.argv, Path.cwd()
-    sys.argv = ["pipeline", *args]
+    old_cwd = Path.cwd()
     os.chdir(cwd)
     code = 0
     try:
-        main()
+        main(args, engines=engines)
     except SystemExit as exc:
         code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
     finally:
-        sys.argv = old_argv
         os.chdir(old_cwd)
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)

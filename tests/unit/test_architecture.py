@@ -153,7 +153,7 @@ def test_specs_never_import_executors_engines_or_the_runner() -> None:
             "pipeline.graph",
         )
     ]
-    runtime = ("pipeline.executors", "pipeline.engines", "pipeline.ledger", "pipeline.runner", "pipeline.run")
+    runtime = ("pipeline.executors", "pipeline.engines", "pipeline.ledger", "pipeline.run", "pipeline.run")
     for module in declarative:
         bad = sorted(d for d in graph[module] if d.startswith(runtime))
         assert bad == [], f"{module} imports {bad}"
@@ -180,7 +180,7 @@ def test_rendering_loads_no_executor_engine_ledger_or_runner() -> None:
         "pipeline.executors",
         "pipeline.engines",
         "pipeline.ledger",
-        "pipeline.runner",
+        "pipeline.run",
         "pipeline.run.",
         "pipeline.rollback",
         "docker",

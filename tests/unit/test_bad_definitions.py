@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,14 +41,70 @@ CASES: dict[str, tuple[str, str]] = {
         """,
         "a stage cannot need itself",
     ),
-    "a cycle": (
+    "a cycle, in the direction of >>, at the line that closes it": (
         """
         with Pipeline("p") as p:
-            a = Shell(name="a", commands=["true"], needs=["c"])  # <-
+            a = Shell(name="a", commands=["true"], needs=["c"])
             b = Shell(name="b", commands=["true"], needs=["a"])
-            c = Shell(name="c", commands=["true"], needs=["b"])
+            c = Shell(name="c", commands=["true"], needs=["b"])  # <-
         """,
-        "cycle: a -> c -> b -> a",
+        "cycle: a >> b >> c >> a",
+    ),
+    "a cycle written with >>": (
+        """
+        with Pipeline("p") as p:
+            a = Shell(name="a", commands=["true"])
+            b = Shell(name="b", commands=["true"])
+            c = Shell(name="c", commands=["true"])
+            a >> b >> c
+            c >> a  # <-
+        """,
+        "cycle: a >> b >> c >> a",
+    ),
+    "a misspelled common field": (
+        """
+        with Pipeline("p") as p:
+            Shell(name="deploy", commands=["true"], timeout=5)  # <-
+        """,
+        "unknown field 'timeout' (did you mean 'timeout_minutes'?)",
+    ),
+    "a misspelled strategy": (
+        """
+        with Pipeline("p", environments=[Environment(name="production", template="web.yaml")]) as p:
+            bake = Bake(name="bake", template="images/web.pkr.hcl")
+            Promote(name="promote", image=bake, strategy="canery")  # <-
+        """,
+        "unknown strategy 'canery' (did you mean 'canary'?)",
+    ),
+    "commands as one string": (
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands="pytest -q")  # <-
+        """,
+        "commands must be a list of strings, not a single string (write ['pytest -q'])",
+    ),
+    "environments that are not Environment objects": (
+        """
+        with Pipeline("p", environments=["production"]) as p:  # <-
+            CommitTest(name="unit", commands=["true"])
+        """,
+        "environments must be a list of Environment objects",
+    ),
+    "an empty pipeline": (
+        """
+        with Pipeline("p") as p:  # <-
+            pass
+        """,
+        "the pipeline has no stages: add a stage",
+    ),
+    "a definition that calls sys.exit": (
+        """
+        import sys
+        with Pipeline("p") as p:
+            CommitTest(name="unit", commands=["true"])
+        sys.exit(3)  # <-
+        """,
+        "the definition called sys.exit(3)",
     ),
     "a bad stage name": (
         """
@@ -154,7 +211,7 @@ CASES: dict[str, tuple[str, str]] = {
         with Pipeline("p") as p:
             CommitTest(name="unit")  # <-
         """,
-        "CommitTest.commands: Field required",
+        "CommitTest(name='unit').commands: Field required",
     ),
     "an empty command list": (
         """
@@ -304,6 +361,77 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, capsys: pytest.Captur
     assert "'nowhere'" in result.err
 
 
+def test_every_field_error_of_every_stage_is_reported_at_once_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = _write(
+        tmp_path,
+        """
+        with Pipeline("p") as p:
+            CommitTest(name="unit", command=["pytest"])
+            Shell(name="deploy", commands=["true"], timeout=5)
+            Shell(name="notify", commands="./notify.sh", approval=Approval(mesage="go?"))
+        """,
+    )
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2, result.err
+    lines = [line.strip() for line in result.err.splitlines() if line.strip().startswith("- ")]
+    assert lines == [
+        "- CommitTest(name='unit').commands: Field required (pipelinefile.py:3)",
+        "- CommitTest(name='unit').command: unknown field 'command' (did you mean 'commands'?) (pipelinefile.py:3)",
+        "- Shell(name='deploy').timeout: unknown field 'timeout' (did you mean 'timeout_minutes'?) (pipelinefile.py:4)",
+        "- Approval.mesage: unknown field 'mesage' (did you mean 'message'?) (pipelinefile.py:5)",
+        "- Shell(name='notify').commands: commands must be a list of strings, not a single string "
+        "(write ['./notify.sh']) (pipelinefile.py:5)",
+    ], result.err
+    assert "has 5 problems" in result.err
+
+
+def test_a_duplicate_stage_name_is_not_also_a_stage_needing_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = _write(
+        tmp_path,
+        """
+        with Pipeline("p") as p:
+            a = CommitTest(name="unit", commands=["true"])
+            b = CommitTest(name="unit", commands=["true"])
+            a >> b
+        """,
+    )
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2
+    assert "stage name 'unit' is used more than once" in result.err
+    assert "cannot need itself" not in result.err
+
+
+def test_f_naming_a_folder_says_it_is_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "templates").mkdir()
+    result = run_cli(["validate", "-f", "templates"], tmp_path, capsys)
+    assert result.code == 2
+    assert "'templates' is a folder, not a definition file" in result.err
+
+
+def test_an_unreadable_definition_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a traceback from Python's import machinery blaming a line of it. (Root reads any file, so
+    the refusal a user without permission meets is made by the file system stand-in below.)"""
+    root, _ = _write(tmp_path, 'with Pipeline("p") as p:\n    CommitTest(name="unit", commands=["true"])\n')
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "pipelinefile.py":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2, result.err
+    assert "cannot read pipelinefile.py: permission denied" in result.err
+    assert "_bootstrap_external" not in result.err
+
+
 def test_a_missing_definition_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cli(["validate", "-f", "nope.py"], tmp_path, capsys)
     assert result.code == 2
@@ -334,3 +462,21 @@ def test_two_pipelines_in_one_file(tmp_path: Path, capsys: pytest.CaptureFixture
     result = run_cli(["validate"], tmp_path, capsys)
     assert result.code == 2
     assert "defines 2 pipelines (a, b)" in result.err
+
+
+def test_validate_refuses_a_secret_too_short_to_mask(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = _write(
+        tmp_path,
+        """
+        with Pipeline("p") as p:
+            Shell(name="deploy", commands=["true"], secrets=["DEPLOY_TOKEN"])
+        """,
+    )
+    monkeypatch.setenv("DEPLOY_TOKEN", "abc")
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2, result.err
+    assert "secret DEPLOY_TOKEN is shorter than 4 characters" in result.err
+    monkeypatch.setenv("DEPLOY_TOKEN", "a-real-token")
+    assert run_cli(["validate"], root, capsys).code == 0

@@ -1,7 +1,7 @@
 """The health judge of a deployment's observation windows (a pure function of the new and the old
-version's numbers and the thresholds), and the pure pieces the local engine builds it from: the
-balancer's request log attributed to versions, canary weights, and the balancer configuration
-that carries weights, the warm set and the request log."""
+version's numbers and the thresholds), and the deployment report. The pieces the Docker engine
+feeds it from are tested in test_access_log.py (the balancer's request log) and
+test_docker_balancer.py (canary weights and the balancer configuration)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.engines.http_check import Hit, judge, numbers, p99_limit, version_stats
-from pipeline.engines.local_stack import (
-    _servers,
-    _warm_set,
-    canary_weights,
-    parse_log_line,
-    render_config,
-)
 from pipeline.engines.stack import DeployReport, DeployStep, VersionStats
-from pipeline.engines.topology import load_template, topology
 from pipeline.strategy import Health
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,94 +123,6 @@ def test_errors_are_judged_before_latency() -> None:
     verdict = judge(stats(50, failed=10, ms=500.0), stats(200, ms=1.0), HEALTH, final=True)
     assert verdict.state == "breach"
     assert verdict.reason.startswith("error rate")
-
-
-# --- the balancer's request log -----------------------------------------------------------------------
-
-VERSIONS = {"172.18.0.2:80": False, "172.18.0.3:80": True}
-
-
-def test_a_log_line_is_attributed_to_the_version_of_the_replica_that_answered() -> None:
-    answer, tries = parse_log_line("1795482379.085|500|0.004|172.18.0.3:80|500|0.003", VERSIONS)
-    assert tries == [Hit(1795482379.085, True, False, 0.003)]
-    assert answer == Hit(1795482379.085, True, False, 0.004)
-    answer, tries = parse_log_line("1795482379.090|200|0.001|172.18.0.2:80|200|0.001", VERSIONS)
-    assert tries == [Hit(1795482379.090, False, True, 0.001)]
-    assert answer is not None
-    assert answer.ok
-
-
-def test_a_retried_request_counts_against_each_replica_it_tried() -> None:
-    """The new replica refused the connection, the old one answered: the user saw 200, but the
-    new version's error counts (the balancer hid it this time)."""
-    line = "1795482379.1|200|0.010|172.18.0.3:80, 172.18.0.2:80|502, 200|0.000, 0.002"
-    answer, tries = parse_log_line(line, VERSIONS)
-    assert tries == [Hit(1795482379.1, True, False, 0.0), Hit(1795482379.1, False, True, 0.002)]
-    assert answer is not None
-    assert answer.ok
-    assert not answer.new
-
-
-def test_log_lines_of_unknown_replicas_or_no_upstream_count_only_as_answers() -> None:
-    answer, tries = parse_log_line("1795482379.2|502|0.000|-|-|-", VERSIONS)
-    assert tries == []
-    assert answer is not None
-    assert not answer.ok
-    assert parse_log_line("1795482379.2|200|0.001|10.0.0.9:80|200|0.001", VERSIONS)[1] == []
-    assert parse_log_line("garbage", VERSIONS) == (None, [])
-    assert parse_log_line("x|200|0.001|172.18.0.2:80|200|0.001", VERSIONS) == (None, [])
-
-
-# --- canary weights and the balancer configuration ---------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("new", "old", "percent"),
-    [(1, 2, 10), (1, 2, 50), (1, 4, 10), (2, 2, 25), (1, 1, 1), (3, 2, 90), (1, 3, 33)],
-)
-def test_canary_weights_give_the_new_replicas_exactly_the_share(new: int, old: int, percent: int) -> None:
-    new_names = [f"n{i}" for i in range(new)]
-    old_names = [f"o{i}" for i in range(old)]
-    weights = canary_weights(new_names, old_names, percent)
-    total = sum(weights.values())
-    assert sum(weights[n] for n in new_names) / total == pytest.approx(percent / 100)
-    assert all(isinstance(w, int) and w >= 1 for w in weights.values())
-    assert len({weights[n] for n in new_names}) == 1
-    assert len({weights[o] for o in old_names}) == 1
-
-
-def test_canary_weights_are_the_smallest_whole_numbers() -> None:
-    assert canary_weights(["n"], ["a", "b"], 10) == {"n": 2, "a": 9, "b": 9}
-    assert canary_weights(["n"], ["a", "b"], 50) == {"n": 2, "a": 1, "b": 1}
-    assert canary_weights(["n"], ["a"], 100) == {}
-    assert canary_weights([], ["a"], 10) == {}
-
-
-def test_the_balancer_configuration_carries_weights_the_warm_set_and_the_request_log() -> None:
-    topo = topology(load_template(REPO / "templates" / "web.yaml"))
-    plain = render_config("web", topo, ["web-b", "web-a"], {"DesiredCapacity": "2"})
-    assert "access_log off;" in plain
-    assert "weight=" not in plain
-    assert "# warm:" not in plain
-    assert _warm_set(plain) == ((), 0.0)
-    assert _servers(plain) == ["web-a", "web-b"]
-
-    text = render_config(
-        "web",
-        topo,
-        ["web-new", "web-a", "web-b"],
-        {"DesiredCapacity": "2"},
-        weights={"web-new": 2, "web-a": 9, "web-b": 9},
-        warm=(("web-c", "web-d"), 1795482379.5),
-        log="/var/log/nginx/health.log",
-    )
-    assert "server web-new:80 weight=2 max_fails=1" in text
-    assert "server web-a:80 weight=9 max_fails=1" in text
-    assert _servers(text) == ["web-a", "web-b", "web-new"]
-    assert _warm_set(text) == (("web-c", "web-d"), 1795482379.5)
-    assert "access_log /var/log/nginx/health.log health;" in text
-    assert "$upstream_addr|$upstream_status|$upstream_response_time" in text
-    assert "access_log off;" not in text
 
 
 # --- the report --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from pipeline.cli.progress import LiveReporter, PlainReporter
 from pipeline.ledger import StageResult
-from pipeline.runner import RunSummary
+from pipeline.run import RunSummary
 
 
 def drive(reporter: LiveReporter | PlainReporter, tmp_path: Path) -> None:

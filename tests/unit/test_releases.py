@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pipeline.engines.stack import BaseStackEngine, OnEvent, StackState, VerifyReport
+from pipeline.engines.stack import StackState
 from pipeline.errors import BadInputError, VerificationFailedError
 from pipeline.executors._rehearsal import baseline
 from pipeline.ledger import Ledger
 from pipeline.loader import Loaded, load
 from pipeline.model import Environment, Verify
-from pipeline.rollback import restore_check, rollback, rollback_candidates, withdrawn
-from pipeline.strategy import Health, Strategy
+from pipeline.rollback import restore_check, rollback
+from pipeline.testing import FakeEngines, FakeStackEngine
 from tests.conftest import ProjectFactory, need
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,47 +42,6 @@ with Pipeline("shop", environments=[
 """
 
 
-@dataclass
-class FakeEngine(BaseStackEngine):
-    """A stack engine with one stack whose image changes on deploy; `broken` images fail verification."""
-
-    image: str | None = "shop:2"
-    broken: set[str] = field(default_factory=set)
-    deployed: list[str] = field(default_factory=list)
-    checks: list[Verify] = field(default_factory=list)
-    profile: str = "local"
-
-    def describe(self, stack: str) -> StackState:
-        if self.image is None:
-            return StackState(name=stack, exists=False)
-        return StackState(name=stack, exists=True, image=self.image, url="http://127.0.0.1:1/", status="ready")
-
-    def deploy(
-        self,
-        stack: str,
-        image: str,
-        *,
-        parameters: Mapping[str, str] | None = None,
-        on_event: OnEvent = print,
-        strategy: Strategy | None = None,
-        health: Health | None = None,
-    ) -> StackState:
-        self.deployed.append(image)
-        self.image = image
-        return self.describe(stack)
-
-    def verify(self, state: StackState, check: Verify, *, on_event: OnEvent = print) -> VerifyReport:
-        self.checks.append(check)
-        ok = state.image not in self.broken
-        return VerifyReport(ok=ok, requests=check.requests, failures=0 if ok else 1, detail="fake")
-
-    def delete(self, stack: str, *, on_event: OnEvent = print) -> None:
-        self.image = None
-
-    def stacks(self) -> list[str]:
-        return []
-
-
 @pytest.fixture
 def loaded(project: ProjectFactory) -> Loaded:
     root = project(DEFINITION, {"images/web.pkr.hcl": "# packer\n"})
@@ -92,10 +51,13 @@ def loaded(project: ProjectFactory) -> Loaded:
 
 
 @pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
-    fake = FakeEngine()
-    monkeypatch.setattr("pipeline.engines.stack.engine_for", lambda spec, env, profile, root, **kwargs: fake)
-    return fake
+def engine() -> FakeStackEngine:
+    return FakeStackEngine()
+
+
+def roll_back(engine: FakeStackEngine, loaded: Loaded, environment: str, **options: Any) -> Any:
+    """`pipeline rollback` with the fake engine injected."""
+    return rollback(loaded, environment, engines=FakeEngines(engine), **options)
 
 
 def _history(ledger: Ledger) -> list[tuple[str, str]]:
@@ -109,57 +71,58 @@ def test_candidates_skip_images_that_were_rolled_back(tmp_path: Path) -> None:
     ledger.record_release("shop", "production", "shop:2", "rollback-r3", "failed")
     ledger.record_release("shop", "production", "shop:1", "rollback-r3", "live")
     assert ledger.known_good("shop", "production") == ["shop:1", "shop:2"]
-    assert rollback_candidates(ledger, "shop", "production") == ["shop:1"]
-    assert withdrawn(ledger, "shop", "production", "shop:2")
-    assert not withdrawn(ledger, "shop", "production", "shop:1")
+    history = ledger.history("shop", "production")
+    assert history.candidates() == ["shop:1"]
+    assert history.withdrawn("shop:2")
+    assert not history.withdrawn("shop:1")
 
 
-def test_rollback_goes_to_the_previous_known_good_image_and_records_it(loaded: Loaded, engine: FakeEngine) -> None:
+def test_rollback_goes_to_the_previous_known_good_image_and_records_it(loaded: Loaded, engine: FakeStackEngine) -> None:
     ledger = Ledger(loaded.root)
     ledger.record_release("shop", "production", "shop:1", "r1", "live")
     ledger.record_release("shop", "production", "shop:2", "r2", "live")
-    result = rollback(loaded, "production")
+    result = roll_back(engine, loaded, "production")
     assert (result.from_image, result.to_image, result.known_good) == ("shop:2", "shop:1", True)
     assert engine.deployed == ["shop:1"]
     # The old image does not say the new version: the promote check, without its text.
     assert engine.checks == [Verify(path="/", requests=7)]
     assert _history(ledger)[-2:] == [("shop:2", "failed"), ("shop:1", "live")]
-    assert rollback_candidates(ledger, "shop", "production") == ["shop:1"]
+    assert ledger.history("shop", "production").candidates() == ["shop:1"]
     events = [e for e in ledger.events() if e.get("event") == "rollback"]
     assert events[-1]["from"] == "shop:2"
     assert events[-1]["to"] == "shop:1"
 
 
-def test_rollback_to_a_named_image(loaded: Loaded, engine: FakeEngine) -> None:
-    result = rollback(loaded, "production", to="shop:0")
+def test_rollback_to_a_named_image(loaded: Loaded, engine: FakeStackEngine) -> None:
+    result = roll_back(engine, loaded, "production", to="shop:0")
     assert result.to_image == "shop:0"
     assert not result.known_good
     assert engine.deployed == ["shop:0"]
 
 
-def test_rollback_that_does_not_verify_fails_and_says_so(loaded: Loaded, engine: FakeEngine) -> None:
+def test_rollback_that_does_not_verify_fails_and_says_so(loaded: Loaded, engine: FakeStackEngine) -> None:
     ledger = Ledger(loaded.root)
     ledger.record_release("shop", "production", "shop:0", "r0", "live")
     ledger.record_release("shop", "production", "shop:1", "r1", "live")
     ledger.record_release("shop", "production", "shop:2", "r2", "live")
     engine.broken = {"shop:1"}
     with pytest.raises(VerificationFailedError) as caught:
-        rollback(loaded, "production")
+        roll_back(engine, loaded, "production")
     assert "now runs shop:1, but it does not verify" in str(caught.value)
     assert caught.value.hint == "go back further: pipeline rollback production --to shop:0"
     assert _history(ledger)[-1] == ("shop:1", "failed")
 
 
-def test_rollback_refuses_when_there_is_nothing_to_go_back_to(loaded: Loaded, engine: FakeEngine) -> None:
+def test_rollback_refuses_when_there_is_nothing_to_go_back_to(loaded: Loaded, engine: FakeStackEngine) -> None:
     ledger = Ledger(loaded.root)
     ledger.record_release("shop", "production", "shop:2", "r2", "live")
     with pytest.raises(BadInputError, match="no known-good image of 'production' other than the one it runs"):
-        rollback(loaded, "production")
+        roll_back(engine, loaded, "production")
     engine.image = None
     with pytest.raises(BadInputError, match="has no stack"):
-        rollback(loaded, "production")
+        roll_back(engine, loaded, "production")
     with pytest.raises(BadInputError, match="ephemeral"):
-        rollback(loaded, "test")
+        roll_back(engine, loaded, "test")
     assert engine.deployed == []
 
 
@@ -177,18 +140,18 @@ def test_a_rehearsal_starts_from_what_production_runs(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path)
     like = Environment(name="production")
     runs = StackState(name="p", exists=True, image="shop:1")
-    assert baseline(ledger, "shop", like, runs, "shop:2") == ("shop:1", "production runs shop:1")
-    start, why = baseline(ledger, "shop", like, StackState(name="p", exists=False), "shop:2")
+    assert baseline(ledger.history("shop", "production"), like, runs, "shop:2") == ("shop:1", "production runs shop:1")
+    start, why = baseline(ledger.history("shop", "production"), like, StackState(name="p", exists=False), "shop:2")
     assert start is None
     assert "has no stack yet" in why
     # Production already runs the new image (it was promoted): the release before it.
     ledger.record_release("shop", "production", "shop:1", "r1", "live")
     ledger.record_release("shop", "production", "shop:2", "r2", "live")
     promoted = replace(runs, image="shop:2")
-    assert baseline(ledger, "shop", like, promoted, "shop:2")[0] == "shop:1"
+    assert baseline(ledger.history("shop", "production"), like, promoted, "shop:2")[0] == "shop:1"
     # Mid-update (replicas on different images): what the ledger says is live.
     mixed = replace(runs, image=None)
-    assert baseline(ledger, "shop", like, mixed, "shop:3")[0] == "shop:2"
+    assert baseline(ledger.history("shop", "production"), like, mixed, "shop:3")[0] == "shop:2"
 
 
 def test_status_falls_back_to_the_ledger_when_the_engine_is_unreachable(
@@ -246,7 +209,7 @@ def repo(loaded: Loaded) -> Loaded:
     return loaded
 
 
-def test_rollback_on_aws_records_the_image_it_went_back_to(repo: Loaded, engine: FakeEngine) -> None:
+def test_rollback_on_aws_records_the_image_it_went_back_to(repo: Loaded, engine: FakeStackEngine) -> None:
     from pipeline.engines.git_promote import read_default
 
     ledger = Ledger(repo.root)
@@ -255,7 +218,7 @@ def test_rollback_on_aws_records_the_image_it_went_back_to(repo: Loaded, engine:
     engine.image = "ami-00000002"
     head = _git(repo.root, "rev-parse", "HEAD")
 
-    result = rollback(repo, "production", profile="aws")
+    result = roll_back(engine, repo, "production", profile="aws")
 
     assert engine.deployed == ["ami-00000001"]
     assert result.commit == _git(repo.root, "rev-parse", "HEAD")
@@ -267,11 +230,11 @@ def test_rollback_on_aws_records_the_image_it_went_back_to(repo: Loaded, engine:
     )
     assert _git(repo.root, "show", "--format=", "--name-only", "HEAD") == "templates/web.yaml"
     # Again, already there: it verifies, and git already says so.
-    assert rollback(repo, "production", to="ami-00000001", profile="aws").commit is None
+    assert roll_back(engine, repo, "production", to="ami-00000001", profile="aws").commit is None
     assert _git(repo.root, "rev-parse", "HEAD") == result.commit
 
 
-def test_rollback_on_aws_refuses_a_dirty_tree_before_the_stack_changes(repo: Loaded, engine: FakeEngine) -> None:
+def test_rollback_on_aws_refuses_a_dirty_tree_before_the_stack_changes(repo: Loaded, engine: FakeStackEngine) -> None:
     from pipeline.engines.git_promote import GitStateError
 
     ledger = Ledger(repo.root)
@@ -279,12 +242,14 @@ def test_rollback_on_aws_refuses_a_dirty_tree_before_the_stack_changes(repo: Loa
     ledger.record_release("shop", "production", "shop:2", "r2", "live")
     (repo.root / "templates" / "web.yaml").write_text("edited\n")
     with pytest.raises(GitStateError, match="uncommitted changes"):
-        rollback(repo, "production", profile="aws")
+        roll_back(engine, repo, "production", profile="aws")
     assert engine.deployed == []
     assert _history(ledger)[-1] == ("shop:2", "live")
 
 
-def test_rollback_on_the_local_profile_or_without_commits_records_nothing(repo: Loaded, engine: FakeEngine) -> None:
+def test_rollback_on_the_local_profile_or_without_commits_records_nothing(
+    repo: Loaded, engine: FakeStackEngine
+) -> None:
     from pipeline.rollback import git_settings
 
     spec = repo.spec
@@ -298,11 +263,11 @@ def test_rollback_on_the_local_profile_or_without_commits_records_nothing(repo: 
     assert git_settings(no_commit, production, "aws") is None
     Ledger(repo.root).record_release("shop", "production", "shop:1", "r1", "live")
     head = _git(repo.root, "rev-parse", "HEAD")
-    assert rollback(repo, "production", profile="local").commit is None
+    assert roll_back(engine, repo, "production", profile="local").commit is None
     assert _git(repo.root, "rev-parse", "HEAD") == head
 
 
-def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engine: FakeEngine) -> None:
+def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engine: FakeStackEngine) -> None:
     """`preflight` (shared with `pipeline validate`) leaves a work-in-progress tree alone; `ready`
     (a run only) refuses it on the aws profile, before anything changes."""
     from pipeline.engines.git_promote import GitStateError
@@ -315,16 +280,18 @@ def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engi
     assert isinstance(executor, PromoteExecutor)
     (repo.root / "templates" / "web.yaml").write_text((repo.root / "templates" / "web.yaml").read_text() + "# wip\n")
     ledger = Ledger(repo.root)
-    executor.preflight(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger))
+    executor.preflight(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger, FakeEngines(engine)))
     ready = executor.ready
-    ready(PlanContext(repo.spec, stage, repo.root, "local", {}, ledger))  # nothing is committed locally
+    ready(
+        PlanContext(repo.spec, stage, repo.root, "local", {}, ledger, FakeEngines(engine))
+    )  # nothing is committed locally
     with pytest.raises(GitStateError, match="uncommitted changes") as caught:
-        ready(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger))
+        ready(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger, FakeEngines(engine)))
     assert caught.value.exit_code == 2
     _git(repo.root, "checkout", "-q", "--detach")
     _git(repo.root, "checkout", "-q", "--", "templates/web.yaml")
     with pytest.raises(GitStateError, match="HEAD is detached"):
-        ready(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger))
+        ready(PlanContext(repo.spec, stage, repo.root, "aws", {}, ledger, FakeEngines(engine)))
     assert engine.deployed == []
 
 

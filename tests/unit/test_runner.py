@@ -4,6 +4,7 @@ Shell/CommitTest stages; fake executors where a stage kind's real executor needs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from pipeline.errors import BadInputError, LockHeldError, NotImplementedStageErr
 from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.ledger import Ledger, StageResult
 from pipeline.loader import Loaded, load
-from pipeline.runner import Runner, RunOptions, RunSummary
+from pipeline.run import Runner, RunOptions, RunSummary
 
 HEAD = "from pipeline import *\n"
 
@@ -597,3 +598,85 @@ def test_loaded_root_is_the_definition_folder(tmp_path: Path) -> None:
     assert isinstance(loaded, Loaded)
     assert loaded.root == root.resolve()
     assert os.path.basename(loaded.file) == "pipelinefile.py"
+
+
+def test_a_signal_swallowed_inside_a_stage_still_stops_the_run(tmp_path: Path, fakes: type[Fake]) -> None:
+    """The lost Ctrl-C: SIGINT arrives while a stage runs, and the KeyboardInterrupt it raises is
+    swallowed there (as Python does when it lands in a finalizer). The signal was recorded first, so
+    the stage finishes, nothing after it starts but the teardown, and the run exits 130."""
+    import signal
+
+    from pipeline import interrupts
+
+    root = write(tmp_path / "p", CHAIN_FULL, **FILES)
+
+    def update_that_loses_the_interrupt(ctx: StageContext) -> Outputs:
+        with contextlib.suppress(KeyboardInterrupt):  # "Exception ignored in: <function ... __del__>"
+            interrupts._handler(signal.SIGINT, None)
+        assert ctx.cancel.is_set()  # child processes of the stage were told to stop
+        return {"stack": "s", "image": "i"}
+
+    fakes.behaviours["update"] = update_that_loses_the_interrupt
+    summary, _ = run(root, fakes.factory, yes=True)
+    assert statuses(summary) == {
+        "bake": "succeeded",
+        "test-stack": "succeeded",
+        "update": "succeeded",
+        "rollback": "skipped",
+        "teardown": "succeeded",
+        "promote": "skipped",
+    }
+    assert fakes.ran == ["bake", "test-stack", "update", "teardown"]
+    assert summary.exit_code == 130
+
+
+def test_sigterm_stops_the_run_with_143_and_a_second_signal_abandons_the_teardown(
+    tmp_path: Path, fakes: type[Fake]
+) -> None:
+    import signal
+
+    from pipeline import interrupts
+
+    root = write(tmp_path / "p", CHAIN_FULL, **FILES)
+
+    def terminated(ctx: StageContext) -> Outputs:
+        interrupts._handler(signal.SIGTERM, None)
+        raise AssertionError("not reached")
+
+    def teardown_interrupted_again(ctx: StageContext) -> Outputs:
+        interrupts._handler(signal.SIGINT, None)
+        raise AssertionError("not reached")
+
+    fakes.behaviours["update"] = terminated
+    summary, _ = run(root, fakes.factory, yes=True)
+    assert statuses(summary)["update"] == "interrupted"
+    assert summary.results["update"].message == "interrupted (SIGTERM)"
+    assert statuses(summary)["teardown"] == "succeeded"
+    assert statuses(summary)["promote"] == "skipped"
+    assert summary.exit_code == 143
+
+    fakes.behaviours["teardown"] = teardown_interrupted_again
+    fakes.ran.clear()
+    summary, _ = run(root, fakes.factory, yes=True, force=True)
+    assert statuses(summary)["teardown"] == "interrupted"
+    assert summary.exit_code == 143
+
+
+def test_a_signal_between_two_stages_starts_nothing_more(tmp_path: Path, fakes: type[Fake]) -> None:
+    """Recorded while no stage runs (say while a record is written): the loop sees it first."""
+    import signal
+
+    from pipeline import interrupts
+
+    root = write(tmp_path / "p", CHAIN_FULL, **FILES)
+
+    def test_stack(ctx: StageContext) -> Outputs:
+        interrupts.record(signal.SIGINT)  # as if it arrived just after this stage returned
+        return {"stack": "s", "url": "u", "image": "i", "fresh": "false"}
+
+    fakes.behaviours["test-stack"] = test_stack
+    summary, _ = run(root, fakes.factory, yes=True)
+    assert fakes.ran == ["bake", "test-stack", "teardown"]
+    assert statuses(summary)["update"] == "skipped"
+    assert summary.results["update"].message == "not run: interrupted"
+    assert summary.exit_code == 130

@@ -98,9 +98,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(pipeline_name: str, template: Path, docker_client: Any) -> Any:
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
-    return LocalStackEngine(pipeline=pipeline_name, template=template, client=docker_client)
+    return DockerStackEngine(pipeline=pipeline_name, template=template, client=docker_client)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def _body(url: str, path: str = "/") -> str:
 def test_a_stack_is_replicas_behind_a_balancer_on_127_0_0_1(
     engine: Any, serving: str, images: dict[str, str], docker_client: Any, pipeline_name: str, template: Path
 ) -> None:
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
     state = engine.describe(serving)
     assert state.exists
@@ -160,7 +160,7 @@ def test_a_stack_is_replicas_behind_a_balancer_on_127_0_0_1(
     networks = docker_client.networks.list(filters={"label": f"{LABEL_PREFIX}.stack={serving}"})
     assert [n.name for n in networks] == [f"{serving}-net"]
     # A new engine object knows nothing but the labels, and says the same.
-    fresh = LocalStackEngine(pipeline=pipeline_name, template=template)
+    fresh = DockerStackEngine(pipeline=pipeline_name, template=template)
     assert fresh.describe(serving) == state
     assert serving in fresh.stacks()
 
@@ -276,17 +276,22 @@ def test_a_configuration_the_balancer_rejects_changes_nothing(
     engine: Any, serving: str, images: dict[str, str], docker_client: Any, pipeline_name: str
 ) -> None:
     """nginx keeps its old workers when a reload fails: the engine says why, and puts the old file back."""
-    from pipeline.engines.local_stack import _Deployment
+    from pipeline.engines.docker_stack.balancer import Balancer, read_config
+    from pipeline.engines.docker_stack.labels import StackId
+    from pipeline.engines.docker_stack.replicas import Release
 
     class Gone:
         name = "no-such-replica"
 
     lb = next(c for c in _containers(docker_client, pipeline_name, serving) if c.name.endswith("-lb"))
-    before = engine._read_config(lb)
-    deployment = _Deployment(engine, serving, engine.topology(), images["v1"], "unused", "unused", lambda e: None)
+    before = read_config(lb)
+    release = Release(images["v1"], "unused", engine.topology())
+    balancer = Balancer(
+        docker_client, StackId(pipeline_name, serving), release.topo, release.parameters, lambda e: None
+    )
     with pytest.raises(StackOperationError, match=r'host not found in upstream "no-such-replica:80"'):
-        deployment._route(lb, [Gone()], retire=[])
-    assert engine._read_config(lb) == before
+        balancer.route(lb, [Gone()])
+    assert read_config(lb) == before
     state = engine.describe(serving)
     assert state.status == "ready"
     assert _body(state.url) == "Hello World v1"
@@ -342,8 +347,8 @@ def test_a_deploy_killed_mid_update_is_finished_by_the_next_one(
 
     script = (
         "from pathlib import Path\n"
-        "from pipeline.engines.local_stack import LocalStackEngine\n"
-        f"LocalStackEngine(pipeline={pipeline_name!r}, template=Path({str(template)!r}))"
+        "from pipeline.engines.docker_stack import DockerStackEngine\n"
+        f"DockerStackEngine(pipeline={pipeline_name!r}, template=Path({str(template)!r}))"
         f".deploy({serving!r}, {images['v2']!r})\n"
     )
     url = engine.describe(serving).url
@@ -423,7 +428,7 @@ def test_delete_removes_the_stack_and_nothing_else(
 def test_a_template_the_engine_cannot_run_is_refused_before_anything_exists(
     pipeline_name: str, images: dict[str, str], docker_client: Any, tmp_path: Path
 ) -> None:
-    from pipeline.engines.local_stack import LocalStackEngine
+    from pipeline.engines.docker_stack import DockerStackEngine
 
     text = (REPO / "templates" / "web.yaml").read_text()
     https = tmp_path / "https.yaml"
@@ -433,7 +438,7 @@ def test_a_template_the_engine_cannot_run_is_refused_before_anything_exists(
             "      Protocol: HTTPS\n      Port: 443\n      DefaultActions:",
         )
     )
-    engine = LocalStackEngine(pipeline=pipeline_name, template=https, client=docker_client)
+    engine = DockerStackEngine(pipeline=pipeline_name, template=https, client=docker_client)
     with pytest.raises(TemplateError) as caught:
         engine.deploy("refused", images["v1"])
     assert "Listener" in str(caught.value)

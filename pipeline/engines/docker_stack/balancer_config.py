@@ -1,0 +1,99 @@
+"""The balancer's nginx.conf: written from what a deployment wants, and read back.
+
+The file is the stack's routing state: which replicas serve (its `server` lines, with weights
+during a canary), the template parameters the stack runs with, and the warm set a blue-green
+switch keeps for a switch back (two comment lines). A later deploy or describe reads them from the
+balancer itself, so nothing needs to be remembered between runs. Pure functions: no Docker here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from importlib import resources
+
+from pipeline.engines.docker_stack.labels import json_labels
+from pipeline.engines.topology import Topology
+
+PARAMETERS_COMMENT = "# parameters: "
+"""The config line that records the template parameters the stack runs with."""
+WARM_COMMENT = "# warm: "
+"""The config line that names the old set a blue-green switch keeps warm, and until when."""
+
+Warm = tuple[tuple[str, ...], float]
+"""(replica names, until: epoch seconds) of a warm set."""
+
+
+def render_config(
+    stack: str,
+    topo: Topology,
+    servers: list[str],
+    parameters: Mapping[str, str],
+    *,
+    weights: Mapping[str, int] | None = None,
+    warm: Warm | None = None,
+    log: str | None = None,
+) -> str:
+    """The balancer's nginx.conf routing to `servers` (container names on the stack network),
+    with balancer `weights` per server (canary steps), the warm set kept for a switch back, and a
+    request log at `log` while a deployment watches its health signals."""
+    import jinja2
+
+    text = (resources.files("pipeline.engines.docker_stack") / "lb" / "nginx.conf.j2").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    weights = weights or {}
+    return env.from_string(text).render(
+        stack=stack,
+        parameters=json.dumps(dict(parameters), sort_keys=True),
+        servers=[(name, weights.get(name)) for name in sorted(servers)],
+        port=topo.target_port,
+        listen=topo.listener_port,
+        drain=max(1, int(topo.deregistration_delay)),
+        warm=f"{','.join(warm[0])} until {warm[1]:.3f}" if warm and warm[0] else "",
+        log=log or "",
+    )
+
+
+def servers(config: str) -> list[str]:
+    """The replica names a configuration routes to, in its order."""
+    found = []
+    for line in config.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "server" and ":" in words[1]:
+            found.append(words[1].rsplit(":", 1)[0])
+    return found
+
+
+def config_parameters(config: str) -> dict[str, str]:
+    """The template parameters a configuration records; {} when it records none."""
+    for line in config.splitlines():
+        if line.startswith(PARAMETERS_COMMENT):
+            return json_labels(line[len(PARAMETERS_COMMENT) :])
+    return {}
+
+
+def warm_set(config: str) -> Warm:
+    """(names, until) of the warm set the configuration records; ((), 0.0) when there is none."""
+    for line in config.splitlines():
+        if line.startswith(WARM_COMMENT):
+            names, _, until = line[len(WARM_COMMENT) :].partition(" until ")
+            try:
+                return tuple(n for n in names.split(",") if n), float(until)
+            except ValueError:
+                return (), 0.0
+    return (), 0.0
+
+
+def canary_weights(new: list[str], old: list[str], percent: int) -> dict[str, int]:
+    """Balancer weights per server that give the `new` servers together `percent` % of the
+    requests and the `old` ones the rest (smallest whole numbers)."""
+    if not new or not old or percent >= 100:
+        return {}
+    per_new = percent * len(old)
+    per_old = (100 - percent) * len(new)
+    common = math.gcd(per_new, per_old)
+    return {**dict.fromkeys(old, per_old // common), **dict.fromkeys(new, per_new // common)}
+
+
+__all__ = ["canary_weights", "config_parameters", "render_config", "servers", "warm_set"]

@@ -1,0 +1,49 @@
+"""The aws profile: CloudFormation through boto3 (real AWS, or an emulator at AWS_ENDPOINT_URL);
+Packer's amazon-ebs builder bakes AMIs; promote commits the image into the template with git."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.model import Profile
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import StackEngine
+    from pipeline.ledger import ReleaseStore
+    from pipeline.model import Environment
+    from pipeline.spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class AwsProfile:
+    name: Profile = "aws"
+
+    def stack_engine(
+        self, spec: PipelineSpec, env: Environment, template: Path, *, environ: Mapping[str, str] | None = None
+    ) -> StackEngine:
+        from pipeline.engines.aws.engine import CloudFormationEngine
+
+        return CloudFormationEngine(
+            pipeline=spec.name,
+            template=template,
+            settings=env.aws,
+            image_parameter=env.image_parameter,
+            environ=environ,
+        )
+
+    def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
+        """The template's git history: every promote, revert and rollback is a commit with trailers
+        (when the environment's promote commits; else only the ledger knows)."""
+        from pipeline.engines.git_releases import GitReleaseStore
+        from pipeline.stages.promote import Promote
+
+        promote = next((s for s in spec.stages if isinstance(s, Promote) and s.environment == env.name), None)
+        if env.template is None or (promote is not None and not promote.commit):
+            return None
+        return GitReleaseStore(root=root, template=env.template, pipeline=spec.name, environment=env.name)
+
+
+AWS = AwsProfile()

@@ -1,0 +1,49 @@
+"""What a profile hands out, and what a run asks for: the contracts between the executors and the
+real world, checked by mypy against each profile module (as cibuildwheel checks its platforms)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import StackEngine
+    from pipeline.ledger import ReleaseStore
+    from pipeline.model import Environment, Profile
+    from pipeline.spec import PipelineSpec
+
+
+class ProfileModule(Protocol):
+    """One profile: its name and the engines it builds."""
+
+    name: Profile
+
+    def stack_engine(
+        self, spec: PipelineSpec, env: Environment, template: Path, *, environ: Mapping[str, str] | None = None
+    ) -> StackEngine:
+        """The engine that runs `env`'s stacks from `template` (an absolute path)."""
+        ...
+
+    def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
+        """Where `env`'s release history lives beyond this machine's ledger (None: nowhere)."""
+        ...
+
+
+class Engines(Protocol):
+    """Where executors, `status` and `rollback` get their engines: the profiles' by default
+    (`pipeline.profiles.ProfileEngines`); tests inject fakes through the Runner or the CLI."""
+
+    def stack_engine(
+        self,
+        spec: PipelineSpec,
+        env: Environment,
+        profile_name: Profile,
+        root: Path,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> StackEngine: ...
+
+    def release_store(
+        self, spec: PipelineSpec, env: Environment, profile_name: Profile, root: Path
+    ) -> ReleaseStore | None: ...

