@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 
 from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
-from pipeline.ledger import Ledger, Manifest
+from pipeline.ledger import Ledger, Manifest, ReleaseStore
 from pipeline.model import Environment, Profile, Verify
 from pipeline.stages.promote import DEFAULT_AUTHOR
 from pipeline.strategy import Health, Strategy
@@ -165,6 +165,11 @@ class PagesFromImageTagsEngines:
         from pipeline.profiles import ProfileEngines
 
         return PagesFromImageTags(ProfileEngines().stack_engine(spec, env, profile, root, environ=environ), self.ec2)
+
+    def release_store(self, spec: Any, env: Environment, profile: Profile, root: Path) -> ReleaseStore | None:
+        from pipeline.profiles import ProfileEngines
+
+        return ProfileEngines().release_store(spec, env, profile, root)
 
 
 # --- the project ----------------------------------------------------------------------------------------
