@@ -9,7 +9,7 @@ with Pipeline("hello-web") as p:
 # Order matters: the model first, because the stage kinds (package `stages`) build on it and
 # the spec needs the stage kinds.
 from pipeline.builder import Pipeline
-from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage, Verify
+from pipeline.model import AgentLabels, Approval, AwsSettings, Environment, Secret, Stage, Verify
 from pipeline.spec import PipelineSpec, Trigger
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
 
@@ -26,6 +26,7 @@ from stages.update_stack import UpdateStack
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentLabels",
     "Approval",
     "AwsSettings",
     "Bake",

@@ -44,10 +44,12 @@ def validate(
     ] = False,
 ) -> None:
     """Check the definition, the files it refers to and the templates. No side effects."""
+    from pipeline.cli.render import report_target_support
     from pipeline.runner import Runner
 
     loaded = load(file)
     spec = loaded.spec
+    report_target_support(spec)  # what a CI target the definition uses cannot express: exit 2 now, not on CI
     checked = [] if definition_only else Runner(loaded).check_templates(profile or "local")
     templates = f"; templates checked for {', '.join(checked)}" if checked else ""
     console.print(

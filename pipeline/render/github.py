@@ -134,12 +134,12 @@ class GitHubRenderer:
                 jobs[unit.name] = self._group_job(plan, unit, filters)
             else:
                 jobs[unit.name] = self._job(plan, unit, filters)
-        on: dict[str, Any] = {"push": {"branches": list(plan.trigger.branches)}}
+        on: dict[str, Any] = {"push": {"branches": list(plan.trigger_branches)}}
         if plan.trigger.pull_requests:
-            on["pull_request"] = {"branches": list(plan.trigger.branches)}
+            on["pull_request"] = {"branches": list(plan.trigger_branches)}
         workflow = {"name": plan.name, "on": on, "permissions": {"contents": "read"}, "jobs": jobs}
-        header = "".join(f"# {line}\n" for line in context.header(self.name))
-        files = [RenderedFile(f".github/workflows/{plan.name}.yml", header + "\n" + yaml_dump.dump(workflow))]
+        header = "".join(f"# {line}\n" for line in plan.header(self.name))
+        files = [RenderedFile(_workflow_path(plan), header + "\n" + yaml_dump.dump(workflow))]
         environments = _gate_environments(plan)
         if environments:
             files.append(
@@ -157,8 +157,8 @@ class GitHubRenderer:
             "runs-on": RUNNER,
             "timeout-minutes": RENDER_CHECK_MINUTES,
             "steps": [
-                *_setup_steps(plan),
-                {"name": "Check rendered CI files", "run": _expr_safe(plan.context.check_command)},
+                *_setup_steps(plan, run_extra=False),
+                {"name": "Check rendered CI files", "run": _expr_safe(plan.render_command(self.name, check=True))},
             ],
         }
 
@@ -267,12 +267,24 @@ def _enforced(plan: CiPlan, filters: dict[str, BranchGroups], ancestors: Sequenc
     return {g for job in plan.jobs_of(ancestors) for g in filters[job]}
 
 
-def _setup_steps(plan: CiPlan) -> list[dict[str, Any]]:
+def _setup_steps(plan: CiPlan, *, run_extra: bool = True) -> list[dict[str, Any]]:
+    """Checkout, Python with setup-python's pip cache, and the job's own virtualenv on PATH.
+
+    setup-python keys its pip cache on the hash of a dependency file and fails without one; this
+    workflow file is the one that names the pinned version, so it is the key."""
+    script = plan.setup_script("python", run_extra=run_extra)
     return [
         {"uses": CHECKOUT},
-        {"uses": SETUP_PYTHON, "with": {"python-version": plan.python}},
-        {"name": "Install pipeline", "run": _expr_safe(plan.install)},
+        {
+            "uses": SETUP_PYTHON,
+            "with": {"python-version": plan.python, "cache": "pip", "cache-dependency-path": _workflow_path(plan)},
+        },
+        {"name": "Install pipeline", "run": _expr_safe(script + '\necho "$PWD/$venv/bin" >> "$GITHUB_PATH"\n')},
     ]
+
+
+def _workflow_path(plan: CiPlan) -> str:
+    return f".github/workflows/{plan.name}.yml"
 
 
 def _download_step() -> dict[str, Any]:
@@ -410,7 +422,7 @@ def _environments_script(
     plan: CiPlan, context: RenderContext, environments: dict[str, tuple[Approval, list[str]]]
 ) -> str:
     lines = ["#!/bin/sh"]
-    lines += [f"# {line}" for line in context.header("github")]
+    lines += [f"# {line}" for line in plan.header("github")]
     lines += [
         "#",
         "# GitHub keeps approval gates outside the workflow YAML, as protection rules of environments.",

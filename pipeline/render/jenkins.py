@@ -21,7 +21,6 @@ from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_
 from pipeline.render.templating import render_template
 from pipeline.spec import PipelineSpec
 
-VENV = ".venv"
 RENDER_CHECK_STAGE = "check rendered CI files"
 
 
@@ -140,7 +139,7 @@ class JenkinsRenderer:
         stages = [self._render_check(plan), *self._items(plan)]
         text = render_template(
             "Jenkinsfile.j2",
-            header=context.header(self.name),
+            header=plan.header(self.name),
             pipeline=plan.name,
             stages=stages,
         )
@@ -289,7 +288,7 @@ class JenkinsRenderer:
     def _stage(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
         environment = [(s.name, "credentials", s.jenkins_id) for s in stage.secrets]
         environment += [(k, "value", v) for k, v in stage.env]
-        run: list[Step] = [self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {stage.run_command}")]
+        run: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
         if stage.aws is not None:
             run = [Step("with_credentials", bindings=[("aws", _aws_id(stage), "")], body=run)]
         return JStage(
@@ -305,7 +304,7 @@ class JenkinsRenderer:
         )
 
     def _teardown_steps(self, plan: CiPlan, stage: StagePlan, local: frozenset[str]) -> list[Step]:
-        body: list[Step] = [self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {stage.run_command}")]
+        body: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
         body = [Step("catch", body=body)]
         body = [Step("timeout", minutes=stage.timeout_minutes, body=body)]
         bindings = [("string", s.jenkins_id, s.name) for s in stage.secrets]
@@ -331,19 +330,24 @@ class JenkinsRenderer:
             agent="any",
             when=self._trigger_conditions(plan),
             timeout=RENDER_CHECK_MINUTES,
-            steps=[self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {plan.context.check_command}")],
+            steps=[
+                self._install(plan, run_extra=False),
+                Step("sh", text=f"{plan.activate(run_extra=False)} && {plan.render_command(self.name, check=True)}"),
+            ],
             comment="the committed CI files must match a fresh render of the definition",
         )
 
     # ----------------------------------------------------------------------------- pieces
-    def _install(self, plan: CiPlan) -> Step:
-        return Step("sh", text=f"python{plan.python} -m venv {VENV} && . {VENV}/bin/activate && {plan.install}")
+    def _install(self, plan: CiPlan, *, run_extra: bool = True) -> Step:
+        """The job's virtualenv, reused from build to build in the agent's workspace (keyed by the
+        Python and tool versions), with exactly the pinned tool in it."""
+        return Step("sh", text=plan.setup_script(plan.python_command, run_extra=run_extra))
 
     def _trigger_conditions(self, plan: CiPlan) -> list[Condition]:
         trigger = plan.trigger
-        if "*" in trigger.branches and not trigger.pull_requests:
+        if "*" in plan.trigger_branches and not trigger.pull_requests:
             return []
-        return [Condition(trigger.branches, trigger.pull_requests)]
+        return [Condition(plan.trigger_branches, trigger.pull_requests)]
 
     def _when(self, plan: CiPlan, stage: StagePlan) -> list[Condition]:
         conditions = self._trigger_conditions(plan)

@@ -40,7 +40,6 @@ from pipeline.spec import PipelineSpec
 
 DSL_VERSION = "2024.03"
 """TeamCity server version the settings target (unversioned DSL packages exist since 2022.04)."""
-VENV = ".venv"
 ARTIFACT_FOLDER = "manifest"
 BRANCH_PARAMETER = "teamcity.build.branch"
 ALL_USERS_GROUP = "ALL_USERS_GROUP"
@@ -221,7 +220,7 @@ class TeamCityRenderer:
         ]
         settings = render_template(
             "settings.kts.j2",
-            header=context.header(self.name),
+            header=plan.header(self.name),
             imports=imports,
             version=DSL_VERSION,
             description=f"Pipeline {plan.name}: one build configuration per stage"
@@ -232,7 +231,7 @@ class TeamCityRenderer:
         )
         pom = render_template(
             "pom.xml.j2",
-            header=context.header(self.name),
+            header=plan.header(self.name),
             artifact=plan.name,
             dsl_version=DSL_VERSION,
         )
@@ -245,15 +244,18 @@ class TeamCityRenderer:
             name="check rendered CI files",
             description="the committed CI files must match a fresh render of the definition",
             steps=[
-                _install_step(plan),
-                Step("Check rendered CI files", f". {VENV}/bin/activate\n{plan.context.check_command}"),
+                _install_step(plan, run_extra=False),
+                Step(
+                    "Check rendered CI files",
+                    f"{plan.activate(run_extra=False)}\n{plan.render_command(self.name, check=True)}",
+                ),
             ],
             timeout=RENDER_CHECK_MINUTES,
         )
 
     def _stage(self, plan: CiPlan, stage: StagePlan, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
         regexes = [_branch_regex(group) for group in stage.branch_groups]
-        steps = [_install_step(plan), Step(f"Run stage {stage.name}", f". {VENV}/bin/activate\n{stage.run_command}")]
+        steps = [_install_step(plan), Step(f"Run stage {stage.name}", f"{plan.activate()}\n{stage.run_command}")]
         for step in steps:
             step.always = stage.always
             step.branch_regexes = regexes
@@ -292,7 +294,7 @@ class TeamCityRenderer:
             name=plan.name,
             description="the whole pipeline: a push to a trigger branch queues every stage of the chain",
             type="COMPOSITE",
-            trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger.branches),
+            trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger_branches),
             dependencies=[Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM") for s in plan.jobs_of(plan.sinks)],
         )
 
@@ -306,7 +308,7 @@ class TeamCityRenderer:
             steps.append(
                 Step(
                     f"Run stage {member.name}",
-                    f". {VENV}/bin/activate\n{member.run_command}",
+                    f"{plan.activate()}\n{member.run_command}",
                     always=member.always,
                     branch_regexes=[_branch_regex(g) for g in group.branch_groups(member.name)],
                 )
@@ -391,8 +393,10 @@ def _guards(
     ]
 
 
-def _install_step(plan: CiPlan) -> Step:
-    return Step("Install pipeline", f"python{plan.python} -m venv {VENV}\n. {VENV}/bin/activate\n{plan.install}")
+def _install_step(plan: CiPlan, *, run_extra: bool = True) -> Step:
+    """The build's virtualenv, reused in the agent's checkout directory (keyed by the Python and tool
+    versions), with exactly the pinned tool in it."""
+    return Step("Install pipeline", plan.setup_script(plan.python_command, run_extra=run_extra))
 
 
 def _object_names(plan: CiPlan) -> dict[str, str]:
