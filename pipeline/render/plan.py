@@ -272,8 +272,9 @@ class CiPlan:
             "Do not edit: changes are overwritten.",
             f"Regenerate with: {self.render_command(target)}",
             f"CI fails when this file drifts from the definition: {self.render_command(target, check=True)}",
-            f"CI installs: {self.install_command()}"
-            + ("" if self.spec.install else " (render with a newer pipeline to upgrade CI)"),
+            "CI installs pipeline with the definition's `install=` command"
+            if self.spec.install
+            else f"CI installs: {self.install_command()} (render with a newer pipeline to upgrade CI)",
         ]
 
     @cached_property

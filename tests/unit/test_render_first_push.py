@@ -14,7 +14,18 @@ import pytest
 import yaml
 
 import pipeline
-from pipeline import CommitTest, Pipeline, PipelineSpec
+from pipeline import (
+    Approval,
+    Bake,
+    CommitTest,
+    Environment,
+    Pipeline,
+    PipelineSpec,
+    Shell,
+    Teardown,
+    TestStack,
+    Trigger,
+)
 from pipeline.errors import DefinitionError, UndeclaredTargetError, UnknownTargetError
 from pipeline.render import render, resolve_targets
 from pipeline.render.base import RenderContext
@@ -279,3 +290,155 @@ def test_validate_warns_about_undeclared_targets_and_succeeds(
     quiet = run_cli(["validate", "--definition-only"], declared, capsys)
     assert quiet.code == 0
     assert "warning" not in quiet.err
+
+
+# --- values reach the CI shell exactly ------------------------------------------------------------
+
+HEREDOC = "cat > /tmp/req.txt <<'EOF'\n  pipeline-as-code[run]  \n\tindented 100% $HOME ${X} 'q' \"d\" \\\nEOF\npip install -r /tmp/req.txt  "
+VALUE = "line one  \n    line two\t\n\nlast 'q' \"d\" $V ${{ x }} 50% \\n"
+MESSAGE = "Ship it?  \n  (say yes) 'really' $HOME  "
+
+
+def exact_spec() -> PipelineSpec:
+    with Pipeline(
+        "exact",
+        install=HEREDOC,
+        environments=[Environment(name="production", approval=Approval(message=MESSAGE, approvers=("alice",)))],
+    ) as p:
+        test = CommitTest(name="commit-test", commands=["true"], env={"MULTI": VALUE})
+        deploy = Shell(name="deploy", environment="production", commands=["true"], env={"MULTI": VALUE})
+        test >> deploy
+    return p.spec
+
+
+def env_values(target: str, text: str) -> list[str]:
+    """Every value of the variable MULTI as the CI server hands it to the shell."""
+    if target == "github":
+        data = yaml.safe_load(text)
+        values = [
+            s["env"]["MULTI"] for job in data["jobs"].values() for s in job["steps"] if "MULTI" in s.get("env", {})
+        ]
+        return [v.replace("${{ '${{' }}", "${{") for v in values]  # GitHub evaluates the escape to `${{`
+    found = []
+    for node in read_blocks(text).walk():
+        if target == "jenkins" and node.header == "MULTI = credentials(S)":
+            continue
+        if target == "jenkins" and node.header.startswith("MULTI = S"):
+            found.append(node.strings[0])
+        if target == "teamcity" and node.header.startswith("param(S, S)") and node.strings[0] == "env.MULTI":
+            found.append(node.strings[1].replace("%%", "%"))
+    return found
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_multiline_values_reach_the_shell_byte_for_byte(target: str) -> None:
+    main = next(iter(texts(exact_spec(), target).values()))
+    setups = [s for s in scripts_of(target, main) if HEREDOC in s]
+    assert len(setups) == 3, main  # the drift check and both stages: the install text exactly
+    values = env_values(target, main)
+    assert values == [VALUE, VALUE]
+    assert not any(line != line.rstrip() for line in main.split("\n"))  # yet no trailing space in the file
+
+
+def test_a_jenkins_approval_message_is_exact() -> None:
+    main = texts(exact_spec(), "jenkins")["Jenkinsfile"]
+    messages = [n.strings[0] for n in read_blocks(main).walk() if n.header == "message S"]
+    assert messages == [MESSAGE]
+
+
+def test_a_jenkins_teardown_binds_its_secret_variable_by_name() -> None:
+    with Pipeline(
+        "td",
+        environments=[Environment(name="test", ephemeral=True), Environment(name="production", template="t.yaml")],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack = TestStack(name="test-stack", environment="test", image=bake)
+        Teardown(name="teardown", stack=stack, secrets=["CLEANUP_TOKEN"])
+        bake >> stack
+    main = texts(p.spec, "jenkins")["Jenkinsfile"]
+    binding = next(n for n in read_blocks(main).walk() if n.name == "withCredentials")
+    assert "string(credentialsId: S, variable: S)" in binding.header  # a string, not a bare Groovy name
+    assert binding.strings == ["cleanup-token", "CLEANUP_TOKEN"]
+
+
+@pytest.mark.parametrize(
+    ("where", "make"),
+    [
+        ("env.X", lambda: small_stage(env={"X": "a\x1bb"})),
+        ("install", lambda: small(install="pip install x\r")),
+        ("description", lambda: small_stage(description="bell \x07")),
+        (
+            "approval.message",
+            lambda: small(environments=[Environment(name="e", approval=Approval(message="a\u2028b"))]),
+        ),
+    ],
+)
+def test_control_characters_are_refused_by_validation(where: str, make: object) -> None:
+    with pytest.raises(DefinitionError) as err:
+        make()  # type: ignore[operator]
+    assert where in str(err.value)
+    assert "contains the control character" in str(err.value)
+
+
+def small_stage(**kwargs: object) -> PipelineSpec:
+    with Pipeline("small") as p:
+        CommitTest(name="commit-test", commands=["pytest -q"], **kwargs)  # type: ignore[arg-type]
+    return p.spec
+
+
+def test_validate_exits_2_on_a_control_character(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_definition(
+        tmp_path / "p",
+        """
+        from pipeline import CommitTest, Pipeline
+        with Pipeline("p") as p:
+            CommitTest(name="commit-test", commands=["true"], env={"X": "a\\x1bb"})
+        """,
+    )
+    result = run_cli(["validate", "--definition-only"], root, capsys)
+    assert result.code == 2
+    assert "stages[0] (commit-test).env.X: contains the control character U+001B" in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "${{ github.token }}",
+        "main..x",
+        "a b",
+        "feat~1",
+        "x^",
+        "a:b",
+        "a\\b",
+        "/x",
+        "x/",
+        "x.",
+        "-x",
+        "!x",
+        ".x",
+        "x.lock",
+        "a//b",
+        "a@{b",
+    ],
+)
+def test_branch_patterns_git_or_a_target_rejects_are_refused(pattern: str) -> None:
+    with pytest.raises(DefinitionError) as err:
+        small_stage(branches=(pattern,))
+    assert "branches: branch pattern" in str(err.value)
+    with pytest.raises(DefinitionError):
+        small(trigger=Trigger(branches=(pattern,)))
+
+
+@pytest.mark.parametrize("pattern", ["main", "release/*", "release/**", "feature/[a-z]*", "v1.2", "hot-fix_9"])
+def test_ordinary_branch_patterns_are_accepted(pattern: str) -> None:
+    assert small_stage(branches=(pattern,)).stages[0].branches == (pattern,)
+
+
+def test_github_job_conditions_never_evaluate_a_pattern() -> None:
+    """A `${{` in an `if:` makes GitHub treat the condition as a template string, always true: such
+    patterns are refused before any render; ordinary ones are quoted literals."""
+    main = texts(small_stage(branches=("it's/*",)), "github")[".github/workflows/small.yml"]
+    condition = yaml.safe_load(main)["jobs"]["commit-test"]["if"]
+    assert condition == "startsWith(github.ref, 'refs/heads/it''s/')"
+    assert "${{" not in condition
