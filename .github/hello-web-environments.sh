@@ -38,4 +38,4 @@ protect() {  # ENVIRONMENT USERS TEAMS
 }
 
 # production: gate of job promote (Promote the new image to production?)
-protect production "${PIPELINE_PRODUCTION_APPROVERS-}" "${PIPELINE_PRODUCTION_TEAMS-}"
+protect production "${PIPELINE_PRODUCTION_APPROVERS-release-manager}" "${PIPELINE_PRODUCTION_TEAMS-}"

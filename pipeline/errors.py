@@ -206,6 +206,11 @@ class LockHeldError(PipelineError):
     """Another live run holds the lock for this pipeline and environment."""
 
 
+class GateNotProtectedError(PipelineError):
+    """A CI gate's approvers are not in force on the server (a GitHub environment without required
+    reviewers): the gated job stops before it deploys (exit 1)."""
+
+
 class RenderDriftError(PipelineError):
     """`render --check` found committed CI files that differ from a fresh render."""
 

@@ -14,6 +14,9 @@ from pipeline.cli.app import FileOption, app, console, err_console
 if TYPE_CHECKING:
     from pipeline.spec import PipelineSpec
 
+ci_app = typer.Typer(help="Steps the rendered CI configs run (not needed on a laptop).", no_args_is_help=True)
+app.add_typer(ci_app, name="ci")
+
 TARGET_HELP = (
     "jenkins, teamcity, github (plugins add more), several as jenkins,teamcity, or all. "
     "Default: the definition's targets (Pipeline(targets=...)), else all."
@@ -91,3 +94,17 @@ def report_target_support(spec: PipelineSpec) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+@ci_app.command("github-reviewers")
+def github_reviewers(
+    environment: Annotated[str, typer.Argument(help="The GitHub environment of the gate.")],
+    script: Annotated[
+        str, typer.Option("--script", help="The generated script that sets the reviewers (named in the error).")
+    ] = "",
+) -> None:
+    """Fail unless the GitHub environment has required reviewers (the first step of a gated job)."""
+    from pipeline.render.github_gate import required_reviewers
+
+    reviewers = required_reviewers(environment, script=script)
+    console.print(f"[green]ok[/]: environment {environment} requires a review by one of: {', '.join(reviewers)}")

@@ -75,7 +75,11 @@ class GitHubRenderer:
             "`actions/download-artifact@v4` with `pattern: manifest-*`, `merge-multiple: true`."
         ),
         "approval": Support(
-            "`environment: NAME` on the job; the required reviewers are a protection rule of that environment, which the YAML cannot hold: the generated `.github/PIPELINE-environments.sh` sets it through the REST API (`gh api`).",
+            "`environment: NAME` on the job. Its required reviewers are a protection rule of that environment, which "
+            "the YAML cannot hold: the generated `.github/PIPELINE-environments.sh` sets them through the REST API, "
+            "and the job's first step after set-up (`pipeline ci github-reviewers NAME`, job permission "
+            "`actions: read`) fails the job unless the environment has required reviewers: closed, also on the first "
+            "push of a new repository, where GitHub creates the environment unprotected.",
             native=False,
             fails="a non-default Approval.timeout_minutes (GitHub waits up to 30 days), more than 6 approvers and "
             "groups, or a gate on a stage inside a local-profile rehearsal (a gate holds a whole job)",
@@ -176,10 +180,13 @@ class GitHubRenderer:
             job["environment"] = environment
         if stage.lock:
             job["concurrency"] = {"group": f"{plan.name}-{stage.lock}", "cancel-in-progress": False}
-        if stage.aws is not None:
-            job["permissions"] = {"contents": "read", "id-token": "write"}
+        permissions = _permissions([stage])
+        if permissions:
+            job["permissions"] = permissions
         job["timeout-minutes"] = stage.timeout_minutes
         steps = _setup_steps(plan)
+        if stage.gate is not None:
+            steps.append(_verify_gate_step(plan, environment))
         if stage.ancestors:
             steps.append(_download_step())
         if stage.aws is not None:
@@ -285,6 +292,28 @@ def _setup_steps(plan: CiPlan, *, run_extra: bool = True) -> list[dict[str, Any]
 
 def _workflow_path(plan: CiPlan) -> str:
     return f".github/workflows/{plan.name}.yml"
+
+
+def _permissions(stages: Sequence[StagePlan]) -> dict[str, str]:
+    """The job's token: read the code (the workflow's default); OIDC for AWS; `actions: read` for a
+    gate's reviewer check. Empty: the workflow-level `contents: read` applies."""
+    extra: dict[str, str] = {}
+    if any(s.gate is not None for s in stages):
+        extra["actions"] = "read"
+    if any(s.aws is not None for s in stages):
+        extra["id-token"] = "write"
+    return {"contents": "read", **extra} if extra else {}
+
+
+def _verify_gate_step(plan: CiPlan, environment: str) -> dict[str, Any]:
+    """Fail closed: GitHub runs a job whose environment has no protection rule at once, so the job's
+    first step after set-up proves the environment has required reviewers (else stops, exit 1)."""
+    script = shlex.quote(f".github/{plan.name}-environments.sh")
+    return {
+        "name": "Verify the approval gate",
+        "env": {"GH_TOKEN": "${{ github.token }}"},
+        "run": f"pipeline ci github-reviewers {shlex.quote(environment)} --script {script}",
+    }
 
 
 def _download_step() -> dict[str, Any]:

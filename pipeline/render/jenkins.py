@@ -35,7 +35,7 @@ class Condition:
 @dataclass
 class Step:
     kind: str
-    """sh, echo, unstash, stash, or a wrapper: timeout, lock, catch, with_env, with_credentials."""
+    """sh, echo, checkout, unstash, stash, or a wrapper: node, timeout, lock, catch, with_env, with_credentials."""
     text: str = ""
     arg: str = ""
     minutes: int = 0
@@ -96,7 +96,11 @@ class JenkinsRenderer:
             "Each stage's `post { always }` stashes the manifest folder (also after a failure: its own `STAGE.json` and all it received); a stage unstashes what the stages it needs stashed."
         ),
         "approval": Support(
-            "A stage `approve NAME` with `agent none` (no executor waits), `input { message; ok; submitter }` and its own `timeout`; the deploy stage then runs with `--yes`."
+            "A stage `approve NAME` with `agent none`, `input { message; ok; submitter }` and its own `timeout`: no "
+            "executor waits for a human (a gate among the stages a teardown protects makes them take agents of their "
+            "own, and the teardown a `node` in post); the deploy stage then runs with `--yes`.",
+            fails="a gate among the stages of a local-profile rehearsal (they share the agent whose Docker engine "
+            "holds the test stack, which an input would hold while it waits)",
         ),
         "secrets": Support(
             "`environment { NAME = credentials('id') }` per stage (Secret.jenkins, default: name in lower-case with hyphens); teardown: `withCredentials([string(...)])` (secret text)."
@@ -211,7 +215,13 @@ class JenkinsRenderer:
                 group = pending.pop(0)
                 if outer is None:
                     members = {n for g in _walk([group]) for n in _members(levels, g)}
-                    items.append(self._group(plan, levels, group, in_post, group, frozenset(members)))
+                    if any(plan.by_name[m].gate is not None for m in members):
+                        # An input inside a stage with an agent holds that executor while it waits: the
+                        # stages get agents of their own and the teardown a node in post.
+                        self._check_gated_group(plan, group, members)
+                        items.append(self._group(plan, levels, group, in_post, None, frozenset()))
+                    else:
+                        items.append(self._group(plan, levels, group, in_post, group, frozenset(members)))
                 else:
                     items.append(self._group(plan, levels, group, in_post, outer, local))
                 index = group.end + 1
@@ -238,9 +248,12 @@ class JenkinsRenderer:
         levels: list[list[str]],
         group: _Group,
         in_post: set[str],
-        outer: _Group,
+        outer: _Group | None,
         local: frozenset[str],
     ) -> JStage:
+        """The stages a teardown protects, nested, with the teardown in post { always }. The group
+        holds one agent for all of them (`outer is group`), unless a gate is inside (`outer is None`):
+        then each stage has its own and the teardown runs in a `node` of its own in post."""
         children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local)
         members = [n for i in range(group.start, group.end + 1) for n in levels[i] if n not in in_post]
         first = members[0] if members else group.teardowns[0].name
@@ -250,6 +263,8 @@ class JenkinsRenderer:
         post: list[Step] = []
         for teardown in group.teardowns:
             post += self._teardown_steps(plan, teardown, local)
+        if outer is None:  # a node of its own, which (unlike a stage's agent) does not check out by itself
+            post = [Step("node", text="", body=[Step("checkout"), *post])]
         return JStage(
             name=f"{first} to {', '.join(t.name for t in group.teardowns)}",
             agent="any" if outer is group else None,
@@ -258,6 +273,23 @@ class JenkinsRenderer:
             post_always=post,
             comment=f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails",
         )
+
+    def _check_gated_group(self, plan: CiPlan, group: _Group, members: set[str]) -> None:
+        """A gate among the stages a teardown protects: fine on the aws profile (each stage may run on
+        any agent); a local-profile test stack is containers on the agent that made it, so its stages
+        must share that agent, and a gate would hold it while waiting (as GitHub and TeamCity refuse)."""
+        for teardown in group.teardowns:
+            for ref in teardown.stage.references().values():
+                if plan.spec.profile_of(plan.by_name[ref].stage) == "local":
+                    gated = next(m for m in sorted(members) if plan.by_name[m].gate is not None)
+                    raise UnsupportedFeatureError(
+                        self.name,
+                        "an approval gate inside a local-profile rehearsal",
+                        f"stage {gated!r} (between {ref!r} and its teardown {teardown.name!r})",
+                        hint="the rehearsal's stages share one agent (its test stack is containers there), and "
+                        "an input would hold that executor while it waits: gate a stage after the teardown, "
+                        "or put the test stack's environment on the aws profile",
+                    )
 
     def _branch(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
         parts = self._stage_with_gate(plan, stage, outer, local)

@@ -144,8 +144,11 @@ class TeamCityRenderer:
             "Each build publishes `.pipeline/ci/manifest` (`artifactRules`, also on failure); artifact dependencies on its dependencies fetch it (optional `?:` rules for a teardown)."
         ),
         "approval": Support(
-            "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }` (`user:NAME`, `group:KEY:1`; no approvers: `group:ALL_USERS_GROUP:1`); the command runs with `--yes`.",
-            fails="a gate on a stage inside a local-profile rehearsal (the approval holds a whole build)",
+            "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }`: "
+            "`user:NAME` per approver and `group:KEY:1` per group of the definition; the command runs with `--yes`.",
+            fails="a gate with no approvers (TeamCity's rules must name who approves; `groups=('ALL_USERS_GROUP',)` "
+            "says any user may), or a gate on a stage inside a local-profile rehearsal (the approval holds a whole "
+            "build)",
         ),
         "secrets": Support(
             '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value. '
@@ -267,11 +270,7 @@ class TeamCityRenderer:
         else:
             dependencies = _needs(plan, stage.needs, objects)
             snapshots = _guards(plan, [stage], dependencies, objects)
-        approval = None
-        if stage.gate is not None:
-            gate = stage.gate
-            lines = [f"user:{u}" for u in gate.approvers] + [f"group:{g}:1" for g in gate.groups]
-            approval = Approval("\n".join(lines or [f"group:{ALL_USERS_GROUP}:1"]), gate.timeout_minutes)
+        approval = _approval(stage)
         return BuildType(
             obj=objects[stage.name],
             name=stage.name,
@@ -348,6 +347,24 @@ class TeamCityRenderer:
             aws_connection=connections[0] if connections else "",
             timeout=group.timeout_minutes,
         )
+
+
+def _approval(stage: StagePlan) -> Approval | None:
+    """The Build Approval feature's rules, from the definition's approvers only: TeamCity's rules must
+    name someone, and an unnamed default (any user) would be a gate nobody chose."""
+    gate = stage.gate
+    if gate is None:
+        return None
+    lines = [f"user:{u}" for u in gate.approvers] + [f"group:{g}:1" for g in gate.groups]
+    if not lines:
+        raise UnsupportedFeatureError(
+            TeamCityRenderer.name,
+            "an approval gate with no approvers",
+            f"stage {stage.name!r}",
+            hint="name who may approve: Approval(approvers=('user',), groups=('GROUP_KEY',)) (TeamCity user names "
+            f"and group keys; groups=({ALL_USERS_GROUP!r},) lets every user with 'Run build' permission approve)",
+        )
+    return Approval("\n".join(lines), gate.timeout_minutes)
 
 
 def _params(stage: StagePlan) -> list[Param]:

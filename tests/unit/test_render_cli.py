@@ -60,9 +60,7 @@ def test_check_fails_with_a_diff_after_a_one_line_change_to_the_definition(cli: 
     assert cli("render", cwd=project).returncode == 0
     definition = project / "pipelinefile.py"
     definition.write_text(
-        definition.read_text().replace(
-            'Approval(message="Promote the new image to production?")', 'Approval(message="Go live?")'
-        )
+        definition.read_text().replace('message="Promote the new image to production?"', 'message="Go live?"')
     )
     result = cli("render", "--target", "all", "--check", cwd=project)
     assert result.returncode == 1
@@ -97,7 +95,7 @@ def test_unsupported_feature_exits_2_naming_feature_and_target(cli: Cli, project
     definition = project / "pipelinefile.py"
     definition.write_text(
         definition.read_text().replace(
-            'Approval(message="Promote the new image to production?")', "Approval(timeout_minutes=30)"
+            'approvers=("release-manager",)', 'approvers=("release-manager",), timeout_minutes=30'
         )
     )
     result = cli("render", "--target", "github", cwd=project)

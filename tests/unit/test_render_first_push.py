@@ -442,3 +442,95 @@ def test_github_job_conditions_never_evaluate_a_pattern() -> None:
     condition = yaml.safe_load(main)["jobs"]["commit-test"]["if"]
     assert condition == "startsWith(github.ref, 'refs/heads/it''s/')"
     assert "${{" not in condition
+
+
+# --- gates that gate on every target ---------------------------------------------------------------
+
+
+def gated_rehearsal(profile: str) -> PipelineSpec:
+    """A gate among the stages a teardown protects: a deploy to staging between test stack and teardown."""
+    with Pipeline(
+        "gated",
+        environments=[
+            Environment(name="test", ephemeral=True, profile=profile),  # type: ignore[arg-type]
+            Environment(name="staging", profile=profile),  # type: ignore[arg-type]
+            Environment(name="production", template="templates/web.yaml", profile=profile),  # type: ignore[arg-type]
+        ],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack = TestStack(name="test-stack", environment="test", image=bake)
+        check = Shell(
+            name="check", environment="staging", commands=["true"], approval=Approval(approvers=("a",)), needs=[stack]
+        )
+        other = Shell(name="other", commands=["true"], approval=Approval(approvers=("b",)), environment="staging")
+        Teardown(name="teardown", stack=stack, needs=[check])
+        bake >> stack
+        bake >> other
+    return p.spec
+
+
+def inputs_and_their_agents(text: str) -> list[tuple[str, str]]:
+    """(stage, the agent it runs on) for every stage with an `input`, following inherited agents."""
+    found: list[tuple[str, str]] = []
+
+    def walk(node: object, inherited: str) -> None:
+        for child in node.children:  # type: ignore[attr-defined]
+            if child.name == "stage":
+                agents = child.find("agent")
+                agent = agents[0].rest if agents else inherited
+                if child.find("input"):
+                    found.append((child.strings[0], agent))
+                walk(child, agent)
+            elif child.name in ("stages", "parallel"):
+                walk(child, inherited)
+
+    pipeline = read_blocks(text).children[0]
+    walk(pipeline, pipeline.find("agent")[0].rest)
+    return found
+
+
+def test_jenkins_inputs_never_hold_an_executor_also_inside_a_teardown_group() -> None:
+    text = texts(gated_rehearsal("aws"), "jenkins")["Jenkinsfile"]
+    assert sorted(inputs_and_their_agents(text)) == [("approve check", "none"), ("approve other", "none")]
+    # The teardown still always runs: on a node of its own, after checking the sources out.
+    group = next(n for n in read_blocks(text).walk() if n.header == "stage(S)" and n.strings[0].endswith("to teardown"))
+    assert not group.find("agent")
+    always = group.find("post")[0].find("always")[0]
+    node = always.children[0]
+    assert node.header == "node"
+    assert [c.name for c in node.children][:2] == ["checkout", "echo"]
+    for chain in (chain_spec(), chain_spec(profile="aws")):  # gates outside groups, too
+        assert all(agent == "none" for _, agent in inputs_and_their_agents(texts(chain, "jenkins")["Jenkinsfile"]))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_gate_inside_a_local_rehearsal_is_refused_on_every_target(target: str) -> None:
+    from pipeline.errors import UnsupportedFeatureError
+
+    with pytest.raises(UnsupportedFeatureError) as err:
+        texts(gated_rehearsal("local"), target)
+    assert err.value.target == target
+    assert "an approval gate inside a local-profile rehearsal" in err.value.feature
+
+
+def test_github_gated_jobs_verify_their_environment_has_reviewers_first() -> None:
+    data = yaml.safe_load(texts(chain_spec(profile="aws"), "github")[".github/workflows/chain.yml"])
+    for name, job in data["jobs"].items():
+        verify = [s for s in job["steps"] if s.get("name") == "Verify the approval gate"]
+        if name != "promote":
+            assert not verify, name
+            assert "actions" not in job.get("permissions", {})
+            continue
+        assert job["environment"] == "production"
+        assert job["permissions"] == {"contents": "read", "actions": "read", "id-token": "write"}
+        assert verify == [
+            {
+                "name": "Verify the approval gate",
+                "env": {"GH_TOKEN": "${{ github.token }}"},
+                "run": "pipeline ci github-reviewers production --script .github/chain-environments.sh",
+            }
+        ]
+        names = [s.get("name") or s["uses"] for s in job["steps"]]
+        # after set-up (the tool is needed), before anything reaches the environment
+        assert names.index("Verify the approval gate") == names.index("Install pipeline") + 1
+        assert names.index("Verify the approval gate") < names.index("Run stage promote")

@@ -38,7 +38,7 @@ def chain_spec(
     name: str = "chain",
 ) -> PipelineSpec:
     """The reference chain: commit-test -> bake -> test-stack -> update -> rollback -> teardown -> promote."""
-    gate = approval if approval is not None else Approval(message="Ship it?")
+    gate = approval if approval is not None else Approval(message="Ship it?", approvers=("alice",))
     kwargs = {"install": install} if install is not None else {}
     with Pipeline(
         name,

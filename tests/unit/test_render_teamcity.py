@@ -134,10 +134,19 @@ def test_approval_is_a_deployment_build_with_the_approval_feature() -> None:
     assert scripts[-1].rstrip().endswith("--yes")
 
 
-def test_approval_without_named_approvers_lets_any_user_approve() -> None:
-    promote = build_types(settings(chain_spec()))["Promote"]
-    approval = assignments(block(block(promote, "features"), "approval"))
+def test_an_approval_without_named_approvers_is_refused_not_opened_to_any_user() -> None:
+    with pytest.raises(UnsupportedFeatureError) as err:
+        settings(chain_spec(approval=Approval(message="Ship it?")))
+    assert err.value.target == "teamcity"
+    assert err.value.feature == "an approval gate with no approvers"
+    assert "stage 'promote'" in str(err.value)
+    assert "ALL_USERS_GROUP" in (err.value.hint or "")  # the explicit way to let anyone approve
+    explicit = build_types(settings(chain_spec(approval=Approval(groups=("ALL_USERS_GROUP",)))))["Promote"]
+    approval = assignments(block(block(explicit, "features"), "approval"))
     assert approval["approvalRules"] == "group:ALL_USERS_GROUP:1"
+    named = build_types(settings(chain_spec(approval=Approval(approvers=("alice", "bob"), groups=("ops",)))))
+    rules = assignments(block(block(named["Promote"], "features"), "approval"))["approvalRules"]
+    assert rules == "user:alice\nuser:bob\ngroup:ops:1"
 
 
 def test_teardown_runs_after_failures_and_later_stages_still_fail_to_start() -> None:

@@ -225,7 +225,7 @@ object Promote : BuildType({
 
     features {
         approval {
-            approvalRules = "group:ALL_USERS_GROUP:1"
+            approvalRules = "user:release-manager"
             timeout = 1440
         }
         sharedResources {
