@@ -48,6 +48,12 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
         "Branch filters",
         '`branches=("main", "release/*")`: the stage runs only there; stages after it are skipped elsewhere.',
     ),
+    (
+        "push",
+        "Promote commits and pushes",
+        "An aws-profile `Promote` (`commit=True, push=True`, the defaults) commits the new image into its "
+        "environment's template and pushes it: the job needs a branch checked out and credentials that may push.",
+    ),
     ("timeouts", "Timeouts", "`timeout_minutes` per attempt."),
     ("retries", "Retries", "`retries`: extra attempts after a failure."),
     (

@@ -98,6 +98,10 @@ class GitHubRenderer:
             fails="branch patterns other than a name or `prefix*` (GitHub expressions have no glob match), or a "
             "branch filter on the teardown of a local-profile rehearsal: put it on the test stack",
         ),
+        "push": Support(
+            "`permissions: contents: write` on that job only: actions/checkout checks a push out on its branch and "
+            "keeps the job's token for `git push` (a push with that token starts no new workflow run)."
+        ),
         "timeouts": Support(
             "`timeout-minutes: N` on the job, N = timeout x attempts + 10 min set-up; in a rehearsal job each "
             "step has `timeout-minutes` (timeout x attempts + 5) and the job their sum + 10. The runner enforces "
@@ -295,14 +299,16 @@ def _workflow_path(plan: CiPlan) -> str:
 
 
 def _permissions(stages: Sequence[StagePlan]) -> dict[str, str]:
-    """The job's token: read the code (the workflow's default); OIDC for AWS; `actions: read` for a
-    gate's reviewer check. Empty: the workflow-level `contents: read` applies."""
+    """The job's token: read the code (the workflow's default), write it only in a job that pushes a
+    promote commit (actions/checkout keeps the token for `git push`); OIDC for AWS; `actions: read`
+    for a gate's reviewer check. Empty: the workflow-level `contents: read` applies."""
     extra: dict[str, str] = {}
+    pushes = any(s.pushes for s in stages)  # a promote commits the image into the template and pushes
     if any(s.gate is not None for s in stages):
         extra["actions"] = "read"
     if any(s.aws is not None for s in stages):
         extra["id-token"] = "write"
-    return {"contents": "read", **extra} if extra else {}
+    return {"contents": "write" if pushes else "read", **extra} if extra or pushes else {}
 
 
 def _verify_gate_step(plan: CiPlan, environment: str) -> dict[str, Any]:

@@ -17,11 +17,13 @@ from typing import ClassVar
 
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
-from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan
+from pipeline.render.plan import GIT_PUSH_CREDENTIALS, RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan
 from pipeline.render.templating import render_template
 from pipeline.spec import PipelineSpec
 
 RENDER_CHECK_STAGE = "check rendered CI files"
+CHECKOUT_BRANCH = 'git checkout -B "$BRANCH_NAME"'
+"""Before a promote that pushes: put the multibranch job's detached checkout on its branch."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,11 @@ class JenkinsRenderer:
         "branches": Support(
             "`when { beforeAgent true; branch 'PATTERN' }` (several patterns: `anyOf`); a stage also carries its ancestors' filters, since Jenkins does not skip stages after a skipped one.",
             fails="a branch filter on an always-run stage (teardown): put it on the stage that creates the stack",
+        ),
+        "push": Support(
+            "`sh 'git checkout -B \"$BRANCH_NAME\"'` before the stage (a multibranch checkout is a detached HEAD), inside "
+            "`withCredentials([gitUsernamePassword(credentialsId: 'git-push')])` (Git plugin: a username and token that "
+            "may push to the repository's HTTPS remote)."
         ),
         "timeouts": Support(
             "Stage `options { timeout(time: N, unit: 'MINUTES') }` with N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
@@ -321,8 +328,13 @@ class JenkinsRenderer:
         environment = [(s.name, "credentials", s.jenkins_id) for s in stage.secrets]
         environment += [(k, "value", v) for k, v in stage.env]
         run: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
-        if stage.aws is not None:
-            run = [Step("with_credentials", bindings=[("aws", _aws_id(stage), "")], body=run)]
+        bindings = [("aws", _aws_id(stage), "")] if stage.aws is not None else []
+        if stage.pushes:
+            # A multibranch checkout is a detached HEAD: the promote commit goes on the branch built.
+            run.insert(0, Step("sh", text=CHECKOUT_BRANCH))
+            bindings.append(("git", GIT_PUSH_CREDENTIALS, ""))
+        if bindings:
+            run = [Step("with_credentials", bindings=bindings, body=run)]
         return JStage(
             name=stage.name,
             agent="any" if outer is None else None,

@@ -34,6 +34,9 @@ which input hashing skips and `.pipeline/.gitignore` hides)."""
 INSTALLED_MARKER = ".pipeline-installed"
 BUILD_ACCESS = "build"
 """Credentials name for aws-profile stages without an environment (Jenkins `aws-build`, TeamCity `AwsBuild`)."""
+GIT_PUSH_CREDENTIALS = "git-push"
+"""What a pushing job's credentials are called on the server: the Jenkins credentials id (username and
+token, bound with `gitUsernamePassword`) and the TeamCity uploaded SSH key (loaded by `sshAgent`)."""
 AWS_CREDENTIAL_VARIABLES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"})
 
 
@@ -68,6 +71,9 @@ class StagePlan:
     For targets that do not skip a job when an upstream job was skipped."""
     run_command: str
     aws: AwsAccess | None
+    pushes: bool = False
+    """Commits into the repository and pushes (an aws-profile Promote recording its image in the
+    template): the job needs a branch checked out and credentials that may push."""
 
     @property
     def name(self) -> str:
@@ -393,6 +399,7 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
                 branch_groups=groups_of[name],
                 run_command=_run_command(spec, stage, env, context),
                 aws=_aws(spec, stage, env, secrets),
+                pushes=_pushes(spec, stage, env),
             )
         )
     return CiPlan(spec=spec, context=context, stages=tuple(plans))
@@ -536,6 +543,18 @@ def _run_command(spec: PipelineSpec, stage: Stage, env: Environment | None, cont
     if spec.approval_of(stage) is not None:
         parts.append("--yes")  # the CI gate has already been passed when the job runs
     return " ".join(parts) + context.file_args
+
+
+def _pushes(spec: PipelineSpec, stage: Stage, env: Environment | None) -> bool:
+    """A stage that commits the promoted image into its environment's template and pushes: on the
+    aws profile, with `commit` and `push` on (the Promote kind's fields)."""
+    return (
+        env is not None
+        and env.template is not None
+        and spec.profile_of(stage) == "aws"
+        and getattr(stage, "commit", False) is True
+        and getattr(stage, "push", False) is True
+    )
 
 
 def _uses_profile(stage: Stage) -> bool:

@@ -27,6 +27,7 @@ from typing import ClassVar
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.plan import (
+    GIT_PUSH_CREDENTIALS,
     RENDER_CHECK_MINUTES,
     CiPlan,
     StageGroup,
@@ -112,6 +113,8 @@ class BuildType:
     approval: Approval | None = None
     locks: list[str] = field(default_factory=list)
     aws_connection: str = ""
+    ssh_key: str = ""
+    """An uploaded SSH key the build loads into an SSH agent (a promote that pushes its commit)."""
     timeout: int = 0
 
 
@@ -163,6 +166,11 @@ class TeamCityRenderer:
             "Step `conditions { matches(\"teamcity.build.branch\", REGEX) }` for the stage's and its ancestors' filters: on other branches the build does nothing (and shows green). "
             "In a rehearsal build each stage's step has its own; the teardown's step has its stack's.",
             fails="a branch filter on the teardown of a local-profile rehearsal: put it on the test stack",
+        ),
+        "push": Support(
+            "The agent-side checkout is on a tracking branch already; `features { sshAgent { teamcitySshKey = "
+            '"git-push" } }` (SSH Agent build feature) loads an uploaded SSH key that may push (the VCS root\'s URL '
+            "must be an SSH one, its host in the agent's known_hosts)."
         ),
         "timeouts": Support(
             "`failureConditions { executionTimeoutMin = N }` with N = timeout x attempts + 10 min set-up (a "
@@ -217,6 +225,8 @@ class TeamCityRenderer:
             imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.approval")
         if any(s.aws for s in plan.stages):
             imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.provideAwsCredentials")
+        if any(s.pushes for s in plan.stages):
+            imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.sshAgent")
         imports += [
             "jetbrains.buildServer.configs.kotlin.buildSteps.script",
             "jetbrains.buildServer.configs.kotlin.triggers.vcs",
@@ -284,6 +294,7 @@ class TeamCityRenderer:
             approval=approval,
             locks=[locks[stage.lock]] if stage.lock else [],
             aws_connection=f"Aws{camel(stage.aws.environment)}" if stage.aws else "",
+            ssh_key=GIT_PUSH_CREDENTIALS if stage.pushes else "",
             timeout=stage.timeout_minutes,
         )
 
@@ -345,6 +356,7 @@ class TeamCityRenderer:
             snapshots=_guards(plan, group.members, dependencies, objects, own=group.name),
             locks=[locks[lock] for lock in dict.fromkeys(m.lock for m in group.members if m.lock)],
             aws_connection=connections[0] if connections else "",
+            ssh_key=GIT_PUSH_CREDENTIALS if any(m.pushes for m in group.members) else "",
             timeout=group.timeout_minutes,
         )
 

@@ -522,7 +522,7 @@ def test_github_gated_jobs_verify_their_environment_has_reviewers_first() -> Non
             assert "actions" not in job.get("permissions", {})
             continue
         assert job["environment"] == "production"
-        assert job["permissions"] == {"contents": "read", "actions": "read", "id-token": "write"}
+        assert job["permissions"] == {"contents": "write", "actions": "read", "id-token": "write"}
         assert verify == [
             {
                 "name": "Verify the approval gate",

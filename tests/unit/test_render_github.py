@@ -191,7 +191,8 @@ def test_timeouts_and_aws_credentials() -> None:
     jobs = workflow(chain_spec(profile="aws"))["jobs"]
     assert jobs["update-stack"]["timeout-minutes"] == 55
     promote = jobs["promote"]
-    assert promote["permissions"] == {"contents": "read", "actions": "read", "id-token": "write"}
+    # the promote commits the image into the template and pushes it: the only job whose token may write
+    assert promote["permissions"] == {"contents": "write", "actions": "read", "id-token": "write"}
     creds = step(promote, "AWS credentials")
     assert creds == {
         "name": "AWS credentials",

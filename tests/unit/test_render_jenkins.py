@@ -153,7 +153,7 @@ def test_persistent_environments_take_a_lock_and_aws_binds_credentials() -> None
     assert not one(stages["update-stack"], "options").find("lock")
     creds = [n for n in one(stages["promote"], "steps").walk() if n.name == "withCredentials"]
     assert len(creds) == 1
-    assert creds[0].strings == ["AmazonWebServicesCredentialsBinding", "aws-production"]
+    assert creds[0].strings == ["AmazonWebServicesCredentialsBinding", "aws-production", "git-push"]
 
 
 def test_timeouts_per_stage() -> None:

@@ -6,6 +6,7 @@
 import jetbrains.buildServer.configs.kotlin.*
 import jetbrains.buildServer.configs.kotlin.buildFeatures.approval
 import jetbrains.buildServer.configs.kotlin.buildFeatures.provideAwsCredentials
+import jetbrains.buildServer.configs.kotlin.buildFeatures.sshAgent
 import jetbrains.buildServer.configs.kotlin.buildSteps.script
 import jetbrains.buildServer.configs.kotlin.triggers.vcs
 
@@ -435,6 +436,9 @@ object Promote : BuildType({
         }
         provideAwsCredentials {
             awsConnectionId = "AwsProduction"
+        }
+        sshAgent {
+            teamcitySshKey = "git-push"
         }
     }
 
