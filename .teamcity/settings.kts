@@ -131,6 +131,12 @@ object Bake : BuildType({
         }
     }
 
+    requirements {
+        exists("pipeline.label.docker")
+        exists("pipeline.label.packer")
+        exists("pipeline.label.root")
+    }
+
     failureConditions {
         executionTimeoutMin = 70
     }

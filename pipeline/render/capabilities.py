@@ -54,6 +54,13 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
         "An aws-profile `Promote` (`commit=True, push=True`, the defaults) commits the new image into its "
         "environment's template and pushes it: the job needs a branch checked out and credentials that may push.",
     ),
+    (
+        "agents",
+        "Agents",
+        "What a stage needs from its CI agent: Docker, Packer, root (a base image only debootstrap makes), or the "
+        "local profile's one persistent machine; labels per need from `Pipeline(agents=AgentLabels(...))`, or a "
+        "stage's own `agent=(...)`.",
+    ),
     ("timeouts", "Timeouts", "`timeout_minutes` per attempt."),
     ("retries", "Retries", "`retries`: extra attempts after a failure."),
     (

@@ -27,6 +27,7 @@ from pipeline.render import yaml_dump
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.plan import (
     RENDER_CHECK_MINUTES,
+    AgentNeeds,
     BranchGroups,
     CiPlan,
     StageGroup,
@@ -36,7 +37,7 @@ from pipeline.render.plan import (
 )
 from pipeline.spec import PipelineSpec
 
-RUNNER = "ubuntu-latest"
+SELF_HOSTED = "self-hosted"
 RENDER_CHECK_JOB = "render_check"
 """A job id no stage can have (stage names have no '_')."""
 CHECKOUT = "actions/checkout@v4"
@@ -102,6 +103,14 @@ class GitHubRenderer:
             "`permissions: contents: write` on that job only: actions/checkout checks a push out on its branch and "
             "keeps the job's token for `git push` (a push with that token starts no new workflow run)."
         ),
+        "agents": Support(
+            "`runs-on: ubuntu-latest` (`AgentLabels.hosted`): GitHub-hosted runners have Docker, Packer and sudo (a "
+            "bake whose base image no registry has first builds it with debootstrap under sudo; "
+            "`Bake(base_image='debian:bookworm-slim')` pulls instead). A local-profile job runs on `[self-hosted, "
+            "pipeline-local, ...]`, never a fresh hosted VM; `AgentLabels.every` makes every job self-hosted; a "
+            "stage's `agent=` is its `runs-on` as given.",
+            fails="a local-profile stage whose `agent=` does not include `self-hosted`",
+        ),
         "timeouts": Support(
             "`timeout-minutes: N` on the job, N = timeout x attempts + 10 min set-up; in a rehearsal job each "
             "step has `timeout-minutes` (timeout x attempts + 5) and the job their sum + 10. The runner enforces "
@@ -162,7 +171,7 @@ class GitHubRenderer:
     # ----------------------------------------------------------------------------- jobs
     def _render_check(self, plan: CiPlan) -> dict[str, Any]:
         return {
-            "runs-on": RUNNER,
+            "runs-on": _runs_on(plan, AgentNeeds(labels=plan.spec.agents.every), "the drift check"),
             "timeout-minutes": RENDER_CHECK_MINUTES,
             "steps": [
                 *_setup_steps(plan, run_extra=False),
@@ -178,7 +187,7 @@ class GitHubRenderer:
             condition = _groups_condition(filters[stage.name], f"stage {stage.name!r}")
         if condition:
             job["if"] = condition
-        job["runs-on"] = RUNNER
+        job["runs-on"] = _runs_on(plan, stage.agent, f"stage {stage.name!r}")
         environment = _job_environment(stage)
         if environment:
             job["environment"] = environment
@@ -193,6 +202,8 @@ class GitHubRenderer:
             steps.append(_verify_gate_step(plan, environment))
         if stage.ancestors:
             steps.append(_download_step())
+        if stage.agent.base_image and not _self_hosted(plan, stage.agent):
+            steps.append(_base_image_step(stage.agent.base_image))
         if stage.aws is not None:
             steps.append(_aws_step(stage))
         steps.append(_run_step(stage))
@@ -218,7 +229,7 @@ class GitHubRenderer:
         job: dict[str, Any] = {"needs": list(plan.jobs_of(group.needs)) or [RENDER_CHECK_JOB]}
         if shared:
             job["if"] = _groups_condition(shared, f"job {group.name!r}")
-        job["runs-on"] = RUNNER
+        job["runs-on"] = _runs_on(plan, group.agent, f"job {group.name!r}")
         if locks:
             job["environment"] = locks[0]
             job["concurrency"] = {"group": f"{plan.name}-{locks[0]}", "cancel-in-progress": False}
@@ -296,6 +307,40 @@ def _setup_steps(plan: CiPlan, *, run_extra: bool = True) -> list[dict[str, Any]
 
 def _workflow_path(plan: CiPlan) -> str:
     return f".github/workflows/{plan.name}.yml"
+
+
+def _self_hosted(plan: CiPlan, needs: AgentNeeds) -> bool:
+    return (SELF_HOSTED in needs.labels) if needs.override else (needs.persistent or bool(plan.spec.agents.every))
+
+
+def _runs_on(plan: CiPlan, needs: AgentNeeds, where: str) -> str | list[str]:
+    """A GitHub-hosted runner (it has Docker, Packer and sudo) unless the job needs one machine that
+    persists (the local profile: `[self-hosted, LOCAL LABEL, ...]`), the pipeline asks every job for
+    labels, or the stage names its own (`agent=`, used as given)."""
+    if needs.override:
+        if needs.persistent and SELF_HOSTED not in needs.labels:
+            raise UnsupportedFeatureError(
+                "github",
+                "a local-profile job on a GitHub-hosted runner",
+                where,
+                hint="the local profile keeps images and containers on one Docker engine, and a hosted runner "
+                f"is a fresh machine per job: include {SELF_HOSTED!r} and your machine's label in agent=(...), "
+                "or leave agent= unset for the pipeline's local label",
+            )
+        return needs.labels[0] if len(needs.labels) == 1 else list(needs.labels)
+    if _self_hosted(plan, needs):
+        return [SELF_HOSTED, *needs.labels]
+    return plan.spec.agents.hosted
+
+
+def _base_image_step(image: str) -> dict[str, Any]:
+    """A GitHub-hosted runner gives root through sudo: build the base image no registry has with
+    debootstrap before the bake (about a minute; Bake(base_image='debian:bookworm-slim') pulls instead)."""
+    return {
+        "name": "Build the base image (debootstrap, as root)",
+        "run": "sudo apt-get update -q && sudo apt-get install -y -q debootstrap\n"
+        f'sudo "$(command -v pipeline)" image base --tag {shlex.quote(image)}\n',
+    }
 
 
 def _permissions(stages: Sequence[StagePlan]) -> dict[str, str]:

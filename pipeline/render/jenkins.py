@@ -17,7 +17,14 @@ from typing import ClassVar
 
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
-from pipeline.render.plan import GIT_PUSH_CREDENTIALS, RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan
+from pipeline.render.plan import (
+    GIT_PUSH_CREDENTIALS,
+    RENDER_CHECK_MINUTES,
+    AgentNeeds,
+    CiPlan,
+    StagePlan,
+    build_plan,
+)
 from pipeline.render.templating import render_template
 from pipeline.spec import PipelineSpec
 
@@ -58,6 +65,8 @@ class Input:
 class JStage:
     name: str
     agent: str | None = None
+    """any or none (an `agent { label }` when `label` is set)."""
+    label: str = ""
     when: list[Condition] = field(default_factory=list)
     before_input: bool = False
     timeout: int = 0
@@ -118,6 +127,11 @@ class JenkinsRenderer:
             "`sh 'git checkout -B \"$BRANCH_NAME\"'` before the stage (a multibranch checkout is a detached HEAD), inside "
             "`withCredentials([gitUsernamePassword(credentialsId: 'git-push')])` (Git plugin: a username and token that "
             "may push to the repository's HTTPS remote)."
+        ),
+        "agents": Support(
+            "`agent { label 'a && b' }` with the labels of what the stage needs (default labels `docker`, `packer`, "
+            "`root`, and `pipeline-local` on every local-profile stage: exactly one persistent agent may carry it); "
+            "`agent any` when it needs nothing. The stages a teardown protects share one agent with all their labels."
         ),
         "timeouts": Support(
             "Stage `options { timeout(time: N, unit: 'MINUTES') }` with N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
@@ -271,10 +285,16 @@ class JenkinsRenderer:
         for teardown in group.teardowns:
             post += self._teardown_steps(plan, teardown, local)
         if outer is None:  # a node of its own, which (unlike a stage's agent) does not check out by itself
-            post = [Step("node", text="", body=[Step("checkout"), *post])]
+            label = " && ".join(AgentNeeds.union([t.agent for t in group.teardowns]).labels)
+            post = [Step("node", text=label, body=[Step("checkout"), *post])]
+        agent, label = (None, "")
+        if outer is group:  # one agent for every stage inside: what each of them needs
+            inside = sorted(local, key=lambda n: plan.by_name[n].index)  # nested groups' teardowns too
+            agent, label = _agent(AgentNeeds.union([plan.by_name[m].agent for m in inside]))
         return JStage(
             name=f"{first} to {', '.join(t.name for t in group.teardowns)}",
-            agent="any" if outer is group else None,
+            agent=agent,
+            label=label,
             when=shared,
             stages=children,
             post_always=post,
@@ -335,9 +355,11 @@ class JenkinsRenderer:
             bindings.append(("git", GIT_PUSH_CREDENTIALS, ""))
         if bindings:
             run = [Step("with_credentials", bindings=bindings, body=run)]
+        agent, label = _agent(stage.agent) if outer is None else (None, "")
         return JStage(
             name=stage.name,
-            agent="any" if outer is None else None,
+            agent=agent,
+            label=label,
             when=self._when(plan, stage),
             timeout=stage.timeout_minutes,
             lock=_lock_name(plan, stage),
@@ -369,9 +391,11 @@ class JenkinsRenderer:
         ]
 
     def _render_check(self, plan: CiPlan) -> JStage:
+        agent, label = _agent(AgentNeeds(labels=plan.spec.agents.every))
         return JStage(
             name=RENDER_CHECK_STAGE,
-            agent="any",
+            agent=agent,
+            label=label,
             when=self._trigger_conditions(plan),
             timeout=RENDER_CHECK_MINUTES,
             steps=[
@@ -400,6 +424,13 @@ class JenkinsRenderer:
             if condition not in conditions:
                 conditions.append(condition)
         return conditions
+
+
+def _agent(needs: AgentNeeds) -> tuple[str | None, str]:
+    """`agent any`, or `agent { label 'a && b' }` for an agent with every label the job needs."""
+    if needs.labels:
+        return None, " && ".join(needs.labels)
+    return "any", ""
 
 
 def _unstash(stage: StagePlan, local: frozenset[str]) -> list[Step]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from pipeline.errors import UnsupportedFeatureError
@@ -49,6 +49,43 @@ class AwsAccess:
 
 
 @dataclass(frozen=True)
+class AgentNeeds:
+    """What a job needs from its CI agent, and the labels that choose such an agent.
+
+    `labels` are the stage's own `agent=` when set (`override`), else the pipeline's `AgentLabels`
+    for each need, in a fixed order: every, local, docker, packer, root."""
+
+    docker: bool = False
+    """Drives a Docker engine (the local profile's stack and image stages; a bake's image checks)."""
+    packer: bool = False
+    root: bool = False
+    """May build its base image with debootstrap, which needs root: a bake whose base image no
+    registry has (`pipeline-*`), on an agent that is not the local profile's persistent machine."""
+    persistent: bool = False
+    """The local profile: images and containers live on one Docker engine, so the job must run on
+    the one persistent machine that holds them (never a fresh hosted VM)."""
+    labels: tuple[str, ...] = ()
+    override: bool = False
+    base_image: str | None = None
+    """With `root`: the base image debootstrap builds (`pipeline image base --tag NAME`)."""
+
+    @staticmethod
+    def union(needs: Sequence[AgentNeeds]) -> AgentNeeds:
+        """One job running several stages (a group) needs what each of them needs."""
+        labels = tuple(dict.fromkeys(label for n in needs for label in n.labels))
+        images = [n.base_image for n in needs if n.base_image]
+        return AgentNeeds(
+            docker=any(n.docker for n in needs),
+            packer=any(n.packer for n in needs),
+            root=any(n.root for n in needs),
+            persistent=any(n.persistent for n in needs),
+            labels=labels,
+            override=any(n.override for n in needs),
+            base_image=images[0] if images else None,
+        )
+
+
+@dataclass(frozen=True)
 class StagePlan:
     """One stage as CI sees it."""
 
@@ -74,6 +111,8 @@ class StagePlan:
     pushes: bool = False
     """Commits into the repository and pushes (an aws-profile Promote recording its image in the
     template): the job needs a branch checked out and credentials that may push."""
+    agent: AgentNeeds = field(default_factory=AgentNeeds)
+    """What the job's agent must offer, and the labels that select such an agent."""
 
     @property
     def name(self) -> str:
@@ -152,6 +191,11 @@ class StageGroup:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.members)
+
+    @property
+    def agent(self) -> AgentNeeds:
+        """One job for all members: an agent that offers what each of them needs."""
+        return AgentNeeds.union([m.agent for m in self.members])
 
     @property
     def teardowns(self) -> tuple[StagePlan, ...]:
@@ -400,9 +444,56 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
                 run_command=_run_command(spec, stage, env, context),
                 aws=_aws(spec, stage, env, secrets),
                 pushes=_pushes(spec, stage, env),
+                agent=agent_needs(spec, stage),
             )
         )
     return CiPlan(spec=spec, context=context, stages=tuple(plans))
+
+
+PACKER_KINDS = frozenset({"bake"})
+"""Stage kinds that run Packer."""
+
+
+def agent_needs(spec: PipelineSpec, stage: Stage) -> AgentNeeds:
+    """What `stage`'s CI job needs from its agent (target-neutral; each renderer expresses it)."""
+    profile = spec.profile_of(stage)
+    drives_docker = type(stage).uses_profile and profile == "local"
+    checks_in_docker = "local" in (getattr(stage, "sources", None) or {}) and getattr(stage, "checks", None) is not None
+    packer = stage.kind in PACKER_KINDS
+    docker = drives_docker or (packer and checks_in_docker)
+    persistent = drives_docker
+    base_image = None
+    if packer and docker and not persistent:
+        variables = getattr(stage, "variables", None) or {}
+        name = str(variables.get("base_image", getattr(stage, "base_image", "")))
+        base_image = name if name and not pullable(name) else None
+    labels = spec.agents
+    if stage.agent is not None:
+        chosen, override = stage.agent, True
+    else:
+        wanted = [
+            labels.every,
+            labels.local if persistent else (),
+            labels.docker if docker else (),
+            labels.packer if packer else (),
+            labels.root if base_image else (),
+        ]
+        chosen, override = tuple(dict.fromkeys(label for group in wanted for label in group)), False
+    return AgentNeeds(
+        docker=docker,
+        packer=packer,
+        root=base_image is not None,
+        persistent=persistent,
+        labels=chosen,
+        override=override,
+        base_image=base_image,
+    )
+
+
+def pullable(image: str) -> bool:
+    """Whether a registry may have `image`: the base-image engine never pulls its own `pipeline-*`
+    names (built with debootstrap); everything else it pulls first (pipeline.engines.base_image)."""
+    return "/" in image or ":" not in image or not image.split(":", maxsplit=1)[0].startswith("pipeline-")
 
 
 def check_group(group: StageGroup, target: str) -> None:

@@ -29,6 +29,7 @@ from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Supp
 from pipeline.render.plan import (
     GIT_PUSH_CREDENTIALS,
     RENDER_CHECK_MINUTES,
+    AgentNeeds,
     CiPlan,
     StageGroup,
     StagePlan,
@@ -44,6 +45,8 @@ DSL_VERSION = "2024.03"
 ARTIFACT_FOLDER = "manifest"
 BRANCH_PARAMETER = "teamcity.build.branch"
 ALL_USERS_GROUP = "ALL_USERS_GROUP"
+LABEL_PARAMETER = "pipeline.label"
+"""Agent labels as agent parameters: `pipeline.label.docker=true` in buildAgent.properties."""
 RESERVED_OBJECTS = frozenset(
     {
         "Project",
@@ -116,6 +119,8 @@ class BuildType:
     ssh_key: str = ""
     """An uploaded SSH key the build loads into an SSH agent (a promote that pushes its commit)."""
     timeout: int = 0
+    requirements: list[str] = field(default_factory=list)
+    """Agent parameters the build's agent must have: `pipeline.label.<label>` per label it needs."""
 
 
 @dataclass
@@ -171,6 +176,11 @@ class TeamCityRenderer:
             "The agent-side checkout is on a tracking branch already; `features { sshAgent { teamcitySshKey = "
             '"git-push" } }` (SSH Agent build feature) loads an uploaded SSH key that may push (the VCS root\'s URL '
             "must be an SSH one, its host in the agent's known_hosts)."
+        ),
+        "agents": Support(
+            '`requirements { exists("pipeline.label.NAME") }` per label the build needs (an agent carries label NAME '
+            "by defining `pipeline.label.NAME` in its buildAgent.properties; default labels `docker`, `packer`, "
+            "`root`, and `pipeline-local` on every local-profile build: exactly one agent may carry it)."
         ),
         "timeouts": Support(
             "`failureConditions { executionTimeoutMin = N }` with N = timeout x attempts + 10 min set-up (a "
@@ -264,6 +274,7 @@ class TeamCityRenderer:
                 ),
             ],
             timeout=RENDER_CHECK_MINUTES,
+            requirements=_requirements(AgentNeeds(labels=plan.spec.agents.every)),
         )
 
     def _stage(self, plan: CiPlan, stage: StagePlan, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
@@ -296,6 +307,7 @@ class TeamCityRenderer:
             aws_connection=f"Aws{camel(stage.aws.environment)}" if stage.aws else "",
             ssh_key=GIT_PUSH_CREDENTIALS if stage.pushes else "",
             timeout=stage.timeout_minutes,
+            requirements=_requirements(stage.agent),
         )
 
     def _composite(self, plan: CiPlan, objects: dict[str, str]) -> BuildType:
@@ -358,7 +370,14 @@ class TeamCityRenderer:
             aws_connection=connections[0] if connections else "",
             ssh_key=GIT_PUSH_CREDENTIALS if any(m.pushes for m in group.members) else "",
             timeout=group.timeout_minutes,
+            requirements=_requirements(group.agent),
         )
+
+
+def _requirements(needs: AgentNeeds) -> list[str]:
+    """TeamCity chooses agents by their parameters, not labels: an agent carries label L by defining
+    `pipeline.label.L` (in its buildAgent.properties), and the build requires it to exist."""
+    return [f"{LABEL_PARAMETER}.{label}" for label in needs.labels]
 
 
 def _approval(stage: StagePlan) -> Approval | None:

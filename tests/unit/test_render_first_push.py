@@ -534,3 +534,125 @@ def test_github_gated_jobs_verify_their_environment_has_reviewers_first() -> Non
         # after set-up (the tool is needed), before anything reaches the environment
         assert names.index("Verify the approval gate") == names.index("Install pipeline") + 1
         assert names.index("Verify the approval gate") < names.index("Run stage promote")
+
+
+# --- what an agent needs is declared ---------------------------------------------------------------
+
+
+def agent_of(target: str, text: str, job: str) -> object:
+    """The labels (Jenkins, TeamCity) or runs-on (GitHub) a job asks its agent for."""
+    if target == "github":
+        return yaml.safe_load(text)["jobs"][job]["runs-on"]
+    root = read_blocks(text)
+    if target == "jenkins":
+        stage = next(n for n in root.walk() if n.header == "stage(S)" and n.strings == [job])
+        agent = stage.find("agent")
+        if not agent:
+            return None
+        labels = agent[0].find("label")
+        return labels[0].strings[0] if labels else agent[0].rest
+    build = next(n for n in root.children if n.header.startswith("object ") and f'name = "{job}"' in _assignments(n))
+    return [c.strings[0] for r in build.find("requirements") for c in r.children]
+
+
+def _assignments(node: object) -> str:
+    return "\n".join(f'name = "{c.strings[0]}"' for c in node.children if c.header == "name = S")  # type: ignore[attr-defined]
+
+
+def bake_spec(**kwargs: object) -> PipelineSpec:
+    profile = kwargs.pop("profile", "aws")
+    bake_args = kwargs.pop("bake", {})
+    with Pipeline("agents", profile=profile, **kwargs) as p:  # type: ignore[arg-type]
+        test = CommitTest(name="commit-test", commands=["true"])
+        bake = Bake(name="bake", template="images/web.pkr.hcl", checks="serverspec", **bake_args)  # type: ignore[arg-type]
+        test >> bake
+    return p.spec
+
+
+def test_local_profile_jobs_run_on_the_one_persistent_machine_on_every_target() -> None:
+    spec = chain_spec(profile="local")
+    jenkins = texts(spec, "jenkins")["Jenkinsfile"]
+    assert agent_of("jenkins", jenkins, "commit-test") == "any"  # needs nothing: any agent
+    assert agent_of("jenkins", jenkins, "bake") == "pipeline-local && docker && packer"
+    assert agent_of("jenkins", jenkins, "test-stack to teardown") == "pipeline-local && docker"
+    assert agent_of("jenkins", jenkins, "promote") == "pipeline-local && docker"
+    teamcity = texts(spec, "teamcity")[".teamcity/settings.kts"]
+    assert agent_of("teamcity", teamcity, "commit-test") == []
+    assert agent_of("teamcity", teamcity, "bake") == [
+        "pipeline.label.pipeline-local",
+        "pipeline.label.docker",
+        "pipeline.label.packer",
+    ]
+    assert agent_of("teamcity", teamcity, "rehearsal-test-stack") == [
+        "pipeline.label.pipeline-local",
+        "pipeline.label.docker",
+    ]
+    github = texts(spec, "github")[".github/workflows/chain.yml"]
+    assert agent_of("github", github, "render_check") == "ubuntu-latest"
+    assert agent_of("github", github, "commit-test") == "ubuntu-latest"
+    for job in ("bake", "rehearsal-test-stack", "promote"):  # never a fresh hosted VM
+        runs_on = agent_of("github", github, job)
+        assert isinstance(runs_on, list)
+        assert runs_on[:2] == ["self-hosted", "pipeline-local"], job
+
+
+def test_an_aws_bake_asks_for_docker_packer_and_root_for_a_debootstrap_base_image() -> None:
+    spec = bake_spec()
+    assert agent_of("jenkins", texts(spec, "jenkins")["Jenkinsfile"], "bake") == "docker && packer && root"
+    assert agent_of("teamcity", texts(spec, "teamcity")[".teamcity/settings.kts"], "bake") == [
+        "pipeline.label.docker",
+        "pipeline.label.packer",
+        "pipeline.label.root",
+    ]
+    github = yaml.safe_load(texts(spec, "github")[".github/workflows/agents.yml"])["jobs"]["bake"]
+    assert github["runs-on"] == "ubuntu-latest"  # hosted runners have Docker, Packer and sudo
+    build = next(s for s in github["steps"] if s.get("name") == "Build the base image (debootstrap, as root)")
+    assert 'sudo "$(command -v pipeline)" image base --tag pipeline-base:bookworm' in build["run"]
+    names = [s.get("name") or s["uses"] for s in github["steps"]]
+    assert names.index("Build the base image (debootstrap, as root)") < names.index("Run stage bake")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_pullable_base_image_needs_no_root(target: str) -> None:
+    spec = bake_spec(bake={"base_image": "debian:bookworm-slim"})
+    main = next(iter(texts(spec, target).values()))
+    assert "root" not in str(agent_of(target, main, "bake"))
+    assert "debootstrap" not in main
+
+
+def test_labels_are_settings_of_the_pipeline_and_of_each_stage() -> None:
+    from pipeline import AgentLabels
+
+    labels = AgentLabels(docker=("dkr",), packer=("pkr", "linux"), root=(), every=("ci",), hosted="ubuntu-24.04")
+    spec = bake_spec(agents=labels)
+    assert agent_of("jenkins", texts(spec, "jenkins")["Jenkinsfile"], "bake") == "ci && dkr && pkr && linux"
+    assert agent_of("jenkins", texts(spec, "jenkins")["Jenkinsfile"], "commit-test") == "ci"
+    github = texts(spec, "github")[".github/workflows/agents.yml"]
+    assert agent_of("github", github, "bake") == ["self-hosted", "ci", "dkr", "pkr", "linux"]
+    own = bake_spec(bake={"agent": ("big-box",)})
+    assert agent_of("jenkins", texts(own, "jenkins")["Jenkinsfile"], "bake") == "big-box"
+    assert agent_of("github", texts(own, "github")[".github/workflows/agents.yml"], "bake") == "big-box"
+    assert agent_of("teamcity", texts(own, "teamcity")[".teamcity/settings.kts"], "bake") == ["pipeline.label.big-box"]
+    hosted = bake_spec(agents=AgentLabels(hosted="ubuntu-24.04"), bake={"base_image": "debian:bookworm-slim"})
+    assert agent_of("github", texts(hosted, "github")[".github/workflows/agents.yml"], "bake") == "ubuntu-24.04"
+
+
+def test_github_refuses_a_local_profile_stage_on_a_hosted_runner() -> None:
+    from pipeline.errors import UnsupportedFeatureError
+
+    with pytest.raises(UnsupportedFeatureError) as err:
+        texts(bake_spec(profile="local", bake={"agent": ("ubuntu-latest",)}), "github")
+    assert err.value.feature == "a local-profile job on a GitHub-hosted runner"
+    assert "stage 'bake'" in str(err.value)
+    allowed = texts(bake_spec(profile="local", bake={"agent": ("self-hosted", "box")}), "github")
+    assert agent_of("github", allowed[".github/workflows/agents.yml"], "bake") == ["self-hosted", "box"]
+
+
+@pytest.mark.parametrize("bad", ["docker && x", "a b", "", "-x", "x" * 65])
+def test_agent_labels_must_be_plain_labels(bad: str) -> None:
+    from pipeline import AgentLabels
+
+    with pytest.raises(ValueError, match="not a valid agent label"):
+        AgentLabels(docker=(bad,))
+    with pytest.raises(ValueError, match="not a valid agent label"):  # a stage's own labels too
+        bake_spec(bake={"agent": (bad,)})

@@ -69,7 +69,8 @@ def test_approval_is_an_input_stage_with_agent_none_and_its_own_timeout() -> Non
     assert one(input_, "submitter").strings == ["alice,ops"]
     assert one(one(approve, "options"), "timeout").header == "timeout(time: 30, unit: S)"
     promote = stages["promote"]
-    assert one(promote, "agent").rest == "any"
+    # a local-profile promote: on the one persistent agent whose Docker engine runs production
+    assert one(one(promote, "agent"), "label").strings == ["pipeline-local && docker"]
     assert not promote.find("input")
     assert any(s.endswith("--profile local --yes") for s in steps_text(one(promote, "steps")))
 
@@ -78,7 +79,8 @@ def test_teardown_runs_in_post_always_of_the_stages_it_protects() -> None:
     text = jenkinsfile(chain_spec())
     stages = stages_of(text)
     group = stages["test-stack to teardown"]
-    assert one(group, "agent").rest == "any"  # the protected stages share this agent (and its Docker engine)
+    # the protected stages share this agent (and its Docker engine): the local profile's persistent one
+    assert one(one(group, "agent"), "label").strings == ["pipeline-local && docker"]
     inner = [s.strings[0] for s in one(group, "stages").children]
     assert inner == ["test-stack", "update-stack", "rollback"]
     for name in inner:
@@ -224,7 +226,7 @@ def test_nested_teardowns_nest_their_groups() -> None:
         bake >> outer >> inner >> use >> down_inner >> down_outer
     stages = stages_of(jenkinsfile(p.spec))
     outer_group = stages["outer to down-outer"]
-    assert one(outer_group, "agent").rest == "any"
+    assert one(one(outer_group, "agent"), "label").strings == ["pipeline-local && docker"]
     inner_group = stages["inner to down-inner"]
     assert not inner_group.find("agent")  # runs on the outer group's agent
     assert inner_group in one(outer_group, "stages").children

@@ -108,7 +108,7 @@ object Bake : BuildType({
         }
         script {
             name = "Run stage bake"
-            scriptContent = ". .pipeline/ci/venv/3.12-0.1.0-run/bin/activate\npipeline run stage bake --manifest .pipeline/ci/manifest --profile local"
+            scriptContent = ". .pipeline/ci/venv/3.12-0.1.0-run/bin/activate\npipeline run stage bake --manifest .pipeline/ci/manifest --profile aws"
         }
     }
 
@@ -123,6 +123,18 @@ object Bake : BuildType({
                 artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
         }
+    }
+
+    features {
+        provideAwsCredentials {
+            awsConnectionId = "AwsBuild"
+        }
+    }
+
+    requirements {
+        exists("pipeline.label.docker")
+        exists("pipeline.label.packer")
+        exists("pipeline.label.root")
     }
 
     failureConditions {

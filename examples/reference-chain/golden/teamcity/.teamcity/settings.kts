@@ -120,6 +120,12 @@ object Bake : BuildType({
         }
     }
 
+    requirements {
+        exists("pipeline.label.pipeline-local")
+        exists("pipeline.label.docker")
+        exists("pipeline.label.packer")
+    }
+
     failureConditions {
         executionTimeoutMin = 70
     }
@@ -170,6 +176,11 @@ object RehearsalTestStack : BuildType({
                 artifactRules = "manifest/*.json => .pipeline/ci/manifest"
             }
         }
+    }
+
+    requirements {
+        exists("pipeline.label.pipeline-local")
+        exists("pipeline.label.docker")
     }
 
     failureConditions {
@@ -231,6 +242,11 @@ object Promote : BuildType({
         sharedResources {
             writeLock("ReferenceChain_Production")
         }
+    }
+
+    requirements {
+        exists("pipeline.label.pipeline-local")
+        exists("pipeline.label.docker")
     }
 
     failureConditions {
