@@ -66,14 +66,20 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     (
         "concurrency",
         "One deploy per environment",
-        "Stages acting on a persistent (non-ephemeral) environment never run two at a time.",
+        "Stages acting on a persistent (non-ephemeral) environment never run two at a time; consecutive stages "
+        "acting on one (deploy, then smoke test) hold its lock together.",
     ),
     (
         "always",
         "Teardown always runs",
         "Always-run stages (Teardown) run after a failure too; stages after them are still skipped.",
     ),
-    ("trigger", "Trigger", '`Trigger(branches=("main",))`: a push to these branches starts the pipeline.'),
+    (
+        "trigger",
+        "Trigger",
+        '`Trigger(branches=("main",), pull_requests=False)`: a push to these branches (default: '
+        "`Pipeline(default_branch=...)`) starts the pipeline; a pull request runs the checks and never deploys.",
+    ),
     (
         "profile",
         "Profile",

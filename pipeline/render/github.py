@@ -121,16 +121,24 @@ class GitHubRenderer:
             native=False,
         ),
         "concurrency": Support(
-            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent environment (GitHub keeps one run waiting per group: a newer waiting run replaces an older one).",
-            fails="stages on two persistent environments inside one local-profile rehearsal (a job has one "
-            "concurrency group)",
+            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent "
+            "environment (GitHub keeps one run waiting per group: a newer waiting run replaces an older one). "
+            "Consecutive stages acting on one environment (deploy, then smoke test) are one job `lock-ENV` with a "
+            "step per stage, which holds the group for all of them, so no other run deploys between them.",
+            fails="stages on two persistent environments inside one job (a rehearsal, or consecutive stages): a job "
+            "has one concurrency group",
         ),
         "always": Support(
             "`if: always()` on the teardown job (in a rehearsal job: on the teardown's step, after its stages' "
             "steps; the job still fails); later jobs keep GitHub's default `success()`, which fails when any "
             "earlier job in the chain failed."
         ),
-        "trigger": Support("`on: push: branches: [...]` (plus `pull_request` when enabled)."),
+        "trigger": Support(
+            "`on: push: branches: [...]` (the trigger branches, else `Pipeline(default_branch=...)`), plus "
+            "`pull_request` when enabled: then only the checks (stages that act on no environment, drive neither Docker "
+            "nor a cloud, wait for nobody and get no secret, after checks only) run for a pull request; every other "
+            "job has `if: github.event_name != 'pull_request'`."
+        ),
         "profile": Support(
             "`--profile` in the stage's command (its environment's, else the pipeline's); `--yes` after a gate."
         ),
@@ -185,6 +193,7 @@ class GitHubRenderer:
             condition = self._condition(stage)
         else:
             condition = _groups_condition(filters[stage.name], f"stage {stage.name!r}")
+        condition = _and(condition, _push_only(plan, stage.on_pull_requests))
         if condition:
             job["if"] = condition
         job["runs-on"] = _runs_on(plan, stage.agent, f"stage {stage.name!r}")
@@ -212,31 +221,43 @@ class GitHubRenderer:
         return job
 
     def _group_job(self, plan: CiPlan, group: StageGroup, filters: dict[str, BranchGroups]) -> dict[str, Any]:
-        """A local-profile rehearsal: one job, so its stages share the runner whose Docker engine holds
-        the test stack. One step per stage in order; a teardown step runs `if: always()`."""
+        """Stages that must be one job: a local-profile rehearsal (its stages share the runner whose
+        Docker engine holds the test stack), or consecutive stages holding one environment's lock (a
+        concurrency group is taken per job). One step per stage in order; a teardown step runs
+        `if: always()`; a gate of the first stage holds the whole job."""
         check_group(group, self.name)
-        locks = list(dict.fromkeys(m.lock for m in group.members if m.lock))
+        locks = group.locks
         if len(locks) > 1:
             raise UnsupportedFeatureError(
                 self.name,
-                "stages on two persistent environments inside one local-profile rehearsal",
+                "stages on two persistent environments inside one job",
                 f"job {group.name!r} ({', '.join(locks)})",
                 hint="a GitHub job takes one concurrency group: deploy to one persistent environment "
-                "per rehearsal, or move the deploys after the teardown",
+                "per rehearsal (or per run of consecutive stages), or move the deploys after the teardown",
             )
         shared = filters[group.name]
         enforced = _enforced(plan, filters, group.ancestors)
         job: dict[str, Any] = {"needs": list(plan.jobs_of(group.needs)) or [RENDER_CHECK_JOB]}
-        if shared:
-            job["if"] = _groups_condition(shared, f"job {group.name!r}")
+        condition = _and(
+            _groups_condition(shared, f"job {group.name!r}") if shared else "",
+            _push_only(plan, group.on_pull_requests),
+        )
+        if condition:
+            job["if"] = condition
         job["runs-on"] = _runs_on(plan, group.agent, f"job {group.name!r}")
+        gated = group.gate
+        environment = _gate_environment(gated) if gated is not None else (locks[0] if locks else "")
+        if environment:
+            job["environment"] = environment
         if locks:
-            job["environment"] = locks[0]
             job["concurrency"] = {"group": f"{plan.name}-{locks[0]}", "cancel-in-progress": False}
-        if any(m.aws is not None for m in group.members):
-            job["permissions"] = {"contents": "read", "id-token": "write"}
+        permissions = _permissions(group.members)
+        if permissions:
+            job["permissions"] = permissions
         job["timeout-minutes"] = group.timeout_minutes
         steps = _setup_steps(plan)
+        if gated is not None:
+            steps.append(_verify_gate_step(plan, environment))
         if group.ancestors:
             steps.append(_download_step())
         for member in group.members:
@@ -307,6 +328,23 @@ def _setup_steps(plan: CiPlan, *, run_extra: bool = True) -> list[dict[str, Any]
 
 def _workflow_path(plan: CiPlan) -> str:
     return f".github/workflows/{plan.name}.yml"
+
+
+def _push_only(plan: CiPlan, on_pull_requests: bool) -> str:
+    """With pull requests on, a job that is not a check runs for pushes only: nothing deploys (or
+    gets a secret) from a pull request. (A teardown's `always()` ignores skipped jobs, so every
+    such job says it, not only the first.)"""
+    if plan.trigger.pull_requests and not on_pull_requests:
+        return "github.event_name != 'pull_request'"
+    return ""
+
+
+def _and(*terms: str) -> str:
+    """Conditions that must all hold (an `||` term in parentheses; `always()` stays first)."""
+    present = [t for t in terms if t]
+    if len(present) == 1:
+        return present[0]
+    return " && ".join(f"({t})" if " || " in t and not t.startswith("always()") else t for t in present)
 
 
 def _self_hosted(plan: CiPlan, needs: AgentNeeds) -> bool:

@@ -35,10 +35,12 @@ CHECKOUT_BRANCH = 'git checkout -B "$BRANCH_NAME"'
 
 @dataclass(frozen=True)
 class Condition:
-    """One `when` condition: any of these branch patterns (or a change request)."""
+    """One `when` condition: any of these branch patterns (or a change request); or, with no
+    patterns and `not_change_request`, `not { changeRequest() }`."""
 
     patterns: tuple[str, ...]
     change_request: bool = False
+    not_change_request: bool = False
 
 
 @dataclass
@@ -83,12 +85,16 @@ class JStage:
 
 @dataclass
 class _Group:
-    """Levels [start, end] that one or more always-run stages (teardowns) protect."""
+    """Levels [start, end] that one or more always-run stages (teardowns) protect, or whose stages
+    hold one environment's lock together (consecutive stages acting on it), or both."""
 
     start: int
     end: int
     teardowns: list[StagePlan]
     children: list[_Group] = field(default_factory=list)
+    lock: str = ""
+    """The environment whose lock the group's stage takes for all stages inside (a lock span)."""
+    span: tuple[str, ...] = ()
 
 
 class JenkinsRenderer:
@@ -141,14 +147,22 @@ class JenkinsRenderer:
             native=False,
         ),
         "concurrency": Support(
-            "`options { lock(resource: 'PIPELINE-ENV') }` (Lockable Resources plugin) on every stage that acts on a persistent environment."
+            "`options { lock(resource: 'PIPELINE-ENV') }` (Lockable Resources plugin) on every stage that acts on a "
+            "persistent environment; consecutive stages acting on one (deploy, then smoke test) are nested in one stage "
+            "that takes the lock for all of them, so no other run deploys between them.",
+            fails="two environments' locks over the same stages, or such stages overlapping a teardown's without "
+            "nesting",
         ),
         "always": Support(
             "The stages a teardown protects are nested in one stage whose `post { always }` runs the teardown (inside `catchError`); the build still fails, so later stages are skipped.",
             fails="two teardowns whose protected stages overlap without nesting",
         ),
         "trigger": Support(
-            "Multibranch job: each push builds its branch; every stage is guarded by `when { branch ... }` for the trigger branches (`changeRequest()` when pull requests are on).",
+            "Multibranch job: each push builds its branch; every stage is guarded by `when { branch ... }` for the "
+            "trigger branches (`Trigger(branches=...)`, else `Pipeline(default_branch=...)`). With pull requests on, "
+            "the checks (stages that act on no environment, drive neither Docker nor a cloud, wait for nobody and get "
+            "no secret, after checks only) also match `changeRequest()`; every other stage never runs for a PR-N "
+            "build (`not { changeRequest() }` under a `*` trigger).",
             native=False,
         ),
         "profile": Support(
@@ -195,6 +209,17 @@ class JenkinsRenderer:
             start = min(refs) if refs else 0
             end = level_of[stage.name] - 1
             by_range.setdefault((start, end), _Group(start, end, [])).teardowns.append(stage)
+        for span in plan.lock_spans:
+            start, end = _span_levels(level_of, span)
+            group = by_range.setdefault((start, end), _Group(start, end, []))
+            if group.lock:
+                raise UnsupportedFeatureError(
+                    self.name,
+                    "two environments' locks over the same stages",
+                    f"stages {', '.join(span)} and {', '.join(group.span)}",
+                    hint="let the consecutive stages of one environment come after the other's",
+                )
+            group.lock, group.span = plan.by_name[span[0]].lock or "", span
         ranges = sorted(by_range, key=lambda r: (r[0], -r[1]))
         roots: list[_Group] = []
         stack: list[_Group] = []
@@ -207,8 +232,8 @@ class JenkinsRenderer:
                 if group.end > parent.end:
                     raise UnsupportedFeatureError(
                         self.name,
-                        "teardowns whose protected stages overlap without nesting",
-                        f"stages {parent.teardowns[0].name!r} and {group.teardowns[0].name!r}",
+                        "teardowns (or an environment's consecutive stages) whose stages overlap without nesting",
+                        f"stages {_group_label(parent)} and {_group_label(group)}",
                         hint="make one teardown run after the other's stack is gone, or make their stacks independent",
                     )
                 parent.children.append(group)
@@ -236,7 +261,9 @@ class JenkinsRenderer:
                 group = pending.pop(0)
                 if outer is None:
                     members = {n for g in _walk([group]) for n in _members(levels, g)}
-                    if any(plan.by_name[m].gate is not None for m in members):
+                    if not group.teardowns:  # only a lock: the stages keep their own agents
+                        items.append(self._group(plan, levels, group, in_post, None, frozenset()))
+                    elif any(plan.by_name[m].gate is not None for m in members):
                         # An input inside a stage with an agent holds that executor while it waits: the
                         # stages get agents of their own and the teardown a node in post.
                         self._check_gated_group(plan, group, members)
@@ -278,27 +305,36 @@ class JenkinsRenderer:
         children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local)
         members = [n for i in range(group.start, group.end + 1) for n in levels[i] if n not in in_post]
         first = members[0] if members else group.teardowns[0].name
+        last = [t.name for t in group.teardowns] or members[-1:]
         members += [t.name for t in group.teardowns]
         whens = [self._when(plan, plan.by_name[m]) for m in members]
         shared = [c for c in whens[0] if all(c in w for w in whens[1:])]
         post: list[Step] = []
         for teardown in group.teardowns:
             post += self._teardown_steps(plan, teardown, local)
-        if outer is None:  # a node of its own, which (unlike a stage's agent) does not check out by itself
+        if outer is None and post:  # a node of its own, which (unlike a stage's agent) does not check out
             label = " && ".join(AgentNeeds.union([t.agent for t in group.teardowns]).labels)
             post = [Step("node", text=label, body=[Step("checkout"), *post])]
         agent, label = (None, "")
         if outer is group:  # one agent for every stage inside: what each of them needs
             inside = sorted(local, key=lambda n: plan.by_name[n].index)  # nested groups' teardowns too
             agent, label = _agent(AgentNeeds.union([plan.by_name[m].agent for m in inside]))
+        comments = []
+        if group.teardowns:
+            comments.append(
+                f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails"
+            )
+        if group.lock:
+            comments.append(f"one lock on {group.lock} for {', '.join(group.span)}: no other run deploys between them")
         return JStage(
-            name=f"{first} to {', '.join(t.name for t in group.teardowns)}",
+            name=f"{first} to {', '.join(last)}",
             agent=agent,
             label=label,
             when=shared,
+            lock=f"{plan.name}-{group.lock}" if group.lock else "",
             stages=children,
             post_always=post,
-            comment=f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails",
+            comment="; ".join(comments),
         )
 
     def _check_gated_group(self, plan: CiPlan, group: _Group, members: set[str]) -> None:
@@ -396,7 +432,7 @@ class JenkinsRenderer:
             name=RENDER_CHECK_STAGE,
             agent=agent,
             label=label,
-            when=self._trigger_conditions(plan),
+            when=self._trigger_conditions(plan, None),
             timeout=RENDER_CHECK_MINUTES,
             steps=[
                 self._install(plan, run_extra=False),
@@ -411,14 +447,21 @@ class JenkinsRenderer:
         Python and tool versions), with exactly the pinned tool in it."""
         return Step("sh", text=plan.setup_script(plan.python_command, run_extra=run_extra))
 
-    def _trigger_conditions(self, plan: CiPlan) -> list[Condition]:
+    def _trigger_conditions(self, plan: CiPlan, stage: StagePlan | None) -> list[Condition]:
+        """The trigger's branches, and pull requests (change requests) for the checks only: a stage
+        that is not a check never runs for one (`branch` does not match a PR-N build; with a `*`
+        trigger the stage says `not { changeRequest() }`). `stage` None: the drift check."""
         trigger = plan.trigger
-        if "*" in plan.trigger_branches and not trigger.pull_requests:
+        branches = plan.trigger_branches
+        prs = trigger.pull_requests and (stage is None or stage.on_pull_requests)
+        if "*" in branches:
+            if trigger.pull_requests and not prs:
+                return [Condition((), not_change_request=True)]
             return []
-        return [Condition(plan.trigger_branches, trigger.pull_requests)]
+        return [Condition(branches, prs)]
 
     def _when(self, plan: CiPlan, stage: StagePlan) -> list[Condition]:
-        conditions = self._trigger_conditions(plan)
+        conditions = self._trigger_conditions(plan, stage)
         for group in stage.branch_groups:
             condition = Condition(group)
             if condition not in conditions:
@@ -466,7 +509,26 @@ def _aws_id(stage: StagePlan) -> str:
 
 
 def _lock_name(plan: CiPlan, stage: StagePlan) -> str:
-    return f"{plan.name}-{stage.lock}" if stage.lock else ""
+    """The stage's own lock, unless a group around it holds that environment's lock already (the
+    Lockable Resources plugin would wait for itself)."""
+    if not stage.lock:
+        return ""
+    levels = plan.spec.graph.levels()
+    level_of = {name: i for i, names in enumerate(levels) for name in names}
+    for span in plan.lock_spans:
+        start, end = _span_levels(level_of, span)
+        if plan.by_name[span[0]].lock == stage.lock and start <= level_of[stage.name] <= end:
+            return ""
+    return f"{plan.name}-{stage.lock}"
+
+
+def _span_levels(level_of: dict[str, int], span: Sequence[str]) -> tuple[int, int]:
+    return min(level_of[n] for n in span), max(level_of[n] for n in span)
+
+
+def _group_label(group: _Group) -> str:
+    names = [t.name for t in group.teardowns] or list(group.span)
+    return ", ".join(repr(n) for n in names)
 
 
 def _parallel_name(names: list[str]) -> str:

@@ -25,6 +25,8 @@ STEP_SLACK_MINUTES = 5
 around its attempts (the job's SETUP_MINUTES covers checkout and install once)."""
 REHEARSAL_PREFIX = "rehearsal-"
 """A rehearsal job is named `rehearsal-<test stack>` on every target that groups stages."""
+LOCK_PREFIX = "lock-"
+"""A job of consecutive stages on one persistent environment is named `lock-<environment>`."""
 RENDER_CHECK_MINUTES = 10
 PACKAGE = "pipeline-as-code"
 """The distribution CI installs."""
@@ -113,6 +115,9 @@ class StagePlan:
     template): the job needs a branch checked out and credentials that may push."""
     agent: AgentNeeds = field(default_factory=AgentNeeds)
     """What the job's agent must offer, and the labels that select such an agent."""
+    on_pull_requests: bool = False
+    """Runs for a pull request (when the trigger has them): a check (it neither acts on an environment,
+    drives Docker or a cloud, nor receives secrets) after checks only. Nothing deploys from one."""
 
     @property
     def name(self) -> str:
@@ -165,19 +170,24 @@ BranchGroups = tuple[tuple[str, ...], ...]
 
 @dataclass(frozen=True)
 class StageGroup:
-    """Stages that must run as one CI job on one agent: a rehearsal on the local profile.
+    """Stages that must run as one CI job: a rehearsal on the local profile, or consecutive stages
+    acting on one persistent environment.
 
     A test stack on the local profile is containers on the agent's Docker engine, so the stack, every
     stage on a path from it to its teardown, and the teardown run as steps of one job, in pipeline
-    order. Rehearsals that overlap (or would need each other) share one group. Targets whose jobs
-    each get a fresh agent (GitHub Actions, TeamCity) render a group as one job; Jenkins already
-    runs a teardown's protected stages on one agent."""
+    order. Stages that act on one persistent environment one after the other (deploy, then smoke
+    test) hold its lock together, so no other run deploys between them; a lock is per job on targets
+    whose jobs each take their own (GitHub's concurrency groups, TeamCity's shared resources), so
+    those stages are one job too. Groups that overlap (or would need each other) merge. Targets whose
+    jobs each get a fresh agent (GitHub Actions, TeamCity) render a group as one job; Jenkins runs a
+    teardown's protected stages on one agent and nests a lock's stages in one locked stage."""
 
     name: str
-    """The job's name: `rehearsal-<test stack>` (the first stack in pipeline order), with `-2`, `-3`...
-    only if a stage outside the group already has that name. Stable while the definition is."""
+    """The job's name: `rehearsal-<test stack>` (the first stack in pipeline order), else `lock-<env>`,
+    with `-2`, `-3`... only if a stage outside the group already has that name. Stable while the
+    definition is."""
     stacks: tuple[str, ...]
-    """The local test stacks the group's teardowns delete, in pipeline order."""
+    """The local test stacks the group's teardowns delete, in pipeline order (empty: a lock group)."""
     members: tuple[StagePlan, ...]
     """In pipeline order: the order the steps run in."""
     run_groups: tuple[BranchGroups, ...]
@@ -216,9 +226,29 @@ class StageGroup:
         return SETUP_MINUTES + sum(m.step_minutes for m in self.members)
 
     @property
+    def rehearsal(self) -> bool:
+        return bool(self.stacks)
+
+    @property
+    def locks(self) -> tuple[str, ...]:
+        """The persistent environments the group's stages act on, in order (its job holds their locks)."""
+        return tuple(dict.fromkeys(m.lock for m in self.members if m.lock))
+
+    @property
+    def gate(self) -> StagePlan | None:
+        """The member whose gate holds the whole job (the first member; check_group refuses others)."""
+        return self.members[0] if self.members[0].gate is not None else None
+
+    @property
+    def on_pull_requests(self) -> bool:
+        return all(m.on_pull_requests for m in self.members)
+
+    @property
     def description(self) -> str:
         listed = ", ".join(f"{m.name} (always)" if m.always else m.name for m in self.members)
-        return f"{listed}: in order on one agent, whose Docker engine holds the local test stack"
+        if self.rehearsal:
+            return f"{listed}: in order on one agent, whose Docker engine holds the local test stack"
+        return f"{listed}: in order in one job holding {', '.join(self.locks)}, so no other run deploys between them"
 
 
 @dataclass(frozen=True)
@@ -355,8 +385,27 @@ class CiPlan:
         return tuple(e.name for e in self.spec.environments if e.name in names)
 
     @cached_property
+    def lock_spans(self) -> tuple[tuple[str, ...], ...]:
+        """Consecutive stages acting on one persistent environment (each needs another of them
+        directly), in pipeline order: they must hold the environment's lock together, so that no
+        other run deploys between (say) a deploy and its smoke test. Spans of two or more only."""
+        spans: list[tuple[str, ...]] = []
+        for env in self.locks:
+            members = [s for s in self.stages if s.lock == env]
+            names = {s.name for s in members}
+            edges = [(s.name, need) for s in members for need in s.needs if need in names]
+            spans += [span for span in _components([s.name for s in members], edges) if len(span) > 1]
+        position = {s.name: s.index for s in self.stages}
+        return tuple(sorted(spans, key=lambda span: position[span[0]]))
+
+    @cached_property
+    def span_of(self) -> dict[str, tuple[str, ...]]:
+        return {name: span for span in self.lock_spans for name in span}
+
+    @cached_property
     def groups(self) -> tuple[StageGroup, ...]:
-        """Local-profile rehearsals: each one job on targets that give every job a fresh agent."""
+        """Local-profile rehearsals and lock spans: each one job on targets that give every job a fresh
+        agent and take a lock per job."""
         return _rehearsal_groups(self)
 
     @cached_property
@@ -414,6 +463,7 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
         first_declared.setdefault(tuple(by_name[name].branches), position[name])
     ancestors_of: dict[str, set[str]] = {}
     groups_of: dict[str, tuple[tuple[str, ...], ...]] = {}
+    checks: dict[str, bool] = {}
     plans: list[StagePlan] = []
     for index, name in enumerate(order):
         stage = by_name[name]
@@ -445,9 +495,17 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
                 aws=_aws(spec, stage, env, secrets),
                 pushes=_pushes(spec, stage, env),
                 agent=agent_needs(spec, stage),
+                on_pull_requests=_is_check(spec, stage, secrets) and all(checks[n] for n in stage.needs),
             )
         )
+        checks[name] = plans[-1].on_pull_requests
     return CiPlan(spec=spec, context=context, stages=tuple(plans))
+
+
+def _is_check(spec: PipelineSpec, stage: Stage, secrets: tuple[Secret, ...]) -> bool:
+    """A stage a pull request may run: it acts on no environment, drives neither Docker nor a cloud,
+    waits for nobody and receives no secret (a pull request's code must not reach any of those)."""
+    return not _uses_profile(stage) and spec.approval_of(stage) is None and not secrets
 
 
 PACKER_KINDS = frozenset({"bake"})
@@ -497,18 +555,20 @@ def pullable(image: str) -> bool:
 
 
 def check_group(group: StageGroup, target: str) -> None:
-    """What no target can express inside a rehearsal job (raises UnsupportedFeatureError)."""
+    """What no target can express inside a job of several stages (raises UnsupportedFeatureError)."""
     for member in group.members:
-        if member.gate is not None:
+        if member.gate is not None and (group.rehearsal or member is not group.members[0]):
+            what = "a local-profile rehearsal" if group.rehearsal else "the stages holding one environment's lock"
             raise UnsupportedFeatureError(
                 target,
-                "an approval gate inside a local-profile rehearsal",
+                f"an approval gate inside {what}",
                 f"stage {member.name!r} in job {group.name!r}",
-                hint="the rehearsal runs as one job on one agent (its test stack is containers there), and a "
-                "gate holds a whole job before it starts: gate a stage after the teardown, or put the test "
-                "stack's environment on the aws profile",
+                hint="the stages run as one job (a rehearsal's test stack is containers on one agent; a lock is "
+                "held by one job), and a gate holds a whole job before it starts: gate the first of them, or a "
+                "stage after them"
+                + (", or put the test stack's environment on the aws profile" if group.rehearsal else ""),
             )
-        if member.always and member.branches:
+        if group.rehearsal and member.always and member.branches:
             raise UnsupportedFeatureError(
                 target,
                 "a branch filter on the teardown of a local-profile rehearsal",
@@ -538,6 +598,7 @@ def _rehearsal_groups(plan: CiPlan) -> tuple[StageGroup, ...]:
             stacks_of[stage.name] = tuple(stacks)
             between = set().union(*(descendants[s] for s in stacks)) & ancestors[stage.name]
             sets.append(frozenset({stage.name, *stacks, *between}))
+    sets += [frozenset(span) for span in plan.lock_spans]
     while True:
         sets = _close_and_merge(sets, ancestors, descendants)
         cycle = _cycle_between(plan, sets)
@@ -585,10 +646,11 @@ def _group(
     position = {s.name: s.index for s in plan.stages}
     ordered = tuple(s for s in plan.stages if s.name in members)
     stacks = sorted({st for m in ordered for st in stacks_of.get(m.name, ())}, key=position.__getitem__)
-    name, suffix = f"{REHEARSAL_PREFIX}{stacks[0]}", 1
+    base = f"{REHEARSAL_PREFIX}{stacks[0]}" if stacks else f"{LOCK_PREFIX}{next(m.lock for m in ordered if m.lock)}"
+    name, suffix = base, 1
     while name in taken:
         suffix += 1
-        name = f"{REHEARSAL_PREFIX}{stacks[0]}-{suffix}"
+        name = f"{base}-{suffix}"
     run_groups: list[BranchGroups] = []
     for member in ordered:
         found: list[tuple[str, ...]] = []
@@ -620,6 +682,23 @@ def _cycle_between(plan: CiPlan, sets: list[frozenset[str]]) -> set[int]:
                 edges.append(theirs)
     cycle = Graph(needs).find_cycle()
     return {int(u[1:]) for u in cycle or () if u.startswith("#")}
+
+
+def _components(names: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[tuple[str, ...]]:
+    """The connected parts of a graph (edges in either direction), each in the order of `names`."""
+    parent = {n: n for n in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    for a, b in edges:
+        parent[root(a)] = root(b)
+    parts: dict[str, list[str]] = {}
+    for name in names:
+        parts.setdefault(root(name), []).append(name)
+    return [tuple(part) for part in parts.values()]
 
 
 def _merge_secrets(own: tuple[Secret, ...], inherited: tuple[Secret, ...]) -> tuple[Secret, ...]:

@@ -192,7 +192,10 @@ class TeamCityRenderer:
             native=False,
         ),
         "concurrency": Support(
-            "A project `sharedResource` (quota 1) per persistent environment, taken with `sharedResources { writeLock(...) }`, plus `maxRunningBuilds = 1` on deployment configurations."
+            "A project `sharedResource` (quota 1) per persistent environment, taken with `sharedResources { "
+            "writeLock(...) }`, plus `maxRunningBuilds = 1` on deployment configurations. Consecutive stages acting "
+            "on one environment (deploy, then smoke test) are one build configuration `LockENV` (name `lock-ENV`, a "
+            "script step per stage) that holds the lock for all of them, so no other run deploys between them."
         ),
         "always": Support(
             "A teardown's snapshot dependencies use `onDependencyFailure`/`onDependencyCancel = FailureAction.IGNORE` and its steps `executionMode = BuildStep.ExecutionMode.ALWAYS`; stages after it also depend on what it depended on, so they fail to start after a failure. "
@@ -200,8 +203,10 @@ class TeamCityRenderer:
             "build still fails, so later builds fail to start."
         ),
         "trigger": Support(
-            '`triggers { vcs { branchFilter = "+:main" } }` on the composite build configuration: a push queues the whole chain.',
-            fails="pull-request triggers (TeamCity needs the Pull Requests build feature for your VCS host, configured on the server)",
+            '`triggers { vcs { branchFilter = "+:main" } }` on the composite build configuration (the trigger '
+            "branches, else `Pipeline(default_branch=...)`): a push queues the whole chain.",
+            fails="pull-request triggers (TeamCity needs the Pull Requests build feature for your VCS host, configured "
+            "on the server)",
         ),
         "profile": Support(
             "`--profile` in the stage's command (its environment's, else the pipeline's); `--yes` after a gate."
@@ -321,8 +326,10 @@ class TeamCityRenderer:
         )
 
     def _group(self, plan: CiPlan, group: StageGroup, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
-        """A local-profile rehearsal: one build, so its stages share the agent whose Docker engine holds
-        the test stack. One script step per stage in order; a teardown's step runs ALWAYS."""
+        """Stages that must be one build: a local-profile rehearsal (its stages share the agent whose
+        Docker engine holds the test stack), or consecutive stages holding one environment's lock (a
+        shared resource is taken per build). One script step per stage in order; a teardown's step
+        runs ALWAYS; the first stage's gate is the build's approval."""
         check_group(group, self.name)
         steps = [_install_step(plan)]
         steps[0].branch_regexes = [_branch_regex(g) for g in group.shared_groups]
@@ -342,16 +349,16 @@ class TeamCityRenderer:
                 if (seen[0].kind, seen[0].value) != (param.kind, param.value):
                     raise UnsupportedFeatureError(
                         self.name,
-                        f"two values of {param.name} inside one local-profile rehearsal",
+                        f"two values of {param.name} inside one build of several stages",
                         f"stages {seen[1]!r} and {member.name!r} in build {objects[group.name]}",
-                        hint="the stages of a rehearsal are steps of one build, whose parameters they share: "
+                        hint="the stages are steps of one build, whose parameters they share: "
                         "give the variable or secret one value, or different names",
                     )
         connections = list(dict.fromkeys(f"Aws{camel(m.aws.environment)}" for m in group.members if m.aws))
         if len(connections) > 1:
             raise UnsupportedFeatureError(
                 self.name,
-                "two AWS connections inside one local-profile rehearsal",
+                "two AWS connections inside one build of several stages",
                 f"build {objects[group.name]} ({', '.join(connections)})",
                 hint="a build takes its AWS credentials from one connection: use one AWS environment per rehearsal",
             )
@@ -366,7 +373,8 @@ class TeamCityRenderer:
             steps=steps,
             dependencies=dependencies,
             snapshots=_guards(plan, group.members, dependencies, objects, own=group.name),
-            locks=[locks[lock] for lock in dict.fromkeys(m.lock for m in group.members if m.lock)],
+            approval=_approval(group.gate) if group.gate is not None else None,
+            locks=[locks[lock] for lock in group.locks],
             aws_connection=connections[0] if connections else "",
             ssh_key=GIT_PUSH_CREDENTIALS if any(m.pushes for m in group.members) else "",
             timeout=group.timeout_minutes,

@@ -34,10 +34,10 @@ class Node:
     strings: list[str]
     """The string literals of the statement, decoded, in order."""
     line: int
-    raws: list[str] = field(default_factory=list)
-    """The same literals as written in the file (between the quotes, escapes not decoded)."""
     children: list[Node] = field(default_factory=list)
     block: bool = False
+    raws: list[str] = field(default_factory=list)
+    """The same literals as written in the file (between the quotes, escapes not decoded)."""
 
     @property
     def name(self) -> str:

@@ -656,3 +656,154 @@ def test_agent_labels_must_be_plain_labels(bad: str) -> None:
         AgentLabels(docker=(bad,))
     with pytest.raises(ValueError, match="not a valid agent label"):  # a stage's own labels too
         bake_spec(bake={"agent": (bad,)})
+
+
+# --- triggers a team expects ------------------------------------------------------------------------
+
+
+def pr_spec(branches: tuple[str, ...] = ()) -> PipelineSpec:
+    with Pipeline(
+        "prs",
+        trigger=Trigger(branches=branches, pull_requests=True),
+        environments=[Environment(name="test", ephemeral=True), Environment(name="production", template="t.yaml")],
+        profile="aws",
+    ) as p:
+        test = CommitTest(name="commit-test", commands=["pytest"])
+        lint = Shell(name="lint", commands=["ruff check ."])
+        notify = Shell(name="notify", commands=["true"], secrets=["CHAT_TOKEN"])  # a secret: not for PRs
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack = TestStack(name="test-stack", environment="test", image=bake)
+        teardown = Teardown(name="teardown", stack=stack)
+        after = Shell(name="after-bake", commands=["true"])  # a check, but after a stage that is not
+        test >> [lint, notify, bake]
+        bake >> stack >> teardown
+        bake >> after
+    return p.spec
+
+
+CHECKS = {"commit-test", "lint"}
+
+
+def test_pull_requests_run_the_checks_and_nothing_that_deploys_on_github() -> None:
+    jobs = yaml.safe_load(texts(pr_spec(), "github")[".github/workflows/prs.yml"])["jobs"]
+    assert yaml.safe_load(texts(pr_spec(), "github")[".github/workflows/prs.yml"])["on"] == {
+        "push": {"branches": ["main"]},
+        "pull_request": {"branches": ["main"]},
+    }
+    for name, job in jobs.items():
+        condition = job.get("if", "")
+        if name in CHECKS or name == "render_check":
+            assert "pull_request" not in condition, name
+        else:
+            assert "github.event_name != 'pull_request'" in condition, name
+    assert jobs["teardown"]["if"] == "always() && github.event_name != 'pull_request'"
+
+
+def test_pull_requests_run_the_checks_and_nothing_that_deploys_on_jenkins() -> None:
+    def whens(spec: PipelineSpec) -> dict[str, list[str]]:
+        root = read_blocks(texts(spec, "jenkins")["Jenkinsfile"])
+        found = {}
+        for stage in root.walk():
+            if stage.header == "stage(S)" and stage.find("when"):
+                found[stage.strings[0]] = [n.header for n in stage.find("when")[0].walk() if n.name != "beforeAgent"]
+        return found
+
+    named = whens(pr_spec())
+    for stage, conditions in named.items():
+        if stage in CHECKS or stage == "check rendered CI files":
+            assert "changeRequest()" in conditions, stage
+        else:
+            assert "changeRequest()" not in conditions, stage  # `branch 'main'` does not match PR-N
+            assert "branch S" in conditions, stage
+    everywhere = whens(pr_spec(branches=("*",)))
+    assert not CHECKS & set(everywhere)  # a check runs for every push and every pull request: no `when`
+    assert "bake" in everywhere
+    for stage, conditions in everywhere.items():
+        assert conditions[:2] == ["not", "changeRequest()"], stage
+
+
+def test_teamcity_refuses_pull_request_triggers() -> None:
+    from pipeline.errors import UnsupportedFeatureError
+
+    with pytest.raises(UnsupportedFeatureError, match="pull-request triggers"):
+        texts(pr_spec(), "teamcity")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_default_branch_is_a_setting(target: str) -> None:
+    main = next(iter(texts(small(default_branch="master"), target).values()))
+    if target == "github":
+        assert yaml.safe_load(main)["on"] == {"push": {"branches": ["master"]}}
+    elif target == "jenkins":
+        assert "branch 'master'" in main
+    else:
+        assert 'branchFilter = "+:master"' in main
+    assert "main" not in main.replace("domain", "")
+
+
+def test_the_default_branch_must_be_a_branch_name() -> None:
+    with pytest.raises(DefinitionError, match="default_branch"):
+        small(default_branch="release/*")
+
+
+def staging_spec(gate_smoke: bool = False, gate_deploy: bool = False) -> PipelineSpec:
+    gate = Approval(approvers=("alice",))
+    with Pipeline("locks", environments=[Environment(name="staging"), Environment(name="production")]) as p:
+        test = CommitTest(name="commit-test", commands=["true"])
+        deploy = Shell(
+            name="deploy", environment="staging", commands=["./deploy"], approval=gate if gate_deploy else None
+        )
+        smoke = Shell(name="smoke", environment="staging", commands=["./smoke"], approval=gate if gate_smoke else None)
+        prod = Shell(name="prod", environment="production", commands=["./deploy"])
+        test >> deploy >> smoke >> prod
+    return p.spec
+
+
+def test_one_lock_spans_a_deploy_and_its_smoke_test_on_jenkins() -> None:
+    root = read_blocks(texts(staging_spec(), "jenkins")["Jenkinsfile"])
+    stages = {n.strings[0]: n for n in root.walk() if n.header == "stage(S)"}
+    span = stages["deploy to smoke"]
+    locks = [n.strings for n in span.find("options")[0].children if n.name == "lock"]
+    assert locks == [["locks-staging"]]
+    inner = [s.strings[0] for s in span.find("stages")[0].children]
+    assert inner == ["deploy", "smoke"]
+    for name in inner:  # the plugin's lock is not re-entrant: the stages inside take none of their own
+        assert not [n for o in stages[name].find("options") for n in o.children if n.name == "lock"]
+    prod_locks = [n.strings for o in stages["prod"].find("options") for n in o.children if n.name == "lock"]
+    assert prod_locks == [["locks-production"]]
+
+
+def test_one_lock_spans_a_deploy_and_its_smoke_test_on_github_and_teamcity() -> None:
+    jobs = yaml.safe_load(texts(staging_spec(), "github")[".github/workflows/locks.yml"])["jobs"]
+    assert list(jobs) == ["render_check", "commit-test", "lock-staging", "prod"]
+    job = jobs["lock-staging"]
+    assert job["concurrency"] == {"group": "locks-staging", "cancel-in-progress": False}
+    assert [s["name"] for s in job["steps"] if s.get("name", "").startswith("Run stage")] == [
+        "Run stage deploy",
+        "Run stage smoke",
+    ]
+    assert jobs["prod"]["needs"] == ["lock-staging"]
+    settings = texts(staging_spec(), "teamcity")[".teamcity/settings.kts"]
+    build = next(n for n in read_blocks(settings).children if n.header.startswith("object LockStaging "))
+    assert [n.strings for n in build.walk() if n.name == "writeLock"] == [["Locks_Staging"]]
+    assert [n.strings[0] for n in build.walk() if n.header == "name = S"][1:] == [
+        "Install pipeline",
+        "Run stage deploy",
+        "Run stage smoke",
+    ]
+
+
+def test_a_gate_on_the_first_stage_of_a_lock_gates_the_whole_job() -> None:
+    jobs = yaml.safe_load(texts(staging_spec(gate_deploy=True), "github")[".github/workflows/locks.yml"])["jobs"]
+    job = jobs["lock-staging"]
+    assert job["environment"] == "staging-deploy"
+    assert any(s.get("name") == "Verify the approval gate" for s in job["steps"])
+    settings = texts(staging_spec(gate_deploy=True), "teamcity")[".teamcity/settings.kts"]
+    assert 'approvalRules = "user:alice"' in settings
+    from pipeline.errors import UnsupportedFeatureError
+
+    for target in ("github", "teamcity"):
+        with pytest.raises(UnsupportedFeatureError, match="inside the stages holding one environment's lock"):
+            texts(staging_spec(gate_smoke=True), target)
+    jenkins = texts(staging_spec(gate_smoke=True), "jenkins")["Jenkinsfile"]
+    assert sorted(inputs_and_their_agents(jenkins)) == [("approve smoke", "none")]

@@ -334,9 +334,9 @@ def test_a_rehearsal_build_has_its_stages_parameters() -> None:
 
 def test_what_a_rehearsal_build_cannot_hold_fails_the_render() -> None:
     cases = {
-        "an approval gate inside a local-profile rehearsal": rehearsal_spec(approval=Approval()),
+        "an approval gate inside a local-profile rehearsal": rehearsal_spec(approval=Approval(approvers=("a",))),
         "a branch filter on the teardown of a local-profile rehearsal": chain_spec(teardown_branches=("main",)),
-        "two values of env.TEST_STACK inside one local-profile rehearsal": _two_values(),
+        "two values of env.TEST_STACK inside one build of several stages": _two_values(),
     }
     for feature, spec in cases.items():
         with pytest.raises(UnsupportedFeatureError) as err:

@@ -11,12 +11,11 @@ import jetbrains.buildServer.configs.kotlin.triggers.vcs
 version = "2024.03"
 
 project {
-    description = "Pipeline approval-gate: one build configuration per stage, generated from pipelinefile.py"
+    description = "Pipeline approval-gate: one build configuration per stage (a local-profile rehearsal: one for all its stages), generated from pipelinefile.py"
 
     buildType(RenderCheck)
     buildType(CommitTest)
-    buildType(DeployStaging)
-    buildType(SmokeStaging)
+    buildType(LockStaging)
     buildType(DeployProduction)
     buildType(ApprovalGatePipeline)
 
@@ -92,9 +91,10 @@ object CommitTest : BuildType({
     }
 })
 
-object DeployStaging : BuildType({
-    id("DeployStaging")
-    name = "deploy-staging"
+object LockStaging : BuildType({
+    id("LockStaging")
+    name = "lock-staging"
+    description = "deploy-staging, smoke-staging: in order in one job holding staging, so no other run deploys between them"
     type = BuildTypeSettings.Type.DEPLOYMENT
     enablePersonalBuilds = false
     maxRunningBuilds = 1
@@ -112,6 +112,10 @@ object DeployStaging : BuildType({
         script {
             name = "Run stage deploy-staging"
             scriptContent = ". .pipeline/ci/venv/3.11-0.1.0-run/bin/activate\npipeline run stage deploy-staging --manifest .pipeline/ci/manifest --profile local"
+        }
+        script {
+            name = "Run stage smoke-staging"
+            scriptContent = ". .pipeline/ci/venv/3.11-0.1.0-run/bin/activate\npipeline run stage smoke-staging --manifest .pipeline/ci/manifest --profile local"
         }
     }
 
@@ -135,54 +139,7 @@ object DeployStaging : BuildType({
     }
 
     failureConditions {
-        executionTimeoutMin = 70
-    }
-})
-
-object SmokeStaging : BuildType({
-    id("SmokeStaging")
-    name = "smoke-staging"
-    type = BuildTypeSettings.Type.DEPLOYMENT
-    enablePersonalBuilds = false
-    maxRunningBuilds = 1
-    artifactRules = "+:.pipeline/ci/manifest/*.json => manifest"
-
-    vcs {
-        root(DslContext.settingsRoot)
-    }
-
-    steps {
-        script {
-            name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-0.1.0-run\nif [ ! -f \"\$venv/.pipeline-installed\" ]; then\n    rm -rf \"\$venv\"\n    python3.11 -m venv \"\$venv\"\n    . \"\$venv/bin/activate\"\n    pip install 'pipeline-as-code[run]==0.1.0'\n    touch \"\$venv/.pipeline-installed\"\nfi"
-        }
-        script {
-            name = "Run stage smoke-staging"
-            scriptContent = ". .pipeline/ci/venv/3.11-0.1.0-run/bin/activate\npipeline run stage smoke-staging --manifest .pipeline/ci/manifest --profile local"
-        }
-    }
-
-    dependencies {
-        dependency(DeployStaging) {
-            snapshot {
-                onDependencyFailure = FailureAction.FAIL_TO_START
-                onDependencyCancel = FailureAction.CANCEL
-                reuseBuilds = ReuseBuilds.NO
-            }
-            artifacts {
-                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
-            }
-        }
-    }
-
-    features {
-        sharedResources {
-            writeLock("ApprovalGate_Staging")
-        }
-    }
-
-    failureConditions {
-        executionTimeoutMin = 70
+        executionTimeoutMin = 140
     }
 })
 
@@ -210,7 +167,7 @@ object DeployProduction : BuildType({
     }
 
     dependencies {
-        dependency(SmokeStaging) {
+        dependency(LockStaging) {
             snapshot {
                 onDependencyFailure = FailureAction.FAIL_TO_START
                 onDependencyCancel = FailureAction.CANCEL
