@@ -7,7 +7,7 @@ import sys
 from typing import NoReturn
 
 from pipeline.cli.app import app, err_console
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, ToolMissingError
 
 # Importing the command modules registers their commands on `app`.
 from pipeline.cli import commands, doctor, image, render, rollback  # noqa: F401  # isort: skip
@@ -24,10 +24,32 @@ def main() -> NoReturn:
     except PipelineError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        missing = run_extra_module(exc)
+        if missing is None:
+            raise
+        error = ToolMissingError(
+            f"this command needs the Python package {missing!r}, which comes with the [run] extra "
+            "(the plain install renders and validates definitions only)",
+            hint=f"{RUN_EXTRA_INSTALL} (it brings docker, boto3, gitpython, pytest-testinfra and cfn-lint)",
+        )
+        print_error(error)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         sys.exit(130)
     sys.exit(0)  # pragma: no cover - app() always exits in standalone mode
+
+
+RUN_EXTRA_INSTALL = "pip install 'pipeline-as-code[run]'"
+RUN_EXTRA_MODULES = frozenset({"docker", "boto3", "botocore", "git", "gitdb", "testinfra", "cfnlint", "pytest"})
+"""Top-level modules of the [run] extra's packages: missing ones mean the plain install."""
+
+
+def run_extra_module(exc: ModuleNotFoundError) -> str | None:
+    """The [run] extra's module that `exc` says is missing, or None (another import failed)."""
+    name = (exc.name or "").split(".")[0]
+    return name if name in RUN_EXTRA_MODULES else None
 
 
 def _interrupt(signum: int, frame: object) -> None:
