@@ -22,7 +22,12 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     ),
     ("order", "Order", "`needs` (and `a >> b`) decide what runs after what."),
     ("parallel", "Parallel branches", "Stages with no path between them may run at the same time (fan-out, fan-in)."),
-    ("render-check", "Drift check", "Every CI config starts with `pipeline render --target all --check`."),
+    (
+        "render-check",
+        "Drift check",
+        "Every CI config starts with `pipeline render --check`: the targets of `Pipeline(targets=...)`, else the "
+        "file's own target, so a team that uses one CI server commits only its files.",
+    ),
     (
         "manifests",
         "Run manifests",

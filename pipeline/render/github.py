@@ -55,7 +55,9 @@ class GitHubRenderer:
     title: ClassVar[str] = "GitHub Actions"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One job per stage: checkout, `actions/setup-python`, install the tool, `pipeline run stage NAME`. "
+            "One job per stage: checkout, `actions/setup-python` with `cache: pip` (keyed on this workflow file, which "
+            "names the pinned version), exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`, or "
+            "`install=`) in the job's own virtualenv, `pipeline run stage NAME`. "
             "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
             "is one job `rehearsal-STACK` with one step per stage in order: every job gets a fresh runner, and "
             "the stack is containers on it."
@@ -68,7 +70,8 @@ class GitHubRenderer:
             "Jobs whose `needs` are done run in parallel (fan-out); a job with several `needs` waits for all (fan-in)."
         ),
         "render-check": Support(
-            "Job `render_check` runs `pipeline render --target all --check`; every other job depends on it."
+            "Job `render_check` installs the pinned tool without the `[run]` extra and runs `pipeline render --check` "
+            "(the definition's targets), or `--target github --check` when it names none; every other job depends on it."
         ),
         "manifests": Support(
             "`actions/upload-artifact@v4` (`if: always()`, unique name `manifest-STAGE`, hidden files included; a "

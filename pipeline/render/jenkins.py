@@ -102,13 +102,18 @@ class JenkinsRenderer:
     title: ClassVar[str] = "Jenkins (declarative Jenkinsfile)"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One `stage` per stage; its steps create a virtualenv, install the tool and run `pipeline run stage NAME`."
+            "One `stage` per stage; its steps make the job's virtualenv `.pipeline/ci/venv/PYTHON-VERSION-run` with "
+            "exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`, or `install=`), reused by later "
+            "builds in the agent's workspace, then run `pipeline run stage NAME`."
         ),
         "order": Support("Stages run level by level in dependency order (Jenkins stages are sequential)."),
         "parallel": Support(
             "A level with several stages becomes a `parallel` block (fan-out); the next level waits for all (fan-in)."
         ),
-        "render-check": Support("First stage `check rendered CI files` runs `pipeline render --target all --check`."),
+        "render-check": Support(
+            "First stage `check rendered CI files` installs the pinned tool without the `[run]` extra and runs "
+            "`pipeline render --check` (the definition's targets), or `--target jenkins --check` when it names none."
+        ),
         "manifests": Support(
             "Each stage's `post { always }` stashes the manifest folder (also after a failure: its own `STAGE.json` and all it received); a stage unstashes what the stages it needs stashed."
         ),

@@ -134,7 +134,10 @@ class TeamCityRenderer:
     title: ClassVar[str] = "TeamCity (Kotlin DSL versioned settings)"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One build configuration per stage (`object X : BuildType`), two script steps: install the tool in a virtualenv, run `pipeline run stage NAME`. "
+            "One build configuration per stage (`object X : BuildType`), two script steps: the build's virtualenv "
+            "`.pipeline/ci/venv/PYTHON-VERSION-run` with exactly the pinned tool (`pip install "
+            "'pipeline-as-code[run]==X.Y.Z'`, or `install=`), reused by later builds in the agent's checkout "
+            "directory; then `pipeline run stage NAME`. "
             "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
             "is one build configuration `RehearsalSTACK` (name `rehearsal-STACK`) with one script step per stage "
             "in order: each build may get another agent, and the stack is containers on the agent that made it."
@@ -146,7 +149,9 @@ class TeamCityRenderer:
             "Build configurations whose dependencies are done run at the same time on free agents (fan-out); a stage with several dependencies waits for all (fan-in)."
         ),
         "render-check": Support(
-            "Build configuration `RenderCheck` runs `pipeline render --target all --check`; every first stage depends on it."
+            "Build configuration `RenderCheck` installs the pinned tool without the `[run]` extra and runs `pipeline "
+            "render --check` (the definition's targets), or `--target teamcity --check` when it names none; every first "
+            "stage depends on it."
         ),
         "manifests": Support(
             "Each build publishes `.pipeline/ci/manifest` (`artifactRules`, also on failure); artifact dependencies on its dependencies fetch it (optional `?:` rules for a teardown)."
