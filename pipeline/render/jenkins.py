@@ -73,6 +73,8 @@ class JStage:
     before_input: bool = False
     timeout: int = 0
     lock: str = ""
+    extra_locks: list[str] = field(default_factory=list)
+    """More resources the same `lock` takes at once (`extra: [[resource: ...]]`)."""
     input: Input | None = None
     environment: list[tuple[str, str, str]] = field(default_factory=list)
     """(name, 'credentials' | 'value', credentials id or value)."""
@@ -92,9 +94,10 @@ class _Group:
     end: int
     teardowns: list[StagePlan]
     children: list[_Group] = field(default_factory=list)
-    lock: str = ""
-    """The environment whose lock the group's stage takes for all stages inside (a lock span)."""
-    span: tuple[str, ...] = ()
+    locks: list[str] = field(default_factory=list)
+    """Environments whose locks the group's stage takes for every stage inside (lock spans)."""
+    span: list[str] = field(default_factory=list)
+    """The stages of those spans."""
 
 
 class JenkinsRenderer:
@@ -120,9 +123,8 @@ class JenkinsRenderer:
         "approval": Support(
             "A stage `approve NAME` with `agent none`, `input { message; ok; submitter }` and its own `timeout`: no "
             "executor waits for a human (a gate among the stages a teardown protects makes them take agents of their "
-            "own, and the teardown a `node` in post); the deploy stage then runs with `--yes`.",
-            fails="a gate among the stages of a local-profile rehearsal (they share the agent whose Docker engine "
-            "holds the test stack, which an input would hold while it waits)",
+            "own, all with the labels of a local rehearsal's machine, and the teardown a `node` in post); the deploy "
+            "stage then runs with `--yes`."
         ),
         "secrets": Support(
             "`environment { NAME = credentials('id') }` per stage (Secret.jenkins, default: name in lower-case with hyphens); teardown: `withCredentials([string(...)])` (secret text)."
@@ -214,17 +216,9 @@ class JenkinsRenderer:
             start = min(refs) if refs else 0
             end = level_of[stage.name] - 1
             by_range.setdefault((start, end), _Group(start, end, [])).teardowns.append(stage)
-        for span in plan.lock_spans:
-            start, end = _span_levels(level_of, span)
-            group = by_range.setdefault((start, end), _Group(start, end, []))
-            if group.lock:
-                raise UnsupportedFeatureError(
-                    self.name,
-                    "two environments' locks over the same stages",
-                    f"stages {', '.join(span)} and {', '.join(group.span)}",
-                    hint="let the consecutive stages of one environment come after the other's",
-                )
-            group.lock, group.span = plan.by_name[span[0]].lock or "", span
+        for held in _lock_ranges(plan, level_of, list(by_range)):
+            group = by_range.setdefault((held.start, held.end), _Group(held.start, held.end, []))
+            group.locks, group.span = held.locks, held.span
         ranges = sorted(by_range, key=lambda r: (r[0], -r[1]))
         roots: list[_Group] = []
         stack: list[_Group] = []
@@ -257,6 +251,7 @@ class JenkinsRenderer:
         in_post: set[str],
         outer: _Group | None,
         local: frozenset[str],
+        forced: AgentNeeds | None = None,
     ) -> list[JStage]:
         items: list[JStage] = []
         index = lo
@@ -267,12 +262,16 @@ class JenkinsRenderer:
                 if outer is None:
                     members = {n for g in _walk([group]) for n in _members(levels, g)}
                     if not group.teardowns:  # only a lock: the stages keep their own agents
-                        items.append(self._group(plan, levels, group, in_post, None, frozenset()))
+                        items.append(self._group(plan, levels, group, in_post, None, frozenset(), forced))
                     elif any(plan.by_name[m].gate is not None for m in members):
                         # An input inside a stage with an agent holds that executor while it waits: the
-                        # stages get agents of their own and the teardown a node in post.
-                        self._check_gated_group(plan, group, members)
-                        items.append(self._group(plan, levels, group, in_post, None, frozenset()))
+                        # stages get agents of their own and the teardown a node in post. A local test
+                        # stack is containers on one machine: then every one of them asks for all the
+                        # labels the group needs (the local profile's label names that one machine).
+                        ordered = sorted(members, key=lambda n: plan.by_name[n].index)
+                        union = AgentNeeds.union([plan.by_name[m].agent for m in ordered])
+                        shared = union if union.persistent else forced
+                        items.append(self._group(plan, levels, group, in_post, None, frozenset(), shared))
                     else:
                         items.append(self._group(plan, levels, group, in_post, group, frozenset(members)))
                 else:
@@ -285,12 +284,12 @@ class JenkinsRenderer:
             if not stages:
                 continue
             if len(stages) == 1:
-                items += self._stage_with_gate(plan, stages[0], outer, local)
+                items += self._stage_with_gate(plan, stages[0], outer, local, forced)
             else:
                 items.append(
                     JStage(
                         name=_parallel_name(names),
-                        parallel=[self._branch(plan, s, outer, local) for s in stages],
+                        parallel=[self._branch(plan, s, outer, local, forced) for s in stages],
                     )
                 )
         return items
@@ -303,11 +302,13 @@ class JenkinsRenderer:
         in_post: set[str],
         outer: _Group | None,
         local: frozenset[str],
+        forced: AgentNeeds | None = None,
     ) -> JStage:
         """The stages a teardown protects, nested, with the teardown in post { always }. The group
         holds one agent for all of them (`outer is group`), unless a gate is inside (`outer is None`):
-        then each stage has its own and the teardown runs in a `node` of its own in post."""
-        children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local)
+        then each stage has its own (with `forced`'s labels too) and the teardown runs in a `node` of
+        its own in post."""
+        children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local, forced)
         members = [n for i in range(group.start, group.end + 1) for n in levels[i] if n not in in_post]
         first = members[0] if members else group.teardowns[0].name
         last = [t.name for t in group.teardowns] or members[-1:]
@@ -318,7 +319,9 @@ class JenkinsRenderer:
         for teardown in group.teardowns:
             post += self._teardown_steps(plan, teardown, local)
         if outer is None and post:  # a node of its own, which (unlike a stage's agent) does not check out
-            label = " && ".join(AgentNeeds.union([t.agent for t in group.teardowns]).labels)
+            label = " && ".join(
+                AgentNeeds.union([t.agent for t in group.teardowns] + ([forced] if forced else [])).labels
+            )
             post = [Step("node", text=label, body=[Step("checkout"), *post])]
         agent, label = (None, "")
         if outer is group:  # one agent for every stage inside: what each of them needs
@@ -329,47 +332,45 @@ class JenkinsRenderer:
             comments.append(
                 f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails"
             )
-        if group.lock:
-            comments.append(f"one lock on {group.lock} for {', '.join(group.span)}: no other run deploys between them")
+        if group.locks:
+            comments.append(
+                f"one lock on {', '.join(group.locks)} for {', '.join(group.span)}: no other run deploys between them"
+            )
         return JStage(
             name=f"{first} to {', '.join(last)}",
             agent=agent,
             label=label,
             when=shared,
-            lock=f"{plan.name}-{group.lock}" if group.lock else "",
+            lock=f"{plan.name}-{group.locks[0]}" if group.locks else "",
+            extra_locks=[f"{plan.name}-{lock}" for lock in group.locks[1:]],
             stages=children,
             post_always=post,
             comment="; ".join(comments),
         )
 
-    def _check_gated_group(self, plan: CiPlan, group: _Group, members: set[str]) -> None:
-        """A gate among the stages a teardown protects: fine on the aws profile (each stage may run on
-        any agent); a local-profile test stack is containers on the agent that made it, so its stages
-        must share that agent, and a gate would hold it while waiting (as GitHub and TeamCity refuse)."""
-        for teardown in group.teardowns:
-            for ref in teardown.stage.references().values():
-                if plan.spec.profile_of(plan.by_name[ref].stage) == "local":
-                    gated = next(m for m in sorted(members) if plan.by_name[m].gate is not None)
-                    raise UnsupportedFeatureError(
-                        self.name,
-                        "an approval gate inside a local-profile rehearsal",
-                        f"stage {gated!r} (between {ref!r} and its teardown {teardown.name!r})",
-                        hint="the rehearsal's stages share one agent (its test stack is containers there), and "
-                        "an input would hold that executor while it waits: gate a stage after the teardown, "
-                        "or put the test stack's environment on the aws profile",
-                    )
-
-    def _branch(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
-        parts = self._stage_with_gate(plan, stage, outer, local)
+    def _branch(
+        self,
+        plan: CiPlan,
+        stage: StagePlan,
+        outer: _Group | None,
+        local: frozenset[str],
+        forced: AgentNeeds | None = None,
+    ) -> JStage:
+        parts = self._stage_with_gate(plan, stage, outer, local, forced)
         if len(parts) == 1:
             return parts[0]
         return JStage(name=f"{stage.name} (gated)", stages=parts)
 
     # ----------------------------------------------------------------------------- one stage
     def _stage_with_gate(
-        self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]
+        self,
+        plan: CiPlan,
+        stage: StagePlan,
+        outer: _Group | None,
+        local: frozenset[str],
+        forced: AgentNeeds | None = None,
     ) -> list[JStage]:
-        run = self._stage(plan, stage, outer, local)
+        run = self._stage(plan, stage, outer, local, forced)
         if stage.gate is None:
             return [run]
         gate = stage.gate
@@ -385,7 +386,14 @@ class JenkinsRenderer:
         )
         return [approve, run]
 
-    def _stage(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
+    def _stage(
+        self,
+        plan: CiPlan,
+        stage: StagePlan,
+        outer: _Group | None,
+        local: frozenset[str],
+        forced: AgentNeeds | None = None,
+    ) -> JStage:
         environment = [(s.name, "credentials", s.jenkins_id) for s in stage.secrets]
         environment += [(k, "value", v) for k, v in stage.env]
         run: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
@@ -396,7 +404,8 @@ class JenkinsRenderer:
             bindings.append(("git", GIT_PUSH_CREDENTIALS, ""))
         if bindings:
             run = [Step("with_credentials", bindings=bindings, body=run)]
-        agent, label = _agent(stage.agent) if outer is None else (None, "")
+        needs = AgentNeeds.union([stage.agent, forced]) if forced is not None else stage.agent
+        agent, label = _agent(needs) if outer is None else (None, "")
         return JStage(
             name=stage.name,
             agent=agent,
@@ -520,15 +529,65 @@ def _lock_name(plan: CiPlan, stage: StagePlan) -> str:
         return ""
     levels = plan.spec.graph.levels()
     level_of = {name: i for i, names in enumerate(levels) for name in names}
-    for span in plan.lock_spans:
-        start, end = _span_levels(level_of, span)
-        if plan.by_name[span[0]].lock == stage.lock and start <= level_of[stage.name] <= end:
+    for held in _lock_ranges(plan, level_of, _teardown_ranges(plan, level_of)):
+        if stage.lock in held.locks and held.start <= level_of[stage.name] <= held.end:
             return ""
     return f"{plan.name}-{stage.lock}"
 
 
-def _span_levels(level_of: dict[str, int], span: Sequence[str]) -> tuple[int, int]:
-    return min(level_of[n] for n in span), max(level_of[n] for n in span)
+@dataclass
+class _LockRange:
+    start: int
+    end: int
+    locks: list[str]
+    span: list[str]
+
+
+def _teardown_ranges(plan: CiPlan, level_of: dict[str, int]) -> list[tuple[int, int]]:
+    """The level ranges teardown groups cover (as `_groups` makes them)."""
+    ranges = []
+    for stage in plan.stages:
+        if stage.always and level_of[stage.name] > 0:
+            refs = [level_of[r] for r in stage.stage.references().values()]
+            ranges.append((min(refs) if refs else 0, level_of[stage.name] - 1))
+    return ranges
+
+
+def _lock_ranges(plan: CiPlan, level_of: dict[str, int], fixed: Sequence[tuple[int, int]]) -> list[_LockRange]:
+    """The level ranges of the locked parent stages: one per lock span, grown until they nest with
+    each other and with the teardown groups (`fixed`). Jenkins nests stages by level, so a span
+    covers every stage of its levels; ranges that overlap otherwise merge into one stage taking
+    several locks, and a range that cuts a teardown group grows to contain it: a lock is held
+    longer, never shorter."""
+
+    def partial(a: tuple[int, int], b: tuple[int, int]) -> bool:
+        meet = a[0] <= b[1] and b[0] <= a[1]
+        inside = (a[0] >= b[0] and a[1] <= b[1]) or (b[0] >= a[0] and b[1] <= a[1])
+        return meet and (not inside or a == b)
+
+    ranges = []
+    for span in plan.lock_spans:
+        lock = plan.by_name[span[0]].lock or ""
+        levels = [level_of[n] for n in span]
+        ranges.append(_LockRange(min(levels), max(levels), [lock], list(span)))
+    changed = True
+    while changed:
+        changed = False
+        for a in ranges:
+            other = next((b for b in ranges if b is not a and partial((a.start, a.end), (b.start, b.end))), None)
+            if other is not None:
+                a.start, a.end = min(a.start, other.start), max(a.end, other.end)
+                a.locks += [lock for lock in other.locks if lock not in a.locks]
+                a.span += other.span
+                ranges.remove(other)
+                changed = True
+                break
+            cut = next((r for r in fixed if r != (a.start, a.end) and partial((a.start, a.end), r)), None)
+            if cut is not None:
+                a.start, a.end = min(a.start, cut[0]), max(a.end, cut[1])
+                changed = True
+                break
+    return sorted(ranges, key=lambda r: (r.start, -r.end))
 
 
 def _group_label(group: _Group) -> str:

@@ -388,15 +388,31 @@ class CiPlan:
     def lock_spans(self) -> tuple[tuple[str, ...], ...]:
         """Consecutive stages acting on one persistent environment (each needs another of them
         directly), in pipeline order: they must hold the environment's lock together, so that no
-        other run deploys between (say) a deploy and its smoke test. Spans of two or more only."""
+        other run deploys between (say) a deploy and its smoke test. A gated stage starts a span of
+        its own (its gate then holds the whole span's job). Spans of two or more only."""
         spans: list[tuple[str, ...]] = []
+        ancestors = {s.name: set(s.ancestors) for s in self.stages}
         for env in self.locks:
             members = [s for s in self.stages if s.lock == env]
             names = {s.name for s in members}
-            edges = [(s.name, need) for s in members for need in s.needs if need in names]
-            spans += [span for span in _components([s.name for s in members], edges) if len(span) > 1]
+            # Not consecutive: a gate starts a new span (nobody holds an environment while waiting for a
+            # human), and nothing acting on another environment may run between the two.
+            edges = [
+                (s.name, need)
+                for s in members
+                for need in s.needs
+                if need in names and s.gate is None and not self._other_lock_between(need, s.name, env, ancestors)
+            ]
+            for span in _components([s.name for s in members], edges):
+                inside = {n for a in span for b in span for n in ancestors[b] if a in ancestors[n]}
+                if len(span) > 1 and not any(self.by_name[n].lock not in (None, env) for n in inside):
+                    spans.append(span)
         position = {s.name: s.index for s in self.stages}
         return tuple(sorted(spans, key=lambda span: position[span[0]]))
+
+    def _other_lock_between(self, first: str, last: str, env: str, ancestors: Mapping[str, set[str]]) -> bool:
+        """Whether a stage acting on another persistent environment runs after `first` and before `last`."""
+        return any(first in ancestors[n] and self.by_name[n].lock not in (None, env) for n in ancestors[last] - {first})
 
     @cached_property
     def span_of(self) -> dict[str, tuple[str, ...]]:

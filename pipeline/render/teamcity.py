@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -165,12 +166,13 @@ class TeamCityRenderer:
         ),
         "secrets": Support(
             '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value. '
-            "A rehearsal build has the parameters of all its stages.",
-            fails="two stages of one local-profile rehearsal giving a variable or secret different values",
+            "A build of several stages (a rehearsal, or an environment's consecutive stages) has the secrets of all "
+            "of them; each of its steps exports its own plain variables.",
+            fails="two stages of one such build giving one secret different references",
         ),
         "aws": Support(
             '`features { provideAwsCredentials { awsConnectionId = "AwsENV" } }`: an AWS Connection with that ID, made on the server, supplies credentials.',
-            fails="two AWS connections inside one local-profile rehearsal",
+            fails="two AWS connections inside one build of several stages",
         ),
         "branches": Support(
             "Step `conditions { matches(\"teamcity.build.branch\", REGEX) }` for the stage's and its ancestors' filters: on other branches the build does nothing (and shows green). "
@@ -339,25 +341,27 @@ class TeamCityRenderer:
         steps = [_install_step(plan)]
         steps[0].branch_regexes = [_branch_regex(g) for g in group.shared_groups]
         for member in group.members:
+            # Each step sets its own plain variables (the build's parameters are shared by all steps).
+            exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in member.env)
             steps.append(
                 Step(
                     f"Run stage {member.name}",
-                    f"{plan.activate()}\n{member.run_command}",
+                    f"{plan.activate()}\n{exports}{member.run_command}",
                     always=member.always,
                     branch_regexes=[_branch_regex(g) for g in group.branch_groups(member.name)],
                 )
             )
         params: dict[str, tuple[Param, str]] = {}
         for member in group.members:
-            for param in _params(member):
+            for param in _params(member, plain=False):
                 seen = params.setdefault(param.name, (param, member.name))
                 if (seen[0].kind, seen[0].value) != (param.kind, param.value):
                     raise UnsupportedFeatureError(
                         self.name,
                         f"two values of {param.name} inside one build of several stages",
                         f"stages {seen[1]!r} and {member.name!r} in build {objects[group.name]}",
-                        hint="the stages are steps of one build, whose parameters they share: "
-                        "give the variable or secret one value, or different names",
+                        hint="the stages are steps of one build, whose parameters they share: give the "
+                        "secret one TeamCity reference, or different names",
                     )
         connections = list(dict.fromkeys(f"Aws{camel(m.aws.environment)}" for m in group.members if m.aws))
         if len(connections) > 1:
@@ -411,8 +415,9 @@ def _approval(stage: StagePlan) -> Approval | None:
     return Approval("\n".join(lines), gate.timeout_minutes)
 
 
-def _params(stage: StagePlan) -> list[Param]:
-    """The stage's secrets as password parameters (references, never values), then its plain variables."""
+def _params(stage: StagePlan, *, plain: bool = True) -> list[Param]:
+    """The stage's secrets as password parameters (references, never values), then (with `plain`) its
+    plain variables."""
     params = [
         Param(
             "password",
@@ -425,7 +430,7 @@ def _params(stage: StagePlan) -> list[Param]:
         )
         for s in stage.secrets
     ]
-    return params + [Param("param", f"env.{k}", v) for k, v in stage.env]
+    return params + ([Param("param", f"env.{k}", v) for k, v in stage.env] if plain else [])
 
 
 def _needs(plan: CiPlan, needs: Sequence[str], objects: dict[str, str]) -> list[Dependency]:

@@ -77,12 +77,14 @@ def stress_specs() -> dict[str, object]:
         test >> [deploy, notify]
     filtered = chain_spec(test_stack_branches=("main",), update_branches=("main", "rc/*"), name="chain-local")
     from pipeline import AgentLabels
-    from tests.unit.test_render_first_push import bake_spec, exact_spec, gated_rehearsal, staging_spec
+    from tests.unit.test_render_first_push import bake_spec, exact_spec, gated_rehearsal, staging_spec, two_locks
 
     return {
         # issue 11: gates among a teardown's stages, lock spans, pull requests, agent labels, exact values
         "gated-aws": gated_rehearsal("aws"),
         "locks": staging_spec(gate_deploy=True),
+        "two-locks": two_locks(overlap=False),
+        "two-locks-overlapping": two_locks(overlap=True),
         "exact": exact_spec(),
         "agents": bake_spec(agents=AgentLabels(every=("ci",), docker=("dkr",))),
         "agents-hosted": bake_spec(),
@@ -96,6 +98,14 @@ def stress_specs() -> dict[str, object]:
         ),
         "tricky": tricky_pipeline.spec,
     }
+
+
+def jenkins_only_specs() -> dict[str, object]:
+    """A gate inside a local rehearsal: one job on GitHub and TeamCity (refused there), agents of their
+    own on Jenkins."""
+    from tests.unit.test_render_first_push import gated_rehearsal
+
+    return {"gated-local": gated_rehearsal("local")}
 
 
 def rehearsal_only_specs() -> dict[str, object]:
@@ -127,6 +137,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         folder = out / name
         write(render(spec, list(BUILTIN), RenderContext()), folder)  # type: ignore[arg-type]
         for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                found.add(path)
+    for name, spec in jenkins_only_specs().items():
+        write(render(spec, ["jenkins"], RenderContext()), out / name)  # type: ignore[arg-type]
+        for path in sorted((out / name).rglob("*")):
             if path.is_file():
                 found.add(path)
     for name, spec in rehearsal_only_specs().items():

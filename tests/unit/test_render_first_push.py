@@ -503,14 +503,27 @@ def test_jenkins_inputs_never_hold_an_executor_also_inside_a_teardown_group() ->
         assert all(agent == "none" for _, agent in inputs_and_their_agents(texts(chain, "jenkins")["Jenkinsfile"]))
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_a_gate_inside_a_local_rehearsal_is_refused_on_every_target(target: str) -> None:
+@pytest.mark.parametrize("target", ["github", "teamcity"])
+def test_a_gate_inside_a_local_rehearsal_is_refused_where_the_rehearsal_is_one_job(target: str) -> None:
     from pipeline.errors import UnsupportedFeatureError
 
     with pytest.raises(UnsupportedFeatureError) as err:
         texts(gated_rehearsal("local"), target)
     assert err.value.target == target
     assert "an approval gate inside a local-profile rehearsal" in err.value.feature
+
+
+def test_jenkins_waits_for_a_gate_inside_a_local_rehearsal_without_an_executor_on_the_one_machine() -> None:
+    text = texts(gated_rehearsal("local"), "jenkins")["Jenkinsfile"]
+    assert sorted(inputs_and_their_agents(text)) == [("approve check", "none"), ("approve other", "none")]
+    root = read_blocks(text)
+    machine = "pipeline-local && docker"
+    for name in ("test-stack", "check"):  # every stage of the rehearsal on the local profile's one machine
+        assert agent_of("jenkins", text, name) == machine
+    group = next(n for n in root.walk() if n.header == "stage(S)" and n.strings[0].endswith("to teardown"))
+    node = group.find("post")[0].find("always")[0].children[0]
+    assert node.header == "node(S)"
+    assert node.strings == [machine]
 
 
 def test_github_gated_jobs_verify_their_environment_has_reviewers_first() -> None:
@@ -800,10 +813,44 @@ def test_a_gate_on_the_first_stage_of_a_lock_gates_the_whole_job() -> None:
     assert any(s.get("name") == "Verify the approval gate" for s in job["steps"])
     settings = texts(staging_spec(gate_deploy=True), "teamcity")[".teamcity/settings.kts"]
     assert 'approvalRules = "user:alice"' in settings
-    from pipeline.errors import UnsupportedFeatureError
-
-    for target in ("github", "teamcity"):
-        with pytest.raises(UnsupportedFeatureError, match="inside the stages holding one environment's lock"):
-            texts(staging_spec(gate_smoke=True), target)
+    # A gate on a later stage starts a span of its own: nobody holds staging while waiting for a human.
+    split = yaml.safe_load(texts(staging_spec(gate_smoke=True), "github")[".github/workflows/locks.yml"])["jobs"]
+    assert list(split) == ["render_check", "commit-test", "deploy", "smoke", "prod"]
+    assert split["smoke"]["environment"] == "staging-smoke"
+    assert split["deploy"]["concurrency"] == split["smoke"]["concurrency"]
     jenkins = texts(staging_spec(gate_smoke=True), "jenkins")["Jenkinsfile"]
+    assert "deploy to smoke" not in jenkins
     assert sorted(inputs_and_their_agents(jenkins)) == [("approve smoke", "none")]
+
+
+def two_locks(overlap: bool) -> PipelineSpec:
+    """Consecutive stages on two environments whose Jenkins levels coincide (or overlap)."""
+    with Pipeline("twolocks", environments=[Environment(name="alpha"), Environment(name="beta")]) as p:
+        test = CommitTest(name="commit-test", commands=["true"])
+        a1 = Shell(name="a1", environment="alpha", commands=["true"])
+        a2 = Shell(name="a2", environment="alpha", commands=["true"])
+        b1 = Shell(name="b1", environment="beta", commands=["true"])
+        b2 = Shell(name="b2", environment="beta", commands=["true"])
+        test >> a1 >> a2
+        if overlap:
+            x = Shell(name="x", commands=["true"])
+            test >> x >> b1 >> b2
+        else:
+            test >> b1 >> b2
+    return p.spec
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_jenkins_takes_overlapping_locks_together_in_one_stage(overlap: bool) -> None:
+    from pipeline.render.validate import check_jenkinsfile
+
+    text = texts(two_locks(overlap), "jenkins")["Jenkinsfile"]
+    assert check_jenkinsfile(text) == []
+    locks = [n.header for n in read_blocks(text).walk() if n.name == "lock"]
+    assert locks == ["lock(resource: S, extra: [[resource: S]])"]  # both, at once, and nothing re-entrant
+    node = next(n for n in read_blocks(text).walk() if n.name == "lock")
+    assert node.strings == ["twolocks-alpha", "twolocks-beta"]
+    for target in ("github", "teamcity"):  # jobs there hold one lock each: two jobs
+        main = next(iter(texts(two_locks(overlap), target).values()))
+        assert "lock-alpha" in main
+        assert "lock-beta" in main

@@ -323,26 +323,50 @@ def test_rehearsal_steps_carry_their_branch_filters_and_the_teardown_its_stacks(
     }
 
 
-def test_a_rehearsal_build_has_its_stages_parameters() -> None:
-    spec = rehearsal_spec(secrets=[Secret(name="TOKEN", teamcity="credentialsJSON:9")], env={"MODE": "smoke"})
-    params = block(build_types(settings(spec))["RehearsalTestStack"], "params").children
+def test_a_rehearsal_build_has_its_stages_secrets_and_each_step_its_own_variables() -> None:
+    spec = rehearsal_spec(secrets=[Secret(name="TOKEN", teamcity="credentialsJSON:9")], env={"MODE": "smo ke"})
+    rehearsal = build_types(settings(spec))["RehearsalTestStack"]
+    params = block(rehearsal, "params").children
     assert [(c.header.split("(")[0], c.strings[:2]) for c in params] == [
-        ("password", ["env.TOKEN", "credentialsJSON:9"]),
-        ("param", ["env.MODE", "smoke"]),
+        ("password", ["env.TOKEN", "credentialsJSON:9"])
     ]
+    scripts = {
+        step_name(s): next(n for n in s.children if n.name == "scriptContent").strings[0] for s in steps_of(rehearsal)
+    }
+    assert "export MODE='smo ke'\npipeline run stage check" in scripts["Run stage check"]
+
+
+def test_two_values_of_a_variable_in_one_build_are_each_steps_own() -> None:
+    rehearsal = build_types(settings(_two_values()))["RehearsalTestStack"]
+    scripts = [next(n for n in s.children if n.name == "scriptContent").strings[0] for s in steps_of(rehearsal)]
+    assert sum("export TEST_STACK=1\n" in s for s in scripts) == 1
+    assert sum("export TEST_STACK=2\n" in s for s in scripts) == 1
 
 
 def test_what_a_rehearsal_build_cannot_hold_fails_the_render() -> None:
     cases = {
         "an approval gate inside a local-profile rehearsal": rehearsal_spec(approval=Approval(approvers=("a",))),
         "a branch filter on the teardown of a local-profile rehearsal": chain_spec(teardown_branches=("main",)),
-        "two values of env.TEST_STACK inside one build of several stages": _two_values(),
+        "two values of env.TOKEN inside one build of several stages": _two_secrets(),
     }
     for feature, spec in cases.items():
         with pytest.raises(UnsupportedFeatureError) as err:
             TeamCityRenderer().render(spec, RenderContext())
         assert err.value.target == "teamcity"
         assert err.value.feature == feature
+
+
+def _two_secrets() -> PipelineSpec:
+    with Pipeline(
+        "clash",
+        environments=[Environment(name="test", ephemeral=True), Environment(name="production", template="t.yaml")],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        one = Secret(name="TOKEN", teamcity="credentialsJSON:1")
+        stack = TestStack(name="test-stack", environment="test", image=bake, secrets=[one])
+        check = Shell(name="check", commands=["true"], secrets=[Secret(name="TOKEN", teamcity="credentialsJSON:2")])
+        bake >> stack >> check >> Teardown(name="teardown", stack=stack)
+    return p.spec
 
 
 def _two_values() -> PipelineSpec:
