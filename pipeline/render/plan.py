@@ -415,10 +415,6 @@ class CiPlan:
         return any(first in ancestors[n] and self.by_name[n].lock not in (None, env) for n in ancestors[last] - {first})
 
     @cached_property
-    def span_of(self) -> dict[str, tuple[str, ...]]:
-        return {name: span for span in self.lock_spans for name in span}
-
-    @cached_property
     def groups(self) -> tuple[StageGroup, ...]:
         """Local-profile rehearsals and lock spans: each one job on targets that give every job a fresh
         agent and take a lock per job."""
