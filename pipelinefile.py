@@ -35,7 +35,7 @@ with Pipeline(
         ),
     ],
     profile="aws",  # what CI uses; `pipeline run local` rehearses on Docker unless told --profile aws
-    install="pip install -e .[run]",  # CI runs this checkout's own code, not a released version
+    install="pip install -e '.[run]'",  # CI runs this checkout's own code, not a released version
     targets=("jenkins", "teamcity", "github"),  # `pipeline render` and every drift check cover these
 ) as p:
     commit_test = CommitTest(

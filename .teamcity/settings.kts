@@ -46,11 +46,11 @@ object RenderCheck : BuildType({
     steps {
         script {
             name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Check rendered CI files"
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline render --check"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline render --check"
         }
     }
 
@@ -71,11 +71,11 @@ object CommitTest : BuildType({
     steps {
         script {
             name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Run stage commit-test"
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline run stage commit-test --manifest .pipeline/ci/manifest"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline run stage commit-test --manifest .pipeline/ci/manifest"
         }
     }
 
@@ -104,11 +104,11 @@ object Bake : BuildType({
     steps {
         script {
             name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Run stage bake"
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline run stage bake --manifest .pipeline/ci/manifest --profile aws"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline run stage bake --manifest .pipeline/ci/manifest --profile aws"
         }
     }
 
@@ -154,11 +154,11 @@ object TestStack : BuildType({
     steps {
         script {
             name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Run stage test-stack"
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline run stage test-stack --manifest .pipeline/ci/manifest --profile aws"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline run stage test-stack --manifest .pipeline/ci/manifest --profile aws"
         }
     }
 
@@ -198,11 +198,11 @@ object UpdateStack : BuildType({
     steps {
         script {
             name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Run stage update-stack"
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline run stage update-stack --manifest .pipeline/ci/manifest --profile aws"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline run stage update-stack --manifest .pipeline/ci/manifest --profile aws"
         }
     }
 
@@ -252,11 +252,11 @@ object Rollback : BuildType({
     steps {
         script {
             name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Run stage rollback"
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline run stage rollback --manifest .pipeline/ci/manifest --profile aws"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline run stage rollback --manifest .pipeline/ci/manifest --profile aws"
         }
     }
 
@@ -307,12 +307,12 @@ object Teardown : BuildType({
         script {
             name = "Install pipeline"
             executionMode = BuildStep.ExecutionMode.ALWAYS
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Run stage teardown"
             executionMode = BuildStep.ExecutionMode.ALWAYS
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline run stage teardown --manifest .pipeline/ci/manifest --profile aws"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline run stage teardown --manifest .pipeline/ci/manifest --profile aws"
         }
     }
 
@@ -395,11 +395,11 @@ object Promote : BuildType({
     steps {
         script {
             name = "Install pipeline"
-            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-8fa81e57c0\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e .[run]"
+            scriptContent = "set -e\nvenv=.pipeline/ci/venv/3.11-custom-c803dcd987\n[ -x \"\$venv/bin/python\" ] || python3.11 -m venv \"\$venv\"\n. \"\$venv/bin/activate\"\npip install -e '.[run]'"
         }
         script {
             name = "Run stage promote"
-            scriptContent = ". .pipeline/ci/venv/3.11-custom-8fa81e57c0/bin/activate\npipeline run stage promote --manifest .pipeline/ci/manifest --profile aws --yes"
+            scriptContent = ". .pipeline/ci/venv/3.11-custom-c803dcd987/bin/activate\npipeline run stage promote --manifest .pipeline/ci/manifest --profile aws --yes"
         }
     }
 
