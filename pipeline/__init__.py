@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.builder import Pipeline
-    from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
+    from pipeline.model import AgentLabels, Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
     from pipeline.spec import PipelineSpec, Trigger
     from pipeline.stages import (
         Bake,
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "Pipeline": "pipeline.builder",
     **dict.fromkeys(
-        ("Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"), "pipeline.model"
+        ("AgentLabels", "Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"),
+        "pipeline.model",
     ),
     **dict.fromkeys(("PipelineSpec", "Trigger"), "pipeline.spec"),
     **dict.fromkeys(
@@ -59,6 +60,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentLabels",
     "Approval",
     "AwsSettings",
     "Bake",
