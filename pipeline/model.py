@@ -56,9 +56,16 @@ def check_relative_path(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
+"""A stage or environment name: lowercase letters, digits and single hyphens, starting with a letter, at most
+48 characters (it becomes a job id on every CI target), e.g. 'commit-test'."""
 EnvVar = Annotated[str, AfterValidator(check_env_var)]
+"""An environment variable name: A-Z, 0-9 and '_', not starting with a digit, e.g. 'AWS_SECRET_ACCESS_KEY'."""
 RelPath = Annotated[str, AfterValidator(check_relative_path)]
+"""A path inside the repository, relative to the definition's folder and written with '/' (no leading '/', no
+'..'), e.g. 'images/web.pkr.hcl'."""
 Profile = Literal["local", "aws"]
+"""What carries out the stages that deploy or build images: 'local' (Docker on this machine or CI agent, nginx
+in front) or 'aws' (CloudFormation, Packer's amazon-ebs builder)."""
 PROFILES: tuple[Profile, ...] = ("local", "aws")
 PROFILE_ENV = "PIPELINE_PROFILE"
 IMAGE_PARAMETER = "ImageId"
@@ -184,6 +191,8 @@ class Approval(Spec):
     """A manual gate before the stage runs (Jenkins `input`, TeamCity approval, GitHub environment)."""
 
     message: str = "Deploy?"
+    """What the approver is asked: the Jenkins `input` message, the prompt of `pipeline run local` (TeamCity's
+    approval and GitHub's review show no message)."""
     approvers: tuple[str, ...] = ()
     """User names allowed to approve (Jenkins submitter, TeamCity `user:`, GitHub reviewers)."""
     groups: tuple[str, ...] = ()
@@ -196,6 +205,7 @@ class AwsSettings(Spec):
     """Where the aws profile talks to. Credentials come from the usual boto3 chain or `secrets`."""
 
     region: str = "us-east-1"
+    """AWS region of the stacks (and, on GitHub, the `aws-region` of the credentials step)."""
     endpoint_url: str | None = None
     """Override for emulators (moto, MiniStack, LocalStack); `AWS_ENDPOINT_URL` also works."""
 
@@ -204,6 +214,8 @@ class Environment(Spec):
     """A place the service runs: a stack built from a template, on the local or aws profile."""
 
     name: Name
+    """The environment's name: what stages name in `environment=` (and the CI lock, credentials and GitHub
+    environment names derive from it)."""
     profile: Profile | None = None
     """The profile CI uses for this environment; default: the pipeline's profile.
     `pipeline run local --profile` overrides both."""
@@ -218,6 +230,7 @@ class Environment(Spec):
     image_parameter: str = IMAGE_PARAMETER
     """Template parameter that carries the machine image."""
     aws: AwsSettings = AwsSettings()
+    """Region and endpoint of the aws profile for this environment."""
     secrets: tuple[Secret, ...] = ()
     """Secrets every stage deploying here receives (e.g. AWS credentials)."""
 
@@ -243,7 +256,10 @@ class AgentLabels(Spec):
     """
 
     docker: tuple[str, ...] = ("docker",)
+    """Labels of agents with a Docker engine the job may use (the local profile's stages, a bake's image
+    checks)."""
     packer: tuple[str, ...] = ("packer",)
+    """Labels of agents with Packer (bake stages)."""
     root: tuple[str, ...] = ("root",)
     """An agent where the stage may run as root (debootstrap builds a base image no registry has)."""
     local: tuple[str, ...] = ("pipeline-local",)
@@ -289,7 +305,9 @@ class Verify(Spec):
     """How to tell an environment behaves: HTTP requests through its load balancer."""
 
     path: str = "/"
+    """URL path requested through the load balancer; starts with '/'."""
     expect_status: int = Field(default=200, ge=100, le=599)
+    """HTTP status every response must have."""
     expect_text: str | None = None
     """Text every response body must contain, e.g. 'Hello World 1.2.0'."""
     requests: int = Field(default=10, ge=1, le=10000)
@@ -344,6 +362,7 @@ class Stage(Spec):
     """Fields every stage kind shares. Subclasses add a literal `kind` and their own fields."""
 
     kind: str
+    """The kind's name, fixed by each kind (e.g. 'commit-test'); in a spec read from JSON it picks the class."""
     name: Name
     """Unique in the pipeline; the job id on every CI target."""
     needs: tuple[Name, ...] = ()
@@ -351,14 +370,21 @@ class Stage(Spec):
     branches: tuple[str, ...] = ()
     """Run only on these branches (glob patterns like 'main' or 'release/*'); empty means all."""
     timeout_minutes: int = Field(default=60, ge=1, le=10080)
+    """Limit of one attempt, in minutes (the runner stops the attempt there); the rendered CI job's own limit
+    leaves room for every attempt and the set-up."""
     retries: int = Field(default=0, ge=0, le=10)
     """Extra attempts after a failure."""
     env: dict[EnvVar, str] = Field(default_factory=dict)
     """Plain (non-secret) environment variables for the stage."""
     secrets: tuple[Secret, ...] = ()
+    """Secrets the stage receives as environment variables: names, or `Secret` objects for per-target ids. A
+    stage acting on an environment also receives that environment's secrets. Locally each value is read
+    from the environment variable of its name (a missing one stops the stage)."""
     approval: Approval | None = None
     """A manual gate before the stage; only stages that deploy may have one."""
     description: str = ""
+    """Free text for people reading the rendered CI config: a comment above the Jenkins stage, the TeamCity
+    build configuration's description."""
     agent: tuple[str, ...] | None = None
     """Labels of the CI agent this stage runs on, replacing the ones derived from what it needs
     (see `AgentLabels`): Jenkins `agent { label }`, TeamCity requirements, GitHub `runs-on` (as

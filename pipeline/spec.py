@@ -43,12 +43,17 @@ class PipelineSpec(Spec):
     """A pipeline: named stages in a DAG, the environments they deploy to, and CI triggers."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
+    """Version of this data format (a spec read back from JSON must carry 1)."""
     name: Name
+    """The pipeline's name: the lock names, stack names (`<pipeline>-<environment>`), the GitHub workflow's
+    file name and TeamCity's composite build derive from it."""
     stages: tuple[SerializeAsAny[Stage], ...] = Field(min_length=1)
     """Stage objects of any registered kind (built-in or a plugin's); from JSON, each entry's
     `kind` picks its class (pipeline/kinds.py)."""
     environments: tuple[Environment, ...] = ()
+    """Where stages deploy: each `Environment` a stage names in `environment=` (or `like=`)."""
     trigger: Trigger = Trigger()
+    """When CI starts the pipeline: pushes to which branches, and pull requests."""
     profile: Profile = "local"
     """The profile CI runs stages with: `local` (Docker on the agent) or `aws` (CloudFormation). An
     environment may set its own. `pipeline run local` uses `--profile` (default: local) for all."""

@@ -41,6 +41,7 @@ class Cutover(Spec):
 
     kind: Literal["cutover"] = "cutover"
     observe_seconds: float = Field(default=0.0, ge=0, le=3600)
+    """Seconds to watch the health signals after the new replicas take traffic (a breach rolls back)."""
 
 
 class Rolling(Spec):
@@ -60,6 +61,7 @@ class Pilot(Spec):
 
     kind: Literal["pilot"] = "pilot"
     observe_seconds: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds to watch the pilot replica's health signals before the rest follow."""
 
 
 class Half(Spec):
@@ -67,6 +69,7 @@ class Half(Spec):
 
     kind: Literal["half"] = "half"
     observe_seconds: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds to watch the first half's health signals before the other half follows."""
 
 
 class Canary(Spec):
@@ -76,6 +79,7 @@ class Canary(Spec):
     steps: tuple[int, ...] = (10, 50, 100)
     """Percent of traffic to the new version per step; increasing, ending at 100."""
     observe_seconds: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds to watch the health signals at each step before the next."""
 
     @model_validator(mode="after")
     def _steps_climb_to_100(self) -> Self:
@@ -93,7 +97,10 @@ class BlueGreen(Spec):
 
     kind: Literal["blue-green"] = "blue-green"
     observe_seconds: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds to watch the new set's health signals after the switch (a breach switches back)."""
     keep_old_seconds: float = Field(default=60.0, ge=0, le=86400)
+    """Seconds the old set keeps running, unrouted, after the switch: a deploy of the old image until
+    then is an instant switch back (on the aws profile the deploy waits this long)."""
 
 
 Strategy = Annotated[Cutover | Rolling | Pilot | Half | Canary | BlueGreen, Field(discriminator="kind")]
