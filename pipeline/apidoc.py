@@ -463,7 +463,8 @@ def markdown(kinds: Mapping[str, type[Stage]] | None = None) -> str:
     parts += list(_pipeline_section())
     parts += ["", "## Stage kinds", ""]
     parts += [
-        "Each stage is one CI job that runs `pipeline run stage NAME`; locally `pipeline run local` runs them "
+        "On CI each stage runs as `pipeline run stage NAME`, in a job of its own (a local-profile rehearsal, or "
+        "consecutive stages holding one environment's lock, share one); locally `pipeline run local` runs them "
         "all in order. The kinds below are the registered ones, built-in kinds first (a plugin adds kinds "
         "through the `pipeline.stages` entry-point group).",
         "",
