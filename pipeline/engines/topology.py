@@ -34,6 +34,7 @@ ALB = "AWS::ElasticLoadBalancingV2::LoadBalancer"
 LISTENER = "AWS::ElasticLoadBalancingV2::Listener"
 TARGET_GROUP = "AWS::ElasticLoadBalancingV2::TargetGroup"
 CLASSIC_ELB = "AWS::ElasticLoadBalancing::LoadBalancer"
+DB_INSTANCE = "AWS::RDS::DBInstance"
 CANARY_SLOT_ROLE = "canary-slot"
 """`Metadata.Pipeline.Role` of the resources that make the aws engine's canary slot."""
 
@@ -46,6 +47,23 @@ DEFAULT_GRACE_PERIOD = 60
 """How long a new replica may take to answer its health check when the group says 0."""
 
 _MATCHER_RE = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
+
+
+@dataclass(frozen=True)
+class DatabaseShape:
+    """The template's AWS::RDS::DBInstance (PostgreSQL): a database container on the local profile."""
+
+    resource: str
+    """Its logical id (for messages)."""
+    name: str
+    """DBName: the database the service uses."""
+    user: str
+    """MasterUsername."""
+    snapshot: str = ""
+    """The snapshot a new stack's database starts from ('' for an empty one): the value of the
+    parameter its DBSnapshotIdentifier refers to."""
+    snapshot_parameter: str | None = None
+    """That parameter's name (None: the template cannot seed the database from a snapshot)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,8 @@ class Topology:
     """Parameters the launch template reads (besides the image): changing one replaces replicas."""
     group: str = ""
     """Logical id of the AutoScaling group (for messages)."""
+    database: DatabaseShape | None = None
+    """The stack's database, when the template declares one."""
 
     def accepts(self, status: int) -> bool:
         for part in self.health_codes.split(","):
@@ -275,6 +295,39 @@ def topology(
         parameters=params,
         launch_parameters=launch_params,
         group=group,
+        database=_database(resources, r, source),
+    )
+
+
+def _database(resources: Mapping[str, Any], r: _Resolver, source: str) -> DatabaseShape | None:
+    """The template's one PostgreSQL DBInstance, if any (TemplateError for what cannot run locally)."""
+    found = [n for n, res in resources.items() if _type(res) == DB_INSTANCE and not is_canary_slot(res)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise TemplateError(
+            f"{source}: the local engine runs one database per stack; found {', '.join(found)} ({DB_INSTANCE})",
+            hint="split other databases into stacks of their own",
+        )
+    name = found[0]
+    props = _properties(resources[name], name, source)
+    where = f"resource {name}"
+    engine = r.text(props.get("Engine", ""), f"{where} Engine")
+    if engine != "postgres":
+        raise TemplateError(
+            f"{source}: {where} has Engine {engine!r}; the local engine runs PostgreSQL only (Engine: postgres)"
+        )
+    if "MasterUsername" not in props:
+        raise TemplateError(f"{source}: {where} needs MasterUsername (the user the service and migrations connect as)")
+    snapshot_refs = sorted(_refs(props.get("DBSnapshotIdentifier")) - {"AWS::NoValue"})
+    declared = r.template.get("Parameters") or {}
+    snapshot_parameter = next((p for p in snapshot_refs if p in declared), None)
+    return DatabaseShape(
+        resource=name,
+        name=r.text(props.get("DBName", "postgres"), f"{where} DBName"),
+        user=r.text(props["MasterUsername"], f"{where} MasterUsername"),
+        snapshot=r.parameters.get(snapshot_parameter, "") if snapshot_parameter else "",
+        snapshot_parameter=snapshot_parameter,
     )
 
 
@@ -491,6 +544,8 @@ def _update_policy(
 
 __all__ = [
     "CANARY_SLOT_ROLE",
+    "DB_INSTANCE",
+    "DatabaseShape",
     "Topology",
     "is_canary_slot",
     "load_template",
