@@ -285,6 +285,12 @@ class StackEngine(Protocol):
         """How to reach the stack's database from this machine (None: the stack has none)."""
         ...
 
+    def prepare_database(self, stack: str, *, on_event: OnEvent = _ignore) -> DatabaseEndpoint | None:
+        """The stack's database, made ahead of the stack when the engine can (a first release's
+        expand runs before the promote that creates the stack); None when it cannot or the
+        template declares none."""
+        ...
+
     def database_parameters(self, snapshot: str | None) -> dict[str, str]:
         """The template parameters that make a new stack's database start from `snapshot` (None:
         empty); {} when the template declares no database."""
@@ -325,6 +331,9 @@ class BaseStackEngine:
 
     def database(self, stack: str) -> DatabaseEndpoint | None:
         return None
+
+    def prepare_database(self, stack: str, *, on_event: OnEvent = _ignore) -> DatabaseEndpoint | None:
+        return self.database(stack)
 
     def database_parameters(self, snapshot: str | None) -> dict[str, str]:
         return {}

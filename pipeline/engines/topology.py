@@ -317,15 +317,16 @@ def _database(resources: Mapping[str, Any], r: _Resolver, source: str) -> Databa
         raise TemplateError(
             f"{source}: {where} has Engine {engine!r}; the local engine runs PostgreSQL only (Engine: postgres)"
         )
-    if "MasterUsername" not in props:
+    user = _creation_value(props.get("MasterUsername"))
+    if user is None:
         raise TemplateError(f"{source}: {where} needs MasterUsername (the user the service and migrations connect as)")
     snapshot_refs = sorted(_refs(props.get("DBSnapshotIdentifier")) - {"AWS::NoValue"})
     declared = r.template.get("Parameters") or {}
     snapshot_parameter = next((p for p in snapshot_refs if p in declared), None)
     return DatabaseShape(
         resource=name,
-        name=r.text(props.get("DBName", "postgres"), f"{where} DBName"),
-        user=r.text(props["MasterUsername"], f"{where} MasterUsername"),
+        name=r.text(_creation_value(props.get("DBName")) or "postgres", f"{where} DBName"),
+        user=r.text(user, f"{where} MasterUsername"),
         snapshot=r.parameters.get(snapshot_parameter, "") if snapshot_parameter else "",
         snapshot_parameter=snapshot_parameter,
     )
@@ -392,6 +393,18 @@ def is_canary_slot(resource: Any) -> bool:
     metadata = resource.get("Metadata") if isinstance(resource, dict) else None
     pipeline = metadata.get("Pipeline") if isinstance(metadata, dict) else None
     return isinstance(pipeline, dict) and pipeline.get("Role") == CANARY_SLOT_ROLE
+
+
+def _creation_value(raw: Any) -> Any:
+    """A property a database takes when it is created empty: AWS forbids some (MasterUsername,
+    DBName) when it is restored from a snapshot, so templates write them as
+    `!If [HasSnapshot, !Ref AWS::NoValue, <value>]`; the value is the branch that is not NoValue."""
+    if isinstance(raw, dict) and set(raw) == {"Fn::If"} and isinstance(raw["Fn::If"], list) and len(raw["Fn::If"]) == 3:
+        for branch in raw["Fn::If"][1:]:
+            if not (isinstance(branch, dict) and branch.get("Ref") == "AWS::NoValue"):
+                return _creation_value(branch)
+        return None
+    return raw
 
 
 def _type(resource: Any) -> str:

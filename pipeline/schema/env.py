@@ -40,7 +40,7 @@ def run_migrations(target_metadata: Any = None) -> None:
             context.run_migrations()
         return
 
-    def applied_one(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+    def applied_one(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         revision = str(step.up_revision_id)
         # Inside the revision's transaction, after its DDL and its version row, before the commit:
         # a kill here leaves the database at the revision before (the crash tests aim here).

@@ -314,6 +314,16 @@ class DockerStackEngine(BaseStackEngine):
         shape = self.topology().database
         return db.endpoint(self.client, self._id(stack), shape) if shape is not None else None
 
+    def prepare_database(self, stack: str, *, on_event: OnEvent = _ignore) -> DatabaseEndpoint | None:
+        """The stack's database, made (with its network) ahead of the rest of the stack."""
+        shape = self.topology().database
+        if shape is None:
+            return None
+        with self._lock(stack, purpose=f"preparing the database of stack {stack}", on_event=on_event):
+            self._check_names(stack)
+            db.ensure(self.client, self._id(stack), shape, base_image=self.base_image, masks=(), on_event=on_event)
+        return db.endpoint(self.client, self._id(stack), shape)
+
     def database_parameters(self, snapshot: str | None) -> dict[str, str]:
         shape = self.topology().database
         if shape is None or shape.snapshot_parameter is None:
