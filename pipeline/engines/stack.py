@@ -208,9 +208,10 @@ DEPLOY_OWNED_PARAMETERS = (
 )
 """Template parameters a deployment strategy owns (the canary slot and the rolling-update policy of
 templates/web.yaml): the state of one deploy, never carried to another stack or another update."""
-DATABASE_OWNED_PARAMETERS = ("DatabaseSnapshot",)
-"""Template parameters only a stack's creation reads (the snapshot its database starts from): never
-carried from one stack to another."""
+DATABASE_OWNED_PARAMETERS = ("DatabaseSnapshot", "DatabasePassword")
+"""The database's parameters: the snapshot only a stack's creation reads, and the password (a NoEcho
+parameter AWS never reads back; the aws engine fills it from the secret each time). Never carried
+from one stack to another, never shown."""
 
 
 class StackEngine(Protocol):
