@@ -100,8 +100,6 @@ class MigrateExecutor(Executor[Migrate]):
         ctx.partial_outputs["stack"] = stack
         stack_engine = engine(ctx, env)
         migrations = self._migrations(ctx)
-        if self.spec.phase == "contract":
-            self._check_fleet(ctx, stack_engine, stack)
         endpoint = stack_engine.database(stack)
         if endpoint is None and self.spec.phase == "expand" and self.spec.stack is None:
             ctx.step(f"making the database of {stack} (the stack does not exist yet)")
@@ -115,6 +113,8 @@ class MigrateExecutor(Executor[Migrate]):
             )
         ctx.log(f"database of {stack}: {endpoint.where}")
         pending = migrations.pending(endpoint.url, self.spec.phase)
+        if pending and self.spec.phase == "contract":
+            self._check_fleet(ctx, stack_engine, stack)
         if pending:
             ctx.step(f"{self.spec.phase}: {len(pending)} revision(s) on {stack}")
             ctx.log(f"{self.spec.phase}: to apply: {', '.join(r.id for r in pending)}")
