@@ -118,9 +118,9 @@ def test_a_test_stack_uses_the_database_of_the_environment_it_copies() -> None:
 
 def test_sensitive_columns_are_table_dot_column() -> None:
     assert Database(sensitive=["visits.agent"]).sensitive == (Sensitive(column="visits.agent"),)
-    with pytest.raises(ValueError, match="must be 'table.column'"):
+    with pytest.raises(ValueError, match=r"must be 'table\.column'"):
         Sensitive(column="agent")
-    with pytest.raises(ValueError, match="must be 'table.column'"):
+    with pytest.raises(ValueError, match=r"must be 'table\.column'"):
         Sensitive(column="visits.agent; DROP TABLE x")
 
 
@@ -135,19 +135,17 @@ def test_the_spec_round_trips_through_json_with_databases_and_migrate_stages() -
 
 
 def test_an_environment_without_a_database_is_unchanged() -> None:
-    assert Environment(name="production").database is None
-    with pytest.raises(DefinitionError):
-        from pipeline.spec import PipelineSpec
-        from pipeline.stages import Bake, Migrate
+    from pipeline.spec import PipelineSpec
+    from pipeline.stages import Bake, Migrate
 
-        PipelineSpec(
-            name="p",
-            environments=(Environment(name="production", template="t.yaml"),),
-            stages=(
-                Bake(name="bake", template="i.pkr.hcl"),
-                Migrate(name="m", phase="expand", environment="production", image="bake", needs=("bake",)),
-            ),
-        )
+    assert Environment(name="production").database is None
+    stages = (
+        Bake(name="bake", template="i.pkr.hcl"),
+        Migrate(name="m", phase="expand", environment="production", image="bake", needs=("bake",)),
+    )
+    environments = (Environment(name="production", template="t.yaml"),)
+    with pytest.raises(DefinitionError, match="declares no database"):
+        PipelineSpec(name="p", environments=environments, stages=stages)
 
 
 # --- the template --------------------------------------------------------------------------------------
