@@ -70,7 +70,8 @@ def app_sql(release: str | None) -> tuple[str, str]:
     text = path.read_text()
     greeting = re.search(r'^GREETING = "(.+)"$', text, re.M)
     visit = re.search(r'^RECORD_VISIT = "(.+)"$', text, re.M)
-    assert greeting and visit
+    assert greeting
+    assert visit
     return greeting.group(1), visit.group(1)
 
 
@@ -82,7 +83,8 @@ def serve_page(url: str, release: str | None) -> str:
     with psycopg.connect(url, autocommit=True) as connection:
         greeting = connection.execute(greeting_sql).fetchone()
         visit = connection.execute(visit_sql, ("test-agent",)).fetchone()
-    assert greeting is not None and visit is not None
+    assert greeting is not None
+    assert visit is not None
     return f"{greeting[0]} (visit {visit[0]})"
 
 
