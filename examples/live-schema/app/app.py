@@ -15,6 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
+import psycopg2.pool
 
 RELEASE = os.environ.get("APP_RELEASE") or open("/opt/app/RELEASE").read().strip()  # noqa: SIM115
 PORT = int(os.environ.get("APP_PORT", "80"))
@@ -23,29 +24,36 @@ PORT = int(os.environ.get("APP_PORT", "80"))
 GREETING = "SELECT text FROM greetings WHERE id = 1"
 RECORD_VISIT = "INSERT INTO visits (agent) VALUES (%s) RETURNING id"
 
-_local = threading.local()
+_pool: psycopg2.pool.ThreadedConnectionPool | None = None
+_pool_lock = threading.Lock()
 
 
-def connection() -> psycopg2.extensions.connection:
-    conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed:
-        conn = psycopg2.connect("")  # libpq reads PGHOST, PGUSER, ... from the environment
-        conn.autocommit = True
-        _local.conn = conn
-    return conn
+def pool() -> psycopg2.pool.ThreadedConnectionPool:
+    """Connections shared by the request threads (libpq reads PGHOST, PGUSER, ... from the environment)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = psycopg2.pool.ThreadedConnectionPool(0, 16, "")
+        return _pool
 
 
 def page(agent: str) -> str:
+    connections = pool()
+    conn = connections.getconn()
+    broken = False
     try:
-        with connection().cursor() as cursor:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
             cursor.execute(GREETING)
             row = cursor.fetchone()
             greeting = row[0] if row else "Hello"
             cursor.execute(RECORD_VISIT, (agent,))
             visit = cursor.fetchone()[0]
-    except psycopg2.Error:
-        _local.conn = None
+    except psycopg2.OperationalError:
+        broken = True  # the server went away: do not hand this connection out again
         raise
+    finally:
+        connections.putconn(conn, close=broken or bool(conn.closed))
     return f"{greeting} from live-schema {RELEASE}, visit {visit}\n"
 
 
