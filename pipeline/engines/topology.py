@@ -299,6 +299,14 @@ def topology(
     )
 
 
+def database_shape(
+    template: Mapping[str, Any], overrides: Mapping[str, str] | None = None, *, source: str = "<template>"
+) -> DatabaseShape | None:
+    """The template's database alone (the aws engine reads it; the local one gets it in `topology`)."""
+    params = resolve_parameters(template, overrides, source=source)
+    return _database(template["Resources"], _Resolver(template, params, source), source)
+
+
 def _database(resources: Mapping[str, Any], r: _Resolver, source: str) -> DatabaseShape | None:
     """The template's one PostgreSQL DBInstance, if any (TemplateError for what cannot run locally)."""
     found = [n for n, res in resources.items() if _type(res) == DB_INSTANCE and not is_canary_slot(res)]
@@ -560,6 +568,7 @@ __all__ = [
     "DB_INSTANCE",
     "DatabaseShape",
     "Topology",
+    "database_shape",
     "is_canary_slot",
     "load_template",
     "parse_template",
