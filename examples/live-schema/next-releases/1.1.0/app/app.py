@@ -24,17 +24,16 @@ PORT = int(os.environ.get("APP_PORT", "80"))
 GREETING = "SELECT message FROM greetings WHERE id = 1"
 RECORD_VISIT = "INSERT INTO visits (agent) VALUES (%s) RETURNING id"
 
-_pool: psycopg2.pool.ThreadedConnectionPool | None = None
+_pools: dict[str, psycopg2.pool.ThreadedConnectionPool] = {}
 _pool_lock = threading.Lock()
 
 
 def pool() -> psycopg2.pool.ThreadedConnectionPool:
     """Connections shared by the request threads (libpq reads PGHOST, PGUSER, ... from the environment)."""
-    global _pool
     with _pool_lock:
-        if _pool is None:
-            _pool = psycopg2.pool.ThreadedConnectionPool(0, 16, "")
-        return _pool
+        if "db" not in _pools:
+            _pools["db"] = psycopg2.pool.ThreadedConnectionPool(0, 16, "")
+        return _pools["db"]
 
 
 def page(agent: str) -> str:
@@ -60,7 +59,7 @@ def page(agent: str) -> str:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:  # the standard library's name
         if self.path == "/health":
             self.answer(200, "OK\n")
             return
@@ -81,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # the balancer logs requests
 
 
