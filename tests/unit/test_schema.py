@@ -273,3 +273,28 @@ def test_a_contract_needs_every_replica_on_the_release_warm_ones_too() -> None:
     ]
     assert older_replicas(fleet, "svc:2") == [Replica("p-3", "svc:1", serving=False)]
     assert older_replicas(fleet[:2], "svc:2") == []
+
+
+# --- status --------------------------------------------------------------------------------------------
+
+
+def test_status_shows_a_schema_column_for_environments_with_a_database(tmp_path: Path) -> None:
+    from pipeline.engines.stack import DatabaseEndpoint
+    from pipeline.loader import load
+    from pipeline.status import collect
+    from pipeline.testing import FakeEngines, FakeStackEngine
+
+    class Unreachable(FakeStackEngine):
+        def database(self, stack: str) -> DatabaseEndpoint | None:
+            return DatabaseEndpoint(host="127.0.0.1", port=1, user="app", password="pw", name="app")
+
+    root = tmp_path / "service"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("golden"))
+    loaded = load(root / "pipelinefile.py")
+    without = collect(loaded, "production", engines=FakeEngines(FakeStackEngine(image="svc:1")))
+    assert [e.schema for e in without.environments] == ["(no database)"]
+    unreachable = collect(loaded, "production", engines=FakeEngines(Unreachable(image="svc:1")))
+    [env] = unreachable.environments
+    assert env.image == "svc:1"
+    assert env.schema.startswith("(unreadable: ")
+    assert "pw" not in env.schema
