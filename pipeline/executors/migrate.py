@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pipeline.errors import SchemaError, StageFailedError
+from pipeline.errors import PipelineError, SchemaError, StageFailedError
 from pipeline.executors._rehearsal import engine, engine_ready, rehearsal_env
 from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.hashing import digest, hash_paths
@@ -84,7 +84,7 @@ class MigrateExecutor(Executor[Migrate]):
             if endpoint is None:
                 return False
             return not self._migrations(ctx).pending(endpoint.url, self.spec.phase)
-        except SchemaError:
+        except PipelineError:  # the database cannot be read now: the stage runs (and says why)
             return False
 
     # --- apply ---

@@ -143,9 +143,16 @@ def _create(
 
 def find(client: Any, stack: StackId) -> Any:
     """The stack's database container (None: there is none)."""
-    containers = client.containers.list(
-        all=True, filters={"label": [*stack.filters()["label"], f"{L_ROLE}={ROLE_DATABASE}"]}
-    )
+    import docker.errors
+
+    try:
+        containers = client.containers.list(
+            all=True, filters={"label": [*stack.filters()["label"], f"{L_ROLE}={ROLE_DATABASE}"]}
+        )
+    except docker.errors.DockerException as exc:
+        raise StackOperationError(
+            f"cannot read the database of stack {stack.name} from the Docker engine: {exc}"
+        ) from None
     return containers[0] if containers else None
 
 
