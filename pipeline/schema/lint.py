@@ -88,9 +88,18 @@ def lint(migrations: Migrations, revisions: list[Revision] | None = None) -> lis
     return findings
 
 
+_checked: dict[str, list[Finding]] = {}
+"""Findings by the content of a migrations folder: every Migrate stage of a run lints the same one."""
+
+
 def check(migrations: Migrations, *, root: Path | None = None) -> None:
     """Raise MigrationLintError (exit 2) naming each finding's file and line, if there is one."""
-    findings = lint(migrations)
+    from pipeline.hashing import digest, hash_paths
+
+    key = digest({"folder": str(migrations.folder), "files": hash_paths(migrations.folder, ["."])})
+    if key not in _checked:
+        _checked[key] = lint(migrations)
+    findings = _checked[key]
     if findings:
         shown = "\n  - ".join(f.describe(root) for f in findings)
         raise MigrationLintError(
