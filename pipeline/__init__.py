@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.builder import Pipeline
     from pipeline.model import (
+        AgentLabels,
         Approval,
         AwsSettings,
         Database,
@@ -44,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "Pipeline": "pipeline.builder",
     **dict.fromkeys(
         (
+            "AgentLabels",
             "Approval",
             "AwsSettings",
             "Database",
@@ -91,6 +93,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentLabels",
     "Approval",
     "AwsSettings",
     "Bake",

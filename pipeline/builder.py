@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.errors import DefinitionError, Problem
-from pipeline.model import Environment, Profile, Stage, deferred_problems
+from pipeline.model import AgentLabels, Environment, Profile, Stage, deferred_problems
 from pipeline.spec import PipelineSpec, Trigger
 
 _active: ContextVar[Pipeline | None] = ContextVar("active_pipeline", default=None)
@@ -76,6 +76,9 @@ class Pipeline:
         profile: Profile | None = None,
         python: str | None = None,
         install: str | None = None,
+        targets: Sequence[str] | str | None = None,
+        default_branch: str | None = None,
+        agents: AgentLabels | None = None,
     ) -> None:
         self.name = name
         self.environments = tuple(environments)
@@ -83,6 +86,9 @@ class Pipeline:
         self.profile = profile
         self.python = python
         self.install = install
+        self.targets = targets
+        self.default_branch = default_branch
+        self.agents = agents
         self.location = caller_location()
         self._stages: list[Stage] = []
         self._extra_needs: dict[int, list[str]] = {}
@@ -155,7 +161,7 @@ class Pipeline:
             needs = tuple(dict.fromkeys([*stage.needs, *extra, *refs]))
             stages.append(stage if needs == stage.needs else stage.model_copy(update={"needs": needs}))
         fields: dict[str, Any] = {"name": self.name, "stages": tuple(stages), "environments": self.environments}
-        for key in ("trigger", "profile", "python", "install"):
+        for key in ("trigger", "profile", "python", "install", "targets", "default_branch", "agents"):
             if getattr(self, key) is not None:
                 fields[key] = getattr(self, key)
         try:
