@@ -45,7 +45,7 @@ with Pipeline(
         Environment(
             name="production",
             template="templates/web.yaml",
-            approval=Approval(message="Promote the new image to production?"),
+            approval=Approval(message="Promote the new image to production?", approvers=("release-manager",)),
             database=Database(
                 migrations="migrations",
                 sensitive=[Sensitive(column="visits.agent", mask="'masked'")],
