@@ -13,11 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.builder import Pipeline
-    from pipeline.model import AgentLabels, Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
+    from pipeline.model import (
+        AgentLabels,
+        Approval,
+        AwsSettings,
+        Database,
+        Environment,
+        Secret,
+        Sensitive,
+        Stage,
+        StageOutputs,
+        Verify,
+    )
     from pipeline.spec import PipelineSpec, Trigger
     from pipeline.stages import (
         Bake,
         CommitTest,
+        Migrate,
         Promote,
         Shell,
         SimulatedRollback,
@@ -32,12 +44,33 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "Pipeline": "pipeline.builder",
     **dict.fromkeys(
-        ("AgentLabels", "Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"),
+        (
+            "AgentLabels",
+            "Approval",
+            "AwsSettings",
+            "Database",
+            "Environment",
+            "Secret",
+            "Sensitive",
+            "Stage",
+            "StageOutputs",
+            "Verify",
+        ),
         "pipeline.model",
     ),
     **dict.fromkeys(("PipelineSpec", "Trigger"), "pipeline.spec"),
     **dict.fromkeys(
-        ("Bake", "CommitTest", "Promote", "Shell", "SimulatedRollback", "Teardown", "TestStack", "UpdateStack"),
+        (
+            "Bake",
+            "CommitTest",
+            "Migrate",
+            "Promote",
+            "Shell",
+            "SimulatedRollback",
+            "Teardown",
+            "TestStack",
+            "UpdateStack",
+        ),
         "pipeline.stages",
     ),
     **dict.fromkeys(("BlueGreen", "Canary", "Cutover", "Half", "Health", "Pilot", "Rolling"), "pipeline.strategy"),
@@ -68,15 +101,18 @@ __all__ = [
     "Canary",
     "CommitTest",
     "Cutover",
+    "Database",
     "Environment",
     "Half",
     "Health",
+    "Migrate",
     "Pilot",
     "Pipeline",
     "PipelineSpec",
     "Promote",
     "Rolling",
     "Secret",
+    "Sensitive",
     "Shell",
     "SimulatedRollback",
     "Stage",
