@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         TestStack,
         UpdateStack,
     )
-    from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
+    from pipeline.strategy import BlueGreen, Canary, Cutover, DarkLaunch, Group, Half, Health, Phased, Pilot, Rolling
 
 # The public names, imported when first used (PEP 562): `pipeline --help` and the commands that
 # need no definition do not pay for the models.
@@ -39,7 +39,10 @@ _EXPORTS: dict[str, str] = {
         ("Bake", "CommitTest", "Promote", "Shell", "SimulatedRollback", "Teardown", "TestStack", "UpdateStack"),
         "pipeline.stages",
     ),
-    **dict.fromkeys(("BlueGreen", "Canary", "Cutover", "Half", "Health", "Pilot", "Rolling"), "pipeline.strategy"),
+    **dict.fromkeys(
+        ("BlueGreen", "Canary", "Cutover", "DarkLaunch", "Group", "Half", "Health", "Phased", "Pilot", "Rolling"),
+        "pipeline.strategy",
+    ),
 }
 
 
@@ -66,9 +69,12 @@ __all__ = [
     "Canary",
     "CommitTest",
     "Cutover",
+    "DarkLaunch",
     "Environment",
+    "Group",
     "Half",
     "Health",
+    "Phased",
     "Pilot",
     "Pipeline",
     "PipelineSpec",
