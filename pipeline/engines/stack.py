@@ -74,6 +74,9 @@ class DeployStep:
     new: VersionStats = field(default_factory=VersionStats)
     old: VersionStats = field(default_factory=VersionStats)
     """The old version in the same window (or, when it got no traffic, before the change)."""
+    groups: tuple[tuple[str, VersionStats, VersionStats], ...] = ()
+    """A phased rollout's window per group of users: (group, new version, old version); the
+    group "" is everyone else."""
 
 
 @dataclass(frozen=True)
