@@ -19,6 +19,7 @@ lines, answers counted per user), never on time alone. No absolute time is asser
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.user_load import User, UserLoad, UserSample
 from pipeline.errors import HealthBreachError
 from pipeline.strategy import Canary, DarkLaunch, Group, Phased
+from tests.conftest import cli_env, init_reference_service, need
 from tests.e2e.test_strategies import (  # the fixtures: web images v1, v2, bad; an engine; fresh stacks
     HEALTH,
     REPO,
@@ -337,3 +339,41 @@ def test_a_release_that_breaks_in_the_first_phase_reaches_only_that_groups_users
 def _no_lingering_threads() -> Iterator[None]:
     yield
     assert not [t for t in threading.enumerate() if t.name in ("user-load",) and t.is_alive()]
+
+
+# --- what the aws profile refuses, through the CLI ------------------------------------------------------
+
+
+def test_validate_refuses_a_dark_launch_on_the_aws_profile_naming_the_feature_and_takes_it_locally(
+    tmp_path: Path,
+) -> None:
+    """`pipeline validate --profile aws` (the preflight a run makes) refuses a dark launch with
+    exit 2 and says why (an ALB cannot mirror); the local profile takes the same definition."""
+    need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
+    need(shutil.which("cfn-lint") is not None, "cfn-lint is not installed (pip install cfn-lint)")
+    root = init_reference_service(tmp_path / "hello-web")
+    definition = root / "pipelinefile.py"
+    text = definition.read_text()
+    promote = 'Promote(name="promote", environment="production", image=bake, verify=page)'
+    assert promote in text
+    text = text.replace("    Approval,\n", "    Approval,\n    DarkLaunch,\n", 1)
+    definition.write_text(text.replace(promote, promote[:-1] + ", strategy=DarkLaunch(observe_seconds=30))"))
+
+    def validate(profile: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "validate", "--profile", profile],
+            cwd=root,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    refused = validate("aws")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "the aws profile cannot carry out dark-launch" in refused.stderr
+    assert "cannot mirror requests" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    accepted = validate("local")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
