@@ -14,6 +14,7 @@ See docs/strategies.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -179,6 +180,8 @@ DEPLOY_OWNED_PARAMETERS = (
 )
 """Template parameters a deployment strategy owns (the canary slot and the rolling-update policy of
 templates/web.yaml): the state of one deploy, never carried to another stack or another update."""
+DEPLOY_OWNED_PATTERN = re.compile(r"^(CanaryStickySeconds|Group[0-9]+(Header|Values))$")
+"""More of them, by name: a sticky canary's stickiness and a phased rollout's group rules."""
 
 
 class StackEngine(Protocol):
@@ -266,11 +269,12 @@ class BaseStackEngine:
         if not state.exists or not state.parameters:
             return None
         skipped = {image_parameter, *DEPLOY_OWNED_PARAMETERS}
-        return {k: v for k, v in state.parameters.items() if k not in skipped}
+        return {k: v for k, v in state.parameters.items() if k not in skipped and not DEPLOY_OWNED_PATTERN.match(k)}
 
 
 __all__ = [
     "DEPLOY_OWNED_PARAMETERS",
+    "DEPLOY_OWNED_PATTERN",
     "BaseStackEngine",
     "DeployReport",
     "DeployStep",

@@ -391,3 +391,19 @@ def test_the_reference_template_takes_a_sticky_canary_and_three_header_groups() 
     )
     with pytest.raises(BadInputError, match=r"it lacks CanaryImageId.*CanaryStickySeconds"):
         _engine(WITHOUT_SLOT).check_strategy(Canary(sticky=True), Health())
+
+
+def test_a_test_stack_never_copies_a_rollouts_stickiness_or_group_rules_from_production() -> None:
+    from pipeline.engines.stack import DEPLOY_OWNED_PATTERN, BaseStackEngine, StackState
+
+    parameters = {
+        "ImageId": "ami-1",
+        "DesiredCapacity": "3",
+        "CanaryStickySeconds": "86400",
+        "Group1Header": "X-User-Group",
+        "Group1Values": "internal",
+        "Group12Header": "X-A",
+    }
+    state = StackState(name="web-production", exists=True, parameters=parameters)
+    assert BaseStackEngine().carried_parameters(state, "ImageId") == {"DesiredCapacity": "3"}
+    assert all(DEPLOY_OWNED_PATTERN.match(name) for name in plans.shaping_idle([*parameters, "Group2Header"]))
