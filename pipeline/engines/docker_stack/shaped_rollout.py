@@ -30,11 +30,9 @@ from pipeline.strategy import BlueGreen, Canary, DarkLaunch, Phased
 
 def dark_launch(d: Deployment, lb: Any, good: list[Any], old: list[Any], strategy: DarkLaunch) -> None:
     """A full set of new replicas beside the old one, mirrored to and judged, unseen by users;
-    then the `then` strategy routes users to it."""
-    if good:  # only when the set was routed by an earlier, interrupted run (converge starts over otherwise)
-        d.on_event(f"the new version already serves users ({len(good)} replica(s)): no dark launch")
-    else:
-        good = _mirrored(d, lb, old, strategy)
+    then the `then` strategy routes users to it. `good` is empty: converge takes routed new
+    replicas an interrupted run left out of the balancer first (a dark launch starts over)."""
+    good = _mirrored(d, lb, old, strategy)
     then = strategy.then
     if isinstance(then, Canary):
         rollout.canary(d, lb, good, old, then)
