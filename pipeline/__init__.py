@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         TestStack,
         UpdateStack,
     )
-    from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
+    from pipeline.strategy import BlueGreen, Canary, Cutover, DarkLaunch, Group, Half, Health, Phased, Pilot, Rolling
 
 # The public names, imported when first used (PEP 562): `pipeline --help` and the commands that
 # need no definition do not pay for the models.
@@ -73,7 +73,10 @@ _EXPORTS: dict[str, str] = {
         ),
         "pipeline.stages",
     ),
-    **dict.fromkeys(("BlueGreen", "Canary", "Cutover", "Half", "Health", "Pilot", "Rolling"), "pipeline.strategy"),
+    **dict.fromkeys(
+        ("BlueGreen", "Canary", "Cutover", "DarkLaunch", "Group", "Half", "Health", "Phased", "Pilot", "Rolling"),
+        "pipeline.strategy",
+    ),
 }
 
 
@@ -101,11 +104,14 @@ __all__ = [
     "Canary",
     "CommitTest",
     "Cutover",
+    "DarkLaunch",
     "Database",
     "Environment",
+    "Group",
     "Half",
     "Health",
     "Migrate",
+    "Phased",
     "Pilot",
     "Pipeline",
     "PipelineSpec",

@@ -14,6 +14,7 @@ See docs/strategies.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -74,6 +75,9 @@ class DeployStep:
     new: VersionStats = field(default_factory=VersionStats)
     old: VersionStats = field(default_factory=VersionStats)
     """The old version in the same window (or, when it got no traffic, before the change)."""
+    groups: tuple[tuple[str, VersionStats, VersionStats], ...] = ()
+    """A phased rollout's window per group of users: (group, new version, old version); the
+    group "" is everyone else."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,8 @@ DATABASE_OWNED_PARAMETERS = ("DatabaseSnapshot", "DatabasePassword")
 """The database's parameters: the snapshot only a stack's creation reads, and the password (a NoEcho
 parameter AWS never reads back; the aws engine fills it from the secret each time). Never carried
 from one stack to another, never shown."""
+DEPLOY_OWNED_PATTERN = re.compile(r"^(CanaryStickySeconds|Group[0-9]+(Header|Values))$")
+"""More of them, by name: a sticky canary's stickiness and a phased rollout's group rules."""
 
 
 class StackEngine(Protocol):
@@ -324,7 +330,7 @@ class BaseStackEngine:
         if not state.exists or not state.parameters:
             return None
         skipped = {image_parameter, *DEPLOY_OWNED_PARAMETERS, *DATABASE_OWNED_PARAMETERS}
-        return {k: v for k, v in state.parameters.items() if k not in skipped}
+        return {k: v for k, v in state.parameters.items() if k not in skipped and not DEPLOY_OWNED_PATTERN.match(k)}
 
     def fleet(self, stack: str) -> list[Replica]:
         state = self.describe(stack)  # type: ignore[attr-defined]
@@ -348,6 +354,7 @@ class BaseStackEngine:
 __all__ = [
     "DATABASE_OWNED_PARAMETERS",
     "DEPLOY_OWNED_PARAMETERS",
+    "DEPLOY_OWNED_PATTERN",
     "BaseStackEngine",
     "DatabaseEndpoint",
     "DeployReport",

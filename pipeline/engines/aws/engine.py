@@ -184,7 +184,16 @@ class CloudFormationEngine(BaseStackEngine):
 
         Rolling with values of its own and cutover need the rolling-update parameters; pilot,
         half, canary and blue-green need the canary slot (a second group and target group, weighted
-        listener rule); templates/web.yaml declares both (docs/aws.md)."""
+        listener rule), a sticky canary its stickiness parameter, a phased rollout a group rule per
+        group; templates/web.yaml declares them (docs/aws.md). A dark launch is refused (an ALB
+        cannot mirror), and so is a group an ALB rule cannot match (a cookie, more than 3 values)."""
+        why = plans.unsupported(strategy)
+        if why and strategy is not None:
+            raise BadInputError(
+                f"the aws profile cannot carry out {strategy.kind}: {why}",
+                hint="choose another strategy for the stages that deploy on the aws profile (docs/strategies.md: "
+                "what each profile can do); a dark launch runs on the local profile",
+            )
         if strategy is None or not plans.required_parameters(strategy):
             return
         doc = self._template.doc()
