@@ -31,9 +31,20 @@ from pydantic.fields import FieldInfo
 
 from pipeline.builder import Pipeline
 from pipeline.kinds import registered
-from pipeline.model import AgentLabels, Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
+from pipeline.model import (
+    AgentLabels,
+    Approval,
+    AwsSettings,
+    Database,
+    Environment,
+    Secret,
+    Sensitive,
+    Stage,
+    StageOutputs,
+    Verify,
+)
 from pipeline.spec import PipelineSpec, Trigger
-from pipeline.strategy import STRATEGY_KINDS, Health
+from pipeline.strategy import STRATEGY_KINDS, Group, Health
 
 DOC_PATH = "docs/api.md"
 REQUIRED = "required"
@@ -46,8 +57,14 @@ TYPE_ALIASES: tuple[tuple[str, str], ...] = (
     ("pipeline.model", "RelPath"),
     ("pipeline.model", "Profile"),
     ("pipeline.strategy", "StrategyChoice"),
+    ("pipeline.strategy", "UserFacing"),
+    ("pipeline.stages.migrate", "Phase"),
 )
 """Annotations the field tables use that are not classes: where each is defined."""
+
+
+ENVIRONMENT_MODELS: tuple[type[BaseModel], ...] = (Environment, Approval, Secret, AwsSettings, Database, Sensitive)
+"""What the Environments section documents, in this order."""
 
 
 class MissingDocstringError(Exception):
@@ -211,22 +228,24 @@ def _cell(text: str) -> str:
 
 
 def _prose(doc: str) -> str:
-    """A class docstring as Markdown: paragraphs as written, an indented block after a line ending
-    in ':' (an example) as a Python code block."""
+    """A class docstring as Markdown: paragraphs as written; an indented block (an example, after a
+    line ending in ':' or after a blank line) as a Python code block."""
     lines = doc.splitlines()
     out: list[str] = []
     index = 0
     while index < len(lines):
         line = lines[index]
-        block: list[str] = []
-        if line.rstrip().endswith(":") and index + 1 < len(lines) and lines[index + 1].startswith("    "):
+        opens = line.rstrip().endswith(":") or not line.strip()
+        if opens and index + 1 < len(lines) and lines[index + 1].startswith("    "):
+            block: list[str] = []
             index += 1
             while index < len(lines) and (lines[index].startswith("    ") or not lines[index].strip()):
                 block.append(lines[index])
                 index += 1
             while block and not block[-1].strip():
                 block.pop()
-            out += [line, "", "```python", *textwrap.dedent("\n".join(block)).splitlines(), "```", ""]
+            lead = [line, ""] if line.strip() else [""]
+            out += [*lead, "```python", *textwrap.dedent("\n".join(block)).splitlines(), "```", ""]
             continue
         out.append(line)
         index += 1
@@ -451,12 +470,12 @@ def markdown(kinds: Mapping[str, type[Stage]] | None = None) -> str:
         "- [Stage kinds](#stage-kinds): "
         + ", ".join(f"[{t}](#{_anchor(t)})" for t in kind_titles)
         + f"; [every stage's fields](#{_anchor('Stage: the fields every kind has')}), [StageOutputs](#stageoutputs)",
-        "- [Environments](#environments): [Environment](#environment), [Approval](#approval), [Secret](#secret), "
-        "[AwsSettings](#awssettings)",
+        "- [Environments](#environments): "
+        + ", ".join(f"[{m.__name__}](#{_anchor(m.__name__)})" for m in ENVIRONMENT_MODELS),
         "- [Triggers and agents](#triggers-and-agents): [Trigger](#trigger), [AgentLabels](#agentlabels)",
         "- [Checks](#checks): [Verify](#verify), [Health](#health)",
         "- [Deployment strategies](#deployment-strategies): "
-        + ", ".join(f"[{t}](#{_anchor(t)})" for t in strategy_titles),
+        + ", ".join(f"[{t}](#{_anchor(t)})" for t in [*strategy_titles, Group.__name__]),
         "- [Types the tables use](#types-the-tables-use)",
         "",
     ]
@@ -473,8 +492,7 @@ def markdown(kinds: Mapping[str, type[Stage]] | None = None) -> str:
     for kind, cls in kinds.items():
         parts += ["", *_kind_section(kind, cls)]
     parts += ["", "## Environments", ""]
-    environments: tuple[type[BaseModel], ...] = (Environment, Approval, Secret, AwsSettings)
-    for i, model in enumerate(environments):
+    for i, model in enumerate(ENVIRONMENT_MODELS):
         parts += [*([""] if i else []), *_plain_section(model)]
     parts += ["", "## Triggers and agents", ""]
     parts += [*_plain_section(Trigger), "", *_plain_section(AgentLabels)]
@@ -487,6 +505,7 @@ def markdown(kinds: Mapping[str, type[Stage]] | None = None) -> str:
     ]
     for name, strategy in STRATEGY_KINDS.items():
         parts += ["", *_strategy_section(name, strategy)]
+    parts += ["", *_plain_section(Group)]
     parts += ["", *_types_section()]
     return "\n".join(parts) + "\n"
 

@@ -210,6 +210,46 @@ class AwsSettings(Spec):
     """Override for emulators (moto, MiniStack, LocalStack); `AWS_ENDPOINT_URL` also works."""
 
 
+class Sensitive(Spec):
+    """A column whose values never leave production as they are: a test stack seeded from a
+    snapshot of production's database gets `mask` (an SQL expression over the row) instead."""
+
+    column: str
+    """`table.column` (or `schema.table.column`), e.g. 'visits.agent'."""
+    mask: str = "NULL"
+    """SQL expression the column is set to, e.g. "'user-' || id" or "md5(email)"."""
+
+    @field_validator("column")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) not in (2, 3) or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+            raise ValueError(f"{value!r} must be 'table.column' (or 'schema.table.column'), e.g. 'visits.agent'")
+        return value
+
+
+class Database(Spec):
+    """The environment's PostgreSQL database (the template's AWS::RDS::DBInstance; a PostgreSQL
+    container on the local profile), migrated by Migrate stages with Alembic (docs/schema.md)."""
+
+    migrations: RelPath = "migrations"
+    """Alembic's script folder (env.py, versions/), with an `expand` and a `contract` branch."""
+    sensitive: tuple[Sensitive, ...] = ()
+    """Columns masked when a test stack is seeded from a snapshot of this database."""
+    password_secret: EnvVar = "DATABASE_PASSWORD"
+    """aws profile: the environment variable (a secret on CI) with the master user's password,
+    passed to the template's `DatabasePassword` parameter. The local profile makes its own."""
+
+    @field_validator("sensitive", mode="before")
+    @classmethod
+    def _sensitive_from_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = (value,)
+        if isinstance(value, list | tuple):
+            return tuple(Sensitive(column=v) if isinstance(v, str) else v for v in value)
+        return value
+
+
 class Environment(Spec):
     """A place the service runs: a stack built from a template, on the local or aws profile."""
 
@@ -233,6 +273,9 @@ class Environment(Spec):
     """Region and endpoint of the aws profile for this environment."""
     secrets: tuple[Secret, ...] = ()
     """Secrets every stage deploying here receives (e.g. AWS credentials)."""
+    database: Database | None = None
+    """The stack's database, when its template declares one (an ephemeral environment without
+    one uses the database declaration of the environment it copies)."""
 
     @field_validator("secrets", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_va
 from pipeline.errors import DefinitionError, Problem
 from pipeline.graph import Graph
 from pipeline.kinds import stage_from_data
-from pipeline.model import AgentLabels, Approval, Environment, Name, Profile, Spec, Stage
+from pipeline.model import AgentLabels, Approval, Database, Environment, Name, Profile, Spec, Stage
 
 SCHEMA_VERSION: Literal[1] = 1
 RESERVED_ENV_PREFIX = "PIPELINE_"
@@ -171,6 +171,17 @@ class PipelineSpec(Spec):
             copies = type(stage).copies_environment
             if copies is not None and stage.environment_name() == env.name:
                 return self.environment(getattr(stage, copies)).template
+        return None
+
+    def database_of(self, env: Environment) -> Database | None:
+        """The environment's database declaration; an ephemeral one without its own uses the
+        declaration of the environment a stage copies into it (a test stack's `like`)."""
+        if env.database is not None or not env.ephemeral:
+            return env.database
+        for stage in self.stages:
+            copies = type(stage).copies_environment
+            if copies is not None and stage.environment_name() == env.name:
+                return self.environment(getattr(stage, copies)).database
         return None
 
     def profile_of(self, stage: Stage) -> Profile:

@@ -162,3 +162,15 @@ def test_table_cells_escape_pipes_and_defaults_read_as_python() -> None:
     assert '| `local` | `tuple[str, ...]` | `("pipeline-local",)` |' in text
     examples = re.findall(r"```python\n(.*?)```", text, re.S)
     assert any(e.startswith("Bake(") for e in examples)
+
+
+def test_every_type_a_table_names_is_explained_in_the_reference() -> None:
+    text = apidoc.markdown()
+    headings = set(re.findall(r"^#{2,3} (\w+)", text, re.M))
+    aliases = {name for _, name in apidoc.TYPE_ALIASES}
+    plain = {"str", "int", "float", "bool", "None", "tuple", "dict", "Literal", "SerializeAsAny"}
+    for row in re.findall(r"^\| `\w+` \| `([^`]+)`", text, re.M):
+        for word in re.findall(r"[A-Za-z_]\w*", row.replace("\\|", "|")):
+            if word in {"local", "aws", "expand", "contract"}:  # Literal values
+                continue
+            assert word in plain | headings | aliases, f"type {word!r} (in `{row}`) is explained nowhere"
