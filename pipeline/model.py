@@ -437,6 +437,9 @@ class Stage(Spec):
     executor: ClassVar[str] = ""
     """The kind's executor as 'module:Class', imported only when a run needs it (the registry in
     pipeline/executors/registry.py); empty: the kind can be rendered for CI but not run."""
+    extras: ClassVar[tuple[str, ...]] = ()
+    """Extras of pipeline-as-code the kind's executor needs on CI besides `run` (e.g. ("schema",)):
+    the rendered install step brings them, pinned like the rest."""
     approvable: ClassVar[bool] = False
     """Whether a manual gate makes sense before this kind (deployments, generic shell steps)."""
     outputs: ClassVar[type[StageOutputs]] = NoOutputs

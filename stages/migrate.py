@@ -66,6 +66,7 @@ class Migrate(Stage):
     """The Bake stage of the release: a contract runs only while every replica runs its image."""
 
     executor: ClassVar[str] = "pipeline.executors.migrate:MigrateExecutor"
+    extras: ClassVar[tuple[str, ...]] = ("schema",)
     outputs: ClassVar[type[StageOutputs]] = MigrateOutputs
     uses_profile: ClassVar[bool] = True
     refers_to: ClassVar[Mapping[str, tuple[str, ...]]] = {"stack": ("test-stack",), "image": ("bake",)}

@@ -52,7 +52,6 @@ with Pipeline(
             ),
         ),
     ],
-    install="pip install pipeline-as-code[run,schema]",
 ) as p:
     commit_test = CommitTest(
         name="commit-test",
