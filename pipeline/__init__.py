@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.builder import Pipeline
+    from pipeline.flags.spec import Flag
     from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
     from pipeline.spec import PipelineSpec, Trigger
     from pipeline.stages import (
         Bake,
         CommitTest,
+        FlagRollout,
         Promote,
         Shell,
         SimulatedRollback,
@@ -31,12 +33,23 @@ if TYPE_CHECKING:
 # need no definition do not pay for the models.
 _EXPORTS: dict[str, str] = {
     "Pipeline": "pipeline.builder",
+    "Flag": "pipeline.flags.spec",
     **dict.fromkeys(
         ("Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"), "pipeline.model"
     ),
     **dict.fromkeys(("PipelineSpec", "Trigger"), "pipeline.spec"),
     **dict.fromkeys(
-        ("Bake", "CommitTest", "Promote", "Shell", "SimulatedRollback", "Teardown", "TestStack", "UpdateStack"),
+        (
+            "Bake",
+            "CommitTest",
+            "FlagRollout",
+            "Promote",
+            "Shell",
+            "SimulatedRollback",
+            "Teardown",
+            "TestStack",
+            "UpdateStack",
+        ),
         "pipeline.stages",
     ),
     **dict.fromkeys(("BlueGreen", "Canary", "Cutover", "Half", "Health", "Pilot", "Rolling"), "pipeline.strategy"),
@@ -67,6 +80,8 @@ __all__ = [
     "CommitTest",
     "Cutover",
     "Environment",
+    "Flag",
+    "FlagRollout",
     "Half",
     "Health",
     "Pilot",

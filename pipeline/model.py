@@ -15,7 +15,19 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import Problem
 
@@ -61,6 +73,8 @@ RelPath = Annotated[str, AfterValidator(check_relative_path)]
 Profile = Literal["local", "aws"]
 PROFILES: tuple[Profile, ...] = ("local", "aws")
 PROFILE_ENV = "PIPELINE_PROFILE"
+FlagValue = StrictBool | StrictInt | StrictFloat | StrictStr
+"""What a feature flag may hold: a boolean, a whole number, a number or a string (pipeline.flags)."""
 IMAGE_PARAMETER = "ImageId"
 """The template parameter that carries the machine image, unless Environment(image_parameter=...) says."""
 
@@ -220,11 +234,20 @@ class Environment(Spec):
     aws: AwsSettings = AwsSettings()
     secrets: tuple[Secret, ...] = ()
     """Secrets every stage deploying here receives (e.g. AWS credentials)."""
+    flags: dict[Name, FlagValue] = Field(default_factory=dict)
+    """Values of the pipeline's flags (`Pipeline(flags=[Flag(...)])`) this environment's flag store
+    starts with; a flag not named here starts at its default. Later changes (`pipeline flag set`,
+    FlagRollout) live in the store, not in the definition."""
 
     @field_validator("secrets", mode="before")
     @classmethod
     def _secrets_from_names(cls, value: Any) -> Any:
         return coerce_secrets(value)
+
+    def model_post_init(self, context: Any, /) -> None:
+        from pipeline.builder import remember_location
+
+        remember_location(self)
 
     def stack_name(self, pipeline: str) -> str:
         return self.stack or f"{pipeline}-{self.name}"

@@ -10,6 +10,7 @@ from typing import Literal, Self
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from pipeline.errors import DefinitionError, Problem
+from pipeline.flags.spec import Flag, check_flag_values, check_flags
 from pipeline.graph import Graph
 from pipeline.kinds import stage_from_data
 from pipeline.model import Approval, Environment, Name, Profile, Spec, Stage
@@ -36,6 +37,9 @@ class PipelineSpec(Spec):
     """Stage objects of any registered kind (built-in or a plugin's); from JSON, each entry's
     `kind` picks its class (pipeline/kinds.py)."""
     environments: tuple[Environment, ...] = ()
+    flags: tuple[Flag, ...] = ()
+    """Feature flags the service reads (pipeline.flags): each environment's flag store serves them,
+    `pipeline flag set` and FlagRollout stages move them without a deploy."""
     trigger: Trigger = Trigger()
     profile: Profile = "local"
     """The profile CI runs stages with: `local` (Docker on the agent) or `aws` (CloudFormation). An
@@ -77,6 +81,16 @@ class PipelineSpec(Spec):
             if env.name == name:
                 return env
         raise KeyError(name)
+
+    def flag(self, name: str) -> Flag:
+        for flag in self.flags:
+            if flag.name == name:
+                return flag
+        raise KeyError(name)
+
+    def flag_values(self, env: Environment) -> dict[str, object]:
+        """What `env`'s flag store starts with: its own values over the flags' defaults."""
+        return {flag.name: env.flags.get(flag.name, flag.default) for flag in self.flags}
 
     def ordered(self) -> list[Stage]:
         return [self.stage(name) for name in self.graph.order()]
@@ -185,6 +199,8 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
     for i, env in enumerate(spec.environments):
         if env.ephemeral and env.approval is not None:
             add("an ephemeral environment cannot have an approval gate", f"environments[{i}] ({env.name}).approval")
+        problems += check_flag_values(env.flags, spec.flags, f"environments[{i}] ({env.name}).flags")
+    problems += check_flags(spec.flags)
 
     if not problems:
         cycle = spec.graph.find_cycle()

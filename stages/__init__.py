@@ -8,6 +8,7 @@ also exported from `pipeline`.
 
 from pipeline.stages.bake import Bake
 from pipeline.stages.commit_test import CommitTest
+from pipeline.stages.flag_rollout import FlagRollout
 from pipeline.stages.kinds import STAGE_KINDS
 from pipeline.stages.promote import Promote
 from pipeline.stages.shell import Shell
@@ -20,6 +21,7 @@ __all__ = [
     "STAGE_KINDS",
     "Bake",
     "CommitTest",
+    "FlagRollout",
     "Promote",
     "Shell",
     "SimulatedRollback",
