@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.engines.cfn_template import load_template, parse_template
+from pipeline.engines.flag_store_shape import FlagStoreShape, read_flag_store
 from pipeline.errors import TemplateError
 
 ASG = "AWS::AutoScaling::AutoScalingGroup"
@@ -80,6 +81,9 @@ class Topology:
     """Parameters the launch template reads (besides the image): changing one replaces replicas."""
     group: str = ""
     """Logical id of the AutoScaling group (for messages)."""
+    flag_store: FlagStoreShape | None = None
+    """The template's `AWS::ElastiCache::ReplicationGroup`: a Redis master and read-only replicas
+    serving the feature flags (pipeline/engines/docker_stack/flag_store.py)."""
 
     def accepts(self, status: int) -> bool:
         for part in self.health_codes.split(","):
@@ -275,6 +279,7 @@ def topology(
         parameters=params,
         launch_parameters=launch_params,
         group=group,
+        flag_store=read_flag_store(template, params, source),
     )
 
 

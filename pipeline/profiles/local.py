@@ -26,7 +26,7 @@ class LocalProfile:
     ) -> StackEngine:
         from pipeline.engines.docker_stack import DockerStackEngine
 
-        return DockerStackEngine(pipeline=spec.name, template=template)
+        return DockerStackEngine(pipeline=spec.name, template=template, flags=spec.flag_values(env))
 
     def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
         """Tags on the images, in the Docker engine that runs the stacks: the machine's own record,

@@ -37,10 +37,11 @@ from typing import Any
 
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
 from pipeline.engines.docker_client import shared as shared_client
-from pipeline.engines.docker_stack.balancer import ensure_lb_image, lb_port, read_config
+from pipeline.engines.docker_stack.balancer import create_network, ensure_lb_image, lb_port, read_config
 from pipeline.engines.docker_stack.balancer_config import config_parameters, servers, warm_set
 from pipeline.engines.docker_stack.converge import converge
 from pipeline.engines.docker_stack.deployment import Deployment
+from pipeline.engines.docker_stack.flag_store import converge_flag_store, observed_addresses
 from pipeline.engines.docker_stack.labels import (
     L_IMAGE,
     L_IMAGE_ID,
@@ -83,8 +84,11 @@ class DockerStackEngine(BaseStackEngine):
         base_image: str | None = None,
         client: Any = None,
         lock_dir: Path | None = None,
+        flags: Mapping[str, Any] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.flags = dict(flags or {})
+        """Values a new flag starts with in the stack's flag store (when the template has one)."""
         self.template = template
         self.base_image = base_image or os.environ.get("PIPELINE_BASE_IMAGE") or DEFAULT_BASE_IMAGE
         self._client = client
@@ -189,6 +193,10 @@ class DockerStackEngine(BaseStackEngine):
             details["warm"] = ",".join(r.name for r in warm)
             details["warm_image"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in warm}))
             details["warm_until"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(warm_until))
+        store = observed_addresses(observed, None)
+        if store:
+            details["flags_master"] = store.get("0", "")
+            details["flags_replicas"] = ",".join(a for i, a in sorted(store.items()) if i != "0")
         if len({r.labels.get(L_IMAGE_ID) for r in serving}) > 1:
             details["images"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in serving}))
         return StackState(
@@ -224,7 +232,9 @@ class DockerStackEngine(BaseStackEngine):
             if not observed.exists:
                 lock.remove_on_release = True
                 return
-            containers = [c for c in (observed.lb, *observed.replicas, *observed.strays) if c is not None]
+            containers = [
+                c for c in (observed.lb, *observed.replicas, *observed.flag_store, *observed.strays) if c is not None
+            ]
 
             def remove(container: Any) -> None:
                 on_event(f"removing {container.name}")
@@ -266,6 +276,7 @@ class DockerStackEngine(BaseStackEngine):
         lb_image = self.ensure_lb_image(on_event=on_event)
         with self._lock(stack, purpose=f"deploying {image} to stack {stack}", on_event=on_event):
             self._check_names(stack)
+            self._flag_store(stack, topo, on_event)
             deployment = Deployment(
                 self.client,
                 self._id(stack),
@@ -278,6 +289,23 @@ class DockerStackEngine(BaseStackEngine):
             )
             report = converge(deployment)
         return replace(self.describe(stack), report=report)
+
+    def _flag_store(self, stack: str, topo: Topology, on_event: OnEvent) -> None:
+        """The stack's flag store as the template says, before any replica that reads it starts."""
+        observed = observe(self.client, self._id(stack))
+        if topo.flag_store is None and not observed.flag_store:
+            return
+        if observed.network is None and topo.flag_store is not None:
+            observed.network = create_network(self.client, self._id(stack), on_event)
+        converge_flag_store(
+            self.client,
+            self._id(stack),
+            topo.flag_store,
+            observed,
+            base_image=self.base_image,
+            flags=self.flags,
+            on_event=on_event,
+        )
 
     def ready(self, stack: str) -> None:
         """The Docker engine answers (ToolMissingError naming it and the fix if not). No change."""

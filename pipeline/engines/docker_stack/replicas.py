@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from pipeline.engines.docker_stack.flag_store import environment as flag_store_environment
 from pipeline.engines.docker_stack.labels import L_IMAGE, L_IMAGE_ID, L_PARAMETERS, L_SPEC, ROLE_REPLICA, StackId
 from pipeline.engines.stack import OnEvent
 from pipeline.engines.topology import Topology
@@ -54,9 +55,15 @@ class Release:
         """Digest of what makes a replica what it is: replicas with another spec are replaced."""
         topo = self.topo
         launch = {name: topo.parameters.get(name, "") for name in topo.launch_parameters}
-        return digest(
-            {"image": self.image_id, "port": topo.target_port, "health_port": topo.health_port, "launch": launch}
-        )[:16]
+        what: dict[str, object] = {
+            "image": self.image_id,
+            "port": topo.target_port,
+            "health_port": topo.health_port,
+            "launch": launch,
+        }
+        if topo.flag_store is not None:  # the replicas are told where the store is
+            what["flag_store"] = [topo.flag_store.replicas, topo.flag_store.port]
+        return digest(what)[:16]
 
     @cached_property
     def parameters(self) -> dict[str, str]:
@@ -160,6 +167,7 @@ class Replicas:
                 # not restarted until it has passed its health check (`restart_with_engine`):
                 # a replica that dies on start keeps its exit status and output
                 restart_policy={"Name": "no"},
+                environment=flag_store_environment(self.stack, self.topo.flag_store),
                 init=True,  # the image's server is not PID 1: SIGTERM stops it even without a handler
             )
         except docker.errors.DockerException as exc:

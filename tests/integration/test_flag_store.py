@@ -1,0 +1,162 @@
+"""The local engine's flag store against a real Docker engine: a Redis master and two read-only
+replicas (Debian's redis-server) in the stack, made from the template's ElastiCache replication
+group; seeded from the definition, told to every web replica, found by labels, repaired, killed
+mid-creation and converged by the next deploy, removed with the stack. No fakes: real Redis.
+
+The web servers are busybox images built here (as in test_docker_stack.py)."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.engines.docker_client import LABEL_PREFIX
+from pipeline.flags.state import FlagState
+from pipeline.flags.store import FlagEndpoint, FlagStore
+from tests.conftest import remove_everything_of
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "examples" / "feature-flags" / "templates" / "web.yaml"
+TEST_LABEL = f"{LABEL_PREFIX}.test"
+WEB = """
+FROM {base}
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox \\
+    && rm -rf /var/lib/apt/lists/* && mkdir -p /srv/www && echo "Hello World" > /srv/www/index.html \\
+    && echo ok > /srv/www/health
+ENTRYPOINT []
+CMD ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/srv/www"]
+"""
+FLAGS = {"new-greeting": False, "greeting": "hi"}
+
+
+@pytest.fixture(scope="module")
+def web_image(docker_client: Any, base_image: str) -> Iterator[str]:
+    tag = f"pipeline-test-web:flags-{secrets.token_hex(3)}"
+    docker_client.images.build(
+        fileobj=io.BytesIO(WEB.format(base=base_image).encode()), tag=tag, labels={TEST_LABEL: "flag-store"}, rm=True
+    )
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "web.yaml"
+    path.write_text(TEMPLATE.read_text().replace("HealthCheckGracePeriod: 60", "HealthCheckGracePeriod: 5"))
+    return path
+
+
+@pytest.fixture
+def pipeline_name(docker_client: Any, web_image: str) -> Iterator[str]:
+    name = f"itflags-{secrets.token_hex(3)}"
+    yield name
+    remove_everything_of(docker_client, name)
+
+
+def engine_of(name: str, template: Path, client: Any) -> Any:
+    from pipeline.engines.docker_stack import DockerStackEngine
+
+    return DockerStackEngine(pipeline=name, template=template, client=client, flags=FLAGS)
+
+
+def of_role(client: Any, pipeline: str, role: str) -> list[Any]:
+    labels = [f"{LABEL_PREFIX}.pipeline={pipeline}", f"{LABEL_PREFIX}.role={role}"]
+    return client.containers.list(all=True, filters={"label": labels})
+
+
+def store_of(state: Any) -> FlagStore:
+    replicas = tuple(a for a in state.details["flags_replicas"].split(",") if a)
+    return FlagStore(FlagEndpoint(state.details["flags_master"], replicas))
+
+
+def test_a_stack_gets_a_master_and_two_read_only_replicas_seeded_from_the_definition(
+    pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    engine = engine_of(pipeline_name, template, docker_client)
+    state = engine.deploy("web", web_image)
+    stores = of_role(docker_client, pipeline_name, "flag-store")
+    assert sorted(c.name for c in stores) == [f"web-flags-{i}" for i in range(3)]
+    store = store_of(state)
+    assert {k: v.value for k, v in store.all().items()} == FLAGS
+    # every web replica is told where the store is
+    for replica in of_role(docker_client, pipeline_name, "replica"):
+        env = dict(e.split("=", 1) for e in replica.attrs["Config"]["Env"])
+        assert env["PIPELINE_FLAGS_MASTER"] == "web-flags-0:6379"
+        assert env["PIPELINE_FLAGS_REPLICAS"] == "web-flags-1:6379,web-flags-2:6379"
+    # a change reaches every replica before `set` returns; replicas refuse writes
+    change = store.set("new-greeting", FlagState(True, 25, False), by="test")
+    assert change.replicas_acked == 2
+    assert [s.percent if s else None for s in store.replica_values("new-greeting")] == [25.0, 25.0]
+    import redis
+
+    host, _, port = store.endpoint.replicas[0].rpartition(":")
+    with pytest.raises(redis.ReadOnlyError):
+        redis.Redis(host=host, port=int(port)).set("pipeline:flag:x", "{}")
+    # a second deploy changes nothing and keeps the flags (the store is the truth, not the definition)
+    ids = sorted(c.id for c in stores)
+    engine.deploy("web", web_image)
+    assert sorted(c.id for c in of_role(docker_client, pipeline_name, "flag-store")) == ids
+    assert store.get("new-greeting").percent == 25  # type: ignore[union-attr]
+    engine.delete("web")
+    assert of_role(docker_client, pipeline_name, "flag-store") == []
+    assert docker_client.networks.list(filters={"label": f"{LABEL_PREFIX}.pipeline={pipeline_name}"}) == []
+
+
+def test_a_stopped_or_removed_store_container_is_repaired_and_the_flags_survive_a_restart(
+    pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    engine = engine_of(pipeline_name, template, docker_client)
+    state = engine.deploy("web", web_image)
+    store_of(state).set("greeting", FlagState("hello"), by="test")
+    master = docker_client.containers.get("web-flags-0")
+    master.stop(timeout=5)
+    docker_client.containers.get("web-flags-2").remove(force=True)
+    state = engine.deploy("web", web_image)
+    assert len(of_role(docker_client, pipeline_name, "flag-store")) == 3
+    store = store_of(state)
+    assert store.get("greeting").value == "hello"  # type: ignore[union-attr]  # append-only file in its volume
+    assert [s.value if s else None for s in store.replica_values("greeting")] == ["hello", "hello"]
+
+
+@pytest.mark.parametrize("checkpoint", ["flag-store:master-started", "flag-store:ready"])
+def test_a_deploy_killed_while_it_makes_the_store_is_finished_by_the_next_one(
+    checkpoint: str, pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    script = (
+        "from pathlib import Path\n"
+        "from pipeline.engines.docker_stack import DockerStackEngine\n"
+        f"DockerStackEngine(pipeline={pipeline_name!r}, template=Path({str(template)!r}), flags={FLAGS!r})"
+        f".deploy('web', {web_image!r})\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PIPELINE_FAULT": f"local-stack:web:{checkpoint}"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert of_role(docker_client, pipeline_name, "replica") == []  # the store comes before any web replica
+    engine = engine_of(pipeline_name, template, docker_client)
+    state = engine.deploy("web", web_image)
+    assert sorted(c.name for c in of_role(docker_client, pipeline_name, "flag-store")) == [
+        f"web-flags-{i}" for i in range(3)
+    ]
+    assert len(of_role(docker_client, pipeline_name, "replica")) == 2
+    assert {k: v.value for k, v in store_of(state).all().items()} == FLAGS
+    engine.delete("web")
+    left = docker_client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.pipeline={pipeline_name}"})
+    assert left == []
