@@ -65,6 +65,8 @@ class FlagRollout(Stage):
     """Percent of users per step, increasing, in 1..100."""
     observe_seconds: float = Field(default=10.0, ge=0, le=3600)
     health: Health = Health()
+    path: str = "/"
+    """The page the flag changes: the probe's simulated users (each its own X-User) request it."""
 
     executor: ClassVar[str] = "pipeline.executors.flag_rollout:FlagRolloutExecutor"
     outputs: ClassVar[type[StageOutputs]] = FlagRolloutOutputs
