@@ -234,6 +234,11 @@ class Environment(Spec):
     aws: AwsSettings = AwsSettings()
     secrets: tuple[Secret, ...] = ()
     """Secrets every stage deploying here receives (e.g. AWS credentials)."""
+    alert_secret: EnvVar | None = None
+    """The environment variable holding the alert route's token. With one, the environment's
+    balancer serves `POST /.pipeline/alert` (Authorization: Bearer <token>): every request to the
+    stable version and every flag of a rollout in flight off, at once (docs/flags.md). Without
+    one there is no alert route."""
     flags: dict[Name, FlagValue] = Field(default_factory=dict)
     """Values of the pipeline's flags (`Pipeline(flags=[Flag(...)])`) this environment's flag store
     starts with; a flag not named here starts at its default. Later changes (`pipeline flag set`,

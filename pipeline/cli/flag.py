@@ -152,3 +152,58 @@ def history(
             f"{json.dumps(after.get('value'))}@{after.get('percent')}%"
             + (f" ({escape(str(entry['why']))})" if entry.get("why") else "")
         )
+
+
+@flag_app.command("alert")
+def alert(
+    environment: EnvArg,
+    clear: Annotated[bool, typer.Option("--clear", help="Lift the alert (flags stay where they are).")] = False,
+    file: FileOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Call the environment's alert route (as a monitor would): every request to the stable
+    version and every flag of a rollout in flight off, at once. The token comes from the
+    variable the environment's `alert_secret` names."""
+    import os
+    import time
+    import urllib.error
+    import urllib.request
+
+    from pipeline.errors import BadInputError, StageFailedError
+    from pipeline.loader import load
+    from pipeline.model import default_profile
+    from pipeline.profiles import ProfileEngines
+
+    loaded = load(file)
+    spec = loaded.spec
+    env = spec.environment(environment)
+    if not env.alert_secret or not os.environ.get(env.alert_secret):
+        raise BadInputError(
+            f"environment {env.name!r} has no alert token to call its alert route with",
+            hint="set Environment(alert_secret='NAME') and export NAME=<token> (the balancer was given it at deploy)",
+        )
+    engines = ENGINES.get() or ProfileEngines()
+    state = engines.stack_engine(spec, env, profile or default_profile(), loaded.root).describe(
+        env.stack_name(spec.name)
+    )
+    if not state.url or not state.details.get("alert_route"):
+        raise BadInputError(f"{env.name} has no balancer with an alert route (deploy it with the token set)")
+    request = urllib.request.Request(
+        state.url.rstrip("/") + state.details["alert_route"],
+        method="DELETE" if clear else "POST",
+        headers={"Authorization": f"Bearer {os.environ[env.alert_secret]}", "X-Alert-By": "pipeline flag alert"},
+    )
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # the stack's own 127.0.0.1 URL
+            data = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise StageFailedError("alert", f"the alert route answered {exc.code}: {exc.read()[:200]!r}") from None
+    seconds = time.monotonic() - started
+    if clear:
+        console.print(f"[green]ok[/]: the alert of {env.name} is lifted")
+        return
+    console.print(
+        f"[red]alert raised[/] in {env.name}: every request goes to the stable version; flags switched off: "
+        f"{', '.join(data.get('flags_off') or []) or 'none in flight'} ({seconds * 1000:.0f} ms)"
+    )

@@ -160,3 +160,68 @@ def test_a_deploy_killed_while_it_makes_the_store_is_finished_by_the_next_one(
     engine.delete("web")
     left = docker_client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.pipeline={pipeline_name}"})
     assert left == []
+
+
+# --- the alert route --------------------------------------------------------------------------------------------
+
+
+def _post(url: str, token: str | None, method: str = "POST") -> tuple[int, dict[str, Any]]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, json.loads(body) if body.startswith(b"{") else {}
+
+
+def test_the_alert_route_needs_the_token_routes_to_stable_and_switches_rollouts_off(
+    pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    from pipeline.engines.docker_stack import DockerStackEngine
+
+    token = secrets.token_hex(16)
+    engine = DockerStackEngine(
+        pipeline=pipeline_name, template=template, client=docker_client, flags=FLAGS, alert_token=token
+    )
+    state = engine.deploy("web", web_image)
+    assert state.details["alert"] == "clear"
+    store = store_of(state)
+    store.set("new-greeting", FlagState(True, 50, False), by="test")
+    store.begin_rollout("new-greeting")
+    store.set("greeting", FlagState("hello"), by="test")  # not in a rollout: untouched
+    url = state.url.rstrip("/") + "/.pipeline/alert"
+    assert _post(url, None)[0] == 403
+    assert _post(url, "wrong")[0] == 403
+    assert store.alert() is None
+    # the token is not in the balancer, only its digest
+    lb = docker_client.containers.get("web-lb")
+    assert token not in lb.exec_run(["/bin/cat", "/etc/pipeline/alert.json", "/etc/nginx/nginx.conf"]).output.decode()
+    status, answer = _post(url, token)
+    assert status == 200, answer
+    assert answer["flags_off"] == ["new-greeting"]
+    assert store.get("new-greeting").percent == 0  # type: ignore[union-attr]
+    assert store.get("greeting").value == "hello"  # type: ignore[union-attr]
+    assert store.alert() is not None
+    assert engine.describe("web").details["alert"] == "raised"
+    assert store.history(1)[0]["why"] == "alert: rollout switched off"
+    assert _post(url, token, "DELETE")[0] == 200
+    assert engine.describe("web").details["alert"] == "clear"
+    assert store.alert() is None
+
+
+def test_without_a_token_there_is_no_alert_route(
+    pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    engine = engine_of(pipeline_name, template, docker_client)
+    state = engine.deploy("web", web_image)
+    assert "alert_route" not in state.details
+    status, answer = _post(state.url.rstrip("/") + "/.pipeline/alert", "anything")
+    # the balancer passes it on like any page: busybox answers (501 to a POST), no agent does
+    assert status == 501
+    assert answer == {}

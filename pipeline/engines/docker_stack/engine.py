@@ -37,8 +37,15 @@ from typing import Any
 
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
 from pipeline.engines.docker_client import shared as shared_client
+from pipeline.engines.docker_stack.alert import alert_files, ensure_agent
 from pipeline.engines.docker_stack.balancer import create_network, ensure_lb_image, lb_port, read_config
-from pipeline.engines.docker_stack.balancer_config import config_parameters, servers, warm_set
+from pipeline.engines.docker_stack.balancer_config import (
+    ALERT_MARKER,
+    config_parameters,
+    has_alert_route,
+    servers,
+    warm_set,
+)
 from pipeline.engines.docker_stack.converge import converge
 from pipeline.engines.docker_stack.deployment import Deployment
 from pipeline.engines.docker_stack.flag_store import converge_flag_store, observed_addresses
@@ -85,8 +92,11 @@ class DockerStackEngine(BaseStackEngine):
         client: Any = None,
         lock_dir: Path | None = None,
         flags: Mapping[str, Any] | None = None,
+        alert_token: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.alert_token = alert_token
+        """The environment's alert token: the balancer then serves the alert route (alert.py)."""
         self.flags = dict(flags or {})
         """Values a new flag starts with in the stack's flag store (when the template has one)."""
         self.template = template
@@ -193,6 +203,9 @@ class DockerStackEngine(BaseStackEngine):
             details["warm"] = ",".join(r.name for r in warm)
             details["warm_image"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in warm}))
             details["warm_until"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(warm_until))
+        if has_alert_route(config):
+            details["alert_route"] = "/.pipeline/alert"
+            details["alert"] = "raised" if self._alert_raised(observed.lb) else "clear"
         store = observed_addresses(observed, None)
         if store:
             details["flags_master"] = store.get("0", "")
@@ -277,6 +290,7 @@ class DockerStackEngine(BaseStackEngine):
         with self._lock(stack, purpose=f"deploying {image} to stack {stack}", on_event=on_event):
             self._check_names(stack)
             self._flag_store(stack, topo, on_event)
+            lb_files = alert_files(self._id(stack), self.alert_token, topo.flag_store)
             deployment = Deployment(
                 self.client,
                 self._id(stack),
@@ -286,9 +300,22 @@ class DockerStackEngine(BaseStackEngine):
                 topology=self.topology,
                 strategy=strategy,
                 health=health,
+                lb_files=lb_files,
             )
             report = converge(deployment)
+            lb = observe(self.client, self._id(stack)).lb
+            if lb is not None and running(lb):
+                ensure_agent(lb, lb_files, on_event)
         return replace(self.describe(stack), report=report)
+
+    def _alert_raised(self, lb: Any) -> bool:
+        import docker.errors
+
+        try:
+            lb.get_archive(ALERT_MARKER)
+        except docker.errors.NotFound:
+            return False
+        return True
 
     def _flag_store(self, stack: str, topo: Topology, on_event: OnEvent) -> None:
         """The stack's flag store as the template says, before any replica that reads it starts."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.engines.docker_stack.access_log import AccessLog, parse_variant
 from pipeline.engines.docker_stack.balancer import Balancer, lb_port, read_config
-from pipeline.engines.docker_stack.balancer_config import config_parameters, servers, warm_set
+from pipeline.engines.docker_stack.balancer_config import config_parameters, has_alert_route, servers, warm_set
 from pipeline.engines.docker_stack.labels import StackId, observe, running
 from pipeline.engines.http_check import Hit, version_stats
 from pipeline.engines.stack import OnEvent, VersionStats
@@ -134,6 +134,7 @@ class VariantWatch:
         names, until = warm_set(text)
         balancer.warm = (names, until) if names else None
         balancer.log = log
+        balancer.alert = has_alert_route(text)
         balancer.config_text = text
         serving = [SimpleNamespace(name=n) for n in servers(text)]
         balancer.route(lb, serving)
