@@ -98,9 +98,9 @@ class Reference:
 
     def production(self) -> tuple[str, str] | None:
         """(URL, page) of production, None when there is none."""
-        from pipeline.engines.local_stack import LocalStackEngine
+        from pipeline.engines.docker_stack.engine import DockerStackEngine
 
-        state = LocalStackEngine(self.name, self.root / "templates" / "web.yaml").describe(f"{self.name}-production")
+        state = DockerStackEngine(self.name, self.root / "templates" / "web.yaml").describe(f"{self.name}-production")
         if not state.exists:
             return None
         assert state.url is not None

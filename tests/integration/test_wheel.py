@@ -54,6 +54,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Path, tm
             "import pipeline, pipeline.stages; print(pipeline.__file__); print(pipeline.stages.__file__)",
         ],
         cwd=tmp_path,
+        env={"PATH": f"{installed}:/usr/bin:/bin", "HOME": str(tmp_path)},  # no PYTHONPATH of the caller's
         capture_output=True,
         text=True,
         check=True,

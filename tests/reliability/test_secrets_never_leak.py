@@ -146,7 +146,7 @@ def test_canary_secrets_appear_nowhere(make: ProjectMaker, baked: dict[str, str]
     log_dir = project.ledger.run_dir(project.last_run().run_id) / "stages"
     announced = (log_dir / "announce" / "output.log").read_text()
     assert "release token is ***" in announced
-    assert "signing with:\n-----BEGIN CANARY PRIVATE KEY-----\n***\n***\n***\n" in announced, announced
+    assert "signing with:\n***\n***\n***\n***\n***\n" in announced, announced  # every line, as GitHub does
     assert "error: token *** was rejected" in (log_dir / "audit" / "output.log").read_text()
     assert "error: token *** was rejected" in run.stdout
     raw = next((log_dir / "bake").glob("packer-*.machine-readable.log")).read_text()
