@@ -225,3 +225,53 @@ def test_without_a_token_there_is_no_alert_route(
     # the balancer passes it on like any page: busybox answers (501 to a POST), no agent does
     assert status == 501
     assert answer == {}
+
+
+def test_an_alert_during_a_canary_sends_everything_to_the_old_version_and_stops_the_deploy(
+    pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    import threading
+    import time
+
+    from pipeline.engines.docker_stack import DockerStackEngine
+    from pipeline.engines.http_check import request
+    from pipeline.errors import HealthBreachError
+    from pipeline.strategy import Canary, Health
+
+    token = secrets.token_hex(16)
+    engine = DockerStackEngine(
+        pipeline=pipeline_name, template=template, client=docker_client, flags=FLAGS, alert_token=token
+    )
+    state = engine.deploy("web", web_image)
+    v2 = f"{web_image}-v2"
+    docker_client.images.build(
+        fileobj=io.BytesIO(f'FROM {web_image}\nRUN echo "Hello World v2" > /srv/www/index.html\n'.encode()),
+        tag=v2,
+        labels={TEST_LABEL: "flag-store"},
+    )
+    outcome: dict[str, Any] = {}
+
+    def deploy() -> None:
+        try:
+            engine.deploy(
+                "web", v2, strategy=Canary(steps=(50, 100), observe_seconds=60), health=Health(min_p99_ms=1000)
+            )
+        except HealthBreachError as exc:
+            outcome["breach"] = exc
+
+    thread = threading.Thread(target=deploy)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "Hello World v2" not in {request(state.url, timeout=5)[1].strip() for _ in range(10)}:
+            assert time.monotonic() < deadline, "the canary never routed to v2"
+        assert _post(state.url.rstrip("/") + "/.pipeline/alert", token)[0] == 200
+        bodies = {request(state.url, timeout=5)[1].strip() for _ in range(30)}
+        assert bodies == {"Hello World"}  # the stable (old) version only, from the next request on
+    finally:
+        thread.join(timeout=180)
+        docker_client.images.remove(v2, force=True)
+    breach = outcome.get("breach")
+    assert breach is not None, "the deploy went on after the alert"
+    assert "an alert was raised" in str(breach)
+    assert engine.describe("web").image == web_image

@@ -158,6 +158,20 @@ class AccessLog:
                 self.served.append(answer)
             self.hits.extend(hits)
 
+    def alert_raised(self) -> bool:
+        """Whether the balancer's alert route was called (its marker file exists)."""
+        import docker.errors
+
+        from pipeline.engines.docker_stack.balancer_config import ALERT_MARKER
+
+        try:
+            self.lb.get_archive(ALERT_MARKER)
+        except docker.errors.NotFound:
+            return False
+        except Exception:
+            return False
+        return True
+
     def stats(self, since: float, *, new: bool) -> VersionStats:
         return version_stats(h for h in self.hits if h.new == new and h.at >= since)
 
