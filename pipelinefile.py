@@ -30,11 +30,13 @@ with Pipeline(
         Environment(
             name="production",
             template="templates/web.yaml",
-            approval=Approval(message="Promote the new image to production?"),
+            # Who may approve: CI user names (Jenkins submitter, TeamCity user, GitHub reviewer).
+            approval=Approval(message="Promote the new image to production?", approvers=("release-manager",)),
         ),
     ],
     profile="aws",  # what CI uses; `pipeline run local` rehearses on Docker unless told --profile aws
-    install="pip install -e .[run]",
+    install="pip install -e '.[run]'",  # CI runs this checkout's own code, not a released version
+    targets=("jenkins", "teamcity", "github"),  # `pipeline render` and every drift check cover these
 ) as p:
     commit_test = CommitTest(
         name="commit-test",

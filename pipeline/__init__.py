@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.builder import Pipeline
     from pipeline.flags.spec import Flag
-    from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
+    from pipeline.model import AgentLabels, Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
     from pipeline.spec import PipelineSpec, Trigger
     from pipeline.stages import (
         Bake,
@@ -35,7 +35,8 @@ _EXPORTS: dict[str, str] = {
     "Pipeline": "pipeline.builder",
     "Flag": "pipeline.flags.spec",
     **dict.fromkeys(
-        ("Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"), "pipeline.model"
+        ("AgentLabels", "Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"),
+        "pipeline.model",
     ),
     **dict.fromkeys(("PipelineSpec", "Trigger"), "pipeline.spec"),
     **dict.fromkeys(
@@ -72,6 +73,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentLabels",
     "Approval",
     "AwsSettings",
     "Bake",

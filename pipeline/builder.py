@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from pipeline.errors import DefinitionError, Problem
 from pipeline.flags.spec import Flag
-from pipeline.model import Environment, Profile, Stage, deferred_problems
+from pipeline.model import AgentLabels, Environment, Profile, Stage, deferred_problems
 from pipeline.spec import PipelineSpec, Trigger
 
 _active: ContextVar[Pipeline | None] = ContextVar("active_pipeline", default=None)
@@ -78,6 +78,9 @@ class Pipeline:
         profile: Profile | None = None,
         python: str | None = None,
         install: str | None = None,
+        targets: Sequence[str] | str | None = None,
+        default_branch: str | None = None,
+        agents: AgentLabels | None = None,
     ) -> None:
         self.name = name
         self.environments = tuple(environments)
@@ -86,6 +89,9 @@ class Pipeline:
         self.profile = profile
         self.python = python
         self.install = install
+        self.targets = targets
+        self.default_branch = default_branch
+        self.agents = agents
         self.location = caller_location()
         self._stages: list[Stage] = []
         self._extra_needs: dict[int, list[str]] = {}
@@ -163,7 +169,7 @@ class Pipeline:
             "environments": self.environments,
             "flags": self.flags,
         }
-        for key in ("trigger", "profile", "python", "install"):
+        for key in ("trigger", "profile", "python", "install", "targets", "default_branch", "agents"):
             if getattr(self, key) is not None:
                 fields[key] = getattr(self, key)
         try:

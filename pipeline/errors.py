@@ -97,10 +97,35 @@ class UnknownStageError(BadInputError):
 
 
 class UnknownTargetError(BadInputError):
-    def __init__(self, target: str, available: Sequence[str]) -> None:
+    def __init__(self, target: str, available: Sequence[str], *, where: str = "") -> None:
         super().__init__(
-            f"no renderer for target {target!r}",
-            hint=f"available targets: {', '.join(available)} (or `all`)",
+            f"no renderer for target {target!r}" + (f" (named in {where})" if where else ""),
+            hint=f"available targets: {', '.join(available)} (or `all`; several: jenkins,teamcity)",
+        )
+
+
+class UndeclaredTargetError(BadInputError):
+    """A target to render is not among the definition's `targets`: its drift check would not cover it."""
+
+    def __init__(self, targets: Sequence[str], declared: Sequence[str]) -> None:
+        super().__init__(
+            f"the definition's targets are {', '.join(declared)}; {', '.join(targets)} is not one of them "
+            "(the drift check in every rendered file covers exactly the definition's targets)",
+            hint=f"add it: Pipeline(..., targets=({', '.join(repr(t) for t in (*declared, *targets))})), "
+            "or render without --target",
+        )
+
+
+class UnsupportedTargetsError(BadInputError):
+    """Targets the definition uses cannot express some of its features (`pipeline validate`)."""
+
+    def __init__(self, problems: Sequence[UnsupportedFeatureError]) -> None:
+        self.problems = tuple(problems)
+        lines = [f"{len(self.problems)} target(s) this definition uses cannot express it:"]
+        lines += [f"  - {p.message}" + (f" ({p.hint})" if p.hint else "") for p in self.problems]
+        super().__init__(
+            "\n".join(lines),
+            hint="change the definition (each line says how), or drop that target from Pipeline(targets=...)",
         )
 
 
@@ -193,13 +218,18 @@ class LockHeldError(PipelineError):
         self.holder = dict(holder) if holder else None
 
 
+class GateNotProtectedError(PipelineError):
+    """A CI gate's approvers are not in force on the server (a GitHub environment without required
+    reviewers): the gated job stops before it deploys (exit 1)."""
+
+
 class RenderDriftError(PipelineError):
     """`render --check` found committed CI files that differ from a fresh render."""
 
     def __init__(self, diff: str, paths: Sequence[str]) -> None:
         super().__init__(
             f"committed CI files differ from a fresh render: {', '.join(paths)}\n{diff}",
-            hint="run `pipeline render --target all` and commit the result",
+            hint="run `pipeline render` and commit the result",
         )
         self.diff = diff
         self.paths = tuple(paths)

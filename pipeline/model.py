@@ -258,6 +258,61 @@ class Environment(Spec):
         return self.stack or f"{pipeline}-{self.name}"
 
 
+class AgentLabels(Spec):
+    """The labels CI agents are chosen by, for each thing a stage may need from its agent.
+
+    A stage's CI job asks for the labels of what it needs: `docker` (it drives a Docker engine),
+    `packer` (it bakes), `root` (it may have to build the base image with debootstrap), `local`
+    (the local profile: images and containers live on one Docker engine, so every such job must
+    run on the same persistent machine). Jenkins renders them as `agent { label 'a && b' }`,
+    TeamCity as agent requirements (`exists("pipeline.label.NAME")`), GitHub as `runs-on` labels
+    of a self-hosted runner (GitHub-hosted runners have Docker and Packer, so only `local` and
+    `root` jobs leave them). `Stage(agent=...)` replaces a stage's labels outright.
+    """
+
+    docker: tuple[str, ...] = ("docker",)
+    packer: tuple[str, ...] = ("packer",)
+    root: tuple[str, ...] = ("root",)
+    """An agent where the stage may run as root (debootstrap builds a base image no registry has)."""
+    local: tuple[str, ...] = ("pipeline-local",)
+    """The one persistent machine that runs the local profile on CI (exactly one agent may carry it)."""
+    every: tuple[str, ...] = ()
+    """Labels every job asks for, e.g. ("linux",). On GitHub they make every job self-hosted."""
+    hosted: str = "ubuntu-latest"
+    """GitHub: the `runs-on` of jobs that need no labelled agent (a GitHub-hosted runner image)."""
+
+    @field_validator("docker", "packer", "root", "local", "every", mode="before")
+    @classmethod
+    def _labels_from_str(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("docker", "packer", "root", "local", "every")
+    @classmethod
+    def _labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for label in value:
+            check_label(label)
+        return value
+
+    @field_validator("hosted")
+    @classmethod
+    def _hosted(cls, value: str) -> str:
+        return check_label(value)
+
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_label(value: str) -> str:
+    """Agent labels end up in Jenkins label expressions, TeamCity parameter names and GitHub
+    `runs-on`: letters, digits, '.', '_' and '-' keep them valid (and unambiguous) on all three."""
+    if not _LABEL_RE.match(value) or len(value) > 64:
+        raise ValueError(
+            f"{value!r} is not a valid agent label: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 64 characters (e.g. 'docker')"
+        )
+    return value
+
+
 class Verify(Spec):
     """How to tell an environment behaves: HTTP requests through its load balancer."""
 
@@ -332,6 +387,10 @@ class Stage(Spec):
     approval: Approval | None = None
     """A manual gate before the stage; only stages that deploy may have one."""
     description: str = ""
+    agent: tuple[str, ...] | None = None
+    """Labels of the CI agent this stage runs on, replacing the ones derived from what it needs
+    (see `AgentLabels`): Jenkins `agent { label }`, TeamCity requirements, GitHub `runs-on` (as
+    given: include `self-hosted` for your own runners)."""
 
     # --- class-level facts about a kind (not part of the data) ---
     executor: ClassVar[str] = ""
@@ -384,6 +443,21 @@ class Stage(Spec):
     @classmethod
     def _branches_from_str(cls, value: Any) -> Any:
         return (value,) if isinstance(value, str) else value
+
+    @field_validator("agent", mode="before")
+    @classmethod
+    def _agent_from_str(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("agent")
+    @classmethod
+    def _agent_labels(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one label, or leave `agent` unset for the derived ones")
+            for label in value:
+                check_label(label)
+        return value
 
     # --- what a kind refers to ---
     def files(self) -> tuple[str, ...]:

@@ -43,7 +43,8 @@ with Pipeline(
         Environment(
             name="production",
             template="templates/web.yaml",
-            approval=Approval(message="Promote the new image to production?"),
+            # Who may approve: CI user names (Jenkins submitter, TeamCity user, GitHub reviewer).
+            approval=Approval(message="Promote the new image to production?", approvers=("release-manager",)),
         ),
     ],
     profile="aws",  # what CI uses; `pipeline run local` rehearses on Docker unless told --profile aws

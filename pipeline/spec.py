@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import fnmatch
+import re
+import unicodedata
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
 from pipeline.errors import DefinitionError, Problem
 from pipeline.flags.spec import Flag, check_flag_values, check_flags
 from pipeline.graph import Graph
 from pipeline.kinds import stage_from_data
-from pipeline.model import Approval, Environment, Name, Profile, Spec, Stage
+from pipeline.model import AgentLabels, Approval, Environment, Name, Profile, Spec, Stage
 
 SCHEMA_VERSION: Literal[1] = 1
 RESERVED_ENV_PREFIX = "PIPELINE_"
+_PYTHON_VERSION_RE = re.compile(r"^3\.[0-9]{1,2}(?:\.[0-9]{1,3})?$")
+_TARGET_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 
 
 class Trigger(Spec):
     """When CI starts the pipeline."""
 
-    branches: tuple[str, ...] = ("main",)
-    """Pushes to these branches start a run (glob patterns)."""
+    branches: tuple[str, ...] = ()
+    """Pushes to these branches start a run (glob patterns); empty: the pipeline's default branch."""
     pull_requests: bool = False
-    """Also run on pull requests (deploying stages keep their branch filters)."""
+    """Also run on pull requests. A pull request runs only the checks: stages that neither act on an
+    environment nor drive Docker or a cloud nor receive secrets (the commit test, linters), and
+    nothing after a stage that is not a check. Nothing deploys from a pull request."""
+
+    @field_validator("branches", mode="before")
+    @classmethod
+    def _branches_from_str(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
 
 
 class PipelineSpec(Spec):
@@ -45,9 +57,20 @@ class PipelineSpec(Spec):
     """The profile CI runs stages with: `local` (Docker on the agent) or `aws` (CloudFormation). An
     environment may set its own. `pipeline run local` uses `--profile` (default: local) for all."""
     python: str = "3.11"
-    """Python version CI installs to run `pipeline run stage`."""
-    install: str = "pip install pipeline-as-code[run]"
-    """How CI installs this tool before each stage (e.g. 'pip install -e .[run]' in its own repo)."""
+    """Python version CI sets up to run `pipeline run stage` (a version only, e.g. '3.12')."""
+    install: str | None = None
+    """How CI installs this tool before each stage. Default: exactly the version that rendered the
+    files (`pip install 'pipeline-as-code[run]==X.Y.Z'`); set it to install another way (e.g.
+    'pip install -e .[run]' in this tool's own repository)."""
+    targets: tuple[str, ...] = ()
+    """The CI targets this repository uses, e.g. ("teamcity",). `pipeline render` (and its drift
+    check, the first job of every rendered config) covers exactly these, and `pipeline validate`
+    reports what one of them cannot express. Empty: `render` writes every target, and each file's
+    drift check covers only its own target."""
+    default_branch: str = "main"
+    """The repository's default branch: what `Trigger()` starts runs on when it names no branches."""
+    agents: AgentLabels = AgentLabels()
+    """The labels CI agents are chosen by, per need (Docker, Packer, root, the local profile's machine)."""
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -55,6 +78,51 @@ class PipelineSpec(Spec):
         if isinstance(value, list | tuple):
             return tuple(stage_from_data(item) for item in value)
         return value
+
+    @field_validator("python")
+    @classmethod
+    def _python_version(cls, value: str) -> str:
+        if not _PYTHON_VERSION_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a Python version: give the version only, e.g. '3.11' or '3.12.4' "
+                "(CI sets up that Python; the install command is `install=`)"
+            )
+        return value
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets_from_str(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for target in value:
+            if target == "all" or not _TARGET_RE.match(target):
+                raise ValueError(
+                    f"{target!r} is not a target name: name each CI target, e.g. targets=('jenkins', 'teamcity')"
+                )
+        duplicates = sorted({t for t in value if value.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"{', '.join(map(repr, duplicates))} is listed more than once")
+        return value
+
+    @field_validator("default_branch")
+    @classmethod
+    def _default_branch(cls, value: str) -> str:
+        problem = branch_pattern_problem(value) or (
+            "is a pattern: the default branch is one branch name" if any(c in value for c in "*?[") else None
+        )
+        if problem:
+            raise ValueError(f"{value!r} {problem}")
+        return value
+
+    @property
+    def trigger_branches(self) -> tuple[str, ...]:
+        """The branches a push starts a run on: the trigger's, else the default branch."""
+        return self.trigger.branches or (self.default_branch,)
 
     @model_validator(mode="after")
     def _whole_tree_is_sound(self) -> Self:
@@ -194,13 +262,18 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
         for pattern in stage.branches:
             if not pattern.strip() or pattern != pattern.strip():
                 add(f"branch pattern {pattern!r} is empty or has surrounding spaces", f"{where}.branches", stage.name)
+            elif problem := branch_pattern_problem(pattern):
+                add(f"branch pattern {pattern!r} {problem}", f"{where}.branches", stage.name)
         problems += stage.check(spec, where)
+
+    for pattern in spec.trigger.branches:
+        if problem := branch_pattern_problem(pattern):
+            add(f"branch pattern {pattern!r} {problem}", "trigger.branches")
+    problems += _control_characters(spec) + _flag_problems(spec)
 
     for i, env in enumerate(spec.environments):
         if env.ephemeral and env.approval is not None:
             add("an ephemeral environment cannot have an approval gate", f"environments[{i}] ({env.name}).approval")
-        problems += check_flag_values(env.flags, spec.flags, f"environments[{i}] ({env.name}).flags")
-    problems += check_flags(spec.flags)
 
     if not problems:
         cycle = spec.graph.find_cycle()
@@ -216,6 +289,14 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
             )
     if not problems:
         problems += _reference_order(spec)
+    return problems
+
+
+def _flag_problems(spec: PipelineSpec) -> list[Problem]:
+    """The flags declared twice, and environments' values of unknown flags or of the wrong type."""
+    problems = check_flags(spec.flags)
+    for i, env in enumerate(spec.environments):
+        problems += check_flag_values(env.flags, spec.flags, f"environments[{i}] ({env.name}).flags")
     return problems
 
 
@@ -251,6 +332,70 @@ def _reference_order(spec: PipelineSpec) -> list[Problem]:
                         )
                     )
     return problems
+
+
+def branch_pattern_problem(pattern: str) -> str | None:
+    """Why git (check-ref-format) or a CI target would reject this branch name or glob pattern,
+    or None. `*`, `?` and `[...]` are glob characters here."""
+    if not pattern or pattern != pattern.strip():
+        return "is empty or has surrounding spaces"
+    if any(unicodedata.category(c) == "Cc" or c == " " for c in pattern):
+        return "has a space or a control character, which git does not allow in a branch name"
+    for char in "~^:\\":
+        if char in pattern:
+            return f"has {char!r}, which git does not allow in a branch name"
+    if "${{" in pattern:
+        return "has '${{', which GitHub would evaluate as an expression (and `if:` conditions would always hold)"
+    if ".." in pattern or "@{" in pattern or "//" in pattern or pattern == "@":
+        return "has '..', '@{' or '//' (or is '@'), which git does not allow in a branch name"
+    if pattern.startswith(("/", "-", "!")) or pattern.endswith(("/", ".")):
+        return "starts with '/', '-' or '!', or ends with '/' or '.': git (or a CI filter) reads it otherwise"
+    for part in pattern.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return f"has a part {part!r} starting with '.' or ending with '.lock', which git does not allow"
+    return None
+
+
+_ALLOWED_CONTROLS = frozenset("\n\t")
+
+
+def _control_characters(spec: PipelineSpec) -> list[Problem]:
+    """Text that reaches CI files and shells must not carry control characters (other than newline
+    and tab) or Unicode line separators: targets would escape, drop or reinterpret them."""
+    problems: list[Problem] = []
+    for path, stage, text in _strings(spec, ""):
+        bad = next(
+            (c for c in text if c not in _ALLOWED_CONTROLS and unicodedata.category(c) in ("Cc", "Zl", "Zp")), None
+        )
+        if bad is not None:
+            problems.append(
+                Problem(
+                    f"contains the control character U+{ord(bad):04X}: CI files cannot carry it exactly; "
+                    "remove it (newlines and tabs are fine)",
+                    path,
+                    stage=stage,
+                )
+            )
+    return problems
+
+
+def _strings(value: Any, path: str, stage: str | None = None) -> Iterator[tuple[str, str | None, str]]:
+    """Every string inside a spec object, with its field path (and the stage it belongs to)."""
+    if isinstance(value, str):
+        yield path, stage, value
+    elif isinstance(value, BaseModel):
+        for field in type(value).model_fields:
+            yield from _strings(getattr(value, field), f"{path}.{field}" if path else field, stage)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key, f"{path} (a key)", stage)
+            yield from _strings(item, f"{path}.{key}", stage)
+    elif isinstance(value, tuple | list):
+        for i, item in enumerate(value):
+            name = getattr(item, "name", None) if isinstance(item, BaseModel) else None
+            label = f"{path}[{i}]" + (f" ({name})" if isinstance(name, str) else "")
+            inner = name if path == "stages" and isinstance(name, str) else stage
+            yield from _strings(item, label, inner)
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

@@ -37,6 +37,7 @@ with Pipeline(
             approval=Approval(message="Ship 2.0.0 to production?", approvers=("release-manager",), groups=("sre",)),
         ),
     ],
+    profile="aws",  # the bake too: Packer builds an AMI
     python="3.12",
 ) as p:
     commit_test = CommitTest(name="commit-test", commands=["python -m pytest -q"])

@@ -40,7 +40,7 @@ with Pipeline(
         Environment(
             name="production",
             template="templates/web.yaml",
-            approval=Approval(message="Change production?"),
+            approval=Approval(message="Change production?", approvers=("release-manager",)),
             flags={"new-feature": False},
         ),
     ],

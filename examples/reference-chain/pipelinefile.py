@@ -32,7 +32,8 @@ with Pipeline(
         Environment(
             name="production",
             template="templates/web.yaml",
-            approval=Approval(message="Promote the new image to production?"),
+            # Who may approve: CI user names (Jenkins submitter, TeamCity user, GitHub reviewer).
+            approval=Approval(message="Promote the new image to production?", approvers=("release-manager",)),
         ),
     ],
 ) as p:

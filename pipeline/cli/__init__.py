@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pipeline import interrupts
 from pipeline.cli.app import ENGINES, app, err_console
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, ToolMissingError
 
 if TYPE_CHECKING:
     from pipeline.profiles.base import Engines
@@ -31,11 +31,33 @@ def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -
     except PipelineError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        missing = run_extra_module(exc)
+        if missing is None:
+            raise
+        error = ToolMissingError(
+            f"this command needs the Python package {missing!r}, which comes with the [run] extra "
+            "(the plain install renders and validates definitions only)",
+            hint=f"{RUN_EXTRA_INSTALL} (it brings docker, boto3, gitpython, pytest-testinfra and cfn-lint)",
+        )
+        print_error(error)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         interrupts.record_if_none()
         err_console.print(f"[bold red]interrupted[/] ({interrupts.name()})")
         sys.exit(interrupts.exit_code())
     sys.exit(0)  # pragma: no cover - app() always exits in standalone mode
+
+
+RUN_EXTRA_INSTALL = "pip install 'pipeline-as-code[run]'"
+RUN_EXTRA_MODULES = frozenset({"docker", "boto3", "botocore", "git", "gitdb", "testinfra", "cfnlint", "pytest"})
+"""Top-level modules of the [run] extra's packages: missing ones mean the plain install."""
+
+
+def run_extra_module(exc: ModuleNotFoundError) -> str | None:
+    """The [run] extra's module that `exc` says is missing, or None (another import failed)."""
+    name = (exc.name or "").split(".")[0]
+    return name if name in RUN_EXTRA_MODULES else None
 
 
 def print_error(exc: PipelineError) -> None:

@@ -26,6 +26,28 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        typer.echo(f"pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version (CI installs exactly it)."
+        ),
+    ] = False,
+) -> None:
+    """Write a release pipeline once in Python; run it here, render it for Jenkins, TeamCity and GitHub."""
+
+
 run_app = typer.Typer(help="Run the pipeline (or one stage) on this machine.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 

@@ -45,6 +45,7 @@ def validate(
     ] = False,
 ) -> None:
     """Check the definition, the files it refers to and the templates. No side effects."""
+    from pipeline.cli.render import report_target_support
     from pipeline.run import Runner
     from pipeline.secrets import check_lengths
 
@@ -53,6 +54,7 @@ def validate(
     check_lengths(
         [s for stage in spec.stages for s in stage.secrets] + [s for e in spec.environments for s in e.secrets]
     )
+    report_target_support(spec)  # what a CI target the definition uses cannot express: exit 2 now, not on CI
     checked = [] if definition_only else Runner(loaded).check_templates(profile or "local")
     templates = f"; templates checked for {', '.join(checked)}" if checked else ""
     console.print(

@@ -107,6 +107,11 @@ def _binary_identity(path: str) -> list[str | int]:
     return [path, info.st_size, info.st_mtime_ns]
 
 
+def _user_cache() -> Path:
+    """$XDG_CACHE_HOME/pipeline-as-code (default ~/.cache/pipeline-as-code): what is only speed."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pipeline-as-code"
+
+
 def _forced(ctx: StageContext) -> bool:
     """`--force` (when the runner passes it as an option): bake again even if an image has the key."""
     return ctx.options.get("force", "").lower() in ("1", "true", "yes")
@@ -592,9 +597,10 @@ class BakeExecutor(Executor[Bake]):
     ) -> TemplateInfo:
         """Everything about the template that can be known before a side effect (TemplateError).
 
-        What Packer said is remembered under the ledger, keyed by everything it depends on
-        (template folder, variables, sources, the packer binary), so an unchanged template is not
-        inspected and validated again on every run (that would be most of a cache hit's time)."""
+        What Packer said is remembered in the user's cache folder (never in the repository, so that
+        `pipeline validate` writes nothing there), keyed by everything it depends on (template
+        folder, variables, sources, the packer binary), so an unchanged template is not inspected
+        and validated again on every run (that would be most of a cache hit's time)."""
         from pipeline.engines.packer import TemplateInfo
 
         remembered = None
@@ -610,7 +616,7 @@ class BakeExecutor(Executor[Bake]):
                     "pkr_vars": packer_env_vars(),
                 }
             )
-            remembered = ledger.dir / "cache" / "packer-validated" / f"{fingerprint[:32]}.json"
+            remembered = _user_cache() / "packer-validated" / f"{fingerprint[:32]}.json"
             try:
                 data = json.loads(remembered.read_text())
                 log(f"{self.spec.template} is unchanged since Packer last validated it")

@@ -14,9 +14,10 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import RenderContext, RenderedFile, Renderer, Support
 from pipeline.render.drift import check
-from pipeline.render.registry import available, get, resolve_targets
+from pipeline.render.registry import available, get, parse_targets, resolve_targets
 from pipeline.spec import PipelineSpec
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "available",
     "check",
     "get",
+    "parse_targets",
     "render",
     "resolve_targets",
+    "unsupported",
     "write",
 ]
 
@@ -40,6 +43,21 @@ def render(spec: PipelineSpec, targets: Sequence[str], context: RenderContext | 
     for target in targets:
         files += get(target).render(spec, context)
     return files
+
+
+def unsupported(
+    spec: PipelineSpec, targets: Sequence[str], context: RenderContext | None = None
+) -> list[UnsupportedFeatureError]:
+    """What each target cannot express (the first problem per target), rendering in memory: the
+    same checks `render` makes, so `validate` finds them before CI does."""
+    context = context or RenderContext()
+    problems = []
+    for target in targets:
+        try:
+            get(target).render(spec, context)
+        except UnsupportedFeatureError as exc:
+            problems.append(exc)
+    return problems
 
 
 def write(files: Iterable[RenderedFile], out: Path) -> list[tuple[str, bool]]:

@@ -22,7 +22,12 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     ),
     ("order", "Order", "`needs` (and `a >> b`) decide what runs after what."),
     ("parallel", "Parallel branches", "Stages with no path between them may run at the same time (fan-out, fan-in)."),
-    ("render-check", "Drift check", "Every CI config starts with `pipeline render --target all --check`."),
+    (
+        "render-check",
+        "Drift check",
+        "Every CI config starts with `pipeline render --check`: the targets of `Pipeline(targets=...)`, else the "
+        "file's own target, so a team that uses one CI server commits only its files.",
+    ),
     (
         "manifests",
         "Run manifests",
@@ -48,19 +53,38 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
         "Branch filters",
         '`branches=("main", "release/*")`: the stage runs only there; stages after it are skipped elsewhere.',
     ),
+    (
+        "push",
+        "Promote commits and pushes",
+        "An aws-profile `Promote` (`commit=True, push=True`, the defaults) commits the new image into its "
+        "environment's template and pushes it: the job needs a branch checked out and credentials that may push.",
+    ),
+    (
+        "agents",
+        "Agents",
+        "What a stage needs from its CI agent: Docker, Packer, root (a base image only debootstrap makes), or the "
+        "local profile's one persistent machine; labels per need from `Pipeline(agents=AgentLabels(...))`, or a "
+        "stage's own `agent=(...)`.",
+    ),
     ("timeouts", "Timeouts", "`timeout_minutes` per attempt."),
     ("retries", "Retries", "`retries`: extra attempts after a failure."),
     (
         "concurrency",
         "One deploy per environment",
-        "Stages acting on a persistent (non-ephemeral) environment never run two at a time.",
+        "Stages acting on a persistent (non-ephemeral) environment never run two at a time; consecutive stages "
+        "acting on one (deploy, then smoke test) hold its lock together.",
     ),
     (
         "always",
         "Teardown always runs",
         "Always-run stages (Teardown) run after a failure too; stages after them are still skipped.",
     ),
-    ("trigger", "Trigger", '`Trigger(branches=("main",))`: a push to these branches starts the pipeline.'),
+    (
+        "trigger",
+        "Trigger",
+        '`Trigger(branches=("main",), pull_requests=False)`: a push to these branches (default: '
+        "`Pipeline(default_branch=...)`) starts the pipeline; a pull request runs the checks and never deploys.",
+    ),
     (
         "profile",
         "Profile",

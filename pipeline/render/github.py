@@ -27,6 +27,7 @@ from pipeline.render import yaml_dump
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.plan import (
     RENDER_CHECK_MINUTES,
+    AgentNeeds,
     BranchGroups,
     CiPlan,
     StageGroup,
@@ -36,7 +37,7 @@ from pipeline.render.plan import (
 )
 from pipeline.spec import PipelineSpec
 
-RUNNER = "ubuntu-latest"
+SELF_HOSTED = "self-hosted"
 RENDER_CHECK_JOB = "render_check"
 """A job id no stage can have (stage names have no '_')."""
 CHECKOUT = "actions/checkout@v4"
@@ -54,7 +55,9 @@ class GitHubRenderer:
     title: ClassVar[str] = "GitHub Actions"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One job per stage: checkout, `actions/setup-python`, install the tool, `pipeline run stage NAME`. "
+            "One job per stage: checkout, `actions/setup-python` with `cache: pip` (keyed on this workflow file, which "
+            "names the pinned version), exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`, or "
+            "`install=`) in the job's own virtualenv, `pipeline run stage NAME`. "
             "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
             "is one job `rehearsal-STACK` with one step per stage in order: every job gets a fresh runner, and "
             "the stack is containers on it."
@@ -67,7 +70,8 @@ class GitHubRenderer:
             "Jobs whose `needs` are done run in parallel (fan-out); a job with several `needs` waits for all (fan-in)."
         ),
         "render-check": Support(
-            "Job `render_check` runs `pipeline render --target all --check`; every other job depends on it."
+            "Job `render_check` installs the pinned tool without the `[run]` extra and runs `pipeline render --check` "
+            "(the definition's targets), or `--target github --check` when it names none; every other job depends on it."
         ),
         "manifests": Support(
             "`actions/upload-artifact@v4` (`if: always()`, unique name `manifest-STAGE`, hidden files included; a "
@@ -75,7 +79,11 @@ class GitHubRenderer:
             "`actions/download-artifact@v4` with `pattern: manifest-*`, `merge-multiple: true`."
         ),
         "approval": Support(
-            "`environment: NAME` on the job; the required reviewers are a protection rule of that environment, which the YAML cannot hold: the generated `.github/PIPELINE-environments.sh` sets it through the REST API (`gh api`).",
+            "`environment: NAME` on the job. Its required reviewers are a protection rule of that environment, which "
+            "the YAML cannot hold: the generated `.github/PIPELINE-environments.sh` sets them through the REST API, "
+            "and the job's first step after set-up (`pipeline ci github-reviewers NAME`, job permission "
+            "`actions: read`) fails the job unless the environment has required reviewers: closed, also on the first "
+            "push of a new repository, where GitHub creates the environment unprotected.",
             native=False,
             fails="a non-default Approval.timeout_minutes (GitHub waits up to 30 days), more than 6 approvers and "
             "groups, or a gate on a stage inside a local-profile rehearsal (a gate holds a whole job)",
@@ -94,6 +102,18 @@ class GitHubRenderer:
             fails="branch patterns other than a name or `prefix*` (GitHub expressions have no glob match), or a "
             "branch filter on the teardown of a local-profile rehearsal: put it on the test stack",
         ),
+        "push": Support(
+            "`permissions: contents: write` on that job only: actions/checkout checks a push out on its branch and "
+            "keeps the job's token for `git push` (a push with that token starts no new workflow run)."
+        ),
+        "agents": Support(
+            "`runs-on: ubuntu-latest` (`AgentLabels.hosted`): GitHub-hosted runners have Docker, Packer and sudo (a "
+            "bake whose base image no registry has first builds it with debootstrap under sudo; "
+            "`Bake(base_image='debian:bookworm-slim')` pulls instead). A local-profile job runs on `[self-hosted, "
+            "pipeline-local, ...]`, never a fresh hosted VM; `AgentLabels.every` makes every job self-hosted; a "
+            "stage's `agent=` is its `runs-on` as given.",
+            fails="a local-profile stage whose `agent=` does not include `self-hosted`",
+        ),
         "timeouts": Support(
             "`timeout-minutes: N` on the job, N = timeout x attempts + 10 min set-up; in a rehearsal job each "
             "step has `timeout-minutes` (timeout x attempts + 5) and the job their sum + 10. The runner enforces "
@@ -104,16 +124,24 @@ class GitHubRenderer:
             native=False,
         ),
         "concurrency": Support(
-            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent environment (GitHub keeps one run waiting per group: a newer waiting run replaces an older one).",
-            fails="stages on two persistent environments inside one local-profile rehearsal (a job has one "
-            "concurrency group)",
+            "`concurrency: {group: PIPELINE-ENV, cancel-in-progress: false}` on every job that acts on a persistent "
+            "environment (GitHub keeps one run waiting per group: a newer waiting run replaces an older one). "
+            "Consecutive stages acting on one environment (deploy, then smoke test) are one job `lock-ENV` with a "
+            "step per stage, which holds the group for all of them, so no other run deploys between them.",
+            fails="stages on two persistent environments inside one job (a rehearsal, or consecutive stages): a job "
+            "has one concurrency group",
         ),
         "always": Support(
             "`if: always()` on the teardown job (in a rehearsal job: on the teardown's step, after its stages' "
             "steps; the job still fails); later jobs keep GitHub's default `success()`, which fails when any "
             "earlier job in the chain failed."
         ),
-        "trigger": Support("`on: push: branches: [...]` (plus `pull_request` when enabled)."),
+        "trigger": Support(
+            "`on: push: branches: [...]` (the trigger branches, else `Pipeline(default_branch=...)`), plus "
+            "`pull_request` when enabled: then only the checks (stages that act on no environment, drive neither Docker "
+            "nor a cloud, wait for nobody and get no secret, after checks only) run for a pull request; every other "
+            "job has `if: github.event_name != 'pull_request'`."
+        ),
         "profile": Support(
             "`--profile` in the stage's command (its environment's, else the pipeline's); `--yes` after a gate."
         ),
@@ -134,12 +162,12 @@ class GitHubRenderer:
                 jobs[unit.name] = self._group_job(plan, unit, filters)
             else:
                 jobs[unit.name] = self._job(plan, unit, filters)
-        on: dict[str, Any] = {"push": {"branches": list(plan.trigger.branches)}}
+        on: dict[str, Any] = {"push": {"branches": list(plan.trigger_branches)}}
         if plan.trigger.pull_requests:
-            on["pull_request"] = {"branches": list(plan.trigger.branches)}
+            on["pull_request"] = {"branches": list(plan.trigger_branches)}
         workflow = {"name": plan.name, "on": on, "permissions": {"contents": "read"}, "jobs": jobs}
-        header = "".join(f"# {line}\n" for line in context.header(self.name))
-        files = [RenderedFile(f".github/workflows/{plan.name}.yml", header + "\n" + yaml_dump.dump(workflow))]
+        header = "".join(f"# {line}\n" for line in plan.header(self.name))
+        files = [RenderedFile(_workflow_path(plan), header + "\n" + yaml_dump.dump(workflow))]
         environments = _gate_environments(plan)
         if environments:
             files.append(
@@ -154,11 +182,11 @@ class GitHubRenderer:
     # ----------------------------------------------------------------------------- jobs
     def _render_check(self, plan: CiPlan) -> dict[str, Any]:
         return {
-            "runs-on": RUNNER,
+            "runs-on": _runs_on(plan, AgentNeeds(labels=plan.spec.agents.every), "the drift check"),
             "timeout-minutes": RENDER_CHECK_MINUTES,
             "steps": [
-                *_setup_steps(plan),
-                {"name": "Check rendered CI files", "run": _expr_safe(plan.context.check_command)},
+                *_setup_steps(plan, run_extra=False),
+                {"name": "Check rendered CI files", "run": _expr_safe(plan.render_command(self.name, check=True))},
             ],
         }
 
@@ -168,20 +196,26 @@ class GitHubRenderer:
             condition = self._condition(stage)
         else:
             condition = _groups_condition(filters[stage.name], f"stage {stage.name!r}")
+        condition = _and(condition, _push_only(plan, stage.on_pull_requests))
         if condition:
             job["if"] = condition
-        job["runs-on"] = RUNNER
+        job["runs-on"] = _runs_on(plan, stage.agent, f"stage {stage.name!r}")
         environment = _job_environment(stage)
         if environment:
             job["environment"] = environment
         if stage.lock:
             job["concurrency"] = {"group": f"{plan.name}-{stage.lock}", "cancel-in-progress": False}
-        if stage.aws is not None:
-            job["permissions"] = {"contents": "read", "id-token": "write"}
+        permissions = _permissions([stage])
+        if permissions:
+            job["permissions"] = permissions
         job["timeout-minutes"] = stage.timeout_minutes
         steps = _setup_steps(plan)
+        if stage.gate is not None:
+            steps.append(_verify_gate_step(plan, environment))
         if stage.ancestors:
             steps.append(_download_step())
+        if stage.agent.base_image and not _self_hosted(plan, stage.agent):
+            steps.append(_base_image_step(stage.agent.base_image))
         if stage.aws is not None:
             steps.append(_aws_step(stage))
         steps.append(_run_step(stage))
@@ -190,31 +224,43 @@ class GitHubRenderer:
         return job
 
     def _group_job(self, plan: CiPlan, group: StageGroup, filters: dict[str, BranchGroups]) -> dict[str, Any]:
-        """A local-profile rehearsal: one job, so its stages share the runner whose Docker engine holds
-        the test stack. One step per stage in order; a teardown step runs `if: always()`."""
+        """Stages that must be one job: a local-profile rehearsal (its stages share the runner whose
+        Docker engine holds the test stack), or consecutive stages holding one environment's lock (a
+        concurrency group is taken per job). One step per stage in order; a teardown step runs
+        `if: always()`; a gate of the first stage holds the whole job."""
         check_group(group, self.name)
-        locks = list(dict.fromkeys(m.lock for m in group.members if m.lock))
+        locks = group.locks
         if len(locks) > 1:
             raise UnsupportedFeatureError(
                 self.name,
-                "stages on two persistent environments inside one local-profile rehearsal",
+                "stages on two persistent environments inside one job",
                 f"job {group.name!r} ({', '.join(locks)})",
                 hint="a GitHub job takes one concurrency group: deploy to one persistent environment "
-                "per rehearsal, or move the deploys after the teardown",
+                "per rehearsal (or per run of consecutive stages), or move the deploys after the teardown",
             )
         shared = filters[group.name]
         enforced = _enforced(plan, filters, group.ancestors)
         job: dict[str, Any] = {"needs": list(plan.jobs_of(group.needs)) or [RENDER_CHECK_JOB]}
-        if shared:
-            job["if"] = _groups_condition(shared, f"job {group.name!r}")
-        job["runs-on"] = RUNNER
+        condition = _and(
+            _groups_condition(shared, f"job {group.name!r}") if shared else "",
+            _push_only(plan, group.on_pull_requests),
+        )
+        if condition:
+            job["if"] = condition
+        job["runs-on"] = _runs_on(plan, group.agent, f"job {group.name!r}")
+        gated = group.gate
+        environment = _gate_environment(gated) if gated is not None else (locks[0] if locks else "")
+        if environment:
+            job["environment"] = environment
         if locks:
-            job["environment"] = locks[0]
             job["concurrency"] = {"group": f"{plan.name}-{locks[0]}", "cancel-in-progress": False}
-        if any(m.aws is not None for m in group.members):
-            job["permissions"] = {"contents": "read", "id-token": "write"}
+        permissions = _permissions(group.members)
+        if permissions:
+            job["permissions"] = permissions
         job["timeout-minutes"] = group.timeout_minutes
         steps = _setup_steps(plan)
+        if gated is not None:
+            steps.append(_verify_gate_step(plan, environment))
         if group.ancestors:
             steps.append(_download_step())
         for member in group.members:
@@ -267,12 +313,99 @@ def _enforced(plan: CiPlan, filters: dict[str, BranchGroups], ancestors: Sequenc
     return {g for job in plan.jobs_of(ancestors) for g in filters[job]}
 
 
-def _setup_steps(plan: CiPlan) -> list[dict[str, Any]]:
+def _setup_steps(plan: CiPlan, *, run_extra: bool = True) -> list[dict[str, Any]]:
+    """Checkout, Python with setup-python's pip cache, and the job's own virtualenv on PATH.
+
+    setup-python keys its pip cache on the hash of a dependency file and fails without one; this
+    workflow file is the one that names the pinned version, so it is the key."""
+    script = plan.setup_script("python", run_extra=run_extra)
     return [
         {"uses": CHECKOUT},
-        {"uses": SETUP_PYTHON, "with": {"python-version": plan.python}},
-        {"name": "Install pipeline", "run": _expr_safe(plan.install)},
+        {
+            "uses": SETUP_PYTHON,
+            "with": {"python-version": plan.python, "cache": "pip", "cache-dependency-path": _workflow_path(plan)},
+        },
+        {"name": "Install pipeline", "run": _expr_safe(script + '\necho "$PWD/$venv/bin" >> "$GITHUB_PATH"\n')},
     ]
+
+
+def _workflow_path(plan: CiPlan) -> str:
+    return f".github/workflows/{plan.name}.yml"
+
+
+def _push_only(plan: CiPlan, on_pull_requests: bool) -> str:
+    """With pull requests on, a job that is not a check runs for pushes only: nothing deploys (or
+    gets a secret) from a pull request. (A teardown's `always()` ignores skipped jobs, so every
+    such job says it, not only the first.)"""
+    if plan.trigger.pull_requests and not on_pull_requests:
+        return "github.event_name != 'pull_request'"
+    return ""
+
+
+def _and(*terms: str) -> str:
+    """Conditions that must all hold (an `||` term in parentheses; `always()` stays first)."""
+    present = [t for t in terms if t]
+    if len(present) == 1:
+        return present[0]
+    return " && ".join(f"({t})" if " || " in t and not t.startswith("always()") else t for t in present)
+
+
+def _self_hosted(plan: CiPlan, needs: AgentNeeds) -> bool:
+    return (SELF_HOSTED in needs.labels) if needs.override else (needs.persistent or bool(plan.spec.agents.every))
+
+
+def _runs_on(plan: CiPlan, needs: AgentNeeds, where: str) -> str | list[str]:
+    """A GitHub-hosted runner (it has Docker, Packer and sudo) unless the job needs one machine that
+    persists (the local profile: `[self-hosted, LOCAL LABEL, ...]`), the pipeline asks every job for
+    labels, or the stage names its own (`agent=`, used as given)."""
+    if needs.override:
+        if needs.persistent and SELF_HOSTED not in needs.labels:
+            raise UnsupportedFeatureError(
+                "github",
+                "a local-profile job on a GitHub-hosted runner",
+                where,
+                hint="the local profile keeps images and containers on one Docker engine, and a hosted runner "
+                f"is a fresh machine per job: include {SELF_HOSTED!r} and your machine's label in agent=(...), "
+                "or leave agent= unset for the pipeline's local label",
+            )
+        return needs.labels[0] if len(needs.labels) == 1 else list(needs.labels)
+    if _self_hosted(plan, needs):
+        return [SELF_HOSTED, *needs.labels]
+    return plan.spec.agents.hosted
+
+
+def _base_image_step(image: str) -> dict[str, Any]:
+    """A GitHub-hosted runner gives root through sudo: build the base image no registry has with
+    debootstrap before the bake (about a minute; Bake(base_image='debian:bookworm-slim') pulls instead)."""
+    return {
+        "name": "Build the base image (debootstrap, as root)",
+        "run": "sudo apt-get update -q && sudo apt-get install -y -q debootstrap\n"
+        f'sudo "$(command -v pipeline)" image base --tag {shlex.quote(image)}\n',
+    }
+
+
+def _permissions(stages: Sequence[StagePlan]) -> dict[str, str]:
+    """The job's token: read the code (the workflow's default), write it only in a job that pushes a
+    promote commit (actions/checkout keeps the token for `git push`); OIDC for AWS; `actions: read`
+    for a gate's reviewer check. Empty: the workflow-level `contents: read` applies."""
+    extra: dict[str, str] = {}
+    pushes = any(s.pushes for s in stages)  # a promote commits the image into the template and pushes
+    if any(s.gate is not None for s in stages):
+        extra["actions"] = "read"
+    if any(s.aws is not None for s in stages):
+        extra["id-token"] = "write"
+    return {"contents": "write" if pushes else "read", **extra} if extra or pushes else {}
+
+
+def _verify_gate_step(plan: CiPlan, environment: str) -> dict[str, Any]:
+    """Fail closed: GitHub runs a job whose environment has no protection rule at once, so the job's
+    first step after set-up proves the environment has required reviewers (else stops, exit 1)."""
+    script = shlex.quote(f".github/{plan.name}-environments.sh")
+    return {
+        "name": "Verify the approval gate",
+        "env": {"GH_TOKEN": "${{ github.token }}"},
+        "run": f"pipeline ci github-reviewers {shlex.quote(environment)} --script {script}",
+    }
 
 
 def _download_step() -> dict[str, Any]:
@@ -410,7 +543,7 @@ def _environments_script(
     plan: CiPlan, context: RenderContext, environments: dict[str, tuple[Approval, list[str]]]
 ) -> str:
     lines = ["#!/bin/sh"]
-    lines += [f"# {line}" for line in context.header("github")]
+    lines += [f"# {line}" for line in plan.header("github")]
     lines += [
         "#",
         "# GitHub keeps approval gates outside the workflow YAML, as protection rules of environments.",

@@ -17,26 +17,36 @@ from typing import ClassVar
 
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
-from pipeline.render.plan import RENDER_CHECK_MINUTES, CiPlan, StagePlan, build_plan
+from pipeline.render.plan import (
+    GIT_PUSH_CREDENTIALS,
+    RENDER_CHECK_MINUTES,
+    AgentNeeds,
+    CiPlan,
+    StagePlan,
+    build_plan,
+)
 from pipeline.render.templating import render_template
 from pipeline.spec import PipelineSpec
 
-VENV = ".venv"
 RENDER_CHECK_STAGE = "check rendered CI files"
+CHECKOUT_BRANCH = 'git checkout -B "$BRANCH_NAME"'
+"""Before a promote that pushes: put the multibranch job's detached checkout on its branch."""
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One `when` condition: any of these branch patterns (or a change request)."""
+    """One `when` condition: any of these branch patterns (or a change request); or, with no
+    patterns and `not_change_request`, `not { changeRequest() }`."""
 
     patterns: tuple[str, ...]
     change_request: bool = False
+    not_change_request: bool = False
 
 
 @dataclass
 class Step:
     kind: str
-    """sh, echo, unstash, stash, or a wrapper: timeout, lock, catch, with_env, with_credentials."""
+    """sh, echo, checkout, unstash, stash, or a wrapper: node, timeout, lock, catch, with_env, with_credentials."""
     text: str = ""
     arg: str = ""
     minutes: int = 0
@@ -57,10 +67,14 @@ class Input:
 class JStage:
     name: str
     agent: str | None = None
+    """any or none (an `agent { label }` when `label` is set)."""
+    label: str = ""
     when: list[Condition] = field(default_factory=list)
     before_input: bool = False
     timeout: int = 0
     lock: str = ""
+    extra_locks: list[str] = field(default_factory=list)
+    """More resources the same `lock` takes at once (`extra: [[resource: ...]]`)."""
     input: Input | None = None
     environment: list[tuple[str, str, str]] = field(default_factory=list)
     """(name, 'credentials' | 'value', credentials id or value)."""
@@ -73,12 +87,17 @@ class JStage:
 
 @dataclass
 class _Group:
-    """Levels [start, end] that one or more always-run stages (teardowns) protect."""
+    """Levels [start, end] that one or more always-run stages (teardowns) protect, or whose stages
+    hold one environment's lock together (consecutive stages acting on it), or both."""
 
     start: int
     end: int
     teardowns: list[StagePlan]
     children: list[_Group] = field(default_factory=list)
+    locks: list[str] = field(default_factory=list)
+    """Environments whose locks the group's stage takes for every stage inside (lock spans)."""
+    span: list[str] = field(default_factory=list)
+    """The stages of those spans."""
 
 
 class JenkinsRenderer:
@@ -86,18 +105,26 @@ class JenkinsRenderer:
     title: ClassVar[str] = "Jenkins (declarative Jenkinsfile)"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One `stage` per stage; its steps create a virtualenv, install the tool and run `pipeline run stage NAME`."
+            "One `stage` per stage; its steps make the job's virtualenv `.pipeline/ci/venv/PYTHON-VERSION-run` with "
+            "exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`, or `install=`), reused by later "
+            "builds in the agent's workspace, then run `pipeline run stage NAME`."
         ),
         "order": Support("Stages run level by level in dependency order (Jenkins stages are sequential)."),
         "parallel": Support(
             "A level with several stages becomes a `parallel` block (fan-out); the next level waits for all (fan-in)."
         ),
-        "render-check": Support("First stage `check rendered CI files` runs `pipeline render --target all --check`."),
+        "render-check": Support(
+            "First stage `check rendered CI files` installs the pinned tool without the `[run]` extra and runs "
+            "`pipeline render --check` (the definition's targets), or `--target jenkins --check` when it names none."
+        ),
         "manifests": Support(
             "Each stage's `post { always }` stashes the manifest folder (also after a failure: its own `STAGE.json` and all it received); a stage unstashes what the stages it needs stashed."
         ),
         "approval": Support(
-            "A stage `approve NAME` with `agent none` (no executor waits), `input { message; ok; submitter }` and its own `timeout`; the deploy stage then runs with `--yes`."
+            "A stage `approve NAME` with `agent none`, `input { message; ok; submitter }` and its own `timeout`: no "
+            "executor waits for a human (a gate among the stages a teardown protects makes them take agents of their "
+            "own, all with the labels of a local rehearsal's machine, and the teardown a `node` in post); the deploy "
+            "stage then runs with `--yes`."
         ),
         "secrets": Support(
             "`environment { NAME = credentials('id') }` per stage (Secret.jenkins, default: name in lower-case with hyphens); teardown: `withCredentials([string(...)])` (secret text)."
@@ -109,6 +136,16 @@ class JenkinsRenderer:
             "`when { beforeAgent true; branch 'PATTERN' }` (several patterns: `anyOf`); a stage also carries its ancestors' filters, since Jenkins does not skip stages after a skipped one.",
             fails="a branch filter on an always-run stage (teardown): put it on the stage that creates the stack",
         ),
+        "push": Support(
+            "`sh 'git checkout -B \"$BRANCH_NAME\"'` before the stage (a multibranch checkout is a detached HEAD), inside "
+            "`withCredentials([gitUsernamePassword(credentialsId: 'git-push')])` (Git plugin: a username and token that "
+            "may push to the repository's HTTPS remote)."
+        ),
+        "agents": Support(
+            "`agent { label 'a && b' }` with the labels of what the stage needs (default labels `docker`, `packer`, "
+            "`root`, and `pipeline-local` on every local-profile stage: exactly one persistent agent may carry it); "
+            "`agent any` when it needs nothing. The stages a teardown protects share one agent with all their labels."
+        ),
         "timeouts": Support(
             "Stage `options { timeout(time: N, unit: 'MINUTES') }` with N = timeout x attempts + 10 min set-up; the runner enforces the stage's own timeout per attempt."
         ),
@@ -117,14 +154,22 @@ class JenkinsRenderer:
             native=False,
         ),
         "concurrency": Support(
-            "`options { lock(resource: 'PIPELINE-ENV') }` (Lockable Resources plugin) on every stage that acts on a persistent environment."
+            "`options { lock(resource: 'PIPELINE-ENV') }` (Lockable Resources plugin) on every stage that acts on a "
+            "persistent environment; consecutive stages acting on one (deploy, then smoke test) are nested in one stage "
+            "that takes the lock for all of them, so no other run deploys between them.",
+            fails="two environments' locks over the same stages, or such stages overlapping a teardown's without "
+            "nesting",
         ),
         "always": Support(
             "The stages a teardown protects are nested in one stage whose `post { always }` runs the teardown (inside `catchError`); the build still fails, so later stages are skipped.",
             fails="two teardowns whose protected stages overlap without nesting",
         ),
         "trigger": Support(
-            "Multibranch job: each push builds its branch; every stage is guarded by `when { branch ... }` for the trigger branches (`changeRequest()` when pull requests are on).",
+            "Multibranch job: each push builds its branch; every stage is guarded by `when { branch ... }` for the "
+            "trigger branches (`Trigger(branches=...)`, else `Pipeline(default_branch=...)`). With pull requests on, "
+            "the checks (stages that act on no environment, drive neither Docker nor a cloud, wait for nobody and get "
+            "no secret, after checks only) also match `changeRequest()`; every other stage never runs for a PR-N "
+            "build (`not { changeRequest() }` under a `*` trigger).",
             native=False,
         ),
         "profile": Support(
@@ -140,7 +185,7 @@ class JenkinsRenderer:
         stages = [self._render_check(plan), *self._items(plan)]
         text = render_template(
             "Jenkinsfile.j2",
-            header=context.header(self.name),
+            header=plan.header(self.name),
             pipeline=plan.name,
             stages=stages,
         )
@@ -171,6 +216,9 @@ class JenkinsRenderer:
             start = min(refs) if refs else 0
             end = level_of[stage.name] - 1
             by_range.setdefault((start, end), _Group(start, end, [])).teardowns.append(stage)
+        for held in _lock_ranges(plan, level_of, list(by_range)):
+            group = by_range.setdefault((held.start, held.end), _Group(held.start, held.end, []))
+            group.locks, group.span = held.locks, held.span
         ranges = sorted(by_range, key=lambda r: (r[0], -r[1]))
         roots: list[_Group] = []
         stack: list[_Group] = []
@@ -183,8 +231,8 @@ class JenkinsRenderer:
                 if group.end > parent.end:
                     raise UnsupportedFeatureError(
                         self.name,
-                        "teardowns whose protected stages overlap without nesting",
-                        f"stages {parent.teardowns[0].name!r} and {group.teardowns[0].name!r}",
+                        "teardowns (or an environment's consecutive stages) whose stages overlap without nesting",
+                        f"stages {_group_label(parent)} and {_group_label(group)}",
                         hint="make one teardown run after the other's stack is gone, or make their stacks independent",
                     )
                 parent.children.append(group)
@@ -203,6 +251,7 @@ class JenkinsRenderer:
         in_post: set[str],
         outer: _Group | None,
         local: frozenset[str],
+        forced: AgentNeeds | None = None,
     ) -> list[JStage]:
         items: list[JStage] = []
         index = lo
@@ -212,7 +261,19 @@ class JenkinsRenderer:
                 group = pending.pop(0)
                 if outer is None:
                     members = {n for g in _walk([group]) for n in _members(levels, g)}
-                    items.append(self._group(plan, levels, group, in_post, group, frozenset(members)))
+                    if not group.teardowns:  # only a lock: the stages keep their own agents
+                        items.append(self._group(plan, levels, group, in_post, None, frozenset(), forced))
+                    elif any(plan.by_name[m].gate is not None for m in members):
+                        # An input inside a stage with an agent holds that executor while it waits: the
+                        # stages get agents of their own and the teardown a node in post. A local test
+                        # stack is containers on one machine: then every one of them asks for all the
+                        # labels the group needs (the local profile's label names that one machine).
+                        ordered = sorted(members, key=lambda n: plan.by_name[n].index)
+                        union = AgentNeeds.union([plan.by_name[m].agent for m in ordered])
+                        shared = union if union.persistent else forced
+                        items.append(self._group(plan, levels, group, in_post, None, frozenset(), shared))
+                    else:
+                        items.append(self._group(plan, levels, group, in_post, group, frozenset(members)))
                 else:
                     items.append(self._group(plan, levels, group, in_post, outer, local))
                 index = group.end + 1
@@ -223,12 +284,12 @@ class JenkinsRenderer:
             if not stages:
                 continue
             if len(stages) == 1:
-                items += self._stage_with_gate(plan, stages[0], outer, local)
+                items += self._stage_with_gate(plan, stages[0], outer, local, forced)
             else:
                 items.append(
                     JStage(
                         name=_parallel_name(names),
-                        parallel=[self._branch(plan, s, outer, local) for s in stages],
+                        parallel=[self._branch(plan, s, outer, local, forced) for s in stages],
                     )
                 )
         return items
@@ -239,38 +300,77 @@ class JenkinsRenderer:
         levels: list[list[str]],
         group: _Group,
         in_post: set[str],
-        outer: _Group,
+        outer: _Group | None,
         local: frozenset[str],
+        forced: AgentNeeds | None = None,
     ) -> JStage:
-        children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local)
+        """The stages a teardown protects, nested, with the teardown in post { always }. The group
+        holds one agent for all of them (`outer is group`), unless a gate is inside (`outer is None`):
+        then each stage has its own (with `forced`'s labels too) and the teardown runs in a `node` of
+        its own in post."""
+        children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local, forced)
         members = [n for i in range(group.start, group.end + 1) for n in levels[i] if n not in in_post]
         first = members[0] if members else group.teardowns[0].name
+        last = [t.name for t in group.teardowns] or members[-1:]
         members += [t.name for t in group.teardowns]
         whens = [self._when(plan, plan.by_name[m]) for m in members]
         shared = [c for c in whens[0] if all(c in w for w in whens[1:])]
         post: list[Step] = []
         for teardown in group.teardowns:
             post += self._teardown_steps(plan, teardown, local)
+        if outer is None and post:  # a node of its own, which (unlike a stage's agent) does not check out
+            label = " && ".join(
+                AgentNeeds.union([t.agent for t in group.teardowns] + ([forced] if forced else [])).labels
+            )
+            post = [Step("node", text=label, body=[Step("checkout"), *post])]
+        agent, label = (None, "")
+        if outer is group:  # one agent for every stage inside: what each of them needs
+            inside = sorted(local, key=lambda n: plan.by_name[n].index)  # nested groups' teardowns too
+            agent, label = _agent(AgentNeeds.union([plan.by_name[m].agent for m in inside]))
+        comments = []
+        if group.teardowns:
+            comments.append(
+                f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails"
+            )
+        if group.locks:
+            comments.append(
+                f"one lock on {', '.join(group.locks)} for {', '.join(group.span)}: no other run deploys between them"
+            )
         return JStage(
-            name=f"{first} to {', '.join(t.name for t in group.teardowns)}",
-            agent="any" if outer is group else None,
+            name=f"{first} to {', '.join(last)}",
+            agent=agent,
+            label=label,
             when=shared,
+            lock=f"{plan.name}-{group.locks[0]}" if group.locks else "",
+            extra_locks=[f"{plan.name}-{lock}" for lock in group.locks[1:]],
             stages=children,
             post_always=post,
-            comment=f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails",
+            comment="; ".join(comments),
         )
 
-    def _branch(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
-        parts = self._stage_with_gate(plan, stage, outer, local)
+    def _branch(
+        self,
+        plan: CiPlan,
+        stage: StagePlan,
+        outer: _Group | None,
+        local: frozenset[str],
+        forced: AgentNeeds | None = None,
+    ) -> JStage:
+        parts = self._stage_with_gate(plan, stage, outer, local, forced)
         if len(parts) == 1:
             return parts[0]
         return JStage(name=f"{stage.name} (gated)", stages=parts)
 
     # ----------------------------------------------------------------------------- one stage
     def _stage_with_gate(
-        self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]
+        self,
+        plan: CiPlan,
+        stage: StagePlan,
+        outer: _Group | None,
+        local: frozenset[str],
+        forced: AgentNeeds | None = None,
     ) -> list[JStage]:
-        run = self._stage(plan, stage, outer, local)
+        run = self._stage(plan, stage, outer, local, forced)
         if stage.gate is None:
             return [run]
         gate = stage.gate
@@ -286,15 +386,30 @@ class JenkinsRenderer:
         )
         return [approve, run]
 
-    def _stage(self, plan: CiPlan, stage: StagePlan, outer: _Group | None, local: frozenset[str]) -> JStage:
+    def _stage(
+        self,
+        plan: CiPlan,
+        stage: StagePlan,
+        outer: _Group | None,
+        local: frozenset[str],
+        forced: AgentNeeds | None = None,
+    ) -> JStage:
         environment = [(s.name, "credentials", s.jenkins_id) for s in stage.secrets]
         environment += [(k, "value", v) for k, v in stage.env]
-        run: list[Step] = [self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {stage.run_command}")]
-        if stage.aws is not None:
-            run = [Step("with_credentials", bindings=[("aws", _aws_id(stage), "")], body=run)]
+        run: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
+        bindings = [("aws", _aws_id(stage), "")] if stage.aws is not None else []
+        if stage.pushes:
+            # A multibranch checkout is a detached HEAD: the promote commit goes on the branch built.
+            run.insert(0, Step("sh", text=CHECKOUT_BRANCH))
+            bindings.append(("git", GIT_PUSH_CREDENTIALS, ""))
+        if bindings:
+            run = [Step("with_credentials", bindings=bindings, body=run)]
+        needs = AgentNeeds.union([stage.agent, forced]) if forced is not None else stage.agent
+        agent, label = _agent(needs) if outer is None else (None, "")
         return JStage(
             name=stage.name,
-            agent="any" if outer is None else None,
+            agent=agent,
+            label=label,
             when=self._when(plan, stage),
             timeout=stage.timeout_minutes,
             lock=_lock_name(plan, stage),
@@ -305,7 +420,7 @@ class JenkinsRenderer:
         )
 
     def _teardown_steps(self, plan: CiPlan, stage: StagePlan, local: frozenset[str]) -> list[Step]:
-        body: list[Step] = [self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {stage.run_command}")]
+        body: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
         body = [Step("catch", body=body)]
         body = [Step("timeout", minutes=stage.timeout_minutes, body=body)]
         bindings = [("string", s.jenkins_id, s.name) for s in stage.secrets]
@@ -326,32 +441,53 @@ class JenkinsRenderer:
         ]
 
     def _render_check(self, plan: CiPlan) -> JStage:
+        agent, label = _agent(AgentNeeds(labels=plan.spec.agents.every))
         return JStage(
             name=RENDER_CHECK_STAGE,
-            agent="any",
-            when=self._trigger_conditions(plan),
+            agent=agent,
+            label=label,
+            when=self._trigger_conditions(plan, None),
             timeout=RENDER_CHECK_MINUTES,
-            steps=[self._install(plan), Step("sh", text=f". {VENV}/bin/activate && {plan.context.check_command}")],
+            steps=[
+                self._install(plan, run_extra=False),
+                Step("sh", text=f"{plan.activate(run_extra=False)} && {plan.render_command(self.name, check=True)}"),
+            ],
             comment="the committed CI files must match a fresh render of the definition",
         )
 
     # ----------------------------------------------------------------------------- pieces
-    def _install(self, plan: CiPlan) -> Step:
-        return Step("sh", text=f"python{plan.python} -m venv {VENV} && . {VENV}/bin/activate && {plan.install}")
+    def _install(self, plan: CiPlan, *, run_extra: bool = True) -> Step:
+        """The job's virtualenv, reused from build to build in the agent's workspace (keyed by the
+        Python and tool versions), with exactly the pinned tool in it."""
+        return Step("sh", text=plan.setup_script(plan.python_command, run_extra=run_extra))
 
-    def _trigger_conditions(self, plan: CiPlan) -> list[Condition]:
+    def _trigger_conditions(self, plan: CiPlan, stage: StagePlan | None) -> list[Condition]:
+        """The trigger's branches, and pull requests (change requests) for the checks only: a stage
+        that is not a check never runs for one (`branch` does not match a PR-N build; with a `*`
+        trigger the stage says `not { changeRequest() }`). `stage` None: the drift check."""
         trigger = plan.trigger
-        if "*" in trigger.branches and not trigger.pull_requests:
+        branches = plan.trigger_branches
+        prs = trigger.pull_requests and (stage is None or stage.on_pull_requests)
+        if "*" in branches:
+            if trigger.pull_requests and not prs:
+                return [Condition((), not_change_request=True)]
             return []
-        return [Condition(trigger.branches, trigger.pull_requests)]
+        return [Condition(branches, prs)]
 
     def _when(self, plan: CiPlan, stage: StagePlan) -> list[Condition]:
-        conditions = self._trigger_conditions(plan)
+        conditions = self._trigger_conditions(plan, stage)
         for group in stage.branch_groups:
             condition = Condition(group)
             if condition not in conditions:
                 conditions.append(condition)
         return conditions
+
+
+def _agent(needs: AgentNeeds) -> tuple[str | None, str]:
+    """`agent any`, or `agent { label 'a && b' }` for an agent with every label the job needs."""
+    if needs.labels:
+        return None, " && ".join(needs.labels)
+    return "any", ""
 
 
 def _unstash(stage: StagePlan, local: frozenset[str]) -> list[Step]:
@@ -387,7 +523,76 @@ def _aws_id(stage: StagePlan) -> str:
 
 
 def _lock_name(plan: CiPlan, stage: StagePlan) -> str:
-    return f"{plan.name}-{stage.lock}" if stage.lock else ""
+    """The stage's own lock, unless a group around it holds that environment's lock already (the
+    Lockable Resources plugin would wait for itself)."""
+    if not stage.lock:
+        return ""
+    levels = plan.spec.graph.levels()
+    level_of = {name: i for i, names in enumerate(levels) for name in names}
+    for held in _lock_ranges(plan, level_of, _teardown_ranges(plan, level_of)):
+        if stage.lock in held.locks and held.start <= level_of[stage.name] <= held.end:
+            return ""
+    return f"{plan.name}-{stage.lock}"
+
+
+@dataclass
+class _LockRange:
+    start: int
+    end: int
+    locks: list[str]
+    span: list[str]
+
+
+def _teardown_ranges(plan: CiPlan, level_of: dict[str, int]) -> list[tuple[int, int]]:
+    """The level ranges teardown groups cover (as `_groups` makes them)."""
+    ranges = []
+    for stage in plan.stages:
+        if stage.always and level_of[stage.name] > 0:
+            refs = [level_of[r] for r in stage.stage.references().values()]
+            ranges.append((min(refs) if refs else 0, level_of[stage.name] - 1))
+    return ranges
+
+
+def _lock_ranges(plan: CiPlan, level_of: dict[str, int], fixed: Sequence[tuple[int, int]]) -> list[_LockRange]:
+    """The level ranges of the locked parent stages: one per lock span, grown until they nest with
+    each other and with the teardown groups (`fixed`). Jenkins nests stages by level, so a span
+    covers every stage of its levels; ranges that overlap otherwise merge into one stage taking
+    several locks, and a range that cuts a teardown group grows to contain it: a lock is held
+    longer, never shorter."""
+
+    def partial(a: tuple[int, int], b: tuple[int, int]) -> bool:
+        meet = a[0] <= b[1] and b[0] <= a[1]
+        inside = (a[0] >= b[0] and a[1] <= b[1]) or (b[0] >= a[0] and b[1] <= a[1])
+        return meet and (not inside or a == b)
+
+    ranges = []
+    for span in plan.lock_spans:
+        lock = plan.by_name[span[0]].lock or ""
+        levels = [level_of[n] for n in span]
+        ranges.append(_LockRange(min(levels), max(levels), [lock], list(span)))
+    changed = True
+    while changed:
+        changed = False
+        for a in ranges:
+            other = next((b for b in ranges if b is not a and partial((a.start, a.end), (b.start, b.end))), None)
+            if other is not None:
+                a.start, a.end = min(a.start, other.start), max(a.end, other.end)
+                a.locks += [lock for lock in other.locks if lock not in a.locks]
+                a.span += other.span
+                ranges.remove(other)
+                changed = True
+                break
+            cut = next((r for r in fixed if r != (a.start, a.end) and partial((a.start, a.end), r)), None)
+            if cut is not None:
+                a.start, a.end = min(a.start, cut[0]), max(a.end, cut[1])
+                changed = True
+                break
+    return sorted(ranges, key=lambda r: (r.start, -r.end))
+
+
+def _group_label(group: _Group) -> str:
+    names = [t.name for t in group.teardowns] or list(group.span)
+    return ", ".join(repr(n) for n in names)
 
 
 def _parallel_name(names: list[str]) -> str:

@@ -7,8 +7,9 @@ what command it runs) and differ only in how their CI system expresses them.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from pipeline.errors import UnsupportedFeatureError
@@ -24,9 +25,20 @@ STEP_SLACK_MINUTES = 5
 around its attempts (the job's SETUP_MINUTES covers checkout and install once)."""
 REHEARSAL_PREFIX = "rehearsal-"
 """A rehearsal job is named `rehearsal-<test stack>` on every target that groups stages."""
+LOCK_PREFIX = "lock-"
+"""A job of consecutive stages on one persistent environment is named `lock-<environment>`."""
 RENDER_CHECK_MINUTES = 10
+PACKAGE = "pipeline-as-code"
+"""The distribution CI installs."""
+VENV_ROOT = ".pipeline/ci/venv"
+"""Where jobs keep their virtualenvs, one per Python and tool version (inside the ledger folder,
+which input hashing skips and `.pipeline/.gitignore` hides)."""
+INSTALLED_MARKER = ".pipeline-installed"
 BUILD_ACCESS = "build"
 """Credentials name for aws-profile stages without an environment (Jenkins `aws-build`, TeamCity `AwsBuild`)."""
+GIT_PUSH_CREDENTIALS = "git-push"
+"""What a pushing job's credentials are called on the server: the Jenkins credentials id (username and
+token, bound with `gitUsernamePassword`) and the TeamCity uploaded SSH key (loaded by `sshAgent`)."""
 AWS_CREDENTIAL_VARIABLES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"})
 
 
@@ -36,6 +48,43 @@ class AwsAccess:
 
     environment: str
     settings: AwsSettings
+
+
+@dataclass(frozen=True)
+class AgentNeeds:
+    """What a job needs from its CI agent, and the labels that choose such an agent.
+
+    `labels` are the stage's own `agent=` when set (`override`), else the pipeline's `AgentLabels`
+    for each need, in a fixed order: every, local, docker, packer, root."""
+
+    docker: bool = False
+    """Drives a Docker engine (the local profile's stack and image stages; a bake's image checks)."""
+    packer: bool = False
+    root: bool = False
+    """May build its base image with debootstrap, which needs root: a bake whose base image no
+    registry has (`pipeline-*`), on an agent that is not the local profile's persistent machine."""
+    persistent: bool = False
+    """The local profile: images and containers live on one Docker engine, so the job must run on
+    the one persistent machine that holds them (never a fresh hosted VM)."""
+    labels: tuple[str, ...] = ()
+    override: bool = False
+    base_image: str | None = None
+    """With `root`: the base image debootstrap builds (`pipeline image base --tag NAME`)."""
+
+    @staticmethod
+    def union(needs: Sequence[AgentNeeds]) -> AgentNeeds:
+        """One job running several stages (a group) needs what each of them needs."""
+        labels = tuple(dict.fromkeys(label for n in needs for label in n.labels))
+        images = [n.base_image for n in needs if n.base_image]
+        return AgentNeeds(
+            docker=any(n.docker for n in needs),
+            packer=any(n.packer for n in needs),
+            root=any(n.root for n in needs),
+            persistent=any(n.persistent for n in needs),
+            labels=labels,
+            override=any(n.override for n in needs),
+            base_image=images[0] if images else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -61,6 +110,14 @@ class StagePlan:
     For targets that do not skip a job when an upstream job was skipped."""
     run_command: str
     aws: AwsAccess | None
+    pushes: bool = False
+    """Commits into the repository and pushes (an aws-profile Promote recording its image in the
+    template): the job needs a branch checked out and credentials that may push."""
+    agent: AgentNeeds = field(default_factory=AgentNeeds)
+    """What the job's agent must offer, and the labels that select such an agent."""
+    on_pull_requests: bool = False
+    """Runs for a pull request (when the trigger has them): a check (it neither acts on an environment,
+    drives Docker or a cloud, nor receives secrets) after checks only. Nothing deploys from one."""
 
     @property
     def name(self) -> str:
@@ -113,19 +170,24 @@ BranchGroups = tuple[tuple[str, ...], ...]
 
 @dataclass(frozen=True)
 class StageGroup:
-    """Stages that must run as one CI job on one agent: a rehearsal on the local profile.
+    """Stages that must run as one CI job: a rehearsal on the local profile, or consecutive stages
+    acting on one persistent environment.
 
     A test stack on the local profile is containers on the agent's Docker engine, so the stack, every
     stage on a path from it to its teardown, and the teardown run as steps of one job, in pipeline
-    order. Rehearsals that overlap (or would need each other) share one group. Targets whose jobs
-    each get a fresh agent (GitHub Actions, TeamCity) render a group as one job; Jenkins already
-    runs a teardown's protected stages on one agent."""
+    order. Stages that act on one persistent environment one after the other (deploy, then smoke
+    test) hold its lock together, so no other run deploys between them; a lock is per job on targets
+    whose jobs each take their own (GitHub's concurrency groups, TeamCity's shared resources), so
+    those stages are one job too. Groups that overlap (or would need each other) merge. Targets whose
+    jobs each get a fresh agent (GitHub Actions, TeamCity) render a group as one job; Jenkins runs a
+    teardown's protected stages on one agent and nests a lock's stages in one locked stage."""
 
     name: str
-    """The job's name: `rehearsal-<test stack>` (the first stack in pipeline order), with `-2`, `-3`...
-    only if a stage outside the group already has that name. Stable while the definition is."""
+    """The job's name: `rehearsal-<test stack>` (the first stack in pipeline order), else `lock-<env>`,
+    with `-2`, `-3`... only if a stage outside the group already has that name. Stable while the
+    definition is."""
     stacks: tuple[str, ...]
-    """The local test stacks the group's teardowns delete, in pipeline order."""
+    """The local test stacks the group's teardowns delete, in pipeline order (empty: a lock group)."""
     members: tuple[StagePlan, ...]
     """In pipeline order: the order the steps run in."""
     run_groups: tuple[BranchGroups, ...]
@@ -139,6 +201,11 @@ class StageGroup:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.members)
+
+    @property
+    def agent(self) -> AgentNeeds:
+        """One job for all members: an agent that offers what each of them needs."""
+        return AgentNeeds.union([m.agent for m in self.members])
 
     @property
     def teardowns(self) -> tuple[StagePlan, ...]:
@@ -159,9 +226,29 @@ class StageGroup:
         return SETUP_MINUTES + sum(m.step_minutes for m in self.members)
 
     @property
+    def rehearsal(self) -> bool:
+        return bool(self.stacks)
+
+    @property
+    def locks(self) -> tuple[str, ...]:
+        """The persistent environments the group's stages act on, in order (its job holds their locks)."""
+        return tuple(dict.fromkeys(m.lock for m in self.members if m.lock))
+
+    @property
+    def gate(self) -> StagePlan | None:
+        """The member whose gate holds the whole job (the first member; check_group refuses others)."""
+        return self.members[0] if self.members[0].gate is not None else None
+
+    @property
+    def on_pull_requests(self) -> bool:
+        return all(m.on_pull_requests for m in self.members)
+
+    @property
     def description(self) -> str:
         listed = ", ".join(f"{m.name} (always)" if m.always else m.name for m in self.members)
-        return f"{listed}: in order on one agent, whose Docker engine holds the local test stack"
+        if self.rehearsal:
+            return f"{listed}: in order on one agent, whose Docker engine holds the local test stack"
+        return f"{listed}: in order in one job holding {', '.join(self.locks)}, so no other run deploys between them"
 
 
 @dataclass(frozen=True)
@@ -183,8 +270,92 @@ class CiPlan:
         return self.spec.python
 
     @property
-    def install(self) -> str:
-        return self.spec.install
+    def python_command(self) -> str:
+        """The interpreter on an agent that has several: `python3.11` for python='3.11.4'."""
+        return "python" + ".".join(self.spec.python.split(".")[:2])
+
+    @property
+    def version(self) -> str:
+        return self.context.version
+
+    @property
+    def trigger_branches(self) -> tuple[str, ...]:
+        return self.spec.trigger_branches
+
+    # --- the tool on CI: pinned, installed once per agent workspace and version -------------------
+    def install_command(self, *, run_extra: bool = True) -> str:
+        """The definition's `install=`, else exactly the rendering version (the drift check needs no
+        `[run]` extra: it only renders)."""
+        if self.spec.install:
+            return self.spec.install
+        extra = "[run]" if run_extra else ""
+        return f"pip install '{PACKAGE}{extra}=={shell_word(self.version)}'"
+
+    def venv(self, *, run_extra: bool = True) -> str:
+        """The job's own virtualenv, under the workspace's `.pipeline/` (never hashed, never committed),
+        keyed by Python and tool version, so an agent reuses it from build to build until either changes."""
+        if self.spec.install:
+            digest = hashlib.sha256(f"{self.python}\n{self.spec.install}".encode()).hexdigest()[:10]
+            key = f"{self.python}-custom-{digest}"
+        else:
+            key = f"{self.python}-{self.version}" + ("-run" if run_extra else "")
+        return f"{VENV_ROOT}/{key}"
+
+    def setup_script(self, python: str, *, run_extra: bool = True) -> str:
+        """Shell that makes the job's virtualenv ready (POSIX sh, `set -e`). A pinned install is made
+        once per venv (a marker file records that it finished); an `install=` of the definition's
+        own runs every time, in the reused venv (it may install from the work tree)."""
+        venv = self.venv(run_extra=run_extra)
+        install = self.install_command(run_extra=run_extra)
+        if self.spec.install:
+            return "\n".join(
+                [
+                    "set -e",
+                    f"venv={venv}",
+                    f'[ -x "$venv/bin/python" ] || {python} -m venv "$venv"',
+                    '. "$venv/bin/activate"',
+                    install,
+                ]
+            )
+        return "\n".join(
+            [
+                "set -e",
+                f"venv={venv}",
+                f'if [ ! -f "$venv/{INSTALLED_MARKER}" ]; then',
+                '    rm -rf "$venv"',
+                f'    {python} -m venv "$venv"',
+                '    . "$venv/bin/activate"',
+                f"    {install}",
+                f'    touch "$venv/{INSTALLED_MARKER}"',
+                "fi",
+            ]
+        )
+
+    def activate(self, *, run_extra: bool = True) -> str:
+        return f". {self.venv(run_extra=run_extra)}/bin/activate"
+
+    # --- the drift check and the header every file starts with -----------------------------------
+    def render_command(self, target: str, *, check: bool = False) -> str:
+        """`pipeline render`, for the definition's targets when it names them, else for this file's
+        own target (a team that renders one target commits only its files)."""
+        parts = ["pipeline", "render"]
+        if not self.spec.targets:
+            parts += ["--target", target]
+        if check:
+            parts.append("--check")
+        return " ".join(parts) + self.context.file_args
+
+    def header(self, target: str) -> list[str]:
+        """The lines every generated file starts with (without comment markers)."""
+        return [
+            f"Generated by pipeline {self.version} (`pipeline render`) from {self.context.definition}. "
+            "Do not edit: changes are overwritten.",
+            f"Regenerate with: {self.render_command(target)}",
+            f"CI fails when this file drifts from the definition: {self.render_command(target, check=True)}",
+            "CI installs pipeline with the definition's `install=` command"
+            if self.spec.install
+            else f"CI installs: {self.install_command()} (render with a newer pipeline to upgrade CI)",
+        ]
 
     @cached_property
     def by_name(self) -> dict[str, StagePlan]:
@@ -214,8 +385,39 @@ class CiPlan:
         return tuple(e.name for e in self.spec.environments if e.name in names)
 
     @cached_property
+    def lock_spans(self) -> tuple[tuple[str, ...], ...]:
+        """Consecutive stages acting on one persistent environment (each needs another of them
+        directly), in pipeline order: they must hold the environment's lock together, so that no
+        other run deploys between (say) a deploy and its smoke test. A gated stage starts a span of
+        its own (its gate then holds the whole span's job). Spans of two or more only."""
+        spans: list[tuple[str, ...]] = []
+        ancestors = {s.name: set(s.ancestors) for s in self.stages}
+        for env in self.locks:
+            members = [s for s in self.stages if s.lock == env]
+            names = {s.name for s in members}
+            # Not consecutive: a gate starts a new span (nobody holds an environment while waiting for a
+            # human), and nothing acting on another environment may run between the two.
+            edges = [
+                (s.name, need)
+                for s in members
+                for need in s.needs
+                if need in names and s.gate is None and not self._other_lock_between(need, s.name, env, ancestors)
+            ]
+            for span in _components([s.name for s in members], edges):
+                inside = {n for a in span for b in span for n in ancestors[b] if a in ancestors[n]}
+                if len(span) > 1 and not any(self.by_name[n].lock not in (None, env) for n in inside):
+                    spans.append(span)
+        position = {s.name: s.index for s in self.stages}
+        return tuple(sorted(spans, key=lambda span: position[span[0]]))
+
+    def _other_lock_between(self, first: str, last: str, env: str, ancestors: Mapping[str, set[str]]) -> bool:
+        """Whether a stage acting on another persistent environment runs after `first` and before `last`."""
+        return any(first in ancestors[n] and self.by_name[n].lock not in (None, env) for n in ancestors[last] - {first})
+
+    @cached_property
     def groups(self) -> tuple[StageGroup, ...]:
-        """Local-profile rehearsals: each one job on targets that give every job a fresh agent."""
+        """Local-profile rehearsals and lock spans: each one job on targets that give every job a fresh
+        agent and take a lock per job."""
         return _rehearsal_groups(self)
 
     @cached_property
@@ -273,6 +475,7 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
         first_declared.setdefault(tuple(by_name[name].branches), position[name])
     ancestors_of: dict[str, set[str]] = {}
     groups_of: dict[str, tuple[tuple[str, ...], ...]] = {}
+    checks: dict[str, bool] = {}
     plans: list[StagePlan] = []
     for index, name in enumerate(order):
         stage = by_name[name]
@@ -302,24 +505,82 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
                 branch_groups=groups_of[name],
                 run_command=_run_command(spec, stage, env, context),
                 aws=_aws(spec, stage, env, secrets),
+                pushes=_pushes(spec, stage, env),
+                agent=agent_needs(spec, stage),
+                on_pull_requests=_is_check(spec, stage, secrets) and all(checks[n] for n in stage.needs),
             )
         )
+        checks[name] = plans[-1].on_pull_requests
     return CiPlan(spec=spec, context=context, stages=tuple(plans))
 
 
+def _is_check(spec: PipelineSpec, stage: Stage, secrets: tuple[Secret, ...]) -> bool:
+    """A stage a pull request may run: it acts on no environment, drives neither Docker nor a cloud,
+    waits for nobody and receives no secret (a pull request's code must not reach any of those)."""
+    return not _uses_profile(stage) and spec.approval_of(stage) is None and not secrets
+
+
+PACKER_KINDS = frozenset({"bake"})
+"""Stage kinds that run Packer."""
+
+
+def agent_needs(spec: PipelineSpec, stage: Stage) -> AgentNeeds:
+    """What `stage`'s CI job needs from its agent (target-neutral; each renderer expresses it)."""
+    profile = spec.profile_of(stage)
+    drives_docker = type(stage).uses_profile and profile == "local"
+    checks_in_docker = "local" in (getattr(stage, "sources", None) or {}) and getattr(stage, "checks", None) is not None
+    packer = stage.kind in PACKER_KINDS
+    docker = drives_docker or (packer and checks_in_docker)
+    persistent = drives_docker
+    base_image = None
+    if packer and docker and not persistent:
+        variables = getattr(stage, "variables", None) or {}
+        name = str(variables.get("base_image", getattr(stage, "base_image", "")))
+        base_image = name if name and not pullable(name) else None
+    labels = spec.agents
+    if stage.agent is not None:
+        chosen, override = stage.agent, True
+    else:
+        wanted = [
+            labels.every,
+            labels.local if persistent else (),
+            labels.docker if docker else (),
+            labels.packer if packer else (),
+            labels.root if base_image else (),
+        ]
+        chosen, override = tuple(dict.fromkeys(label for group in wanted for label in group)), False
+    return AgentNeeds(
+        docker=docker,
+        packer=packer,
+        root=base_image is not None,
+        persistent=persistent,
+        labels=chosen,
+        override=override,
+        base_image=base_image,
+    )
+
+
+def pullable(image: str) -> bool:
+    """Whether a registry may have `image`: the base-image engine never pulls its own `pipeline-*`
+    names (built with debootstrap); everything else it pulls first (pipeline.engines.base_image)."""
+    return "/" in image or ":" not in image or not image.split(":", maxsplit=1)[0].startswith("pipeline-")
+
+
 def check_group(group: StageGroup, target: str) -> None:
-    """What no target can express inside a rehearsal job (raises UnsupportedFeatureError)."""
+    """What no target can express inside a job of several stages (raises UnsupportedFeatureError)."""
     for member in group.members:
-        if member.gate is not None:
+        if member.gate is not None and (group.rehearsal or member is not group.members[0]):
+            what = "a local-profile rehearsal" if group.rehearsal else "the stages holding one environment's lock"
             raise UnsupportedFeatureError(
                 target,
-                "an approval gate inside a local-profile rehearsal",
+                f"an approval gate inside {what}",
                 f"stage {member.name!r} in job {group.name!r}",
-                hint="the rehearsal runs as one job on one agent (its test stack is containers there), and a "
-                "gate holds a whole job before it starts: gate a stage after the teardown, or put the test "
-                "stack's environment on the aws profile",
+                hint="the stages run as one job (a rehearsal's test stack is containers on one agent; a lock is "
+                "held by one job), and a gate holds a whole job before it starts: gate the first of them, or a "
+                "stage after them"
+                + (", or put the test stack's environment on the aws profile" if group.rehearsal else ""),
             )
-        if member.always and member.branches:
+        if group.rehearsal and member.always and member.branches:
             raise UnsupportedFeatureError(
                 target,
                 "a branch filter on the teardown of a local-profile rehearsal",
@@ -349,6 +610,7 @@ def _rehearsal_groups(plan: CiPlan) -> tuple[StageGroup, ...]:
             stacks_of[stage.name] = tuple(stacks)
             between = set().union(*(descendants[s] for s in stacks)) & ancestors[stage.name]
             sets.append(frozenset({stage.name, *stacks, *between}))
+    sets += [frozenset(span) for span in plan.lock_spans]
     while True:
         sets = _close_and_merge(sets, ancestors, descendants)
         cycle = _cycle_between(plan, sets)
@@ -396,10 +658,11 @@ def _group(
     position = {s.name: s.index for s in plan.stages}
     ordered = tuple(s for s in plan.stages if s.name in members)
     stacks = sorted({st for m in ordered for st in stacks_of.get(m.name, ())}, key=position.__getitem__)
-    name, suffix = f"{REHEARSAL_PREFIX}{stacks[0]}", 1
+    base = f"{REHEARSAL_PREFIX}{stacks[0]}" if stacks else f"{LOCK_PREFIX}{next(m.lock for m in ordered if m.lock)}"
+    name, suffix = base, 1
     while name in taken:
         suffix += 1
-        name = f"{REHEARSAL_PREFIX}{stacks[0]}-{suffix}"
+        name = f"{base}-{suffix}"
     run_groups: list[BranchGroups] = []
     for member in ordered:
         found: list[tuple[str, ...]] = []
@@ -433,6 +696,23 @@ def _cycle_between(plan: CiPlan, sets: list[frozenset[str]]) -> set[int]:
     return {int(u[1:]) for u in cycle or () if u.startswith("#")}
 
 
+def _components(names: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[tuple[str, ...]]:
+    """The connected parts of a graph (edges in either direction), each in the order of `names`."""
+    parent = {n: n for n in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    for a, b in edges:
+        parent[root(a)] = root(b)
+    parts: dict[str, list[str]] = {}
+    for name in names:
+        parts.setdefault(root(name), []).append(name)
+    return [tuple(part) for part in parts.values()]
+
+
 def _merge_secrets(own: tuple[Secret, ...], inherited: tuple[Secret, ...]) -> tuple[Secret, ...]:
     seen = {s.name for s in own}
     return (*own, *(s for s in inherited if s.name not in seen))
@@ -445,6 +725,18 @@ def _run_command(spec: PipelineSpec, stage: Stage, env: Environment | None, cont
     if spec.approval_of(stage) is not None:
         parts.append("--yes")  # the CI gate has already been passed when the job runs
     return " ".join(parts) + context.file_args
+
+
+def _pushes(spec: PipelineSpec, stage: Stage, env: Environment | None) -> bool:
+    """A stage that commits the promoted image into its environment's template and pushes: on the
+    aws profile, with `commit` and `push` on (the Promote kind's fields)."""
+    return (
+        env is not None
+        and env.template is not None
+        and spec.profile_of(stage) == "aws"
+        and getattr(stage, "commit", False) is True
+        and getattr(stage, "push", False) is True
+    )
 
 
 def _uses_profile(stage: Stage) -> bool:
@@ -464,6 +756,13 @@ def _aws(spec: PipelineSpec, stage: Stage, env: Environment | None, secrets: tup
     return AwsAccess(
         environment=BUILD_ACCESS, settings=settings if isinstance(settings, AwsSettings) else AwsSettings()
     )
+
+
+def shell_word(text: str) -> str:
+    """A version as it may appear inside single quotes (a version has no quote; refuse one that does)."""
+    if "'" in text or not text:
+        raise ValueError(f"not a version: {text!r}")
+    return text
 
 
 def camel(name: str) -> str:

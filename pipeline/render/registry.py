@@ -10,10 +10,11 @@ imports the Jenkins or TeamCity code.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import entry_points
 
-from pipeline.errors import RendererRegistryError, UnknownTargetError
+from pipeline.errors import RendererRegistryError, UndeclaredTargetError, UnknownTargetError
 from pipeline.render.base import Renderer
 
 GROUP = "pipeline.renderers"
@@ -48,14 +49,37 @@ def available() -> list[str]:
     return list(registered())
 
 
-def resolve_targets(target: str) -> list[str]:
-    """`all` or one target name -> the names to render; an unknown name lists the known ones."""
+def parse_targets(value: str) -> list[str]:
+    """`--target` as names: one, a comma list (`jenkins,teamcity`) or `all` (kept as is). An unknown
+    name lists the known ones."""
     names = available()
-    if target == ALL:
-        return names
-    if target not in names:
-        raise UnknownTargetError(target, names)
-    return [target]
+    wanted = [part.strip() for part in value.split(",") if part.strip()]
+    if not wanted:
+        raise UnknownTargetError(value, names)
+    for name in wanted:
+        if name != ALL and name not in names:
+            raise UnknownTargetError(name, names)
+    return list(dict.fromkeys(wanted))
+
+
+def resolve_targets(value: str | None, declared: Sequence[str] = ()) -> list[str]:
+    """The targets to render. Without `--target`: the definition's targets, else every installed one.
+    `all` means the definition's targets when it names them (every installed one otherwise); a
+    named target must then be one of them, since the drift check in each rendered file covers
+    exactly the definition's targets (UndeclaredTargetError, exit 2)."""
+    names = available()
+    for name in declared:
+        if name not in names:
+            raise UnknownTargetError(name, names, where="Pipeline(targets=...)")
+    if value is None:
+        return list(declared) or names
+    wanted = parse_targets(value)
+    if ALL in wanted:
+        return list(declared) or names
+    outside = [name for name in wanted if declared and name not in declared]
+    if outside:
+        raise UndeclaredTargetError(outside, declared)
+    return wanted
 
 
 @cache

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -27,7 +28,9 @@ from typing import ClassVar
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.plan import (
+    GIT_PUSH_CREDENTIALS,
     RENDER_CHECK_MINUTES,
+    AgentNeeds,
     CiPlan,
     StageGroup,
     StagePlan,
@@ -40,10 +43,11 @@ from pipeline.spec import PipelineSpec
 
 DSL_VERSION = "2024.03"
 """TeamCity server version the settings target (unversioned DSL packages exist since 2022.04)."""
-VENV = ".venv"
 ARTIFACT_FOLDER = "manifest"
 BRANCH_PARAMETER = "teamcity.build.branch"
 ALL_USERS_GROUP = "ALL_USERS_GROUP"
+LABEL_PARAMETER = "pipeline.label"
+"""Agent labels as agent parameters: `pipeline.label.docker=true` in buildAgent.properties."""
 RESERVED_OBJECTS = frozenset(
     {
         "Project",
@@ -113,7 +117,11 @@ class BuildType:
     approval: Approval | None = None
     locks: list[str] = field(default_factory=list)
     aws_connection: str = ""
+    ssh_key: str = ""
+    """An uploaded SSH key the build loads into an SSH agent (a promote that pushes its commit)."""
     timeout: int = 0
+    requirements: list[str] = field(default_factory=list)
+    """Agent parameters the build's agent must have: `pipeline.label.<label>` per label it needs."""
 
 
 @dataclass
@@ -127,7 +135,10 @@ class TeamCityRenderer:
     title: ClassVar[str] = "TeamCity (Kotlin DSL versioned settings)"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One build configuration per stage (`object X : BuildType`), two script steps: install the tool in a virtualenv, run `pipeline run stage NAME`. "
+            "One build configuration per stage (`object X : BuildType`), two script steps: the build's virtualenv "
+            "`.pipeline/ci/venv/PYTHON-VERSION-run` with exactly the pinned tool (`pip install "
+            "'pipeline-as-code[run]==X.Y.Z'`, or `install=`), reused by later builds in the agent's checkout "
+            "directory; then `pipeline run stage NAME`. "
             "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
             "is one build configuration `RehearsalSTACK` (name `rehearsal-STACK`) with one script step per stage "
             "in order: each build may get another agent, and the stack is containers on the agent that made it."
@@ -139,28 +150,44 @@ class TeamCityRenderer:
             "Build configurations whose dependencies are done run at the same time on free agents (fan-out); a stage with several dependencies waits for all (fan-in)."
         ),
         "render-check": Support(
-            "Build configuration `RenderCheck` runs `pipeline render --target all --check`; every first stage depends on it."
+            "Build configuration `RenderCheck` installs the pinned tool without the `[run]` extra and runs `pipeline "
+            "render --check` (the definition's targets), or `--target teamcity --check` when it names none; every first "
+            "stage depends on it."
         ),
         "manifests": Support(
             "Each build publishes `.pipeline/ci/manifest` (`artifactRules`, also on failure); artifact dependencies on its dependencies fetch it (optional `?:` rules for a teardown)."
         ),
         "approval": Support(
-            "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }` (`user:NAME`, `group:KEY:1`; no approvers: `group:ALL_USERS_GROUP:1`); the command runs with `--yes`.",
-            fails="a gate on a stage inside a local-profile rehearsal (the approval holds a whole build)",
+            "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }`: "
+            "`user:NAME` per approver and `group:KEY:1` per group of the definition; the command runs with `--yes`.",
+            fails="a gate with no approvers (TeamCity's rules must name who approves; `groups=('ALL_USERS_GROUP',)` "
+            "says any user may), or a gate on a stage inside a local-profile rehearsal (the approval holds a whole "
+            "build)",
         ),
         "secrets": Support(
             '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value. '
-            "A rehearsal build has the parameters of all its stages.",
-            fails="two stages of one local-profile rehearsal giving a variable or secret different values",
+            "A build of several stages (a rehearsal, or an environment's consecutive stages) has the secrets of all "
+            "of them; each of its steps exports its own plain variables.",
+            fails="two stages of one such build giving one secret different references",
         ),
         "aws": Support(
             '`features { provideAwsCredentials { awsConnectionId = "AwsENV" } }`: an AWS Connection with that ID, made on the server, supplies credentials.',
-            fails="two AWS connections inside one local-profile rehearsal",
+            fails="two AWS connections inside one build of several stages",
         ),
         "branches": Support(
             "Step `conditions { matches(\"teamcity.build.branch\", REGEX) }` for the stage's and its ancestors' filters: on other branches the build does nothing (and shows green). "
             "In a rehearsal build each stage's step has its own; the teardown's step has its stack's.",
             fails="a branch filter on the teardown of a local-profile rehearsal: put it on the test stack",
+        ),
+        "push": Support(
+            "The agent-side checkout is on a tracking branch already; `features { sshAgent { teamcitySshKey = "
+            '"git-push" } }` (SSH Agent build feature) loads an uploaded SSH key that may push (the VCS root\'s URL '
+            "must be an SSH one, its host in the agent's known_hosts)."
+        ),
+        "agents": Support(
+            '`requirements { exists("pipeline.label.NAME") }` per label the build needs (an agent carries label NAME '
+            "by defining `pipeline.label.NAME` in its buildAgent.properties; default labels `docker`, `packer`, "
+            "`root`, and `pipeline-local` on every local-profile build: exactly one agent may carry it)."
         ),
         "timeouts": Support(
             "`failureConditions { executionTimeoutMin = N }` with N = timeout x attempts + 10 min set-up (a "
@@ -172,7 +199,10 @@ class TeamCityRenderer:
             native=False,
         ),
         "concurrency": Support(
-            "A project `sharedResource` (quota 1) per persistent environment, taken with `sharedResources { writeLock(...) }`, plus `maxRunningBuilds = 1` on deployment configurations."
+            "A project `sharedResource` (quota 1) per persistent environment, taken with `sharedResources { "
+            "writeLock(...) }`, plus `maxRunningBuilds = 1` on deployment configurations. Consecutive stages acting "
+            "on one environment (deploy, then smoke test) are one build configuration `LockENV` (name `lock-ENV`, a "
+            "script step per stage) that holds the lock for all of them, so no other run deploys between them."
         ),
         "always": Support(
             "A teardown's snapshot dependencies use `onDependencyFailure`/`onDependencyCancel = FailureAction.IGNORE` and its steps `executionMode = BuildStep.ExecutionMode.ALWAYS`; stages after it also depend on what it depended on, so they fail to start after a failure. "
@@ -180,8 +210,10 @@ class TeamCityRenderer:
             "build still fails, so later builds fail to start."
         ),
         "trigger": Support(
-            '`triggers { vcs { branchFilter = "+:main" } }` on the composite build configuration: a push queues the whole chain.',
-            fails="pull-request triggers (TeamCity needs the Pull Requests build feature for your VCS host, configured on the server)",
+            '`triggers { vcs { branchFilter = "+:main" } }` on the composite build configuration (the trigger '
+            "branches, else `Pipeline(default_branch=...)`): a push queues the whole chain.",
+            fails="pull-request triggers (TeamCity needs the Pull Requests build feature for your VCS host, configured "
+            "on the server)",
         ),
         "profile": Support(
             "`--profile` in the stage's command (its environment's, else the pipeline's); `--yes` after a gate."
@@ -215,13 +247,15 @@ class TeamCityRenderer:
             imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.approval")
         if any(s.aws for s in plan.stages):
             imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.provideAwsCredentials")
+        if any(s.pushes for s in plan.stages):
+            imports.append("jetbrains.buildServer.configs.kotlin.buildFeatures.sshAgent")
         imports += [
             "jetbrains.buildServer.configs.kotlin.buildSteps.script",
             "jetbrains.buildServer.configs.kotlin.triggers.vcs",
         ]
         settings = render_template(
             "settings.kts.j2",
-            header=context.header(self.name),
+            header=plan.header(self.name),
             imports=imports,
             version=DSL_VERSION,
             description=f"Pipeline {plan.name}: one build configuration per stage"
@@ -232,7 +266,7 @@ class TeamCityRenderer:
         )
         pom = render_template(
             "pom.xml.j2",
-            header=context.header(self.name),
+            header=plan.header(self.name),
             artifact=plan.name,
             dsl_version=DSL_VERSION,
         )
@@ -245,15 +279,19 @@ class TeamCityRenderer:
             name="check rendered CI files",
             description="the committed CI files must match a fresh render of the definition",
             steps=[
-                _install_step(plan),
-                Step("Check rendered CI files", f". {VENV}/bin/activate\n{plan.context.check_command}"),
+                _install_step(plan, run_extra=False),
+                Step(
+                    "Check rendered CI files",
+                    f"{plan.activate(run_extra=False)}\n{plan.render_command(self.name, check=True)}",
+                ),
             ],
             timeout=RENDER_CHECK_MINUTES,
+            requirements=_requirements(AgentNeeds(labels=plan.spec.agents.every)),
         )
 
     def _stage(self, plan: CiPlan, stage: StagePlan, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
         regexes = [_branch_regex(group) for group in stage.branch_groups]
-        steps = [_install_step(plan), Step(f"Run stage {stage.name}", f". {VENV}/bin/activate\n{stage.run_command}")]
+        steps = [_install_step(plan), Step(f"Run stage {stage.name}", f"{plan.activate()}\n{stage.run_command}")]
         for step in steps:
             step.always = stage.always
             step.branch_regexes = regexes
@@ -265,11 +303,7 @@ class TeamCityRenderer:
         else:
             dependencies = _needs(plan, stage.needs, objects)
             snapshots = _guards(plan, [stage], dependencies, objects)
-        approval = None
-        if stage.gate is not None:
-            gate = stage.gate
-            lines = [f"user:{u}" for u in gate.approvers] + [f"group:{g}:1" for g in gate.groups]
-            approval = Approval("\n".join(lines or [f"group:{ALL_USERS_GROUP}:1"]), gate.timeout_minutes)
+        approval = _approval(stage)
         return BuildType(
             obj=objects[stage.name],
             name=stage.name,
@@ -283,7 +317,9 @@ class TeamCityRenderer:
             approval=approval,
             locks=[locks[stage.lock]] if stage.lock else [],
             aws_connection=f"Aws{camel(stage.aws.environment)}" if stage.aws else "",
+            ssh_key=GIT_PUSH_CREDENTIALS if stage.pushes else "",
             timeout=stage.timeout_minutes,
+            requirements=_requirements(stage.agent),
         )
 
     def _composite(self, plan: CiPlan, objects: dict[str, str]) -> BuildType:
@@ -292,42 +328,46 @@ class TeamCityRenderer:
             name=plan.name,
             description="the whole pipeline: a push to a trigger branch queues every stage of the chain",
             type="COMPOSITE",
-            trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger.branches),
+            trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger_branches),
             dependencies=[Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM") for s in plan.jobs_of(plan.sinks)],
         )
 
     def _group(self, plan: CiPlan, group: StageGroup, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
-        """A local-profile rehearsal: one build, so its stages share the agent whose Docker engine holds
-        the test stack. One script step per stage in order; a teardown's step runs ALWAYS."""
+        """Stages that must be one build: a local-profile rehearsal (its stages share the agent whose
+        Docker engine holds the test stack), or consecutive stages holding one environment's lock (a
+        shared resource is taken per build). One script step per stage in order; a teardown's step
+        runs ALWAYS; the first stage's gate is the build's approval."""
         check_group(group, self.name)
         steps = [_install_step(plan)]
         steps[0].branch_regexes = [_branch_regex(g) for g in group.shared_groups]
         for member in group.members:
+            # Each step sets its own plain variables (the build's parameters are shared by all steps).
+            exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in member.env)
             steps.append(
                 Step(
                     f"Run stage {member.name}",
-                    f". {VENV}/bin/activate\n{member.run_command}",
+                    f"{plan.activate()}\n{exports}{member.run_command}",
                     always=member.always,
                     branch_regexes=[_branch_regex(g) for g in group.branch_groups(member.name)],
                 )
             )
         params: dict[str, tuple[Param, str]] = {}
         for member in group.members:
-            for param in _params(member):
+            for param in _params(member, plain=False):
                 seen = params.setdefault(param.name, (param, member.name))
                 if (seen[0].kind, seen[0].value) != (param.kind, param.value):
                     raise UnsupportedFeatureError(
                         self.name,
-                        f"two values of {param.name} inside one local-profile rehearsal",
+                        f"two values of {param.name} inside one build of several stages",
                         f"stages {seen[1]!r} and {member.name!r} in build {objects[group.name]}",
-                        hint="the stages of a rehearsal are steps of one build, whose parameters they share: "
-                        "give the variable or secret one value, or different names",
+                        hint="the stages are steps of one build, whose parameters they share: give the "
+                        "secret one TeamCity reference, or different names",
                     )
         connections = list(dict.fromkeys(f"Aws{camel(m.aws.environment)}" for m in group.members if m.aws))
         if len(connections) > 1:
             raise UnsupportedFeatureError(
                 self.name,
-                "two AWS connections inside one local-profile rehearsal",
+                "two AWS connections inside one build of several stages",
                 f"build {objects[group.name]} ({', '.join(connections)})",
                 hint="a build takes its AWS credentials from one connection: use one AWS environment per rehearsal",
             )
@@ -342,14 +382,42 @@ class TeamCityRenderer:
             steps=steps,
             dependencies=dependencies,
             snapshots=_guards(plan, group.members, dependencies, objects, own=group.name),
-            locks=[locks[lock] for lock in dict.fromkeys(m.lock for m in group.members if m.lock)],
+            approval=_approval(group.gate) if group.gate is not None else None,
+            locks=[locks[lock] for lock in group.locks],
             aws_connection=connections[0] if connections else "",
+            ssh_key=GIT_PUSH_CREDENTIALS if any(m.pushes for m in group.members) else "",
             timeout=group.timeout_minutes,
+            requirements=_requirements(group.agent),
         )
 
 
-def _params(stage: StagePlan) -> list[Param]:
-    """The stage's secrets as password parameters (references, never values), then its plain variables."""
+def _requirements(needs: AgentNeeds) -> list[str]:
+    """TeamCity chooses agents by their parameters, not labels: an agent carries label L by defining
+    `pipeline.label.L` (in its buildAgent.properties), and the build requires it to exist."""
+    return [f"{LABEL_PARAMETER}.{label}" for label in needs.labels]
+
+
+def _approval(stage: StagePlan) -> Approval | None:
+    """The Build Approval feature's rules, from the definition's approvers only: TeamCity's rules must
+    name someone, and an unnamed default (any user) would be a gate nobody chose."""
+    gate = stage.gate
+    if gate is None:
+        return None
+    lines = [f"user:{u}" for u in gate.approvers] + [f"group:{g}:1" for g in gate.groups]
+    if not lines:
+        raise UnsupportedFeatureError(
+            TeamCityRenderer.name,
+            "an approval gate with no approvers",
+            f"stage {stage.name!r}",
+            hint="name who may approve: Approval(approvers=('user',), groups=('GROUP_KEY',)) (TeamCity user names "
+            f"and group keys; groups=({ALL_USERS_GROUP!r},) lets every user with 'Run build' permission approve)",
+        )
+    return Approval("\n".join(lines), gate.timeout_minutes)
+
+
+def _params(stage: StagePlan, *, plain: bool = True) -> list[Param]:
+    """The stage's secrets as password parameters (references, never values), then (with `plain`) its
+    plain variables."""
     params = [
         Param(
             "password",
@@ -362,7 +430,7 @@ def _params(stage: StagePlan) -> list[Param]:
         )
         for s in stage.secrets
     ]
-    return params + [Param("param", f"env.{k}", v) for k, v in stage.env]
+    return params + ([Param("param", f"env.{k}", v) for k, v in stage.env] if plain else [])
 
 
 def _needs(plan: CiPlan, needs: Sequence[str], objects: dict[str, str]) -> list[Dependency]:
@@ -391,8 +459,10 @@ def _guards(
     ]
 
 
-def _install_step(plan: CiPlan) -> Step:
-    return Step("Install pipeline", f"python{plan.python} -m venv {VENV}\n. {VENV}/bin/activate\n{plan.install}")
+def _install_step(plan: CiPlan, *, run_extra: bool = True) -> Step:
+    """The build's virtualenv, reused in the agent's checkout directory (keyed by the Python and tool
+    versions), with exactly the pinned tool in it."""
+    return Step("Install pipeline", plan.setup_script(plan.python_command, run_extra=run_extra))
 
 
 def _object_names(plan: CiPlan) -> dict[str, str]:

@@ -33,7 +33,7 @@ def _finalize(value: Any) -> Any:
         return value
     raise TemplateBugError(
         f"template printed {value!r} without an escaping filter",
-        hint="pass the value through groovy/kotlin/kotlin_raw/xml/ident/comment in the template",
+        hint="pass the value through groovy/kotlin/xml/ident/comment in the template",
     )
 
 
@@ -41,35 +41,40 @@ def _finalize(value: Any) -> Any:
 
 
 def groovy(value: str) -> Escaped:
-    """A single-quoted Groovy string literal: no interpolation, so `$` stays for the shell."""
-    text = str(value)
-    if "\n" in text:
-        return groovy_multiline(text)
-    return Escaped("'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'")
-
-
-def groovy_multiline(value: str) -> Escaped:
-    """A ''' Groovy string (no interpolation), for multi-line shell scripts."""
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return Escaped("'''" + text + "'''")
+    """A single-quoted Groovy string literal on one line: no interpolation, so `$` stays for the
+    shell, and newlines, tabs and trailing spaces written as escapes, so the value reaches the agent
+    byte for byte (a multi-line literal would take the file's indentation and lose trailing spaces)."""
+    return Escaped("'" + _escape(str(value), {"\\": "\\\\", "'": "\\'"}) + "'")
 
 
 # --- Kotlin (TeamCity) -----------------------------------------------------------------------------
 
 
 def kotlin(value: str) -> Escaped:
-    """A Kotlin "..." literal holding a TeamCity value: `%` doubled (TeamCity parameter syntax)."""
+    """A Kotlin "..." literal on one line holding a TeamCity value (also a whole script): `%` doubled
+    (TeamCity parameter syntax), `$` escaped (Kotlin templates), newlines and tabs as escapes, so
+    the agent receives the exact text (a raw string with trimIndent() drops indentation and
+    trailing spaces)."""
     text = str(value).replace("%", "%%")
-    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-    return Escaped('"' + text + '"')
+    return Escaped('"' + _escape(text, {"\\": "\\\\", '"': '\\"', "$": "\\$"}) + '"')
 
 
-def kotlin_raw(value: str) -> Escaped:
-    """The body of a Kotlin raw string (\"\"\"...\"\"\") holding a shell script for TeamCity:
-    `$` becomes `${'$'}` (Kotlin templates), `%` becomes `%%` (TeamCity parameters)."""
-    text = str(value).replace("$", "${'$'}").replace("%", "%%")
-    return Escaped(text.replace('"""', '""${\'"\'}'))
+_CONTROL_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(text: str, extra: dict[str, str]) -> str:
+    """Backslash escapes both languages read alike; other control characters (which validation
+    refuses) as \\uXXXX, so nothing unprintable ever lands in a file."""
+    table = {**_CONTROL_ESCAPES, **extra}
+    out = []
+    for char in text:
+        if char in table:
+            out.append(table[char])
+        elif ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or char in "\u2028\u2029":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def kotlin_param_ref(name: str) -> Escaped:
@@ -167,7 +172,6 @@ def environment() -> jinja2.Environment:
     env.filters.update(
         groovy=groovy,
         kotlin=kotlin,
-        kotlin_raw=kotlin_raw,
         param_ref=kotlin_param_ref,
         ident=ident,
         ident_path=ident_path,

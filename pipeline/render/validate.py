@@ -36,6 +36,8 @@ class Node:
     line: int
     children: list[Node] = field(default_factory=list)
     block: bool = False
+    raws: list[str] = field(default_factory=list)
+    """The same literals as written in the file (between the quotes, escapes not decoded)."""
 
     @property
     def name(self) -> str:
@@ -71,6 +73,7 @@ class _Reader:
         self.stack = [self.root]
         self.header: list[str] = []
         self.strings: list[str] = []
+        self.raws: list[str] = []
         self.depth = 0  # () and [] nesting: newlines inside do not end a statement
         self.depths: list[int] = []
         self.line = 1
@@ -88,6 +91,7 @@ class _Reader:
                 self._mark_start()
                 self.line += text.count("\n", i, end)
                 self.strings.append(value)
+                self.raws.append(text[i + len(quote) : end - len(quote)])
                 self.header.append("S")
                 i = end
                 continue
@@ -122,10 +126,10 @@ class _Reader:
             else:
                 self.header.append(" ")
         elif char == "{":
-            node = Node("".join(self.header).strip(), self.strings, self.start_line, block=True)
+            node = Node("".join(self.header).strip(), self.strings, self.start_line, block=True, raws=self.raws)
             self.stack[-1].children.append(node)
             self.stack.append(node)
-            self.header, self.strings = [], []
+            self.header, self.strings, self.raws = [], [], []
             self.depths.append(self.depth)
             self.depth = 0
         elif char == "}":
@@ -150,8 +154,8 @@ class _Reader:
     def _flush(self) -> None:
         stmt = "".join(self.header).strip()
         if stmt and stmt.strip("()[],;"):
-            self.stack[-1].children.append(Node(stmt, self.strings, self.start_line))
-        self.header, self.strings = [], []
+            self.stack[-1].children.append(Node(stmt, self.strings, self.start_line, raws=self.raws))
+        self.header, self.strings, self.raws = [], [], []
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
@@ -166,6 +170,10 @@ def _read_string(text: str, i: int, quote: str, line: int) -> tuple[str, int]:
             return "".join(out), j + len(quote)
         char = text[j]
         if char == "\\" and not raw and j + 1 < len(text):
+            if text[j + 1] == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[j + 2 : j + 6]):
+                out.append(chr(int(text[j + 2 : j + 6], 16)))
+                j += 6
+                continue
             out.append(_ESCAPES.get(text[j + 1], text[j + 1]))
             j += 2
             continue
@@ -435,15 +443,16 @@ def _check_build_type(
         if lock.name == "writeLock" and lock.strings and lock.strings[0] not in resources:
             problems.append(f"{where}: locks shared resource {lock.strings[0]!r}, which the project does not define")
     for step in node.walk():
-        if re.fullmatch(r"scriptContent\s*=\s*S\.trimIndent\(\)", step.header) or re.fullmatch(
-            r"scriptContent\s*=\s*S", step.header
-        ):
-            script = step.strings[0]
-            unescaped = script.replace("${'$'}", "").replace("${'\"'}", "").replace("%%", "")
-            if "$" in unescaped:
-                problems.append(f"{where}: script has a `$` not written as ${{'$'}} (Kotlin would interpolate it)")
-            if "%" in unescaped:
+        if re.fullmatch(r"scriptContent\s*=\s*S", step.header):
+            written = re.sub(r"\\.", "", step.raws[0]).replace("%%", "")  # escapes and doubled % are fine
+            if "$" in written:
+                problems.append(f"{where}: script has a `$` not written as \\$ (Kotlin would interpolate it)")
+            if "%" in written:
                 problems.append(f"{where}: script has a `%` not written as %% (TeamCity would read a parameter)")
+        elif step.header.startswith("scriptContent"):
+            problems.append(
+                f'{where}: scriptContent must be one "..." literal (its text then reaches the agent exactly)'
+            )
     return problems
 
 

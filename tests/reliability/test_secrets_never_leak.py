@@ -77,8 +77,9 @@ def _with_secrets(project: Project) -> None:
     project.edit("pipelinefile.py", "    Promote,\n", "    Promote,\n    Shell,\n", commit=False)
     project.edit(
         "pipelinefile.py",
-        'approval=Approval(message="Promote the new image to production?"),',
-        'approval=Approval(message="Promote the new image to production?"),\n            secrets=["DEPLOY_TOKEN"],',
+        'approval=Approval(message="Promote the new image to production?", approvers=("release-manager",)),',
+        'approval=Approval(message="Promote the new image to production?", approvers=("release-manager",)),\n'
+        '            secrets=["DEPLOY_TOKEN"],',
         commit=False,
     )
     project.edit(

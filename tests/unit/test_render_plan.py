@@ -38,7 +38,7 @@ def chain_spec(
     name: str = "chain",
 ) -> PipelineSpec:
     """The reference chain: commit-test -> bake -> test-stack -> update -> rollback -> teardown -> promote."""
-    gate = approval if approval is not None else Approval(message="Ship it?")
+    gate = approval if approval is not None else Approval(message="Ship it?", approvers=("alice",))
     kwargs = {"install": install} if install is not None else {}
     with Pipeline(
         name,
@@ -119,7 +119,7 @@ def test_commands_carry_profile_yes_and_the_definition_file() -> None:
     # A bake has no environment: the pipeline's profile (local by default), so no AWS credentials.
     assert "--profile local" in plan.by_name["bake"].run_command
     assert plan.by_name["bake"].aws is None
-    assert plan.context.check_command == "pipeline render --target all --check -f 'ci/pipe line.py'"
+    assert plan.render_command("github", check=True) == "pipeline render --target github --check -f 'ci/pipe line.py'"
 
 
 def test_a_pipeline_level_profile_reaches_stages_without_an_environment() -> None:

@@ -122,9 +122,7 @@ object A : BuildType({
     name = "a"
     steps {
         script {
-            scriptContent = \"\"\"
-                echo ${'$'}HOME 100%%
-            \"\"\".trimIndent()
+            scriptContent = "echo \\$HOME 100%%\\nls"
         }
     }
 })
@@ -159,8 +157,9 @@ def test_sound_teamcity_settings_pass() -> None:
         (GOOD_SETTINGS.replace('id("B")', 'id("a")'), "also used by"),
         (GOOD_SETTINGS.replace("snapshot(A)", "snapshot(Z)"), "which is not declared"),
         (GOOD_SETTINGS.replace('writeLock("Lock")', 'writeLock("Other")'), "does not define"),
-        (GOOD_SETTINGS.replace("${'$'}HOME", "$HOME"), "`$` not written"),
+        (GOOD_SETTINGS.replace("\\$HOME", "$HOME"), "`$` not written"),
         (GOOD_SETTINGS.replace("100%%", "100%"), "`%` not written"),
+        (GOOD_SETTINGS.replace('"echo \\$HOME 100%%\\nls"', '"""echo""".trimIndent()'), 'one "..." literal'),
         (
             GOOD_SETTINGS.replace(
                 '    name = "a"\n', '    name = "a"\n    dependencies {\n        snapshot(B) {\n        }\n    }\n'
