@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.builder import Pipeline
+    from pipeline.flags.spec import Flag
     from pipeline.model import (
         AgentLabels,
         Approval,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pipeline.stages import (
         Bake,
         CommitTest,
+        FlagRollout,
         Migrate,
         Promote,
         Shell,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 # need no definition do not pay for the models.
 _EXPORTS: dict[str, str] = {
     "Pipeline": "pipeline.builder",
+    "Flag": "pipeline.flags.spec",
     **dict.fromkeys(
         (
             "AgentLabels",
@@ -64,6 +67,7 @@ _EXPORTS: dict[str, str] = {
             "Bake",
             "CommitTest",
             "Migrate",
+            "FlagRollout",
             "Promote",
             "Shell",
             "SimulatedRollback",
@@ -107,6 +111,8 @@ __all__ = [
     "DarkLaunch",
     "Database",
     "Environment",
+    "Flag",
+    "FlagRollout",
     "Group",
     "Half",
     "Health",

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from pipeline.builder import Pipeline
+from pipeline.flags.spec import Flag
 from pipeline.kinds import registered
 from pipeline.model import (
     AgentLabels,
@@ -59,11 +60,20 @@ TYPE_ALIASES: tuple[tuple[str, str], ...] = (
     ("pipeline.strategy", "StrategyChoice"),
     ("pipeline.strategy", "UserFacing"),
     ("pipeline.stages.migrate", "Phase"),
+    ("pipeline.model", "FlagValue"),
 )
 """Annotations the field tables use that are not classes: where each is defined."""
 
 
-ENVIRONMENT_MODELS: tuple[type[BaseModel], ...] = (Environment, Approval, Secret, AwsSettings, Database, Sensitive)
+ENVIRONMENT_MODELS: tuple[type[BaseModel], ...] = (
+    Environment,
+    Approval,
+    Secret,
+    AwsSettings,
+    Database,
+    Sensitive,
+    Flag,
+)
 """What the Environments section documents, in this order."""
 
 

@@ -15,7 +15,19 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import Problem
 
@@ -68,6 +80,8 @@ Profile = Literal["local", "aws"]
 in front) or 'aws' (CloudFormation, Packer's amazon-ebs builder)."""
 PROFILES: tuple[Profile, ...] = ("local", "aws")
 PROFILE_ENV = "PIPELINE_PROFILE"
+FlagValue = StrictBool | StrictInt | StrictFloat | StrictStr
+"""What a feature flag may hold: a boolean, a whole number, a number or a string (pipeline.flags)."""
 IMAGE_PARAMETER = "ImageId"
 """The template parameter that carries the machine image, unless Environment(image_parameter=...) says."""
 
@@ -276,11 +290,25 @@ class Environment(Spec):
     database: Database | None = None
     """The stack's database, when its template declares one (an ephemeral environment without
     one uses the database declaration of the environment it copies)."""
+    alert_secret: EnvVar | None = None
+    """The environment variable holding the alert route's token. With one, the environment's
+    balancer serves `POST /.pipeline/alert` (Authorization: Bearer <token>): every request to the
+    stable version and every flag of a rollout in flight off, at once (docs/flags.md). Without
+    one there is no alert route."""
+    flags: dict[Name, FlagValue] = Field(default_factory=dict)
+    """Values of the pipeline's flags (`Pipeline(flags=[Flag(...)])`) this environment's flag store
+    starts with; a flag not named here starts at its default. Later changes (`pipeline flag set`,
+    FlagRollout) live in the store, not in the definition."""
 
     @field_validator("secrets", mode="before")
     @classmethod
     def _secrets_from_names(cls, value: Any) -> Any:
         return coerce_secrets(value)
+
+    def model_post_init(self, context: Any, /) -> None:
+        from pipeline.builder import remember_location
+
+        remember_location(self)
 
     def stack_name(self, pipeline: str) -> str:
         return self.stack or f"{pipeline}-{self.name}"

@@ -13,6 +13,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
 from pipeline.errors import DefinitionError, Problem
+from pipeline.flags.spec import Flag, check_flag_values, check_flags
 from pipeline.graph import Graph
 from pipeline.kinds import stage_from_data
 from pipeline.model import AgentLabels, Approval, Database, Environment, Name, Profile, Spec, Stage
@@ -52,6 +53,9 @@ class PipelineSpec(Spec):
     `kind` picks its class (pipeline/kinds.py)."""
     environments: tuple[Environment, ...] = ()
     """Where stages deploy: each `Environment` a stage names in `environment=` (or `like=`)."""
+    flags: tuple[Flag, ...] = ()
+    """Feature flags the service reads (pipeline.flags): each environment's flag store serves them,
+    `pipeline flag set` and FlagRollout stages move them without a deploy."""
     trigger: Trigger = Trigger()
     """When CI starts the pipeline: pushes to which branches, and pull requests."""
     profile: Profile = "local"
@@ -150,6 +154,16 @@ class PipelineSpec(Spec):
             if env.name == name:
                 return env
         raise KeyError(name)
+
+    def flag(self, name: str) -> Flag:
+        for flag in self.flags:
+            if flag.name == name:
+                return flag
+        raise KeyError(name)
+
+    def flag_values(self, env: Environment) -> dict[str, object]:
+        """What `env`'s flag store starts with: its own values over the flags' defaults."""
+        return {flag.name: env.flags.get(flag.name, flag.default) for flag in self.flags}
 
     def ordered(self) -> list[Stage]:
         return [self.stage(name) for name in self.graph.order()]
@@ -271,7 +285,7 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
     for pattern in spec.trigger.branches:
         if problem := branch_pattern_problem(pattern):
             add(f"branch pattern {pattern!r} {problem}", "trigger.branches")
-    problems += _control_characters(spec)
+    problems += _control_characters(spec) + _flag_problems(spec)
 
     for i, env in enumerate(spec.environments):
         if env.ephemeral and env.approval is not None:
@@ -291,6 +305,14 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
             )
     if not problems:
         problems += _reference_order(spec)
+    return problems
+
+
+def _flag_problems(spec: PipelineSpec) -> list[Problem]:
+    """The flags declared twice, and environments' values of unknown flags or of the wrong type."""
+    problems = check_flags(spec.flags)
+    for i, env in enumerate(spec.environments):
+        problems += check_flag_values(env.flags, spec.flags, f"environments[{i}] ({env.name}).flags")
     return problems
 
 

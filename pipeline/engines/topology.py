@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.engines.cfn_template import load_template, parse_template
+from pipeline.engines.flag_store_shape import FlagStoreShape, read_flag_store
 from pipeline.errors import TemplateError
 
 ASG = "AWS::AutoScaling::AutoScalingGroup"
@@ -100,6 +101,9 @@ class Topology:
     """Logical id of the AutoScaling group (for messages)."""
     database: DatabaseShape | None = None
     """The stack's database, when the template declares one."""
+    flag_store: FlagStoreShape | None = None
+    """The template's `AWS::ElastiCache::ReplicationGroup`: a Redis master and read-only replicas
+    serving the feature flags (pipeline/engines/docker_stack/flag_store.py)."""
 
     def accepts(self, status: int) -> bool:
         for part in self.health_codes.split(","):
@@ -296,6 +300,7 @@ def topology(
         launch_parameters=launch_params,
         group=group,
         database=_database(resources, r, source),
+        flag_store=read_flag_store(template, params, source),
     )
 
 

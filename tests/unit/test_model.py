@@ -11,6 +11,8 @@ from pipeline import (
     CommitTest,
     Database,
     Environment,
+    Flag,
+    FlagRollout,
     Migrate,
     PipelineSpec,
     Promote,
@@ -67,11 +69,19 @@ EXAMPLES = {
     "teardown": Teardown(name="teardown", stack="test-stack", needs=("rollback", "test-stack")),
     "promote": Promote(name="promote", image="bake", needs=("teardown", "bake"), author="Bot <bot@example.com>"),
     "migrate": Migrate(name="contract", environment="production", phase="contract", image="bake", needs=("promote",)),
+    "flag-rollout": FlagRollout(
+        name="release-greeting", environment="production", flag="new-greeting", steps=(10, 100), needs=("promote",)
+    ),
 }
 
 
 def full_spec() -> PipelineSpec:
-    return PipelineSpec(name="web", stages=tuple(EXAMPLES.values()), environments=ENVIRONMENTS)
+    return PipelineSpec(
+        name="web",
+        stages=tuple(EXAMPLES.values()),
+        environments=ENVIRONMENTS,
+        flags=(Flag(name="new-greeting", default=False, description="the new page"),),
+    )
 
 
 def test_every_stage_kind_has_an_example() -> None:
@@ -133,7 +143,7 @@ def test_graph_levels_show_parallel_groups() -> None:
     levels = spec.graph.levels()
     assert levels[0] == ["commit-test"]
     assert levels[1] == ["lint", "bake"]
-    assert spec.graph.order()[-2:] == ["promote", "contract"]
+    assert spec.graph.order()[-3:] == ["promote", "contract", "release-greeting"]
 
 
 def test_approval_comes_from_the_environment_for_deploying_stages() -> None:

@@ -22,6 +22,10 @@ PARAMETERS_COMMENT = "# parameters: "
 WARM_COMMENT = "# warm: "
 """The config line that names the old set a blue-green switch keeps warm, and until when."""
 
+ALERT_MARKER = "/etc/nginx/pipeline-alert"
+"""While this file exists in the balancer (the alert route made it), every request goes to `stable`."""
+ALERT_LOCATION = "location = /.pipeline/alert"
+
 Warm = tuple[tuple[str, ...], float]
 """(replica names, until: epoch seconds) of a warm set."""
 
@@ -36,6 +40,8 @@ def render_config(
     warm: Warm | None = None,
     log: str | None = None,
     shaping: Shaping | None = None,
+    alert: bool = False,
+    stable: list[str] | None = None,
 ) -> str:
     """The balancer's nginx.conf routing to `servers` (container names on the stack network),
     with balancer `weights` per server (canary steps), the warm set kept for a switch back, a
@@ -57,6 +63,9 @@ def render_config(
         drain=max(1, int(topo.deregistration_delay)),
         warm=f"{','.join(warm[0])} until {warm[1]:.3f}" if warm and warm[0] else "",
         log=log or "",
+        alert=alert,
+        stable=sorted(stable if stable else servers),
+        alert_marker=ALERT_MARKER,
     )
 
 
@@ -107,4 +116,16 @@ def canary_weights(new: list[str], old: list[str], percent: int) -> dict[str, in
     return {**dict.fromkeys(old, per_old // common), **dict.fromkeys(new, per_new // common)}
 
 
-__all__ = ["canary_weights", "config_parameters", "render_config", "servers", "warm_set"]
+def has_alert_route(config: str) -> bool:
+    return ALERT_LOCATION in config
+
+
+__all__ = [
+    "ALERT_MARKER",
+    "canary_weights",
+    "config_parameters",
+    "has_alert_route",
+    "render_config",
+    "servers",
+    "warm_set",
+]

@@ -38,10 +38,18 @@ from typing import Any
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
 from pipeline.engines.docker_client import shared as shared_client
 from pipeline.engines.docker_stack import database as db
-from pipeline.engines.docker_stack.balancer import ensure_lb_image, lb_port, read_config
-from pipeline.engines.docker_stack.balancer_config import config_parameters, servers, warm_set
+from pipeline.engines.docker_stack.alert import alert_files, ensure_agent
+from pipeline.engines.docker_stack.balancer import create_network, ensure_lb_image, lb_port, read_config
+from pipeline.engines.docker_stack.balancer_config import (
+    ALERT_MARKER,
+    config_parameters,
+    has_alert_route,
+    servers,
+    warm_set,
+)
 from pipeline.engines.docker_stack.converge import converge
 from pipeline.engines.docker_stack.deployment import Deployment
+from pipeline.engines.docker_stack.flag_store import converge_flag_store, observed_addresses
 from pipeline.engines.docker_stack.labels import (
     L_IMAGE,
     L_IMAGE_ID,
@@ -86,8 +94,14 @@ class DockerStackEngine(BaseStackEngine):
         client: Any = None,
         lock_dir: Path | None = None,
         masks: Sequence[Sensitive] = (),
+        flags: Mapping[str, Any] | None = None,
+        alert_token: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.alert_token = alert_token
+        """The environment's alert token: the balancer then serves the alert route (alert.py)."""
+        self.flags = dict(flags or {})
+        """Values a new flag starts with in the stack's flag store (when the template has one)."""
         self.template = template
         self.masks = tuple(masks)
         """Columns masked when a stack's database is seeded from a snapshot (the definition's)."""
@@ -194,6 +208,13 @@ class DockerStackEngine(BaseStackEngine):
             details["warm"] = ",".join(r.name for r in warm)
             details["warm_image"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in warm}))
             details["warm_until"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(warm_until))
+        if has_alert_route(config):
+            details["alert_route"] = "/.pipeline/alert"
+            details["alert"] = "raised" if self._alert_raised(observed.lb) else "clear"
+        store = observed_addresses(observed, None)
+        if store:
+            details["flags_master"] = store.get("0", "")
+            details["flags_replicas"] = ",".join(a for i, a in sorted(store.items()) if i != "0")
         if len({r.labels.get(L_IMAGE_ID) for r in serving}) > 1:
             details["images"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in serving}))
         return StackState(
@@ -230,7 +251,9 @@ class DockerStackEngine(BaseStackEngine):
                 lock.remove_on_release = True
                 return
             containers = [
-                c for c in (observed.lb, *observed.replicas, *observed.strays, *observed.services) if c is not None
+                c
+                for c in (observed.lb, *observed.replicas, *observed.flag_store, *observed.strays, *observed.services)
+                if c is not None
             ]
 
             def remove(container: Any) -> None:
@@ -283,6 +306,8 @@ class DockerStackEngine(BaseStackEngine):
                     masks=self.masks,
                     on_event=on_event,
                 )
+            self._flag_store(stack, topo, on_event)
+            lb_files = alert_files(self._id(stack), self.alert_token, topo.flag_store)
             deployment = Deployment(
                 self.client,
                 self._id(stack),
@@ -292,8 +317,12 @@ class DockerStackEngine(BaseStackEngine):
                 topology=self.topology,
                 strategy=strategy,
                 health=health,
+                lb_files=lb_files,
             )
             report = converge(deployment)
+            lb = observe(self.client, self._id(stack)).lb
+            if lb is not None and running(lb):
+                ensure_agent(lb, lb_files, on_event)
         return replace(self.describe(stack), report=report)
 
     # ------------------------------------------------------------------ the database and the fleet
@@ -335,6 +364,32 @@ class DockerStackEngine(BaseStackEngine):
         if shape is None:
             return super().snapshot_database(stack, name, on_event=on_event)
         return db.snapshot(self.client, self._id(stack), shape, name, on_event=on_event)
+
+    def _alert_raised(self, lb: Any) -> bool:
+        import docker.errors
+
+        try:
+            lb.get_archive(ALERT_MARKER)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    def _flag_store(self, stack: str, topo: Topology, on_event: OnEvent) -> None:
+        """The stack's flag store as the template says, before any replica that reads it starts."""
+        observed = observe(self.client, self._id(stack))
+        if topo.flag_store is None and not observed.flag_store:
+            return
+        if observed.network is None and topo.flag_store is not None:
+            observed.network = create_network(self.client, self._id(stack), on_event)
+        converge_flag_store(
+            self.client,
+            self._id(stack),
+            topo.flag_store,
+            observed,
+            base_image=self.base_image,
+            flags=self.flags,
+            on_event=on_event,
+        )
 
     def ready(self, stack: str) -> None:
         """The Docker engine answers (ToolMissingError naming it and the fix if not). No change."""

@@ -180,6 +180,10 @@ class Windows:
         while True:
             time.sleep(POLL)
             self.read()
+            if log.alert_raised():
+                self.windows.append((begin, time.time()))
+                self.steps.append(DeployStep(what, share, time.monotonic() - started, "breach"))
+                raise Breached(what, "an alert was raised through the balancer's alert route")
             now = time.time()
             new = log.stats(begin, new=True)
             same = log.stats(begin, new=False)
