@@ -43,10 +43,35 @@ def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -
         print_error(error)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        interrupts.record_if_none()
-        err_console.print(f"[bold red]interrupted[/] ({interrupts.name()})")
-        sys.exit(interrupts.exit_code())
+        interrupted()
+    except SystemExit as exc:
+        # Typer turns a KeyboardInterrupt that leaves a command (a signal before the run's stages,
+        # while the definition loads) into a silent exit 130, whichever signal it was.
+        if caused_by_keyboard_interrupt(exc):
+            interrupted()
+        raise
     sys.exit(0)  # pragma: no cover - app() always exits in standalone mode
+
+
+def interrupted() -> NoReturn:
+    interrupts.record_if_none()
+    err_console.print(f"[bold red]interrupted[/] ({interrupts.name()})")
+    sys.exit(interrupts.exit_code())
+
+
+def caused_by_keyboard_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions `exc` was raised from or while handling."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc.__cause__, exc.__context__]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        stack += [current.__cause__, current.__context__]
+    return False
 
 
 RUN_EXTRA_INSTALL = "pip install 'pipeline-as-code[run]'"
