@@ -80,7 +80,7 @@ class Bake(Stage):
     """An existing image to use instead of building one, per profile (e.g. `{"aws": "ami-0123..."}`
     where Packer cannot build an AMI). `PIPELINE_<STAGE>_USE_IMAGE` overrides it. It is still checked."""
 
-    executor: ClassVar[str] = "pipeline.engines.images.docker:BakeExecutor"
+    executor: ClassVar[str] = "pipeline.executors.bake:BakeExecutor"
     outputs: ClassVar[type[StageOutputs]] = BakeOutputs
     uses_profile: ClassVar[bool] = True
 

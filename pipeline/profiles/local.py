@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from pipeline.model import Profile
 
 if TYPE_CHECKING:
+    from pipeline.engines.images.docker import DockerImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment
     from pipeline.spec import PipelineSpec
+    from pipeline.stages.bake import Bake
 
 
 @dataclass(frozen=True)
@@ -35,5 +37,20 @@ class LocalProfile:
 
         return DockerReleaseStore(pipeline=spec.name, environment=env.name)
 
+    def image_engine(
+        self, spec: PipelineSpec, bake: Bake, *, environ: Mapping[str, str] | None = None
+    ) -> DockerImageEngine:
+        """Packer's docker builder and the Docker engine at DOCKER_HOST."""
+        from pipeline.engines.images.base import source_of
+        from pipeline.engines.images.docker import DockerImageEngine
+
+        return DockerImageEngine(bake, source=source_of(bake, self.name), environ=environ)
+
 
 LOCAL = LocalProfile()
+
+if TYPE_CHECKING:
+    from pipeline.profiles.base import ProfileModule
+
+    _conforms: ProfileModule = LOCAL
+    """mypy holds the profile to the contract (engines included), as cibuildwheel does its platforms."""
