@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pipeline.model import Profile
 
 if TYPE_CHECKING:
+    from pipeline.doctor import Check
     from pipeline.engines.images.ami import AmiImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
@@ -59,6 +60,14 @@ class AwsProfile:
 
         docker = LOCAL.image_engine(spec, bake, environ=environ) if bake.sources.get(LOCAL.name) else None
         return AmiImageEngine(bake, source=source_of(bake, self.name), environ=environ, docker=docker)
+
+    def doctor_checks(self) -> tuple[Check, ...]:
+        """The local profile's (the bake checks its AMIs through a Docker image), then whether the
+        EC2 and CloudFormation endpoints answer and accept the credentials, as a run would ask."""
+        from pipeline import doctor
+        from pipeline.profiles.local import LOCAL
+
+        return (*LOCAL.doctor_checks(), doctor.aws_access)
 
 
 AWS = AwsProfile()

@@ -3,11 +3,12 @@ real world, checked by mypy against each profile module (as cibuildwheel checks 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from pipeline.doctor import Check
     from pipeline.engines.images.base import ImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
@@ -35,6 +36,10 @@ class ProfileModule(Protocol):
     def image_engine(self, spec: PipelineSpec, bake: Bake, *, environ: Mapping[str, str] | None = None) -> ImageEngine:
         """The engine that bakes `bake`'s images; `environ`: the environment with the stage's env
         and secrets (credentials) on top."""
+        ...
+
+    def doctor_checks(self) -> Sequence[Check]:
+        """What `pipeline doctor --profile NAME` looks at, in the order a user would fix them."""
         ...
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pipeline.model import Profile
 
 if TYPE_CHECKING:
+    from pipeline.doctor import Check
     from pipeline.engines.images.docker import DockerImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
@@ -45,6 +46,12 @@ class LocalProfile:
         from pipeline.engines.images.docker import DockerImageEngine
 
         return DockerImageEngine(bake, source=source_of(bake, self.name), environ=environ)
+
+    def doctor_checks(self) -> tuple[Check, ...]:
+        """Docker, Packer and the base image (bakes and stacks), git, and the Python packages."""
+        from pipeline import doctor
+
+        return (doctor.python_packages, doctor.docker_engine, doctor.packer, doctor.base_image, doctor.git)
 
 
 LOCAL = LocalProfile()
