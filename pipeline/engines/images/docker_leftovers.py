@@ -118,13 +118,15 @@ def _wait_for_commit(container: Any) -> None:
 # --- images -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Image:
+@dataclass(frozen=True)
+class ImageNode:
+    """What the engine's image list says of one image."""
+
     id: str
     parent: str
     tagged: bool
     created: float
-    labels: Mapping[str, str]
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def _images_of(
@@ -136,7 +138,7 @@ def _images_of(
 ) -> list[str]:
     """The bake's untagged images, children before parents."""
     images = {
-        str(i["Id"]): _Image(
+        str(i["Id"]): ImageNode(
             id=str(i["Id"]),
             parent=str(i.get("ParentId") or ""),
             tagged=any(t != "<none>:<none>" for t in i.get("RepoTags") or []),
@@ -158,20 +160,31 @@ def _images_of(
         for image in images.values():
             if not image.tagged and image.id not in roots and image.created >= started - CLOCK_SLACK:
                 roots |= {image.id} if _committed_from(client, image.id) in containers else set()
+    return removal_order(images, roots)
+
+
+def removal_order(images: Mapping[str, ImageNode], roots: set[str]) -> list[str]:
+    """`roots` and every image built on them, children before parents, without those that count
+    (tagged, or under a tagged image)."""
     children: dict[str, list[str]] = {}
     for image in images.values():
         if image.parent:
             children.setdefault(image.parent, []).append(image.id)
-    doomed: list[str] = []  # parents before children, then reversed
-    wave = sorted(roots)
+    doomed = set(roots)
+    wave = set(roots)
     while wave:
-        doomed += [i for i in wave if i not in doomed]
-        wave = [c for i in wave for c in children.get(i, []) if c not in doomed]
-    counts = {i for i in doomed if _counts(i, images, children)}
-    return [i for i in reversed(doomed) if i not in counts]
+        wave = {c for i in wave for c in children.get(i, []) if c not in doomed}
+        doomed |= wave
+    remaining = {i for i in doomed if not _counts(i, images, children)}
+    ordered: list[str] = []  # each round: the images nothing left is built on
+    while remaining:
+        leaves = sorted(i for i in remaining if not remaining.intersection(children.get(i, [])))
+        ordered += leaves
+        remaining -= set(leaves)
+    return ordered
 
 
-def _counts(image: str, images: Mapping[str, _Image], children: Mapping[str, list[str]]) -> bool:
+def _counts(image: str, images: Mapping[str, ImageNode], children: Mapping[str, list[str]]) -> bool:
     """Tagged, or under a tagged image: part of an image that counts."""
     if images[image].tagged:
         return True
@@ -189,7 +202,7 @@ def _committed_from(client: docker.DockerClient, image: str) -> str:
         return ""
 
 
-def _full_id(images: Mapping[str, _Image], name: str) -> str:
+def _full_id(images: Mapping[str, ImageNode], name: str) -> str:
     if name in images:
         return name
     prefixed = name if name.startswith("sha256:") else f"sha256:{name}"
