@@ -75,6 +75,8 @@ class Scenario:
     leaves_image: bool = False
     """The kill lands where an image exists that nothing tags yet: it must leave one (else the
     scenario missed its window), and the re-run must remove it."""
+    leaves_builder: bool = False
+    """The kill must leave Packer's build container (the re-run must remove it)."""
 
 
 TEST = "*-test-*"
@@ -89,7 +91,7 @@ SCENARIOS = [
     Scenario("k03a", "mid-bake: Packer committing its build container", "packer:bake:committing", "bake",
              version=f"2.0.3-{SESSION}", leaves_image=True),
     Scenario("k03b", "mid-bake: Packer committing, whole process tree killed", "packer:bake:committing", "bake",
-             version=f"2.0.4-{SESSION}", tree=True, leaves_image=True),
+             version=f"2.0.4-{SESSION}", tree=True, leaves_builder=True),
     Scenario("k03c", "mid-bake: the label layer being made", "bake:bake:labelling", "bake",
              version=f"2.0.5-{SESSION}", leaves_image=True),
     Scenario("k03d", "mid-bake: label layer made, not in the journal", "bake:bake:labelled", "bake",
@@ -143,6 +145,7 @@ class Outcome:
     seconds: tuple[float, float] = (0.0, 0.0)
     dangling_after: list[str] = field(default_factory=list)
     untagged_at_kill: list[str] = field(default_factory=list)
+    builders_at_kill: int = 0
 
 
 def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
@@ -174,6 +177,7 @@ def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
         outcome.killed_in = _killed_in(outcome.dead_statuses)
         left = inventory(client, project.name).summary()
         builders = packer_containers(client, project.root)
+        outcome.builders_at_kill = len(builders)
         if builders:
             left += f"; {len(builders)} Packer build container"
         untagged = dangling_images(client, scenario.version, wait=scenario.leaves_image)
@@ -238,6 +242,8 @@ def test_a_run_killed_here_converges_when_run_again(scenario: Scenario, outcomes
     assert outcome.killed_in == scenario.killed_in, outcome.dead_statuses
     if scenario.leaves_image:
         assert outcome.untagged_at_kill, f"the kill at {scenario.fault} left no untagged image: the window was missed"
+    if scenario.leaves_builder:
+        assert outcome.builders_at_kill, f"the kill at {scenario.fault} left no Packer build container: window missed"
     assert rerun is not None
     assert rerun.returncode == 0, explain(rerun)
     assert set(statuses.values()) <= set(OK), statuses
