@@ -157,8 +157,6 @@ class BakeExecutor(Executor[Bake]):
             run_id=ctx.run_id,
             root=ctx.root,
             stage_dir=ctx.stage_dir,
-            run_dir=ctx.run_dir,
-            ledger_dir=ctx.ledger.dir,
             journal=Journal.open(ctx.ledger.dir, ctx.pipeline.name, self.spec.name, ctx.run_id),
             log=ctx.log,
             step=ctx.step,

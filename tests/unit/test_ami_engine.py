@@ -59,8 +59,6 @@ def _job(tmp_path: Path, engine: AmiImageEngine, run_id: str = "run-2") -> BakeJ
         run_id=run_id,
         root=tmp_path,
         stage_dir=tmp_path / "run" / "stages" / "bake",
-        run_dir=tmp_path / "run",
-        ledger_dir=tmp_path / ".pipeline",
         journal=Journal.open(tmp_path / ".pipeline", "shop", "bake", run_id),
     )
 

@@ -92,8 +92,6 @@ class BakeJob:
     """Folder of the definition file (the template and the checks are relative to it)."""
     stage_dir: Path
     """Where the stage keeps its files in the run folder (manifests, Packer's log, checks.xml)."""
-    run_dir: Path
-    ledger_dir: Path
     journal: Journal
     log: Callable[[str], None] = _ignore
     step: Callable[[str], None] = _ignore
