@@ -15,7 +15,9 @@ How a pipeline is run:
   empty folder so the user's ~/.gitlab-ci-local/variables.yml does not leak in.
 - `manual` names the `when: manual` jobs to play (`--manual`); without it they do not run. `jobs`
   runs only the named jobs (gitlab-ci-local's positional arguments).
-- The state folder (`.gitlab-ci-local` in the repository) is deleted first: every run is a new pipeline.
+- The state folder (`.gitlab-ci-local` in the repository) is deleted first: every run is a new pipeline;
+  unless `fresh=False`, which runs the named `jobs` in the previous run's pipeline (gitlab-ci-local
+  keeps its artifacts and caches when it runs named jobs), as when someone plays a manual job later.
 - gitlab-ci-local is waited on (no sleeps) with a bounded timeout, then its process group is killed.
 
 Known difference from GitLab (gitlab-ci-local 4.56.2 and its newest source alike): a job waits for
@@ -124,8 +126,11 @@ def run_pipeline(
     jobs: Sequence[str] = (),
     file: str = ".gitlab-ci.yml",
     timeout: float = 1200,
+    fresh: bool = True,
 ) -> PipelineRun:
-    """Run the pipeline of `repo` (a git repository) and wait for it."""
+    """Run the pipeline of `repo` (a git repository) and wait for it. With `fresh=False` and `jobs`,
+    the named jobs run as part of the previous run's pipeline (its artifacts and caches kept), the
+    way a person plays a manual job of a pipeline that waits for it."""
     if not installed():
         raise GitLabCiLocalError(
             "gitlab-ci-local (tools/ci-runners), node or rsync is missing: run .ci/install-ci-runners.sh"
@@ -145,7 +150,10 @@ def run_pipeline(
     home = run_dir / "gitlab-ci-local-home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir()
-    shutil.rmtree(repo / STATE_DIR, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(repo / STATE_DIR, ignore_errors=True)
+    elif not jobs:
+        raise GitLabCiLocalError("fresh=False continues a pipeline by running named jobs: pass `jobs`")
     variables_file = run_dir / "variables.yml"
     variables_file.unlink(missing_ok=True)
     fd = os.open(variables_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
