@@ -246,7 +246,7 @@ class GitLabRenderer:
                 hint="a GitLab job is either manual or always-run: gate the stage after it instead",
             )
         when = "manual" if stage.gate is not None else "always" if stage.always else "on_success"
-        job = _head(plan, level, needs, _rules(plan, condition, when, stage.on_pull_requests, where), when)
+        job = _head(level, needs, _rules(plan, condition, when, stage.on_pull_requests), when)
         _tags(job, stage.agent)
         if stage.lock:
             job["environment"] = stage.lock
@@ -303,7 +303,7 @@ class GitLabRenderer:
             )
         shared = conditions[group.name]
         when = "manual" if group.gate is not None else "on_success"
-        job = _head(plan, level, needs, _rules(plan, shared, when, group.on_pull_requests, where), when)
+        job = _head(level, needs, _rules(plan, shared, when, group.on_pull_requests), when)
         _tags(job, group.agent)
         if locks:
             job["environment"] = locks[0]
@@ -436,7 +436,7 @@ def _workflow_rules(plan: CiPlan) -> list[dict[str, str]]:
     return rules
 
 
-def _rules(plan: CiPlan, groups: BranchGroups, when: str, on_pull_requests: bool, where: str) -> list[dict[str, str]]:
+def _rules(plan: CiPlan, groups: BranchGroups, when: str, on_pull_requests: bool) -> list[dict[str, str]]:
     """The job's `rules:` (empty: the job has none and says `when:` itself)."""
     rules: list[dict[str, str]] = []
     if plan.trigger.pull_requests and not on_pull_requests:
@@ -450,7 +450,7 @@ def _rules(plan: CiPlan, groups: BranchGroups, when: str, on_pull_requests: bool
     return rules
 
 
-def _head(plan: CiPlan, level: int, needs: list[Any], rules: list[dict[str, str]], when: str) -> dict[str, Any]:
+def _head(level: int, needs: list[Any], rules: list[dict[str, str]], when: str) -> dict[str, Any]:
     job: dict[str, Any] = {"stage": f"{LEVEL_PREFIX}{level}", "needs": needs}
     if rules:
         job["rules"] = rules

@@ -72,7 +72,9 @@ def test_an_unknown_target_lists_the_available_ones(plugins: list[EntryPoint]) -
     with pytest.raises(UnknownTargetError) as err:
         registry.resolve_targets("circleci")
     assert err.value.exit_code == 2
-    assert err.value.hint == "available targets: jenkins, teamcity, github, gitlab (or `all`; several: jenkins,teamcity)"
+    assert (
+        err.value.hint == "available targets: jenkins, teamcity, github, gitlab (or `all`; several: jenkins,teamcity)"
+    )
 
 
 def test_a_plugin_is_found_and_loaded_by_name(plugins: list[EntryPoint]) -> None:
