@@ -20,10 +20,15 @@ How a pipeline is run:
   keeps its artifacts and caches when it runs named jobs), as when someone plays a manual job later.
 - gitlab-ci-local is waited on (no sleeps) with a bounded timeout, then its process group is killed.
 
-Known difference from GitLab (gitlab-ci-local 4.56.2 and its newest source alike): a job waits for
-every job in its `needs` (or earlier stages) to *finish*, and a job skipped because an earlier one
-failed never finishes, so a `when: always` job runs after a failure only when none of the jobs it
-waits for was skipped; GitLab runs it regardless.
+Known differences from GitLab (gitlab-ci-local 4.56.2):
+- A job waits for every job in its `needs` (or earlier stages) to *finish*, and a job skipped
+  because an earlier one failed never finishes, so a `when: always` job runs after a failure only
+  when none of the jobs it waits for was skipped; GitLab runs it regardless (its newest source alike).
+- With `--shell-isolation`, a job's folder is copied from the repository again (rsync `--delete`)
+  before its `after_script`, and its cache and artifacts imported again: what the `script` wrote
+  there is gone, for `after_script` and for the job's own artifacts (taken after `after_script`).
+  GitLab runs `after_script` in the folder the script left. So the artifact of a job that has an
+  `after_script` holds only what the job received.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ rendered file relies on it:
   tests/ci_runners/actions/README.md. Their refusals (a Python the machine lacks, a pip cache with no
   dependency file, a second upload of a name, AWS credentials that cannot be loaded) are checked too.
 - gitlab-ci-local (GitLab CI): `needs:` order, artifacts between isolated job folders, a
-  `when: manual` job that runs only when played, a `when: always` job after a failure, and the one
-  place where gitlab-ci-local 4.56.2 differs from GitLab (an always job after a skipped one).
+  `when: manual` job that runs only when played, a `when: always` job after a failure, and the two
+  places where gitlab-ci-local 4.56.2 differs from GitLab (an always job after a skipped one; a job's
+  folder copied again before its `after_script`); rendered GitLab files with a stand-in `pipeline`
+  command (an aws-profile teardown job after a failure, the gate played later).
 
 Each act run takes about 5-15 s here, each gitlab-ci-local run about 1-2 s.
 """
@@ -414,6 +416,27 @@ def test_gitlab_ci_local_does_not_run_an_always_job_after_a_skipped_one(gitlab_r
     assert run.statuses() == {"first": "success", "middle": "failure", "last": "skipped", "cleanup": "skipped"}, (
         run.explain()
     )
+
+
+def test_gitlab_ci_local_copies_a_jobs_folder_again_before_its_after_script(gitlab_ready: None, tmp_path: Path) -> None:
+    """A second known difference, pinned like the first: under `--shell-isolation`, what a job's
+    script wrote is gone when its `after_script` runs, and from its artifacts (taken after it);
+    GitLab keeps the folder as the script left it. Without an `after_script` the artifact is whole."""
+    pipeline = """
+    with-after:
+      script: [mkdir -p out, echo one > out/a.txt]
+      after_script: ['test -f out/a.txt && echo "after: kept" || echo "after: gone"']
+      artifacts: {paths: [out/]}
+    without-after:
+      script: [mkdir -p out, echo two > out/b.txt]
+      artifacts: {paths: [out/]}
+    """
+    repo = repository(tmp_path / "repo", {".gitlab-ci.yml": pipeline})
+    run = gitlab.run_pipeline(repo, run_dir=tmp_path / "run", timeout=300)
+    assert run.statuses() == {"with-after": "success", "without-after": "success"}, run.explain()
+    assert "after: gone" in run.jobs["with-after"].log
+    assert not (run.state / "artifacts" / "with-after" / "out" / "a.txt").exists()
+    assert (run.state / "artifacts" / "without-after" / "out" / "b.txt").read_text() == "two\n"
 
 
 def test_gitlab_harness_refuses_invalid_files_and_what_it_cannot_run_offline(
