@@ -142,6 +142,8 @@ class Pipeline:
     # --- result ---
     @property
     def spec(self) -> PipelineSpec:
+        """The validated PipelineSpec: built when the `with` block ends (or now, when stages were added with
+        `add` outside one)."""
         if self._spec is None:
             self._spec = self.build()
         return self._spec

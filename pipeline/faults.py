@@ -17,6 +17,8 @@ Names say where they are and what they act on, so a pattern can aim at one stage
     local-stack:<stack>:canary-<percent>:routed       a canary step's weights are in the balancer
     local-stack:<stack>:green:launched / :switched    blue-green: the new set is healthy / serves
     local-stack:<stack>:cutover:stopped / :routed     cutover: the old set is gone / the new serves
+    local-stack:<stack>:database:restored             a new stack's database holds the snapshot, unmasked
+    migrate:<stage>:<revision>:uncommitted            a migration revision ran, its transaction not committed
 
 docs/reliability.md lists the scenarios the tests build from them.
 """

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_va
 from pipeline.errors import DefinitionError, Problem
 from pipeline.graph import Graph
 from pipeline.kinds import stage_from_data
-from pipeline.model import AgentLabels, Approval, Environment, Name, Profile, Spec, Stage
+from pipeline.model import AgentLabels, Approval, Database, Environment, Name, Profile, Spec, Stage
 
 SCHEMA_VERSION: Literal[1] = 1
 RESERVED_ENV_PREFIX = "PIPELINE_"
@@ -43,12 +43,17 @@ class PipelineSpec(Spec):
     """A pipeline: named stages in a DAG, the environments they deploy to, and CI triggers."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
+    """Version of this data format (a spec read back from JSON must carry 1)."""
     name: Name
+    """The pipeline's name: the lock names, stack names (`<pipeline>-<environment>`), the GitHub workflow's
+    file name and TeamCity's composite build derive from it."""
     stages: tuple[SerializeAsAny[Stage], ...] = Field(min_length=1)
     """Stage objects of any registered kind (built-in or a plugin's); from JSON, each entry's
     `kind` picks its class (pipeline/kinds.py)."""
     environments: tuple[Environment, ...] = ()
+    """Where stages deploy: each `Environment` a stage names in `environment=` (or `like=`)."""
     trigger: Trigger = Trigger()
+    """When CI starts the pipeline: pushes to which branches, and pull requests."""
     profile: Profile = "local"
     """The profile CI runs stages with: `local` (Docker on the agent) or `aws` (CloudFormation). An
     environment may set its own. `pipeline run local` uses `--profile` (default: local) for all."""
@@ -166,6 +171,17 @@ class PipelineSpec(Spec):
             copies = type(stage).copies_environment
             if copies is not None and stage.environment_name() == env.name:
                 return self.environment(getattr(stage, copies)).template
+        return None
+
+    def database_of(self, env: Environment) -> Database | None:
+        """The environment's database declaration; an ephemeral one without its own uses the
+        declaration of the environment a stage copies into it (a test stack's `like`)."""
+        if env.database is not None or not env.ephemeral:
+            return env.database
+        for stage in self.stages:
+            copies = type(stage).copies_environment
+            if copies is not None and stage.environment_name() == env.name:
+                return self.environment(getattr(stage, copies)).database
         return None
 
     def profile_of(self, stage: Stage) -> Profile:

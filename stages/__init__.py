@@ -9,6 +9,7 @@ also exported from `pipeline`.
 from pipeline.stages.bake import Bake
 from pipeline.stages.commit_test import CommitTest
 from pipeline.stages.kinds import STAGE_KINDS
+from pipeline.stages.migrate import Migrate
 from pipeline.stages.promote import Promote
 from pipeline.stages.shell import Shell
 from pipeline.stages.simulated_rollback import SimulatedRollback
@@ -20,6 +21,7 @@ __all__ = [
     "STAGE_KINDS",
     "Bake",
     "CommitTest",
+    "Migrate",
     "Promote",
     "Shell",
     "SimulatedRollback",

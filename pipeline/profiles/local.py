@@ -26,7 +26,10 @@ class LocalProfile:
     ) -> StackEngine:
         from pipeline.engines.docker_stack import DockerStackEngine
 
-        return DockerStackEngine(pipeline=spec.name, template=template)
+        database = spec.database_of(env)
+        return DockerStackEngine(
+            pipeline=spec.name, template=template, masks=database.sensitive if database is not None else ()
+        )
 
     def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
         """Tags on the images, in the Docker engine that runs the stacks: the machine's own record,

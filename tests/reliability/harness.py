@@ -350,6 +350,9 @@ def remove_pipeline(client: Any, name: str) -> None:
     for network in client.networks.list(filters=selector):
         with contextlib.suppress(Exception):
             network.remove()
+    for volume in client.volumes.list(filters=selector):  # a stack's database data
+        with contextlib.suppress(Exception):
+            volume.remove(force=True)
 
 
 def remove_session(client: Any, roots: list[Path]) -> None:

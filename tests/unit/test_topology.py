@@ -218,11 +218,22 @@ def test_parameters_without_a_default_need_an_override(web: dict[str, Any]) -> N
 
 
 def test_the_canary_slot_of_the_reference_template_is_not_the_local_engines(web: dict[str, Any]) -> None:
-    """The aws engine's second group, target group and weighted rule are marked as the canary
-    slot: the local engine still finds the one web group, its target group and its listener."""
+    """The aws engine's second group, target group, weighted rule and group rules are marked as the
+    canary slot: the local engine still finds the one web group, its target group and its listener."""
     slot = [name for name, res in web["Resources"].items() if is_canary_slot(res)]
-    assert sorted(slot) == ["CanaryGroup", "CanaryLaunchTemplate", "CanaryTargetGroup", "WeightedRule"]
-    topo = topology(web, {"CanaryImageId": "ami-12c6146b", "CanaryCapacity": "2", "CanaryWeight": "50"})
+    assert sorted(slot) == [
+        "CanaryGroup",
+        "CanaryLaunchTemplate",
+        "CanaryTargetGroup",
+        "GroupRule1",
+        "GroupRule2",
+        "GroupRule3",
+        "WeightedRule",
+    ]
+    topo = topology(
+        web,
+        {"CanaryImageId": "ami-12c6146b", "CanaryCapacity": "2", "CanaryWeight": "50", "Group1Header": "X-User-Group"},
+    )
     assert (topo.group, topo.desired, topo.listener_port, topo.health_path) == ("WebGroup", 2, 80, "/health")
     # the rolling parameters reach the local engine too
     topo = topology(web, {"RollingMaxBatchSize": "2", "RollingMinInService": "0"})

@@ -32,6 +32,7 @@ from pipeline.engines.docker_stack.labels import (
     ROLE_NETWORK,
     StackId,
 )
+from pipeline.engines.docker_stack.shaping import Shaping
 from pipeline.engines.stack import OnEvent
 from pipeline.engines.topology import Topology
 from pipeline.errors import StackOperationError
@@ -63,6 +64,8 @@ class Balancer:
         self.weights: dict[str, int] = {}
         self.warm: Warm | None = None
         self.log = False
+        self.shaping: Shaping | None = None
+        """A sticky split, user groups or a mirror (shaping.py); None: weights alone."""
         self.config_text: str | None = None
         """The balancer's nginx.conf as this deployment last read or wrote it."""
         self.serving: list[Any] = []
@@ -82,6 +85,7 @@ class Balancer:
             weights=self.weights,
             warm=self.warm,
             log=LOG_PATH if self.log else None,
+            shaping=self.shaping,
         )
 
     def write(self, lb: Any, names: list[str]) -> None:

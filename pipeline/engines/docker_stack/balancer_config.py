@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from importlib import resources
 
 from pipeline.engines.docker_stack.labels import json_labels
+from pipeline.engines.docker_stack.shaping import DARK_UPSTREAM, Shaping, render_shaping
 from pipeline.engines.topology import Topology
 
 PARAMETERS_COMMENT = "# parameters: "
@@ -34,19 +35,23 @@ def render_config(
     weights: Mapping[str, int] | None = None,
     warm: Warm | None = None,
     log: str | None = None,
+    shaping: Shaping | None = None,
 ) -> str:
     """The balancer's nginx.conf routing to `servers` (container names on the stack network),
-    with balancer `weights` per server (canary steps), the warm set kept for a switch back, and a
-    request log at `log` while a deployment watches its health signals."""
+    with balancer `weights` per server (canary steps), the warm set kept for a switch back, a
+    request log at `log` while a deployment watches its health signals, and the `shaping` of a
+    sticky canary, user groups or a dark launch (shaping.py)."""
     import jinja2
 
     text = (resources.files("pipeline.engines.docker_stack") / "lb" / "nginx.conf.j2").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     weights = weights or {}
+    shaped = render_shaping(shaping, sorted(servers), topo.target_port, log=bool(log))
     return env.from_string(text).render(
         stack=stack,
         parameters=json.dumps(dict(parameters), sort_keys=True),
-        servers=[(name, weights.get(name)) for name in sorted(servers)],
+        servers=[(name, weights.get(name)) for name in shaped.default_upstream],
+        shaping=shaped,
         port=topo.target_port,
         listen=topo.listener_port,
         drain=max(1, int(topo.deregistration_delay)),
@@ -56,12 +61,18 @@ def render_config(
 
 
 def servers(config: str) -> list[str]:
-    """The replica names a configuration routes to, in its order."""
-    found = []
+    """The replica names a configuration routes users to, in its order, each once (a dark launch's
+    mirrored set answers nobody: it is not among them)."""
+    found: list[str] = []
+    upstream = ""
     for line in config.splitlines():
         words = line.split()
-        if len(words) >= 2 and words[0] == "server" and ":" in words[1]:
-            found.append(words[1].rsplit(":", 1)[0])
+        if len(words) >= 3 and words[0] == "upstream" and words[2] == "{":
+            upstream = words[1]
+        if len(words) >= 2 and words[0] == "server" and ":" in words[1] and upstream != DARK_UPSTREAM:
+            name = words[1].rsplit(":", 1)[0]
+            if name not in found:
+                found.append(name)
     return found
 
 

@@ -184,6 +184,7 @@ class Deployment:
                 alive.append(replica)
         self.balancer.warm = None
         self.balancer.weights = {}
+        self.balancer.shaping = None
         if alive:
             self.replicas.wake(alive)
             self.route(lb, alive, retire=bad)

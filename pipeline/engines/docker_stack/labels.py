@@ -33,6 +33,10 @@ ROLE_REPLICA = "replica"
 ROLE_LB = "lb"
 ROLE_NETWORK = "network"
 ROLE_LB_IMAGE = "lb-image"
+ROLE_DATABASE = "database"
+SERVICE_ROLES = (ROLE_DATABASE,)
+"""Containers of a stack beside the replicas and the balancer (the template's other resources,
+e.g. its database): kept by every deploy, removed with the stack."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,12 @@ class Observed:
     replicas: list[Any] = field(default_factory=list)
     strays: list[Any] = field(default_factory=list)
     """Containers of the stack with an unknown role (left by another version): removed on delete."""
+    services: list[Any] = field(default_factory=list)
+    """Containers of SERVICE_ROLES (the database): kept by deploys, removed on delete."""
 
     @property
     def exists(self) -> bool:
-        return bool(self.network or self.lb or self.replicas or self.strays)
+        return bool(self.network or self.lb or self.replicas or self.strays or self.services)
 
 
 def observe(client: Any, stack: StackId) -> Observed:
@@ -96,6 +102,8 @@ def observe(client: Any, stack: StackId) -> Observed:
             observed.lb = container
         elif role == ROLE_REPLICA:
             observed.replicas.append(container)
+        elif role in SERVICE_ROLES:
+            observed.services.append(container)
         else:
             observed.strays.append(container)
     observed.replicas.sort(key=lambda c: str(c.attrs.get("Created", "")))

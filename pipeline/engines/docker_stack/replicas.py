@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from pipeline.engines.docker_stack.database import replica_environment
 from pipeline.engines.docker_stack.labels import L_IMAGE, L_IMAGE_ID, L_PARAMETERS, L_SPEC, ROLE_REPLICA, StackId
 from pipeline.engines.stack import OnEvent
 from pipeline.engines.topology import Topology
@@ -148,6 +149,7 @@ class Replicas:
             },
         )
         self.on_event(f"starting {name} ({release.image})")
+        environment = replica_environment(self.client, self.stack)  # the stack's database, if any
         try:
             container = self.client.containers.run(
                 release.image_id,
@@ -157,6 +159,7 @@ class Replicas:
                 network=self.stack.network,
                 ports=ports,
                 labels=labels,
+                environment=environment,
                 # not restarted until it has passed its health check (`restart_with_engine`):
                 # a replica that dies on start keeps its exit status and output
                 restart_policy={"Name": "no"},
