@@ -11,7 +11,8 @@ from pipeline import Approval, Bake, Environment, Pipeline, PipelineSpec, Secret
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import RenderContext
 from pipeline.render.plan import build_plan
-from pipeline.render.teamcity import TeamCityRenderer, _glob_to_regex
+from pipeline.render.branch_patterns import glob_regex
+from pipeline.render.teamcity import TeamCityRenderer
 from pipeline.render.validate import Node, check_teamcity_settings, read_blocks
 from tests.unit.test_render_plan import chain_spec, fan_spec, rehearsal_spec
 
@@ -202,10 +203,10 @@ def test_branch_filters_become_step_conditions_for_the_stage_and_what_follows() 
 
 
 def test_glob_patterns_translate_to_anchored_regexes() -> None:
-    regex = re.compile("^(?:" + _glob_to_regex("release/v?.[0-9]*") + ")$")
+    regex = re.compile("^(?:" + glob_regex("release/v?.[0-9]*") + ")$")
     assert regex.match("release/v1.2-rc")
     assert not regex.match("release/v1.x")
-    assert _glob_to_regex("a+b") == re.escape("a+b")
+    assert glob_regex("a+b") == re.escape("a+b")
 
 
 def test_timeouts_are_failure_conditions() -> None:
