@@ -144,7 +144,9 @@ class TeamCityRenderer:
             "in order: each build may get another agent, and the stack is containers on the agent that made it."
         ),
         "order": Support(
-            "Snapshot dependencies (`reuseBuilds = ReuseBuilds.NO`) form one build chain on the same sources (stages after a rehearsal depend on its build); a composite build configuration named after the pipeline ends the chain."
+            "Snapshot dependencies (`reuseBuilds = ReuseBuilds.NO`) form one build chain on the same sources (stages "
+            "after a rehearsal depend on its build); a composite build configuration named after the pipeline ends the "
+            "chain (also depending on what a teardown at the end depended on, so a failure before it fails the chain)."
         ),
         "parallel": Support(
             "Build configurations whose dependencies are done run at the same time on free agents (fan-out); a stage with several dependencies waits for all (fan-in)."
@@ -169,7 +171,8 @@ class TeamCityRenderer:
         "secrets": Support(
             '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value. '
             "A build of several stages (a rehearsal, or an environment's consecutive stages) has the secrets of all "
-            "of them; each of its steps exports its own plain variables.",
+            "of them as parameters; each of its steps unsets the other stages' secrets and exports its own plain "
+            "variables.",
             fails="two stages of one such build giving one secret different references",
         ),
         "aws": Support(
@@ -331,7 +334,10 @@ class TeamCityRenderer:
             description="the whole pipeline: a push to a trigger branch queues every stage of the chain",
             type="COMPOSITE",
             trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger_branches),
-            dependencies=[Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM") for s in plan.jobs_of(plan.sinks)],
+            dependencies=[
+                Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM")
+                for s in plan.jobs_of([*plan.sinks, *_behind_teardowns(plan, plan.sinks)])
+            ],
         )
 
     def _group(self, plan: CiPlan, group: StageGroup, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
@@ -342,9 +348,14 @@ class TeamCityRenderer:
         check_group(group, self.name)
         steps = [_install_step(plan)]
         steps[0].branch_regexes = [branch_regex(g) for g in group.shared_groups]
+        secrets = list(dict.fromkeys(s.name for m in group.members for s in m.secrets))
         for member in group.members:
-            # Each step sets its own plain variables (the build's parameters are shared by all steps).
-            exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in member.env)
+            # Each step sets its own plain variables (the build's parameters are shared by all steps),
+            # and unsets the secrets of the other stages: a stage's process gets only its own.
+            own = {s.name for s in member.secrets}
+            others = [name for name in secrets if name not in own]
+            exports = f"unset {' '.join(others)}\n" if others else ""
+            exports += "".join(f"export {name}={shlex.quote(value)}\n" for name, value in member.env)
             steps.append(
                 Step(
                     f"Run stage {member.name}",
@@ -476,6 +487,26 @@ def _guards(
         for job in plan.jobs_of(names)
         if job != own and objects[job] not in have
     ]
+
+
+def _behind_teardowns(plan: CiPlan, names: Sequence[str]) -> list[str]:
+    """What the always-run stages among `names` depend on (through other always-run stages): a
+    teardown at the end of the chain succeeds after a failure before it, so the composite must also
+    depend on what it depended on to end failed (or canceled) then."""
+    found: list[str] = []
+    pending = [n for n in names if plan.by_name[n].always]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        for need in plan.by_name[name].needs:
+            if plan.by_name[need].always:
+                pending.append(need)
+            elif need not in found:
+                found.append(need)
+    return found
 
 
 def _install_step(plan: CiPlan, *, run_extra: bool = True) -> Step:
