@@ -21,6 +21,12 @@ variable "version" {
   description = "Release shown on the page: Hello World <version>."
 }
 
+variable "feature_fault" {
+  type        = string
+  default     = ""
+  description = "Rehearsals only: '500' makes the flag-controlled /feature page fail for the users who get the new variant."
+}
+
 variable "base_image" {
   type        = string
   default     = "pipeline-base:bookworm"
@@ -114,10 +120,17 @@ source "amazon-ebs" "web" {
 build {
   sources = ["source.docker.web", "source.amazon-ebs.web"]
 
+  # The application part (images/web/app/): uploaded, then put in place by provision.sh.
+  provisioner "file" {
+    except      = local.emulated_aws ? ["amazon-ebs.web"] : []
+    source      = "${path.root}/web/app/"
+    destination = "/tmp/app"
+  }
+
   provisioner "shell" {
     # With communicator "none" (an emulator) nothing can be uploaded: skip, check through docker.web.
     except           = local.emulated_aws ? ["amazon-ebs.web"] : []
-    environment_vars = ["VERSION=${var.version}"]
+    environment_vars = ["VERSION=${var.version}", "FEATURE_FAULT=${var.feature_fault}"]
     scripts = [
       "${path.root}/web/provision.sh",
       "${path.root}/web/cleanup.sh",

@@ -13,11 +13,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.builder import Pipeline
-    from pipeline.model import AgentLabels, Approval, AwsSettings, Environment, Secret, Stage, StageOutputs, Verify
+    from pipeline.flags.spec import Flag
+    from pipeline.model import (
+        AgentLabels,
+        Approval,
+        AwsSettings,
+        Database,
+        Environment,
+        Secret,
+        Sensitive,
+        Stage,
+        StageOutputs,
+        Verify,
+    )
     from pipeline.spec import PipelineSpec, Trigger
     from pipeline.stages import (
         Bake,
         CommitTest,
+        FlagRollout,
+        Migrate,
         Promote,
         Shell,
         SimulatedRollback,
@@ -25,22 +39,48 @@ if TYPE_CHECKING:
         TestStack,
         UpdateStack,
     )
-    from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
+    from pipeline.strategy import BlueGreen, Canary, Cutover, DarkLaunch, Group, Half, Health, Phased, Pilot, Rolling
 
 # The public names, imported when first used (PEP 562): `pipeline --help` and the commands that
 # need no definition do not pay for the models.
 _EXPORTS: dict[str, str] = {
     "Pipeline": "pipeline.builder",
+    "Flag": "pipeline.flags.spec",
     **dict.fromkeys(
-        ("AgentLabels", "Approval", "AwsSettings", "Environment", "Secret", "Stage", "StageOutputs", "Verify"),
+        (
+            "AgentLabels",
+            "Approval",
+            "AwsSettings",
+            "Database",
+            "Environment",
+            "Secret",
+            "Sensitive",
+            "Stage",
+            "StageOutputs",
+            "Verify",
+        ),
         "pipeline.model",
     ),
     **dict.fromkeys(("PipelineSpec", "Trigger"), "pipeline.spec"),
     **dict.fromkeys(
-        ("Bake", "CommitTest", "Promote", "Shell", "SimulatedRollback", "Teardown", "TestStack", "UpdateStack"),
+        (
+            "Bake",
+            "CommitTest",
+            "Migrate",
+            "FlagRollout",
+            "Promote",
+            "Shell",
+            "SimulatedRollback",
+            "Teardown",
+            "TestStack",
+            "UpdateStack",
+        ),
         "pipeline.stages",
     ),
-    **dict.fromkeys(("BlueGreen", "Canary", "Cutover", "Half", "Health", "Pilot", "Rolling"), "pipeline.strategy"),
+    **dict.fromkeys(
+        ("BlueGreen", "Canary", "Cutover", "DarkLaunch", "Group", "Half", "Health", "Phased", "Pilot", "Rolling"),
+        "pipeline.strategy",
+    ),
 }
 
 
@@ -68,15 +108,23 @@ __all__ = [
     "Canary",
     "CommitTest",
     "Cutover",
+    "DarkLaunch",
+    "Database",
     "Environment",
+    "Flag",
+    "FlagRollout",
+    "Group",
     "Half",
     "Health",
+    "Migrate",
+    "Phased",
     "Pilot",
     "Pipeline",
     "PipelineSpec",
     "Promote",
     "Rolling",
     "Secret",
+    "Sensitive",
     "Shell",
     "SimulatedRollback",
     "Stage",

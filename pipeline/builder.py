@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.errors import DefinitionError, Problem
+from pipeline.flags.spec import Flag
 from pipeline.model import AgentLabels, Environment, Profile, Stage, deferred_problems
 from pipeline.spec import PipelineSpec, Trigger
 
@@ -72,6 +73,7 @@ class Pipeline:
         name: str,
         *,
         environments: Sequence[Environment] = (),
+        flags: Sequence[Flag] = (),
         trigger: Trigger | None = None,
         profile: Profile | None = None,
         python: str | None = None,
@@ -82,6 +84,7 @@ class Pipeline:
     ) -> None:
         self.name = name
         self.environments = tuple(environments)
+        self.flags = tuple(flags)
         self.trigger = trigger
         self.profile = profile
         self.python = python
@@ -142,6 +145,8 @@ class Pipeline:
     # --- result ---
     @property
     def spec(self) -> PipelineSpec:
+        """The validated PipelineSpec: built when the `with` block ends (or now, when stages were added with
+        `add` outside one)."""
         if self._spec is None:
             self._spec = self.build()
         return self._spec
@@ -160,7 +165,12 @@ class Pipeline:
             refs = [r for r in stage.references().values() if r != stage.name]
             needs = tuple(dict.fromkeys([*stage.needs, *extra, *refs]))
             stages.append(stage if needs == stage.needs else stage.model_copy(update={"needs": needs}))
-        fields: dict[str, Any] = {"name": self.name, "stages": tuple(stages), "environments": self.environments}
+        fields: dict[str, Any] = {
+            "name": self.name,
+            "stages": tuple(stages),
+            "environments": self.environments,
+            "flags": self.flags,
+        }
         for key in ("trigger", "profile", "python", "install", "targets", "default_branch", "agents"):
             if getattr(self, key) is not None:
                 fields[key] = getattr(self, key)
@@ -187,7 +197,28 @@ class Pipeline:
                 located.append(Problem(problem.message, problem.path, display_path(where[0]), where[1], problem.stage))
             else:
                 located.append(problem)
-        return locate(located, self.locations, self.location)
+        return locate(self._at_objects(located), self.locations, self.location)
+
+    def _at_objects(self, problems: list[Problem]) -> list[Problem]:
+        """A problem about an environment or a flag (path `environments[i] ...`, `flags[...]`) points
+        at the line that created that object, when it was made while the definition loaded."""
+        import re
+
+        out = []
+        for problem in problems:
+            where: Location | None = None
+            env = re.match(r"^environments\[(\d+)\]", problem.path)
+            if env and int(env.group(1)) < len(self.environments):
+                where = location_of(self.environments[int(env.group(1))])
+            elif problem.path.startswith("flags") and problem.file is None:
+                name = re.search(r"'([^']+)'", problem.message)
+                flag = next((f for f in reversed(self.flags) if name and f.name == name.group(1)), None)
+                where = location_of(flag) if flag is not None else None
+            if where is not None and problem.file is None and problem.stage is None:
+                out.append(Problem(problem.message, problem.path, display_path(where[0]), where[1]))
+            else:
+                out.append(problem)
+        return out
 
     def _source(self) -> str | None:
         return display_path(self.location[0]) if self.location else None
@@ -225,6 +256,34 @@ def _as_list(value: Stage | Iterable[Stage]) -> list[Stage]:
         if not isinstance(item, Stage):
             raise TypeError(f"`>>` works between stages (or lists of stages), not {type(item).__name__}")
     return items
+
+
+_object_locations: ContextVar[dict[int, tuple[object, Location]] | None] = ContextVar("object_locations", default=None)
+
+
+@contextmanager
+def remembering_locations() -> Iterator[None]:
+    """While a definition loads: environments and flags remember the line that created them."""
+    token = _object_locations.set({})
+    try:
+        yield
+    finally:
+        _object_locations.reset(token)
+
+
+def remember_location(obj: object) -> None:
+    """Called by Environment and Flag on creation (a no-op unless a definition is loading)."""
+    found = _object_locations.get()
+    if found is not None:
+        where = caller_location()
+        if where is not None:
+            found[id(obj)] = (obj, where)
+
+
+def location_of(obj: object) -> Location | None:
+    found = _object_locations.get() or {}
+    entry = found.get(id(obj))
+    return entry[1] if entry is not None and entry[0] is obj else None
 
 
 _building_flag: ContextVar[bool] = ContextVar("building", default=False)

@@ -169,6 +169,16 @@ class CredentialsError(BadInputError):
 # --- failures: exit 1 ----------------------------------------------------------------------------
 
 
+class MigrationLintError(BadInputError):
+    """A migration is unsafe (it locks a table, or an expand drops or renames): found in its SQL
+    before anything ran. `findings` name the file and line of each."""
+
+
+class SchemaError(PipelineError):
+    """A migration could not run (the database refused it, Alembic's scripts are inconsistent),
+    or a contract was refused because replicas of an older release still run."""
+
+
 class StageFailedError(PipelineError):
     """A stage ran and failed (a command exited non-zero, a check failed, verification failed)."""
 

@@ -17,6 +17,10 @@ Names say where they are and what they act on, so a pattern can aim at one stage
     local-stack:<stack>:canary-<percent>:routed       a canary step's weights are in the balancer
     local-stack:<stack>:green:launched / :switched    blue-green: the new set is healthy / serves
     local-stack:<stack>:cutover:stopped / :routed     cutover: the old set is gone / the new serves
+    local-stack:<stack>:database:restored             a new stack's database holds the snapshot, unmasked
+    migrate:<stage>:<revision>:uncommitted            a migration revision ran, its transaction not committed
+    local-stack:<stack>:flag-store:master-started     the flag store's master is started (replicas not yet)
+    local-stack:<stack>:flag-store:ready              the store answers and its replicas follow (not seeded)
 
 docs/reliability.md lists the scenarios the tests build from them.
 """

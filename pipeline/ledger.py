@@ -396,6 +396,30 @@ class Ledger:
         """Images that served and verified in `env` by this ledger, newest first, without repeats."""
         return self.history(pipeline, env).known_good()
 
+    # --- flags ---
+    def _flags_path(self, pipeline: str, env: str) -> Path:
+        return self.dir / "flags" / pipeline / f"{env}.jsonl"
+
+    def record_flag_change(self, pipeline: str, env: str, change: Mapping[str, Any]) -> None:
+        """One change of a flag (who, when, from, to, why), appended to the environment's flag
+        history here and to the events; the store keeps its own copy where the environment lives."""
+        entry = {"pipeline": pipeline, "environment": env, **change}
+        path = self._flags_path(pipeline, env)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as fh:
+                fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+        self.append_event({"event": "flag-change", **entry})
+
+    def flag_changes(self, pipeline: str, env: str) -> list[dict[str, Any]]:
+        """This machine's record of the environment's flag changes, oldest first."""
+        path = self._flags_path(pipeline, env)
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
     # --- locks ---
     def lock(
         self, pipeline: str, env: str, *, purpose: str, run_id: str | None = None, manifest: Path | None = None

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from pipeline.builder import Location, Pipeline, collect_pipelines, display_path, locate, problems_from_validation
+from pipeline.builder import (
+    Location,
+    Pipeline,
+    collect_pipelines,
+    display_path,
+    locate,
+    problems_from_validation,
+    remembering_locations,
+)
 from pipeline.errors import DefinitionError, DefinitionNotFoundError, Problem, UserCodeError
 from pipeline.model import collecting_problems
 from pipeline.spec import PipelineSpec, missing_files
@@ -120,7 +128,7 @@ def _import(file: Path) -> tuple[list[Pipeline], list[PipelineSpec]]:
     sys.path.insert(0, str(file.parent))
     sys.modules[module_name] = module
     try:
-        with collect_pipelines() as builders, collecting_problems() as deferred:
+        with collect_pipelines() as builders, collecting_problems() as deferred, remembering_locations():
             try:
                 spec.loader.exec_module(module)
             except DefinitionError:

@@ -15,7 +15,19 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import Problem
 
@@ -56,11 +68,20 @@ def check_relative_path(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
+"""A stage or environment name: lowercase letters, digits and single hyphens, starting with a letter, at most
+48 characters (it becomes a job id on every CI target), e.g. 'commit-test'."""
 EnvVar = Annotated[str, AfterValidator(check_env_var)]
+"""An environment variable name: A-Z, 0-9 and '_', not starting with a digit, e.g. 'AWS_SECRET_ACCESS_KEY'."""
 RelPath = Annotated[str, AfterValidator(check_relative_path)]
+"""A path inside the repository, relative to the definition's folder and written with '/' (no leading '/', no
+'..'), e.g. 'images/web.pkr.hcl'."""
 Profile = Literal["local", "aws"]
+"""What carries out the stages that deploy or build images: 'local' (Docker on this machine or CI agent, nginx
+in front) or 'aws' (CloudFormation, Packer's amazon-ebs builder)."""
 PROFILES: tuple[Profile, ...] = ("local", "aws")
 PROFILE_ENV = "PIPELINE_PROFILE"
+FlagValue = StrictBool | StrictInt | StrictFloat | StrictStr
+"""What a feature flag may hold: a boolean, a whole number, a number or a string (pipeline.flags)."""
 IMAGE_PARAMETER = "ImageId"
 """The template parameter that carries the machine image, unless Environment(image_parameter=...) says."""
 
@@ -184,6 +205,8 @@ class Approval(Spec):
     """A manual gate before the stage runs (Jenkins `input`, TeamCity approval, GitHub environment)."""
 
     message: str = "Deploy?"
+    """What the approver is asked: the Jenkins `input` message, the prompt of `pipeline run local` (TeamCity's
+    approval and GitHub's review show no message)."""
     approvers: tuple[str, ...] = ()
     """User names allowed to approve (Jenkins submitter, TeamCity `user:`, GitHub reviewers)."""
     groups: tuple[str, ...] = ()
@@ -196,14 +219,57 @@ class AwsSettings(Spec):
     """Where the aws profile talks to. Credentials come from the usual boto3 chain or `secrets`."""
 
     region: str = "us-east-1"
+    """AWS region of the stacks (and, on GitHub, the `aws-region` of the credentials step)."""
     endpoint_url: str | None = None
     """Override for emulators (moto, MiniStack, LocalStack); `AWS_ENDPOINT_URL` also works."""
+
+
+class Sensitive(Spec):
+    """A column whose values never leave production as they are: a test stack seeded from a
+    snapshot of production's database gets `mask` (an SQL expression over the row) instead."""
+
+    column: str
+    """`table.column` (or `schema.table.column`), e.g. 'visits.agent'."""
+    mask: str = "NULL"
+    """SQL expression the column is set to, e.g. "'user-' || id" or "md5(email)"."""
+
+    @field_validator("column")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) not in (2, 3) or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+            raise ValueError(f"{value!r} must be 'table.column' (or 'schema.table.column'), e.g. 'visits.agent'")
+        return value
+
+
+class Database(Spec):
+    """The environment's PostgreSQL database (the template's AWS::RDS::DBInstance; a PostgreSQL
+    container on the local profile), migrated by Migrate stages with Alembic (docs/schema.md)."""
+
+    migrations: RelPath = "migrations"
+    """Alembic's script folder (env.py, versions/), with an `expand` and a `contract` branch."""
+    sensitive: tuple[Sensitive, ...] = ()
+    """Columns masked when a test stack is seeded from a snapshot of this database."""
+    password_secret: EnvVar = "DATABASE_PASSWORD"
+    """aws profile: the environment variable (a secret on CI) with the master user's password,
+    passed to the template's `DatabasePassword` parameter. The local profile makes its own."""
+
+    @field_validator("sensitive", mode="before")
+    @classmethod
+    def _sensitive_from_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = (value,)
+        if isinstance(value, list | tuple):
+            return tuple(Sensitive(column=v) if isinstance(v, str) else v for v in value)
+        return value
 
 
 class Environment(Spec):
     """A place the service runs: a stack built from a template, on the local or aws profile."""
 
     name: Name
+    """The environment's name: what stages name in `environment=` (and the CI lock, credentials and GitHub
+    environment names derive from it)."""
     profile: Profile | None = None
     """The profile CI uses for this environment; default: the pipeline's profile.
     `pipeline run local --profile` overrides both."""
@@ -218,13 +284,31 @@ class Environment(Spec):
     image_parameter: str = IMAGE_PARAMETER
     """Template parameter that carries the machine image."""
     aws: AwsSettings = AwsSettings()
+    """Region and endpoint of the aws profile for this environment."""
     secrets: tuple[Secret, ...] = ()
     """Secrets every stage deploying here receives (e.g. AWS credentials)."""
+    database: Database | None = None
+    """The stack's database, when its template declares one (an ephemeral environment without
+    one uses the database declaration of the environment it copies)."""
+    alert_secret: EnvVar | None = None
+    """The environment variable holding the alert route's token. With one, the environment's
+    balancer serves `POST /.pipeline/alert` (Authorization: Bearer <token>): every request to the
+    stable version and every flag of a rollout in flight off, at once (docs/flags.md). Without
+    one there is no alert route."""
+    flags: dict[Name, FlagValue] = Field(default_factory=dict)
+    """Values of the pipeline's flags (`Pipeline(flags=[Flag(...)])`) this environment's flag store
+    starts with; a flag not named here starts at its default. Later changes (`pipeline flag set`,
+    FlagRollout) live in the store, not in the definition."""
 
     @field_validator("secrets", mode="before")
     @classmethod
     def _secrets_from_names(cls, value: Any) -> Any:
         return coerce_secrets(value)
+
+    def model_post_init(self, context: Any, /) -> None:
+        from pipeline.builder import remember_location
+
+        remember_location(self)
 
     def stack_name(self, pipeline: str) -> str:
         return self.stack or f"{pipeline}-{self.name}"
@@ -243,7 +327,10 @@ class AgentLabels(Spec):
     """
 
     docker: tuple[str, ...] = ("docker",)
+    """Labels of agents with a Docker engine the job may use (the local profile's stages, a bake's image
+    checks)."""
     packer: tuple[str, ...] = ("packer",)
+    """Labels of agents with Packer (bake stages)."""
     root: tuple[str, ...] = ("root",)
     """An agent where the stage may run as root (debootstrap builds a base image no registry has)."""
     local: tuple[str, ...] = ("pipeline-local",)
@@ -289,7 +376,9 @@ class Verify(Spec):
     """How to tell an environment behaves: HTTP requests through its load balancer."""
 
     path: str = "/"
+    """URL path requested through the load balancer; starts with '/'."""
     expect_status: int = Field(default=200, ge=100, le=599)
+    """HTTP status every response must have."""
     expect_text: str | None = None
     """Text every response body must contain, e.g. 'Hello World 1.2.0'."""
     requests: int = Field(default=10, ge=1, le=10000)
@@ -344,6 +433,7 @@ class Stage(Spec):
     """Fields every stage kind shares. Subclasses add a literal `kind` and their own fields."""
 
     kind: str
+    """The kind's name, fixed by each kind (e.g. 'commit-test'); in a spec read from JSON it picks the class."""
     name: Name
     """Unique in the pipeline; the job id on every CI target."""
     needs: tuple[Name, ...] = ()
@@ -351,14 +441,21 @@ class Stage(Spec):
     branches: tuple[str, ...] = ()
     """Run only on these branches (glob patterns like 'main' or 'release/*'); empty means all."""
     timeout_minutes: int = Field(default=60, ge=1, le=10080)
+    """Limit of one attempt, in minutes (the runner stops the attempt there); the rendered CI job's own limit
+    leaves room for every attempt and the set-up."""
     retries: int = Field(default=0, ge=0, le=10)
     """Extra attempts after a failure."""
     env: dict[EnvVar, str] = Field(default_factory=dict)
     """Plain (non-secret) environment variables for the stage."""
     secrets: tuple[Secret, ...] = ()
+    """Secrets the stage receives as environment variables: names, or `Secret` objects for per-target ids. A
+    stage acting on an environment also receives that environment's secrets. Locally each value is read
+    from the environment variable of its name (a missing one stops the stage)."""
     approval: Approval | None = None
     """A manual gate before the stage; only stages that deploy may have one."""
     description: str = ""
+    """Free text for people reading the rendered CI config: a comment above the Jenkins stage, the TeamCity
+    build configuration's description."""
     agent: tuple[str, ...] | None = None
     """Labels of the CI agent this stage runs on, replacing the ones derived from what it needs
     (see `AgentLabels`): Jenkins `agent { label }`, TeamCity requirements, GitHub `runs-on` (as
@@ -368,6 +465,9 @@ class Stage(Spec):
     executor: ClassVar[str] = ""
     """The kind's executor as 'module:Class', imported only when a run needs it (the registry in
     pipeline/executors/registry.py); empty: the kind can be rendered for CI but not run."""
+    extras: ClassVar[tuple[str, ...]] = ()
+    """Extras of pipeline-as-code the kind's executor needs on CI besides `run` (e.g. ("schema",)):
+    the rendered install step brings them, pinned like the rest."""
     approvable: ClassVar[bool] = False
     """Whether a manual gate makes sense before this kind (deployments, generic shell steps)."""
     outputs: ClassVar[type[StageOutputs]] = NoOutputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,26 @@ class Scaffolded:
 
 def available() -> list[str]:
     return [REFERENCE, *examples()]
+
+
+def listing() -> list[tuple[str, str]]:
+    """(name, what it shows) for everything `init` can write, for `pipeline init --list`."""
+    found = examples()
+    out = [(REFERENCE, summary(REFERENCE_PIPELINEFILE))]
+    for name, folder in found.items():
+        out.append((name, summary((folder / "pipelinefile.py").read_text(encoding="utf-8"))))
+    return out
+
+
+def summary(definition: str) -> str:
+    """What a definition shows, in one line: the first paragraph of its module docstring (read, never
+    imported), so each example describes itself and the list cannot drift from it."""
+    try:
+        doc = ast.get_docstring(ast.parse(definition)) or ""
+    except SyntaxError:
+        doc = ""
+    first = " ".join(doc.split("\n\n", 1)[0].split())
+    return first.rstrip(":")
 
 
 def init(target: Path, name: str = REFERENCE) -> Scaffolded:

@@ -13,9 +13,10 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
 from pipeline.errors import DefinitionError, Problem
+from pipeline.flags.spec import Flag, check_flag_values, check_flags
 from pipeline.graph import Graph
 from pipeline.kinds import stage_from_data
-from pipeline.model import AgentLabels, Approval, Environment, Name, Profile, Spec, Stage
+from pipeline.model import AgentLabels, Approval, Database, Environment, Name, Profile, Spec, Stage
 
 SCHEMA_VERSION: Literal[1] = 1
 RESERVED_ENV_PREFIX = "PIPELINE_"
@@ -43,12 +44,20 @@ class PipelineSpec(Spec):
     """A pipeline: named stages in a DAG, the environments they deploy to, and CI triggers."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
+    """Version of this data format (a spec read back from JSON must carry 1)."""
     name: Name
+    """The pipeline's name: the lock names, stack names (`<pipeline>-<environment>`), the GitHub workflow's
+    file name and TeamCity's composite build derive from it."""
     stages: tuple[SerializeAsAny[Stage], ...] = Field(min_length=1)
     """Stage objects of any registered kind (built-in or a plugin's); from JSON, each entry's
     `kind` picks its class (pipeline/kinds.py)."""
     environments: tuple[Environment, ...] = ()
+    """Where stages deploy: each `Environment` a stage names in `environment=` (or `like=`)."""
+    flags: tuple[Flag, ...] = ()
+    """Feature flags the service reads (pipeline.flags): each environment's flag store serves them,
+    `pipeline flag set` and FlagRollout stages move them without a deploy."""
     trigger: Trigger = Trigger()
+    """When CI starts the pipeline: pushes to which branches, and pull requests."""
     profile: Profile = "local"
     """The profile CI runs stages with: `local` (Docker on the agent) or `aws` (CloudFormation). An
     environment may set its own. `pipeline run local` uses `--profile` (default: local) for all."""
@@ -146,6 +155,16 @@ class PipelineSpec(Spec):
                 return env
         raise KeyError(name)
 
+    def flag(self, name: str) -> Flag:
+        for flag in self.flags:
+            if flag.name == name:
+                return flag
+        raise KeyError(name)
+
+    def flag_values(self, env: Environment) -> dict[str, object]:
+        """What `env`'s flag store starts with: its own values over the flags' defaults."""
+        return {flag.name: env.flags.get(flag.name, flag.default) for flag in self.flags}
+
     def ordered(self) -> list[Stage]:
         return [self.stage(name) for name in self.graph.order()]
 
@@ -166,6 +185,17 @@ class PipelineSpec(Spec):
             copies = type(stage).copies_environment
             if copies is not None and stage.environment_name() == env.name:
                 return self.environment(getattr(stage, copies)).template
+        return None
+
+    def database_of(self, env: Environment) -> Database | None:
+        """The environment's database declaration; an ephemeral one without its own uses the
+        declaration of the environment a stage copies into it (a test stack's `like`)."""
+        if env.database is not None or not env.ephemeral:
+            return env.database
+        for stage in self.stages:
+            copies = type(stage).copies_environment
+            if copies is not None and stage.environment_name() == env.name:
+                return self.environment(getattr(stage, copies)).database
         return None
 
     def profile_of(self, stage: Stage) -> Profile:
@@ -255,7 +285,7 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
     for pattern in spec.trigger.branches:
         if problem := branch_pattern_problem(pattern):
             add(f"branch pattern {pattern!r} {problem}", "trigger.branches")
-    problems += _control_characters(spec)
+    problems += _control_characters(spec) + _flag_problems(spec)
 
     for i, env in enumerate(spec.environments):
         if env.ephemeral and env.approval is not None:
@@ -275,6 +305,14 @@ def check_spec(spec: PipelineSpec) -> list[Problem]:
             )
     if not problems:
         problems += _reference_order(spec)
+    return problems
+
+
+def _flag_problems(spec: PipelineSpec) -> list[Problem]:
+    """The flags declared twice, and environments' values of unknown flags or of the wrong type."""
+    problems = check_flags(spec.flags)
+    for i, env in enumerate(spec.environments):
+        problems += check_flag_values(env.flags, spec.flags, f"environments[{i}] ({env.name}).flags")
     return problems
 
 

@@ -43,6 +43,8 @@ class EnvironmentStatus:
     store (the template's git history, the Docker engine's release tags)."""
     last_release: str = ""
     """The newest release the history knows: image, status, run and time."""
+    schema: str = ""
+    """The database's schema revision (Alembic's version table), when the environment has one."""
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,11 @@ def _environment(
     if not state.exists:
         note = f"no stack now; {says} says {recorded} was live" if recorded else ""
         return _replace(base, image=None, observed=True, state="absent", note=note, ledger_image=recorded)
+    schema = _schema(loaded, env, engine, stack)
     note = ""
-    if state.image is None:
+    if state.image is None and schema and state.details.get("replicas", "0") == "0":
+        note = "only the database exists (a first release's expand ran; promote creates the rest)"
+    elif state.image is None:
         images = state.details.get("images", "")
         note = f"replicas run different images ({images})" if images else "no replica serves"
     elif recorded is not None and recorded != state.image:
@@ -170,7 +175,23 @@ def _environment(
         state=state.status,
         note=note,
         ledger_image=recorded if recorded != state.image else None,
+        schema=schema,
     )
+
+
+def _schema(loaded: Loaded, env: Environment, engine: StackEngine, stack: str) -> str:
+    """The revision of the stack's database ('' when the environment declares none)."""
+    if loaded.spec.database_of(env) is None:
+        return ""
+    try:
+        endpoint = engine.database(stack)
+    except PipelineError as exc:
+        return f"(unreadable: {exc})"
+    if endpoint is None:
+        return "(no database)"
+    from pipeline.schema.revision import read_revision
+
+    return read_revision(endpoint.url)
 
 
 def _unobserved(base: EnvironmentStatus, why: str) -> EnvironmentStatus:

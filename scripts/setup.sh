@@ -25,6 +25,9 @@ command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v git >/dev/null || need_pkgs+=(git)
 if [[ $WANT_TESTS -eq 1 ]]; then
     command -v node >/dev/null || need_pkgs+=(nodejs npm)
+    # the schema tests run a real PostgreSQL server on 127.0.0.1 (and read pg_dump's output)
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
+    command -v redis-server >/dev/null || need_pkgs+=(redis-server)  # real Redis for the flag tests
 fi
 if ((${#need_pkgs[@]})); then
     say "installing ${need_pkgs[*]} (apt)"

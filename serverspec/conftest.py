@@ -24,6 +24,7 @@ class Response:
     status: int
     body: str
     content_type: str
+    headers: dict[str, str]
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +53,19 @@ def http_get(base_url: str) -> Callable[[str], Response]:
         while True:
             try:
                 with urllib.request.urlopen(base_url + path, timeout=5) as answer:  # our own 127.0.0.1 URL
-                    return Response(answer.status, answer.read().decode(), answer.headers.get("Content-Type", ""))
+                    return Response(
+                        answer.status,
+                        answer.read().decode(),
+                        answer.headers.get("Content-Type", ""),
+                        dict(answer.headers.items()),
+                    )
             except urllib.error.HTTPError as exc:
-                return Response(exc.code, exc.read().decode(errors="replace"), exc.headers.get("Content-Type", ""))
+                return Response(
+                    exc.code,
+                    exc.read().decode(errors="replace"),
+                    exc.headers.get("Content-Type", ""),
+                    dict(exc.headers.items()),
+                )
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
                     raise

@@ -1,5 +1,5 @@
-"""The reference web image: Apache serves the release's page and a health endpoint, and nothing
-used to build or test the image is left inside it."""
+"""The reference web image: Apache serves the release's page and a health endpoint, mod_wsgi the
+flag-controlled /feature page, and nothing used to build or test the image is left inside it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 Get = Callable[[str], "Response"]
 
-# Commands the build or the checks could have used; none may remain in the image.
-FORBIDDEN_TOOLS = ("packer", "curl", "wget", "python3", "pytest", "goss", "inspec", "ansible", "gcc", "make")
+# Commands the build or the checks could have used; none may remain in the image. (python3 is the
+# runtime of the /feature app, under Apache's mod_wsgi; pip is not: nothing comes from PyPI.)
+FORBIDDEN_TOOLS = ("packer", "curl", "wget", "pip", "pip3", "pytest", "goss", "inspec", "ansible", "gcc", "make")
 
 
 def test_apache_is_installed(host: Host) -> None:
@@ -48,6 +49,21 @@ def test_health_endpoint_answers(http_get: Get) -> None:
     assert answer.status == 200
     assert answer.body.strip() == "OK"
     assert answer.content_type.startswith("text/plain")
+
+
+def test_the_feature_page_serves_the_flags_default_without_a_flag_store(http_get: Get) -> None:
+    # The bake's check container has no flag store: the flag is its default (off) and says so.
+    answer = http_get("/feature")
+    assert answer.status == 404
+    assert answer.body.strip() == "Not released yet"
+    assert answer.headers.get("X-Flag-Variant") == "new-feature=off"
+    assert answer.headers.get("Set-Cookie", "").startswith("uid=")
+
+
+def test_the_feature_app_runs_under_mod_wsgi(host: Host) -> None:
+    assert host.package("libapache2-mod-wsgi-py3").is_installed
+    assert host.package("python3-redis").is_installed
+    assert host.file("/etc/apache2/mods-enabled/wsgi.load").exists
 
 
 def test_unknown_path_is_not_found(http_get: Get) -> None:

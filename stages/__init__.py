@@ -8,7 +8,9 @@ also exported from `pipeline`.
 
 from pipeline.stages.bake import Bake
 from pipeline.stages.commit_test import CommitTest
+from pipeline.stages.flag_rollout import FlagRollout
 from pipeline.stages.kinds import STAGE_KINDS
+from pipeline.stages.migrate import Migrate
 from pipeline.stages.promote import Promote
 from pipeline.stages.shell import Shell
 from pipeline.stages.simulated_rollback import SimulatedRollback
@@ -20,6 +22,8 @@ __all__ = [
     "STAGE_KINDS",
     "Bake",
     "CommitTest",
+    "FlagRollout",
+    "Migrate",
     "Promote",
     "Shell",
     "SimulatedRollback",

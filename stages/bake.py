@@ -35,11 +35,14 @@ _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?
 
 
 class BakeOutputs(StageOutputs):
+    """What a bake writes: the image later stages deploy, and what proves it."""
+
     image: str
     """The baked image: `<repository>:<short key>` (local) or an AMI id (aws)."""
     key: str = ""
     """The bake key: the content address of the inputs (empty for a given image)."""
     packer_run_uuid: str = ""
+    """Packer's run id of the build that made the image (a cached image keeps its build's id)."""
     region: str = ""
     """Where the AMI lives (aws)."""
     checked_image: str = ""

@@ -28,6 +28,7 @@ class CommitTest(Stage):
     commands: tuple[str, ...] = Field(min_length=1)
     """Shell commands, run one after another with `sh -c`."""
     workdir: RelPath = "."
+    """Folder the commands run in, relative to the definition."""
     junit: RelPath | None = None
     """A JUnit XML report the commands write (relative to the definition); kept in the run folder."""
     inputs: tuple[RelPath, ...] = (".",)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pipeline.model import Stage
 from pipeline.stages.bake import Bake
 from pipeline.stages.commit_test import CommitTest
+from pipeline.stages.flag_rollout import FlagRollout
+from pipeline.stages.migrate import Migrate
 from pipeline.stages.promote import Promote
 from pipeline.stages.shell import Shell
 from pipeline.stages.simulated_rollback import SimulatedRollback
@@ -22,4 +24,6 @@ STAGE_KINDS: tuple[type[Stage], ...] = (
     SimulatedRollback,
     Teardown,
     Promote,
+    Migrate,
+    FlagRollout,
 )

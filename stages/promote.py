@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 
 class PromoteOutputs(DeployOutputs):
+    """What a promote writes: the image the environment runs now and before, the commits that recorded it, and
+    the key numbers of the change."""
+
     image: str
     """The image the environment runs after the promote."""
     previous_image: str = ""
@@ -25,6 +28,7 @@ class PromoteOutputs(DeployOutputs):
     revert: str = ""
     """The commit that reverted it after a failure."""
     url: str = ""
+    """Where the environment's load balancer answers."""
 
 
 DEFAULT_AUTHOR = "pipeline <pipeline@localhost>"
@@ -46,9 +50,11 @@ class Promote(Stage):
 
     kind: Literal["promote"] = "promote"
     environment: Name = "production"
+    """The persistent environment to promote to; its template records the image (aws profile)."""
     image: Name
     """The Bake stage whose image to promote."""
     verify: Verify = Verify()
+    """How to tell the environment behaves on the new image; a failure goes back to the previous one."""
     rollback_verify: Verify | None = None
     """How to check the previous image after an automatic rollback; default: `verify` without
     `expect_text` (the previous release does not show the new version's text)."""

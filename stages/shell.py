@@ -19,7 +19,9 @@ class Shell(Stage):
 
     kind: Literal["shell"] = "shell"
     commands: tuple[str, ...] = Field(min_length=1)
+    """Shell commands, run one after another with `sh -c`; the first that fails stops the stage."""
     workdir: RelPath = "."
+    """Folder the commands run in, relative to the definition."""
     inputs: tuple[RelPath, ...] = ()
     """Files or folders the result depends on; empty means: run every time."""
     environment: Name | None = None

@@ -9,7 +9,10 @@ from pipeline.model import Name, Stage, StageOutputs, Verify
 
 
 class SimulatedRollbackOutputs(StageOutputs):
+    """What the rehearsed rollback writes: the image it went back to, and how long restoring took."""
+
     stack: str
+    """The test stack's name."""
     image: str
     """The image the stack went back to (the one it started with)."""
     from_image: str
@@ -29,6 +32,7 @@ class SimulatedRollback(Stage):
     stack: Name
     """The TestStack stage whose stack to roll back."""
     verify: Verify = Verify()
+    """How to tell the stack behaves again on the image it started with."""
 
     executor: ClassVar[str] = "pipeline.executors.simulated_rollback:SimulatedRollbackExecutor"
     outputs: ClassVar[type[StageOutputs]] = SimulatedRollbackOutputs

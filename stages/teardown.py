@@ -9,6 +9,8 @@ from pipeline.model import Name, Stage, StageOutputs
 
 
 class TeardownOutputs(StageOutputs):
+    """What a teardown writes: the stack it deleted, or kept (`--keep`)."""
+
     deleted: str = ""
     """The stack deleted (empty when there was none to delete)."""
     kept: str = ""

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 
 class TestStackOutputs(StageOutputs):
+    """What a test stack writes: where the per-run stack answers, and the image it started from."""
+
     __test__ = False  # not a pytest test class, despite the name
 
     stack: str
@@ -44,6 +46,7 @@ class TestStack(Stage):
     image: Name
     """The bake stage whose image is used when `like` has no stack yet."""
     verify: Verify = Verify()
+    """How to tell the new stack behaves before later stages use it."""
 
     executor: ClassVar[str] = "pipeline.executors.test_stack:TestStackExecutor"
     outputs: ClassVar[type[StageOutputs]] = TestStackOutputs

@@ -10,10 +10,14 @@ from pipeline.strategy import DeployOutputs, Health, Rolling, StrategyChoice
 
 
 class UpdateStackOutputs(DeployOutputs):
+    """What an update writes: the image the test stack runs now, and the key numbers of the change."""
+
     stack: str
+    """The test stack's name."""
     image: str
     """The image the stack runs after the update."""
     previous_image: str = ""
+    """The image the stack ran before the update."""
     seconds: str = ""
     """How long the update took."""
 
@@ -37,6 +41,7 @@ class UpdateStack(Stage):
     image: Name
     """The Bake stage whose image to deploy."""
     verify: Verify = Verify()
+    """How to tell the updated stack behaves (its page shows the new version)."""
     strategy: StrategyChoice = Rolling()
     """How the stack moves to the new image: rolling (default), cutover, pilot, half, canary or
     blue-green (`strategy="canary"` takes the kind's defaults)."""

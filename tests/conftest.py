@@ -161,6 +161,8 @@ def remove_everything_of(client: Any, pipeline: str, *, images: bool = False) ->
         container.remove(force=True, v=True)
     for network in client.networks.list(filters=selector):
         network.remove()
+    for volume in client.volumes.list(filters=selector):  # a stack's database data
+        volume.remove(force=True)
     if images:
         for image in client.images.list(filters=selector):
             client.images.remove(image.id, force=True)

@@ -1,4 +1,6 @@
-"""The full reference chain, the shape of the repository's own pipeline:
+"""The full reference chain on the local profile: bake, rehearse on a test stack, promote behind a gate.
+
+It has the shape of the repository's own pipeline:
 
     commit-test -> bake -> test-stack -> update-stack -> rollback -> [teardown, always] -> promote
 

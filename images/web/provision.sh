@@ -1,5 +1,7 @@
 #!/bin/sh
-# Install Apache and publish "Hello World $VERSION" on port 80, plus a health endpoint at /health.
+# Install Apache and publish "Hello World $VERSION" on port 80, plus a health endpoint at /health,
+# and the application part: /feature, a page a feature flag controls (Apache's mod_wsgi runs
+# images/web/app/app.wsgi, uploaded to /tmp/app by the template's file provisioner).
 # Runs as root in the docker source and through sudo on an EC2 instance (user admin).
 set -eu
 
@@ -11,7 +13,9 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends apache2
+# mod_wsgi: the app runs inside the Apache the image already runs (one server, PID 1, graceful
+# stop); python3-redis is the provider's Redis client. Both from Debian: nothing from PyPI.
+apt-get install -y -q --no-install-recommends apache2 libapache2-mod-wsgi-py3 python3-redis
 
 # The page and the health endpoint.
 printf 'Hello World %s\n' "$VERSION" > /var/www/html/index.html
@@ -26,7 +30,24 @@ ServerSignature Off
 </Location>
 CONF
 a2enmod -q headers
+
+# The application: /feature, evaluated per request through OpenFeature (see app/app.wsgi).
+mkdir -p /opt/hello-web /etc/hello-web
+cp -R /tmp/app/. /opt/hello-web/
+printf '%s\n' "$VERSION" > /etc/hello-web/version
+if [ -n "${FEATURE_FAULT:-}" ]; then printf '%s\n' "$FEATURE_FAULT" > /etc/hello-web/feature-fault; fi
+cat > /etc/apache2/conf-available/hello-web-app.conf <<'CONF'
+WSGIDaemonProcess hello-web processes=2 threads=8 display-name=%{GROUP} home=/opt/hello-web
+WSGIProcessGroup hello-web
+WSGIApplicationGroup %{GLOBAL}
+WSGIScriptAlias /feature /opt/hello-web/app.wsgi
+<Directory /opt/hello-web>
+    Require all granted
+</Directory>
+CONF
+a2enmod -q wsgi
 a2enconf -q hello-web
+a2enconf -q hello-web-app
 
 # The container's foreground process: Apache itself as PID 1, so `docker stop` (SIGTERM) stops it at
 # once and SIGWINCH stops it gracefully (apache2ctl would stay PID 1 as a shell that ignores SIGTERM).

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from pipeline.profiles.base import Engines
 
 # Importing the command modules registers their commands on `app`.
-from pipeline.cli import commands, doctor, image, render, rollback  # noqa: F401  # isort: skip
+from pipeline.cli import commands, doctor, flag, image, render, rollback  # noqa: F401  # isort: skip
 
 
 def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -> NoReturn:

@@ -28,8 +28,10 @@ def init(
     from pipeline import scaffold
 
     if list_examples:
-        for name in scaffold.available():
-            console.print(name)
+        entries = scaffold.listing()
+        width = max(len(name) for name, _ in entries)
+        for name, summary in entries:
+            console.print(f"{name:<{width}}  {summary}".rstrip(), markup=False, highlight=False, soft_wrap=True)
         return
     done = scaffold.init(directory, example)
     console.print(f"[green]wrote[/] {len(done.files)} files of {done.name} into {done.target}")

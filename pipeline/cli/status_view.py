@@ -19,7 +19,9 @@ def show_status(
 ) -> None:
     report = collect(loaded, environment, profile=profile, engines=engines)
     envs = Table(title=f"pipeline {report.pipeline}: environments", title_justify="left")
-    for column in ("environment", "profile", "stack", "state", "image", "url", "known-good"):
+    schemas = any(env.schema for env in report.environments)
+    columns = ("environment", "profile", "stack", "state", "image", *(("schema",) if schemas else ()), "url")
+    for column in (*columns, "known-good"):
         envs.add_column(column, overflow="fold")
     for env in report.environments:
         envs.add_row(
@@ -28,6 +30,7 @@ def show_status(
             env.stack,
             _state(env),
             escape(env.image) if env.image else "[dim](nothing deployed)[/]",
+            *((escape(env.schema),) if schemas else ()),
             env.url or "",
             str(len(env.known_good)),
         )

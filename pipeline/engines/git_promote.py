@@ -406,8 +406,8 @@ def _check_branch(repo: git.Repo) -> str:
     if repo.head.is_detached:
         raise GitStateError(
             "HEAD is detached: promote commits to a branch and will not leave a commit on no branch",
-            hint="check out the branch first (e.g. git checkout -B main origin/main); on Jenkins add "
-            "'Check out to specific local branch' to the SCM step",
+            hint="check out the branch first (e.g. git checkout -B main origin/main); the rendered CI configs do "
+            "this before a promote (Jenkins: git checkout -B $BRANCH_NAME)",
         )
     if not repo.head.is_valid():
         raise GitStateError(f"branch {repo.active_branch.name} has no commits yet", hint="commit the template first")

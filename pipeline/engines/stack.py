@@ -14,6 +14,7 @@ See docs/strategies.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -74,6 +75,9 @@ class DeployStep:
     new: VersionStats = field(default_factory=VersionStats)
     old: VersionStats = field(default_factory=VersionStats)
     """The old version in the same window (or, when it got no traffic, before the change)."""
+    groups: tuple[tuple[str, VersionStats, VersionStats], ...] = ()
+    """A phased rollout's window per group of users: (group, new version, old version); the
+    group "" is everyone else."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,38 @@ class StackState:
 
 
 @dataclass(frozen=True)
+class DatabaseEndpoint:
+    """How this machine reaches a stack's database (the Migrate stage, `pipeline status`)."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    name: str
+
+    @property
+    def url(self) -> str:
+        """A postgresql:// URL (with the password: never log it; `where` says it without)."""
+        from urllib.parse import quote
+
+        return f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}/{quote(self.name, safe='')}"
+
+    @property
+    def where(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One server of a stack's fleet, as the engine observes it (a container, an instance group)."""
+
+    name: str
+    image: str
+    serving: bool = True
+    """False: running but not routed (a blue-green set kept warm, ready to switch back to)."""
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """The outcome of verifying a stack through its load balancer."""
 
@@ -176,6 +212,12 @@ DEPLOY_OWNED_PARAMETERS = (
 )
 """Template parameters a deployment strategy owns (the canary slot and the rolling-update policy of
 templates/web.yaml): the state of one deploy, never carried to another stack or another update."""
+DATABASE_OWNED_PARAMETERS = ("DatabaseSnapshot", "DatabasePassword")
+"""The database's parameters: the snapshot only a stack's creation reads, and the password (a NoEcho
+parameter AWS never reads back; the aws engine fills it from the secret each time). Never carried
+from one stack to another, never shown."""
+DEPLOY_OWNED_PATTERN = re.compile(r"^(CanaryStickySeconds|Group[0-9]+(Header|Values))$")
+"""More of them, by name: a sticky canary's stickiness and a phased rollout's group rules."""
 
 
 class StackEngine(Protocol):
@@ -241,6 +283,31 @@ class StackEngine(Protocol):
         stack) keeps: all but the image and the deploy-owned ones. None when there are none."""
         ...
 
+    def fleet(self, stack: str) -> list[Replica]:
+        """Every server of the stack that runs now, with its image, serving or kept warm (a
+        contract migration may run only when none runs an older release)."""
+        ...
+
+    def database(self, stack: str) -> DatabaseEndpoint | None:
+        """How to reach the stack's database from this machine (None: the stack has none)."""
+        ...
+
+    def prepare_database(self, stack: str, *, on_event: OnEvent = _ignore) -> DatabaseEndpoint | None:
+        """The stack's database, made ahead of the stack when the engine can (a first release's
+        expand runs before the promote that creates the stack); None when it cannot or the
+        template declares none."""
+        ...
+
+    def database_parameters(self, snapshot: str | None) -> dict[str, str]:
+        """The template parameters that make a new stack's database start from `snapshot` (None:
+        empty); {} when the template declares no database."""
+        ...
+
+    def snapshot_database(self, stack: str, name: str, *, on_event: OnEvent = _ignore) -> str:
+        """A snapshot of the stack's database, called `name` (deleted with the stack that bears
+        that name); returns its id for `database_parameters`."""
+        ...
+
 
 class BaseStackEngine:
     """Defaults for the parts of the contract an engine may not need (checks with nothing to check)."""
@@ -262,16 +329,38 @@ class BaseStackEngine:
     def carried_parameters(self, state: StackState, image_parameter: str) -> dict[str, str] | None:
         if not state.exists or not state.parameters:
             return None
-        skipped = {image_parameter, *DEPLOY_OWNED_PARAMETERS}
-        return {k: v for k, v in state.parameters.items() if k not in skipped}
+        skipped = {image_parameter, *DEPLOY_OWNED_PARAMETERS, *DATABASE_OWNED_PARAMETERS}
+        return {k: v for k, v in state.parameters.items() if k not in skipped and not DEPLOY_OWNED_PATTERN.match(k)}
+
+    def fleet(self, stack: str) -> list[Replica]:
+        state = self.describe(stack)  # type: ignore[attr-defined]
+        return [Replica(name=stack, image=state.image)] if state.exists and state.image else []
+
+    def database(self, stack: str) -> DatabaseEndpoint | None:
+        return None
+
+    def prepare_database(self, stack: str, *, on_event: OnEvent = _ignore) -> DatabaseEndpoint | None:
+        return self.database(stack)
+
+    def database_parameters(self, snapshot: str | None) -> dict[str, str]:
+        return {}
+
+    def snapshot_database(self, stack: str, name: str, *, on_event: OnEvent = _ignore) -> str:
+        from pipeline.errors import StackOperationError
+
+        raise StackOperationError(f"stack {stack} has no database to take a snapshot of")
 
 
 __all__ = [
+    "DATABASE_OWNED_PARAMETERS",
     "DEPLOY_OWNED_PARAMETERS",
+    "DEPLOY_OWNED_PATTERN",
     "BaseStackEngine",
+    "DatabaseEndpoint",
     "DeployReport",
     "DeployStep",
     "OnEvent",
+    "Replica",
     "StackEngine",
     "StackState",
     "VerifyReport",

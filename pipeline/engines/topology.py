@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.engines.cfn_template import load_template, parse_template
+from pipeline.engines.flag_store_shape import FlagStoreShape, read_flag_store
 from pipeline.errors import TemplateError
 
 ASG = "AWS::AutoScaling::AutoScalingGroup"
@@ -34,6 +35,7 @@ ALB = "AWS::ElasticLoadBalancingV2::LoadBalancer"
 LISTENER = "AWS::ElasticLoadBalancingV2::Listener"
 TARGET_GROUP = "AWS::ElasticLoadBalancingV2::TargetGroup"
 CLASSIC_ELB = "AWS::ElasticLoadBalancing::LoadBalancer"
+DB_INSTANCE = "AWS::RDS::DBInstance"
 CANARY_SLOT_ROLE = "canary-slot"
 """`Metadata.Pipeline.Role` of the resources that make the aws engine's canary slot."""
 
@@ -46,6 +48,23 @@ DEFAULT_GRACE_PERIOD = 60
 """How long a new replica may take to answer its health check when the group says 0."""
 
 _MATCHER_RE = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
+
+
+@dataclass(frozen=True)
+class DatabaseShape:
+    """The template's AWS::RDS::DBInstance (PostgreSQL): a database container on the local profile."""
+
+    resource: str
+    """Its logical id (for messages)."""
+    name: str
+    """DBName: the database the service uses."""
+    user: str
+    """MasterUsername."""
+    snapshot: str = ""
+    """The snapshot a new stack's database starts from ('' for an empty one): the value of the
+    parameter its DBSnapshotIdentifier refers to."""
+    snapshot_parameter: str | None = None
+    """That parameter's name (None: the template cannot seed the database from a snapshot)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,11 @@ class Topology:
     """Parameters the launch template reads (besides the image): changing one replaces replicas."""
     group: str = ""
     """Logical id of the AutoScaling group (for messages)."""
+    database: DatabaseShape | None = None
+    """The stack's database, when the template declares one."""
+    flag_store: FlagStoreShape | None = None
+    """The template's `AWS::ElastiCache::ReplicationGroup`: a Redis master and read-only replicas
+    serving the feature flags (pipeline/engines/docker_stack/flag_store.py)."""
 
     def accepts(self, status: int) -> bool:
         for part in self.health_codes.split(","):
@@ -275,6 +299,49 @@ def topology(
         parameters=params,
         launch_parameters=launch_params,
         group=group,
+        database=_database(resources, r, source),
+        flag_store=read_flag_store(template, params, source),
+    )
+
+
+def database_shape(
+    template: Mapping[str, Any], overrides: Mapping[str, str] | None = None, *, source: str = "<template>"
+) -> DatabaseShape | None:
+    """The template's database alone (the aws engine reads it; the local one gets it in `topology`)."""
+    params = resolve_parameters(template, overrides, source=source)
+    return _database(template["Resources"], _Resolver(template, params, source), source)
+
+
+def _database(resources: Mapping[str, Any], r: _Resolver, source: str) -> DatabaseShape | None:
+    """The template's one PostgreSQL DBInstance, if any (TemplateError for what cannot run locally)."""
+    found = [n for n, res in resources.items() if _type(res) == DB_INSTANCE and not is_canary_slot(res)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise TemplateError(
+            f"{source}: the local engine runs one database per stack; found {', '.join(found)} ({DB_INSTANCE})",
+            hint="split other databases into stacks of their own",
+        )
+    name = found[0]
+    props = _properties(resources[name], name, source)
+    where = f"resource {name}"
+    engine = r.text(props.get("Engine", ""), f"{where} Engine")
+    if engine != "postgres":
+        raise TemplateError(
+            f"{source}: {where} has Engine {engine!r}; the local engine runs PostgreSQL only (Engine: postgres)"
+        )
+    user = _creation_value(props.get("MasterUsername"))
+    if user is None:
+        raise TemplateError(f"{source}: {where} needs MasterUsername (the user the service and migrations connect as)")
+    snapshot_refs = sorted(_refs(props.get("DBSnapshotIdentifier")) - {"AWS::NoValue"})
+    declared = r.template.get("Parameters") or {}
+    snapshot_parameter = next((p for p in snapshot_refs if p in declared), None)
+    return DatabaseShape(
+        resource=name,
+        name=r.text(_creation_value(props.get("DBName")) or "postgres", f"{where} DBName"),
+        user=r.text(user, f"{where} MasterUsername"),
+        snapshot=r.parameters.get(snapshot_parameter, "") if snapshot_parameter else "",
+        snapshot_parameter=snapshot_parameter,
     )
 
 
@@ -339,6 +406,18 @@ def is_canary_slot(resource: Any) -> bool:
     metadata = resource.get("Metadata") if isinstance(resource, dict) else None
     pipeline = metadata.get("Pipeline") if isinstance(metadata, dict) else None
     return isinstance(pipeline, dict) and pipeline.get("Role") == CANARY_SLOT_ROLE
+
+
+def _creation_value(raw: Any) -> Any:
+    """A property a database takes when it is created empty: AWS forbids some (MasterUsername,
+    DBName) when it is restored from a snapshot, so templates write them as
+    `!If [HasSnapshot, !Ref AWS::NoValue, <value>]`; the value is the branch that is not NoValue."""
+    if isinstance(raw, dict) and set(raw) == {"Fn::If"} and isinstance(raw["Fn::If"], list) and len(raw["Fn::If"]) == 3:
+        for branch in raw["Fn::If"][1:]:
+            if not (isinstance(branch, dict) and branch.get("Ref") == "AWS::NoValue"):
+                return _creation_value(branch)
+        return None
+    return raw
 
 
 def _type(resource: Any) -> str:
@@ -491,7 +570,10 @@ def _update_policy(
 
 __all__ = [
     "CANARY_SLOT_ROLE",
+    "DB_INSTANCE",
+    "DatabaseShape",
     "Topology",
+    "database_shape",
     "is_canary_slot",
     "load_template",
     "parse_template",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from pipeline.executors._database import seed_database
 from pipeline.executors._rehearsal import (
     RehearsalExecutor,
     baseline,
@@ -76,6 +77,8 @@ class TestStackExecutor(RehearsalExecutor[TestStack]):
             copied = ", ".join(f"{k}={v}" for k, v in sorted(parameters.items()))
             ctx.notes.append(f"parameters copied from {like.name}'s stack: {copied}")
         stack_engine = engine(ctx, env)
+        if ctx.pipeline.database_of(env) is not None:
+            parameters = {**(parameters or {}), **seed_database(ctx, like, stack, fresh, stack_engine)}
         ctx.step(f"creating {stack} with {image}")
         state = stack_engine.deploy(stack, image, parameters=parameters, on_event=events(ctx))
         if state.url:

@@ -32,6 +32,7 @@ class AwsProfile:
             settings=env.aws,
             image_parameter=env.image_parameter,
             environ=environ,
+            database=spec.database_of(env),
         )
 
     def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:

@@ -24,9 +24,20 @@ class LocalProfile:
     def stack_engine(
         self, spec: PipelineSpec, env: Environment, template: Path, *, environ: Mapping[str, str] | None = None
     ) -> StackEngine:
+        import os
+
         from pipeline.engines.docker_stack import DockerStackEngine
 
-        return DockerStackEngine(pipeline=spec.name, template=template)
+        database = spec.database_of(env)
+        values = os.environ if environ is None else environ
+        token = values.get(env.alert_secret) if env.alert_secret else None
+        return DockerStackEngine(
+            pipeline=spec.name,
+            template=template,
+            masks=database.sensitive if database is not None else (),
+            flags=spec.flag_values(env),
+            alert_token=token,
+        )
 
     def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:
         """Tags on the images, in the Docker engine that runs the stacks: the machine's own record,

@@ -95,7 +95,8 @@ def required_reviewers(
         raise GateNotProtectedError(
             f"environment {environment!r} has no required reviewers: GitHub would run this job without anyone's "
             "approval, so it stops here (nothing was deployed)",
-            hint=fix + " (required reviewers need a public repository, or GitHub Team or Enterprise for a private one)",
+            hint=fix
+            + " (required reviewers need a public repository, or GitHub Enterprise for a private or internal one)",
         )
     return reviewers
 

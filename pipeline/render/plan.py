@@ -288,8 +288,13 @@ class CiPlan:
         `[run]` extra: it only renders)."""
         if self.spec.install:
             return self.spec.install
-        extra = "[run]" if run_extra else ""
+        extra = f"[{','.join(self.extras)}]" if run_extra else ""
         return f"pip install '{PACKAGE}{extra}=={shell_word(self.version)}'"
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """`run`, and the extras the pipeline's stage kinds declare (a Migrate stage needs `schema`)."""
+        return ("run", *sorted({extra for stage in self.spec.stages for extra in type(stage).extras} - {"run"}))
 
     def venv(self, *, run_extra: bool = True) -> str:
         """The job's own virtualenv, under the workspace's `.pipeline/` (never hashed, never committed),
@@ -298,7 +303,7 @@ class CiPlan:
             digest = hashlib.sha256(f"{self.python}\n{self.spec.install}".encode()).hexdigest()[:10]
             key = f"{self.python}-custom-{digest}"
         else:
-            key = f"{self.python}-{self.version}" + ("-run" if run_extra else "")
+            key = f"{self.python}-{self.version}" + (f"-{'-'.join(self.extras)}" if run_extra else "")
         return f"{VENV_ROOT}/{key}"
 
     def setup_script(self, python: str, *, run_extra: bool = True) -> str:

@@ -41,6 +41,13 @@ DEFAULTS = {
     "CanaryCapacity": "0",
     "PrimaryWeight": "100",
     "CanaryWeight": "0",
+    "CanaryStickySeconds": "0",
+    "Group1Header": "",
+    "Group1Values": "",
+    "Group2Header": "",
+    "Group2Values": "",
+    "Group3Header": "",
+    "Group3Values": "",
 }
 
 

@@ -18,7 +18,7 @@ from pipeline.engines.aws.engine import CloudFormationEngine
 from pipeline.engines.stack import StackState
 from pipeline.errors import HealthBreachError
 from pipeline.model import AwsSettings
-from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling
+from pipeline.strategy import BlueGreen, Canary, Cutover, Group, Half, Health, Phased, Pilot, Rolling
 from tests.integration.test_cloudformation import (  # the fixtures: one moto server, emptied for every test
     AMI_A,
     AMI_B,
@@ -55,10 +55,25 @@ def snapshot(moto_url: str, stack: str) -> dict[str, Any]:
     ids = resources(moto_url, stack)
     elb, asg, ec2 = client(moto_url, "elbv2"), client(moto_url, "autoscaling"), client(moto_url, "ec2")
     rules = elb.describe_rules(ListenerArn=ids["Listener"])["Rules"]
-    weighted = next(r for r in rules if r["Priority"] == "1")
+    weighted = next(r for r in rules if len((r["Actions"][0].get("ForwardConfig") or {}).get("TargetGroups", [])) == 2)
     forward = weighted["Actions"][0]["ForwardConfig"]["TargetGroups"]
     by_arn = {ids["TargetGroup"]: "web", ids["CanaryTargetGroup"]: "canary"}
     weights = {by_arn[t["TargetGroupArn"]]: t["Weight"] for t in forward}
+    sticky = weighted["Actions"][0]["ForwardConfig"].get("TargetGroupStickinessConfig") or {}
+    group_rules = sorted(
+        (
+            int(r["Priority"]),
+            c["HttpHeaderConfig"]["HttpHeaderName"],
+            tuple(c["HttpHeaderConfig"]["Values"]),
+            by_arn[r["Actions"][0]["TargetGroupArn"]],
+        )
+        for r in rules
+        if not r.get("IsDefault") and r is not weighted
+        for c in r["Conditions"]
+        # moto updates a rule whose Condition turned false instead of deleting it, as AWS does: it
+        # is left with an empty header name, which matches nothing. Counted as the absent rule.
+        if c.get("Field") == "http-header" and c["HttpHeaderConfig"]["HttpHeaderName"]
+    )
     groups: dict[str, Any] = {}
     for logical, lt, tg in (
         ("WebGroup", "LaunchTemplate", "TargetGroup"),
@@ -68,7 +83,13 @@ def snapshot(moto_url: str, stack: str) -> dict[str, Any]:
         version = ec2.describe_launch_template_versions(LaunchTemplateId=ids[lt], Versions=["$Latest"])
         image = version["LaunchTemplateVersions"][0]["LaunchTemplateData"]["ImageId"]
         groups[logical] = (group["DesiredCapacity"], image, group["TargetGroupARNs"] == [ids[tg]])
-    return {"weights": (weights["web"], weights["canary"]), "web": groups["WebGroup"], "canary": groups["CanaryGroup"]}
+    return {
+        "weights": (weights["web"], weights["canary"]),
+        "web": groups["WebGroup"],
+        "canary": groups["CanaryGroup"],
+        "sticky": sticky.get("DurationSeconds") if sticky.get("Enabled") in (True, "true") else None,
+        "rules": group_rules,
+    }
 
 
 def all_groups(moto_url: str) -> list[str]:
@@ -112,6 +133,7 @@ def assert_finished(moto_url: str, stack: str, state: StackState, image: str) ->
     assert now["weights"] == (100, 0)
     assert now["web"][:2] == (2, image)
     assert now["canary"][0] == 0
+    assert (now["sticky"], now["rules"]) == (None, [])  # no stickiness, no group rule
     assert len(all_groups(moto_url)) == 2  # the web group and the (empty) slot: nothing duplicated
 
 
@@ -198,17 +220,16 @@ def test_blue_green_keeps_the_old_set_warm_and_unrouted_until_its_time_is_up(mot
     aws.deploy(stack, AMI_A)
     seen: list[tuple[str, dict[str, Any]]] = []
 
+    def look_then_report_healthy(text: str) -> None:
+        seen.append((text, snapshot(moto_url, stack)))
+        put_metrics(moto_url, stack, canary=(40, 0), web=(0, 0))
+
     state = aws.deploy(
         stack,
         AMI_B,
         strategy=BlueGreen(observe_seconds=1, keep_old_seconds=2),
         health=HEALTH,
-        on_event=at_windows(
-            lambda text: (
-                seen.append((text, snapshot(moto_url, stack))),
-                put_metrics(moto_url, stack, canary=(40, 0), web=(0, 0)),
-            )
-        ),
+        on_event=at_windows(look_then_report_healthy),
     )
 
     assert [text for text, _ in seen] == [
@@ -369,6 +390,157 @@ def test_a_slot_left_by_another_version_is_emptied_before_a_deploy_uses_it(moto_
         aws.deploy(stack, AMI_B, strategy=Canary(steps=(50, 100), observe_seconds=0), on_event=at_windows(crash))
     rolled = aws.deploy(stack, AMI_A)  # a plain rolling deploy (e.g. the rollback stage) cleans up too
     assert_finished(moto_url, stack, rolled, AMI_A)
+
+
+# --- traffic shaping: a sticky canary, a phased rollout by user groups -----------------------------------
+
+INTERNAL = Group(name="internal", header="X-User-Group", values=("internal", "staff"))
+BETA = Group(name="beta", header="X-Beta", values=("1",))
+
+
+def test_a_sticky_canary_keeps_users_on_one_target_group_until_the_last_step(moto_url: str) -> None:
+    """The weighted rule's target-group stickiness is on at every step below 100 % (set with the
+    weights, after the slot is healthy) and off at 100 % and after: a user stays on the version it
+    got for the whole step and never flips back while the canary runs."""
+    aws = engine(moto_url)
+    stack = "hello-web-sticky"
+    aws.deploy(stack, AMI_A)
+    seen: list[dict[str, Any]] = []
+
+    state = aws.deploy(
+        stack,
+        AMI_B,
+        strategy=Canary(steps=(10, 50, 100), observe_seconds=0, sticky=True),
+        on_event=at_windows(lambda _: seen.append(snapshot(moto_url, stack))),
+    )
+
+    assert [(s["weights"], s["sticky"]) for s in seen] == [((90, 10), 86400), ((50, 50), 86400), ((0, 100), None)]
+    assert all(s["rules"] == [] for s in seen)
+    assert_finished(moto_url, stack, state, AMI_B)
+    assert state.report is not None
+    assert [s.what for s in state.report.steps] == ["sticky canary 10%", "sticky canary 50%", "sticky canary 100%"]
+
+
+def test_a_breach_in_a_sticky_canary_turns_stickiness_off_with_the_weights(moto_url: str) -> None:
+    """Users held on the canary's target group by stickiness must leave it at once: the update
+    that sets the weights back to 100 : 0 also switches stickiness off."""
+    aws = engine(moto_url)
+    stack = "hello-web-sticky-bad"
+    aws.deploy(stack, AMI_A)
+    routed_back: list[dict[str, Any]] = []
+
+    def record(text: str) -> None:
+        if text.startswith("observing "):
+            assert snapshot(moto_url, stack)["sticky"] == 86400
+            put_metrics(moto_url, stack, canary=(40, 12), web=(360, 0))
+        if text.startswith(f"stack {stack} updated: back to {AMI_A}"):
+            routed_back.append(snapshot(moto_url, stack))
+
+    with pytest.raises(HealthBreachError):
+        aws.deploy(
+            stack,
+            AMI_B,
+            strategy=Canary(steps=(10, 100), observe_seconds=1, sticky=True),
+            health=HEALTH,
+            on_event=record,
+        )
+
+    # One update: weights 100 : 0 and stickiness off, while the slot still runs (emptied after).
+    [back] = routed_back
+    assert (back["weights"], back["sticky"], back["canary"][0]) == ((100, 0), None, 1)
+    now = snapshot(moto_url, stack)
+    assert (now["weights"], now["sticky"], now["canary"][0]) == ((100, 0), None, 0)
+    assert dict(aws.describe(stack).parameters) == {**DEFAULTS, "ImageId": AMI_A, **IDLE}
+
+
+def test_a_phased_rollout_adds_a_header_rule_per_group_then_sends_everyone(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-phased"
+    aws.deploy(stack, AMI_A)
+    seen: list[dict[str, Any]] = []
+
+    state = aws.deploy(
+        stack,
+        AMI_B,
+        strategy=Phased(groups=(INTERNAL, BETA), observe_seconds=0),
+        on_event=at_windows(lambda _: seen.append(snapshot(moto_url, stack))),
+    )
+
+    internal = (1, "X-User-Group", ("internal", "staff"), "canary")
+    beta = (2, "X-Beta", ("1",), "canary")
+    assert [s["rules"] for s in seen] == [[internal], [internal, beta], []]
+    assert [s["weights"] for s in seen] == [(100, 0), (100, 0), (0, 100)]  # nobody else before the last phase
+    assert [s["canary"][:2] for s in seen] == [(1, AMI_B), (1, AMI_B), (2, AMI_B)]
+    assert all(s["web"][:2] == (2, AMI_A) for s in seen)
+    assert_finished(moto_url, stack, state, AMI_B)
+    assert state.report is not None
+    assert state.report.strategy == "phased"
+    assert [s.what for s in state.report.steps] == [
+        "phase 1: internal on the canary slot",
+        "phase 2: internal, beta on the canary slot",
+        "phase 3: everyone on the canary slot",
+    ]
+
+
+def test_a_breach_in_a_phase_removes_the_group_rules_with_the_weights(moto_url: str) -> None:
+    aws = engine(moto_url)
+    stack = "hello-web-phased-bad"
+    aws.deploy(stack, AMI_A)
+    seen: list[dict[str, Any]] = []
+    routed_back: list[dict[str, Any]] = []
+
+    def record(text: str) -> None:
+        if text.startswith("observing "):
+            seen.append(snapshot(moto_url, stack))
+            put_metrics(moto_url, stack, canary=(40, 12), web=(360, 0))
+        if text.startswith(f"stack {stack} updated: back to {AMI_A}"):
+            routed_back.append(snapshot(moto_url, stack))
+
+    with pytest.raises(HealthBreachError) as caught:
+        aws.deploy(
+            stack, AMI_B, strategy=Phased(groups=(INTERNAL, BETA), observe_seconds=1), health=HEALTH, on_event=record
+        )
+
+    assert [len(s["rules"]) for s in seen] == [1]  # caught in the first phase
+    [back] = routed_back  # the group's rule goes in the update that routes everyone back, before the slot empties
+    assert (back["weights"], back["rules"], back["canary"][0]) == ((100, 0), [], 1)
+    assert "health breach at phase 1: internal" in str(caught.value)
+    now = snapshot(moto_url, stack)
+    assert (now["weights"], now["rules"], now["canary"][0]) == ((100, 0), [], 0)
+    assert dict(aws.describe(stack).parameters) == {**DEFAULTS, "ImageId": AMI_A, **IDLE}
+
+
+def test_a_phased_rollout_interrupted_in_its_second_phase_goes_on_there(moto_url: str) -> None:
+    """Resumed at the phase it was in (never narrower: a group that had the new version keeps it)."""
+    aws = engine(moto_url)
+    stack = "hello-web-phased-crash"
+    aws.deploy(stack, AMI_A)
+    strategy = Phased(groups=(INTERNAL, BETA), observe_seconds=0)
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_phase_2(text: str) -> None:
+        if "phase 2" in text:
+            raise Crash
+
+    with pytest.raises(Crash):
+        aws.deploy(stack, AMI_B, strategy=strategy, on_event=at_windows(crash_in_phase_2))
+    left = aws.describe(stack).parameters
+    assert (left["Group1Header"], left["Group2Header"], left["CanaryImageId"]) == ("X-User-Group", "X-Beta", AMI_B)
+    events: list[str] = []
+    seen: list[dict[str, Any]] = []
+
+    def record(text: str) -> None:
+        events.append(text)
+        if text.startswith("observing "):
+            seen.append(snapshot(moto_url, stack))
+
+    state = aws.deploy(stack, AMI_B, strategy=strategy, on_event=record)
+
+    assert any("going on at phase 2" in e for e in events), events
+    assert [len(s["rules"]) for s in seen] == [2, 0]
+    assert_finished(moto_url, stack, state, AMI_B)
 
 
 # --- rolling and cutover ------------------------------------------------------------------------------

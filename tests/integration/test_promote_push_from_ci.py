@@ -23,6 +23,7 @@ from pipeline.loader import load
 from pipeline.render import render
 from pipeline.render.base import RenderContext
 from pipeline.render.validate import read_blocks
+from pipeline.stages.promote import DEFAULT_AUTHOR
 from tests.conftest import REPO, need
 
 pytestmark = pytest.mark.integration
@@ -139,7 +140,16 @@ def test_the_promote_commit_reaches_the_remote_from_each_targets_checkout(
         done = subprocess.run(["sh", "-c", command], cwd=work, env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0, f"{command}: {done.stderr}"
 
-    info = record_image(work, Path(TEMPLATE), "ImageId", NEW, pipeline="aws-chain", run_id="ci-1", push=True)
+    info = record_image(
+        work,
+        Path(TEMPLATE),
+        "ImageId",
+        NEW,
+        pipeline="aws-chain",
+        run_id="ci-1",
+        push=True,
+        default_author=DEFAULT_AUTHOR,
+    )
 
     assert info is not None
     assert info.pushed_to == "origin/main"
@@ -155,4 +165,13 @@ def test_without_the_rendered_commands_a_jenkins_checkout_cannot_take_the_commit
     work = tmp_path / "agent"
     checkout_jenkins(remote, work)
     with pytest.raises(GitStateError, match="HEAD is detached"):
-        record_image(work, Path(TEMPLATE), "ImageId", NEW, pipeline="aws-chain", run_id="ci-1", push=True)
+        record_image(
+            work,
+            Path(TEMPLATE),
+            "ImageId",
+            NEW,
+            pipeline="aws-chain",
+            run_id="ci-1",
+            push=True,
+            default_author=DEFAULT_AUTHOR,
+        )

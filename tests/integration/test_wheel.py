@@ -108,7 +108,8 @@ def test_init_validate_and_graph_the_reference_service_outside_the_repo(installe
 
 def test_every_bundled_example_validates_outside_the_repo(installed: Path, tmp_path: Path) -> None:
     listing = run(installed, "init", "--list", cwd=tmp_path)
-    names = [n for n in listing.stdout.split() if n != "hello-web"]
+    names = [line.split()[0] for line in listing.stdout.splitlines() if line.strip()]  # name, then what it shows
+    names = [n for n in names if n != "hello-web"]
     assert len(names) >= 5, listing.stdout
     for name in names:
         assert run(installed, "init", "--example", name, name, cwd=tmp_path).returncode == 0

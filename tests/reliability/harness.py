@@ -43,6 +43,8 @@ V2 = f"2.0.0-{SESSION}"
 STAGES = ["commit-test", "bake", "test-stack", "update-stack", "rollback", "teardown", "promote"]
 REPLICAS = 2
 """DesiredCapacity of the reference template: the replica count every production must have."""
+FLAG_STORE_SIZE = 3
+"""A master and two replicas: NumCacheClusters of the feature-flags example's template."""
 
 L_PIPELINE = f"{LABEL_PREFIX}.pipeline"
 L_STACK = f"{LABEL_PREFIX}.stack"
@@ -296,13 +298,18 @@ def convergence_problems(project: Project, client: Any, version: str) -> list[st
     production = stacks.get(project.production, [])
     lbs = [c for c in production if c.labels.get(L_ROLE) == "lb"]
     replicas = [c for c in production if c.labels.get(L_ROLE) == "replica"]
-    strays = [c for c in production if c.labels.get(L_ROLE) not in ("lb", "replica")]
+    stores = [c for c in production if c.labels.get(L_ROLE) == "flag-store"]
+    strays = [c for c in production if c.labels.get(L_ROLE) not in ("lb", "replica", "flag-store")]
     if len(lbs) != 1:
         problems.append(f"production has {len(lbs)} balancers, not 1")
     if len(replicas) != REPLICAS:
         problems.append(f"production has {len(replicas)} replicas, not {REPLICAS} (the template's DesiredCapacity)")
     if strays:
         problems.append(f"production has containers of unknown role: {[c.name for c in strays]}")
+    template = (project.root / "templates" / "web.yaml").read_text()
+    wanted_stores = FLAG_STORE_SIZE if "AWS::ElastiCache::ReplicationGroup" in template else 0
+    if len(stores) != wanted_stores:
+        problems.append(f"production has {len(stores)} flag store containers, not {wanted_stores}")
     problems += [f"{c.name} is {c.status}" for c in production if c.status != "running"]
     # In service means restarted by Docker after a crash, also for a replica a killed run started
     problems += [
@@ -350,6 +357,9 @@ def remove_pipeline(client: Any, name: str) -> None:
     for network in client.networks.list(filters=selector):
         with contextlib.suppress(Exception):
             network.remove()
+    for volume in client.volumes.list(filters=selector):  # a stack's database data
+        with contextlib.suppress(Exception):
+            volume.remove(force=True)
 
 
 def remove_session(client: Any, roots: list[Path]) -> None:

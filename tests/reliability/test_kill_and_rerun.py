@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import REPO
 from tests.reliability.conftest import ProjectMaker
 from tests.reliability.harness import (
     SESSION,
@@ -70,8 +71,12 @@ class Scenario:
     version: str = V2
     redone: tuple[str, ...] = ()
     """Stages the re-run must not run again (their result survived the kill)."""
+    template: str | None = None
+    """Another template for the project (relative to the repository), e.g. one with a flag store."""
 
 
+FLAG_TEMPLATE = "examples/feature-flags/templates/web.yaml"
+"""The reference template plus a flag store (an ElastiCache replication group: a Redis master and two replicas)."""
 TEST = "*-test-*"
 PRODUCTION = "*-production"
 SCENARIOS = [
@@ -99,6 +104,11 @@ SCENARIOS = [
     Scenario("k14", "first release: mid production creation", f"local-stack:{PRODUCTION}:create:replica-started",
              "promote", first_release=True, version=V1),
     Scenario("k15", "after promote", "stage:promote:after", "after promote", redone=("promote", "bake")),
+    Scenario("k16", "first release with a flag store: its master started, no replica yet",
+             f"local-stack:{PRODUCTION}:flag-store:master-started", "promote", first_release=True, version=V1,
+             template=FLAG_TEMPLATE),
+    Scenario("k17", "test stack with a flag store: store ready, no web replica yet",
+             f"local-stack:{TEST}:flag-store:ready", "test-stack", template=FLAG_TEMPLATE),
 ]  # fmt: skip
 
 
@@ -136,6 +146,9 @@ def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
     outcome = Outcome(scenario)
     try:
         project = make(scenario.ident, V1)
+        if scenario.template is not None:
+            (project.root / "templates" / "web.yaml").write_text((REPO / scenario.template).read_text())
+            project.git("commit", "-qam", "a template with a flag store")
         if scenario.first_release:
             if scenario.version != V1:
                 project.release(scenario.version)

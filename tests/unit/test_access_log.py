@@ -105,7 +105,7 @@ def test_log_lines_of_unknown_replicas_or_no_upstream_count_only_as_answers() ->
         "",
         "x|200|0.001|172.18.0.2:80|200|0.001",  # the time is not a number
         "1795482379.2|200|0.001|172.18.0.2:80|200",  # a field short
-        "1795482379.2|200|0.001|172.18.0.2:80|200|0.001|extra",  # a field too many
+        "1795482379.2|200|0.001|172.18.0.2:80|200|0.001|new-feature=on|extra",  # a field too many
     ],
 )
 def test_a_malformed_line_is_skipped(text: str) -> None:
@@ -216,3 +216,45 @@ def test_truncate_starts_the_log_afresh() -> None:
     lb.write(line(1000.0, 200, "172.18.0.3:80", 200))
     log.truncate()
     assert lb.log == b""
+
+
+# --- the variant field (feature flags) ------------------------------------------------------------------
+
+
+def test_a_line_with_the_variant_field_still_counts_for_its_replica() -> None:
+    old_format = parse_log_line("1795482379.2|200|0.001|172.18.0.2:80|200|0.001", VERSIONS)
+    new_format = parse_log_line("1795482379.2|200|0.001|172.18.0.2:80|200|0.001|new-feature=on", VERSIONS)
+    assert old_format == new_format
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("1795482379.2|200|0.004|172.18.0.2:80|200|0.004|new-feature=on", (True, True, 0.004)),
+        ("1795482379.2|404|0.002|172.18.0.2:80|404|0.002|new-feature=off", (False, True, 0.002)),
+        ("1795482379.2|500|0.003|172.18.0.2:80|500|0.003|new-feature=on", (True, False, 0.003)),
+        # retried: the variant of the last try is the one the user got
+        ("1795482379.2|200|0.010|a:80, b:80|502, 200|0.001, 0.009|-, new-feature=off", (False, True, 0.010)),
+    ],
+)
+def test_the_variant_field_splits_answers_by_variant(line: str, expected: tuple[bool, bool, float]) -> None:
+    from pipeline.engines.docker_stack.access_log import parse_variant
+
+    hit = parse_variant(line, "new-feature")
+    assert hit is not None
+    assert (hit.new, hit.ok, hit.seconds) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "1795482379.2|200|0.001|172.18.0.2:80|200|0.001",  # the older format: no variant
+        "1795482379.2|200|0.001|172.18.0.2:80|200|0.001|-",  # a page no flag decided
+        "1795482379.2|200|0.001|172.18.0.2:80|200|0.001|other-flag=on",
+        "1795482379.2|200|0.001|172.18.0.2:80|200|0.001|new-feature=maybe",
+    ],
+)
+def test_lines_of_no_variant_of_the_flag_are_left_out(line: str) -> None:
+    from pipeline.engines.docker_stack.access_log import parse_variant
+
+    assert parse_variant(line, "new-feature") is None

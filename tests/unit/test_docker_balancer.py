@@ -95,8 +95,8 @@ def test_the_request_log_is_on_only_while_a_deployment_watches(topo: Topology) -
     watched = render_config("web", topo, ["web-a"], {}, log="/var/log/nginx/health.log")
     assert "access_log /var/log/nginx/health.log health;" in watched
     assert (
-        "log_format health '$msec|$status|$request_time|$upstream_addr|$upstream_status|$upstream_response_time';"
-        in watched
+        "log_format health '$msec|$status|$request_time|$upstream_addr|$upstream_status|$upstream_response_time"
+        "|$upstream_http_x_flag_variant';" in watched
     )
     assert "access_log off;" not in watched
 

@@ -9,7 +9,11 @@ from pipeline import (
     Approval,
     Bake,
     CommitTest,
+    Database,
     Environment,
+    Flag,
+    FlagRollout,
+    Migrate,
     PipelineSpec,
     Promote,
     Secret,
@@ -29,6 +33,7 @@ ENVIRONMENTS = (
         template="templates/web.yaml",
         approval=Approval(message="ship?", approvers=("alice",), groups=("ops",), timeout_minutes=30),
         secrets=("AWS_SECRET_ACCESS_KEY",),
+        database=Database(migrations="migrations", sensitive=("users.email",)),
     ),
 )
 
@@ -63,11 +68,20 @@ EXAMPLES = {
     "simulated-rollback": SimulatedRollback(name="rollback", stack="test-stack", needs=("update-stack", "test-stack")),
     "teardown": Teardown(name="teardown", stack="test-stack", needs=("rollback", "test-stack")),
     "promote": Promote(name="promote", image="bake", needs=("teardown", "bake"), author="Bot <bot@example.com>"),
+    "migrate": Migrate(name="contract", environment="production", phase="contract", image="bake", needs=("promote",)),
+    "flag-rollout": FlagRollout(
+        name="release-greeting", environment="production", flag="new-greeting", steps=(10, 100), needs=("promote",)
+    ),
 }
 
 
 def full_spec() -> PipelineSpec:
-    return PipelineSpec(name="web", stages=tuple(EXAMPLES.values()), environments=ENVIRONMENTS)
+    return PipelineSpec(
+        name="web",
+        stages=tuple(EXAMPLES.values()),
+        environments=ENVIRONMENTS,
+        flags=(Flag(name="new-greeting", default=False, description="the new page"),),
+    )
 
 
 def test_every_stage_kind_has_an_example() -> None:
@@ -129,7 +143,7 @@ def test_graph_levels_show_parallel_groups() -> None:
     levels = spec.graph.levels()
     assert levels[0] == ["commit-test"]
     assert levels[1] == ["lint", "bake"]
-    assert spec.graph.order()[-1] == "promote"
+    assert spec.graph.order()[-3:] == ["promote", "contract", "release-greeting"]
 
 
 def test_approval_comes_from_the_environment_for_deploying_stages() -> None:

@@ -218,11 +218,22 @@ def test_parameters_without_a_default_need_an_override(web: dict[str, Any]) -> N
 
 
 def test_the_canary_slot_of_the_reference_template_is_not_the_local_engines(web: dict[str, Any]) -> None:
-    """The aws engine's second group, target group and weighted rule are marked as the canary
-    slot: the local engine still finds the one web group, its target group and its listener."""
+    """The aws engine's second group, target group, weighted rule and group rules are marked as the
+    canary slot: the local engine still finds the one web group, its target group and its listener."""
     slot = [name for name, res in web["Resources"].items() if is_canary_slot(res)]
-    assert sorted(slot) == ["CanaryGroup", "CanaryLaunchTemplate", "CanaryTargetGroup", "WeightedRule"]
-    topo = topology(web, {"CanaryImageId": "ami-12c6146b", "CanaryCapacity": "2", "CanaryWeight": "50"})
+    assert sorted(slot) == [
+        "CanaryGroup",
+        "CanaryLaunchTemplate",
+        "CanaryTargetGroup",
+        "GroupRule1",
+        "GroupRule2",
+        "GroupRule3",
+        "WeightedRule",
+    ]
+    topo = topology(
+        web,
+        {"CanaryImageId": "ami-12c6146b", "CanaryCapacity": "2", "CanaryWeight": "50", "Group1Header": "X-User-Group"},
+    )
     assert (topo.group, topo.desired, topo.listener_port, topo.health_path) == ("WebGroup", 2, 80, "/health")
     # the rolling parameters reach the local engine too
     topo = topology(web, {"RollingMaxBatchSize": "2", "RollingMinInService": "0"})
@@ -231,3 +242,46 @@ def test_the_canary_slot_of_the_reference_template_is_not_the_local_engines(web:
     del web["Resources"]["CanaryGroup"]["Metadata"]
     with pytest.raises(TemplateError, match="exactly one"):
         topology(web)
+
+
+# --- the flag store (an ElastiCache replication group) -----------------------------------------------------
+
+
+def _with_store(props: dict[str, object], params: dict[str, object] | None = None) -> dict[str, object]:
+    from pipeline.engines.cfn_template import load_template
+
+    template = load_template(REPO / "examples" / "feature-flags" / "templates" / "web.yaml")
+    template["Resources"]["FlagStore"]["Properties"] = props
+    template.setdefault("Parameters", {}).update(params or {})
+    return template
+
+
+def test_a_replication_group_is_a_master_and_its_read_replicas() -> None:
+    from pipeline.engines.flag_store_shape import FlagStoreShape
+
+    assert topology(_with_store({"NumCacheClusters": 3})).flag_store == FlagStoreShape("FlagStore", 2, 6379)
+    assert topology(_with_store({"ReplicasPerNodeGroup": 1, "Port": 6380})).flag_store == FlagStoreShape(
+        "FlagStore", 1, 6380
+    )
+    with_param = _with_store({"NumCacheClusters": {"Ref": "Copies"}}, {"Copies": {"Type": "Number", "Default": 2}})
+    assert topology(with_param).flag_store == FlagStoreShape("FlagStore", 1, 6379)
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"NumNodeGroups": 2}, "cluster mode"),
+        ({"Engine": "memcached"}, "the flag store is Redis"),
+        ({"NumCacheClusters": 9}, "1 to 6 cache clusters"),
+        ({"NumCacheClusters": {"Fn::If": ["x", 1, 2]}}, "use a literal or a !Ref"),
+    ],
+)
+def test_a_flag_store_the_local_engine_cannot_run_is_refused(props: dict[str, object], message: str) -> None:
+    with pytest.raises(TemplateError, match=message):
+        topology(_with_store(props))
+
+
+def test_the_reference_template_has_no_flag_store() -> None:
+    from pipeline.engines.cfn_template import load_template
+
+    assert topology(load_template(REPO / "templates" / "web.yaml")).flag_store is None

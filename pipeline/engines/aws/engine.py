@@ -26,6 +26,7 @@ from typing import Any
 
 from pipeline.engines import http_check
 from pipeline.engines.aws import plans
+from pipeline.engines.aws.database import StackDatabase, fleet
 from pipeline.engines.aws.metrics import HealthMetrics
 from pipeline.engines.aws.operations import (
     DEAD,
@@ -41,10 +42,18 @@ from pipeline.engines.aws.rollout import Rollout
 from pipeline.engines.aws.session import AwsSession, Client, DataPlane, http_reaches
 from pipeline.engines.aws.template import StackTemplate, template_parameters
 from pipeline.engines.aws.verification import control_plane_checks
-from pipeline.engines.stack import BaseStackEngine, DeployReport, OnEvent, StackState, VerifyReport
+from pipeline.engines.stack import (
+    BaseStackEngine,
+    DatabaseEndpoint,
+    DeployReport,
+    OnEvent,
+    Replica,
+    StackState,
+    VerifyReport,
+)
 from pipeline.engines.topology import TARGET_GROUP
 from pipeline.errors import BadInputError
-from pipeline.model import IMAGE_PARAMETER, AwsSettings, Profile, Verify
+from pipeline.model import IMAGE_PARAMETER, AwsSettings, Database, Profile, Verify
 from pipeline.strategy import Health, Strategy
 
 
@@ -73,6 +82,7 @@ class CloudFormationEngine(BaseStackEngine):
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics_grace_seconds: float | None = None,
+        database: Database | None = None,
     ) -> None:
         """`environ` (default: os.environ) supplies AWS_* variables (credentials, endpoint, region).
 
@@ -96,6 +106,13 @@ class CloudFormationEngine(BaseStackEngine):
         self._stacks = StackOperations(self.session, self._template, pipeline, self.pacing)
         self._metrics = HealthMetrics(self._stacks)
         self._rollout = Rollout(self._stacks, self._metrics, data_plane=data_plane)
+        self._database = StackDatabase(
+            self.session,
+            self._template,
+            self.pacing,
+            self.session.environ,
+            database.password_secret if database is not None else None,
+        )
 
     # --- where, and how long: the session's and the pacing's, settable on the engine ---------------
 
@@ -167,7 +184,16 @@ class CloudFormationEngine(BaseStackEngine):
 
         Rolling with values of its own and cutover need the rolling-update parameters; pilot,
         half, canary and blue-green need the canary slot (a second group and target group, weighted
-        listener rule); templates/web.yaml declares both (docs/aws.md)."""
+        listener rule), a sticky canary its stickiness parameter, a phased rollout a group rule per
+        group; templates/web.yaml declares them (docs/aws.md). A dark launch is refused (an ALB
+        cannot mirror), and so is a group an ALB rule cannot match (a cookie, more than 3 values)."""
+        why = plans.unsupported(strategy)
+        if why and strategy is not None:
+            raise BadInputError(
+                f"the aws profile cannot carry out {strategy.kind}: {why}",
+                hint="choose another strategy for the stages that deploy on the aws profile (docs/strategies.md: "
+                "what each profile can do); a dark launch runs on the local profile",
+            )
         if strategy is None or not plans.required_parameters(strategy):
             return
         doc = self._template.doc()
@@ -264,6 +290,7 @@ class CloudFormationEngine(BaseStackEngine):
                     status=current["StackStatus"],
                 )
             self._stacks.delete_and_wait(stack, current["StackId"], on_event)
+            self._database.delete_snapshot(stack, on_event=on_event)  # a test stack's seed
         # rollback-trigger alarms a deploy killed mid-update left behind (deploys delete their own)
         self._metrics.delete_alarms(stack, on_event)
 
@@ -347,8 +374,24 @@ class CloudFormationEngine(BaseStackEngine):
             self._stacks.check_image_exists(image)
 
     def plan(self, image: str, parameters: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The parameters a deploy of `image` sends, checked locally (no AWS call)."""
-        return self._template.plan(image, parameters)
+        """The parameters a deploy of `image` sends, checked locally (no AWS call); the database's
+        password comes from its secret every time (AWS never reads a NoEcho parameter back)."""
+        return self._template.plan(image, {**(parameters or {}), **self._database.secret_parameters()})
+
+    # --- the database and the fleet (pipeline/engines/aws/database.py) ---------------------------
+
+    def fleet(self, stack: str) -> list[Replica]:
+        return fleet(self.describe(stack), self.image_parameter)
+
+    def database(self, stack: str) -> DatabaseEndpoint | None:
+        return self._database.endpoint(self.describe(stack))
+
+    def database_parameters(self, snapshot: str | None) -> dict[str, str]:
+        return self._database.parameters(snapshot)
+
+    def snapshot_database(self, stack: str, name: str, *, on_event: OnEvent = _ignore) -> str:
+        with self.session.failures(f"taking a snapshot of the database of stack {stack}"):
+            return self._database.snapshot(stack, name, on_event=on_event)
 
     def validate(self, *, on_event: OnEvent = _ignore) -> list[str]:
         """cfn-lint, then CloudFormation's `validate_template`; returns the capabilities it needs.

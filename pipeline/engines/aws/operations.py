@@ -268,7 +268,9 @@ class StackOperations:
     def state(self, stack: str, raw: Mapping[str, Any] | None) -> StackState:
         if raw is None:
             return StackState(name=stack, exists=False)
-        params = parameters_of(raw)
+        # NoEcho parameters (a database password) are never shown: AWS answers "****"; emulators may not.
+        hidden = {k for k, d in self.template.parameters().items() if str(d.get("NoEcho", "")).lower() == "true"}
+        params = {k: "****" if k in hidden else v for k, v in parameters_of(raw).items()}
         outputs = {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in raw.get("Outputs", [])}
         status = str(raw["StackStatus"])
         details = {

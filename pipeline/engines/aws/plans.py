@@ -12,6 +12,10 @@ never a duplicated resource). The reference template (templates/web.yaml) declar
   forwards to both target groups by weight (`PrimaryWeight`, `CanaryWeight`). Each step is an
   update of those parameters (`slot_steps`); the windows are judged from per-target-group
   CloudWatch metrics by the same `http_check.judge` the local engine uses.
+- sticky canary: the weighted rule's target-group stickiness (`CanaryStickySeconds`, 0 = off);
+- phased: listener rules before the weighted one that forward a group's requests (an http-header
+  condition: `Group<n>Header`, `Group<n>Values`; empty = no rule) to the canary slot.
+- dark launch: refused (`unsupported`): an ALB cannot mirror requests.
 
 This module makes no AWS call: the engine (`engine.py`) does them.
 """
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.engines.stack import VersionStats
-from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling, Strategy
+from pipeline.strategy import BlueGreen, Canary, Cutover, DarkLaunch, Half, Health, Phased, Pilot, Rolling, Strategy
 
 CANARY_IMAGE = "CanaryImageId"
 CANARY_CAPACITY = "CanaryCapacity"
@@ -42,8 +46,33 @@ ROLLING_PARAMETERS = (ROLLING_BATCH, ROLLING_MIN_IN_SERVICE, ROLLING_PAUSE)
 """The web group's rolling-update parameters: engine-owned (the template's defaults unless the
 strategy sets them), so a cutover's values never stick to the next deploy."""
 
+STICKY = "CanaryStickySeconds"
+"""The weighted rule's target-group stickiness during a sticky canary (seconds; 0 = off)."""
+STICKY_SECONDS = 86400
+"""A sticky canary's stickiness: longer than any rollout, so a user never flips back mid-rollout
+(it is switched off at the last step and on a rollback)."""
+MAX_GROUP_VALUES = 3
+"""An ALB rule condition compares a header with at most three values."""
+
+
+def group_parameters(index: int) -> tuple[str, str]:
+    """(header, values) parameters of the `index`-th group rule (1-based)."""
+    return f"Group{index}Header", f"Group{index}Values"
+
+
+def shaping_idle(declared: Sequence[str] | Mapping[str, Any]) -> dict[str, str]:
+    """The stickiness and the group rules, off: for the parameters the template declares."""
+    idle = {STICKY: "0"}
+    index = 1
+    while group_parameters(index)[0] in declared:
+        header, values = group_parameters(index)
+        idle.update({header: "", values: ""})
+        index += 1
+    return {k: v for k, v in idle.items() if k in declared}
+
+
 CAPACITY_PARAMETER = "DesiredCapacity"
-SLOT_STRATEGIES = frozenset({"pilot", "half", "canary", "blue-green"})
+SLOT_STRATEGIES = frozenset({"pilot", "half", "canary", "blue-green", "phased"})
 
 NAMESPACE = "AWS/ApplicationELB"
 METRIC_PERIOD = 60
@@ -62,6 +91,13 @@ class SlotStep:
     capacity: int
     primary_weight: int
     canary_weight: int
+    routing: tuple[tuple[str, str], ...] = ()
+    """More parameters the step routes by, set with the weights (stickiness, group rules)."""
+
+    @property
+    def groups(self) -> int:
+        """How many group rules the step routes to the slot."""
+        return sum(1 for name, value in self.routing if name.endswith("Header") and value)
 
     @property
     def share(self) -> float:
@@ -76,6 +112,10 @@ class SlotStep:
             PRIMARY_WEIGHT: str(self.primary_weight),
             CANARY_WEIGHT: str(self.canary_weight),
         }
+
+    def routes(self) -> dict[str, str]:
+        """The step's routing: the weights, and the stickiness or group rules it sets."""
+        return {PRIMARY_WEIGHT: str(self.primary_weight), CANARY_WEIGHT: str(self.canary_weight), **dict(self.routing)}
 
 
 def required_parameters(strategy: Strategy | None) -> tuple[str, ...]:
@@ -93,7 +133,38 @@ def required_parameters(strategy: Strategy | None) -> tuple[str, ...]:
         return tuple(needed)
     if isinstance(strategy, Cutover):
         return (ROLLING_BATCH, ROLLING_MIN_IN_SERVICE)
-    return (*SLOT_PARAMETERS, CAPACITY_PARAMETER)
+    if isinstance(strategy, DarkLaunch):
+        return ()
+    extra: tuple[str, ...] = ()
+    if isinstance(strategy, Canary) and strategy.sticky:
+        extra = (STICKY,)
+    if isinstance(strategy, Phased):
+        extra = tuple(name for i in range(1, len(strategy.groups) + 1) for name in group_parameters(i))
+    return (*SLOT_PARAMETERS, CAPACITY_PARAMETER, *extra)
+
+
+def unsupported(strategy: Strategy | None) -> str:
+    """Why the ALB cannot carry out `strategy` whatever the template says ("" when it can)."""
+    if isinstance(strategy, DarkLaunch):
+        return (
+            "an Application Load Balancer cannot mirror requests (a listener rule forwards, redirects or "
+            "answers; VPC Traffic Mirroring copies packets to an appliance that cannot answer them), so the new "
+            "version cannot be judged on a copy of the live traffic before users reach it"
+        )
+    if isinstance(strategy, Phased):
+        for group in strategy.groups:
+            if group.cookie is not None:
+                return (
+                    f"group {group.name} matches the cookie {group.cookie}: an ALB listener rule compares a "
+                    "header's whole value (with * and ? wildcards), so it cannot match one cookie exactly among "
+                    "the others; match a header instead"
+                )
+            if len(group.values) > MAX_GROUP_VALUES:
+                return (
+                    f"group {group.name} has {len(group.values)} values: an ALB listener rule condition "
+                    f"compares at most {MAX_GROUP_VALUES}"
+                )
+    return ""
 
 
 def missing_parameters(strategy: Strategy | None, declared: Sequence[str] | Mapping[str, Any]) -> list[str]:
@@ -114,6 +185,7 @@ def owned_defaults(declared: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     for name, idle in IDLE_SLOT.items():
         if name in declared:
             values[name] = idle
+    values.update(shaping_idle(declared))
     return values
 
 
@@ -142,8 +214,21 @@ def slot_steps(strategy: Strategy, capacity: int) -> list[SlotStep]:
     - blue-green: N instances, then one switch (weights 0 : 100).
     """
     n = max(1, capacity)
+    if isinstance(strategy, Canary) and strategy.sticky:
+        return [
+            SlotStep(
+                f"sticky canary {s}%",
+                max(1, math.ceil(n * s / 100)),
+                100 - s,
+                s,
+                ((STICKY, str(STICKY_SECONDS if s < 100 else 0)),),
+            )
+            for s in strategy.steps
+        ]
     if isinstance(strategy, Canary):
         return [SlotStep(f"canary {s}%", max(1, math.ceil(n * s / 100)), 100 - s, s) for s in strategy.steps]
+    if isinstance(strategy, Phased):
+        return phased_steps(strategy, n)
     if isinstance(strategy, Pilot):
         return [SlotStep(f"pilot: 1 new instance beside {n} old", 1, n - 1, 1)]
     if isinstance(strategy, Half):
@@ -152,6 +237,23 @@ def slot_steps(strategy: Strategy, capacity: int) -> list[SlotStep]:
     if isinstance(strategy, BlueGreen):
         return [SlotStep(f"blue-green: switch to {n} green instance(s)", n, 0, 100)]
     raise ValueError(f"{strategy.kind} is not carried out with the canary slot")
+
+
+def phased_steps(strategy: Phased, n: int) -> list[SlotStep]:
+    """One step per group (its rule, and the earlier groups' rules, forward to the slot of half the
+    fleet; the weighted rule sends nobody there), then everyone (a full slot, weights 0 : 100)."""
+    half = max(1, math.ceil(n / 2))
+    steps = []
+    for index in range(1, len(strategy.groups) + 1):
+        routing: list[tuple[str, str]] = []
+        for i, group in enumerate(strategy.groups, start=1):
+            header, values = group_parameters(i)
+            on = i <= index
+            routing += [(header, str(group.header) if on else ""), (values, ",".join(group.values) if on else "")]
+        names = ", ".join(g.name for g in strategy.groups[:index])
+        steps.append(SlotStep(f"phase {index}: {names} on the canary slot", half, 100, 0, tuple(routing)))
+    steps.append(SlotStep(f"phase {len(strategy.groups) + 1}: everyone on the canary slot", n, 0, 100))
+    return steps
 
 
 def observe_seconds(strategy: Strategy) -> float:
@@ -165,15 +267,28 @@ def resume_index(steps: Sequence[SlotStep], slot: Mapping[str, str]) -> int:
     capacity = as_int(slot.get(CANARY_CAPACITY))
     primary, canary = as_int(slot.get(PRIMARY_WEIGHT)), as_int(slot.get(CANARY_WEIGHT))
     share = canary / (primary + canary) if primary + canary else 0.0
+    groups = sum(1 for name, value in slot.items() if name.startswith("Group") and name.endswith("Header") and value)
     for index, step in enumerate(steps):
-        if step.capacity >= capacity and step.share >= share - 1e-9:
+        if step.capacity >= capacity and step.share >= share - 1e-9 and (step.groups >= groups or step.share >= 1):
             return index
     return len(steps) - 1
 
 
 def slot_active(parameters: Mapping[str, str]) -> bool:
     """The canary slot has an image, instances or traffic (a deploy runs, or one was interrupted)."""
-    return any(name in parameters and parameters[name] != idle for name, idle in IDLE_SLOT.items())
+    idle = {**IDLE_SLOT, **shaping_idle(parameters)}
+    return any(name in parameters and parameters[name] != value for name, value in idle.items())
+
+
+def traffic_back(declared: Sequence[str] | Mapping[str, Any]) -> dict[str, str]:
+    """Every request to the web group: weights 100 : 0, no stickiness, no group rule."""
+    return {PRIMARY_WEIGHT: "100", CANARY_WEIGHT: "0", **shaping_idle(declared)}
+
+
+def routing_of(parameters: Mapping[str, str]) -> dict[str, str]:
+    """The routing a stack's parameters hold now: weights, stickiness, group rules."""
+    names = (PRIMARY_WEIGHT, CANARY_WEIGHT, *shaping_idle(parameters))
+    return {name: parameters[name] for name in names if name in parameters}
 
 
 def as_int(value: str | None, default: int = 0) -> int:
@@ -340,6 +455,7 @@ __all__ = [
     "ROLLING_PARAMETERS",
     "SLOT_PARAMETERS",
     "SLOT_STRATEGIES",
+    "STICKY",
     "SlotStep",
     "alarm_names",
     "alarm_requests",
@@ -347,13 +463,19 @@ __all__ = [
     "combine",
     "count_queries",
     "dimensions",
+    "group_parameters",
     "missing_parameters",
     "monitoring_minutes",
     "owned_defaults",
     "p99_of",
+    "phased_steps",
     "resume_index",
     "rolling_values",
+    "routing_of",
+    "shaping_idle",
     "slot_active",
     "slot_steps",
     "stats_from",
+    "traffic_back",
+    "unsupported",
 ]

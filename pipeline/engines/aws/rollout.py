@@ -2,9 +2,9 @@
 
 - None / rolling / cutover: one update-stack with the strategy's rolling-update parameters; with
   `health`, CloudWatch alarms as the update's rollback triggers.
-- pilot, half, canary, blue-green: a sequence of updates of the canary slot (see `plans`), each
-  window judged from CloudWatch; a breach routes everything back to the web group, empties the
-  slot, then HealthBreachError.
+- pilot, half, canary (sticky or not), blue-green, phased: a sequence of updates of the canary
+  slot (see `plans`), each window judged from CloudWatch; a breach routes everything back to the
+  web group (weights 100 : 0, no stickiness, no group rule), empties the slot, then HealthBreachError.
 
 The stack's parameters are the durable state of a deploy: a deploy killed at any point is finished
 (or cleaned up) by the next one from what `describe_stacks` says.
@@ -12,6 +12,7 @@ The stack's parameters are the durable state of a deploy: a deploy killed at any
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -23,8 +24,9 @@ from pipeline.engines.aws.metrics import HealthMetrics
 from pipeline.engines.aws.operations import CloudFormationError, DeployRun, StackOperations
 from pipeline.engines.aws.session import DataPlane, http_reaches
 from pipeline.engines.stack import DeployReport, DeployStep, StackState, VersionStats
+from pipeline.engines.user_load import User, UserLoad
 from pipeline.errors import HealthBreachError, PipelineError
-from pipeline.strategy import BlueGreen, Health, Strategy
+from pipeline.strategy import BlueGreen, Health, Phased, Strategy
 
 
 class Rollout:
@@ -133,10 +135,10 @@ class Rollout:
                 f"the canary slot already runs {image} (an interrupted deploy): going on at {steps[start].what}"
             )
         base = {**run.desired, self.stacks.template.image_parameter: old}
-        weights = (now.get(p.PRIMARY_WEIGHT, "100"), now.get(p.CANARY_WEIGHT, "0")) if slot_image else ("100", "0")
-        with self._probing(run, health):
+        routing = p.routing_of(now) if slot_image else p.traffic_back(run.desired)
+        with self._probing(run, health, strategy):
             try:
-                records = self._slot_steps(run, strategy, health, steps[start:], base, weights, old)
+                records = self._slot_steps(run, strategy, health, steps[start:], base, routing, old)
                 if isinstance(strategy, BlueGreen):
                     records += self._keep_warm(run, strategy, health, steps[-1], records, old)
             except CloudFormationError as exc:
@@ -153,24 +155,22 @@ class Rollout:
         health: Health | None,
         steps: Sequence[plans.SlotStep],
         base: Mapping[str, str],
-        weights: tuple[str, str],
+        routing: Mapping[str, str],
         old: str,
     ) -> list[DeployStep]:
-        """Each step: the slot grows, the balancer's weights give it the step's share, a window."""
+        """Each step: the slot grows (on the previous step's routing), then the routing gives it
+        the step's share (weights; a sticky canary's stickiness; a phase's group rules), a window."""
         p, image = plans, run.image
         baseline = self.metrics.baseline(run) if health is not None else VersionStats()
         records: list[DeployStep] = []
         window = p.observe_seconds(strategy)
         for step in steps:
             step_started = self.pacing.clock()
-            launch = {**base, **step.values(image), p.PRIMARY_WEIGHT: weights[0], p.CANARY_WEIGHT: weights[1]}
+            launch = {**base, **step.values(image), **routing}
             run.apply(launch, f"{step.what}: {step.capacity} instance(s) of {image} in the canary slot")
             self._wait_healthy(run, step.capacity)
-            run.apply(
-                {**base, **step.values(image)},
-                f"{step.what}: weights {step.primary_weight} (web group, {old}) : {step.canary_weight} (canary slot)",
-            )
-            weights = (str(step.primary_weight), str(step.canary_weight))
+            routing = {**p.traffic_back(base), **step.routes()}
+            run.apply({**base, **step.values(image), **routing}, f"{step.what}: {_describe(step, old)}")
             routed = self.pacing.clock()
             verdict, new_stats, old_stats = self.metrics.observe(run, step, window, health, baseline)
             state = "not observed" if verdict is None else {"pass": "passed"}.get(verdict.state, verdict.state)
@@ -233,7 +233,7 @@ class Rollout:
                 **run.desired,
                 self.stacks.template.image_parameter: old,
                 **_pick(slot, plans.SLOT_PARAMETERS),
-                **_weights(100, 0),
+                **plans.traffic_back(run.desired),
             },
             f"back to {old}: weights 100 : 0",
         )
@@ -289,8 +289,9 @@ class Rollout:
                 move[p.ROLLING_MIN_IN_SERVICE] = "0"  # it gets no traffic: replace it at once
             run.apply(move, f"the web group to {image} while the canary slot serves")
         if plans.as_int(slot.get(p.CANARY_WEIGHT), 0) != 0:
-            run.apply({**run.desired, **slot, **_weights(100, 0)}, f"all traffic to the web group ({image})")
-            slot = {**slot, **_weights(100, 0)}
+            back = p.traffic_back(run.desired)
+            run.apply({**run.desired, **slot, **back}, f"all traffic to the web group ({image})")
+            slot = {**slot, **back}
         run.apply(dict(run.desired), "emptying the canary slot")
 
     def _empty_slot(self, run: DeployRun, why: str) -> None:
@@ -300,22 +301,29 @@ class Rollout:
         now = run.parameters()
         # what the stack runs now (the template's new parameters at their values): only the slot changes
         base = {**run.desired, **{k: v for k, v in now.items() if k in run.desired}}
-        if plans.as_int(now.get(plans.CANARY_WEIGHT), 0) != 0:
-            run.apply({**base, **_weights(100, 0)}, "weights 100 : 0")
-        run.apply({**base, **plans.IDLE_SLOT}, "emptying the canary slot")
+        back = plans.traffic_back(base)
+        if any(now.get(name, value) != value for name, value in back.items()):
+            run.apply({**base, **back}, "weights 100 : 0")
+        run.apply({**base, **back, **plans.IDLE_SLOT}, "emptying the canary slot")
 
     @contextmanager
-    def _probing(self, run: DeployRun, health: Health | None) -> Iterator[None]:
+    def _probing(self, run: DeployRun, health: Health | None, strategy: Strategy | None = None) -> Iterator[None]:
         """With `health`, where the stack's URL is reachable (real AWS): `requests_per_second`
         through the balancer for the whole deploy, so every window has requests to judge even on
-        an idle service (the load balancer's metrics count them like the users')."""
+        an idle service (the load balancer's metrics count them like the users'). A phased
+        rollout's probe also sends half as many again as a member of each group (its header), so
+        the canary slot has requests in every phase."""
         url = self.stacks.state(run.stack, run.current).url
         reachable = http_reaches(self.data_plane, url, self.session.endpoint("cloudformation"))
         if health is None or not url or not reachable:
             yield
             return
         run.on_event(f"probe: {health.requests_per_second:g} requests/s through {url} during the deploy")
-        with http_check.LoadClient(url, rate=health.requests_per_second, timeout=5.0):
+        with contextlib.ExitStack() as probes:
+            probes.enter_context(http_check.LoadClient(url, rate=health.requests_per_second, timeout=5.0))
+            if isinstance(strategy, Phased):
+                members = [User(g.name, headers={str(g.header): g.values[0]}) for g in strategy.groups]
+                probes.enter_context(UserLoad(url, members, rate=health.requests_per_second / 2, timeout=5.0))
             yield
 
     def _wait_healthy(self, run: DeployRun, count: int) -> None:
@@ -358,8 +366,14 @@ def _pick(values: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
     return {k: values[k] for k in names if k in values}
 
 
-def _weights(primary: int, canary: int) -> dict[str, str]:
-    return {plans.PRIMARY_WEIGHT: str(primary), plans.CANARY_WEIGHT: str(canary)}
+def _describe(step: plans.SlotStep, old: str) -> str:
+    text = f"weights {step.primary_weight} (web group, {old}) : {step.canary_weight} (canary slot)"
+    routing = dict(step.routing)
+    if routing.get(plans.STICKY, "0") != "0":
+        text += f", each user kept on one target group for {routing[plans.STICKY]} s"
+    if step.groups:
+        text += f"; {step.groups} group rule(s) forward to the canary slot"
+    return text
 
 
 __all__ = ["Rollout"]

@@ -46,6 +46,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "autoscaling": ("Auto Scaling", "AUTO_SCALING"),
     "elbv2": ("Elastic Load Balancing", "ELASTIC_LOAD_BALANCING_V2"),
     "cloudwatch": ("CloudWatch", "CLOUDWATCH"),
+    "rds": ("RDS", "RDS"),
     "sts": ("STS", "STS"),
 }
 """boto3 client name -> (what messages call it, the suffix of its AWS_ENDPOINT_URL_<SERVICE>

@@ -2,8 +2,10 @@
 each retry) attributed to the new or the old version by the address of the replica that answered.
 
 The log format is the balancer config's `health` format (lb/nginx.conf.j2):
-`$msec|$status|$request_time|$upstream_addr|$upstream_status|$upstream_response_time`; the three
-upstream fields list every replica a request tried.
+`$msec|$status|$request_time|$upstream_addr|$upstream_status|$upstream_response_time|$variant`; the
+three upstream fields list every replica a request tried; the last one is the feature-flag variant
+the app said it served (its `X-Flag-Variant` header, `-` or empty when none). Lines of the older
+six-field format (a balancer configured by an earlier version) are read too.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ def parse_log_line(line: str, versions: Mapping[str, bool]) -> tuple[Hit | None,
     tried, attributed to the new or old version by its address; unknown addresses are left out).
     The answer's `new` is whether the replica that gave it runs the new version."""
     parts = line.split("|")
-    if len(parts) != 6:
+    if len(parts) not in (6, 7):
         return None, []
-    stamp, status, request_time, addresses, statuses, times = parts
+    stamp, status, request_time, addresses, statuses, times = parts[:6]
     try:
         at = float(stamp)
     except ValueError:
@@ -60,6 +62,27 @@ def parse_log_line(line: str, versions: Mapping[str, bool]) -> tuple[Hit | None,
     answered_by = versions.get(tries[-1][0].strip(), False) if tries else False
     failed = status.isdigit() and int(status) >= 500
     return Hit(at, answered_by, not failed, _seconds(request_time)), hits
+
+
+def parse_variant(line: str, flag: str) -> Hit | None:
+    """One line as an answer of a variant of `flag`: `new` is True for the variant `on`; None
+    when the line names no variant of that flag (another page, or a six-field line)."""
+    parts = line.split("|")
+    if len(parts) != 7:
+        return None
+    stamp, status, request_time = parts[0], parts[1], parts[2]
+    served = [v.strip() for v in _LIST_SEPARATOR.split(parts[6]) if v.strip() and v.strip() != "-"]
+    if not served:
+        return None
+    name, _, variant = served[-1].partition("=")
+    if name != flag or variant not in ("on", "off"):
+        return None
+    try:
+        at = float(stamp)
+    except ValueError:
+        return None
+    failed = not status.isdigit() or int(status) >= 500
+    return Hit(at, variant == "on", not failed, _seconds(request_time))
 
 
 def address(replica: Any, network: str, port: int) -> str | None:
@@ -135,6 +158,20 @@ class AccessLog:
                 self.served.append(answer)
             self.hits.extend(hits)
 
+    def alert_raised(self) -> bool:
+        """Whether the balancer's alert route was called (its marker file exists)."""
+        import docker.errors
+
+        from pipeline.engines.docker_stack.balancer_config import ALERT_MARKER
+
+        try:
+            self.lb.get_archive(ALERT_MARKER)
+        except docker.errors.NotFound:
+            return False
+        except Exception:
+            return False
+        return True
+
     def stats(self, since: float, *, new: bool) -> VersionStats:
         return version_stats(h for h in self.hits if h.new == new and h.at >= since)
 
@@ -154,4 +191,4 @@ class AccessLog:
         self.closed = True
 
 
-__all__ = ["LOG_PATH", "AccessLog", "address", "parse_log_line"]
+__all__ = ["LOG_PATH", "AccessLog", "address", "parse_log_line", "parse_variant"]

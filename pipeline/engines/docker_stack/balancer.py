@@ -32,6 +32,7 @@ from pipeline.engines.docker_stack.labels import (
     ROLE_NETWORK,
     StackId,
 )
+from pipeline.engines.docker_stack.shaping import Shaping
 from pipeline.engines.stack import OnEvent
 from pipeline.engines.topology import Topology
 from pipeline.errors import StackOperationError
@@ -63,6 +64,14 @@ class Balancer:
         self.weights: dict[str, int] = {}
         self.warm: Warm | None = None
         self.log = False
+        self.shaping: Shaping | None = None
+        """A sticky split, user groups or a mirror (shaping.py); None: weights alone."""
+        self.alert = False
+        """Serve the alert route (the environment has an alert token)."""
+        self.stable: list[str] | None = None
+        """The stable version's replicas while a deployment runs (the alert routes to them)."""
+        self.files: dict[str, str] = {}
+        """Files put into a new balancer before it starts (the alert agent and its settings)."""
         self.config_text: str | None = None
         """The balancer's nginx.conf as this deployment last read or wrote it."""
         self.serving: list[Any] = []
@@ -82,6 +91,9 @@ class Balancer:
             weights=self.weights,
             warm=self.warm,
             log=LOG_PATH if self.log else None,
+            shaping=self.shaping,
+            alert=self.alert,
+            stable=self.stable,
         )
 
     def write(self, lb: Any, names: list[str]) -> None:
@@ -179,6 +191,8 @@ class Balancer:
                     hint=f"if a container named {name} exists outside this pipeline, remove or rename it",
                 ) from None
             self.write(lb, names)
+            for path, text in self.files.items():
+                lb.put_archive(os.path.dirname(path), _tar(os.path.basename(path), text))
             try:
                 lb.start()
             except docker.errors.APIError as exc:

@@ -14,12 +14,17 @@ from collections.abc import Mapping
 from importlib import resources
 
 from pipeline.engines.docker_stack.labels import json_labels
+from pipeline.engines.docker_stack.shaping import DARK_UPSTREAM, Shaping, render_shaping
 from pipeline.engines.topology import Topology
 
 PARAMETERS_COMMENT = "# parameters: "
 """The config line that records the template parameters the stack runs with."""
 WARM_COMMENT = "# warm: "
 """The config line that names the old set a blue-green switch keeps warm, and until when."""
+
+ALERT_MARKER = "/etc/nginx/pipeline-alert"
+"""While this file exists in the balancer (the alert route made it), every request goes to `stable`."""
+ALERT_LOCATION = "location = /.pipeline/alert"
 
 Warm = tuple[tuple[str, ...], float]
 """(replica names, until: epoch seconds) of a warm set."""
@@ -34,34 +39,49 @@ def render_config(
     weights: Mapping[str, int] | None = None,
     warm: Warm | None = None,
     log: str | None = None,
+    shaping: Shaping | None = None,
+    alert: bool = False,
+    stable: list[str] | None = None,
 ) -> str:
     """The balancer's nginx.conf routing to `servers` (container names on the stack network),
-    with balancer `weights` per server (canary steps), the warm set kept for a switch back, and a
-    request log at `log` while a deployment watches its health signals."""
+    with balancer `weights` per server (canary steps), the warm set kept for a switch back, a
+    request log at `log` while a deployment watches its health signals, and the `shaping` of a
+    sticky canary, user groups or a dark launch (shaping.py)."""
     import jinja2
 
     text = (resources.files("pipeline.engines.docker_stack") / "lb" / "nginx.conf.j2").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     weights = weights or {}
+    shaped = render_shaping(shaping, sorted(servers), topo.target_port, log=bool(log))
     return env.from_string(text).render(
         stack=stack,
         parameters=json.dumps(dict(parameters), sort_keys=True),
-        servers=[(name, weights.get(name)) for name in sorted(servers)],
+        servers=[(name, weights.get(name)) for name in shaped.default_upstream],
+        shaping=shaped,
         port=topo.target_port,
         listen=topo.listener_port,
         drain=max(1, int(topo.deregistration_delay)),
         warm=f"{','.join(warm[0])} until {warm[1]:.3f}" if warm and warm[0] else "",
         log=log or "",
+        alert=alert,
+        stable=sorted(stable if stable else servers),
+        alert_marker=ALERT_MARKER,
     )
 
 
 def servers(config: str) -> list[str]:
-    """The replica names a configuration routes to, in its order."""
-    found = []
+    """The replica names a configuration routes users to, in its order, each once (a dark launch's
+    mirrored set answers nobody: it is not among them)."""
+    found: list[str] = []
+    upstream = ""
     for line in config.splitlines():
         words = line.split()
-        if len(words) >= 2 and words[0] == "server" and ":" in words[1]:
-            found.append(words[1].rsplit(":", 1)[0])
+        if len(words) >= 3 and words[0] == "upstream" and words[2] == "{":
+            upstream = words[1]
+        if len(words) >= 2 and words[0] == "server" and ":" in words[1] and upstream != DARK_UPSTREAM:
+            name = words[1].rsplit(":", 1)[0]
+            if name not in found:
+                found.append(name)
     return found
 
 
@@ -96,4 +116,16 @@ def canary_weights(new: list[str], old: list[str], percent: int) -> dict[str, in
     return {**dict.fromkeys(old, per_old // common), **dict.fromkeys(new, per_new // common)}
 
 
-__all__ = ["canary_weights", "config_parameters", "render_config", "servers", "warm_set"]
+def has_alert_route(config: str) -> bool:
+    return ALERT_LOCATION in config
+
+
+__all__ = [
+    "ALERT_MARKER",
+    "canary_weights",
+    "config_parameters",
+    "has_alert_route",
+    "render_config",
+    "servers",
+    "warm_set",
+]

@@ -12,16 +12,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipeline.engines.docker_stack import rollout
+from pipeline.engines.docker_stack import rollout, shaped_rollout
 from pipeline.engines.docker_stack.balancer import create_network
 from pipeline.engines.docker_stack.balancer_config import config_parameters, servers, warm_set
 from pipeline.engines.docker_stack.deployment import Deployment
 from pipeline.engines.docker_stack.labels import L_LISTEN, L_SPEC, Observed, observe, running
+from pipeline.engines.docker_stack.shaping import mirror_set
 from pipeline.engines.docker_stack.windows import Breached, breach_message
 from pipeline.engines.stack import DeployReport
 from pipeline.errors import HealthBreachError, StackOperationError
 from pipeline.faults import checkpoint
-from pipeline.strategy import BlueGreen, Canary, Cutover
+from pipeline.strategy import BlueGreen, Canary, Cutover, DarkLaunch, Phased, Strategy
 
 
 def converge(d: Deployment) -> DeployReport:
@@ -82,6 +83,7 @@ def _roll(d: Deployment, lb: Any, replicas: list[Any]) -> None:
     replica that is not healthy."""
     config = d.balancer.load(lb)
     d.old_parameters = config_parameters(config)
+    replicas = _drop_dark_set(d, config, replicas)
     names, until = warm_set(config)
     spec = d.release.spec
     warm = [r for r in replicas if r.name in names and running(r)]
@@ -109,22 +111,11 @@ def _roll(d: Deployment, lb: Any, replicas: list[Any]) -> None:
         rollout.rolling(d, lb, good, old)
         return
     d.previous = old[0]
+    if good and _shapes_users(d.strategy):
+        good = _start_over(d, lb, good, old)
     d.begin(lb, good, old)
-    strategy = d.strategy
     try:
-        if isinstance(strategy, Canary):
-            rollout.canary(d, lb, good, old, strategy)
-        elif isinstance(strategy, BlueGreen):
-            rollout.blue_green(d, lb, good, old, strategy)
-        elif isinstance(strategy, Cutover):
-            rollout.cutover(d, lb, good, old)
-        else:
-            batch, min_in, _ = rollout.batches(strategy, d.topo)
-            d.on_event(
-                f"{strategy.kind}: moving {len(old)} replica(s) of {d.name} to {d.image} "
-                f"(batches of {batch}, at least {min_in} in service)"
-            )
-            rollout.rolling(d, lb, good, old)
+        _carry_out(d, lb, good, old)
     except Breached as breach:
         d.end(lb)
         report = d.report(breach=breach.reason, detected=breach.detected, restored=breach.restored)
@@ -138,6 +129,57 @@ def _roll(d: Deployment, lb: Any, replicas: list[Any]) -> None:
         _roll_back(d, lb, failed.error)
     finally:
         d.end(lb)
+
+
+def _carry_out(d: Deployment, lb: Any, good: list[Any], old: list[Any]) -> None:
+    """The strategy's rollout, from routed `good` (new) and `old` replicas."""
+    strategy = d.strategy
+    if isinstance(strategy, DarkLaunch):
+        shaped_rollout.dark_launch(d, lb, good, old, strategy)
+    elif isinstance(strategy, Phased):
+        shaped_rollout.phased(d, lb, good, old, strategy)
+    elif isinstance(strategy, Canary):
+        rollout.canary(d, lb, good, old, strategy)
+    elif isinstance(strategy, BlueGreen):
+        rollout.blue_green(d, lb, good, old, strategy)
+    elif isinstance(strategy, Cutover):
+        rollout.cutover(d, lb, good, old)
+    else:
+        batch, min_in, _ = rollout.batches(strategy, d.topo)
+        d.on_event(
+            f"{strategy.kind}: moving {len(old)} replica(s) of {d.name} to {d.image} "
+            f"(batches of {batch}, at least {min_in} in service)"
+        )
+        rollout.rolling(d, lb, good, old)
+
+
+def _drop_dark_set(d: Deployment, config: str, replicas: list[Any]) -> list[Any]:
+    """A dark set an interrupted dark launch left (the configuration mirrors to it) never answered
+    a user and was never judged to the end: it goes, and this deploy starts afresh."""
+    names = set(mirror_set(config))
+    dark = [r for r in replicas if r.name in names]
+    if dark:
+        d.on_event(f"removing the dark set an interrupted dark launch left: {', '.join(r.name for r in dark)}")
+        for replica in dark:
+            d.replicas.stop_later(replica, graceful=False)
+    return [r for r in replicas if r.name not in names]
+
+
+def _shapes_users(strategy: Strategy) -> bool:
+    """Whether the strategy promises which users reach the new version when (a dark launch: none
+    before its window; a phased rollout: each group only in its phase; a sticky canary)."""
+    return isinstance(strategy, DarkLaunch | Phased) or (isinstance(strategy, Canary) and strategy.sticky)
+
+
+def _start_over(d: Deployment, lb: Any, good: list[Any], old: list[Any]) -> list[Any]:
+    """New replicas an interrupted deploy routed: users would reach them outside the promise of
+    this strategy, so they leave the balancer and the rollout starts over from its first step."""
+    d.on_event(
+        f"an interrupted deploy left {len(good)} replica(s) of {d.image} routed; {d.strategy.kind} starts over, "
+        "so they leave the balancer first"
+    )
+    d.route(lb, old, retire=good)
+    return []
 
 
 def _settle(d: Deployment, lb: Any, replicas: list[Any]) -> tuple[list[Any], list[Any]]:

@@ -39,6 +39,7 @@ class Deployment:
         topology: TopologyOf,
         strategy: Strategy | None = None,
         health: Health | None = None,
+        lb_files: Mapping[str, str] | None = None,
     ) -> None:
         self.client = client
         self.stack = stack
@@ -49,6 +50,8 @@ class Deployment:
         self.strategy: Strategy = strategy if strategy is not None else Rolling()
         self.replicas = Replicas(client, stack, release, on_event)
         self.balancer = Balancer(client, stack, release.topo, release.parameters, on_event)
+        self.balancer.files = dict(lb_files or {})
+        self.balancer.alert = bool(lb_files)
         self.windows = Windows(self.strategy, health, on_event)
         self.handed_over = False
         """A rollback deployment took over the balancer (after a replica failed): hands off."""
@@ -76,7 +79,13 @@ class Deployment:
     def again(self, release: Release) -> Deployment:
         """A deployment of another release onto the same stack (a rollback's), with the default strategy."""
         return Deployment(
-            self.client, self.stack, release, lb_image=self.lb_image, on_event=self.on_event, topology=self.topology
+            self.client,
+            self.stack,
+            release,
+            lb_image=self.lb_image,
+            on_event=self.on_event,
+            topology=self.topology,
+            lb_files=self.balancer.files,
         )
 
     def close(self) -> None:
@@ -104,6 +113,7 @@ class Deployment:
         """Before the first change: the balancer logs which replica answers each request (the
         report's numbers), and, when the strategy observes, a probe sends steady load and the old
         version's numbers are taken as the baseline."""
+        self.balancer.stable = [r.name for r in old]
         windows = self.windows
         if not windows.open_log(lb, self.topo.target_port, self.stack.network):
             return
@@ -119,6 +129,7 @@ class Deployment:
         """After the last change (or a rollback): stop the probe, read the last numbers, and stop
         logging (one more graceful reload). Safe to call twice."""
         self.windows.close()
+        self.balancer.stable = None
         if self.balancer.log and not self.handed_over:
             self.balancer.log = False
             try:
@@ -184,6 +195,7 @@ class Deployment:
                 alive.append(replica)
         self.balancer.warm = None
         self.balancer.weights = {}
+        self.balancer.shaping = None
         if alive:
             self.replicas.wake(alive)
             self.route(lb, alive, retire=bad)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -37,10 +37,19 @@ from typing import Any
 
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
 from pipeline.engines.docker_client import shared as shared_client
-from pipeline.engines.docker_stack.balancer import ensure_lb_image, lb_port, read_config
-from pipeline.engines.docker_stack.balancer_config import config_parameters, servers, warm_set
+from pipeline.engines.docker_stack import database as db
+from pipeline.engines.docker_stack.alert import alert_files, ensure_agent
+from pipeline.engines.docker_stack.balancer import create_network, ensure_lb_image, lb_port, read_config
+from pipeline.engines.docker_stack.balancer_config import (
+    ALERT_MARKER,
+    config_parameters,
+    has_alert_route,
+    servers,
+    warm_set,
+)
 from pipeline.engines.docker_stack.converge import converge
 from pipeline.engines.docker_stack.deployment import Deployment
+from pipeline.engines.docker_stack.flag_store import converge_flag_store, observed_addresses
 from pipeline.engines.docker_stack.labels import (
     L_IMAGE,
     L_IMAGE_ID,
@@ -48,6 +57,7 @@ from pipeline.engines.docker_stack.labels import (
     L_PIPELINE,
     L_SPEC,
     L_STACK,
+    ROLE_REPLICA,
     StackId,
     json_labels,
     observe,
@@ -55,11 +65,11 @@ from pipeline.engines.docker_stack.labels import (
     running,
 )
 from pipeline.engines.docker_stack.replicas import Release
-from pipeline.engines.stack import BaseStackEngine, OnEvent, StackState, VerifyReport
+from pipeline.engines.stack import BaseStackEngine, DatabaseEndpoint, OnEvent, Replica, StackState, VerifyReport
 from pipeline.engines.topology import Topology, load_template, topology
 from pipeline.errors import LockHeldError, StackOperationError
 from pipeline.locks import FileLock, cache_dir, describe_holder
-from pipeline.model import Profile, Verify
+from pipeline.model import Profile, Sensitive, Verify
 from pipeline.strategy import Health, Strategy
 
 LOCK_TIMEOUT = 900.0
@@ -83,9 +93,18 @@ class DockerStackEngine(BaseStackEngine):
         base_image: str | None = None,
         client: Any = None,
         lock_dir: Path | None = None,
+        masks: Sequence[Sensitive] = (),
+        flags: Mapping[str, Any] | None = None,
+        alert_token: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.alert_token = alert_token
+        """The environment's alert token: the balancer then serves the alert route (alert.py)."""
+        self.flags = dict(flags or {})
+        """Values a new flag starts with in the stack's flag store (when the template has one)."""
         self.template = template
+        self.masks = tuple(masks)
+        """Columns masked when a stack's database is seeded from a snapshot (the definition's)."""
         self.base_image = base_image or os.environ.get("PIPELINE_BASE_IMAGE") or DEFAULT_BASE_IMAGE
         self._client = client
         self._lock_dir = lock_dir
@@ -189,6 +208,13 @@ class DockerStackEngine(BaseStackEngine):
             details["warm"] = ",".join(r.name for r in warm)
             details["warm_image"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in warm}))
             details["warm_until"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(warm_until))
+        if has_alert_route(config):
+            details["alert_route"] = "/.pipeline/alert"
+            details["alert"] = "raised" if self._alert_raised(observed.lb) else "clear"
+        store = observed_addresses(observed, None)
+        if store:
+            details["flags_master"] = store.get("0", "")
+            details["flags_replicas"] = ",".join(a for i, a in sorted(store.items()) if i != "0")
         if len({r.labels.get(L_IMAGE_ID) for r in serving}) > 1:
             details["images"] = ",".join(sorted({str(r.labels.get(L_IMAGE, "")) for r in serving}))
         return StackState(
@@ -224,7 +250,11 @@ class DockerStackEngine(BaseStackEngine):
             if not observed.exists:
                 lock.remove_on_release = True
                 return
-            containers = [c for c in (observed.lb, *observed.replicas, *observed.strays) if c is not None]
+            containers = [
+                c
+                for c in (observed.lb, *observed.replicas, *observed.flag_store, *observed.strays, *observed.services)
+                if c is not None
+            ]
 
             def remove(container: Any) -> None:
                 on_event(f"removing {container.name}")
@@ -245,6 +275,7 @@ class DockerStackEngine(BaseStackEngine):
                         f"cannot remove network {observed.network.name} of stack {stack}: {exc.explanation or exc}",
                         hint=f"a container that is not part of the stack is attached to it: docker network inspect {observed.network.name}",
                     ) from None
+            db.delete(self.client, self._id(stack), on_event=on_event)
             lock.remove_on_release = True  # the stack is gone: so is its lock file
 
     def deploy(
@@ -266,6 +297,17 @@ class DockerStackEngine(BaseStackEngine):
         lb_image = self.ensure_lb_image(on_event=on_event)
         with self._lock(stack, purpose=f"deploying {image} to stack {stack}", on_event=on_event):
             self._check_names(stack)
+            if topo.database is not None:
+                db.ensure(
+                    self.client,
+                    self._id(stack),
+                    topo.database,
+                    base_image=self.base_image,
+                    masks=self.masks,
+                    on_event=on_event,
+                )
+            self._flag_store(stack, topo, on_event)
+            lb_files = alert_files(self._id(stack), self.alert_token, topo.flag_store)
             deployment = Deployment(
                 self.client,
                 self._id(stack),
@@ -275,9 +317,79 @@ class DockerStackEngine(BaseStackEngine):
                 topology=self.topology,
                 strategy=strategy,
                 health=health,
+                lb_files=lb_files,
             )
             report = converge(deployment)
+            lb = observe(self.client, self._id(stack)).lb
+            if lb is not None and running(lb):
+                ensure_agent(lb, lb_files, on_event)
         return replace(self.describe(stack), report=report)
+
+    # ------------------------------------------------------------------ the database and the fleet
+    def fleet(self, stack: str) -> list[Replica]:
+        """Every running replica with its image: routed ones, and a warm set kept for a switch back."""
+        observed = observe(self.client, self._id(stack))
+        config = read_config(observed.lb) if observed.lb is not None else ""
+        warm_names, _ = warm_set(config)
+        found = []
+        for replica in observed.replicas:
+            if not running(replica) or replica.labels.get("io.pipeline.role") != ROLE_REPLICA:
+                continue
+            image = self._name_for(str(replica.labels.get(L_IMAGE, "")), str(replica.labels.get(L_IMAGE_ID, "")))
+            found.append(Replica(name=replica.name, image=image, serving=replica.name not in warm_names))
+        return found
+
+    def database(self, stack: str) -> DatabaseEndpoint | None:
+        shape = self.topology().database
+        return db.endpoint(self.client, self._id(stack), shape) if shape is not None else None
+
+    def prepare_database(self, stack: str, *, on_event: OnEvent = _ignore) -> DatabaseEndpoint | None:
+        """The stack's database, made (with its network) ahead of the rest of the stack."""
+        shape = self.topology().database
+        if shape is None:
+            return None
+        with self._lock(stack, purpose=f"preparing the database of stack {stack}", on_event=on_event):
+            self._check_names(stack)
+            db.ensure(self.client, self._id(stack), shape, base_image=self.base_image, masks=(), on_event=on_event)
+        return db.endpoint(self.client, self._id(stack), shape)
+
+    def database_parameters(self, snapshot: str | None) -> dict[str, str]:
+        shape = self.topology().database
+        if shape is None or shape.snapshot_parameter is None:
+            return {}
+        return {shape.snapshot_parameter: snapshot or ""}
+
+    def snapshot_database(self, stack: str, name: str, *, on_event: OnEvent = _ignore) -> str:
+        shape = self.topology().database
+        if shape is None:
+            return super().snapshot_database(stack, name, on_event=on_event)
+        return db.snapshot(self.client, self._id(stack), shape, name, on_event=on_event)
+
+    def _alert_raised(self, lb: Any) -> bool:
+        import docker.errors
+
+        try:
+            lb.get_archive(ALERT_MARKER)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    def _flag_store(self, stack: str, topo: Topology, on_event: OnEvent) -> None:
+        """The stack's flag store as the template says, before any replica that reads it starts."""
+        observed = observe(self.client, self._id(stack))
+        if topo.flag_store is None and not observed.flag_store:
+            return
+        if observed.network is None and topo.flag_store is not None:
+            observed.network = create_network(self.client, self._id(stack), on_event)
+        converge_flag_store(
+            self.client,
+            self._id(stack),
+            topo.flag_store,
+            observed,
+            base_image=self.base_image,
+            flags=self.flags,
+            on_event=on_event,
+        )
 
     def ready(self, stack: str) -> None:
         """The Docker engine answers (ToolMissingError naming it and the fix if not). No change."""

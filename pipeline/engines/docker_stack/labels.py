@@ -33,6 +33,13 @@ ROLE_REPLICA = "replica"
 ROLE_LB = "lb"
 ROLE_NETWORK = "network"
 ROLE_LB_IMAGE = "lb-image"
+ROLE_DATABASE = "database"
+SERVICE_ROLES = (ROLE_DATABASE,)
+"""Containers of a stack beside the replicas and the balancer (the template's other resources,
+e.g. its database): kept by every deploy, removed with the stack."""
+ROLE_FLAG_STORE = "flag-store"
+"""The stack's flag store containers (flag_store.py)."""
+ROLE_FLAG_STORE_IMAGE = "flag-store-image"
 
 
 @dataclass(frozen=True)
@@ -72,12 +79,16 @@ class Observed:
     network: Any = None
     lb: Any = None
     replicas: list[Any] = field(default_factory=list)
+    flag_store: list[Any] = field(default_factory=list)
+    """The flag store's containers (master and replicas), when the template declares one."""
     strays: list[Any] = field(default_factory=list)
     """Containers of the stack with an unknown role (left by another version): removed on delete."""
+    services: list[Any] = field(default_factory=list)
+    """Containers of SERVICE_ROLES (the database): kept by deploys, removed on delete."""
 
     @property
     def exists(self) -> bool:
-        return bool(self.network or self.lb or self.replicas or self.strays)
+        return bool(self.network or self.lb or self.replicas or self.flag_store or self.strays or self.services)
 
 
 def observe(client: Any, stack: StackId) -> Observed:
@@ -96,6 +107,10 @@ def observe(client: Any, stack: StackId) -> Observed:
             observed.lb = container
         elif role == ROLE_REPLICA:
             observed.replicas.append(container)
+        elif role in SERVICE_ROLES:
+            observed.services.append(container)
+        elif role == ROLE_FLAG_STORE:
+            observed.flag_store.append(container)
         else:
             observed.strays.append(container)
     observed.replicas.sort(key=lambda c: str(c.attrs.get("Created", "")))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from pipeline.engines.docker_stack.database import replica_environment
+from pipeline.engines.docker_stack.flag_store import environment as flag_store_environment
 from pipeline.engines.docker_stack.labels import L_IMAGE, L_IMAGE_ID, L_PARAMETERS, L_SPEC, ROLE_REPLICA, StackId
 from pipeline.engines.stack import OnEvent
 from pipeline.engines.topology import Topology
@@ -54,9 +56,15 @@ class Release:
         """Digest of what makes a replica what it is: replicas with another spec are replaced."""
         topo = self.topo
         launch = {name: topo.parameters.get(name, "") for name in topo.launch_parameters}
-        return digest(
-            {"image": self.image_id, "port": topo.target_port, "health_port": topo.health_port, "launch": launch}
-        )[:16]
+        what: dict[str, object] = {
+            "image": self.image_id,
+            "port": topo.target_port,
+            "health_port": topo.health_port,
+            "launch": launch,
+        }
+        if topo.flag_store is not None:  # the replicas are told where the store is
+            what["flag_store"] = [topo.flag_store.replicas, topo.flag_store.port]
+        return digest(what)[:16]
 
     @cached_property
     def parameters(self) -> dict[str, str]:
@@ -148,6 +156,10 @@ class Replicas:
             },
         )
         self.on_event(f"starting {name} ({release.image})")
+        environment = {  # the stack's database and flag store, if it has them
+            **replica_environment(self.client, self.stack),
+            **flag_store_environment(self.stack, self.topo.flag_store),
+        }
         try:
             container = self.client.containers.run(
                 release.image_id,
@@ -157,6 +169,7 @@ class Replicas:
                 network=self.stack.network,
                 ports=ports,
                 labels=labels,
+                environment=environment,
                 # not restarted until it has passed its health check (`restart_with_engine`):
                 # a replica that dies on start keeps its exit status and output
                 restart_policy={"Name": "no"},

@@ -2,7 +2,8 @@
 
 - rolling, pilot, half: replace replicas in batches (the template's UpdatePolicy), never routing to
   one that is not healthy; an observation window after the batches the strategy names;
-- canary: new replicas beside the old set, the traffic shifted by balancer weights step by step;
+- canary: new replicas beside the old set, the traffic shifted by balancer weights step by step
+  (a sticky canary splits users instead, by a cookie: shaping.py);
 - blue-green: a full second set, then one switch; the old set stays warm for a switch back;
 - cutover: stop the old set, then start the new one (downtime, measured).
 
@@ -20,6 +21,7 @@ from typing import Any
 from pipeline.engines.docker_stack.balancer_config import canary_weights, servers
 from pipeline.engines.docker_stack.deployment import Deployment
 from pipeline.engines.docker_stack.labels import running
+from pipeline.engines.docker_stack.shaping import Shaping
 from pipeline.engines.docker_stack.windows import Breached
 from pipeline.engines.topology import Topology
 from pipeline.errors import StackOperationError
@@ -152,14 +154,22 @@ def canary(d: Deployment, lb: Any, good: list[Any], old: list[Any], strategy: Ca
                 d.abandon(lb, exc, new, old)
             new += fresh
             d.windows.assign(fresh, new=True)
-        if percent < 100:
+        if percent < 100 and strategy.sticky:
+            what = f"sticky canary {percent}% of the users: {len(new)} new replica(s) beside {len(old)} old"
+            d.on_event(f"{what}: splitting users by their cookie")
+            d.balancer.shaping = sticky_split(d, new, percent)
+            d.route(lb, new + old, retire=[])
+            d.on_event(f"{what}: each user stays on one version")
+        elif percent < 100:
             weights = canary_weights([r.name for r in new], [r.name for r in old], percent)
             d.route(lb, new + old, retire=[], weights=weights)
             what = f"canary {percent}%: {len(new)} new replica(s) beside {len(old)} old"
             d.on_event(f"{what} (weights {_describe_weights(weights, new, old)})")
         else:
             until = time.time() + strategy.observe_seconds + WARM_MARGIN
+            d.on_event(f"canary 100%: routing every request to {len(new)} new replica(s)")
             d.balancer.warm = (tuple(r.name for r in old), until)
+            d.balancer.shaping = None
             d.route(lb, new, retire=[])
             d.replicas.keep_warm(old, until)
             what = f"canary 100%: {len(new)} new replica(s) take all the traffic, the old set stays warm"
@@ -167,11 +177,18 @@ def canary(d: Deployment, lb: Any, good: list[Any], old: list[Any], strategy: Ca
         d.windows.expose()
         checkpoint(f"local-stack:{d.name}:canary-{percent}:routed")
         try:
-            d.windows.window(what, percent / 100, step_started)
+            d.windows.window(what, percent / 100, step_started, seconds=strategy.observe_seconds)
         except Breached as breach:
             d.breach(lb, breach, bad=new, keep=old)
     d.balancer.warm = None
     d.route(lb, new, retire=old)
+
+
+def sticky_split(d: Deployment, new: list[Any], percent: int) -> Shaping:
+    """A sticky canary's split: `percent` % of the users (by the balancer's cookie) on `new`,
+    drawn afresh for each release (the salt is the new image's id) but the same at every step."""
+    salt = d.release.image_id.rsplit(":", 1)[-1][:12]
+    return Shaping(new=tuple(r.name for r in new), percent=percent, salt=salt)
 
 
 def _describe_weights(weights: Mapping[str, int], new: list[Any], old: list[Any]) -> str:
@@ -204,7 +221,7 @@ def blue_green(d: Deployment, lb: Any, good: list[Any], old: list[Any], strategy
     what = f"blue-green: the balancer switched to {len(green)} new replica(s)"
     d.on_event(f"{what}; the old set stays warm until {_clock(until)}")
     try:
-        d.windows.window(what, 1.0, step_started)
+        d.windows.window(what, 1.0, step_started, seconds=strategy.observe_seconds)
     except Breached as breach:
         d.breach(lb, breach, bad=green, keep=old)
     if time.time() >= switched + strategy.keep_old_seconds:
@@ -280,4 +297,4 @@ def cutover(d: Deployment, lb: Any, good: list[Any], old: list[Any]) -> None:
         d.replicas.stop_later(replica, graceful=False)
 
 
-__all__ = ["BatchFailed", "blue_green", "canary", "cutover", "drop_warm", "rolling", "switch_back"]
+__all__ = ["BatchFailed", "blue_green", "canary", "cutover", "drop_warm", "rolling", "sticky_split", "switch_back"]

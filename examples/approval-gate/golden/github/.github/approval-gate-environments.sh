@@ -12,8 +12,8 @@
 #
 # Needs the GitHub CLI (`gh`), logged in as a repository admin. Reviewers come from the
 # definition; override them per environment with the variables named below (space-separated
-# user logins, team slugs). Required reviewers need a public repository, or GitHub Team or
-# Enterprise for a private one.
+# user logins, team slugs). Required reviewers need a public repository, or GitHub
+# Enterprise for a private or internal one.
 set -eu
 
 repo="${GH_REPO:?set GH_REPO=owner/name}"

@@ -1,0 +1,157 @@
+"""The stack's database on the aws profile: the template's AWS::RDS::DBInstance, made and deleted by
+CloudFormation with the rest of the stack.
+
+- Its address and port are the stack's outputs `DatabaseAddress` and `DatabasePort`; the user is
+  the DBInstance's MasterUsername; the password comes from the environment variable the
+  definition names (`Database(password_secret=...)`, a secret on CI), and is sent as the
+  template's `DatabasePassword` parameter (NoEcho) with every deploy, never read back.
+- A snapshot is an RDS DB snapshot of the instance (`create_db_snapshot`, waited for until
+  `available`); a test stack starts from it through the parameter its DBSnapshotIdentifier
+  refers to (`DatabaseSnapshot`): CloudFormation restores it. The snapshot bears the test stack's
+  name and is deleted with that stack.
+- The fleet is read from the stack's parameters (the web group's image, and the canary slot's when
+  it has instances): the deploy's durable state, as the rest of this engine reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pipeline.engines.aws.operations import Pacing
+from pipeline.engines.stack import DatabaseEndpoint, OnEvent, Replica, StackState
+from pipeline.engines.topology import DatabaseShape, database_shape
+from pipeline.errors import StackOperationError
+
+if TYPE_CHECKING:
+    from pipeline.engines.aws.session import AwsSession
+    from pipeline.engines.aws.template import StackTemplate
+
+PASSWORD_PARAMETER = "DatabasePassword"
+ADDRESS_OUTPUT = "DatabaseAddress"
+PORT_OUTPUT = "DatabasePort"
+SNAPSHOT_TIMEOUT = 3600.0
+
+
+class StackDatabase:
+    """One engine's view of its stacks' databases (see the module docstring)."""
+
+    def __init__(
+        self,
+        session: AwsSession,
+        template: StackTemplate,
+        pacing: Pacing,
+        environ: Mapping[str, str],
+        password_secret: str | None,
+    ) -> None:
+        self.session = session
+        self.template = template
+        self.pacing = pacing
+        self.environ = environ
+        self.password_secret = password_secret
+
+    def shape(self) -> DatabaseShape | None:
+        return database_shape(self.template.doc(), source=self.template.source)
+
+    def secret_parameters(self) -> dict[str, str]:
+        """The password parameter, from the secret (nothing when either is missing)."""
+        if self.password_secret is None or PASSWORD_PARAMETER not in self.template.parameters():
+            return {}
+        value = self.environ.get(self.password_secret)
+        return {PASSWORD_PARAMETER: value} if value else {}
+
+    def parameters(self, snapshot: str | None) -> dict[str, str]:
+        shape = self.shape()
+        if shape is None or shape.snapshot_parameter is None:
+            return {}
+        return {shape.snapshot_parameter: snapshot or ""}
+
+    def endpoint(self, state: StackState) -> DatabaseEndpoint | None:
+        shape = self.shape()
+        address = state.details.get(f"output.{ADDRESS_OUTPUT}")
+        if shape is None or not state.exists or not address:
+            return None
+        password = self.environ.get(self.password_secret or "", "")
+        port = int(state.details.get(f"output.{PORT_OUTPUT}") or 5432)
+        return DatabaseEndpoint(host=address, port=port, user=shape.user, password=password, name=shape.name)
+
+    def instance_id(self, stack: str) -> str | None:
+        """The physical id of the stack's DBInstance (None: the stack or the instance is missing)."""
+        shape = self.shape()
+        if shape is None:
+            return None
+        try:
+            answer = self.session.call(
+                "cloudformation", "describe_stack_resource", StackName=stack, LogicalResourceId=shape.resource
+            )
+        except StackOperationError:
+            return None
+        except Exception as exc:
+            if "does not exist" in str(exc):
+                return None
+            raise
+        physical = answer.get("StackResourceDetail", {}).get("PhysicalResourceId")
+        return str(physical) if physical else None
+
+    def snapshot(self, stack: str, name: str, *, on_event: OnEvent) -> str:
+        """An RDS snapshot of the stack's instance called `name`, available (an existing one of
+        that name is used as it is: a re-run after a crash does not take a second)."""
+        instance = self.instance_id(stack)
+        if instance is None:
+            raise StackOperationError(f"stack {stack} has no database instance to take a snapshot of")
+        if self._status(name) is None:
+            on_event(f"taking snapshot {name} of {instance} (RDS)")
+            self.session.call("rds", "create_db_snapshot", DBSnapshotIdentifier=name, DBInstanceIdentifier=instance)
+        deadline = self.pacing.clock() + SNAPSHOT_TIMEOUT
+        while True:
+            status = self._status(name)
+            if status == "available":
+                return name
+            if status in ("failed", "deleted", None) or self.pacing.clock() > deadline:
+                raise StackOperationError(f"snapshot {name} of {instance} is {status or 'gone'}, not available")
+            on_event(f"snapshot {name}: {status}")
+            self.pacing.sleep(self.pacing.poll_seconds)
+
+    def delete_snapshot(self, name: str, *, on_event: OnEvent) -> None:
+        if self._status(name) is None:
+            return
+        on_event(f"deleting snapshot {name}")
+        self.session.call("rds", "delete_db_snapshot", DBSnapshotIdentifier=name)
+
+    def _status(self, name: str) -> str | None:
+        try:
+            answer = self.session.call("rds", "describe_db_snapshots", DBSnapshotIdentifier=name)
+        except Exception as exc:
+            if "DBSnapshotNotFound" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise
+        snapshots = answer.get("DBSnapshots") or []
+        return str(snapshots[0].get("Status", "")) if snapshots else None
+
+
+def fleet(state: StackState, image_parameter: str) -> list[Replica]:
+    """The groups of the stack and the image each runs, from its parameters."""
+    if not state.exists:
+        return []
+    params = state.parameters
+    found = []
+    image = params.get(image_parameter)
+    if image:
+        size = params.get("DesiredCapacity", "")
+        found.append(Replica(name=f"web group{f' ({size} instances)' if size else ''}", image=image))
+    canary = params.get("CanaryImageId", "")
+    capacity = _int(params.get("CanaryCapacity", "0"))
+    if canary and capacity > 0:
+        weight = _int(params.get("CanaryWeight", "0"))
+        found.append(Replica(name=f"canary slot ({capacity} instances)", image=canary, serving=weight > 0))
+    return found
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+__all__ = ["PASSWORD_PARAMETER", "StackDatabase", "fleet"]

@@ -1,0 +1,300 @@
+"""Live schema changes without a database: the Migrate kind's rules, the template's database read
+by the local topology, the lint of the migration SQL (squawk, a real tool: no database needed),
+masking statements and the contract's fleet rule."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines.cfn_template import load_template
+from pipeline.engines.stack import Replica
+from pipeline.engines.topology import topology
+from pipeline.errors import DefinitionError, MigrationLintError, TemplateError
+from pipeline.executors.migrate import older_replicas
+from pipeline.model import Database, Environment, Sensitive
+from pipeline.schema.lint import check, lint
+from pipeline.schema.masking import mask_statements
+from pipeline.schema.migrations import Migrations
+from tests.conftest import REPO
+from tests.unit.cli_inprocess import run_cli
+
+EXAMPLE = REPO / "examples" / "live-schema"
+
+
+def migrations_copy(tmp_path: Path, *releases: str) -> Path:
+    """The example's migrations, with the revisions of `releases` (next-releases/) added."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(EXAMPLE / "migrations", folder)
+    for release in releases:
+        for path in (EXAMPLE / "next-releases" / release / "migrations" / "versions").glob("*.py"):
+            shutil.copy2(path, folder / "versions" / path.name)
+    return folder
+
+
+def revision(folder: Path, name: str, body: str, *, down: str | None, label: str | None = None, deps: str | None = None) -> Path:  # fmt: skip
+    path = folder / "versions" / f"{name}.py"
+    path.write_text(
+        textwrap.dedent(
+            f'''\
+            """{name}."""
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "{name}"
+            down_revision = {down!r}
+            branch_labels = {(label,) if label else None!r}
+            depends_on = {(deps,) if deps else None!r}
+
+
+            def upgrade() -> None:
+            '''
+        )
+        + textwrap.indent(textwrap.dedent(body).strip(), "    ")
+        + "\n"
+    )
+    return path
+
+
+# --- the spec ------------------------------------------------------------------------------------------
+
+
+def definition(migrate: str, *, database: bool = True) -> str:
+    db = ', database=Database(migrations="migrations")' if database else ""
+    return f"""
+from pipeline import *
+with Pipeline("p", environments=[Environment(name="test", ephemeral=True),
+                                 Environment(name="production", template="web.yaml"{db})]) as p:
+    bake = Bake(name="bake", template="images/web.pkr.hcl")
+    stack = TestStack(name="test-stack", environment="test", image=bake)
+    m = {migrate}
+    t = Teardown(name="teardown", stack=stack)
+    bake >> stack >> m >> t
+"""
+
+
+@pytest.mark.parametrize(
+    ("migrate", "database", "expected"),
+    [
+        ('Migrate(name="m", phase="expand", image=bake)', True, "name either environment= (a persistent"),
+        (
+            'Migrate(name="m", phase="expand", image=bake, environment="production", stack=stack)',
+            True,
+            "not both or neither",
+        ),
+        ('Migrate(name="m", phase="expand", image=bake, environment="test")', True, "is ephemeral"),
+        ('Migrate(name="m", phase="expand", image=bake, environment="production")', False, "declares no database"),
+        ('Migrate(name="m", phase="expand", image=bake, stack=stack)', False, "declares no database"),
+        ('Migrate(name="m", phase="sideways", image=bake, stack=stack)', True, "expand"),
+    ],
+)
+def test_a_migrate_stage_names_one_environment_with_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], migrate: str, database: bool, expected: str
+) -> None:
+    (tmp_path / "pipelinefile.py").write_text(definition(migrate, database=database))
+    (tmp_path / "web.yaml").write_text("Resources: {}\n")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "web.pkr.hcl").write_text("# packer\n")
+    result = run_cli(["validate", "--definition-only"], tmp_path, capsys)
+    assert result.code == 2, result.out + result.err
+    assert expected in result.out + result.err
+    assert "pipelinefile.py:" in result.out + result.err
+
+
+def test_a_test_stack_uses_the_database_of_the_environment_it_copies() -> None:
+    from pipeline.loader import load
+
+    spec = load(EXAMPLE / "pipelinefile.py").spec
+    test = spec.environment("test")
+    assert test.database is None
+    copied = spec.database_of(test)
+    assert copied is not None
+    assert copied == spec.environment("production").database
+    assert copied.sensitive == (Sensitive(column="visits.agent", mask="'masked'"),)
+
+
+def test_sensitive_columns_are_table_dot_column() -> None:
+    assert Database(sensitive=["visits.agent"]).sensitive == (Sensitive(column="visits.agent"),)
+    with pytest.raises(ValueError, match=r"must be 'table\.column'"):
+        Sensitive(column="agent")
+    with pytest.raises(ValueError, match=r"must be 'table\.column'"):
+        Sensitive(column="visits.agent; DROP TABLE x")
+
+
+def test_the_spec_round_trips_through_json_with_databases_and_migrate_stages() -> None:
+    from pipeline.loader import load
+    from pipeline.spec import PipelineSpec
+
+    spec = load(EXAMPLE / "pipelinefile.py").spec
+    again = PipelineSpec.model_validate_json(spec.model_dump_json())
+    assert again == spec
+    assert [s.kind for s in again.stages].count("migrate") == 4
+
+
+def test_an_environment_without_a_database_is_unchanged() -> None:
+    from pipeline.spec import PipelineSpec
+    from pipeline.stages import Bake, Migrate
+
+    assert Environment(name="production").database is None
+    stages = (
+        Bake(name="bake", template="i.pkr.hcl"),
+        Migrate(name="m", phase="expand", environment="production", image="bake", needs=("bake",)),
+    )
+    environments = (Environment(name="production", template="t.yaml"),)
+    with pytest.raises(DefinitionError, match="declares no database"):
+        PipelineSpec(name="p", environments=environments, stages=stages)
+
+
+# --- the template --------------------------------------------------------------------------------------
+
+
+def test_the_local_topology_reads_the_templates_database() -> None:
+    doc = load_template(EXAMPLE / "templates" / "web.yaml")
+    shape = topology(doc).database
+    assert shape is not None
+    assert (shape.resource, shape.name, shape.user) == ("Database", "app", "app")
+    assert shape.snapshot_parameter == "DatabaseSnapshot"
+    assert shape.snapshot == ""
+    seeded = topology(doc, {"DatabaseSnapshot": "lsdev-test-1"}).database
+    assert seeded is not None
+    assert seeded.snapshot == "lsdev-test-1"
+    assert topology(load_template(REPO / "templates" / "web.yaml")).database is None
+
+
+def test_a_database_the_local_engine_cannot_run_is_refused(tmp_path: Path) -> None:
+    doc = load_template(EXAMPLE / "templates" / "web.yaml")
+    doc["Resources"]["Database"]["Properties"]["Engine"] = "mysql"
+    with pytest.raises(TemplateError, match="runs PostgreSQL only"):
+        topology(doc, source="web.yaml")
+    doc["Resources"]["Database"]["Properties"]["Engine"] = "postgres"
+    doc["Resources"]["Other"] = doc["Resources"]["Database"]
+    with pytest.raises(TemplateError, match="one database per stack; found Database, Other"):
+        topology(doc, source="web.yaml")
+
+
+# --- the lint ------------------------------------------------------------------------------------------
+
+
+def test_the_examples_migrations_of_every_release_pass_the_lint(tmp_path: Path) -> None:
+    folder = migrations_copy(tmp_path, "1.1.0", "1.2.0")
+    migrations = Migrations(folder)
+    assert {r.id: r.branch for r in migrations.revisions()} == {
+        "e1_tables": "expand",
+        "e2_message": "expand",
+        "c1_drop_text": "contract",
+    }
+    assert migrations.heads() == {"expand": "e2_message", "contract": "c1_drop_text"}
+    assert lint(migrations) == []
+
+
+def test_an_expand_that_drops_or_renames_is_caught_with_its_file_and_line(tmp_path: Path) -> None:
+    folder = migrations_copy(tmp_path)
+    path = revision(
+        folder,
+        "e2_bad",
+        """
+        op.add_column("greetings", sa.Column("message", sa.Text))
+        op.alter_column("visits", "agent", new_column_name="user_agent")
+        op.drop_column("greetings", "text")
+        """,
+        down="e1_tables",
+    )
+    found = {(f.rule, f.line) for f in lint(Migrations(folder))}
+    assert ("renaming-column", 13) in found
+    assert ("ban-drop-column", 14) in found
+    with pytest.raises(MigrationLintError) as caught:
+        check(Migrations(folder), root=tmp_path)
+    assert caught.value.exit_code == 2
+    assert f"{path.relative_to(tmp_path)}:14: [ban-drop-column]" in str(caught.value)
+    assert "expand revision e2_bad: ALTER TABLE greetings DROP COLUMN text" in str(caught.value)
+
+
+def test_a_contract_may_drop_but_nothing_may_lock_a_table(tmp_path: Path) -> None:
+    folder = migrations_copy(tmp_path, "1.1.0", "1.2.0")
+    revision(
+        folder,
+        "e3_index",
+        """
+        op.create_index("visits_at", "visits", ["at"])
+        """,
+        down="e2_message",
+    )
+    findings = lint(Migrations(folder))
+    assert [(f.revision, f.rule, f.line) for f in findings] == [("e3_index", "require-concurrent-index-creation", 12)]
+
+
+def test_a_revision_may_silence_a_rule_it_has_a_reason_for(tmp_path: Path) -> None:
+    folder = migrations_copy(tmp_path)
+    path = revision(folder, "e2_index", 'op.create_index("visits_at", "visits", ["at"])', down="e1_tables")
+    path.write_text(path.read_text() + '\nlint_ignore = ("require-concurrent-index-creation",)\n')
+    assert lint(Migrations(folder)) == []
+
+
+def test_a_revision_in_no_branch_is_bad_input(tmp_path: Path) -> None:
+    folder = migrations_copy(tmp_path)
+    revision(folder, "x1", "op.execute('SELECT 1')", down=None)
+    from pipeline.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="belongs to neither the expand nor the contract branch"):
+        Migrations(folder).revisions()
+
+
+def test_unsafe_migrations_stop_validate_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "service"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("golden"))
+    revision(root / "migrations", "e2_drop", 'op.drop_column("greetings", "text")', down="e1_tables")
+    result = run_cli(["validate"], root, capsys)
+    assert result.code == 2, result.out + result.err
+    text = result.out + result.err
+    assert "migrations/versions/e2_drop.py:12: [ban-drop-column]" in text
+    assert "drops and renames go to the contract branch" in text
+
+
+# --- masking and the fleet -----------------------------------------------------------------------------
+
+
+def test_masking_skips_columns_the_copied_schema_lacks() -> None:
+    [statement] = mask_statements([Sensitive(column="visits.agent", mask="'masked'")])
+    assert "column_name = 'agent'" in statement
+    assert "table_name = 'visits'" in statement
+    assert "table_schema = 'public'" in statement
+    assert 'UPDATE "public"."visits" SET "agent" = \'masked\'' in statement
+    assert mask_statements([]) == []
+
+
+def test_a_contract_needs_every_replica_on_the_release_warm_ones_too() -> None:
+    fleet = [
+        Replica("p-1", "svc:2"),
+        Replica("p-2", "svc:2"),
+        Replica("p-3", "svc:1", serving=False),
+    ]
+    assert older_replicas(fleet, "svc:2") == [Replica("p-3", "svc:1", serving=False)]
+    assert older_replicas(fleet[:2], "svc:2") == []
+
+
+# --- status --------------------------------------------------------------------------------------------
+
+
+def test_status_shows_a_schema_column_for_environments_with_a_database(tmp_path: Path) -> None:
+    from pipeline.engines.stack import DatabaseEndpoint
+    from pipeline.loader import load
+    from pipeline.status import collect
+    from pipeline.testing import FakeEngines, FakeStackEngine
+
+    class Unreachable(FakeStackEngine):
+        def database(self, stack: str) -> DatabaseEndpoint | None:
+            return DatabaseEndpoint(host="127.0.0.1", port=1, user="app", password="pw", name="app")
+
+    root = tmp_path / "service"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("golden"))
+    loaded = load(root / "pipelinefile.py")
+    without = collect(loaded, "production", engines=FakeEngines(FakeStackEngine(image="svc:1")))
+    assert [e.schema for e in without.environments] == ["(no database)"]
+    unreachable = collect(loaded, "production", engines=FakeEngines(Unreachable(image="svc:1")))
+    [env] = unreachable.environments
+    assert env.image == "svc:1"
+    assert env.schema.startswith("(unreadable: ")
+    assert "pw" not in env.schema
