@@ -137,14 +137,21 @@ def install_commands(plan: CiPlan) -> list[tuple[str, ...]]:
     return [c.argv for c in commands(plan.spec.install)] if plan.spec.install else []
 
 
+def stage_extras(spec: PipelineSpec) -> frozenset[str]:
+    """The extras a stage's install must bring: `run`, and what each stage kind of the definition
+    declares its executor needs on CI (`Stage.extras`)."""
+    return frozenset({"run"}).union(*(type(stage).extras for stage in spec.stages))
+
+
 def pinned_install_problem(argv_seen: list[tuple[str, ...]], plan: CiPlan, *, drift_check: bool) -> str | None:
     """Without `install=`, CI must install exactly the version that rendered the file (like a lock
-    file): `pipeline-as-code[run]==VERSION` for a stage; the drift check only renders, so
-    `pipeline-as-code==VERSION` without the `[run]` extra. With `install=`, its commands."""
+    file): `pipeline-as-code[run]==VERSION` for a stage, with the extras its pipeline's stage kinds
+    declare (a Migrate stage: `[run,schema]`); the drift check only renders, so
+    `pipeline-as-code==VERSION` without extras. With `install=`, its commands."""
     if plan.spec.install:
         missing = [list(c) for c in install_commands(plan) if c not in argv_seen]
         return f"the definition's install command(s) {missing} do not run" if missing else None
-    wanted = frozenset() if drift_check else frozenset({"run"})
+    wanted = frozenset() if drift_check else stage_extras(plan.spec)
     found = [r for argv in argv_seen for r in pip_requirements(argv) or [] if r.name == PACKAGE]
     if not found:
         return f"{PACKAGE} is never installed"

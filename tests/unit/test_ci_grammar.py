@@ -13,6 +13,7 @@ from pipeline.render.base import RenderContext
 from pipeline.render.plan import build_plan
 from tests.ci_grammar import spec_facts as facts
 from tests.ci_grammar.antglob import match_any, match_path
+from tests.ci_grammar.cases import example_spec
 from tests.ci_grammar.jenkins_trace import Branch
 from tests.ci_grammar.kotlin_dsl import KotlinReadError, decode_segment, trim_indent
 from tests.ci_grammar.shell import commands, is_pipeline_command
@@ -115,3 +116,22 @@ def test_what_runs_on_a_branch_follows_pipeline_run() -> None:
     assert set(facts.expected_runs(plan, Branch("rc/1")).values()) == {True}
     assert set(facts.expected_runs(plan, Branch("other")).values()) == {False}
     assert set(facts.expected_runs(plan, facts.CHANGE_REQUEST).values()) == {False}
+
+
+def test_a_stage_install_must_bring_the_extras_its_stage_kinds_declare() -> None:
+    """A pipeline with a Migrate stage needs `[run,schema]` on every stage's install (the
+    migration's executor imports the schema extra); the drift check still installs no extra."""
+    schema = build_plan(example_spec("live-schema"), RenderContext(version="1.2.3"))
+    plain = build_plan(example_spec("linear"), RenderContext(version="1.2.3"))
+    assert facts.stage_extras(schema.spec) == {"run", "schema"}
+    assert facts.stage_extras(plain.spec) == {"run"}
+
+    def install(requirement: str) -> list[tuple[str, ...]]:
+        return [("pip", "install", requirement)]
+
+    assert (
+        facts.pinned_install_problem(install("pipeline-as-code[run,schema]==1.2.3"), schema, drift_check=False) is None
+    )
+    assert facts.pinned_install_problem(install("pipeline-as-code[run]==1.2.3"), schema, drift_check=False)
+    assert facts.pinned_install_problem(install("pipeline-as-code[run,schema]==1.2.3"), plain, drift_check=False)
+    assert facts.pinned_install_problem(install("pipeline-as-code==1.2.3"), schema, drift_check=True) is None

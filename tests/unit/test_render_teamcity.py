@@ -10,8 +10,8 @@ import pytest
 from pipeline import Approval, Bake, Environment, Pipeline, PipelineSpec, Secret, Shell, Teardown, TestStack, Trigger
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import RenderContext
-from pipeline.render.plan import build_plan
 from pipeline.render.branch_patterns import glob_regex
+from pipeline.render.plan import build_plan
 from pipeline.render.teamcity import TeamCityRenderer
 from pipeline.render.validate import Node, check_teamcity_settings, read_blocks
 from tests.unit.test_render_plan import chain_spec, fan_spec, rehearsal_spec
