@@ -34,6 +34,7 @@ from tests.ci_grammar.shell import (
     exported_environment,
     is_pipeline_command,
 )
+from tests.ci_grammar.shell_run import Job
 
 CREDENTIAL_MARKER = "@@credentials:"
 AWS_BINDING = "AmazonWebServicesCredentialsBinding"
@@ -587,3 +588,18 @@ def _after_stop(sim: Simulation, plan: CiPlan, stopped: str, what: str, ran_itse
                 f"{what}: {stage.name} (always-run) does not run after {facts.references(plan, stage.name)} ran"
             )
     return problems
+
+
+def tool_jobs(build: Build, case: str) -> list[Job]:
+    """The scripts each agent workspace of this build ran, in order, with the variables of the last
+    of them (credentials as placeholders): what shell_run runs for real."""
+    by_workspace: dict[int, list[Event]] = {}
+    for event in build.sim.run.of("sh"):
+        if event.scope.workspace is not None:
+            by_workspace.setdefault(event.scope.workspace.id, []).append(event)
+    jobs = []
+    for workspace, events in by_workspace.items():
+        env = {**events[-1].env, **{b.variable: f"<{b.credentials_id}>" for b in events[-1].scope.bindings}}
+        scripts = tuple(str(e.args.get("script") or "") for e in events)
+        jobs.append(Job(f"{case}|{build.branch.name}|{workspace}", scripts, env, errexit=True))
+    return jobs

@@ -17,6 +17,7 @@ from pipeline.render.registry import resolve_targets
 from pipeline.spec import PipelineSpec, branch_matches
 from tests.ci_grammar.jenkins_trace import Branch
 from tests.ci_grammar.shell import commands
+from tests.ci_grammar.shell_run import JobRun
 
 CHANGE_REQUEST = Branch("PR-7", change_request=True)
 UNMATCHED = "zz-unmatched/feature"
@@ -284,3 +285,29 @@ def branch_running(plan: CiPlan, branches: list[Branch], stage: str) -> Branch |
         if expected_runs(plan, branch).get(stage) is True:
             return branch
     return None
+
+
+def installed_tool_problems(runs: list[JobRun], plan: CiPlan, where: str) -> list[str]:
+    """What a job's scripts, run for real (shell_run) in a fresh workspace and then again in the same
+    one (a later build on that agent), show about the tool: every script succeeds; every `pipeline`
+    that runs belongs to a venv into which exactly the rendering version was installed (for a stage
+    with `[run]` and the extras its stage kinds declare, for the drift check without extras); the
+    second build reuses the venv and installs nothing. (For definitions without `install=`.)"""
+    problems = []
+    version = plan.context.version
+    extras = ["run", *sorted(stage_extras(plan.spec) - {"run"})]
+    for attempt, run in enumerate(runs):
+        label = f"{where} (build {attempt + 1} on this agent)"
+        if any(run.statuses):
+            problems.append(f"{label}: a script exits {run.statuses}")
+        for call in run.invocations:
+            drift = is_drift_check(call.argv)
+            wanted = (f"{PACKAGE}=={version}",) if drift else (f"{PACKAGE}[{','.join(extras)}]=={version}",)
+            if call.requirements != wanted:
+                problems.append(
+                    f"{label}: `{' '.join(call.argv[:4])}` runs the pipeline of a venv with {list(call.requirements)}, "
+                    f"expected exactly {list(wanted)}"
+                )
+        if attempt > 0 and run.pip_installs:
+            problems.append(f"{label}: installs again instead of reusing its venv: {run.pip_installs}")
+    return problems

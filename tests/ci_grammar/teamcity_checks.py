@@ -16,6 +16,7 @@ from pipeline.render.teamcity import LABEL_PARAMETER
 from tests.ci_grammar import spec_facts as facts
 from tests.ci_grammar.jenkins_trace import Branch
 from tests.ci_grammar.shell import Command, ShellSyntaxError, commands, exported_environment, is_pipeline_command
+from tests.ci_grammar.shell_run import Job
 from tests.ci_grammar.teamcity_model import BuildType, ChainRun, Server, Settings, StepRun, resolve
 
 COMPOSITE = "COMPOSITE"
@@ -523,3 +524,18 @@ def _after_stop(
         if stage.always and any(r in sim.ran for r in refs) and stage.name not in sim.ran:
             problems.append(f"{what}: {stage.name} (always-run) does not run after {refs} ran")
     return problems
+
+
+def tool_jobs(settings: Settings, plan: CiPlan, branch: Branch, case: str) -> list[Job]:
+    """The steps each build of a push to `branch` runs, in order, with the build's `env.`
+    parameters (resolved): what shell_run runs for real (TeamCity's script runner: sh without -e)."""
+    sim = simulate(settings, plan, branch.name)
+    by_build: dict[str, list[StepRun]] = {}
+    for step in sim.run.steps:
+        by_build.setdefault(step.build, []).append(step)
+    jobs = []
+    for build, steps in by_build.items():
+        env = {k.removeprefix("env."): v for k, v in steps[0].params.items() if k.startswith("env.")}
+        env["BUILD_NUMBER"] = "1"
+        jobs.append(Job(f"{case}|{branch.name}|{build}", tuple(s.script for s in steps), env, errexit=False))
+    return jobs

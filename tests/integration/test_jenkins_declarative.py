@@ -46,6 +46,7 @@ from tests.ci_grammar import jenkins_checks as jc
 from tests.ci_grammar import spec_facts as facts
 from tests.ci_grammar.cases import REPO, Case, carriage_return_spec, cases, empty_value_spec
 from tests.ci_grammar.jenkins_trace import Branch, Trace, missing_tool, run_stand_in
+from tests.ci_grammar.shell_run import Job, JobRun, run_jobs
 from tests.conftest import need
 
 pytestmark = pytest.mark.integration
@@ -97,6 +98,13 @@ def m(id: str, case: str, old: str, new: str, check: str, count: int = 1, only: 
 
 
 MUTANTS = [
+    m(
+        "activate-another-venv",  # the pinned install still runs first on that agent: only running it shows this
+        "golden:linear",
+        "sh '. .pipeline/ci/venv/3.11-0.1.0-run/bin/activate && pipeline run stage build",
+        "sh '. .pipeline/ci/venv/3.11-0.1.0/bin/activate && pipeline run stage build",
+        "tool",
+    ),
     m(
         "wrong-credentials-id",
         "golden:secrets-and-branches",
@@ -459,6 +467,47 @@ def test_a_failure_stops_what_is_downstream_and_teardowns_still_run(corpus: dict
     assert problems == []
 
 
+PINNED = [cid for cid, case in CASES.items() if not case.spec().install]
+"""Cases whose install step is the pinned default (a definition's own install= decides where the tool comes from)."""
+
+
+@pytest.fixture(scope="module")
+def tool_runs(corpus: dict[str, Evaluated]) -> dict[str, list[tuple[str, list[JobRun]]]]:
+    """Every agent workspace of every build of every pinned case and mutant, its scripts run for real
+    twice (tests/ci_grammar/shell_run.py), in one driver shell."""
+    jobs: dict[str, list[Job]] = {}
+    for key, item in corpus.items():
+        cid = key.removeprefix("mutant:")
+        if key.startswith("mutant:"):
+            cid = next(m.case for m in MUTANTS if m.id == cid)
+        if cid not in PINNED or jc.check_recorded(item.trace):
+            continue
+        plan = facts.plan_of(item.case.spec(), item.case.context)
+        jobs[key] = [job for build in jc.builds(item.trace, plan, item.samples) for job in jc.tool_jobs(build, key)]
+    unique = {(job.scripts, tuple(sorted(job.env.items()))): job for js in jobs.values() for job in js}
+    runs = run_jobs(list(unique.values()), repeat=2)
+    return {
+        key: [(job.key, runs[unique[(job.scripts, tuple(sorted(job.env.items())))].key]) for job in js]
+        for key, js in jobs.items()
+    }
+
+
+def tool_problems(runs: list[tuple[str, list[JobRun]]], plan: CiPlan) -> list[str]:
+    return [p for where, job_runs in runs for p in facts.installed_tool_problems(job_runs, plan, where)]
+
+
+@pytest.mark.parametrize("cid", PINNED)
+def test_the_pipeline_each_agent_runs_is_exactly_the_rendering_version(
+    corpus: dict[str, Evaluated], tool_runs: dict[str, list[tuple[str, list[JobRun]]]], cid: str
+) -> None:
+    """The scripts of every agent workspace, run by /bin/sh with stand-ins for python, pip and the
+    tool: each stage's `pipeline` comes from a venv holding exactly `pipeline-as-code[run]==VERSION`
+    (the drift check's: without `[run]`); a second build on that agent reuses it."""
+    _, plan = evaluated(corpus, cid)
+    assert tool_runs[cid]
+    assert tool_problems(tool_runs[cid], plan) == []
+
+
 def test_branch_filters_mean_what_the_definition_means_where_glob_dialects_differ(
     corpus: dict[str, Evaluated],
 ) -> None:
@@ -526,9 +575,15 @@ CHECKS: dict[str, Callable[[Evaluated, CiPlan], list[str]]] = {
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.id)
-def test_each_check_reports_a_jenkinsfile_with_that_mistake(corpus: dict[str, Evaluated], mutant: Mutant) -> None:
+def test_each_check_reports_a_jenkinsfile_with_that_mistake(
+    corpus: dict[str, Evaluated], tool_runs: dict[str, list[tuple[str, list[JobRun]]]], mutant: Mutant
+) -> None:
     item = corpus[f"mutant:{mutant.id}"]
     plan = facts.plan_of(item.case.spec(), item.case.context)
     original = corpus[mutant.case]
+    if mutant.check == "tool":
+        assert tool_problems(tool_runs[mutant.case], plan) == [], "the unbroken file must pass this check"
+        assert tool_problems(tool_runs[f"mutant:{mutant.id}"], plan) != [], f"tool did not notice: {mutant.edits}"
+        return
     assert CHECKS[mutant.check](original, plan) == [], "the unbroken file must pass this check"
     assert CHECKS[mutant.check](item, plan) != [], f"{mutant.check} did not notice: {mutant.edits}"

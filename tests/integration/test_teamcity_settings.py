@@ -38,6 +38,7 @@ from tests.ci_grammar import teamcity_checks as tc
 from tests.ci_grammar.cases import REPO, Case, cases
 from tests.ci_grammar.jenkins_trace import Branch, java_home
 from tests.ci_grammar.kotlin_dsl import KotlinReadError, read, string_literal_expressions, trim_indent
+from tests.ci_grammar.shell_run import Job, JobRun, run_jobs
 from tests.ci_grammar.teamcity_model import Settings, read_settings, resolve
 from tests.conftest import need
 from tests.unit.test_render_first_push import staging_spec
@@ -204,6 +205,13 @@ MUTANTS = [
         "",
         "failures",
     ),
+    Mutant(
+        "activate-another-venv",  # the pinned install still runs first in that build: only running it shows this
+        "golden:linear",
+        '". .pipeline/ci/venv/3.11-0.1.0-run/bin/activate\\npipeline run stage build',
+        '". .pipeline/ci/venv/3.11-0.1.0/bin/activate\\npipeline run stage build',
+        "tool",
+    ),
     Mutant("agent-requirement-lost", "golden:aws-chain", '        exists("pipeline.label.packer")\n', "", "agents"),
     Mutant(
         "push-key-missing",
@@ -357,6 +365,48 @@ def test_a_failure_stops_what_is_downstream_and_teardowns_still_run(corpus: dict
     assert problems == []
 
 
+PINNED = [cid for cid, case in CASES.items() if not case.spec().install]
+"""Cases whose install step is the pinned default (a definition's own install= decides where the tool comes from)."""
+
+
+@pytest.fixture(scope="module")
+def tool_runs(corpus: dict[str, Read]) -> dict[str, list[tuple[str, list[JobRun]]]]:
+    """The steps of every build of a push to each trigger branch, for every pinned case and mutant,
+    run for real twice (tests/ci_grammar/shell_run.py), in one driver shell."""
+    jobs: dict[str, list[Job]] = {}
+    for key, item in corpus.items():
+        cid = key.removeprefix("mutant:")
+        if key.startswith("mutant:"):
+            cid = next(m.case for m in MUTANTS if m.id == cid)
+        if cid not in PINNED or item.settings is None:
+            continue
+        plan = facts.plan_of(item.case.spec(), item.case.context)
+        triggered = [b for b in branches(item) if facts.trigger_runs(plan, b)]
+        jobs[key] = [job for b in triggered for job in tc.tool_jobs(item.settings, plan, b, key)]
+    unique = {(job.scripts, tuple(sorted(job.env.items()))): job for js in jobs.values() for job in js}
+    runs = run_jobs(list(unique.values()), repeat=2)
+    return {
+        key: [(job.key, runs[unique[(job.scripts, tuple(sorted(job.env.items())))].key]) for job in js]
+        for key, js in jobs.items()
+    }
+
+
+def tool_problems(runs: list[tuple[str, list[JobRun]]], plan: CiPlan) -> list[str]:
+    return [p for where, job_runs in runs for p in facts.installed_tool_problems(job_runs, plan, where)]
+
+
+@pytest.mark.parametrize("cid", PINNED)
+def test_the_pipeline_each_build_runs_is_exactly_the_rendering_version(
+    corpus: dict[str, Read], tool_runs: dict[str, list[tuple[str, list[JobRun]]]], cid: str
+) -> None:
+    """Every build's steps, run by /bin/sh with stand-ins for python, pip and the tool: each
+    stage's `pipeline` comes from a venv holding exactly `pipeline-as-code[run]==VERSION` (the drift
+    check's: without `[run]`); a second build in that checkout directory reuses it."""
+    _, plan, _ = loaded(corpus, cid)
+    assert tool_runs[cid]
+    assert tool_problems(tool_runs[cid], plan) == []
+
+
 # ----------------------------------------------------------------------------- the checks can fail
 
 
@@ -386,11 +436,17 @@ CHECKS = {
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.id)
-def test_each_check_reports_a_settings_file_with_that_mistake(corpus: dict[str, Read], mutant: Mutant) -> None:
+def test_each_check_reports_a_settings_file_with_that_mistake(
+    corpus: dict[str, Read], tool_runs: dict[str, list[tuple[str, list[JobRun]]]], mutant: Mutant
+) -> None:
     item = corpus[f"mutant:{mutant.id}"]
     original = corpus[mutant.case]
     assert original.settings is not None
     plan = facts.plan_of(item.case.spec(), item.case.context)
+    if mutant.check == "tool":
+        assert tool_problems(tool_runs[mutant.case], plan) == [], "the unbroken file must pass this check"
+        assert tool_problems(tool_runs[f"mutant:{mutant.id}"], plan) != [], f"tool did not notice: {mutant.old!r}"
+        return
     if mutant.check == "read":
         assert item.settings is None, "the reader accepted a Kotlin template it cannot evaluate"
         assert "template" in item.error
