@@ -1,7 +1,10 @@
 """What a profile needs on this machine, whether it is there, and the exact fix when it is not.
 
 `diagnose(profile)` returns findings; `pipeline doctor` prints them (the CLI is the only printer).
-Every probe of the real world goes through `Probes`, so tests can replace it.
+Each profile module says which checks it needs (`ProfileModule.doctor_checks`, e.g. the local
+profile's Docker engine, Packer and base image; the aws profile adds its endpoint and credentials),
+so a new profile brings its own. Every probe of the real world goes through `Probes`, so tests can
+replace it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -150,28 +153,38 @@ class Probes:
         return None
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What `pipeline doctor` was asked about beyond the profile."""
+
+    base_image: str = "pipeline-base:bookworm"
+    """The base image local bakes start from (`--base-image`)."""
+
+
+Check = Callable[[Probes, Asked], Finding]
+"""One thing a profile needs, looked at through the probes."""
+
+
 def diagnose(
     profile: Profile = "local",
     *,
     base_image: str = "pipeline-base:bookworm",
     probes: Probes | None = None,
 ) -> Report:
-    """Every tool `profile` needs, in the order a user would fix them."""
-    probes = probes or Probes()
-    report = Report(profile)
-    add = report.findings.append
+    """Every tool `profile` needs (its module's `doctor_checks`), in the order a user would fix them."""
+    from pipeline.profiles import profile as profile_module
 
-    add(_run_extra(probes))
-    add(_docker(probes))
-    add(_packer(probes))
-    add(_base_image(probes, base_image))
-    add(_git(probes))
-    if profile == "aws":
-        add(_aws(probes))
+    probes = probes or Probes()
+    asked = Asked(base_image=base_image)
+    report = Report(profile)
+    report.findings += [check(probes, asked) for check in profile_module(profile).doctor_checks()]
     return report
 
 
-def _run_extra(probes: Probes) -> Finding:
+# --- the checks the profiles choose from ---------------------------------------------------------------
+
+
+def python_packages(probes: Probes, asked: Asked) -> Finding:
     wanted = {"docker": "docker", "testinfra": "pytest-testinfra", "boto3": "boto3"}
     absent = [package for module, package in wanted.items() if not probes.module(module)]
     if absent:
@@ -179,7 +192,7 @@ def _run_extra(probes: Probes) -> Finding:
     return Finding("python packages", "ok", "docker, pytest-testinfra, boto3")
 
 
-def _docker(probes: Probes) -> Finding:
+def docker_engine(probes: Probes, asked: Asked) -> Finding:
     version, why = probes.docker_engine()
     if version is None:
         return Finding("docker engine", "missing", f"not reachable: {why}", DOCKER_FIX)
@@ -187,7 +200,7 @@ def _docker(probes: Probes) -> Finding:
     return Finding("docker engine", "ok", f"Docker {version} at {host}")
 
 
-def _packer(probes: Probes) -> Finding:
+def packer(probes: Probes, asked: Asked) -> Finding:
     binary, version = probes.packer()
     if binary is None:
         return Finding("packer", "missing", "not on PATH", PACKER_FIX)
@@ -206,7 +219,8 @@ def _packer(probes: Probes) -> Finding:
     return Finding("packer", "ok", f"Packer {text} ({binary}): builders built in, no `packer init` needed")
 
 
-def _base_image(probes: Probes, name: str) -> Finding:
+def base_image(probes: Probes, asked: Asked) -> Finding:
+    name = asked.base_image
     debootstrap = probes.which("debootstrap")
     present = probes.image_exists(name)
     if present:
@@ -227,14 +241,14 @@ def _base_image(probes: Probes, name: str) -> Finding:
     )
 
 
-def _git(probes: Probes) -> Finding:
+def git(probes: Probes, asked: Asked) -> Finding:
     if probes.which("git") is None:
         return Finding("git", "missing", "not on PATH", GIT_FIX)
     version = probes.command_output(["git", "--version"]) or "git"
     return Finding("git", "ok", version)
 
 
-def _aws(probes: Probes) -> Finding:
+def aws_access(probes: Probes, asked: Asked) -> Finding:
     """The same answer a run gives (pipeline/engines/aws/session.py): the same message, the hint as
     the fix, and the same exit code."""
     from pipeline.errors import CredentialsError

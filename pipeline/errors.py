@@ -233,6 +233,12 @@ class GateNotProtectedError(PipelineError):
     reviewers): the gated job stops before it deploys (exit 1)."""
 
 
+class GateNotApprovedError(PipelineError):
+    """A CI gate was passed by someone who is not one of its approvers, or who approved cannot be
+    established (a GitLab manual job started by another user): the gated job stops before it deploys
+    (exit 1)."""
+
+
 class RenderDriftError(PipelineError):
     """`render --check` found committed CI files that differ from a fresh render."""
 

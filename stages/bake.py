@@ -14,7 +14,7 @@ How a bake runs (docs/bake.md has the whole story):
 5. The testinfra checks run against a throwaway container of the new image. When one fails, the
    image is removed and the stage fails naming the failed checks; nothing is recorded.
 6. Only a checked image gets its tag (`<image_name>:<short key>`); its bake-key label is added by a
-   label-only layer made while the checks run, and the cache only looks at tagged images.
+   label-only layer made before the checks run, and the cache only looks at tagged images.
 
 On the aws profile, steps 2-6 run for the template's docker source (same provisioner scripts) to
 check the provisioning, then the amazon-ebs source builds the AMI, which is tagged with its key.

@@ -18,7 +18,7 @@ ci_app = typer.Typer(help="Steps the rendered CI configs run (not needed on a la
 app.add_typer(ci_app, name="ci")
 
 TARGET_HELP = (
-    "jenkins, teamcity, github (plugins add more), several as jenkins,teamcity, or all. "
+    "jenkins, teamcity, github, gitlab (plugins add more), several as jenkins,teamcity, or all. "
     "Default: the definition's targets (Pipeline(targets=...)), else all."
 )
 
@@ -38,7 +38,7 @@ def render(
     ] = False,
     file: FileOption = None,
 ) -> None:
-    """Render the CI configs (Jenkinsfile, .teamcity/, .github/workflows/) from the definition."""
+    """Render the CI configs (Jenkinsfile, .teamcity/, .github/workflows/, .gitlab-ci.yml) from the definition."""
     from pipeline.errors import RenderDriftError
     from pipeline.loader import load
     from pipeline.render import check as check_drift
@@ -108,3 +108,24 @@ def github_reviewers(
 
     reviewers = required_reviewers(environment, script=script)
     console.print(f"[green]ok[/]: environment {environment} requires a review by one of: {', '.join(reviewers)}")
+
+
+@ci_app.command("gitlab-approval")
+def gitlab_approval(
+    user: Annotated[
+        list[str] | None, typer.Option("--user", help="A GitLab user name who may approve (repeatable).")
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="A GitLab group path whose members may approve (repeatable).")
+    ] = None,
+    message: Annotated[str, typer.Option("--message", help="What is being approved (shown in the job log).")] = "",
+) -> None:
+    """Fail unless the user who started this manual GitLab job may approve it (the first step of a gated job)."""
+    from rich.markup import escape
+
+    from pipeline.render.gitlab_gate import check_approver
+
+    approver = check_approver(user or [], group or [])
+    console.print(f"[green]ok[/]: approved by {escape(approver)}", highlight=False)
+    if message:
+        console.print(message, markup=False, highlight=False)

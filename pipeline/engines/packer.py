@@ -92,6 +92,8 @@ class Artifact:
 
 _STEP_PREFIX = re.compile(r"^\s*==>\s*")
 _CONTAINER_ID = re.compile(r"Container ID: ([0-9a-f]{12,64})")
+COMMITTING = "Committing the container"
+"""What the docker builder says as it starts `docker commit` of its build container."""
 STEP_WIDTH = 100
 
 
@@ -120,12 +122,16 @@ class BuildProgress:
         raw: Callable[[str], None] = lambda line: None,
         *,
         name: str = "build",
+        on_container: Callable[[str], None] = lambda container: None,
     ) -> None:
         self.on_step = on_step
         self.on_line = on_line
         self.raw = raw
         self.name = name
-        """Who builds (the stage): names the fault-injection checkpoint `packer:<name>:provisioning`."""
+        """Who builds (the stage): names the fault-injection checkpoints `packer:<name>:...`."""
+        self.on_container = on_container
+        """Called with each container Packer says it started, before the next line is read (so a
+        bake can write it down before Packer commits it)."""
         self.provisioning = False
         self.artifacts: dict[str, dict[int, Artifact]] = {}
         self.errors: list[str] = []
@@ -148,13 +154,17 @@ class BuildProgress:
             level, message = record.data[0], ",".join(record.data[1:])
             for text in message.strip("\n").split("\n"):
                 self.on_line(text)
-            if self.provisioning:  # a crash-test checkpoint on every line of the provisioning
-                checkpoint(f"packer:{self.name}:provisioning")
-            elif "Provisioning with" in message:
-                self.provisioning = True
             found = _CONTAINER_ID.search(message)
             if found and found.group(1) not in self.containers:
                 self.containers.append(found.group(1))
+                self.on_container(found.group(1))
+            if COMMITTING in message:  # crash-test checkpoint: the docker builder commits now
+                self.provisioning = False
+                checkpoint(f"packer:{self.name}:committing")
+            elif self.provisioning:  # a crash-test checkpoint on every line of the provisioning
+                checkpoint(f"packer:{self.name}:provisioning")
+            elif "Provisioning with" in message:
+                self.provisioning = True
             if level == "say":
                 step = step_text(message)
                 if step:

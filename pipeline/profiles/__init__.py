@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 from pipeline.errors import BadInputError
 
 if TYPE_CHECKING:
+    from pipeline.engines.images.base import ImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment, Profile
     from pipeline.profiles.base import ProfileModule
     from pipeline.spec import PipelineSpec
+    from pipeline.stages.bake import Bake
 
 BUILTIN: dict[str, str] = {
     "local": "pipeline.profiles.local:LOCAL",
@@ -66,3 +68,9 @@ class ProfileEngines:
     ) -> ReleaseStore | None:
         """Where `env`'s release history outlives this machine's ledger (None: only the ledger)."""
         return profile(profile_name).release_store(spec, env, root)
+
+    def image_engine(
+        self, spec: PipelineSpec, bake: Bake, profile_name: Profile, *, environ: Mapping[str, str] | None = None
+    ) -> ImageEngine:
+        """The engine that bakes `bake`'s images on the profile `profile_name`."""
+        return profile(profile_name).image_engine(spec, bake, environ=environ)

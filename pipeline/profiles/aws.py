@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 from pipeline.model import Profile
 
 if TYPE_CHECKING:
+    from pipeline.doctor import Check
+    from pipeline.engines.images.ami import AmiImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment
     from pipeline.spec import PipelineSpec
+    from pipeline.stages.bake import Bake
 
 
 @dataclass(frozen=True)
@@ -46,5 +49,32 @@ class AwsProfile:
             return None
         return GitReleaseStore(root=root, template=env.template, pipeline=spec.name, environment=env.name)
 
+    def image_engine(
+        self, spec: PipelineSpec, bake: Bake, *, environ: Mapping[str, str] | None = None
+    ) -> AmiImageEngine:
+        """Packer's amazon-ebs builder and EC2 (one AwsSession with the stage's settings); the
+        template's docker source, when the stage names one, is baked on the local profile's engine
+        and checked in the AMI's place."""
+        from pipeline.engines.images.ami import AmiImageEngine
+        from pipeline.engines.images.base import source_of
+        from pipeline.profiles.local import LOCAL
+
+        docker = LOCAL.image_engine(spec, bake, environ=environ) if bake.sources.get(LOCAL.name) else None
+        return AmiImageEngine(bake, source=source_of(bake, self.name), environ=environ, docker=docker)
+
+    def doctor_checks(self) -> tuple[Check, ...]:
+        """The local profile's (the bake checks its AMIs through a Docker image), then whether the
+        EC2 and CloudFormation endpoints answer and accept the credentials, as a run would ask."""
+        from pipeline import doctor
+        from pipeline.profiles.local import LOCAL
+
+        return (*LOCAL.doctor_checks(), doctor.aws_access)
+
 
 AWS = AwsProfile()
+
+if TYPE_CHECKING:
+    from pipeline.profiles.base import ProfileModule
+
+    _conforms: ProfileModule = AWS
+    """mypy holds the profile to the contract (engines included), as cibuildwheel does its platforms."""

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 from pipeline.model import Profile
 
 if TYPE_CHECKING:
+    from pipeline.doctor import Check
+    from pipeline.engines.images.docker import DockerImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
     from pipeline.model import Environment
     from pipeline.spec import PipelineSpec
+    from pipeline.stages.bake import Bake
 
 
 @dataclass(frozen=True)
@@ -46,5 +49,26 @@ class LocalProfile:
 
         return DockerReleaseStore(pipeline=spec.name, environment=env.name)
 
+    def image_engine(
+        self, spec: PipelineSpec, bake: Bake, *, environ: Mapping[str, str] | None = None
+    ) -> DockerImageEngine:
+        """Packer's docker builder and the Docker engine at DOCKER_HOST."""
+        from pipeline.engines.images.base import source_of
+        from pipeline.engines.images.docker import DockerImageEngine
+
+        return DockerImageEngine(bake, source=source_of(bake, self.name), environ=environ)
+
+    def doctor_checks(self) -> tuple[Check, ...]:
+        """Docker, Packer and the base image (bakes and stacks), git, and the Python packages."""
+        from pipeline import doctor
+
+        return (doctor.python_packages, doctor.docker_engine, doctor.packer, doctor.base_image, doctor.git)
+
 
 LOCAL = LocalProfile()
+
+if TYPE_CHECKING:
+    from pipeline.profiles.base import ProfileModule
+
+    _conforms: ProfileModule = LOCAL
+    """mypy holds the profile to the contract (engines included), as cibuildwheel does its platforms."""

@@ -1,6 +1,6 @@
 """Renderers register in the `pipeline.renderers` entry-point group, keyed by their `name`.
 
-The built-in three are declared in this package's own pyproject.toml like any plugin; they are
+The built-in four are declared in this package's own pyproject.toml like any plugin; they are
 also known here by module path, so a source checkout that was never installed still renders.
 Two different classes under one name, or a class whose `name` differs from its entry point's, is
 an error. Renderer modules are imported only when asked for, so `render --target github` never
@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "jenkins": "pipeline.render.jenkins:JenkinsRenderer",
     "teamcity": "pipeline.render.teamcity:TeamCityRenderer",
     "github": "pipeline.render.github:GitHubRenderer",
+    "gitlab": "pipeline.render.gitlab:GitLabRenderer",
 }
 
 

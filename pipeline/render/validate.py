@@ -7,6 +7,8 @@
   resources declared, `$` and `%` escaped in scripts.
 - GitHub Actions: jobs, `needs` known and acyclic, unique artifact names, no YAML anchors,
   aliases or merge keys.
+- GitLab CI: jobs in declared stages with a script, `needs` known, in earlier stages and acyclic,
+  no `when` beside `rules`, no reserved job names, no YAML anchors, aliases or merge keys.
 
 Each function returns a list of problems (empty when the file is sound). The block reader
 understands the brace-structured subset both Groovy and Kotlin DSL files are written in.
@@ -533,6 +535,72 @@ def _has_merge_key(node: yaml.Node) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------------- GitLab CI
+
+GITLAB_KEYWORDS = frozenset(
+    {"after_script", "before_script", "cache", "default", "image", "include", "services", "spec", "stages"}
+    | {"types", "variables", "workflow", "pages", "true", "false", "nil"}
+)
+
+
+def check_gitlab_ci(text: str) -> list[str]:
+    """A .gitlab-ci.yml as GitLab reads it: jobs with a `stage` from `stages` and a `script`, `needs`
+    naming known jobs in the same or an earlier stage and no cycle, no job-level `when` next to
+    `rules`, no YAML anchors, aliases or merge keys (the renderer writes everything out)."""
+    problems: list[str] = []
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                problems.append("the file uses YAML anchors or aliases (keep it expanded)")
+                break
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return [f"not valid YAML: {exc}"]
+    if tree is not None and _has_merge_key(tree):
+        problems.append("the file uses a YAML merge key (`<<`)")
+    if not isinstance(data, dict):
+        return [*problems, "a .gitlab-ci.yml must be a mapping"]
+    stages = data.get("stages")
+    if not isinstance(stages, list) or not stages:
+        return [*problems, "the file has no `stages` list"]
+    jobs = {name: job for name, job in data.items() if name not in GITLAB_KEYWORDS}
+    if not jobs:
+        return [*problems, "the file has no jobs"]
+    if "pages" in data:
+        problems.append("a job named `pages` publishes GitLab Pages")
+    edges: dict[str, list[str]] = {}
+    for name, job in jobs.items():
+        if not isinstance(job, dict):
+            problems.append(f"job {name}: must be a mapping")
+            continue
+        if str(name).startswith("."):
+            problems.append(f"job {name}: a name starting with '.' is a hidden job that never runs")
+        if job.get("stage") not in stages:
+            problems.append(f"job {name}: stage {job.get('stage')!r} is not in `stages`")
+        if not job.get("script"):
+            problems.append(f"job {name}: has no `script`")
+        if "rules" in job and "when" in job:
+            problems.append(f"job {name}: `when` may not be used together with `rules` (put it in the rules)")
+        needs = [n["job"] if isinstance(n, dict) else n for n in job.get("needs", [])]
+        for need in needs:
+            if need not in jobs:
+                problems.append(f"job {name}: needs unknown job {need!r}")
+            elif _stage_index(stages, jobs[need]) > _stage_index(stages, job):
+                problems.append(f"job {name}: needs {need!r}, which is in a later stage")
+        edges[str(name)] = [str(n) for n in needs]
+    try:
+        TopologicalSorter(edges).prepare()
+    except CycleError as exc:
+        problems.append(f"jobs need each other in a cycle: {' -> '.join(exc.args[1])}")
+    return problems
+
+
+def _stage_index(stages: list[Any], job: Any) -> int:
+    stage = job.get("stage") if isinstance(job, dict) else None
+    return stages.index(stage) if stage in stages else -1
+
+
 def check(path: str, text: str) -> list[str]:
     """Problems of one rendered file, chosen by its path."""
     if path.endswith("Jenkinsfile"):
@@ -541,4 +609,6 @@ def check(path: str, text: str) -> list[str]:
         return check_teamcity_settings(text)
     if path.endswith((".yml", ".yaml")) and "/workflows/" in f"/{path}":
         return check_workflow(text)
+    if path.endswith(".gitlab-ci.yml"):
+        return check_gitlab_ci(text)
     return []

@@ -15,13 +15,20 @@ How a pipeline is run:
   empty folder so the user's ~/.gitlab-ci-local/variables.yml does not leak in.
 - `manual` names the `when: manual` jobs to play (`--manual`); without it they do not run. `jobs`
   runs only the named jobs (gitlab-ci-local's positional arguments).
-- The state folder (`.gitlab-ci-local` in the repository) is deleted first: every run is a new pipeline.
+- The state folder (`.gitlab-ci-local` in the repository) is deleted first: every run is a new pipeline;
+  unless `fresh=False`, which runs the named `jobs` in the previous run's pipeline (gitlab-ci-local
+  keeps its artifacts and caches when it runs named jobs), as when someone plays a manual job later.
 - gitlab-ci-local is waited on (no sleeps) with a bounded timeout, then its process group is killed.
 
-Known difference from GitLab (gitlab-ci-local 4.56.2 and its newest source alike): a job waits for
-every job in its `needs` (or earlier stages) to *finish*, and a job skipped because an earlier one
-failed never finishes, so a `when: always` job runs after a failure only when none of the jobs it
-waits for was skipped; GitLab runs it regardless.
+Known differences from GitLab (gitlab-ci-local 4.56.2):
+- A job waits for every job in its `needs` (or earlier stages) to *finish*, and a job skipped
+  because an earlier one failed never finishes, so a `when: always` job runs after a failure only
+  when none of the jobs it waits for was skipped; GitLab runs it regardless (its newest source alike).
+- With `--shell-isolation`, a job's folder is copied from the repository again (rsync `--delete`)
+  before its `after_script`, and its cache and artifacts imported again: what the `script` wrote
+  there is gone, for `after_script` and for the job's own artifacts (taken after `after_script`).
+  GitLab runs `after_script` in the folder the script left. So the artifact of a job that has an
+  `after_script` holds only what the job received.
 """
 
 from __future__ import annotations
@@ -124,8 +131,11 @@ def run_pipeline(
     jobs: Sequence[str] = (),
     file: str = ".gitlab-ci.yml",
     timeout: float = 1200,
+    fresh: bool = True,
 ) -> PipelineRun:
-    """Run the pipeline of `repo` (a git repository) and wait for it."""
+    """Run the pipeline of `repo` (a git repository) and wait for it. With `fresh=False` and `jobs`,
+    the named jobs run as part of the previous run's pipeline (its artifacts and caches kept), the
+    way a person plays a manual job of a pipeline that waits for it."""
     if not installed():
         raise GitLabCiLocalError(
             "gitlab-ci-local (tools/ci-runners), node or rsync is missing: run .ci/install-ci-runners.sh"
@@ -145,7 +155,10 @@ def run_pipeline(
     home = run_dir / "gitlab-ci-local-home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir()
-    shutil.rmtree(repo / STATE_DIR, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(repo / STATE_DIR, ignore_errors=True)
+    elif not jobs:
+        raise GitLabCiLocalError("fresh=False continues a pipeline by running named jobs: pass `jobs`")
     variables_file = run_dir / "variables.yml"
     variables_file.unlink(missing_ok=True)
     fd = os.open(variables_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -45,6 +45,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.engines.images.base import ImageEngine
 from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
 from pipeline.ledger import Ledger, Manifest, ReleaseStore
 from pipeline.model import Environment, Profile, Verify
@@ -170,6 +171,13 @@ class PagesFromImageTagsEngines:
         from pipeline.profiles import ProfileEngines
 
         return ProfileEngines().release_store(spec, env, profile, root)
+
+    def image_engine(
+        self, spec: Any, bake: Any, profile: Profile, *, environ: Mapping[str, str] | None = None
+    ) -> ImageEngine:
+        from pipeline.profiles import ProfileEngines
+
+        return ProfileEngines().image_engine(spec, bake, profile, environ=environ)
 
 
 # --- the project ----------------------------------------------------------------------------------------

@@ -10,14 +10,18 @@ rendered file relies on it:
   tests/ci_runners/actions/README.md. Their refusals (a Python the machine lacks, a pip cache with no
   dependency file, a second upload of a name, AWS credentials that cannot be loaded) are checked too.
 - gitlab-ci-local (GitLab CI): `needs:` order, artifacts between isolated job folders, a
-  `when: manual` job that runs only when played, a `when: always` job after a failure, and the one
-  place where gitlab-ci-local 4.56.2 differs from GitLab (an always job after a skipped one).
+  `when: manual` job that runs only when played, a `when: always` job after a failure, and the two
+  places where gitlab-ci-local 4.56.2 differs from GitLab (an always job after a skipped one; a job's
+  folder copied again before its `after_script`); rendered GitLab files with a stand-in `pipeline`
+  command (an aws-profile teardown job after a failure, the gate played later).
 
 Each act run takes about 5-15 s here, each gitlab-ci-local run about 1-2 s.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -414,6 +418,27 @@ def test_gitlab_ci_local_does_not_run_an_always_job_after_a_skipped_one(gitlab_r
     )
 
 
+def test_gitlab_ci_local_copies_a_jobs_folder_again_before_its_after_script(gitlab_ready: None, tmp_path: Path) -> None:
+    """A second known difference, pinned like the first: under `--shell-isolation`, what a job's
+    script wrote is gone when its `after_script` runs, and from its artifacts (taken after it);
+    GitLab keeps the folder as the script left it. Without an `after_script` the artifact is whole."""
+    pipeline = """
+    with-after:
+      script: [mkdir -p out, echo one > out/a.txt]
+      after_script: ['test -f out/a.txt && echo "after: kept" || echo "after: gone"']
+      artifacts: {paths: [out/]}
+    without-after:
+      script: [mkdir -p out, echo two > out/b.txt]
+      artifacts: {paths: [out/]}
+    """
+    repo = repository(tmp_path / "repo", {".gitlab-ci.yml": pipeline})
+    run = gitlab.run_pipeline(repo, run_dir=tmp_path / "run", timeout=300)
+    assert run.statuses() == {"with-after": "success", "without-after": "success"}, run.explain()
+    assert "after: gone" in run.jobs["with-after"].log
+    assert not (run.state / "artifacts" / "with-after" / "out" / "a.txt").exists()
+    assert (run.state / "artifacts" / "without-after" / "out" / "b.txt").read_text() == "two\n"
+
+
 def test_gitlab_harness_refuses_invalid_files_and_what_it_cannot_run_offline(
     gitlab_ready: None, tmp_path: Path
 ) -> None:
@@ -428,3 +453,102 @@ def test_gitlab_harness_refuses_invalid_files_and_what_it_cannot_run_offline(
         repo = repository(tmp_path / f"repo{index}", {".gitlab-ci.yml": text})
         with pytest.raises(gitlab.GitLabCiLocalError, match=message):
             gitlab.run_pipeline(repo, run_dir=tmp_path / "run", timeout=300)
+
+
+STUB_PIPELINE = """#!/bin/sh
+# Stands in for the `pipeline` command a rendered job installs: `pipeline run stage NAME` writes
+# .pipeline/ci/manifest/NAME.json naming the manifests the job had received, and fails for $FAIL_AT.
+if [ "$1 $2" = "run stage" ]; then
+    mkdir -p .pipeline/ci/manifest
+    found=$(cd .pipeline/ci/manifest && LC_ALL=C ls | tr '\\n' ' ')
+    printf '{"stage": "%s", "found": "%s"}\\n' "$3" "$found" > ".pipeline/ci/manifest/$3.json"
+    echo "stage $3 ran"
+    [ "$3" = "${FAIL_AT:-}" ] && exit 3
+fi
+exit 0
+"""
+
+
+def rendered_aws_chain(root: Path, bin_dir: Path) -> dict[str, str]:
+    """The reference chain on the aws profile, rendered for GitLab with `install="true"` (nothing to
+    install: a stand-in `pipeline` on the runner's PATH runs each stage), committed in `root`.
+    Returns the runner environment."""
+    from pipeline.render import render, write
+    from pipeline.render.base import RenderContext
+    from tests.ci_runners.act import runner_environment
+    from tests.unit.test_render_plan import chain_spec
+
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "pipeline").write_text(STUB_PIPELINE)
+    (bin_dir / "pipeline").chmod(0o755)
+    write(render(chain_spec(profile="aws", install="true"), ["gitlab"], RenderContext()), root)
+    commit_all(root)
+    return {"PATH": f"{bin_dir}{os.pathsep}{runner_environment({})['PATH']}"}
+
+
+def test_gitlab_ci_local_runs_a_rendered_teardown_job_after_a_failure_and_never_the_gate(
+    gitlab_ready: None, tmp_path: Path
+) -> None:
+    """The aws profile's teardown is a job of its own (`when: always`, needing every job before it).
+    When the stage just before it fails, it runs and receives the manifests of every job that ran;
+    the gate after it does not run although it was asked to. When a stage two jobs earlier fails,
+    GitLab runs the teardown too, but gitlab-ci-local 4.56.2 does not (it waits for the skipped job
+    in between: see test_gitlab_ci_local_does_not_run_an_always_job_after_a_skipped_one): pinned here
+    with the rendered file, so that the difference stays known. Each run about 30 s."""
+    need(shutil.which("python3.11") is not None, "python3.11 is not installed")
+    root = tmp_path / "repo"
+    root.mkdir()
+    env = rendered_aws_chain(root, tmp_path / "bin")
+
+    failed = gitlab.run_pipeline(
+        root, run_dir=tmp_path / "run", env=env, variables={"FAIL_AT": "rollback"}, manual=["promote"], timeout=600
+    )
+    assert failed.statuses() == {
+        "render_check": "success",
+        "commit-test": "success",
+        "bake": "success",
+        "test-stack": "success",
+        "update-stack": "success",
+        "rollback": "failure",
+        "teardown": "success",
+        "promote": "skipped",
+    }, failed.explain()
+    assert failed.finished_before_started("rollback", "teardown")
+    held = failed.state / "artifacts" / "teardown" / ".pipeline" / "ci" / "manifest"
+    assert sorted(p.stem for p in held.glob("*.json")) == sorted(
+        ["commit-test", "bake", "test-stack", "update-stack", "rollback", "teardown"]
+    )
+    received = json.loads((held / "teardown.json").read_text())["found"].split()
+    assert "rollback.json" in received  # the failed job's manifest too (`artifacts: when: always`)
+
+    earlier = gitlab.run_pipeline(
+        root, run_dir=tmp_path / "run", env=env, variables={"FAIL_AT": "update-stack"}, manual=["promote"], timeout=600
+    )
+    statuses = earlier.statuses()
+    assert (statuses["update-stack"], statuses["rollback"], statuses["promote"]) == ("failure", "skipped", "skipped")
+    assert statuses["teardown"] == "skipped", "gitlab-ci-local now runs it, as GitLab does: update the docs"
+
+
+def test_gitlab_ci_local_plays_the_rendered_gate_only_when_asked(gitlab_ready: None, tmp_path: Path) -> None:
+    need(shutil.which("python3.11") is not None, "python3.11 is not installed")
+    root = tmp_path / "repo"
+    root.mkdir()
+    env = rendered_aws_chain(root, tmp_path / "bin")
+    run = gitlab.run_pipeline(root, run_dir=tmp_path / "run", env=env, timeout=600)
+    assert run.statuses() == {
+        **dict.fromkeys(["render_check", "commit-test", "bake", "test-stack", "update-stack", "rollback"], "success"),
+        "teardown": "success",
+        "promote": "manual",
+    }, run.explain()
+    assert run.returncode == 0
+    played = gitlab.run_pipeline(
+        root, run_dir=tmp_path / "run", env=env, jobs=["promote"], manual=["promote"], fresh=False, timeout=600
+    )
+    assert played.statuses()["promote"] == "success", played.explain()
+    assert "stage promote ran" in played.jobs["promote"].log
+    received = json.loads(
+        (played.state / "artifacts" / "promote" / ".pipeline" / "ci" / "manifest" / "promote.json").read_text()
+    )["found"].split()
+    assert received == sorted(
+        f"{s}.json" for s in ["commit-test", "bake", "test-stack", "update-stack", "rollback", "teardown"]
+    )

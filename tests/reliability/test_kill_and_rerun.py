@@ -73,6 +73,13 @@ class Scenario:
     """Stages the re-run must not run again (their result survived the kill)."""
     template: str | None = None
     """Another template for the project (relative to the repository), e.g. one with a flag store."""
+    tree: bool = False
+    """Kill the run's child processes too (Packer and its helpers), not the pipeline alone."""
+    leaves_image: bool = False
+    """The kill lands where an image exists that nothing tags yet: it must leave one (else the
+    scenario missed its window), and the re-run must remove it."""
+    leaves_builder: bool = False
+    """The kill must leave Packer's build container (the re-run must remove it)."""
 
 
 FLAG_TEMPLATE = "examples/feature-flags/templates/web.yaml"
@@ -85,7 +92,15 @@ SCENARIOS = [
     Scenario("k02", "mid-bake: Packer provisioning (apt-get)", "packer:bake:provisioning", "bake", skip=8,
              version=f"2.0.1-{SESSION}"),
     Scenario("k03", "mid-bake: image built and checked, not tagged", "bake:bake:checked", "bake",
-             version=f"2.0.2-{SESSION}"),
+             version=f"2.0.2-{SESSION}", leaves_image=True),
+    Scenario("k03a", "mid-bake: Packer committing its build container", "packer:bake:committing", "bake",
+             version=f"2.0.3-{SESSION}", leaves_image=True),
+    Scenario("k03b", "mid-bake: Packer committing, whole process tree killed", "packer:bake:committing", "bake",
+             version=f"2.0.4-{SESSION}", tree=True, leaves_builder=True),
+    Scenario("k03c", "mid-bake: the label layer being made", "bake:bake:labelling", "bake",
+             version=f"2.0.5-{SESSION}", leaves_image=True),
+    Scenario("k03d", "mid-bake: label layer made, not in the journal", "bake:bake:labelled", "bake",
+             version=f"2.0.6-{SESSION}", leaves_image=True),
     Scenario("k04", "after the bake", "stage:bake:after", "after bake", redone=("bake",)),
     Scenario("k05", "mid test-stack creation (a replica started)", f"local-stack:{TEST}:create:replica-started",
              "test-stack"),
@@ -139,6 +154,8 @@ class Outcome:
     samples: int = 0
     seconds: tuple[float, float] = (0.0, 0.0)
     dangling_after: list[str] = field(default_factory=list)
+    untagged_at_kill: list[str] = field(default_factory=list)
+    builders_at_kill: int = 0
 
 
 def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
@@ -159,7 +176,12 @@ def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
             project.release(scenario.version)
         with stopwatch() as until_kill:
             killed = project.run(
-                "run", "local", "--yes", PIPELINE_FAULT=scenario.fault, PIPELINE_FAULT_SKIP=str(scenario.skip)
+                "run",
+                "local",
+                "--yes",
+                PIPELINE_FAULT=scenario.fault,
+                PIPELINE_FAULT_SKIP=str(scenario.skip),
+                PIPELINE_FAULT_TREE="1" if scenario.tree else "0",
             )
         outcome.killed_rc, outcome.killed_output = killed.returncode, explain(killed)
         if killed.returncode != -signal.SIGKILL:
@@ -168,9 +190,11 @@ def play(scenario: Scenario, make: ProjectMaker, client: Any) -> Outcome:
         outcome.killed_in = _killed_in(outcome.dead_statuses)
         left = inventory(client, project.name).summary()
         builders = packer_containers(client, project.root)
+        outcome.builders_at_kill = len(builders)
         if builders:
             left += f"; {len(builders)} Packer build container"
-        untagged = dangling_images(client, scenario.version)
+        untagged = dangling_images(client, scenario.version, wait=scenario.leaves_image)
+        outcome.untagged_at_kill = untagged
         if untagged:
             left += f"; {len(untagged)} untagged image"
         outcome.left = left
@@ -198,7 +222,7 @@ def outcomes(
         for item in request.session.items
         if getattr(item, "originalname", "") == "test_a_run_killed_here_converges_when_run_again"
     ]
-    slow_first = sorted(selected, key=lambda s: (not s.ident.startswith(("k02", "k03")), s.ident))
+    slow_first = sorted(selected, key=lambda s: (not s.ident.startswith(("k02", "k03")), s.ident))  # they bake
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="scenario") as pool:
         played = list(pool.map(lambda s: play(s, make, docker_tools), slow_first))
     return {o.scenario.ident: o for o in played}
@@ -229,6 +253,10 @@ def test_a_run_killed_here_converges_when_run_again(scenario: Scenario, outcomes
     )
     assert outcome.killed_rc == -signal.SIGKILL, f"the run was not killed at {scenario.fault}\n{outcome.killed_output}"
     assert outcome.killed_in == scenario.killed_in, outcome.dead_statuses
+    if scenario.leaves_image:
+        assert outcome.untagged_at_kill, f"the kill at {scenario.fault} left no untagged image: the window was missed"
+    if scenario.leaves_builder:
+        assert outcome.builders_at_kill, f"the kill at {scenario.fault} left no Packer build container: window missed"
     assert rerun is not None
     assert rerun.returncode == 0, explain(rerun)
     assert set(statuses.values()) <= set(OK), statuses
@@ -238,7 +266,7 @@ def test_a_run_killed_here_converges_when_run_again(scenario: Scenario, outcomes
     assert outcome.max_production_lbs <= 1, "two production balancers existed at once"
     for stage in scenario.redone:
         assert statuses[stage] == "up-to-date", f"{stage} was done before the kill, and done again: {statuses}"
-    assert outcome.dangling_after == [], "Packer's image of a dead bake is left"
+    assert outcome.dangling_after == [], f"untagged images of the dead bake are left: {outcome.dangling_after}"
 
 
 def test_ctrl_c_during_the_test_stack_update_tears_it_down_and_exits_130(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.model import AgentLabels
-from pipeline.render import github, jenkins, plan, teamcity
+from pipeline.render import github, gitlab, gitlab_gate, jenkins, plan, teamcity
 from pipeline.render.plan import camel
 from tests.conftest import REPO
 
@@ -18,7 +18,7 @@ def _guide(name: str) -> str:
     return (GUIDES / name).read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", ["jenkins.md", "teamcity.md", "github.md"])
+@pytest.mark.parametrize("name", ["jenkins.md", "teamcity.md", "github.md", "gitlab.md"])
 def test_every_guide_names_the_default_agent_labels_and_the_venv(name: str) -> None:
     text = _guide(name)
     labels = AgentLabels()
@@ -56,6 +56,20 @@ def test_the_github_guide_names_its_actions_secret_and_gate_step() -> None:
     assert github.RENDER_CHECK_JOB in text
     assert "pipeline ci github-reviewers" in text
     assert f"`{AgentLabels().hosted}`" in text
+
+
+def test_the_gitlab_guide_names_its_variables_tags_gate_and_jobs() -> None:
+    text = _guide("gitlab.md")
+    for variable in (gitlab.AWS_ROLE_VARIABLE, gitlab.PUSH_TOKEN_VARIABLE, gitlab_gate.TOKEN_VARIABLE):
+        assert f"`{variable}`" in text, variable
+    assert gitlab.AWS_TOKEN_VARIABLE in text
+    assert gitlab.AWS_AUDIENCE in text
+    assert gitlab.RENDER_CHECK_JOB in text
+    assert "pipeline ci gitlab-approval" in text
+    assert gitlab.CI_FILE in text
+    for construct in ("when: manual", "allow_failure: false", "resource_group", "when: always", "after_script"):
+        assert construct in text, construct
+    assert f"`{AgentLabels().root[0]}`" in text
 
 
 def test_the_index_lists_every_guide() -> None:

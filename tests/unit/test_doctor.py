@@ -219,3 +219,40 @@ def _plain_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"CI": "1", "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"})
     return env
+
+
+@dataclass(frozen=True)
+class _EdgeProfile:
+    """A profile module of a test's own: only what `diagnose` asks of it."""
+
+    name: str = "edge"
+
+    def doctor_checks(self) -> tuple[object, ...]:
+        from pipeline.doctor import Asked, Finding, git
+
+        def edge_device(probes: Probes, asked: Asked) -> Finding:
+            return Finding("edge device", "missing", "no device answers", "plug it in", exit_code=3)
+
+        return (git, edge_device)
+
+
+EDGE = _EdgeProfile()
+
+
+def test_the_checks_are_the_profile_modules_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a profile adds its doctor checks with it: `diagnose` asks the profile module."""
+    import pipeline.profiles
+
+    monkeypatch.setitem(pipeline.profiles.BUILTIN, "edge", f"{__name__}:EDGE")
+    report = diagnose("edge", probes=FakeProbes())  # type: ignore[arg-type]
+    assert [f.name for f in report.findings] == ["git", "edge device"]
+    assert (report.ok, report.exit_code) == (False, 3)
+
+
+def test_aws_asks_for_what_local_does_and_then_aws() -> None:
+    local = [f.name for f in diagnose("local", probes=FakeProbes()).findings]
+    aws = [
+        f.name for f in diagnose("aws", probes=FakeProbes(env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5000"})).findings
+    ]
+    assert aws[: len(local)] == local
+    assert aws[len(local) :] == ["aws endpoint"]

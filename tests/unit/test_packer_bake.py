@@ -12,13 +12,8 @@ from pydantic import ValidationError
 
 from pipeline.engines.aws.session import AwsSession, AwsTarget
 from pipeline.engines.image_checks import check_env, check_name, parse_junit
-from pipeline.executors.bake import (
-    BakeExecutor,
-    bake_key,
-    framework_variables,
-    packer_env_vars,
-    use_image_env,
-)
+from pipeline.engines.images.base import framework_variables, packer_env_vars
+from pipeline.executors.bake import BakeExecutor, bake_key, use_image_env
 from pipeline.executors.registry import executor_for
 from pipeline.model import AwsSettings
 from pipeline.stages.bake import Bake

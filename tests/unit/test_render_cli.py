@@ -37,6 +37,7 @@ def test_render_writes_every_target_and_check_passes(cli: Cli, project: Path) ->
     assert written == [
         ".github/reference-chain-environments.sh",
         ".github/workflows/reference-chain.yml",
+        ".gitlab-ci.yml",
         ".teamcity/pom.xml",
         ".teamcity/settings.kts",
         "Jenkinsfile",
@@ -53,7 +54,7 @@ def test_render_writes_every_target_and_check_passes(cli: Cli, project: Path) ->
     assert "unchanged Jenkinsfile" in again.stdout
     check = cli("render", "--target", "all", "--check", cwd=project)
     assert check.returncode == 0, check.stderr
-    assert "5 files match a fresh render" in check.stdout
+    assert "6 files match a fresh render" in check.stdout
 
 
 def test_check_fails_with_a_diff_after_a_one_line_change_to_the_definition(cli: Cli, project: Path) -> None:
@@ -68,7 +69,7 @@ def test_check_fails_with_a_diff_after_a_one_line_change_to_the_definition(cli: 
     assert "-                message 'Promote the new image to production?'" in result.stdout
     assert "+                message 'Go live?'" in result.stdout
     assert "Jenkinsfile" in result.stderr
-    assert "pipeline render --target jenkins,teamcity,github" in result.stderr
+    assert "pipeline render --target jenkins,teamcity,github,gitlab" in result.stderr
     # nothing was written by --check
     assert "Promote the new image" in (project / "Jenkinsfile").read_text()
 
@@ -85,10 +86,10 @@ def test_check_reports_missing_files_and_ignores_line_endings(cli: Cli, project:
 
 
 def test_unknown_target_exits_2_listing_the_available_ones(cli: Cli, project: Path) -> None:
-    result = cli("render", "--target", "gitlab", cwd=project)
+    result = cli("render", "--target", "circleci", cwd=project)
     assert result.returncode == 2
-    assert "no renderer for target 'gitlab'" in result.stderr
-    assert "available targets: jenkins, teamcity, github (or `all`" in result.stderr
+    assert "no renderer for target 'circleci'" in result.stderr
+    assert "available targets: jenkins, teamcity, github, gitlab (or `all`" in result.stderr
 
 
 def test_unsupported_feature_exits_2_naming_feature_and_target(cli: Cli, project: Path) -> None:

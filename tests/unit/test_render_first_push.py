@@ -6,6 +6,7 @@ uses each server's cache, and `validate` reports what a used target cannot expre
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 import tomllib
 from pathlib import Path
@@ -34,7 +35,7 @@ from tests.conftest import REPO
 from tests.unit.cli_inprocess import run_cli
 from tests.unit.test_render_plan import chain_spec
 
-TARGETS = ("jenkins", "teamcity", "github")
+TARGETS = ("jenkins", "teamcity", "github", "gitlab")
 PINNED = "pip install 'pipeline-as-code[run]==0.1.0'"
 
 
@@ -59,6 +60,8 @@ def scripts_of(target: str, text: str) -> list[str]:
     if target == "github":
         data = yaml.safe_load(text)
         return [s["run"] for job in data["jobs"].values() for s in job["steps"] if "run" in s]
+    if target == "gitlab":
+        return [item for job in gitlab_jobs(text).values() for item in job["script"] + job.get("after_script", [])]
     found = []
     for node in read_blocks(text).walk():
         if target == "jenkins" and node.name == "sh":
@@ -66,6 +69,12 @@ def scripts_of(target: str, text: str) -> list[str]:
         if target == "teamcity" and node.header.startswith("scriptContent"):
             found.append(node.strings[0].replace("%%", "%"))
     return found
+
+
+def gitlab_jobs(text: str) -> dict[str, dict[str, object]]:
+    """The jobs of a .gitlab-ci.yml (every top-level key that is no keyword), in file order."""
+    data = yaml.safe_load(text)
+    return {name: job for name, job in data.items() if name not in ("workflow", "stages", "variables", "default")}
 
 
 # --- a pinned, recorded tool version -------------------------------------------------------------
@@ -204,9 +213,9 @@ def test_render_targets_resolve_from_the_definition_and_the_option() -> None:
     assert err.value.exit_code == 2
     assert "targets=('teamcity', 'jenkins')" in (err.value.hint or "")
     with pytest.raises(UnknownTargetError):
-        resolve_targets("jenkins,gitlab")
+        resolve_targets("jenkins,circleci")
     with pytest.raises(UnknownTargetError) as unknown:
-        resolve_targets(None, ("gitlab",))
+        resolve_targets(None, ("circleci",))
     assert "Pipeline(targets=...)" in str(unknown.value)
 
 
@@ -319,6 +328,9 @@ def env_values(target: str, text: str) -> list[str]:
             s["env"]["MULTI"] for job in data["jobs"].values() for s in job["steps"] if "MULTI" in s.get("env", {})
         ]
         return [v.replace("${{ '${{' }}", "${{") for v in values]  # GitHub evaluates the escape to `${{`
+    if target == "gitlab":  # `export NAME='...'` lines of the scripts, as the job's shell reads them
+        exports = [shlex.split(s) for s in scripts_of(target, text) if s.startswith("export MULTI=")]
+        return [words[1].removeprefix("MULTI=") for words in exports if len(words) == 2]
     found = []
     for node in read_blocks(text).walk():
         if target == "jenkins" and node.header == "MULTI = credentials(S)":
@@ -556,6 +568,8 @@ def agent_of(target: str, text: str, job: str) -> object:
     """The labels (Jenkins, TeamCity) or runs-on (GitHub) a job asks its agent for."""
     if target == "github":
         return yaml.safe_load(text)["jobs"][job]["runs-on"]
+    if target == "gitlab":
+        return gitlab_jobs(text)[job].get("tags")
     root = read_blocks(text)
     if target == "jenkins":
         stage = next(n for n in root.walk() if n.header == "stage(S)" and n.strings == [job])
@@ -747,6 +761,8 @@ def test_the_default_branch_is_a_setting(target: str) -> None:
     main = next(iter(texts(small(default_branch="master"), target).values()))
     if target == "github":
         assert yaml.safe_load(main)["on"] == {"push": {"branches": ["master"]}}
+    elif target == "gitlab":
+        assert yaml.safe_load(main)["workflow"] == {"rules": [{"if": '$CI_COMMIT_BRANCH == "master"'}]}
     elif target == "jenkins":
         assert "branch pattern: 'master', comparator: 'EQUALS'" in main
     else:

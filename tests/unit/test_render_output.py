@@ -48,7 +48,7 @@ def test_other_processes_with_other_hash_seeds_render_the_same_bytes() -> None:
         import hashlib
         from pipeline.loader import load
         from pipeline.render import render
-        files = render(load("examples/approval-gate/pipelinefile.py").spec, ["jenkins", "teamcity", "github"])
+        files = render(load("examples/approval-gate/pipelinefile.py").spec, ["jenkins", "teamcity", "github", "gitlab"])
         print(hashlib.sha256("".join(f"{f.path}\\0{f.content}\\0" for f in files).encode()).hexdigest())
         """
     )

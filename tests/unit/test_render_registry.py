@@ -59,8 +59,8 @@ def test_the_installed_package_declares_the_builtins_as_entry_points() -> None:
 
 
 def test_builtins_come_first_and_render_all_targets(plugins: list[EntryPoint]) -> None:
-    assert registry.available() == ["jenkins", "teamcity", "github"]
-    assert registry.resolve_targets("all") == ["jenkins", "teamcity", "github"]
+    assert registry.available() == ["jenkins", "teamcity", "github", "gitlab"]
+    assert registry.resolve_targets("all") == ["jenkins", "teamcity", "github", "gitlab"]
     assert registry.resolve_targets("github") == ["github"]
     for name in registry.available():
         renderer = registry.get(name)
@@ -70,20 +70,22 @@ def test_builtins_come_first_and_render_all_targets(plugins: list[EntryPoint]) -
 
 def test_an_unknown_target_lists_the_available_ones(plugins: list[EntryPoint]) -> None:
     with pytest.raises(UnknownTargetError) as err:
-        registry.resolve_targets("gitlab")
+        registry.resolve_targets("circleci")
     assert err.value.exit_code == 2
-    assert err.value.hint == "available targets: jenkins, teamcity, github (or `all`; several: jenkins,teamcity)"
+    assert (
+        err.value.hint == "available targets: jenkins, teamcity, github, gitlab (or `all`; several: jenkins,teamcity)"
+    )
 
 
 def test_a_plugin_is_found_and_loaded_by_name(plugins: list[EntryPoint]) -> None:
     plugins.append(ep("fake", f"{__name__}:FakeRenderer"))
-    assert registry.available() == ["jenkins", "teamcity", "github", "fake"]
+    assert registry.available() == ["jenkins", "teamcity", "github", "gitlab", "fake"]
     assert isinstance(registry.get("fake"), FakeRenderer)
 
 
 def test_the_same_builtin_declared_again_is_not_a_clash(plugins: list[EntryPoint]) -> None:
     plugins.append(ep("github", registry.BUILTIN["github"]))
-    assert registry.available() == ["jenkins", "teamcity", "github"]
+    assert registry.available() == ["jenkins", "teamcity", "github", "gitlab"]
 
 
 def test_two_renderers_under_one_name_raise(plugins: list[EntryPoint]) -> None:

@@ -45,6 +45,12 @@ variable "manifest" {
   description = "Where the manifest post-processor writes (it appends; read the build by last_run_uuid)."
 }
 
+variable "bake_labels" {
+  type        = string
+  default     = ""
+  description = "Set by the Bake stage: the bake's identity as labels (io.pipeline.pipeline=... io.pipeline.stage=... io.pipeline.run-id=...), put on the image by Packer's own commit, so an image committed as a bake is killed is found and removed by the next bake. Empty when run by hand."
+}
+
 variable "aws_region" {
   type    = string
   default = "us-east-1"
@@ -83,7 +89,7 @@ source "docker" "web" {
     "CMD []",
     "EXPOSE 80",
     "WORKDIR /",
-    "LABEL org.opencontainers.image.title=hello-web org.opencontainers.image.version=${var.version}",
+    "LABEL org.opencontainers.image.title=hello-web org.opencontainers.image.version=${var.version} ${var.bake_labels}",
   ]
 }
 

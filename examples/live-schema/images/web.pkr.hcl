@@ -41,6 +41,12 @@ variable "aws_endpoint" {
   description = "EC2 endpoint of an emulator (moto, MiniStack); empty for real AWS. With an emulator there is no instance to reach: the provisioners are skipped and the image is checked through docker.web."
 }
 
+variable "bake_labels" {
+  type        = string
+  default     = ""
+  description = "Set by the Bake stage: the bake's identity as labels (io.pipeline.pipeline=... io.pipeline.stage=... io.pipeline.run-id=...), put on the image by Packer's own commit, so an image committed as a bake is killed is found and removed by the next bake. Empty when run by hand."
+}
+
 variable "source_ami" {
   type        = string
   default     = ""
@@ -68,7 +74,7 @@ source "docker" "web" {
     "CMD []",
     "EXPOSE 80",
     "WORKDIR /",
-    "LABEL org.opencontainers.image.title=live-schema org.opencontainers.image.version=${var.version}",
+    "LABEL org.opencontainers.image.title=live-schema org.opencontainers.image.version=${var.version} ${var.bake_labels}",
   ]
 }
 
