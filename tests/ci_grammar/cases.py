@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline import Approval, Bake, CommitTest, Environment, Pipeline, Secret, Shell, Teardown, TestStack, Trigger
 from pipeline.loader import load
+from pipeline.model import Stage
 from pipeline.render import render, write
 from pipeline.render.base import RenderContext
 from pipeline.spec import PipelineSpec
@@ -166,9 +167,11 @@ def twin_teardowns_spec() -> PipelineSpec:
         down_b = Teardown(name="down-b", stack=stack_b)
         after = Shell(name="after", commands=["true"])
         bake >> [stack_a, stack_b]
-        [stack_a, stack_b] >> use
+        stacks: list[Stage] = [stack_a, stack_b]  # list is invariant: list[TestStack] is no list[Stage]
+        stacks >> use
         use >> [down_a, down_b]
-        [down_a, down_b] >> after
+        teardowns: list[Stage] = [down_a, down_b]
+        teardowns >> after
     return p.spec
 
 

@@ -362,23 +362,23 @@ def check_locks(build: Build, plan: CiPlan) -> list[str]:
         )
     for name, event in commands_of.items():
         for taken, hold in event.scope.holds:
-            env = owner.get(taken)
+            holder = owner.get(taken)
             on_behalf = [
                 other
                 for other, e in commands_of.items()
-                if plan.by_name[other].lock == env and (taken, hold) in e.scope.holds
+                if plan.by_name[other].lock == holder and (taken, hold) in e.scope.holds
             ]
-            if env is None or not on_behalf:
+            if holder is None or not on_behalf:
                 problems.append(f"{name}: holds lock {taken!r}, for no stage of its environment under that hold")
     for span in plan.lock_spans:
-        env = plan.by_name[span[0]].lock
+        span_env = plan.by_name[span[0]].lock
         ran = [n for n in span if n in commands_of]
-        if env not in resource or len(ran) < 2:
+        if span_env not in resource or len(ran) < 2:
             continue
-        holds = [{h for r, h in commands_of[n].scope.holds if r == resource[env]} for n in ran]
+        holds = [{h for r, h in commands_of[n].scope.holds if r == resource[span_env]} for n in ran]
         if not set.intersection(*holds):
             problems.append(
-                f"{', '.join(ran)} act on {env} one after the other but take its lock separately: "
+                f"{', '.join(ran)} act on {span_env} one after the other but take its lock separately: "
                 "another run may deploy between them"
             )
     return problems

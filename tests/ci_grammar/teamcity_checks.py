@@ -252,12 +252,12 @@ def check_locks(settings: Settings, plan: CiPlan) -> list[str]:
     # A build holds its shared resources from start to end: consecutive stages on one environment
     # hold its lock together when they are steps of one build that takes it.
     for span in plan.lock_spans:
-        env = plan.by_name[span[0]].lock
+        span_env = plan.by_name[span[0]].lock
         builds = {build_of(settings, plan, n) for n in span}
         if len(builds) != 1 or None in builds:
             names = sorted(b.name for b in builds if b is not None)
             problems.append(
-                f"{', '.join(span)} act on {env} one after the other but run in builds {names}, each taking "
+                f"{', '.join(span)} act on {span_env} one after the other but run in builds {names}, each taking "
                 "its lock: another run may deploy between them"
             )
     return problems
