@@ -388,3 +388,41 @@ def test_a_persistent_environment_in_a_rehearsal_locks_the_build() -> None:
     assert assignments(rehearsal)["type"] == "BuildTypeSettings.Type.DEPLOYMENT"
     lock = block(block(rehearsal, "features"), "sharedResources")
     assert [c.strings for c in lock.children] == [["Rehearsal_Staging"]]
+
+
+def test_each_step_of_a_several_stage_build_unsets_the_other_stages_secrets() -> None:
+    """The build's password parameters are every member's: a stage's process gets only its own."""
+    spec = rehearsal_spec(secrets=[Secret(name="TOKEN", teamcity="credentialsJSON:9")])
+    rehearsal = build_types(settings(spec))["RehearsalTestStack"]
+    scripts = {
+        step_name(s): next(n for n in s.children if n.name == "scriptContent").strings[0] for s in steps_of(rehearsal)
+    }
+    assert "unset" not in scripts["Run stage check"]
+    for other in ("Run stage test-stack", "Run stage teardown"):
+        assert "\nunset TOKEN\npipeline run stage " in scripts[other], other
+
+
+def _ends_in_a_teardown(profile: str) -> PipelineSpec:
+    with Pipeline(
+        "ends",
+        environments=[
+            Environment(name="test", ephemeral=True, profile=profile),  # type: ignore[arg-type]
+            Environment(name="production", template="t.yaml"),
+        ],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack = TestStack(name="test-stack", environment="test", image=bake)
+        check = Shell(name="check", commands=["true"])
+        bake >> stack >> check >> Teardown(name="teardown", stack=stack)
+    return p.spec
+
+
+def test_a_chain_ending_in_a_teardown_fails_when_what_it_protects_failed() -> None:
+    """A teardown succeeds after the failure it cleans up after: the composite also depends on
+    what the teardown depended on, so the chain ends failed then (a local rehearsal's build fails
+    by itself when one of its steps did)."""
+    aws = build_types(settings(_ends_in_a_teardown("aws")))["EndsPipeline"]
+    assert deps(aws).keys() == {"Teardown", "Check", "TestStack"}
+    assert {d["onDependencyFailure"] for d in deps(aws).values()} == {"FailureAction.ADD_PROBLEM"}
+    local = build_types(settings(_ends_in_a_teardown("local")))["EndsPipeline"]
+    assert list(deps(local)) == ["RehearsalTestStack"]
