@@ -10,6 +10,7 @@ from pipeline.render.base import RenderContext
 from pipeline.render.jenkins import JenkinsRenderer
 from pipeline.render.plan import build_plan
 from pipeline.render.validate import Node, check_jenkinsfile, read_blocks
+from tests.unit.test_render_first_push import gated_rehearsal
 from tests.unit.test_render_plan import chain_spec, fan_spec
 
 
@@ -242,3 +243,29 @@ def test_a_gated_stage_in_a_parallel_level_keeps_gate_and_run_together() -> None
     stages = stages_of(jenkinsfile(p.spec))
     branch = stages["deploy (gated)"]
     assert [c.strings[0] for c in one(branch, "stages").children] == ["approve deploy", "deploy"]
+
+
+def test_an_empty_value_is_exported_by_the_steps_shell() -> None:
+    """Jenkins' `environment` and `withEnv` drop a variable whose value is empty, so the stage's
+    own shell exports it right before the tool runs."""
+    with Pipeline("values") as p:
+        Shell(name="use", commands=["true"], env={"EMPTY": "", "FULL": "x"})
+    stage = stages_of(jenkinsfile(p.spec))["use"]
+    assert [c.header for c in one(stage, "environment").children] == ["FULL = S"]
+    run = [s for s in steps_text(one(stage, "steps")) if "pipeline run stage use" in s]
+    assert run == [
+        ". .pipeline/ci/venv/3.11-0.1.0-run/bin/activate && export EMPTY='' && "
+        "pipeline run stage use --manifest .pipeline/ci/manifest"
+    ]
+
+
+def test_a_teardown_on_its_own_agent_tolerates_the_missing_stash_of_a_stage_that_never_ran() -> None:
+    """After a failure the stages below it never stashed: the teardown must still run, with what
+    the stages that ran left (each unstash in a catchError that leaves the result alone)."""
+    group = next(s for name, s in stages_of(jenkinsfile(gated_rehearsal("local"))).items() if name.endswith("teardown"))
+    node = one(one(one(group, "post"), "always"), "node")
+    caught = [n for n in node.children if n.name == "catchError"]
+    assert caught
+    assert [n.name for c in caught for n in c.children] == ["unstash"] * len(caught)
+    assert {tuple(c.strings) for c in caught} == {("SUCCESS", "SUCCESS")}
+    assert "pipeline run stage teardown" in " ".join(steps_text(node))
