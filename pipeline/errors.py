@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from pipeline.engines.git_promote import CommitInfo
     from pipeline.engines.stack import DeployReport
 
 EXIT_OK = 0
@@ -166,12 +167,20 @@ class CredentialsError(BadInputError):
     """Credentials for a service (AWS) are missing, expired or refused; nothing was changed."""
 
 
-# --- failures: exit 1 ----------------------------------------------------------------------------
-
-
 class MigrationLintError(BadInputError):
     """A migration is unsafe (it locks a table, or an expand drops or renames): found in its SQL
     before anything ran. `findings` name the file and line of each."""
+
+
+class MissingSecretError(BadInputError):
+    """A secret a stage needs is not set in the environment, or is too short to mask."""
+
+
+class GitStateError(BadInputError):
+    """The repository is not in a state promote can commit to (dirty, detached, ...); nothing changed."""
+
+
+# --- failures: exit 1 ----------------------------------------------------------------------------
 
 
 class SchemaError(PipelineError):
@@ -251,6 +260,35 @@ class RenderDriftError(PipelineError):
         self.paths = tuple(paths)
 
 
+class TemplateBugError(PipelineError):
+    """A template printed a value without an escaping filter (a bug in the renderer)."""
+
+
+class StateUnwritableError(PipelineError):
+    """The state folder cannot be written (read-only file system, disk full, permissions)."""
+
+
+class GitOperationError(PipelineError):
+    """A git command failed while promoting (commit hook, revert conflict, ...)."""
+
+
+class PushFailedError(GitOperationError):
+    """The promote commit could not be pushed; it has been reverted locally with a new commit."""
+
+    def __init__(self, message: str, *, hint: str | None = None, commit: CommitInfo, revert: CommitInfo | None) -> None:
+        super().__init__(message, hint=hint)
+        self.commit = commit
+        self.revert = revert
+
+
+class FlagStoreError(PipelineError):
+    """The flag store cannot be reached or refused a change."""
+
+
+class NoFlagStoreError(PipelineError):
+    """The environment has no flag store to talk to (no stack, or its template declares none)."""
+
+
 class StackOperationError(PipelineError):
     """A stack create/update/delete failed in the real world (names the resource and reason)."""
 
@@ -264,6 +302,33 @@ class HealthBreachError(StackOperationError):
     def __init__(self, message: str, *, hint: str | None = None, report: DeployReport | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
+
+
+class CloudFormationError(StackOperationError):
+    """A stack operation ended badly; says which resource failed, why, and where the stack is now."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        stack: str = "",
+        status: str = "",
+        resource: str | None = None,
+        reason: str | None = None,
+        deleted: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.stack = stack
+        self.status = status
+        self.resource = resource
+        """Logical id (and type) of the first resource that failed, when known."""
+        self.reason = reason
+        self.deleted = deleted
+        """The engine deleted the stack afterwards (a failed create left it in ROLLBACK_COMPLETE)."""
+
+
+# --- interrupted: 130 (SIGINT) / 143 (SIGTERM) ------------------------------------------------------
 
 
 class Interrupted(PipelineError):

@@ -27,15 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.errors import PipelineError, StateCorruptError
+from pipeline.errors import StateCorruptError, StateUnwritableError
 from pipeline.locks import FileLock
 
 STATE_DIR = ".pipeline"
 MANIFEST_SCHEMA = 1
-
-
-class StateUnwritableError(PipelineError):
-    """The state folder cannot be written (read-only file system, disk full, permissions)."""
 
 
 def now_iso() -> str:

@@ -127,6 +127,9 @@ def _import(file: Path) -> tuple[list[Pipeline], list[PipelineSpec]]:
     _check_readable(file)
     sys.path.insert(0, str(file.parent))
     sys.modules[module_name] = module
+    # Reading a definition writes nothing into the user's repository: no __pycache__ beside the
+    # definition or the modules it imports (validate and render --check promise to write nothing).
+    wrote_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         with collect_pipelines() as builders, collecting_problems() as deferred, remembering_locations():
             try:
@@ -166,6 +169,7 @@ def _import(file: Path) -> tuple[list[Pipeline], list[PipelineSpec]]:
             hint=f"the error is in your definition, not in pipeline; fix {file.name} line {where[1]}",
         ) from None
     finally:
+        sys.dont_write_bytecode = wrote_bytecode
         sys.path.remove(str(file.parent))
         sys.modules.pop(module_name, None)
     specs = [v for v in vars(module).values() if isinstance(v, PipelineSpec)]

@@ -489,6 +489,8 @@ class Stage(Spec):
     deletes: ClassVar[str | None] = None
     """A field naming the stage whose resources this one deletes (a teardown's `stack`): it must
     run after every stage that uses that stage's outputs."""
+    runs_packer: ClassVar[bool] = False
+    """Builds with Packer: its CI job runs on an agent labelled for Packer (`AgentLabels.packer`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -552,6 +554,27 @@ class Stage(Spec):
         """Rules particular to this kind, checked against the whole pipeline (each Problem names
         `where`, e.g. 'stages[3] (test-stack)'); the base has none."""
         return []
+
+    # --- what a stage's CI job needs, beyond its kind's class-level facts (the CI plan reads these) ---
+    def checks_in_docker(self) -> bool:
+        """Runs checks in a Docker container whatever the profile (a bake checks its image, or the
+        AMI's docker stand-in): its CI job needs Docker also off the local profile."""
+        return False
+
+    def docker_base_image(self) -> str | None:
+        """The Docker base image its build starts from, when it builds one: on an agent other than
+        the local profile's machine, a base image no registry has is built there (needs root)."""
+        return None
+
+    def commits_and_pushes(self) -> bool:
+        """Commits into the repository and pushes when it acts on an aws-profile environment with a
+        template (a promote recording its image): its CI job needs a branch and push credentials."""
+        return False
+
+    def build_aws_settings(self) -> AwsSettings | None:
+        """Region and endpoint it builds with on the aws profile when it acts on no environment
+        (the CI job binds the build credentials); None: the defaults."""
+        return None
 
     # --- builder sugar: `a >> b` and `a >> [b, c]` record edges in the active Pipeline ---
     def __rshift__(self, other: Stage | list[Stage]) -> Any:

@@ -195,7 +195,8 @@ def _record_in_git(
     run_id: str,
     on_event: Callable[[str], None],
 ) -> CommitInfo | None:
-    from pipeline.engines.git_promote import GitOperationError, record_image
+    from pipeline.engines.git_promote import record_image
+    from pipeline.errors import GitOperationError
 
     spec = loaded.spec
     try:

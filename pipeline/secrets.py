@@ -5,17 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from pipeline.errors import BadInputError
+from pipeline.errors import MissingSecretError
 from pipeline.model import Secret
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
 """Shorter values would mask every occurrence of a common string (every 'a1b' in every log); they
 are refused (at validate when the variable is set, and when a stage starts)."""
-
-
-class MissingSecretError(BadInputError):
-    pass
 
 
 def resolve(secrets: Iterable[Secret], environ: Mapping[str, str] | None = None) -> dict[str, str]:

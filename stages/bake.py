@@ -86,6 +86,7 @@ class Bake(Stage):
     executor: ClassVar[str] = "pipeline.executors.bake:BakeExecutor"
     outputs: ClassVar[type[StageOutputs]] = BakeOutputs
     uses_profile: ClassVar[bool] = True
+    runs_packer: ClassVar[bool] = True
 
     @field_validator("template")
     @classmethod
@@ -107,3 +108,15 @@ class Bake(Stage):
     def files(self) -> tuple[str, ...]:
         folder = self.template.rsplit("/", 1)[0] if "/" in self.template else "."
         return (self.template, *(self.context or (folder,)), *((self.checks,) if self.checks else ()))
+
+    def checks_in_docker(self) -> bool:
+        """The checks run against the docker source's image: the image itself (local), or the AMI's
+        stand-in (aws)."""
+        return "local" in self.sources and self.checks is not None
+
+    def docker_base_image(self) -> str:
+        """`base_image`, unless the template's `base_image` variable names another."""
+        return self.variables.get("base_image", self.base_image)
+
+    def build_aws_settings(self) -> AwsSettings:
+        return self.aws

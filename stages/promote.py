@@ -86,6 +86,9 @@ class Promote(Stage):
     def environment_name(self) -> str | None:
         return self.environment
 
+    def commits_and_pushes(self) -> bool:
+        return self.commit and self.push
+
     def restore_check(self) -> Verify:
         """How to verify the environment after going back to an older image: `rollback_verify`,
         else `verify` without `expect_text` (an older image does not say the new version)."""

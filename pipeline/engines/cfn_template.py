@@ -7,6 +7,7 @@ validates and edits parameters with it.
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,11 @@ if getattr(yaml, "__with_libyaml__", False):
     _FastCfnLoader = _CCfnLoader
 
 
+_parsed: dict[tuple[str, str], dict[str, Any]] = {}
+"""{(source, text): parsed template}: `pipeline validate` checks one template once per stage that
+deploys it, and a deploy reads it several times; each gets its own copy (callers may edit it)."""
+
+
 def load_template(path: Path) -> dict[str, Any]:
     """Read and parse a template file; TemplateError (bad input) naming the file otherwise."""
     try:
@@ -62,7 +68,12 @@ def load_template(path: Path) -> dict[str, Any]:
         raise TemplateError(f"template {path} does not exist", hint="check the environment's `template`") from None
     except OSError as exc:
         raise TemplateError(f"cannot read template {path}: {exc.strerror}") from None
-    return parse_template(text, source=str(path))
+    key = (str(path), text)
+    if key not in _parsed:
+        if len(_parsed) >= 16:
+            _parsed.clear()
+        _parsed[key] = parse_template(text, source=str(path))
+    return copy.deepcopy(_parsed[key])
 
 
 def parse_template(text: str, *, source: str = "<template>") -> dict[str, Any]:

@@ -38,7 +38,15 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipeline.engines.cfn_template import parse_template
-from pipeline.errors import BadInputError, PipelineError, TemplateError, ToolMissingError
+from pipeline.errors import (
+    BadInputError,
+    GitOperationError,
+    GitStateError,
+    PipelineError,
+    PushFailedError,
+    TemplateError,
+    ToolMissingError,
+)
 from pipeline.model import IMAGE_PARAMETER
 
 if TYPE_CHECKING:
@@ -55,23 +63,6 @@ _YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "n
 
 def _ignore(text: str) -> None:
     pass
-
-
-class GitStateError(BadInputError):
-    """The repository is not in a state promote can commit to (dirty, detached, ...); nothing changed."""
-
-
-class GitOperationError(PipelineError):
-    """A git command failed while promoting (commit hook, revert conflict, ...)."""
-
-
-class PushFailedError(GitOperationError):
-    """The promote commit could not be pushed; it has been reverted locally with a new commit."""
-
-    def __init__(self, message: str, *, hint: str | None = None, commit: CommitInfo, revert: CommitInfo | None) -> None:
-        super().__init__(message, hint=hint)
-        self.commit = commit
-        self.revert = revert
 
 
 @dataclass(frozen=True)
@@ -555,9 +546,6 @@ def _write(path: Path, text: str) -> None:
 
 __all__ = [
     "CommitInfo",
-    "GitOperationError",
-    "GitStateError",
-    "PushFailedError",
     "check_can_record",
     "read_default",
     "record_image",

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from pipeline.errors import CommandFailedError, CommandTimeoutError, Interrupted
@@ -64,7 +65,7 @@ def stream(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_DIE_WITH_PARENT,  # noqa: PLW1509 - calls into C only, resolved before fork
+            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - calls into C only, resolved before fork
             text=True,
             errors="replace",
             bufsize=1,
@@ -118,11 +119,13 @@ def stream(
     return Completed(proc.returncode, text)
 
 
+@cache
 def _parent_death_signal() -> Callable[[], None] | None:
     """A function for the child (between fork and exec) that asks Linux to SIGKILL it when the
     parent dies, so a SIGKILLed run leaves no packer or test command running on its own. Resolved
     here, in the parent: the child may only call into C (an import there could deadlock on a
-    lock another thread held at fork time)."""
+    lock another thread held at fork time). Resolved on the first command, not at import: ctypes
+    is not worth loading for the commands that never start a process (`pipeline validate`)."""
     if sys.platform != "linux":
         return None
     import ctypes
@@ -133,9 +136,6 @@ def _parent_death_signal() -> Callable[[], None] | None:
         return None
     pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
     return lambda: prctl(pr_set_pdeathsig, sigkill)
-
-
-_DIE_WITH_PARENT = _parent_death_signal()
 
 
 def kill_group(proc: subprocess.Popen[str], grace: float = 3.0) -> None:

@@ -110,7 +110,8 @@ class BakeExecutor(Executor[Bake]):
 
     def ready(self, ctx: PlanContext) -> None:
         """Before a run (not `validate`): what the bake talks to answers, before anything changed."""
-        from pipeline.secrets import MissingSecretError, resolve
+        from pipeline.errors import MissingSecretError
+        from pipeline.secrets import resolve
 
         env = ctx.pipeline.environment_of(ctx.stage)
         try:  # credentials may come from the stage's secrets

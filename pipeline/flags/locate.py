@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.engines.flag_store_shape import FLAG_STORE_OUTPUT
-from pipeline.errors import BadInputError, PipelineError
+from pipeline.errors import BadInputError, NoFlagStoreError
 from pipeline.flags.store import FlagEndpoint
 
 if TYPE_CHECKING:
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     from pipeline.spec import PipelineSpec
 
 URL_ENV = "PIPELINE_FLAGS_URL"
-
-
-class NoFlagStoreError(PipelineError):
-    """The environment has no flag store to talk to (no stack, or its template declares none)."""
 
 
 def flag_endpoint(
@@ -72,4 +68,4 @@ def flag_endpoint(
     )
 
 
-__all__ = ["URL_ENV", "NoFlagStoreError", "flag_endpoint"]
+__all__ = ["URL_ENV", "flag_endpoint"]

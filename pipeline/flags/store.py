@@ -20,16 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import FlagStoreError
 from pipeline.flags.state import ALERT_KEY, FLAG_PREFIX, HISTORY_KEY, ROLLOUTS_KEY, FlagState
 
 HISTORY_MAX = 1000
 """History entries the store keeps (the ledger keeps its own)."""
 REPLICATION_TIMEOUT = 5.0
-
-
-class FlagStoreError(PipelineError):
-    """The flag store cannot be reached or refused a change."""
 
 
 def now_iso() -> str:
@@ -239,4 +235,4 @@ class FlagStore:
         self._call("clear the alert", self.master_client.delete, ALERT_KEY)
 
 
-__all__ = ["FlagChange", "FlagEndpoint", "FlagStore", "FlagStoreError", "actor"]
+__all__ = ["FlagChange", "FlagEndpoint", "FlagStore", "actor"]

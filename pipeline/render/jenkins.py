@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
+from pipeline.render.branch_patterns import glob_regex, is_literal
 from pipeline.render.plan import (
     GIT_PUSH_CREDENTIALS,
     RENDER_CHECK_MINUTES,
@@ -42,11 +43,27 @@ class Condition:
     change_request: bool = False
     not_change_request: bool = False
 
+    @property
+    def branches(self) -> list[BranchMatch]:
+        """How Jenkins must compare each pattern to mean what the definition means (fnmatch):
+        EQUALS for a branch name, REGEXP with the glob's regex otherwise. Jenkins' default (GLOB) is
+        Ant's path matching: case-insensitive, and `*` stops at '/'."""
+        return [
+            BranchMatch(p, "EQUALS") if is_literal(p) else BranchMatch(glob_regex(p), "REGEXP") for p in self.patterns
+        ]
+
+
+@dataclass(frozen=True)
+class BranchMatch:
+    pattern: str
+    comparator: str
+
 
 @dataclass
 class Step:
     kind: str
-    """sh, echo, checkout, unstash, stash, or a wrapper: node, timeout, lock, catch, with_env, with_credentials."""
+    """sh, echo, checkout, unstash, stash, or a wrapper: node, timeout, lock, with_env, with_credentials,
+    tolerate (its body's failure is logged and ignored: `catchError` that leaves the result SUCCESS)."""
     text: str = ""
     arg: str = ""
     minutes: int = 0
@@ -107,7 +124,9 @@ class JenkinsRenderer:
         "stages": Support(
             "One `stage` per stage; its steps make the job's virtualenv `.pipeline/ci/venv/PYTHON-VERSION-run` with "
             "exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`, or `install=`), reused by later "
-            "builds in the agent's workspace, then run `pipeline run stage NAME`."
+            "builds in the agent's workspace, then run `pipeline run stage NAME`. Variables: `environment { NAME = "
+            "'value' }`; an empty value is exported by the step's shell (`export NAME=''`), since Jenkins drops a "
+            "variable whose value is empty."
         ),
         "order": Support("Stages run level by level in dependency order (Jenkins stages are sequential)."),
         "parallel": Support(
@@ -133,7 +152,11 @@ class JenkinsRenderer:
             "`withCredentials([[$class: 'AmazonWebServicesCredentialsBinding', credentialsId: 'aws-ENV']])` (AWS Credentials plugin) around the stage command."
         ),
         "branches": Support(
-            "`when { beforeAgent true; branch 'PATTERN' }` (several patterns: `anyOf`); a stage also carries its ancestors' filters, since Jenkins does not skip stages after a skipped one.",
+            "`when { beforeAgent true; branch pattern: REGEX, comparator: 'REGEXP' }` with the glob as a regex (its "
+            "meaning in the definition: case-sensitive, `*` also matches '/'; Jenkins' default glob is Ant's, "
+            "case-insensitive with `*` stopping at '/'), `comparator: 'EQUALS'` for a branch name; several patterns: "
+            "`anyOf`. A stage also carries its ancestors' filters, since Jenkins does not skip stages after a "
+            "skipped one.",
             fails="a branch filter on an always-run stage (teardown): put it on the stage that creates the stack",
         ),
         "push": Support(
@@ -161,7 +184,9 @@ class JenkinsRenderer:
             "nesting",
         ),
         "always": Support(
-            "The stages a teardown protects are nested in one stage whose `post { always }` runs the teardown (inside `catchError`); the build still fails, so later stages are skipped.",
+            "The stages a teardown protects are nested in one stage whose `post { always }` runs the teardown; a "
+            "failure above it or of the teardown itself fails that stage, so later stages are skipped. Several "
+            "teardowns of the same stages nest, one `post` each, so one that fails cannot keep another from running.",
             fails="two teardowns whose protected stages overlap without nesting",
         ),
         "trigger": Support(
@@ -283,8 +308,12 @@ class JenkinsRenderer:
             index += 1
             if not stages:
                 continue
-            if len(stages) == 1:
-                items += self._stage_with_gate(plan, stages[0], outer, local, forced)
+            if len(stages) == 1 or outer is not None:
+                # Inside a group that holds one agent the stages share its workspace and its manifest
+                # folder: they run one after the other, in pipeline order (as the group's steps do on
+                # the targets that make it one job), never reading a sibling's half-written manifest.
+                for stage in stages:
+                    items += self._stage_with_gate(plan, stage, outer, local, forced)
             else:
                 items.append(
                     JStage(
@@ -311,42 +340,57 @@ class JenkinsRenderer:
         children = self._build(plan, levels, group.start, group.end, group.children, in_post, outer, local, forced)
         members = [n for i in range(group.start, group.end + 1) for n in levels[i] if n not in in_post]
         first = members[0] if members else group.teardowns[0].name
-        last = [t.name for t in group.teardowns] or members[-1:]
         members += [t.name for t in group.teardowns]
         whens = [self._when(plan, plan.by_name[m]) for m in members]
         shared = [c for c in whens[0] if all(c in w for w in whens[1:])]
-        post: list[Step] = []
-        for teardown in group.teardowns:
-            post += self._teardown_steps(plan, teardown, local)
-        if outer is None and post:  # a node of its own, which (unlike a stage's agent) does not check out
-            label = " && ".join(
-                AgentNeeds.union([t.agent for t in group.teardowns] + ([forced] if forced else [])).labels
-            )
-            post = [Step("node", text=label, body=[Step("checkout"), *post])]
         agent, label = (None, "")
         if outer is group:  # one agent for every stage inside: what each of them needs
             inside = sorted(local, key=lambda n: plan.by_name[n].index)  # nested groups' teardowns too
             agent, label = _agent(AgentNeeds.union([plan.by_name[m].agent for m in inside]))
         comments = []
-        if group.teardowns:
-            comments.append(
-                f"{', '.join(t.name for t in group.teardowns)} runs in post {{ always }}: also when a stage above fails"
-            )
         if group.locks:
             comments.append(
                 f"one lock on {', '.join(group.locks)} for {', '.join(group.span)}: no other run deploys between them"
             )
-        return JStage(
-            name=f"{first} to {', '.join(last)}",
-            agent=agent,
-            label=label,
-            when=shared,
-            lock=f"{plan.name}-{group.locks[0]}" if group.locks else "",
-            extra_locks=[f"{plan.name}-{lock}" for lock in group.locks[1:]],
-            stages=children,
-            post_always=post,
-            comment="; ".join(comments),
-        )
+        # Each teardown has a post { always } of its own: one that fails (an error thrown in post fails the
+        # stage, so what comes after it is skipped) cannot keep another from running. Several teardowns of
+        # the same stages nest: the first in pipeline order runs innermost, i.e. first.
+        teardowns: list[StagePlan | None] = list(group.teardowns) or [None]
+        stage: JStage | None = None
+        for depth, teardown in enumerate(teardowns):
+            post = self._teardown_post(plan, teardown, outer, local, forced) if teardown is not None else []
+            done = [t.name for t in group.teardowns[: depth + 1]] or members[-1:]
+            notes = [f"{teardown.name} runs in post {{ always }}: also when a stage above fails"] if teardown else []
+            outermost = depth == len(teardowns) - 1
+            stage = JStage(
+                name=f"{first} to {', '.join(done)}",
+                agent=agent if outermost else None,
+                label=label if outermost else "",
+                when=shared if outermost else [],
+                lock=(f"{plan.name}-{group.locks[0]}" if group.locks else "") if outermost else "",
+                extra_locks=[f"{plan.name}-{lock}" for lock in group.locks[1:]] if outermost else [],
+                stages=children if stage is None else [stage],
+                post_always=post,
+                comment="; ".join(notes + (comments if outermost else [])),
+            )
+        assert stage is not None
+        return stage
+
+    def _teardown_post(
+        self,
+        plan: CiPlan,
+        teardown: StagePlan,
+        outer: _Group | None,
+        local: frozenset[str],
+        forced: AgentNeeds | None,
+    ) -> list[Step]:
+        """A teardown's post { always } steps; in a `node` of its own (which, unlike a stage's agent,
+        does not check out) when the stages it protects have no agent in common (a gate among them)."""
+        post = self._teardown_steps(plan, teardown, local)
+        if outer is None:
+            needs = AgentNeeds.union([teardown.agent] + ([forced] if forced else []))
+            post = [Step("node", text=" && ".join(needs.labels), body=[Step("checkout"), *post])]
+        return post
 
     def _branch(
         self,
@@ -395,8 +439,8 @@ class JenkinsRenderer:
         forced: AgentNeeds | None = None,
     ) -> JStage:
         environment = [(s.name, "credentials", s.jenkins_id) for s in stage.secrets]
-        environment += [(k, "value", v) for k, v in stage.env]
-        run: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
+        environment += [(k, "value", v) for k, v in stage.env if v]
+        run: list[Step] = [self._install(plan), self._run(plan, stage)]
         bindings = [("aws", _aws_id(stage), "")] if stage.aws is not None else []
         if stage.pushes:
             # A multibranch checkout is a detached HEAD: the promote commit goes on the branch built.
@@ -420,25 +464,36 @@ class JenkinsRenderer:
         )
 
     def _teardown_steps(self, plan: CiPlan, stage: StagePlan, local: frozenset[str]) -> list[Step]:
-        body: list[Step] = [self._install(plan), Step("sh", text=f"{plan.activate()} && {stage.run_command}")]
-        body = [Step("catch", body=body)]
+        # No catchError: a teardown that fails must fail its stage, so that what comes after it is skipped.
+        body: list[Step] = [self._install(plan), self._run(plan, stage)]
         body = [Step("timeout", minutes=stage.timeout_minutes, body=body)]
         bindings = [("string", s.jenkins_id, s.name) for s in stage.secrets]
         if stage.aws is not None:
             bindings.append(("aws", _aws_id(stage), ""))
         if bindings:
             body = [Step("with_credentials", bindings=bindings, body=body)]
-        if stage.env:
-            body = [Step("with_env", pairs=list(stage.env), body=body)]
+        if any(v for _, v in stage.env):
+            body = [Step("with_env", pairs=[(k, v) for k, v in stage.env if v], body=body)]
         lock = _lock_name(plan, stage)
         if lock:
             body = [Step("lock", text=lock, body=body)]
+        # A stage it needs may not have run (it failed, or was skipped after a failure): its stash is
+        # then missing, and the teardown must still run (it reads what the stages that ran left).
+        unstash = [Step("tolerate", body=[step]) for step in _unstash(stage, local)]
         return [
             Step("echo", text=f"{stage.name}: runs whether the stages above succeeded or not"),
-            *_unstash(stage, local),
+            *unstash,
             *body,
             _stash(stage),
         ]
+
+    def _run(self, plan: CiPlan, stage: StagePlan) -> Step:
+        """`pipeline run stage` in the job's virtualenv. Jenkins drops a variable whose value is
+        empty (`environment`/`withEnv` go through hudson.EnvVars.override, which removes it), so
+        empty values are exported by the shell itself."""
+        empty = " ".join(f"{name}=''" for name, value in stage.env if not value)
+        exports = f"export {empty} && " if empty else ""
+        return Step("sh", text=f"{plan.activate()} && {exports}{stage.run_command}")
 
     def _render_check(self, plan: CiPlan) -> JStage:
         agent, label = _agent(AgentNeeds(labels=plan.spec.agents.every))

@@ -525,22 +525,16 @@ def _is_check(spec: PipelineSpec, stage: Stage, secrets: tuple[Secret, ...]) -> 
     return not _uses_profile(stage) and spec.approval_of(stage) is None and not secrets
 
 
-PACKER_KINDS = frozenset({"bake"})
-"""Stage kinds that run Packer."""
-
-
 def agent_needs(spec: PipelineSpec, stage: Stage) -> AgentNeeds:
     """What `stage`'s CI job needs from its agent (target-neutral; each renderer expresses it)."""
     profile = spec.profile_of(stage)
     drives_docker = type(stage).uses_profile and profile == "local"
-    checks_in_docker = "local" in (getattr(stage, "sources", None) or {}) and getattr(stage, "checks", None) is not None
-    packer = stage.kind in PACKER_KINDS
-    docker = drives_docker or (packer and checks_in_docker)
+    packer = type(stage).runs_packer
+    docker = drives_docker or stage.checks_in_docker()
     persistent = drives_docker
     base_image = None
-    if packer and docker and not persistent:
-        variables = getattr(stage, "variables", None) or {}
-        name = str(variables.get("base_image", getattr(stage, "base_image", "")))
+    if docker and not persistent:
+        name = stage.docker_base_image()
         base_image = name if name and not pullable(name) else None
     labels = spec.agents
     if stage.agent is not None:
@@ -734,13 +728,9 @@ def _run_command(spec: PipelineSpec, stage: Stage, env: Environment | None, cont
 
 def _pushes(spec: PipelineSpec, stage: Stage, env: Environment | None) -> bool:
     """A stage that commits the promoted image into its environment's template and pushes: on the
-    aws profile, with `commit` and `push` on (the Promote kind's fields)."""
+    aws profile, when its kind says so (`Stage.commits_and_pushes`)."""
     return (
-        env is not None
-        and env.template is not None
-        and spec.profile_of(stage) == "aws"
-        and getattr(stage, "commit", False) is True
-        and getattr(stage, "push", False) is True
+        env is not None and env.template is not None and spec.profile_of(stage) == "aws" and stage.commits_and_pushes()
     )
 
 
@@ -757,10 +747,7 @@ def _aws(spec: PipelineSpec, stage: Stage, env: Environment | None, secrets: tup
     if env is not None:
         return AwsAccess(environment=env.name, settings=env.aws)
     # A stage without an environment (a bake) builds with the pipeline's build credentials.
-    settings = getattr(stage, "aws", None)
-    return AwsAccess(
-        environment=BUILD_ACCESS, settings=settings if isinstance(settings, AwsSettings) else AwsSettings()
-    )
+    return AwsAccess(environment=BUILD_ACCESS, settings=stage.build_aws_settings() or AwsSettings())
 
 
 def shell_word(text: str) -> str:

@@ -19,7 +19,6 @@ stack lives in AWS and each stage keeps its own build configuration.
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import ClassVar
 
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
+from pipeline.render.branch_patterns import branch_regex
 from pipeline.render.plan import (
     GIT_PUSH_CREDENTIALS,
     RENDER_CHECK_MINUTES,
@@ -144,7 +144,9 @@ class TeamCityRenderer:
             "in order: each build may get another agent, and the stack is containers on the agent that made it."
         ),
         "order": Support(
-            "Snapshot dependencies (`reuseBuilds = ReuseBuilds.NO`) form one build chain on the same sources (stages after a rehearsal depend on its build); a composite build configuration named after the pipeline ends the chain."
+            "Snapshot dependencies (`reuseBuilds = ReuseBuilds.NO`) form one build chain on the same sources (stages "
+            "after a rehearsal depend on its build); a composite build configuration named after the pipeline ends the "
+            "chain (also depending on what a teardown at the end depended on, so a failure before it fails the chain)."
         ),
         "parallel": Support(
             "Build configurations whose dependencies are done run at the same time on free agents (fan-out); a stage with several dependencies waits for all (fan-in)."
@@ -155,7 +157,9 @@ class TeamCityRenderer:
             "stage depends on it."
         ),
         "manifests": Support(
-            "Each build publishes `.pipeline/ci/manifest` (`artifactRules`, also on failure); artifact dependencies on its dependencies fetch it (optional `?:` rules for a teardown)."
+            "Each build publishes `.pipeline/ci/manifest` (`artifactRules`, also on failure); artifact dependencies on "
+            "its dependencies fetch it (optional `?:` rules for a teardown, and from a build whose every stage has a "
+            "branch filter: on another branch it rightly publishes nothing)."
         ),
         "approval": Support(
             "`type = BuildTypeSettings.Type.DEPLOYMENT` with `features { approval { approvalRules; timeout } }`: "
@@ -167,7 +171,8 @@ class TeamCityRenderer:
         "secrets": Support(
             '`password("env.NAME", "credentialsJSON:...")` when Secret.teamcity is set, else an empty password parameter to fill in on the server; never a value. '
             "A build of several stages (a rehearsal, or an environment's consecutive stages) has the secrets of all "
-            "of them; each of its steps exports its own plain variables.",
+            "of them as parameters; each of its steps unsets the other stages' secrets and exports its own plain "
+            "variables.",
             fails="two stages of one such build giving one secret different references",
         ),
         "aws": Support(
@@ -290,7 +295,7 @@ class TeamCityRenderer:
         )
 
     def _stage(self, plan: CiPlan, stage: StagePlan, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
-        regexes = [_branch_regex(group) for group in stage.branch_groups]
+        regexes = [branch_regex(group) for group in stage.branch_groups]
         steps = [_install_step(plan), Step(f"Run stage {stage.name}", f"{plan.activate()}\n{stage.run_command}")]
         for step in steps:
             step.always = stage.always
@@ -329,7 +334,10 @@ class TeamCityRenderer:
             description="the whole pipeline: a push to a trigger branch queues every stage of the chain",
             type="COMPOSITE",
             trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger_branches),
-            dependencies=[Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM") for s in plan.jobs_of(plan.sinks)],
+            dependencies=[
+                Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM")
+                for s in plan.jobs_of([*plan.sinks, *_behind_teardowns(plan, plan.sinks)])
+            ],
         )
 
     def _group(self, plan: CiPlan, group: StageGroup, objects: dict[str, str], locks: dict[str, str]) -> BuildType:
@@ -339,16 +347,21 @@ class TeamCityRenderer:
         runs ALWAYS; the first stage's gate is the build's approval."""
         check_group(group, self.name)
         steps = [_install_step(plan)]
-        steps[0].branch_regexes = [_branch_regex(g) for g in group.shared_groups]
+        steps[0].branch_regexes = [branch_regex(g) for g in group.shared_groups]
+        secrets = list(dict.fromkeys(s.name for m in group.members for s in m.secrets))
         for member in group.members:
-            # Each step sets its own plain variables (the build's parameters are shared by all steps).
-            exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in member.env)
+            # Each step sets its own plain variables (the build's parameters are shared by all steps),
+            # and unsets the secrets of the other stages: a stage's process gets only its own.
+            own = {s.name for s in member.secrets}
+            others = [name for name in secrets if name not in own]
+            exports = f"unset {' '.join(others)}\n" if others else ""
+            exports += "".join(f"export {name}={shlex.quote(value)}\n" for name, value in member.env)
             steps.append(
                 Step(
                     f"Run stage {member.name}",
                     f"{plan.activate()}\n{exports}{member.run_command}",
                     always=member.always,
-                    branch_regexes=[_branch_regex(g) for g in group.branch_groups(member.name)],
+                    branch_regexes=[branch_regex(g) for g in group.branch_groups(member.name)],
                 )
             )
         params: dict[str, tuple[Param, str]] = {}
@@ -435,10 +448,27 @@ def _params(stage: StagePlan, *, plain: bool = True) -> list[Param]:
 
 def _needs(plan: CiPlan, needs: Sequence[str], objects: dict[str, str]) -> list[Dependency]:
     """Snapshot and manifest artifact dependencies on the builds these stages run in; first stages
-    wait for the render check."""
-    rules = f"{ARTIFACT_FOLDER}/*.json => {MANIFEST_DIR}"
+    wait for the render check. TeamCity fails a build whose required artifact rule matches nothing:
+    the rule is optional (`?:`) where the upstream build may rightly publish nothing, i.e. every
+    stage step in it has a branch condition (on another branch it succeeds doing nothing, and so do
+    the builds after it, whose steps carry the same conditions)."""
     jobs = plan.jobs_of(needs) or ("",)
-    return [Dependency(objects[n], "FAIL_TO_START", "CANCEL", rules if n else "") for n in jobs]
+    return [
+        Dependency(objects[n], "FAIL_TO_START", "CANCEL", _fetch_rule(optional=_may_skip(plan, n)) if n else "")
+        for n in jobs
+    ]
+
+
+def _fetch_rule(*, optional: bool) -> str:
+    return ("?:" if optional else "") + f"{ARTIFACT_FOLDER}/*.json => {MANIFEST_DIR}"
+
+
+def _may_skip(plan: CiPlan, job: str) -> bool:
+    """Whether every stage step of this build may be skipped by its branch condition."""
+    group = next((g for g in plan.groups if g.name == job), None)
+    if group is not None:
+        return all(group.branch_groups(m.name) for m in group.members)
+    return bool(plan.by_name[job].branch_groups)
 
 
 def _guards(
@@ -457,6 +487,26 @@ def _guards(
         for job in plan.jobs_of(names)
         if job != own and objects[job] not in have
     ]
+
+
+def _behind_teardowns(plan: CiPlan, names: Sequence[str]) -> list[str]:
+    """What the always-run stages among `names` depend on (through other always-run stages): a
+    teardown at the end of the chain succeeds after a failure before it, so the composite must also
+    depend on what it depended on to end failed (or canceled) then."""
+    found: list[str] = []
+    pending = [n for n in names if plan.by_name[n].always]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        for need in plan.by_name[name].needs:
+            if plan.by_name[need].always:
+                pending.append(need)
+            elif need not in found:
+                found.append(need)
+    return found
 
 
 def _install_step(plan: CiPlan, *, run_extra: bool = True) -> Step:
@@ -495,30 +545,3 @@ def _resource_name(pipeline: str, environment: str) -> str:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
         name = f"{name[: _NAME_LIMIT - 9]}_{digest}"
     return name
-
-
-def _branch_regex(patterns: tuple[str, ...]) -> str:
-    """Glob patterns ('main', 'release/*') as one anchored Java regex."""
-    return "^(?:" + "|".join(_glob_to_regex(p) for p in patterns) + ")$"
-
-
-def _glob_to_regex(pattern: str) -> str:
-    out = ""
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "*":
-            out += ".*"
-        elif char == "?":
-            out += "."
-        elif char == "[" and "]" in pattern[i + 1 :]:
-            end = pattern.index("]", i + 1)
-            body = pattern[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out += "[" + body.replace("\\", "\\\\") + "]"
-            i = end
-        else:
-            out += re.escape(char)
-        i += 1
-    return out

@@ -15,17 +15,13 @@ from typing import Any
 
 import jinja2
 
-from pipeline.errors import PipelineError
+from pipeline.errors import TemplateBugError
 
 
 class Escaped(str):
     """Text an escaping filter produced; the only kind of string a template may output."""
 
     __slots__ = ()
-
-
-class TemplateBugError(PipelineError):
-    """A template printed a value without an escaping filter (a bug in the renderer)."""
 
 
 def _finalize(value: Any) -> Any:

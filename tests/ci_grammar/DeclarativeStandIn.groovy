@@ -38,9 +38,11 @@
  *     archiveArtifacts, junit, input, sleep, deleteDir, cleanWs, checkout, writeFile, readFile,
  *     fileExists, isUnix, pwd, milestone, and the block steps timeout, retry, lock, catchError,
  *     warnError, withCredentials (string, usernamePassword, usernameColonPassword, file,
- *     sshUserPrivateKey, certificate, [$class: ...] maps such as AmazonWebServicesCredentialsBinding),
- *     withEnv, dir, script, cache (Job Cacher, with arbitraryFileCache), parallel (scripted, map of
- *     closures); `env.X` reads the variables declared
+ *     sshUserPrivateKey, certificate, gitUsernamePassword (Git plugin), [$class: ...] maps such as
+ *     AmazonWebServicesCredentialsBinding), withEnv, dir, node (scripted, with or without a label
+ *     expression), script, cache (Job Cacher, with arbitraryFileCache), parallel (scripted, map of
+ *     closures); `lock` (option or step) records all its arguments (resource, extra, label,
+ *     quantity); `env.X` reads the variables declared
  *     so far (credentials read as a marker "@@credentials:ID@@", so a secret interpolated into a
  *     command by Groovy shows up in the trace) and `env.X = v` is recorded as a step;
  *   - post: always, changed, fixed, regression, aborted, success, unsuccessful, unstable, failure,
@@ -619,6 +621,11 @@ class StepsBlock {
         return [binding: 'sshUserPrivateKey', credentialsId: Plain.string(args.credentialsId), keyFileVariable: Plain.string(args.keyFileVariable),
                 usernameVariable: Plain.string(args.usernameVariable), passphraseVariable: Plain.string(args.passphraseVariable)]
     }
+    // Git plugin (GitUsernamePasswordBinding): GIT_USERNAME and GIT_PASSWORD, and GIT_ASKPASS for git itself
+    def gitUsernamePassword(Map args) {
+        return [binding: 'gitUsernamePassword', credentialsId: Plain.string(args.credentialsId),
+                gitToolName: Plain.string(args.gitToolName)]
+    }
     def certificate(Map args) {
         return [binding: 'certificate', credentialsId: Plain.string(args.credentialsId), keystoreVariable: Plain.string(args.keystoreVariable),
                 passwordVariable: Plain.string(args.passwordVariable), aliasVariable: Plain.string(args.aliasVariable)]
@@ -664,6 +671,9 @@ class StepsBlock {
         wrap('withEnv', [overrides: overrides.collect { Plain.string(it) }], body)
     }
     def dir(Object path, Closure body) { wrap('dir', [path: Plain.string(path)], body) }
+    // scripted node: allocates an executor (any agent, or one matching the label expression) and its workspace
+    def node(Closure body) { wrap('node', [label: null], body) }
+    def node(Object label, Closure body) { wrap('node', [label: Plain.string(label)], body) }
     // Job Cacher plugin: restores and saves files around its body (recorded, transparent to the model)
     def cache(Map args, Closure body) { wrap('cache', new LinkedHashMap(args), body) }
     def arbitraryFileCache(Map args) { return [cache: 'arbitraryFileCache'] + new LinkedHashMap(args) }

@@ -3,8 +3,9 @@
 - every example's committed golden file, and a fresh render of every example;
 - the repository's own pipelinefile.py, rendered fresh, and its committed CI files;
 - definitions made to be hard to render: quotes, `$`, backslashes, `${{`, `%`, unicode, leading
-  and trailing spaces, multi-line and empty values, a carriage return, branch globs, gates in
-  parallel, pull requests, rehearsals and nested teardowns (the stress specs of the unit tests).
+  and trailing spaces, multi-line and empty values, branch globs, gates in parallel, pull
+  requests, rehearsals, nested and twin teardowns, gates among the stages a teardown protects,
+  lock spans (the stress specs of the unit tests).
 
 A case names its file and its definition; `materialise` renders it when needed.
 """
@@ -16,8 +17,9 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
 
-from pipeline import Approval, CommitTest, Environment, Pipeline, Secret, Shell, Trigger
+from pipeline import Approval, Bake, CommitTest, Environment, Pipeline, Secret, Shell, Teardown, TestStack, Trigger
 from pipeline.loader import load
+from pipeline.model import Stage
 from pipeline.render import render, write
 from pipeline.render.base import RenderContext
 from pipeline.spec import PipelineSpec
@@ -122,7 +124,9 @@ def multiline_values_spec() -> PipelineSpec:
     install command with a quoted multi-line argument."""
     with Pipeline(
         "multiline-values",
-        environments=[Environment(name="production", approval=Approval(message=MULTILINE_MESSAGE))],
+        environments=[
+            Environment(name="production", approval=Approval(message=MULTILINE_MESSAGE, approvers=("alice",)))
+        ],
         install=MULTILINE_INSTALL,
     ) as p:
         test = CommitTest(name="commit-test", commands=["true"], env=dict(MULTILINE_VALUES))
@@ -138,8 +142,36 @@ def empty_value_spec() -> PipelineSpec:
 
 
 def carriage_return_spec() -> PipelineSpec:
+    """Refused at validate (a carriage return cannot reach every CI shell exactly)."""
     with Pipeline("carriage-return") as p:
         CommitTest(name="commit-test", commands=["true"], env={"CR": "a\rb", "CRLF": "c\r\nd"})
+    return p.spec
+
+
+def twin_teardowns_spec() -> PipelineSpec:
+    """Two teardowns of the same stages (two stacks made in parallel, used together): each must run
+    whatever the other does, and what follows them runs only when both succeeded."""
+    with Pipeline(
+        "twin-teardowns",
+        environments=[
+            Environment(name="a", ephemeral=True),
+            Environment(name="b", ephemeral=True),
+            Environment(name="production", template="templates/web.yaml"),
+        ],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack_a = TestStack(name="stack-a", environment="a", image=bake)
+        stack_b = TestStack(name="stack-b", environment="b", image=bake)
+        use = Shell(name="use", commands=["true"], env={"EMPTY": "", "FULL": "x"})
+        down_a = Teardown(name="down-a", stack=stack_a)
+        down_b = Teardown(name="down-b", stack=stack_b)
+        after = Shell(name="after", commands=["true"])
+        bake >> [stack_a, stack_b]
+        stacks: list[Stage] = [stack_a, stack_b]  # list is invariant: list[TestStack] is no list[Stage]
+        stacks >> use
+        use >> [down_a, down_b]
+        teardowns: list[Stage] = [down_a, down_b]
+        teardowns >> after
     return p.spec
 
 
@@ -179,9 +211,19 @@ def pull_requests_spec() -> PipelineSpec:
 
 def stress_specs() -> dict[str, Callable[[], PipelineSpec]]:
     """The unit tests' stress shapes: rehearsals with filters, aws, nested teardowns, fan-out."""
+    from tests.unit.test_render_first_push import gated_rehearsal, staging_spec, two_locks
     from tests.unit.test_render_plan import chain_spec, fan_spec, rehearsal_spec, two_stacks
 
     return {
+        # issue 11's shapes: gates among the stages a teardown protects, lock spans (with a gate at the
+        # start or in the middle), two environments' spans over the same Jenkins levels
+        "gated-rehearsal-aws": lambda: gated_rehearsal("aws"),
+        "lock-span": staging_spec,
+        "lock-span-gated": lambda: staging_spec(gate_deploy=True),
+        "lock-span-split-by-a-gate": lambda: staging_spec(gate_smoke=True),
+        "two-locks": lambda: two_locks(False),
+        "two-locks-overlap": lambda: two_locks(True),
+        "twin-teardowns": twin_teardowns_spec,
         "chain-aws": lambda: chain_spec(profile="aws", test_stack_branches=("main",), name="chain-aws"),
         "chain-local-filtered": lambda: chain_spec(
             test_stack_branches=("main",), update_branches=("main", "rc/*"), name="chain-local"
@@ -225,9 +267,11 @@ def _tricky(target: str) -> list[Case]:
     ]
     if target == "jenkins":
         out.append(Case("tricky:pull-requests", pull_requests_spec))
-    else:
-        out.append(Case("tricky:carriage-return", carriage_return_spec))
     out += [Case(f"stress:{name}", factory) for name, factory in stress_specs().items()]
+    if target == "jenkins":  # TeamCity and GitHub refuse a gate inside a local rehearsal (one job)
+        from tests.unit.test_render_first_push import gated_rehearsal
+
+        out.append(Case("stress:gated-rehearsal-local", lambda: gated_rehearsal("local")))
     return out
 
 

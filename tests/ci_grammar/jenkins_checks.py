@@ -8,19 +8,40 @@ expected text, so they keep holding when the renderer changes how it says things
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 
 from pipeline.render.base import MANIFEST_DIR
-from pipeline.render.plan import CiPlan, StagePlan
+from pipeline.render.plan import GIT_PUSH_CREDENTIALS, CiPlan, StagePlan
 from tests.ci_grammar import spec_facts as facts
-from tests.ci_grammar.jenkins_model import Event, Interpreter, Run, Workspace, always, never
-from tests.ci_grammar.jenkins_trace import Branch, Trace
-from tests.ci_grammar.shell import Command, ShellSyntaxError, commands, is_pipeline_command
+from tests.ci_grammar.jenkins_model import (
+    GIT_USERNAME_PASSWORD,
+    Event,
+    Interpreter,
+    Run,
+    Workspace,
+    always,
+    never,
+)
+from tests.ci_grammar.jenkins_trace import Branch, ModelError, Trace
+from tests.ci_grammar.shell import (
+    Command,
+    ShellSyntaxError,
+    commands,
+    expand,
+    exported_environment,
+    is_pipeline_command,
+)
+from tests.ci_grammar.shell_run import Job
 
 CREDENTIAL_MARKER = "@@credentials:"
 AWS_BINDING = "AmazonWebServicesCredentialsBinding"
 AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+GIT_BINDING = "gitUsernamePassword"
+"""The Git plugin's binding: git reads GIT_USERNAME/GIT_PASSWORD through GIT_ASKPASS when it pushes over HTTPS."""
+TARGET = "jenkins"
 
 
 @dataclass
@@ -119,8 +140,9 @@ def check_recorded(trace: Trace) -> list[str]:
 def check_commands(build: Build, plan: CiPlan) -> list[str]:
     """Every stage the definition runs on this branch runs exactly once, as `pipeline run stage NAME`
     with the plan's flags, as the last command of its script (so its exit status is the step's),
-    after the definition's install command ran in the same workspace; no other stage runs; the
-    render check runs before every stage."""
+    after the pinned tool (or the definition's install command) was installed in the same workspace;
+    no other stage runs; one render check runs before every stage and checks exactly the targets the
+    team commits."""
     sim = build.sim
     where = build.branch.name
     problems = [f"{where}: {p}" for p in sim.run.problems]
@@ -128,7 +150,6 @@ def check_commands(build: Build, plan: CiPlan) -> list[str]:
         problems.append(f"{where}: the build ends {sim.run.result} although nothing failed")
     for name in sorted(sim.ran() - set(plan.by_name)):
         problems.append(f"{where}: a script runs `pipeline run stage {name}`, which the definition does not have")
-    installs = facts.install_commands(plan)
     for stage in plan.stages:
         found = sim.stage_commands.get(stage.name, [])
         must = build.expected[stage.name]
@@ -149,44 +170,64 @@ def check_commands(build: Build, plan: CiPlan) -> list[str]:
         if event.scope.workspace is None:
             problems.append(f"{stage.name}: its command runs without an agent")
             continue
-        earlier = [
-            c.argv
-            for e in sim.run.of("sh")
-            if e.index <= event.index and e.scope.workspace is event.scope.workspace
-            for c in script_commands(e)
-        ]
-        for install in installs:
-            if install not in earlier:
-                problems.append(
-                    f"{stage.name}: the install command {list(install)} does not run before it on its agent"
-                )
-    checks = [(e, c) for e, c in sim.other_pipeline_commands if c.argv == facts.check_argv(plan)]
+        if not event.sources:
+            problems.append(f"{stage.name}: its command runs in a workspace without the checked-out sources")
+        wrong = facts.pinned_install_problem(earlier_in_workspace(sim, event), plan, drift_check=False)
+        if wrong:
+            problems.append(f"{stage.name}: on its agent before it, {wrong}")
+    checks = [(e, c) for e, c in sim.other_pipeline_commands if facts.is_drift_check(c.argv)]
     if len(checks) != 1:
-        problems.append(
-            f"{where}: the render check `{plan.context.check_command}` runs {len(checks)} times (expected once)"
-        )
-    elif any(e.index < checks[0][0].index for runs in sim.stage_commands.values() for e, _ in runs):
-        problems.append(f"{where}: a stage runs before the render check")
+        problems.append(f"{where}: a render check runs {len(checks)} times (expected once)")
+    else:
+        event, command = checks[0]
+        problems += [f"{where}: the render check {p}" for p in facts.drift_check_problems(command.argv, plan, TARGET)]
+        wrong = facts.pinned_install_problem(earlier_in_workspace(sim, event), plan, drift_check=True)
+        if wrong:
+            problems.append(f"{where}: on the render check's agent before it, {wrong}")
+        if any(e.index < event.index for runs in sim.stage_commands.values() for e, _ in runs):
+            problems.append(f"{where}: a stage runs before the render check")
     return problems
 
 
+def earlier_in_workspace(sim: Simulation, event: Event) -> list[tuple[str, ...]]:
+    """The simple commands of every script run on this event's agent (workspace) up to it."""
+    return [
+        c.argv
+        for e in sim.run.of("sh")
+        if e.index <= event.index and e.scope.workspace is event.scope.workspace
+        for c in script_commands(e)
+    ]
+
+
+def command_environment(event: Event, command: Command) -> dict[str, str]:
+    """The plain variables the command receives: what Jenkins gives the `sh` step, then what the
+    script itself exports before the command."""
+    cmds = script_commands(event)
+    return exported_environment(cmds[: cmds.index(command)], event.env)
+
+
 def check_environment(build: Build, plan: CiPlan) -> list[str]:
-    """Each stage's variables reach its command byte for byte; no other stage's variables and no
-    secret as a plain variable."""
+    """Each stage's variables reach its command byte for byte (an empty value too); no other
+    stage's variables and no secret as a plain variable."""
     problems = []
     declared = {k for s in plan.stages for k, _ in s.env}
     for stage in build.must_run(plan):
-        event, _ = build.sim.command(stage.name)
+        event, command = build.sim.command(stage.name)
+        try:
+            env = command_environment(event, command)
+        except ShellSyntaxError as e:
+            problems.append(f"{stage.name}: its script sets variables in a way the model does not follow: {e}")
+            continue
         own = dict(stage.env)
         for name, value in own.items():
-            if name not in event.env:
+            if name not in env:
                 problems.append(f"{stage.name}: {name} is not set (the definition sets {value!r})")
-            elif event.env[name] != value:
-                problems.append(f"{stage.name}: {name} is {event.env[name]!r}, the definition says {value!r}")
-        for name in sorted((declared - set(own)) & set(event.env)):
+            elif env[name] != value:
+                problems.append(f"{stage.name}: {name} is {env[name]!r}, the definition says {value!r}")
+        for name in sorted((declared - set(own)) & set(env)):
             problems.append(f"{stage.name}: receives {name}, a variable of another stage")
         for secret in stage.secrets:
-            if secret.name in event.env and secret.name not in {b.variable for b in event.scope.bindings}:
+            if secret.name in env and secret.name not in {b.variable for b in event.scope.bindings}:
                 problems.append(f"{stage.name}: secret {secret.name} is a plain variable")
     return problems
 
@@ -206,6 +247,9 @@ def check_secrets(build: Build, plan: CiPlan) -> list[str]:
             for variable in AWS_VARIABLES:
                 if variable not in expected:
                     expected[variable] = f"aws-{stage.aws.environment}"
+        if stage.pushes:  # the push credentials, and only for the stage that pushes
+            for variable in GIT_USERNAME_PASSWORD:
+                expected[variable] = GIT_PUSH_CREDENTIALS
         for variable, cid in expected.items():
             binding = bound.get(variable)
             if binding is None:
@@ -214,6 +258,8 @@ def check_secrets(build: Build, plan: CiPlan) -> list[str]:
                 problems.append(f"{stage.name}: {variable} is bound to {binding.credentials_id!r}, expected {cid!r}")
             elif variable in AWS_VARIABLES and stage.aws is not None and binding.kind != AWS_BINDING:
                 problems.append(f"{stage.name}: {variable} is bound by {binding.kind}, expected {AWS_BINDING}")
+            elif variable in GIT_USERNAME_PASSWORD and stage.pushes and binding.kind != GIT_BINDING:
+                problems.append(f"{stage.name}: {variable} is bound by {binding.kind}, expected {GIT_BINDING}")
         for variable in sorted(set(bound) - set(expected)):
             problems.append(
                 f"{stage.name}: receives credentials {bound[variable].credentials_id!r} as {variable}, which it does not declare"
@@ -221,17 +267,19 @@ def check_secrets(build: Build, plan: CiPlan) -> list[str]:
     return problems
 
 
-def gate_inputs(sim: Simulation, stage: StagePlan) -> list[Event]:
-    """The inputs asked before the stage's command, not in a concurrent branch, with its message."""
+def gate_input(sim: Simulation, stage: StagePlan) -> Event | None:
+    """The input that gates the stage: the last one with the gate's message asked before its
+    command, not in a concurrent branch (two gates may well share a message)."""
     assert stage.gate is not None
     if stage.name not in sim.stage_commands:
-        return [e for e in sim.run.of("input") if e.args.get("message") == stage.gate.message]
+        return None
     event, _ = sim.command(stage.name)
-    return [
+    asked = [
         e
         for e in sim.run.of("input")
         if e.index < event.index and not e.concurrent_with(event) and e.args.get("message") == stage.gate.message
     ]
+    return asked[-1] if asked else None
 
 
 def submitters(value: object) -> set[str]:
@@ -240,31 +288,31 @@ def submitters(value: object) -> set[str]:
 
 def check_gates(build: Build, plan: CiPlan) -> list[str]:
     """Each gated stage's command comes after an input with the gate's message, submitters and
-    timeout, asked while no executor is held."""
+    timeout; no input is ever asked while an executor is held; no input that no gate asks for."""
     problems = []
     sim = build.sim
     for stage in build.must_run(plan):
         if stage.gate is None:
             continue
-        inputs = gate_inputs(sim, stage)
-        if not inputs:
+        event = gate_input(sim, stage)
+        if event is None:
             problems.append(f"{stage.name}: no input {stage.gate.message!r} is asked before it runs")
             continue
-        for event in inputs:
-            wanted = {*stage.gate.approvers, *stage.gate.groups}
-            if submitters(event.args.get("submitter")) != wanted:
-                problems.append(
-                    f"{stage.name}: the input's submitters are {event.args.get('submitter')!r}, expected {sorted(wanted)}"
-                )
-            if event.scope.workspace is not None:
-                problems.append(
-                    f"{stage.name}: its input is asked while an executor is held (agent {event.scope.workspace.agent})"
-                )
-            if event.timeout != stage.gate.timeout_minutes:
-                problems.append(
-                    f"{stage.name}: the input waits {event.timeout} minutes, the gate says {stage.gate.timeout_minutes}"
-                )
+        wanted = {*stage.gate.approvers, *stage.gate.groups}
+        if submitters(event.args.get("submitter")) != wanted:
+            problems.append(
+                f"{stage.name}: the input's submitters are {event.args.get('submitter')!r}, expected {sorted(wanted)}"
+            )
+        if event.timeout != stage.gate.timeout_minutes:
+            problems.append(
+                f"{stage.name}: the input waits {event.timeout} minutes, the gate says {stage.gate.timeout_minutes}"
+            )
     for event in sim.run.of("input"):
+        if event.scope.workspace is not None:
+            problems.append(
+                f"the input {event.args.get('message')!r} is asked while an executor is held "
+                f"(agent {event.scope.workspace.agent})"
+            )
         if not any(s.gate and s.gate.message == event.args.get("message") for s in plan.gated):
             problems.append(f"an input {event.args.get('message')!r} that no gate of the definition asks for")
     return problems
@@ -272,32 +320,149 @@ def check_gates(build: Build, plan: CiPlan) -> list[str]:
 
 def check_locks(build: Build, plan: CiPlan) -> list[str]:
     """Every stage acting on a persistent environment holds that environment's lock resource, the
-    same one for all of them and no other environment's; the resource names the pipeline and the
-    environment (Lockable Resources are shared by every job on the server)."""
+    same one for all of them; the resource names the pipeline and the environment (Lockable
+    Resources are shared by every job on the server). Consecutive stages on one environment (the
+    plan's lock spans) run under ONE hold of it, so no other run deploys between them. A command
+    never runs under two separate acquisitions (nested locks of two runs taken in opposite orders
+    deadlock), and a lock is held only on behalf of a stage of its environment under the same hold."""
     problems = []
-    held = {s.name: build.sim.command(s.name)[0].scope.locks for s in build.must_run(plan)}
+    commands_of = {s.name: build.sim.command(s.name)[0] for s in build.must_run(plan)}
+    held = {name: event.scope.locks for name, event in commands_of.items()}
     resource: dict[str, str] = {}
     for env in plan.locks:
         users = [s.name for s in plan.stages if s.lock == env and s.name in held]
         if not users:
             continue
-        common = set.intersection(*(set(held[u]) for u in users)) if users else set()
-        if len(common) != 1:
+        common = set.intersection(*(set(held[u]) for u in users))
+        own = [r for r in common if facts.names_pipeline_and_environment(r, plan, env)]
+        if len(own) != 1:
             problems.append(
-                f"environment {env}: its stages {users} hold {[held[u] for u in users]}: expected one common lock"
+                f"environment {env}: its stages {users} hold {[held[u] for u in users]}: expected one common lock "
+                "naming the pipeline and the environment"
             )
             continue
-        resource[env] = common.pop()
-        if not facts.names_pipeline_and_environment(resource[env], plan, env):
-            problems.append(f"environment {env}: lock {resource[env]!r} does not name the pipeline and the environment")
+        resource[env] = own[0]
     if len(set(resource.values())) != len(resource):
         problems.append(f"two environments share a lock: {resource}")
-    for stage in plan.stages:
-        if stage.name not in held:
+    owner = {r: env for env, r in resource.items()}
+    order: dict[str, set[str]] = {}
+    for event in commands_of.values():
+        acquisitions: list[tuple[int, list[str]]] = []
+        for taken, hold in event.scope.holds:
+            if not acquisitions or acquisitions[-1][0] != hold:
+                acquisitions.append((hold, []))
+            acquisitions[-1][1].append(taken)
+        for (_, outer), (_, inner) in itertools.combinations(acquisitions, 2):
+            for a in outer:
+                order.setdefault(a, set()).update(inner)
+    cycle = _cycle(order)
+    if cycle:
+        problems.append(
+            f"locks are nested in opposite orders ({' -> '.join(cycle)}): two runs can wait for each other forever"
+        )
+    for name, event in commands_of.items():
+        for taken, hold in event.scope.holds:
+            holder = owner.get(taken)
+            on_behalf = [
+                other
+                for other, e in commands_of.items()
+                if plan.by_name[other].lock == holder and (taken, hold) in e.scope.holds
+            ]
+            if holder is None or not on_behalf:
+                problems.append(f"{name}: holds lock {taken!r}, for no stage of its environment under that hold")
+    for span in plan.lock_spans:
+        span_env = plan.by_name[span[0]].lock
+        ran = [n for n in span if n in commands_of]
+        if span_env not in resource or len(ran) < 2:
             continue
-        allowed = {resource[stage.lock]} if stage.lock in resource else set()
-        for extra in sorted(set(held[stage.name]) - allowed):
-            problems.append(f"{stage.name}: holds lock {extra!r}, which is not its environment's")
+        holds = [{h for r, h in commands_of[n].scope.holds if r == resource[span_env]} for n in ran]
+        if not set.intersection(*holds):
+            problems.append(
+                f"{', '.join(ran)} act on {span_env} one after the other but take its lock separately: "
+                "another run may deploy between them"
+            )
+    return problems
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str]:
+    """A cycle in the 'taken before' order of lock resources, or []."""
+    try:
+        TopologicalSorter({k: set(v) for k, v in edges.items()}).prepare()
+    except CycleError as e:
+        return [str(n) for n in e.args[1]]
+    return []
+
+
+def agent_labels(agent: dict[str, object]) -> set[str]:
+    """The labels an agent must have: `agent any` none, `label 'a && b'` (or `node('a && b')`) a and b."""
+    kind = agent.get("kind")
+    if kind == "any":
+        return set()
+    if kind == "label":
+        expression = str(agent.get("label") or "")
+        parts = [p.strip() for p in expression.split("&&")] if expression.strip() else []
+        if any(not p or any(c in p for c in "|!()") or " " in p for p in parts):
+            raise ModelError(f"label expression {expression!r} is not modelled (only 'a && b')")
+        return set(parts)
+    raise ModelError(f"agent {agent} is not modelled")
+
+
+def check_agents(build: Build, plan: CiPlan) -> list[str]:
+    """Each stage's command runs on an agent with every label the plan says the stage needs (Docker,
+    Packer, root, the local profile's one persistent machine, the pipeline's own labels), and the
+    render check on one with the labels every job asks for."""
+    problems = []
+    for stage in build.must_run(plan):
+        event, _ = build.sim.command(stage.name)
+        if event.scope.workspace is None:
+            continue
+        missing = set(stage.agent.labels) - agent_labels(event.scope.workspace.agent)
+        if missing:
+            problems.append(
+                f"{stage.name}: runs on agent {event.scope.workspace.agent}, without the labels {sorted(missing)} it needs"
+            )
+    for event, command in build.sim.other_pipeline_commands:
+        if facts.is_drift_check(command.argv) and event.scope.workspace is not None:
+            missing = set(plan.spec.agents.every) - agent_labels(event.scope.workspace.agent)
+            if missing:
+                problems.append(f"the render check runs without the labels {sorted(missing)} every job asks for")
+    return problems
+
+
+def check_push(build: Build, plan: CiPlan) -> list[str]:
+    """A stage that commits and pushes (the aws-profile promote recording its image) runs on the
+    branch being built, checked out as a branch in its workspace before it (a multibranch checkout
+    is a detached HEAD); its push credentials are checked by check_secrets."""
+    problems = []
+    for stage in build.must_run(plan):
+        if not stage.pushes:
+            continue
+        event, command = build.sim.command(stage.name)
+        branch: str | None = None
+        for e in build.sim.run.of("sh"):
+            if e.index > event.index or e.scope.workspace is not event.scope.workspace:
+                continue
+            cmds = script_commands(e)
+            for c in cmds[: cmds.index(command)] if e is event else cmds:
+                words = list(c.argv)
+                if words[:2] == ["git", "checkout"] or words[:2] == ["git", "switch"]:
+                    flag = next((w for w in words[2:] if w in ("-B", "-b", "-C", "-c")), None)
+                    if flag is None:
+                        branch = None  # any other checkout leaves the branch (a commit, a path, --detach)
+                        continue
+                    raw = c.raw[words.index(flag) + 1]
+                    try:
+                        branch = expand(raw, exported_environment(cmds[: cmds.index(c)], e.env))
+                    except ShellSyntaxError as err:
+                        problems.append(
+                            f"{stage.name}: the branch it checks out is {raw!r}, which the model cannot expand: {err}"
+                        )
+        if branch != build.branch.name:
+            problems.append(
+                f"{stage.name}: commits and pushes, but its workspace is on "
+                + (f"branch {branch!r}" if branch else "a detached HEAD")
+                + f", not on {build.branch.name!r}"
+            )
     return problems
 
 
@@ -317,8 +482,10 @@ def check_timeouts(build: Build, plan: CiPlan) -> list[str]:
 
 
 def check_manifests(build: Build, plan: CiPlan) -> list[str]:
-    """When a stage runs, its workspace holds the manifests of exactly its upstream stages (brought by
-    unstash, or made on the same agent): every unstash has a stash of upstream work."""
+    """When a stage runs, its workspace holds the manifests of all its upstream stages (brought by
+    unstash, or made on the same agent): every unstash has a stash of upstream work. Another
+    stage's manifest may be there only if that stage finished before on the same agent (the runner
+    reads its ancestors' records only), never one a concurrent stage is writing."""
     sim = build.sim
     problems = [f"{build.branch.name}: {p}" for p in sim.run.problems if "stash" in p]
     for stage in build.must_run(plan):
@@ -328,7 +495,13 @@ def check_manifests(build: Build, plan: CiPlan) -> list[str]:
         for path in sorted(want - have):
             problems.append(f"{stage.name}: {path} (an upstream stage's manifest) is missing when it runs")
         for path in sorted(have - want):
-            problems.append(f"{stage.name}: {path} is in its workspace, but that stage is not upstream of it")
+            maker = path.removeprefix(f"{MANIFEST_DIR}/").removesuffix(".json")
+            made = [e for e, _ in sim.stage_commands.get(maker, [])]
+            if not made or any(e.concurrent_with(event) for e in made):
+                problems.append(
+                    f"{stage.name}: {path} is in its workspace, but {maker} is not upstream of it"
+                    + (" and runs concurrently in the same workspace" if made else "")
+                )
     for event in sim.run.of("stash") + sim.run.of("unstash"):
         for path in event.args.get("files", []):
             if not path.startswith(f"{MANIFEST_DIR}/"):
@@ -350,10 +523,13 @@ def check_branch(trace: Trace, plan: CiPlan, branch: Branch) -> list[str]:
             problems.append(f"{branch.name}: {name} does not run (the definition runs it)")
         if must is False and name in ran:
             problems.append(f"{branch.name}: {name} runs (the definition skips it)")
+    messages = {g.gate.message for g in plan.gated if g.gate is not None and g.name in ran}
     for gated in plan.gated:
-        if gated.name not in ran and gate_inputs(sim, gated):
+        assert gated.gate is not None
+        asked = any(e.args.get("message") == gated.gate.message for e in sim.run.of("input"))
+        if gated.name not in ran and gated.gate.message not in messages and asked:
             problems.append(f"{branch.name}: the approval of {gated.name} is asked, but {gated.name} does not run")
-    checked = any(c.argv == facts.check_argv(plan) for _, c in sim.other_pipeline_commands)
+    checked = any(facts.is_drift_check(c.argv) for _, c in sim.other_pipeline_commands)
     builds = facts.trigger_runs(plan, branch)
     if builds is True and not checked:
         problems.append(f"{branch.name}: the render check does not run")
@@ -371,15 +547,25 @@ def check_failure(trace: Trace, plan: CiPlan, failing: str, branch: Branch) -> l
 
 def check_rejection(trace: Trace, plan: CiPlan, gated: StagePlan, branch: Branch) -> list[str]:
     """When the approval of a gated stage is refused: it and what is downstream of it do not run,
-    always-run stages still clean up, and the build does not succeed."""
-    assert gated.gate is not None
-    message = gated.gate.message
-    sim = simulate(trace, branch.name, approves=lambda e: e.args.get("message") != message)
+    always-run stages still clean up, and the build does not succeed. The input refused is the one
+    that gates it in a build where everything is approved (the n-th input asked: the build is the
+    same up to it)."""
+    approved = simulate(trace, branch.name)
+    event = gate_input(approved, gated)
+    if event is None:
+        return [f"{gated.name}: no input gates it on {branch.name}"]
+    ordinal = approved.run.of("input").index(event)
+    asked = itertools.count()
+
+    def approves(e: Event) -> bool:
+        return next(asked) != ordinal
+
+    sim = simulate(trace, branch.name, approves=approves)
     problems = _after_stop(
         sim, plan, gated.name, f"the approval of {gated.name} is refused on {branch.name}", ran_itself=False
     )
     if not [e for e in sim.run.of("input") if e.failed]:
-        problems.append(f"{gated.name}: no input with its message was asked on {branch.name}")
+        problems.append(f"{gated.name}: its input was not asked on {branch.name}")
     return problems
 
 
@@ -402,3 +588,18 @@ def _after_stop(sim: Simulation, plan: CiPlan, stopped: str, what: str, ran_itse
                 f"{what}: {stage.name} (always-run) does not run after {facts.references(plan, stage.name)} ran"
             )
     return problems
+
+
+def tool_jobs(build: Build, case: str) -> list[Job]:
+    """The scripts each agent workspace of this build ran, in order, with the variables of the last
+    of them (credentials as placeholders): what shell_run runs for real."""
+    by_workspace: dict[int, list[Event]] = {}
+    for event in build.sim.run.of("sh"):
+        if event.scope.workspace is not None:
+            by_workspace.setdefault(event.scope.workspace.id, []).append(event)
+    jobs = []
+    for workspace, events in by_workspace.items():
+        env = {**events[-1].env, **{b.variable: f"<{b.credentials_id}>" for b in events[-1].scope.bindings}}
+        scripts = tuple(str(e.args.get("script") or "") for e in events)
+        jobs.append(Job(f"{case}|{build.branch.name}|{workspace}", scripts, env, errexit=True))
+    return jobs

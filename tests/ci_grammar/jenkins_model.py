@@ -17,8 +17,16 @@ Declarative build) step by step:
   block becomes the stage's error;
 - `agent none` keeps whatever executor is already held (it does not release it); any other agent
   allocates an executor with a fresh workspace; a stage without `agent` runs where its parent runs;
-- environment: `withEnv`/`environment` values override the inherited ones, an EMPTY value REMOVES
-  the variable (hudson.EnvVars.override); `withCredentials`/`credentials()` bind variables;
+  the scripted `node` step (also inside a post condition) allocates one too, for its body; a
+  Declarative agent checks the sources out into its workspace (unless `skipDefaultCheckout`), a
+  `node` step's workspace has them only after `checkout scm`;
+- environment: what a multibranch build provides (BRANCH_NAME, and CHANGE_ID for a change request),
+  then `withEnv`/`environment` values override the inherited ones, an EMPTY value REMOVES the
+  variable (hudson.EnvVars.override); `withCredentials`/`credentials()` bind variables
+  (gitUsernamePassword: GIT_USERNAME and GIT_PASSWORD);
+- `lock` (option or step, Lockable Resources) takes its `resource` and every `extra` resource at
+  once and holds them for its body: each acquisition has an id, so checks can tell one hold of a
+  resource across several stages from several holds;
 - `stash` keeps the workspace files that match its Ant patterns (fails on none unless allowEmpty);
   `unstash` of an unknown stash fails, and a stash made in a concurrent parallel branch counts as
   unknown (it may or may not exist yet);
@@ -30,7 +38,7 @@ Declarative build) step by step:
 
 NOT modelled: time (timeouts never expire; their values are recorded), previous builds (changed,
 fixed and regression never fire: the model assumes the previous build ended alike), tools,
-restarts, checkout, test results making a build UNSTABLE, real parallelism (branches run one after
+restarts, what `checkout` fetches (only that the workspace has the sources), test results making a build UNSTABLE, real parallelism (branches run one after
 another, tagged so that checks can tell concurrent events apart; with failFast the branches after a
 failed one do not run).
 """
@@ -78,6 +86,8 @@ PROPERTY_OPTIONS = frozenset(
     }
 )
 NEEDS_NODE = frozenset({"sh", "stash", "unstash", "archiveArtifacts", "junit", "deleteDir", "cleanWs", "checkout"})
+GIT_USERNAME_PASSWORD = ("GIT_USERNAME", "GIT_PASSWORD")
+"""What the Git plugin's gitUsernamePassword binding binds (and GIT_ASKPASS, a script git reads them through)."""
 MINUTES = {"NANOSECONDS": 1 / 60e9, "MICROSECONDS": 1 / 60e6, "MILLISECONDS": 1 / 60e3, "SECONDS": 1 / 60}
 MINUTES |= {"MINUTES": 1, "HOURS": 60, "DAYS": 1440}
 
@@ -115,6 +125,8 @@ class Workspace:
     id: int
     agent: dict[str, Any]
     files: set[str] = field(default_factory=set)
+    sources: bool = False
+    """The repository is checked out here (Declarative's implicit checkout, or `checkout scm`)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,8 @@ class Scope:
     """withEnv / environment pairs, outermost first (applied in order over the global env)."""
     bindings: tuple[Binding, ...] = ()
     locks: tuple[str, ...] = ()
+    holds: tuple[tuple[str, int], ...] = ()
+    """(resource, acquisition id) for every lock held here: one `lock` takes all its resources at once."""
     timeouts: tuple[float, ...] = ()
     """Minutes, outermost first."""
     retries: tuple[int, ...] = ()
@@ -147,6 +161,8 @@ class Event:
     """The plain environment variables in effect (bindings excluded)."""
     index: int
     failed: bool = False
+    sources: bool = False
+    """Whether the workspace had the checked-out sources when this happened."""
 
     @property
     def stage(self) -> str:
@@ -177,6 +193,8 @@ class Run:
     problems: list[str] = field(default_factory=list)
     """What Jenkins would report as an error that is not a command's own failure (no node
     context, unknown stash, empty stash...)."""
+    caught: list[str] = field(default_factory=list)
+    """Such errors that a `catchError` around them caught (logged; the build goes on)."""
 
     def of(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
@@ -217,7 +235,9 @@ class Interpreter:
         self.approves = approves
         self.on_sh = on_sh
         self.run = Run(branch)
-        self.global_env: dict[str, str] = {}
+        change = next(b for b in trace.branches if b.name == branch).change_request
+        self.global_env: dict[str, str] = {"BRANCH_NAME": branch, **({"CHANGE_ID": "7"} if change else {})}
+        """What the multibranch job provides (BRANCH_NAME is the branch, or PR-N for a change request)."""
         self.stashes: dict[str, tuple[frozenset[str], tuple[tuple[int, int], ...]]] = {}
         self.warnings: dict[str, str] = {}
         self._ids = itertools.count(1)
@@ -381,8 +401,13 @@ class Interpreter:
         if agent["kind"] in ("docker", "dockerfile") and agent.get("reuseNode") and scope.workspace is not None:
             body(scope)
             return
-        workspace = Workspace(next(self._ids), agent)
+        skip = any(o.name == "skipDefaultCheckout" for o in self.pipeline.options + self._stage_options(scope))
+        workspace = Workspace(next(self._ids), agent, sources=not skip)
         body(replace(scope, workspace=workspace, dir=""))
+
+    def _stage_options(self, scope: Scope) -> list[Option]:
+        stage = next((s for s in self.pipeline.walk() if scope.stages and s.name == scope.stages[-1]), None)
+        return stage.options if stage is not None else []
 
     def _with_environment(self, entries: list[EnvEntry], scope: Scope, body: Callable[[Scope], None]) -> None:
         bindings = tuple(Binding(e.name, e.credentials, "credentials()") for e in entries if e.credentials is not None)
@@ -417,7 +442,22 @@ class Interpreter:
             label = args.get("label")
             if not resource and not label:
                 raise ModelError("lock without resource or label")
-            body(replace(scope, locks=(*scope.locks, str(resource) if resource else f"label:{label}")))
+            taken = [str(resource) if resource else f"label:{label}"]
+            for extra in args.get("extra") or []:
+                if not isinstance(extra, dict) or not (extra.get("resource") or extra.get("label")):
+                    raise ModelError(f"lock extra {extra!r} is not modelled")
+                taken.append(str(extra["resource"]) if extra.get("resource") else f"label:{extra['label']}")
+            unknown = set(args) - {"resource", "label", "extra", "quantity", "inversePrecedence", "skipIfLocked"}
+            if unknown or args.get("skipIfLocked"):
+                raise ModelError(f"lock arguments {sorted(unknown) or 'skipIfLocked'} are not modelled")
+            hold = next(self._ids)
+            body(
+                replace(
+                    scope,
+                    locks=(*scope.locks, *taken),
+                    holds=(*scope.holds, *((resource_, hold) for resource_ in taken)),
+                )
+            )
         elif name == "retry":
             count = int(args["count"])
             inner = replace(scope, retries=(*scope.retries, count))
@@ -448,6 +488,7 @@ class Interpreter:
 
     def _event(self, kind: str, args: dict[str, Any], scope: Scope) -> Event:
         event = Event(kind, args, scope, self.env_of(scope), len(self.run.events))
+        event.sources = scope.workspace.sources if scope.workspace is not None else False
         self.run.events.append(event)
         return event
 
@@ -537,7 +578,6 @@ class Interpreter:
             "junit",
             "sleep",
             "milestone",
-            "checkout",
             "deleteDir",
             "cleanWs",
             "writeFile",
@@ -545,6 +585,10 @@ class Interpreter:
             "fileExists",
         ):
             self._event(name, dict(args), scope)
+        elif name == "checkout":
+            self._event(name, dict(args), scope)
+            assert scope.workspace is not None
+            scope.workspace.sources = True
         elif name in ("timeout", "lock", "retry"):
             self._wrapper(name, args, scope, lambda s: self._steps(step.body or [], s))
         elif name == "catchError":
@@ -566,23 +610,34 @@ class Interpreter:
             self._steps(step.body or [], replace(scope, dir=joined))
         elif name in ("script", "cache"):
             self._steps(step.body or [], scope)
+        elif name == "node":
+            label = args.get("label")
+            agent = {"kind": "label", "label": label} if label else {"kind": "any"}
+            workspace = Workspace(next(self._ids), {**agent, "step": "node"})
+            self._steps(step.body or [], replace(scope, workspace=workspace, dir=""))
         elif name == "parallel":
             self._scripted_parallel(step, scope)
         else:
             raise ModelError(f"step {name!r} is not modelled")
 
     def _catch_error(self, step: Step, scope: Scope) -> None:
+        """catchError: the body's failure is logged, the build and stage results become (at worst)
+        buildResult/stageResult, and the build goes on; an error it caught is no longer a problem."""
         args = step.args
+        reported = len(self.run.problems)
         try:
             self._steps(step.body or [], replace(scope, catch_errors=scope.catch_errors + 1))
-        except Interrupted:
-            if not args.get("catchInterruptions", True):
+        except JenkinsError as error:
+            if isinstance(error, Interrupted) and not args.get("catchInterruptions", True):
                 raise
-            self.run.result = worse(self.run.result, "ABORTED")
-            self._warn(scope, "ABORTED")
-        except StepFailed:
-            self.run.result = worse(self.run.result, str(args.get("buildResult") or "FAILURE"))
-            self._warn(scope, str(args.get("stageResult") or "SUCCESS"))
+            self.run.caught += self.run.problems[reported:]
+            del self.run.problems[reported:]
+            if isinstance(error, Interrupted):
+                self.run.result = worse(self.run.result, "ABORTED")
+                self._warn(scope, "ABORTED")
+            else:
+                self.run.result = worse(self.run.result, str(args.get("buildResult") or "FAILURE"))
+                self._warn(scope, str(args.get("stageResult") or "SUCCESS"))
 
     def _warn(self, scope: Scope, result: str) -> None:
         if result != "SUCCESS" and scope.stages:
@@ -669,6 +724,8 @@ def _bindings(raw: dict[str, Any]) -> list[Binding]:
             "secretKeyVariable",
         )
     ]
+    if kind == "gitUsernamePassword":
+        variables = list(GIT_USERNAME_PASSWORD)
     found = [Binding(str(v), cid, kind) for v in variables if v]
     if not found:
         raise ModelError(f"credentials binding {raw!r} binds no variable")

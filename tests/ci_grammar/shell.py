@@ -6,6 +6,11 @@ commands, reserved words that open or close compound commands (`{ }`, `if/then/f
 `!`); `$(...)` and backquotes are kept inside their word. Here-documents are not supported.
 Compound commands are flattened into their simple commands: right for finding what runs, only an
 approximation for the exit status of a `{ ...; }` group after `||` (teamcity_model's use).
+
+`expand` performs parameter expansion of `$NAME` and `${NAME}` (bare or in double quotes) and quote
+removal on a word as written; any other expansion is refused (ShellSyntaxError), never guessed.
+`exported_environment` applies the `export`, `unset` and assignment commands of a script to the
+environment its later commands receive.
 """
 
 from __future__ import annotations
@@ -169,3 +174,80 @@ def is_pipeline_command(command: Command, *words: str) -> bool:
     """`pipeline WORDS...` (the tool, by any path, e.g. .venv/bin/pipeline)."""
     argv = command.argv
     return bool(argv) and argv[0].rsplit("/", 1)[-1] == "pipeline" and argv[1 : 1 + len(words)] == words
+
+
+def expand(raw: str, variables: dict[str, str]) -> str:
+    """A word as sh passes it to a command: `$NAME` / `${NAME}` expanded (unset: empty), quotes removed."""
+    out: list[str] = []
+    i, n = 0, len(raw)
+    quoted = False
+    while i < n:
+        c = raw[i]
+        if c == "'" and not quoted:
+            end = raw.find("'", i + 1)
+            if end < 0:
+                raise ShellSyntaxError(f"unterminated single quote in {raw!r}")
+            out.append(raw[i + 1 : end])
+            i = end + 1
+        elif c == '"':
+            quoted = not quoted
+            i += 1
+        elif c == "\\" and i + 1 < n:
+            if quoted and raw[i + 1] not in '$`"\\\n':
+                out.append(c)
+            out.append(raw[i + 1])
+            i += 2
+        elif c == "$":
+            name, i = _parameter(raw, i)
+            out.append(variables.get(name, ""))
+        elif c == "`":
+            raise ShellSyntaxError(f"command substitution is not modelled: {raw!r}")
+        else:
+            out.append(c)
+            i += 1
+    if quoted:
+        raise ShellSyntaxError(f"unterminated double quote in {raw!r}")
+    return "".join(out)
+
+
+def _parameter(raw: str, i: int) -> tuple[str, int]:
+    """The name of the parameter expanded at raw[i] == '$', and the index after it."""
+    if raw.startswith("${", i):
+        end = raw.find("}", i)
+        name = raw[i + 2 : end] if end > 0 else ""
+        if not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise ShellSyntaxError(f"parameter expansion {raw[i : end + 1]!r} is not modelled")
+        return name, end + 1
+    j = i + 1
+    while j < len(raw) and (raw[j].isalnum() or raw[j] == "_"):
+        j += 1
+    if j == i + 1 or raw[i + 1].isdigit():
+        raise ShellSyntaxError(f"expansion at {raw[i : i + 2]!r} in {raw!r} is not modelled")
+    return raw[i + 1 : j], j
+
+
+def exported_environment(before: list[Command], environment: dict[str, str]) -> dict[str, str]:
+    """The environment a command receives after these commands of the same script ran: `export
+    NAME=VALUE`, `export NAME`, `unset NAME`, and `NAME=VALUE` (which changes an exported variable)."""
+    env = dict(environment)
+    shell: dict[str, str] = {}
+    for command in before:
+        words = list(command.raw)
+        if words[0] == "export":
+            for word in words[1:]:
+                name, eq, value = word.partition("=")
+                if eq:
+                    env[name] = shell[name] = expand(value, {**env, **shell})
+                elif name in shell:
+                    env[name] = shell[name]
+        elif words[0] == "unset":
+            for name in words[1:]:
+                env.pop(name, None)
+                shell.pop(name, None)
+        elif all("=" in w and w.split("=", 1)[0].isidentifier() for w in words):
+            for word in words:
+                name, _, value = word.partition("=")
+                shell[name] = expand(value, {**env, **shell})
+                if name in env:
+                    env[name] = shell[name]
+    return env

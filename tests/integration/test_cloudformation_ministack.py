@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.engines.aws.engine import CloudFormationEngine
-from pipeline.engines.aws.operations import CloudFormationError
+from pipeline.errors import CloudFormationError
 from pipeline.model import AwsSettings, Verify
 from tests.conftest import REPO, need
 

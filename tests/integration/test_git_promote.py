@@ -16,15 +16,13 @@ import pytest
 
 from pipeline.engines.git_promote import (
     CommitInfo,
-    GitStateError,
-    PushFailedError,
     check_can_record,
     read_default,
     record_image,
     revert,
     set_default,
 )
-from pipeline.errors import EXIT_BAD_INPUT, TemplateError
+from pipeline.errors import EXIT_BAD_INPUT, GitStateError, PushFailedError, TemplateError
 from pipeline.stages.promote import DEFAULT_AUTHOR
 from tests.conftest import REPO, need
 

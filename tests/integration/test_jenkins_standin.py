@@ -14,10 +14,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import pytest
 
+from pipeline.render.branch_patterns import glob_regex
+from pipeline.render.templating import groovy
 from tests.ci_grammar.jenkins_model import Interpreter, Run
 from tests.ci_grammar.jenkins_trace import Branch, Trace, missing_tool, run_stand_in
 from tests.conftest import REPO, need
@@ -146,6 +149,70 @@ pipeline {
     }
 }
 """,
+    "post-errors": """
+pipeline {
+    agent any
+    stages {
+        stage('outer') {
+            stages {
+                stage('inner') {
+                    stages {
+                        stage('work') {
+                            steps { sh 'work' }
+                        }
+                    }
+                    post {
+                        always { sh 'first cleanup' }
+                    }
+                }
+            }
+            post {
+                always { sh 'second cleanup' }
+            }
+        }
+        stage('after') {
+            steps { sh 'after' }
+        }
+    }
+}
+""",
+    "node-lock-git": """
+pipeline {
+    agent none
+    stages {
+        stage('locked') {
+            options {
+                lock(resource: 'a', extra: [[resource: 'b']])
+            }
+            stages {
+                stage('inside') {
+                    agent { label 'x && y' }
+                    options {
+                        lock(resource: 'c')
+                    }
+                    steps {
+                        withCredentials([gitUsernamePassword(credentialsId: 'push')]) {
+                            sh 'git checkout -B "$BRANCH_NAME"'
+                        }
+                    }
+                }
+            }
+            post {
+                always {
+                    node('x') {
+                        catchError(buildResult: 'SUCCESS', stageResult: 'SUCCESS') {
+                            unstash 'never-made'
+                        }
+                        sh 'no sources yet'
+                        checkout scm
+                        sh 'with sources'
+                    }
+                }
+            }
+        }
+    }
+}
+""",
     "parallel-stash": """
 pipeline {
     agent none
@@ -174,16 +241,47 @@ pipeline {
 }
 
 
+# Globs whose regexes must mean in Java (Jenkins' REGEXP comparator: String.matches) what fnmatch means.
+GLOBS = [
+    "main",
+    "release/*",
+    "v?.[0-9]*",
+    "[!a]x",
+    "a[&&b]",
+    "[]a]",
+    "[!]a]",
+    "a[b",
+    "[z-a]x",
+    "x[a-c-e]",
+    "*/*-[^ab]",
+    "é*$",
+]
+GLOB_BRANCHES = ["main", "Main", "release/1.0/hotfix", "RELEASE/1", "v1.2-rc", "v1.x", "bx", "ax", "a&", "ab", "a[b",
+                 "]", "a", "xx", "xb", "x-", "xd", "f/g-c", "f/g-a", "é/x$", "zx"]  # fmt: skip
+
+
+def regexp_pipeline() -> str:
+    stages = "\n".join(
+        f"        stage({groovy(f's{i}')}) {{\n"
+        f"            when {{ branch pattern: {groovy(glob_regex(g))}, comparator: 'REGEXP' }}\n"
+        "            steps { echo 'x' }\n"
+        "        }"
+        for i, g in enumerate(GLOBS)
+    )
+    return f"pipeline {{\n    agent none\n    stages {{\n{stages}\n    }}\n}}\n"
+
+
 @pytest.fixture(scope="module")
 def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trace]:
     reason = missing_tool()
     need(reason is None, reason or "")
     tmp = tmp_path_factory.mktemp("standin")
     files: dict[str, Path] = {"semantics": SEMANTICS}
-    for name, text in PIPELINES.items():
+    for name, text in [*PIPELINES.items(), ("regexp", regexp_pipeline())]:
         files[name] = tmp / f"{name}.Jenkinsfile"
         files[name].write_text(text, encoding="utf-8")
-    result = run_stand_in([(path, BRANCHES) for path in files.values()])
+    branches = {name: [Branch(b) for b in GLOB_BRANCHES] if name == "regexp" else BRANCHES for name in files}
+    result = run_stand_in([(path, branches[name]) for name, path in files.items()])
     return {name: result[path] for name, path in files.items()}
 
 
@@ -256,6 +354,22 @@ def test_sections_are_recorded_in_interpreter_order_and_globs_are_ants(traces: d
     assert results == {"main": False, "release/1": True, "Release/2": True, "release/1/x": False, "PR-7": True}
 
 
+def test_java_matches_the_branch_regexes_as_fnmatch_matches_the_globs(traces: dict[str, Trace]) -> None:
+    """The renderers' glob-to-regex translation (pipeline.render.branch_patterns), evaluated by
+    Java's String.matches as Jenkins' REGEXP comparator does, agrees with fnmatch.fnmatchcase (the
+    definition's meaning) on every pattern and branch here, where Ant's default GLOB would not."""
+    trace = traces["regexp"]
+    assert trace.errors == []
+    assert trace.pipeline is not None
+    disagree = []
+    for glob, stage in zip(GLOBS, trace.pipeline.stages, strict=True):
+        assert stage.when is not None
+        for branch in GLOB_BRANCHES:
+            if stage.when.passes(branch) != fnmatch.fnmatchcase(branch, glob):
+                disagree.append((glob, branch))
+    assert disagree == []
+
+
 def test_unknown_steps_are_reported_not_ignored(traces: dict[str, Trace]) -> None:
     assert traces["semantics"].errors == ["pipeline > stages > stage 'strings' > steps: unknown step 'frobnicate'"]
 
@@ -307,6 +421,44 @@ def test_a_stash_from_a_concurrent_branch_is_not_there(traces: dict[str, Trace])
     assert scripts(r) == ["one"]
     assert "concurrent parallel branch" in r.problems[0]
     assert r.result == "FAILURE"
+
+
+def test_an_error_in_post_fails_its_stage_and_outer_posts_still_run(traces: dict[str, Trace]) -> None:
+    """runPostConditions: an error in a post condition becomes the stage's error (ModelInterpreter),
+    so the stages after it are skipped, while an enclosing stage's post still runs."""
+    r = run(traces["post-errors"], fails=lambda e: e.args["script"] == "first cleanup")
+    assert scripts(r) == ["work", "first cleanup", "second cleanup"]
+    assert r.stages["after"] == "skipped (failure)"
+    assert r.result == "FAILURE"
+
+
+def test_node_locks_git_bindings_and_tolerated_failures(traces: dict[str, Trace]) -> None:
+    trace = traces["node-lock-git"]
+    assert trace.errors == []
+    r = run(trace, "release/1")
+    git, bare, checked_out = r.of("sh")
+    # lock(resource:, extra:) takes both at once; a nested lock is a separate acquisition
+    assert git.scope.locks == ("a", "b", "c")
+    holds = [hold for _, hold in git.scope.holds]
+    assert holds[0] == holds[1] != holds[2]
+    assert {(b.variable, b.credentials_id, b.kind) for b in git.scope.bindings} == {
+        ("GIT_USERNAME", "push", "gitUsernamePassword"),
+        ("GIT_PASSWORD", "push", "gitUsernamePassword"),
+    }
+    assert git.env["BRANCH_NAME"] == "release/1"  # what a multibranch job provides
+    assert git.scope.workspace is not None
+    assert git.scope.workspace.agent["label"] == "x && y"
+    assert git.sources  # a Declarative agent checks out
+    # a node step allocates its own workspace, without the sources until `checkout scm`
+    assert bare.scope.workspace is not None
+    assert bare.scope.workspace is not git.scope.workspace
+    assert (bare.sources, checked_out.sources) == (False, True)
+    assert checked_out.scope.workspace is bare.scope.workspace
+    # catchError(buildResult: 'SUCCESS') swallows the missing stash: no problem, the build succeeds
+    assert r.problems == []
+    assert len(r.caught) == 1
+    assert "never-made" in r.caught[0]
+    assert r.result == "SUCCESS"
 
 
 def test_job_cacher_runs_its_body(traces: dict[str, Trace]) -> None:

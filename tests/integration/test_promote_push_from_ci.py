@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.engines.git_promote import GitStateError, record_image
+from pipeline.engines.git_promote import record_image
+from pipeline.errors import GitStateError
 from pipeline.loader import load
 from pipeline.render import render
 from pipeline.render.base import RenderContext

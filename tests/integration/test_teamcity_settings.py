@@ -1,5 +1,5 @@
 """Rendered TeamCity settings (settings.kts), read as TeamCity would read them and checked against
-the definition and the plan.
+the definition and the target-neutral plan.
 
 No TeamCity can be installed here (its DSL jars are only in JetBrains' repository), so:
 
@@ -8,14 +8,19 @@ No TeamCity can be installed here (its DSL jars are only in JetBrains' repositor
   decoder is cross-checked against Debian's kotlinc on every literal of the corpus;
 - tests/ci_grammar/teamcity_model.py resolves TeamCity's `%param%` references and `%%` escapes and
   runs the build chain (snapshot dependencies and their failure actions, artifact rules, step
-  execution modes and conditions, approvals);
+  execution modes and conditions, approvals, agent requirements);
 - tests/ci_grammar/teamcity_checks.py compares that with spec_facts: each build's script runs
-  exactly the stage's command; variables and secrets arrive byte for byte (secrets as password
-  parameters); dependencies follow the stage DAG; one write lock per persistent environment; an
-  approval on each gated stage; teardowns run after failures while what follows them does not.
+  exactly the stage's command, after the tool pinned to the rendering version (or install=); one
+  drift check of exactly the targets the team commits; variables and secrets arrive byte for byte
+  (secrets as password parameters; a several-stage build's steps export their own variables);
+  dependencies follow the stage DAG; one write lock per persistent environment, held by one build
+  for consecutive stages on it; an approval by the named approvers on each gated stage; each build
+  runs only on agents with the labels its stages need; only the pushing build loads the push key;
+  teardowns run after failures while what follows them does not; a filtered stage skipped on a
+  branch CI builds does not fail the chain.
 
 Same corpus as the Jenkins checks (goldens, fresh renders, the repository's own files, hard
-definitions); mutated goldens prove that each check can fail.
+definitions); mutated files prove that each check can fail.
 """
 
 from __future__ import annotations
@@ -33,31 +38,15 @@ from tests.ci_grammar import teamcity_checks as tc
 from tests.ci_grammar.cases import REPO, Case, cases
 from tests.ci_grammar.jenkins_trace import Branch, java_home
 from tests.ci_grammar.kotlin_dsl import KotlinReadError, read, string_literal_expressions, trim_indent
+from tests.ci_grammar.shell_run import Job, JobRun, run_jobs
 from tests.ci_grammar.teamcity_model import Settings, read_settings, resolve
 from tests.conftest import need
+from tests.unit.test_render_first_push import staging_spec
 
 pytestmark = pytest.mark.integration
 
 CASES = {c.id: c for c in cases("teamcity")}
-EMPTY_ARTIFACTS = (
-    "renderer defect: a build whose stage is filtered out on a branch publishes no manifest, and the next "
-    "build's artifact dependency (a required rule, no ?: prefix) then matches nothing, which fails it and the "
-    "chain on a branch where the definition only skips those stages (TeamCity fails required artifact rules "
-    "that match nothing; the renderer itself relies on that when it makes the teardown's rules optional)"
-)
-KNOWN: dict[tuple[str, str], str] = {
-    ("branches", "tricky:filtered-first"): EMPTY_ARTIFACTS,
-    ("manifests", "tricky:filtered-first"): EMPTY_ARTIFACTS,
-}
-
-
-def params(check: str) -> list[object]:
-    return [
-        pytest.param(cid, id=cid, marks=pytest.mark.xfail(strict=True, reason=KNOWN[(check, cid)]))
-        if (check, cid) in KNOWN
-        else pytest.param(cid, id=cid)
-        for cid in CASES
-    ]
+IDS = list(CASES)
 
 
 def require_tree_sitter() -> None:
@@ -70,102 +59,132 @@ def require_tree_sitter() -> None:
 
 @dataclass(frozen=True)
 class Mutant:
-    """A golden settings.kts with one mistake, and the check that must report it."""
+    """A file of the corpus (a golden, or a fresh render of a hard definition) with one mistake, and
+    the check that must report it."""
 
     id: str
-    example: str
+    case: str
     old: str
     new: str
     check: str
     count: int = 1
+    """How often `old` occurs in the unbroken file (a changed file must fail loudly, not mutate nothing)."""
+
+    def apply(self, text: str) -> str:
+        assert text.count(self.old) == self.count, f"mutant {self.id}: the file changed; update the mutant"
+        return text.replace(self.old, self.new)
 
 
+INSTALLED = "pip install 'pipeline-as-code[run]==0.1.0'"
 MUTANTS = [
     Mutant(
         "param-trailing-space",
-        "secrets-and-branches",
+        "golden:secrets-and-branches",
         'param("env.COVERAGE_MIN", "90%%")',
         'param("env.COVERAGE_MIN", "90%% ")',
         "values",
     ),
     Mutant(
         "param-percent-is-a-reference",
-        "secrets-and-branches",
+        "golden:secrets-and-branches",
         'param("env.COVERAGE_MIN", "90%%")',
         'param("env.COVERAGE_MIN", "90% of %x%")',
         "values",
     ),
     Mutant(
         "secret-as-plain-param",
-        "secrets-and-branches",
+        "golden:secrets-and-branches",
         'password("env.REGISTRY_TOKEN"',
         'param("env.REGISTRY_TOKEN"',
         "values",
     ),
     Mutant(
-        "dollar-becomes-a-kotlin-template",
-        "secrets-and-branches",
-        "${'$'}{PIP_INDEX_URL",
-        "$PIP_INDEX_URL{",
-        "read",
-        count=5,
+        "empty-value-dropped",
+        "tricky:empty-value",
+        'param("env.EMPTY", "")',
+        'param("env.EMPTI", "")',
+        "values",
     ),
     Mutant(
-        "script-refers-to-undefined-parameter",
-        "linear",
-        "pip install pipeline-as-code[run]",
-        "pip install pipeline-as-code[run]%x%",
-        "values",
-        count=4,
+        "dollar-becomes-a-kotlin-template",
+        "golden:linear",
+        "\\$venv",
+        "$venv",  # a Kotlin template: the value of a variable `venv`, not the text the shell must see
+        "read",
+        count=20,
+    ),
+    Mutant("script-refers-to-undefined-parameter", "golden:linear", INSTALLED, INSTALLED + "%x%", "values", count=4),
+    Mutant(
+        "install-unpinned",
+        "golden:linear",
+        "'pipeline-as-code[run]==0.1.0'",
+        "'pipeline-as-code[run]'",
+        "commands",
+        count=4,  # three install steps and the header's comment
+    ),
+    Mutant(
+        "drift-check-of-every-target",
+        "golden:linear",
+        "pipeline render --target teamcity --check",
+        "pipeline render --check",
+        "commands",
+        count=2,  # the step and the header's comment
     ),
     Mutant(
         "flag-missing",
-        "reference-chain",
+        "golden:reference-chain",
         "pipeline run stage bake --manifest .pipeline/ci/manifest --profile local",
         "pipeline run stage bake --manifest .pipeline/ci/manifest",
         "commands",
     ),
     Mutant(
         "command-not-last",
-        "linear",
-        "pipeline run stage build --manifest .pipeline/ci/manifest\n",
-        "pipeline run stage build --manifest .pipeline/ci/manifest\n                true\n",
+        "golden:linear",
+        'pipeline run stage build --manifest .pipeline/ci/manifest"',
+        'pipeline run stage build --manifest .pipeline/ci/manifest\\ntrue"',
         "commands",
     ),
     Mutant(
         "teardown-step-only-on-success",
-        "reference-chain",
+        "golden:reference-chain",
         "            executionMode = BuildStep.ExecutionMode.ALWAYS\n",
         "",
         "failures",
     ),
     Mutant(
         "teardown-not-started-after-a-failure",
-        "aws-chain",
+        "golden:aws-chain",
         "onDependencyFailure = FailureAction.IGNORE",
         "onDependencyFailure = FailureAction.FAIL_TO_START",
         "failures",
         count=5,
     ),
-    Mutant("lock-missing", "approval-gate", '            writeLock("ApprovalGate_Staging")\n', "", "locks", count=2),
+    Mutant("lock-missing", "golden:approval-gate", '            writeLock("ApprovalGate_Staging")\n', "", "locks"),
     Mutant(
         "approval-rules",
-        "approval-gate",
+        "golden:approval-gate",
         '"user:alice\\nuser:bob\\ngroup:ops:1"',
         '"user:alice\\ngroup:ops:1"',
         "gates",
     ),
-    Mutant("timeout-too-short", "linear", "executionTimeoutMin = 190", "executionTimeoutMin = 60", "timeouts"),
+    Mutant("timeout-too-short", "golden:linear", "executionTimeoutMin = 190", "executionTimeoutMin = 60", "timeouts"),
     Mutant(
         "artifact-rule-matches-nothing",
-        "fan-out-fan-in",
+        "golden:fan-out-fan-in",
         'dependency(Package) {\n            snapshot {\n                onDependencyFailure = FailureAction.FAIL_TO_START\n                onDependencyCancel = FailureAction.CANCEL\n                reuseBuilds = ReuseBuilds.NO\n            }\n            artifacts {\n                artifactRules = "manifest/',
         'dependency(Package) {\n            snapshot {\n                onDependencyFailure = FailureAction.FAIL_TO_START\n                onDependencyCancel = FailureAction.CANCEL\n                reuseBuilds = ReuseBuilds.NO\n            }\n            artifacts {\n                artifactRules = "manifests/',
         "manifests",
     ),
     Mutant(
+        "fetch-from-a-filtered-build-required",
+        "tricky:filtered-first",
+        'artifactRules = "?:manifest/*.json => .pipeline/ci/manifest"',
+        'artifactRules = "manifest/*.json => .pipeline/ci/manifest"',
+        "branches",
+    ),
+    Mutant(
         "branch-condition-lost",
-        "secrets-and-branches",
+        "golden:secrets-and-branches",
         '                matches("teamcity.build.branch", "^(?:main)\\$")\n',
         "",
         "branches",
@@ -173,10 +192,33 @@ MUTANTS = [
     ),
     Mutant(
         "dependency-on-the-wrong-build",
-        "linear",
+        "golden:linear",
         "dependency(CommitTest) {",
         "dependency(RenderCheck) {",
         "dependencies",
+    ),
+    Mutant(
+        "chain-blind-to-a-failure-before-a-final-teardown",
+        "stress:gated-rehearsal-aws",
+        "        snapshot(Check) {\n            onDependencyFailure = FailureAction.ADD_PROBLEM\n"
+        "            onDependencyCancel = FailureAction.ADD_PROBLEM\n            reuseBuilds = ReuseBuilds.NO\n        }\n",
+        "",
+        "failures",
+    ),
+    Mutant(
+        "activate-another-venv",  # the pinned install still runs first in that build: only running it shows this
+        "golden:linear",
+        '". .pipeline/ci/venv/3.11-0.1.0-run/bin/activate\\npipeline run stage build',
+        '". .pipeline/ci/venv/3.11-0.1.0/bin/activate\\npipeline run stage build',
+        "tool",
+    ),
+    Mutant("agent-requirement-lost", "golden:aws-chain", '        exists("pipeline.label.packer")\n', "", "agents"),
+    Mutant(
+        "push-key-missing",
+        "golden:aws-chain",
+        '        sshAgent {\n            teamcitySshKey = "git-push"\n        }\n',
+        "",
+        "push",
     ),
 ]
 
@@ -195,14 +237,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Read]:
     tmp = tmp_path_factory.mktemp("teamcity")
     out: dict[str, Read] = {}
     jobs: list[tuple[str, Case, Path]] = [(c.id, c, c.file("teamcity", tmp)) for c in CASES.values()]
+    files = {cid: path for cid, _, path in jobs}
     for mutant in MUTANTS:
-        case = CASES[f"golden:{mutant.example}"]
-        assert case.committed is not None
-        text = case.committed.read_text(encoding="utf-8")
-        assert text.count(mutant.old) == mutant.count, f"mutant {mutant.id}: the golden file changed; update the mutant"
+        case = CASES[mutant.case]
         path = tmp / "mutants" / mutant.id / "settings.kts"
         path.parent.mkdir(parents=True)
-        path.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
+        path.write_text(mutant.apply(files[mutant.case].read_text(encoding="utf-8")), encoding="utf-8")
         jobs.append((f"mutant:{mutant.id}", case, path))
     for key, case, path in jobs:
         try:
@@ -226,38 +266,64 @@ def branches(item: Read) -> list[Branch]:
 # ----------------------------------------------------------------------------- the corpus
 
 
-@pytest.mark.parametrize("cid", params("read"))
+@pytest.mark.parametrize("cid", IDS)
 def test_every_settings_file_reads_as_kotlin_with_constant_values(corpus: dict[str, Read], cid: str) -> None:
     item = corpus[cid]
     assert item.settings is not None, item.error
     assert tc.check_declared(item.settings) == []
 
 
-@pytest.mark.parametrize("cid", params("commands"))
+@pytest.mark.parametrize("cid", IDS)
 def test_each_stage_runs_exactly_its_pipeline_command_in_its_jobs_build(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, _ = loaded(corpus, cid)
     assert tc.check_commands(settings, plan) == []
 
 
-@pytest.mark.parametrize("cid", params("values"))
+@pytest.mark.parametrize("cid", IDS)
 def test_variables_and_secrets_arrive_byte_for_byte(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, _ = loaded(corpus, cid)
     assert tc.check_values(settings, plan) == []
 
 
-@pytest.mark.parametrize("cid", params("dependencies"))
+@pytest.mark.parametrize("cid", IDS)
 def test_snapshot_and_artifact_dependencies_follow_the_stage_dag(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, _ = loaded(corpus, cid)
     assert tc.check_dependencies(settings, plan) == []
 
 
-@pytest.mark.parametrize("cid", params("locks"))
-def test_one_write_lock_per_persistent_environment(corpus: dict[str, Read], cid: str) -> None:
+@pytest.mark.parametrize("cid", IDS)
+def test_one_write_lock_per_persistent_environment_held_once_by_consecutive_stages(
+    corpus: dict[str, Read], cid: str
+) -> None:
     settings, plan, _ = loaded(corpus, cid)
     assert tc.check_locks(settings, plan) == []
 
 
-@pytest.mark.parametrize("cid", params("gates"))
+def test_the_lock_check_reports_consecutive_stages_that_take_the_lock_separately(corpus: dict[str, Read]) -> None:
+    """A gate on the smoke test splits the span (nobody holds staging while waiting for a human):
+    that render, checked against the definition without the gate, has deploy and smoke in two
+    builds, each taking the lock."""
+    split = corpus["stress:lock-span-split-by-a-gate"].settings
+    assert split is not None
+    assert tc.check_locks(split, facts.plan_of(staging_spec())) != []
+    together = corpus["stress:lock-span"].settings
+    assert together is not None
+    assert tc.check_locks(together, facts.plan_of(staging_spec())) == []
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_each_build_runs_only_on_agents_with_the_labels_its_stages_need(corpus: dict[str, Read], cid: str) -> None:
+    settings, plan, _ = loaded(corpus, cid)
+    assert tc.check_agents(settings, plan) == []
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_only_the_build_that_pushes_loads_the_push_key(corpus: dict[str, Read], cid: str) -> None:
+    settings, plan, _ = loaded(corpus, cid)
+    assert tc.check_push(settings, plan) == []
+
+
+@pytest.mark.parametrize("cid", IDS)
 def test_gated_stages_need_an_approval_and_a_refusal_stops_them(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, item = loaded(corpus, cid)
     problems = tc.check_gates(settings, plan)
@@ -268,27 +334,27 @@ def test_gated_stages_need_an_approval_and_a_refusal_stops_them(corpus: dict[str
     assert problems == []
 
 
-@pytest.mark.parametrize("cid", params("timeouts"))
+@pytest.mark.parametrize("cid", IDS)
 def test_each_build_times_out_as_the_plan_says(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, _ = loaded(corpus, cid)
     assert tc.check_timeouts(settings, plan) == []
 
 
-@pytest.mark.parametrize("cid", params("manifests"))
+@pytest.mark.parametrize("cid", IDS)
 def test_manifests_reach_each_stage_from_exactly_its_upstream_stages(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, item = loaded(corpus, cid)
     problems = [p for b in branches(item) if facts.trigger_runs(plan, b) for p in tc.check_manifests(settings, plan, b)]
     assert problems == []
 
 
-@pytest.mark.parametrize("cid", params("branches"))
+@pytest.mark.parametrize("cid", IDS)
 def test_a_push_to_each_branch_runs_exactly_the_definitions_stages(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, item = loaded(corpus, cid)
     problems = [p for b in [*branches(item), *item.case.extra_branches] for p in tc.check_branch(settings, plan, b)]
     assert problems == []
 
 
-@pytest.mark.parametrize("cid", params("failures"))
+@pytest.mark.parametrize("cid", IDS)
 def test_a_failure_stops_what_is_downstream_and_teardowns_still_run(corpus: dict[str, Read], cid: str) -> None:
     settings, plan, item = loaded(corpus, cid)
     problems = []
@@ -297,6 +363,48 @@ def test_a_failure_stops_what_is_downstream_and_teardowns_still_run(corpus: dict
             if facts.expected_runs(plan, branch)[stage.name] is True:
                 problems += tc.check_failure(settings, plan, stage.name, branch)
     assert problems == []
+
+
+PINNED = [cid for cid, case in CASES.items() if not case.spec().install]
+"""Cases whose install step is the pinned default (a definition's own install= decides where the tool comes from)."""
+
+
+@pytest.fixture(scope="module")
+def tool_runs(corpus: dict[str, Read]) -> dict[str, list[tuple[str, list[JobRun]]]]:
+    """The steps of every build of a push to each trigger branch, for every pinned case and mutant,
+    run for real twice (tests/ci_grammar/shell_run.py), in one driver shell."""
+    jobs: dict[str, list[Job]] = {}
+    for key, item in corpus.items():
+        cid = key.removeprefix("mutant:")
+        if key.startswith("mutant:"):
+            cid = next(m.case for m in MUTANTS if m.id == cid)
+        if cid not in PINNED or item.settings is None:
+            continue
+        plan = facts.plan_of(item.case.spec(), item.case.context)
+        triggered = [b for b in branches(item) if facts.trigger_runs(plan, b)]
+        jobs[key] = [job for b in triggered for job in tc.tool_jobs(item.settings, plan, b, key)]
+    unique = {(job.scripts, tuple(sorted(job.env.items()))): job for js in jobs.values() for job in js}
+    runs = run_jobs(list(unique.values()), repeat=2)
+    return {
+        key: [(job.key, runs[unique[(job.scripts, tuple(sorted(job.env.items())))].key]) for job in js]
+        for key, js in jobs.items()
+    }
+
+
+def tool_problems(runs: list[tuple[str, list[JobRun]]], plan: CiPlan) -> list[str]:
+    return [p for where, job_runs in runs for p in facts.installed_tool_problems(job_runs, plan, where)]
+
+
+@pytest.mark.parametrize("cid", PINNED)
+def test_the_pipeline_each_build_runs_is_exactly_the_rendering_version(
+    corpus: dict[str, Read], tool_runs: dict[str, list[tuple[str, list[JobRun]]]], cid: str
+) -> None:
+    """Every build's steps, run by /bin/sh with stand-ins for python, pip and the tool: each
+    stage's `pipeline` comes from a venv holding exactly `pipeline-as-code[run]==VERSION` (the drift
+    check's: without `[run]`); a second build in that checkout directory reuses it."""
+    _, plan, _ = loaded(corpus, cid)
+    assert tool_runs[cid]
+    assert tool_problems(tool_runs[cid], plan) == []
 
 
 # ----------------------------------------------------------------------------- the checks can fail
@@ -322,21 +430,29 @@ CHECKS = {
     "manifests": lambda s, p, i: [x for b in branches(i) for x in tc.check_manifests(s, p, b)],
     "branches": lambda s, p, i: [x for b in branches(i) for x in tc.check_branch(s, p, b)],
     "failures": _failures,
+    "agents": lambda s, p, i: tc.check_agents(s, p),
+    "push": lambda s, p, i: tc.check_push(s, p),
 }
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.id)
-def test_each_check_reports_a_settings_file_with_that_mistake(corpus: dict[str, Read], mutant: Mutant) -> None:
+def test_each_check_reports_a_settings_file_with_that_mistake(
+    corpus: dict[str, Read], tool_runs: dict[str, list[tuple[str, list[JobRun]]]], mutant: Mutant
+) -> None:
     item = corpus[f"mutant:{mutant.id}"]
-    original = corpus[f"golden:{mutant.example}"]
+    original = corpus[mutant.case]
     assert original.settings is not None
     plan = facts.plan_of(item.case.spec(), item.case.context)
+    if mutant.check == "tool":
+        assert tool_problems(tool_runs[mutant.case], plan) == [], "the unbroken file must pass this check"
+        assert tool_problems(tool_runs[f"mutant:{mutant.id}"], plan) != [], f"tool did not notice: {mutant.old!r}"
+        return
     if mutant.check == "read":
         assert item.settings is None, "the reader accepted a Kotlin template it cannot evaluate"
         assert "template" in item.error
         return
     assert item.settings is not None, item.error
-    assert CHECKS[mutant.check](original.settings, plan, original) == [], "the golden file must pass this check"
+    assert CHECKS[mutant.check](original.settings, plan, original) == [], "the unbroken file must pass this check"
     assert CHECKS[mutant.check](item.settings, plan, item) != [], f"{mutant.check} did not notice: {mutant.old!r}"
 
 

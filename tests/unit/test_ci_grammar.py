@@ -13,9 +13,11 @@ from pipeline.render.base import RenderContext
 from pipeline.render.plan import build_plan
 from tests.ci_grammar import spec_facts as facts
 from tests.ci_grammar.antglob import match_any, match_path
+from tests.ci_grammar.cases import example_spec
 from tests.ci_grammar.jenkins_trace import Branch
 from tests.ci_grammar.kotlin_dsl import KotlinReadError, decode_segment, trim_indent
 from tests.ci_grammar.shell import commands, is_pipeline_command
+from tests.ci_grammar.shell_run import Job, run_jobs
 from tests.ci_grammar.teamcity_model import apply_rules, branch_filter_matches, parse_rules, resolve
 
 
@@ -115,3 +117,46 @@ def test_what_runs_on_a_branch_follows_pipeline_run() -> None:
     assert set(facts.expected_runs(plan, Branch("rc/1")).values()) == {True}
     assert set(facts.expected_runs(plan, Branch("other")).values()) == {False}
     assert set(facts.expected_runs(plan, facts.CHANGE_REQUEST).values()) == {False}
+
+
+def test_a_stage_install_must_bring_the_extras_its_stage_kinds_declare() -> None:
+    """A pipeline with a Migrate stage needs `[run,schema]` on every stage's install (the
+    migration's executor imports the schema extra); the drift check still installs no extra."""
+    schema = build_plan(example_spec("live-schema"), RenderContext(version="1.2.3"))
+    plain = build_plan(example_spec("linear"), RenderContext(version="1.2.3"))
+    assert facts.stage_extras(schema.spec) == {"run", "schema"}
+    assert facts.stage_extras(plain.spec) == {"run"}
+
+    def install(requirement: str) -> list[tuple[str, ...]]:
+        return [("pip", "install", requirement)]
+
+    assert (
+        facts.pinned_install_problem(install("pipeline-as-code[run,schema]==1.2.3"), schema, drift_check=False) is None
+    )
+    assert facts.pinned_install_problem(install("pipeline-as-code[run]==1.2.3"), schema, drift_check=False)
+    assert facts.pinned_install_problem(install("pipeline-as-code[run,schema]==1.2.3"), plain, drift_check=False)
+    assert facts.pinned_install_problem(install("pipeline-as-code==1.2.3"), schema, drift_check=True) is None
+
+
+def test_shell_run_stand_ins_record_which_venv_each_pipeline_comes_from() -> None:
+    """The oracle behind the install checks: a venv made and installed into once (a marker file),
+    its `pipeline` logs what was installed into it; a second run in the same workspace reuses it; a
+    `pipeline` run without activating a venv is not found (127), as on a bare agent."""
+    setup = (
+        'set -e\nvenv=.v\nif [ ! -f "$venv/.done" ]; then\n    python3.11 -m venv "$venv"\n'
+        '    . "$venv/bin/activate"\n    pip install \'pipeline-as-code[run]==1.0\'\n    touch "$venv/.done"\nfi'
+    )
+    good = Job("good", (setup, '. .v/bin/activate && pipeline run stage "$STAGE"'), {"STAGE": "a b"}, errexit=True)
+    bare = Job("bare", ("pipeline run stage x",), {}, errexit=False)
+    runs = run_jobs([good, bare], repeat=2)
+    first, second = runs["good"]
+    assert first.statuses == [0, 0]
+    assert second.statuses == [0, 0]
+    assert [(c.requirements, c.argv) for c in first.invocations] == [
+        (("pipeline-as-code[run]==1.0",), ("pipeline", "run", "stage", "a b"))
+    ]
+    assert [args for _, args in first.pip_installs] == ["install pipeline-as-code[run]==1.0"]
+    assert second.pip_installs == []
+    assert second.invocations == first.invocations
+    assert [run.statuses for run in runs["bare"]] == [[127], [127]]
+    assert runs["bare"][0].invocations == []

@@ -21,9 +21,14 @@ from botocore.stub import ANY, Stubber  # noqa: E402
 
 from pipeline.engines.aws import operations, session, template  # noqa: E402
 from pipeline.engines.aws.engine import CloudFormationEngine  # noqa: E402
-from pipeline.engines.aws.operations import CloudFormationError  # noqa: E402
 from pipeline.engines.stack import StackState  # noqa: E402
-from pipeline.errors import EXIT_BAD_INPUT, CredentialsError, StackOperationError, TemplateError  # noqa: E402
+from pipeline.errors import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    CloudFormationError,
+    CredentialsError,
+    StackOperationError,
+    TemplateError,
+)
 from pipeline.model import AwsSettings, Verify  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import LockHeldError
-from pipeline.ledger import Ledger, StateUnwritableError
+from pipeline.errors import LockHeldError, StateUnwritableError
+from pipeline.ledger import Ledger
 from pipeline.locks import FileLock, describe_holder
 
 

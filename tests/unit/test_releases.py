@@ -235,7 +235,7 @@ def test_rollback_on_aws_records_the_image_it_went_back_to(repo: Loaded, engine:
 
 
 def test_rollback_on_aws_refuses_a_dirty_tree_before_the_stack_changes(repo: Loaded, engine: FakeStackEngine) -> None:
-    from pipeline.engines.git_promote import GitStateError
+    from pipeline.errors import GitStateError
 
     ledger = Ledger(repo.root)
     ledger.record_release("shop", "production", "shop:1", "r1", "live")
@@ -270,7 +270,7 @@ def test_rollback_on_the_local_profile_or_without_commits_records_nothing(
 def test_promote_checks_git_before_a_run_but_not_for_validate(repo: Loaded, engine: FakeStackEngine) -> None:
     """`preflight` (shared with `pipeline validate`) leaves a work-in-progress tree alone; `ready`
     (a run only) refuses it on the aws profile, before anything changes."""
-    from pipeline.engines.git_promote import GitStateError
+    from pipeline.errors import GitStateError
     from pipeline.executors.base import PlanContext
     from pipeline.executors.promote import PromoteExecutor
     from pipeline.executors.registry import executor_for

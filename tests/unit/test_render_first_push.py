@@ -741,7 +741,7 @@ def test_pull_requests_run_the_checks_and_nothing_that_deploys_on_jenkins() -> N
             assert "changeRequest()" in conditions, stage
         else:
             assert "changeRequest()" not in conditions, stage  # `branch 'main'` does not match PR-N
-            assert "branch S" in conditions, stage
+            assert "branch pattern: S, comparator: S" in conditions, stage
     everywhere = whens(pr_spec(branches=("*",)))
     assert not CHECKS & set(everywhere)  # a check runs for every push and every pull request: no `when`
     assert "bake" in everywhere
@@ -764,7 +764,7 @@ def test_the_default_branch_is_a_setting(target: str) -> None:
     elif target == "gitlab":
         assert yaml.safe_load(main)["workflow"] == {"rules": [{"if": '$CI_COMMIT_BRANCH == "master"'}]}
     elif target == "jenkins":
-        assert "branch 'master'" in main
+        assert "branch pattern: 'master', comparator: 'EQUALS'" in main
     else:
         assert 'branchFilter = "+:master"' in main
     assert "main" not in main.replace("domain", "")

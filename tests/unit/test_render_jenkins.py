@@ -10,6 +10,7 @@ from pipeline.render.base import RenderContext
 from pipeline.render.jenkins import JenkinsRenderer
 from pipeline.render.plan import build_plan
 from pipeline.render.validate import Node, check_jenkinsfile, read_blocks
+from tests.unit.test_render_first_push import gated_rehearsal
 from tests.unit.test_render_plan import chain_spec, fan_spec
 
 
@@ -86,9 +87,9 @@ def test_teardown_runs_in_post_always_of_the_stages_it_protects() -> None:
     for name in inner:
         assert not stages[name].find("agent")
     always = one(one(group, "post"), "always")
-    caught = [n for n in always.walk() if n.name == "catchError"]
-    assert len(caught) == 1
-    assert any("pipeline run stage teardown" in s for s in steps_text(caught[0]))
+    assert any("pipeline run stage teardown" in s for s in steps_text(always))
+    # no catchError: a teardown that fails fails the group stage, so promote is skipped then too
+    assert not [n for n in always.walk() if n.name in ("catchError", "warnError")]
     assert "teardown" not in stages  # no second, ordinary teardown stage
     # promote comes after the group: Jenkins stops after a failure, so it is skipped then.
     top = [s.strings[0] for s in one(read_blocks(text).children[0], "stages").children]
@@ -135,7 +136,8 @@ def test_branch_filters_guard_the_stage_and_everything_after_it() -> None:
     when = one(stages["update-stack"], "when")
     assert one(when, "beforeAgent").rest == "true"
     any_of = one(when, "anyOf")
-    assert [c.strings[0] for c in any_of.children] == ["main", "release/*"]
+    # the definition's globs (fnmatch) as regexes, not Jenkins' default Ant glob
+    assert [c.strings for c in any_of.children] == [["main", "EQUALS"], ["release/.*", "REGEXP"]]
     # promote runs after the filtered test stack, so it carries the same filter
     assert one(stages["promote"], "when").find("anyOf")
     assert one(stages["approve promote"], "when").find("beforeInput")
@@ -145,7 +147,7 @@ def test_branch_filters_guard_the_stage_and_everything_after_it() -> None:
 def test_the_trigger_branches_guard_every_stage() -> None:
     stages = stages_of(jenkinsfile(chain_spec()))
     for name in ("check rendered CI files", "commit-test", "promote", "approve promote"):
-        assert one(one(stages[name], "when"), "branch").strings == ["main"]
+        assert one(one(stages[name], "when"), "branch").strings == ["main", "EQUALS"]
 
 
 def test_persistent_environments_take_a_lock_and_aws_binds_credentials() -> None:
@@ -241,3 +243,29 @@ def test_a_gated_stage_in_a_parallel_level_keeps_gate_and_run_together() -> None
     stages = stages_of(jenkinsfile(p.spec))
     branch = stages["deploy (gated)"]
     assert [c.strings[0] for c in one(branch, "stages").children] == ["approve deploy", "deploy"]
+
+
+def test_an_empty_value_is_exported_by_the_steps_shell() -> None:
+    """Jenkins' `environment` and `withEnv` drop a variable whose value is empty, so the stage's
+    own shell exports it right before the tool runs."""
+    with Pipeline("values") as p:
+        Shell(name="use", commands=["true"], env={"EMPTY": "", "FULL": "x"})
+    stage = stages_of(jenkinsfile(p.spec))["use"]
+    assert [c.header for c in one(stage, "environment").children] == ["FULL = S"]
+    run = [s for s in steps_text(one(stage, "steps")) if "pipeline run stage use" in s]
+    assert run == [
+        ". .pipeline/ci/venv/3.11-0.1.0-run/bin/activate && export EMPTY='' && "
+        "pipeline run stage use --manifest .pipeline/ci/manifest"
+    ]
+
+
+def test_a_teardown_on_its_own_agent_tolerates_the_missing_stash_of_a_stage_that_never_ran() -> None:
+    """After a failure the stages below it never stashed: the teardown must still run, with what
+    the stages that ran left (each unstash in a catchError that leaves the result alone)."""
+    group = next(s for name, s in stages_of(jenkinsfile(gated_rehearsal("local"))).items() if name.endswith("teardown"))
+    node = one(one(one(group, "post"), "always"), "node")
+    caught = [n for n in node.children if n.name == "catchError"]
+    assert caught
+    assert [n.name for c in caught for n in c.children] == ["unstash"] * len(caught)
+    assert {tuple(c.strings) for c in caught} == {("SUCCESS", "SUCCESS")}
+    assert "pipeline run stage teardown" in " ".join(steps_text(node))

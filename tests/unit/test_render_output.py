@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import CommitTest, Environment, Pipeline, PipelineSpec, Shell
+from pipeline.errors import TemplateBugError
 from pipeline.render import render
 from pipeline.render.base import RenderContext, RenderedFile
 from pipeline.render.registry import BUILTIN
-from pipeline.render.templating import TemplateBugError, environment
+from pipeline.render.templating import environment
 from pipeline.render.validate import check
 from tests.conftest import REPO, cli_env
 from tests.unit.test_render_plan import chain_spec, fan_spec

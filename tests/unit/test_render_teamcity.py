@@ -10,8 +10,9 @@ import pytest
 from pipeline import Approval, Bake, Environment, Pipeline, PipelineSpec, Secret, Shell, Teardown, TestStack, Trigger
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.render.base import RenderContext
+from pipeline.render.branch_patterns import glob_regex
 from pipeline.render.plan import build_plan
-from pipeline.render.teamcity import TeamCityRenderer, _glob_to_regex
+from pipeline.render.teamcity import TeamCityRenderer
 from pipeline.render.validate import Node, check_teamcity_settings, read_blocks
 from tests.unit.test_render_plan import chain_spec, fan_spec, rehearsal_spec
 
@@ -202,10 +203,10 @@ def test_branch_filters_become_step_conditions_for_the_stage_and_what_follows() 
 
 
 def test_glob_patterns_translate_to_anchored_regexes() -> None:
-    regex = re.compile("^(?:" + _glob_to_regex("release/v?.[0-9]*") + ")$")
+    regex = re.compile("^(?:" + glob_regex("release/v?.[0-9]*") + ")$")
     assert regex.match("release/v1.2-rc")
     assert not regex.match("release/v1.x")
-    assert _glob_to_regex("a+b") == re.escape("a+b")
+    assert glob_regex("a+b") == re.escape("a+b")
 
 
 def test_timeouts_are_failure_conditions() -> None:
@@ -387,3 +388,41 @@ def test_a_persistent_environment_in_a_rehearsal_locks_the_build() -> None:
     assert assignments(rehearsal)["type"] == "BuildTypeSettings.Type.DEPLOYMENT"
     lock = block(block(rehearsal, "features"), "sharedResources")
     assert [c.strings for c in lock.children] == [["Rehearsal_Staging"]]
+
+
+def test_each_step_of_a_several_stage_build_unsets_the_other_stages_secrets() -> None:
+    """The build's password parameters are every member's: a stage's process gets only its own."""
+    spec = rehearsal_spec(secrets=[Secret(name="TOKEN", teamcity="credentialsJSON:9")])
+    rehearsal = build_types(settings(spec))["RehearsalTestStack"]
+    scripts = {
+        step_name(s): next(n for n in s.children if n.name == "scriptContent").strings[0] for s in steps_of(rehearsal)
+    }
+    assert "unset" not in scripts["Run stage check"]
+    for other in ("Run stage test-stack", "Run stage teardown"):
+        assert "\nunset TOKEN\npipeline run stage " in scripts[other], other
+
+
+def _ends_in_a_teardown(profile: str) -> PipelineSpec:
+    with Pipeline(
+        "ends",
+        environments=[
+            Environment(name="test", ephemeral=True, profile=profile),  # type: ignore[arg-type]
+            Environment(name="production", template="t.yaml"),
+        ],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        stack = TestStack(name="test-stack", environment="test", image=bake)
+        check = Shell(name="check", commands=["true"])
+        bake >> stack >> check >> Teardown(name="teardown", stack=stack)
+    return p.spec
+
+
+def test_a_chain_ending_in_a_teardown_fails_when_what_it_protects_failed() -> None:
+    """A teardown succeeds after the failure it cleans up after: the composite also depends on
+    what the teardown depended on, so the chain ends failed then (a local rehearsal's build fails
+    by itself when one of its steps did)."""
+    aws = build_types(settings(_ends_in_a_teardown("aws")))["EndsPipeline"]
+    assert deps(aws).keys() == {"Teardown", "Check", "TestStack"}
+    assert {d["onDependencyFailure"] for d in deps(aws).values()} == {"FailureAction.ADD_PROBLEM"}
+    local = build_types(settings(_ends_in_a_teardown("local")))["EndsPipeline"]
+    assert list(deps(local)) == ["RehearsalTestStack"]

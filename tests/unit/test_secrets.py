@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.errors import MissingSecretError
 from pipeline.model import Secret
-from pipeline.secrets import MIN_SECRET_LENGTH, Masker, MissingSecretError, check_lengths, resolve
+from pipeline.secrets import MIN_SECRET_LENGTH, Masker, check_lengths, resolve
 
 PEM = "-----BEGIN KEY-----\nMIIEowIBAAKCAQEAx1\nq2w3e4r5t6y7u8i9o0\n=\n-----END KEY-----"
 

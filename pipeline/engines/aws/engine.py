@@ -31,7 +31,6 @@ from pipeline.engines.aws.metrics import HealthMetrics
 from pipeline.engines.aws.operations import (
     DEAD,
     PIPELINE_TAG,
-    CloudFormationError,
     DeployRun,
     Pacing,
     StackOperations,
@@ -52,7 +51,7 @@ from pipeline.engines.stack import (
     VerifyReport,
 )
 from pipeline.engines.topology import TARGET_GROUP
-from pipeline.errors import BadInputError
+from pipeline.errors import BadInputError, CloudFormationError
 from pipeline.model import IMAGE_PARAMETER, AwsSettings, Database, Profile, Verify
 from pipeline.strategy import Health, Strategy
 

@@ -21,7 +21,7 @@ from pipeline.engines.aws import plans
 from pipeline.engines.aws.session import AwsSession, botocore_exceptions
 from pipeline.engines.aws.template import StackTemplate
 from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, StackState
-from pipeline.errors import BadInputError, StackOperationError, TemplateError
+from pipeline.errors import BadInputError, CloudFormationError, TemplateError
 
 PIPELINE_TAG = "pipeline"
 """Tag key every stack created by the engine carries; its value is the pipeline's name."""
@@ -37,30 +37,6 @@ FAILED_EVENT = frozenset({"CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED", "IM
 
 _STACK_NAME = re.compile(r"^[A-Za-z][-A-Za-z0-9]{0,127}$")
 _NO_UPDATES = "No updates are to be performed"
-
-
-class CloudFormationError(StackOperationError):
-    """A stack operation ended badly; says which resource failed, why, and where the stack is now."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        stack: str = "",
-        status: str = "",
-        resource: str | None = None,
-        reason: str | None = None,
-        deleted: bool = False,
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.stack = stack
-        self.status = status
-        self.resource = resource
-        """Logical id (and type) of the first resource that failed, when known."""
-        self.reason = reason
-        self.deleted = deleted
-        """The engine deleted the stack afterwards (a failed create left it in ROLLBACK_COMPLETE)."""
 
 
 @dataclass
@@ -579,7 +555,6 @@ __all__ = [
     "HEALTHY",
     "PIPELINE_TAG",
     "URL_OUTPUT",
-    "CloudFormationError",
     "DeployRun",
     "Pacing",
     "StackOperation",

@@ -21,11 +21,11 @@ from typing import Any
 from pipeline.engines import http_check
 from pipeline.engines.aws import plans
 from pipeline.engines.aws.metrics import HealthMetrics
-from pipeline.engines.aws.operations import CloudFormationError, DeployRun, StackOperations
+from pipeline.engines.aws.operations import DeployRun, StackOperations
 from pipeline.engines.aws.session import DataPlane, http_reaches
 from pipeline.engines.stack import DeployReport, DeployStep, StackState, VersionStats
 from pipeline.engines.user_load import User, UserLoad
-from pipeline.errors import HealthBreachError, PipelineError
+from pipeline.errors import CloudFormationError, HealthBreachError, PipelineError
 from pipeline.strategy import BlueGreen, Health, Phased, Strategy
 
 

@@ -37,9 +37,6 @@ from typing import Any
 
 from pipeline.engines.base_image import DEFAULT_BASE_IMAGE
 from pipeline.engines.docker_client import shared as shared_client
-from pipeline.engines.docker_stack import database as db
-from pipeline.engines.docker_stack.alert import alert_files, ensure_agent
-from pipeline.engines.docker_stack.balancer import create_network, ensure_lb_image, lb_port, read_config
 from pipeline.engines.docker_stack.balancer_config import (
     ALERT_MARKER,
     config_parameters,
@@ -47,9 +44,6 @@ from pipeline.engines.docker_stack.balancer_config import (
     servers,
     warm_set,
 )
-from pipeline.engines.docker_stack.converge import converge
-from pipeline.engines.docker_stack.deployment import Deployment
-from pipeline.engines.docker_stack.flag_store import converge_flag_store, observed_addresses
 from pipeline.engines.docker_stack.labels import (
     L_IMAGE,
     L_IMAGE_ID,
@@ -64,13 +58,16 @@ from pipeline.engines.docker_stack.labels import (
     pipeline_filters,
     running,
 )
-from pipeline.engines.docker_stack.replicas import Release
 from pipeline.engines.stack import BaseStackEngine, DatabaseEndpoint, OnEvent, Replica, StackState, VerifyReport
 from pipeline.engines.topology import Topology, load_template, topology
 from pipeline.errors import LockHeldError, StackOperationError
 from pipeline.locks import FileLock, cache_dir, describe_holder
 from pipeline.model import Profile, Sensitive, Verify
 from pipeline.strategy import Health, Strategy
+
+# The parts that act on Docker (balancer, replicas, database, flag store, rollout) are imported by
+# the methods that use them: `pipeline validate` builds this engine only to read the template's
+# topology, and must not pay for the deploy machinery (and http.client, ssl) on every start.
 
 LOCK_TIMEOUT = 900.0
 """Seconds a deploy or delete waits for another one of the same stack."""
@@ -168,6 +165,9 @@ class DockerStackEngine(BaseStackEngine):
         return sorted(n for n in names if n)
 
     def describe(self, stack: str) -> StackState:
+        from pipeline.engines.docker_stack.balancer import lb_port, read_config
+        from pipeline.engines.docker_stack.flag_store import observed_addresses
+
         observed = observe(self.client, self._id(stack))
         if not observed.exists:
             return StackState(name=stack, exists=False)
@@ -245,6 +245,8 @@ class DockerStackEngine(BaseStackEngine):
     def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
         import docker.errors
 
+        from pipeline.engines.docker_stack import database as db
+
         with self._lock(stack, purpose=f"deleting stack {stack}", on_event=on_event) as lock:
             observed = observe(self.client, self._id(stack))
             if not observed.exists:
@@ -292,6 +294,12 @@ class DockerStackEngine(BaseStackEngine):
         template's UpdatePolicy says), judging `health` in the strategy's observation windows.
         The returned state's `report` says what was done; a health breach rolls back first, then
         raises HealthBreachError. See docs/strategies.md."""
+        from pipeline.engines.docker_stack import database as db
+        from pipeline.engines.docker_stack.alert import alert_files, ensure_agent
+        from pipeline.engines.docker_stack.converge import converge
+        from pipeline.engines.docker_stack.deployment import Deployment
+        from pipeline.engines.docker_stack.replicas import Release
+
         topo = self.topology(parameters)
         image_id = self._image_id(image)
         lb_image = self.ensure_lb_image(on_event=on_event)
@@ -328,6 +336,8 @@ class DockerStackEngine(BaseStackEngine):
     # ------------------------------------------------------------------ the database and the fleet
     def fleet(self, stack: str) -> list[Replica]:
         """Every running replica with its image: routed ones, and a warm set kept for a switch back."""
+        from pipeline.engines.docker_stack.balancer import read_config
+
         observed = observe(self.client, self._id(stack))
         config = read_config(observed.lb) if observed.lb is not None else ""
         warm_names, _ = warm_set(config)
@@ -340,11 +350,15 @@ class DockerStackEngine(BaseStackEngine):
         return found
 
     def database(self, stack: str) -> DatabaseEndpoint | None:
+        from pipeline.engines.docker_stack import database as db
+
         shape = self.topology().database
         return db.endpoint(self.client, self._id(stack), shape) if shape is not None else None
 
     def prepare_database(self, stack: str, *, on_event: OnEvent = _ignore) -> DatabaseEndpoint | None:
         """The stack's database, made (with its network) ahead of the rest of the stack."""
+        from pipeline.engines.docker_stack import database as db
+
         shape = self.topology().database
         if shape is None:
             return None
@@ -360,6 +374,8 @@ class DockerStackEngine(BaseStackEngine):
         return {shape.snapshot_parameter: snapshot or ""}
 
     def snapshot_database(self, stack: str, name: str, *, on_event: OnEvent = _ignore) -> str:
+        from pipeline.engines.docker_stack import database as db
+
         shape = self.topology().database
         if shape is None:
             return super().snapshot_database(stack, name, on_event=on_event)
@@ -376,6 +392,9 @@ class DockerStackEngine(BaseStackEngine):
 
     def _flag_store(self, stack: str, topo: Topology, on_event: OnEvent) -> None:
         """The stack's flag store as the template says, before any replica that reads it starts."""
+        from pipeline.engines.docker_stack.balancer import create_network
+        from pipeline.engines.docker_stack.flag_store import converge_flag_store
+
         observed = observe(self.client, self._id(stack))
         if topo.flag_store is None and not observed.flag_store:
             return
@@ -439,6 +458,8 @@ class DockerStackEngine(BaseStackEngine):
 
     def ensure_lb_image(self, *, on_event: OnEvent = _ignore) -> str:
         """The balancer image (nginx on the base image), built once per machine; returns its tag."""
+        from pipeline.engines.docker_stack.balancer import ensure_lb_image
+
         return ensure_lb_image(self.client, self.base_image, on_event=on_event)
 
 

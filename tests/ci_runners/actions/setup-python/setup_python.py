@@ -106,20 +106,20 @@ def hash_files(patterns: list[str]) -> str | None:
     """A sha256 over the sorted matching files' own sha256s (like `hashFiles`), relative to the
     workspace; None when nothing matches."""
     workspace = Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd())
-    files = sorted(
-        {
-            Path(p)
-            for pattern in patterns
-            for p in glob.glob(str(workspace / pattern), recursive=True)
-            if Path(p).is_file()
-        }
-    )
+    files = sorted({Path(p) for pattern in patterns for p in matches(str(workspace / pattern)) if Path(p).is_file()})
     if not files:
         return None
     outer = hashlib.sha256()
     for path in files:
         outer.update(hashlib.sha256(path.read_bytes()).digest())
     return outer.hexdigest()
+
+
+def matches(pattern: str) -> list[str]:
+    """The paths `pattern` matches, hidden files and folders included: the real action hashes
+    with @actions/glob, whose matching is minimatch's with `dot: true` (so `**/*.yml` finds
+    `.github/workflows/NAME.yml`)."""
+    return glob.glob(pattern, recursive=True, include_hidden=True)
 
 
 def append(path: str, text: str) -> None:

@@ -227,7 +227,7 @@ object Announce : BuildType({
                 reuseBuilds = ReuseBuilds.NO
             }
             artifacts {
-                artifactRules = "manifest/*.json => .pipeline/ci/manifest"
+                artifactRules = "?:manifest/*.json => .pipeline/ci/manifest"
             }
         }
     }
