@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -43,10 +45,52 @@ def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -
         print_error(error)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        interrupts.record_if_none()
-        err_console.print(f"[bold red]interrupted[/] ({interrupts.name()})")
-        sys.exit(interrupts.exit_code())
+        interrupted(whole_process=argv is None)
+    except SystemExit as exc:
+        # Typer turns a KeyboardInterrupt that leaves a command (a signal before the run's stages,
+        # while the definition loads) into a silent exit 130, whichever signal it was.
+        if caused_by_keyboard_interrupt(exc):
+            interrupted(whole_process=argv is None)
+        if interrupts.requested() is not None and argv is None:
+            exit_now(exc.code if isinstance(exc.code, int) else 1)
+        raise
     sys.exit(0)  # pragma: no cover - app() always exits in standalone mode
+
+
+def interrupted(*, whole_process: bool) -> NoReturn:
+    interrupts.record_if_none()
+    err_console.print(f"[bold red]interrupted[/] ({interrupts.name()})")
+    if whole_process:
+        exit_now(interrupts.exit_code())
+    sys.exit(interrupts.exit_code())
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave the process with `code` once a signal stopped it (its cleanup is done by now).
+
+    Not through sys.exit: run as `python -m pipeline`, CPython 3.11 ends the process by re-raising
+    SIGINT at the very end (exit -2, "130" to a shell, whatever code the program chose) once a
+    KeyboardInterrupt has left an `exec()` of a string, and dataclasses build their methods that way
+    while modules are imported; a SIGTERM would look like a SIGINT. So: flush, then os._exit."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def caused_by_keyboard_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions `exc` was raised from or while handling."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc.__cause__, exc.__context__]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        stack += [current.__cause__, current.__context__]
+    return False
 
 
 RUN_EXTRA_INSTALL = "pip install 'pipeline-as-code[run]'"
