@@ -34,13 +34,14 @@ def main(argv: Sequence[str] | None = None, *, engines: Engines | None = None) -
         print_error(exc)
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
-        missing = run_extra_module(exc)
-        if missing is None:
+        found = extra_of_missing_module(exc)
+        if found is None:
             raise
+        missing, extra = found
         error = ToolMissingError(
-            f"this command needs the Python package {missing!r}, which comes with the [run] extra "
-            "(the plain install renders and validates definitions only)",
-            hint=f"{RUN_EXTRA_INSTALL} (it brings docker, boto3, gitpython, pytest-testinfra and cfn-lint)",
+            f"this command needs the Python package {missing!r}, which comes with the [{extra}] extra "
+            f"({EXTRA_PURPOSE[extra]})",
+            hint=f"pip install 'pipeline-as-code[{extra}]' (it brings {EXTRA_BRINGS[extra]})",
         )
         print_error(error)
         sys.exit(error.exit_code)
@@ -93,15 +94,32 @@ def caused_by_keyboard_interrupt(exc: BaseException) -> bool:
     return False
 
 
-RUN_EXTRA_INSTALL = "pip install 'pipeline-as-code[run]'"
-RUN_EXTRA_MODULES = frozenset({"docker", "boto3", "botocore", "git", "gitdb", "testinfra", "cfnlint", "pytest"})
-"""Top-level modules of the [run] extra's packages: missing ones mean the plain install."""
+EXTRA_MODULES: dict[str, frozenset[str]] = {
+    "run": frozenset({"docker", "boto3", "botocore", "git", "gitdb", "testinfra", "cfnlint", "pytest", "redis"}),
+    "schema": frozenset({"alembic", "sqlalchemy", "psycopg"}),
+    "flags": frozenset({"openfeature"}),
+}
+"""Top-level modules of each extra's packages: a missing one means the install lacks that extra."""
+EXTRA_BRINGS = {
+    "run": "docker, boto3, gitpython, pytest-testinfra, cfn-lint and redis",
+    "schema": "alembic, SQLAlchemy, psycopg and squawk",
+    "flags": "the OpenFeature SDK and redis",
+}
+EXTRA_PURPOSE = {
+    "run": "the plain install renders and validates definitions only",
+    "schema": "Migrate stages read and lint their Alembic migrations with it",
+    "flags": "the application side of feature flags",
+}
 
 
-def run_extra_module(exc: ModuleNotFoundError) -> str | None:
-    """The [run] extra's module that `exc` says is missing, or None (another import failed)."""
+def extra_of_missing_module(exc: ModuleNotFoundError) -> tuple[str, str] | None:
+    """(module, extra) when `exc` says a module of one of our extras is missing, else None (another
+    import failed: a bug or the user's own code, shown as it is)."""
     name = (exc.name or "").split(".")[0]
-    return name if name in RUN_EXTRA_MODULES else None
+    for extra, modules in EXTRA_MODULES.items():
+        if name in modules:
+            return name, extra
+    return None
 
 
 def print_error(exc: PipelineError) -> None:
