@@ -179,6 +179,9 @@ class Case:
         return int(self.parameters.get("DesiredCapacity", "2"))
 
 
+REQUESTS_PER_ROUTING = 8
+"""Requests after a routing change that reach every replica of the largest case (4) twice."""
+
 CASES = {
     "cutover": Case(Cutover(observe_seconds=1.0)),
     "rolling": Case(
@@ -330,14 +333,22 @@ def test_a_bad_release_is_rolled_back_automatically_with_each_strategy(
         return sample.status == 500 or sample.body.strip() == "Hello World bad"
 
     def on_event(text: str) -> None:
-        """At the first routing to the bad release, hold the engine (its window has not begun)
-        until a user request has met it: on a busy machine the load client may get no turn in a
-        short window, and the test is about what users meet (wait for it, not for time)."""
+        """At each routing change until a user has met the bad release, hold the engine (the
+        window after the change has not begun) until a user request has met it or the load client
+        has sent enough requests to reach every routed replica (nginx takes turns): on a busy
+        machine the load client may get no turn in a short window, and the test is about what
+        users meet (wait for requests, not for time). The first routing change of a rolling update
+        may route to old replicas only, so holding at the first change alone is not enough."""
         events(text)
-        if "-lb routes to " in text and sum("-lb routes to " in t for _, t in events.lines) == 1:
-            deadline = time.monotonic() + 60
-            while not any(met_by_a_user(s) for s in list(load.samples)) and time.monotonic() < deadline:
-                time.sleep(0.02)
+        if "-lb routes to " not in text or any(met_by_a_user(s) for s in list(load.samples)):
+            return
+        start = len(load.samples)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            samples = list(load.samples)
+            if any(met_by_a_user(s) for s in samples) or len(samples) - start >= REQUESTS_PER_ROUTING:
+                return
+            time.sleep(0.02)
 
     with load:
         time.sleep(0.3)
