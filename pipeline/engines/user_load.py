@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
-from pipeline.engines.http_check import BODY_LIMIT, PacedTraffic
+from pipeline.engines.http_check import BODY_LIMIT, PacedTraffic, Sample
 
 
 @dataclass(frozen=True)
@@ -29,20 +29,10 @@ class User:
 
 
 @dataclass(frozen=True)
-class UserSample:
-    """One request of one user."""
+class UserSample(Sample):
+    """One request of one user: a load run's sample, plus whose it was."""
 
-    user: str
-    started: float
-    """time.monotonic() when it was sent."""
-    seconds: float
-    status: int | None
-    body: str
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 400 and not self.error
+    user: str = field(kw_only=True)
 
     @property
     def ended(self) -> float:
@@ -103,9 +93,11 @@ class UserLoad(PacedTraffic[UserSample]):
                 self.url, headers=user.headers, cookies=self.jars[user.name], timeout=self.timeout
             )
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            return UserSample(user.name, started, time.monotonic() - started, None, "", str(exc) or type(exc).__name__)
+            return UserSample(
+                started, time.monotonic() - started, None, "", str(exc) or type(exc).__name__, user=user.name
+            )
         self.jars[user.name].update(given)
-        return UserSample(user.name, started, time.monotonic() - started, status, body)
+        return UserSample(started, time.monotonic() - started, status, body, user=user.name)
 
     def of(self, user: str) -> list[UserSample]:
         """Every request of one user, in order."""
