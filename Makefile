@@ -16,13 +16,15 @@ test:
 
 ## The nightly-style check (docs/reliability.md): signals at random instants of whole runs on a
 ## machine with no idle core, then the e2e and reliability folders three times under a CPU hog.
-## PIPELINE_STRESS_SEED=<seed> replays the signal instants of an earlier run.
+## PIPELINE_STRESS_SEED=<seed> replays the signal instants of an earlier run; STRESS_ROUNDS=1
+## runs one loaded round (each takes about an hour on 2 cores).
+STRESS_ROUNDS ?= 3
 test-stress:
 	scripts/setup.sh --tests
 	PIPELINE_REQUIRE_TOOLS=1 python -m pytest -q -m stress tests/stress
-	for round in 1 2 3; do \
-		echo "==> e2e and reliability under the CPU hog, round $$round of 3"; \
-		PIPELINE_REQUIRE_TOOLS=1 python tests/stress/hog.py -- python -m pytest -q tests/e2e tests/reliability || exit 1; \
+	for round in $$(seq 1 $(STRESS_ROUNDS)); do \
+		echo "==> e2e and reliability under the CPU hog, round $$round of $(STRESS_ROUNDS)"; \
+		PIPELINE_REQUIRE_TOOLS=1 python tests/stress/hog.py -- python -m pytest -q --durations=20 tests/e2e tests/reliability || exit 1; \
 	done
 
 lint:
