@@ -54,6 +54,7 @@ def test_every_job_installs_the_tool_and_runs_its_stage() -> None:
     bake = jobs["bake"]
     assert bake["steps"][0] == {"uses": "actions/checkout@v4"}
     assert bake["steps"][1] == {
+        "id": "python",
         "uses": "actions/setup-python@v5",
         "with": {"python-version": "3.11", "cache": "pip", "cache-dependency-path": ".github/workflows/chain.yml"},
     }
@@ -65,6 +66,32 @@ def test_every_job_installs_the_tool_and_runs_its_stage() -> None:
         == "pipeline run stage bake --manifest .pipeline/ci/manifest --profile local"
     )
     assert bake["needs"] == ["commit-test"]
+    assert not [s for s in bake["steps"] if s.get("uses", "").startswith("actions/cache@")]  # install= runs every time
+
+
+def test_a_pinned_install_restores_its_venv_with_actions_cache_keyed_on_python_version_and_extras() -> None:
+    jobs = workflow(chain_spec())["jobs"]
+    keys = {}
+    for name in ("render_check", "bake"):
+        steps = jobs[name]["steps"]
+        names = [s.get("name") or s["uses"] for s in steps]
+        restore = step(jobs[name], "Restore the pipeline virtualenv")
+        assert names.index("Restore the pipeline virtualenv") < names.index("Install pipeline")
+        assert restore["uses"] == "actions/cache@v6"
+        assert "${{ runner.os }}" in restore["with"]["key"]
+        assert "${{ steps.python.outputs.python-version }}" in restore["with"]["key"]  # the id setup-python has
+        assert steps[1]["id"] == "python"
+        folder = restore["with"]["path"].removeprefix("${{ runner.tool_cache }}/")
+        install = step(jobs[name], "Install pipeline")["run"]
+        assert f'venv="$RUNNER_TOOL_CACHE/{folder}"' in install  # the very folder the cache restores
+        # A restored venv is trusted only when its marker records this path (else made again).
+        assert '!= "$venv" ]' in install
+        assert 'rm -rf "$venv"' in install
+        assert install.rstrip().endswith('echo "$venv/bin" >> "$GITHUB_PATH"')
+        keys[name] = restore["with"]["key"]
+    assert keys["bake"].endswith("-run")
+    assert not keys["render_check"].endswith("-run")
+    assert "[run]" not in step(jobs["render_check"], "Install pipeline")["run"]
 
 
 def test_fan_out_and_fan_in_through_needs() -> None:
