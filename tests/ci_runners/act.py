@@ -65,8 +65,6 @@ STAND_INS: dict[str, str] = {
 }
 PIP_CACHE_ROOT = Path.home() / ".cache" / "pipeline-tests" / "setup-python-pip"
 """Where the setup-python stand-in keeps `cache: pip` folders across runs (GitHub's cache outlives runs too)."""
-ACTIONS_CACHE_ROOT = Path.home() / ".cache" / "pipeline-tests" / "actions-cache"
-"""Where the actions/cache stand-in keeps its entries across runs (one folder per key)."""
 WORKSPACE_LINE = re.compile(r"^Job workspace: (?P<path>/\S+)\s*$")
 UNSUPPORTED_PLATFORM = "Skipping unsupported platform"
 
@@ -185,7 +183,7 @@ def run_workflow(
     timeout: float = 1200,
     keep_workspaces: bool = False,
     pip_cache_root: Path = PIP_CACHE_ROOT,
-    actions_cache_root: Path = ACTIONS_CACHE_ROOT,
+    actions_cache_root: Path | None = None,
     github_api: GitHubApi | None = None,
 ) -> ActRun:
     """Run `workflow` (a path relative to `repo`, a git repository, or an absolute path) for `event`
@@ -195,7 +193,11 @@ def run_workflow(
     more `uses: OWNER/REPO@REF` from folders; `github_api` is the GitHub REST API the jobs see (a
     serving stand-in; default: one with no environments, served for this run); `pip_cache_root` and
     `actions_cache_root` are where the setup-python and cache stand-ins keep what outlives a run
-    (setup-python's pip cache, actions/cache entries). Raises ActError
+    (setup-python's pip cache, actions/cache entries). actions/cache entries default to
+    `run_dir/actions-cache`, a repository's first run: a venv saved there holds this checkout's
+    wheel, and every version of it is 0.1.0, so a root shared by runs of different checkouts
+    would hand one the code of another; pass the same root to runs that should share entries.
+    Raises ActError
     when act cannot run it as asked."""
     if github_api is None:
         with serving(GitHubApi()) as api:
@@ -259,6 +261,7 @@ def run_workflow(
         "--input-file", str(empty),
     ]  # fmt: skip
     pip_cache_root.mkdir(parents=True, exist_ok=True)
+    actions_cache_root = actions_cache_root or run_dir / "actions-cache"
     actions_cache_root.mkdir(parents=True, exist_ok=True)
     runner_env = runner_environment(
         {
