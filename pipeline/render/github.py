@@ -351,7 +351,8 @@ def _venv_steps(plan: CiPlan, *, run_extra: bool) -> list[dict[str, Any]]:
     the runner's OS, setup-python's full Python version, and the venv's own name (Python, tool
     version, extras: the drift check's plain install has its own). The install step trusts a venv
     only when its marker records this very path and its interpreter runs: a cache restored elsewhere,
-    a half-made venv or one whose base Python is gone is made again (from pip's cache)."""
+    a half-made venv or one whose base Python is gone is made again (from pip's cache). Self-hosted
+    runners on one machine may share a tool cache, so the check and the install hold a lock."""
     key = plan.venv(run_extra=run_extra).rsplit("/", 1)[-1]
     folder = f"{VENV_CACHE_FOLDER}/{key}"
     restore = {
@@ -366,6 +367,9 @@ def _venv_steps(plan: CiPlan, *, run_extra: bool) -> list[dict[str, Any]]:
         [
             "set -e",
             f'venv="$RUNNER_TOOL_CACHE/{folder}"',
+            'mkdir -p "${venv%/*}"',
+            "# Runners sharing one tool cache make a venv one at a time (flock: Linux runners).",
+            'if command -v flock >/dev/null; then exec 9>"$venv.lock"; flock 9; fi',
             f'if [ "$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)" != "$venv" ] || ! "$venv/bin/python" -c "" 2>/dev/null; then',
             '    rm -rf "$venv"',
             '    python -m venv "$venv"',

@@ -151,7 +151,8 @@ def test_github_caches_pip_keyed_on_the_workflow_and_installs_into_a_venv() -> N
         }
         install = next(s for s in job["steps"] if s.get("name") == "Install pipeline")["run"]
         assert 'python -m venv "$venv"' in install
-        assert install.endswith('echo "$PWD/$venv/bin" >> "$GITHUB_PATH"\n')
+        assert install.endswith('echo "$venv/bin" >> "$GITHUB_PATH"\n')  # the venv in the runner's tool cache
+        assert 'venv="$RUNNER_TOOL_CACHE/pipeline-venv/3.12-0.1.0' in install
 
 
 @pytest.mark.parametrize("bad", ["python3.11", "3", "latest", "3.11; rm -rf /", "2.7", ""])
