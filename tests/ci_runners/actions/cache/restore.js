@@ -1,6 +1,7 @@
 // Main step of the actions/cache stand-in: restore the entry of `key`, else of the newest match of a
 // restore key, into the paths it was saved from.
 "use strict";
+const fs = require("fs");
 const path = require("path");
 const store = require("./store");
 
@@ -30,8 +31,23 @@ function main() {
     console.log(`Cache found and can be restored from key: ${found.key}`);
     return;
   }
-  // Saved with names relative to /, so each path comes back where it was.
-  store.tar(["-xf", path.join(found.dir, "paths.tar"), "-C", "/"]);
+  // The i-th path saved comes back as this step's i-th path.
+  const targets = store.resolvePaths(store.lines(store.input("path", true)));
+  const saved = JSON.parse(fs.readFileSync(path.join(found.dir, "paths.json"), "utf8"));
+  saved.forEach((entry, i) => {
+    if (i >= targets.length || entry === null) return;
+    const into = entry.kind === "dir" ? targets[i] : path.dirname(targets[i]);
+    fs.mkdirSync(into, { recursive: true });
+    const unpacked = path.join(found.dir, `${i}.tar`);
+    if (entry.kind === "dir") {
+      store.tar(["-xf", unpacked, "-C", into]);
+    } else {
+      const scratch = fs.mkdtempSync(path.join(into, ".cache-restore-"));
+      store.tar(["-xf", unpacked, "-C", scratch]);
+      fs.renameSync(path.join(scratch, entry.name), targets[i]);
+      fs.rmSync(scratch, { recursive: true, force: true });
+    }
+  });
   console.log(`Cache restored from key: ${found.key}`);
 }
 

@@ -12,8 +12,8 @@ function main() {
     console.log(`Cache hit occurred on the primary key ${key}, not saving cache.`);
     return;
   }
-  const paths = store.resolvePaths(store.lines(store.input("path", true))).filter((p) => fs.existsSync(p));
-  if (paths.length === 0) {
+  const paths = store.resolvePaths(store.lines(store.input("path", true)));
+  if (!paths.some((p) => fs.existsSync(p))) {
     console.log("::warning::Path Validation Error: Path(s) specified in the action for caching do(es) not exist, hence no cache is being saved.");
     return;
   }
@@ -22,7 +22,18 @@ function main() {
   const target = store.entryDir(key);
   const partial = fs.mkdtempSync(path.join(store.root(), "partial-"));
   try {
-    store.tar(["-cf", path.join(partial, "paths.tar"), "-C", "/", ...paths.map((p) => path.relative("/", p))]);
+    // One tar per path (a folder's content, or a file), restored into the restoring step's own
+    // i-th path: under act the tool cache of each run is another folder.
+    const saved = paths.map((p, i) => {
+      if (!fs.existsSync(p)) return null;
+      if (fs.statSync(p).isDirectory()) {
+        store.tar(["-cf", path.join(partial, `${i}.tar`), "-C", p, "."]);
+        return { kind: "dir" };
+      }
+      store.tar(["-cf", path.join(partial, `${i}.tar`), "-C", path.dirname(p), path.basename(p)]);
+      return { kind: "file", name: path.basename(p) };
+    });
+    fs.writeFileSync(path.join(partial, "paths.json"), JSON.stringify(saved));
     fs.writeFileSync(path.join(partial, "key"), key);
     try {
       fs.renameSync(partial, target);

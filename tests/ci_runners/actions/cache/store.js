@@ -1,5 +1,5 @@
 // The stand-in's cache store: one folder per key under $STAND_IN_ACTIONS_CACHE_ROOT (persistent
-// across runs of the harness, like GitHub's cache), each holding `key` and `paths.tar`.
+// across runs of the harness, like GitHub's cache), each holding `key`, `paths.json` and a tar per path.
 "use strict";
 const crypto = require("crypto");
 const fs = require("fs");
@@ -44,7 +44,7 @@ function entryDir(key) {
 
 function exact(key) {
   const dir = entryDir(key);
-  return fs.existsSync(path.join(dir, "paths.tar")) ? dir : null;
+  return fs.existsSync(path.join(dir, "key")) ? dir : null;
 }
 
 function byPrefix(prefix) {
@@ -53,7 +53,7 @@ function byPrefix(prefix) {
   for (const name of fs.readdirSync(root())) {
     const dir = path.join(root(), name);
     const keyFile = path.join(dir, "key");
-    if (!fs.existsSync(keyFile) || !fs.existsSync(path.join(dir, "paths.tar"))) continue;
+    if (!fs.existsSync(keyFile)) continue;
     const key = fs.readFileSync(keyFile, "utf8");
     if (!key.startsWith(prefix)) continue;
     const mtime = fs.statSync(keyFile).mtimeMs;
