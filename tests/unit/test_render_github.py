@@ -94,6 +94,55 @@ def test_a_pinned_install_restores_its_venv_with_actions_cache_keyed_on_python_v
     assert "[run]" not in step(jobs["render_check"], "Install pipeline")["run"]
 
 
+FAKE_PYTHON = """#!/bin/sh
+# `python -m venv DIR` makes a stand-in venv whose pip logs what it installs.
+[ "$1 $2" = "-m venv" ] || exit 2
+mkdir -p "$3/bin"
+printf '#!/bin/sh\\nexit 0\\n' > "$3/bin/python"
+printf '#!/bin/sh\\necho "$*" >> "$PIP_LOG"\\n' > "$3/bin/pip"
+printf 'PATH="%s/bin:$PATH"\\n' "$3" > "$3/bin/activate"
+chmod +x "$3/bin/python" "$3/bin/pip"
+"""
+
+
+def test_the_install_step_trusts_only_a_venv_that_records_its_own_path(tmp_path: Path) -> None:
+    """The rendered install script, run by bash with a stand-in `python -m venv` and `pip`: it
+    installs once, reuses the venv after, and makes it again when the venv (e.g. restored by
+    actions/cache) records another path, has no marker, or its Python does not run."""
+    bash = shutil.which("bash")
+    assert bash is not None
+    script = step(workflow(chain_spec())["jobs"]["bake"], "Install pipeline")["run"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON)
+    (bin_dir / "python").chmod(0o755)
+    tool_cache, pip_log, github_path = tmp_path / "tool-cache", tmp_path / "pip.log", tmp_path / "github-path"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "RUNNER_TOOL_CACHE": str(tool_cache),
+        "PIP_LOG": str(pip_log),
+        "GITHUB_PATH": str(github_path),
+    }
+
+    def installs() -> int:
+        subprocess.run([bash, "-e", "-c", script], env=env, check=True, timeout=60)
+        return len(pip_log.read_text().splitlines()) if pip_log.exists() else 0
+
+    assert installs() == 1
+    (venv,) = [p for p in (tool_cache / "pipeline-venv").iterdir() if p.is_dir()]  # beside it: its lock file
+    assert github_path.read_text() == f"{venv}/bin\n"
+    assert (venv / ".pipeline-installed").read_text() == f"{venv}\n"
+    assert installs() == 1  # reused
+    (venv / ".pipeline-installed").write_text("/home/runner/elsewhere/venv\n")  # a venv made at another path
+    assert installs() == 2
+    (venv / ".pipeline-installed").unlink()  # a half-made venv
+    assert installs() == 3
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")  # its base Python is gone
+    assert installs() == 4
+    assert installs() == 4
+    assert "pipeline-as-code[run]==" in pip_log.read_text()
+
+
 def test_fan_out_and_fan_in_through_needs() -> None:
     jobs = workflow(fan_spec())["jobs"]
     assert [jobs[n]["needs"] for n in ("lint", "unit", "docs")] == [["commit-test"]] * 3
