@@ -2,7 +2,7 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test lint bench setup
+.PHONY: run test test-stress lint bench setup
 
 ## Run the whole reference chain on this machine (answers the approval gate with --yes).
 run:
@@ -13,6 +13,17 @@ run:
 test:
 	scripts/setup.sh --tests
 	PIPELINE_REQUIRE_TOOLS=1 python -m pytest -q
+
+## The nightly-style check (docs/reliability.md): signals at random instants of whole runs on a
+## machine with no idle core, then the e2e and reliability folders three times under a CPU hog.
+## PIPELINE_STRESS_SEED=<seed> replays the signal instants of an earlier run.
+test-stress:
+	scripts/setup.sh --tests
+	PIPELINE_REQUIRE_TOOLS=1 python -m pytest -q -m stress tests/stress
+	for round in 1 2 3; do \
+		echo "==> e2e and reliability under the CPU hog, round $$round of 3"; \
+		PIPELINE_REQUIRE_TOOLS=1 python tests/stress/hog.py -- python -m pytest -q tests/e2e tests/reliability || exit 1; \
+	done
 
 lint:
 	ruff check .

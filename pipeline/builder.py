@@ -348,8 +348,9 @@ def problems_from_validation(
             if name in seen_fields:
                 continue
             seen_fields.add(name)
+            given = _given_item(loc[1], err.get("input")) if len(loc) >= 2 else _given(err.get("input"))
             loc = (name,)
-            message = f"{name} must be a list of {what}" + _given(err.get("input"))
+            message = f"{name} must be a list of {what}" + given
         elif kind == "too_short" and loc == ("stages",):
             message = "the pipeline has no stages: add a stage inside `with Pipeline(...):` (e.g. CommitTest(...))"
         problems.append(Problem(message=message, path=prefix + _loc(loc)))
@@ -418,6 +419,12 @@ def _given(value: Any) -> str:
     if value is None:
         return ""
     return f" (got {type(value).__name__})"
+
+
+def _given_item(index: int | str, value: Any) -> str:
+    """What one item of a list field was, when it is the item that has the wrong type."""
+    what = f"the string {value!r}" if isinstance(value, str) else f"a {type(value).__name__}"
+    return f" (item [{index}] is {what})"
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -108,8 +108,9 @@ class Probes:
             client = docker.from_env(timeout=10)
             version = client.version()
         except docker.errors.DockerException as exc:
-            text = str(exc).strip().splitlines()
-            return None, text[0][:160] if text else type(exc).__name__
+            from pipeline.engines.docker_client import engine_unreachable
+
+            return None, engine_unreachable(exc).message  # what a run would say
         return str(version.get("Version", "?")), ""
 
     def image_exists(self, name: str) -> bool:
@@ -195,7 +196,7 @@ def python_packages(probes: Probes, asked: Asked) -> Finding:
 def docker_engine(probes: Probes, asked: Asked) -> Finding:
     version, why = probes.docker_engine()
     if version is None:
-        return Finding("docker engine", "missing", f"not reachable: {why}", DOCKER_FIX)
+        return Finding("docker engine", "missing", why, DOCKER_FIX)
     host = probes.environ.get("DOCKER_HOST", "the default socket")
     return Finding("docker engine", "ok", f"Docker {version} at {host}")
 

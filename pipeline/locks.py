@@ -72,44 +72,46 @@ class FileLock:
             fh = self.path.open("a+")
             try:
                 self._flock(fh, deadline)
-                current = _same_file(self.path, fh)
+                if not _same_file(self.path, fh):
+                    fh.close()  # the holder removed the file as it released it: lock the one at the path now
+                    continue
+                fh.seek(0)
+                self.took_over = _parse_holder(fh.read())
+                record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "purpose": self.purpose}
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps({**record, **self.holder}))
+                fh.flush()
+                self._fh = fh
+                return self
             except BaseException:
+                # Whatever stops us once the file is open (a full disk, or a signal's KeyboardInterrupt
+                # right after the flock): give the lock back now. A lock this process holds but no
+                # longer knows of would make its own cleanup (a stack's delete) wait on itself.
+                self._fh = None
+                with contextlib.suppress(OSError, ValueError):
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
                 fh.close()
                 raise
-            if current:
-                break
-            fh.close()  # the holder removed the file as it released it: lock the one at the path now
-        fh.seek(0)
-        self.took_over = _parse_holder(fh.read())
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "purpose": self.purpose}
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(json.dumps({**record, **self.holder}))
-            fh.flush()
-        except OSError:  # e.g. the disk is full: give the lock back
-            with contextlib.suppress(OSError):
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-                fh.close()
-            raise
-        self._fh = fh
-        return self
 
     def release(self) -> None:
         fh = self._fh
         if fh is None:
             return
-        if self.remove_on_release:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-        else:
-            with contextlib.suppress(OSError):
-                fh.seek(0)
-                fh.truncate()
-                fh.flush()
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        fh.close()
         self._fh = None
+        try:
+            if self.remove_on_release:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            else:
+                with contextlib.suppress(OSError):
+                    fh.seek(0)
+                    fh.truncate()
+                    fh.flush()
+        finally:  # also when a signal interrupts the lines above
+            with contextlib.suppress(OSError, ValueError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
 
     def __enter__(self) -> Self:
         return self.acquire()

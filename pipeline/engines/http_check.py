@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from pipeline.engines.stack import OnEvent, VerifyReport, VersionStats
@@ -31,6 +31,9 @@ NOT_READY = frozenset({502, 503, 504})
 """Statuses a balancer gives while no healthy target serves: keep waiting."""
 SETTLE_SECONDS = 5.0
 """How long the same wrong answer must repeat before the check stops waiting for a better one."""
+
+
+S = TypeVar("S")
 
 
 def _ignore(text: str) -> None:
@@ -218,7 +221,53 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-class LoadClient:
+class PacedTraffic(Generic[S]):
+    """Requests from a background thread, paced at `rate` per second, bounded in count
+    (`max_requests`; None: unbounded) and time. A context manager; `samples` holds what `_send`
+    returned for each request, in order. Subclasses say what one request is (`_send`)."""
+
+    def __init__(self, *, rate: float, timeout: float, max_requests: int | None, max_seconds: float, name: str) -> None:
+        self.rate = rate
+        self.timeout = timeout
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.samples: list[S] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> list[S]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.timeout + 5)
+        return self.samples
+
+    def _loop(self) -> None:
+        begin = time.monotonic()
+        interval = 1.0 / self.rate
+        index = 0
+        while self.max_requests is None or index < self.max_requests:
+            due = begin + index * interval
+            now = time.monotonic()
+            if due > now and self._stop.wait(due - now):
+                return
+            if self._stop.is_set() or now - begin > self.max_seconds:
+                return
+            self.samples.append(self._send(index))
+            index += 1
+
+    def _send(self, index: int) -> S:
+        """Request number `index` (from 0), sent now; its sample."""
+        raise NotImplementedError
+
+
+class LoadClient(PacedTraffic[Sample]):
     """Steady traffic against a URL from a background thread: a fresh connection per request
     (as curl in a loop), paced at `rate` requests per second, bounded in count and time.
 
@@ -234,47 +283,18 @@ class LoadClient:
         max_requests: int = 200_000,
         max_seconds: float = 900.0,
     ) -> None:
+        super().__init__(
+            rate=rate, timeout=timeout, max_requests=max_requests, max_seconds=max_seconds, name="load-client"
+        )
         self.url = url
-        self.rate = rate
-        self.timeout = timeout
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
-        self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="load-client", daemon=True)
 
-    def __enter__(self) -> LoadClient:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> list[Sample]:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self.timeout + 5)
-        return self.samples
-
-    def _loop(self) -> None:
-        begin = time.monotonic()
-        interval = 1.0 / self.rate
-        for index in range(self.max_requests):
-            due = begin + index * interval
-            now = time.monotonic()
-            if due > now and self._stop.wait(due - now):
-                return
-            if self._stop.is_set() or now - begin > self.max_seconds:
-                return
-            started = time.monotonic()
-            try:
-                status, body = request(self.url, timeout=self.timeout)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                self.samples.append(
-                    Sample(started, time.monotonic() - started, None, "", str(exc) or type(exc).__name__)
-                )
-            else:
-                self.samples.append(Sample(started, time.monotonic() - started, status, body))
+    def _send(self, index: int) -> Sample:
+        started = time.monotonic()
+        try:
+            status, body = request(self.url, timeout=self.timeout)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            return Sample(started, time.monotonic() - started, None, "", str(exc) or type(exc).__name__)
+        return Sample(started, time.monotonic() - started, status, body)
 
     def stats(self, start: float | None = None, end: float | None = None) -> LoadStats:
         """Requests sent between `start` and `end` (time.monotonic() values; default: all)."""
@@ -410,6 +430,7 @@ __all__ = [
     "Hit",
     "LoadClient",
     "LoadStats",
+    "PacedTraffic",
     "Sample",
     "Verdict",
     "judge",

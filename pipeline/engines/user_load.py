@@ -10,14 +10,13 @@ tests and benches that check stickiness per user.
 from __future__ import annotations
 
 import http.client
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
-from pipeline.engines.http_check import BODY_LIMIT
+from pipeline.engines.http_check import BODY_LIMIT, PacedTraffic, Sample
 
 
 @dataclass(frozen=True)
@@ -30,20 +29,10 @@ class User:
 
 
 @dataclass(frozen=True)
-class UserSample:
-    """One request of one user."""
+class UserSample(Sample):
+    """One request of one user: a load run's sample, plus whose it was."""
 
-    user: str
-    started: float
-    """time.monotonic() when it was sent."""
-    seconds: float
-    status: int | None
-    body: str
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 400 and not self.error
+    user: str = field(kw_only=True)
 
     @property
     def ended(self) -> float:
@@ -79,7 +68,7 @@ def user_request(
         conn.close()
 
 
-class UserLoad:
+class UserLoad(PacedTraffic[UserSample]):
     """Steady traffic from simulated users, in turn, at `rate` requests per second in all, from a
     background thread; each user keeps the cookies the service set. A context manager, like
     http_check.LoadClient; `samples` holds every request."""
@@ -89,43 +78,13 @@ class UserLoad:
     ) -> None:
         if not users:
             raise ValueError("a user load needs at least one user")
+        super().__init__(rate=rate, timeout=timeout, max_requests=None, max_seconds=max_seconds, name="user-load")
         self.url = url
         self.users = list(users)
-        self.rate = rate
-        self.timeout = timeout
-        self.max_seconds = max_seconds
         self.jars: dict[str, dict[str, str]] = {u.name: dict(u.cookies) for u in self.users}
-        self.samples: list[UserSample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="user-load", daemon=True)
 
-    def __enter__(self) -> UserLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> list[UserSample]:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self.timeout + 5)
-        return self.samples
-
-    def _loop(self) -> None:
-        begin = time.monotonic()
-        interval = 1.0 / self.rate
-        index = 0
-        while not self._stop.is_set():
-            due = begin + index * interval
-            now = time.monotonic()
-            if due > now and self._stop.wait(due - now):
-                return
-            if now - begin > self.max_seconds:
-                return
-            user = self.users[index % len(self.users)]
-            index += 1
-            self.samples.append(self._one(user))
+    def _send(self, index: int) -> UserSample:
+        return self._one(self.users[index % len(self.users)])
 
     def _one(self, user: User) -> UserSample:
         started = time.monotonic()
@@ -134,9 +93,11 @@ class UserLoad:
                 self.url, headers=user.headers, cookies=self.jars[user.name], timeout=self.timeout
             )
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            return UserSample(user.name, started, time.monotonic() - started, None, "", str(exc) or type(exc).__name__)
+            return UserSample(
+                started, time.monotonic() - started, None, "", str(exc) or type(exc).__name__, user=user.name
+            )
         self.jars[user.name].update(given)
-        return UserSample(user.name, started, time.monotonic() - started, status, body)
+        return UserSample(started, time.monotonic() - started, status, body, user=user.name)
 
     def of(self, user: str) -> list[UserSample]:
         """Every request of one user, in order."""

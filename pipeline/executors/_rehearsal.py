@@ -101,6 +101,12 @@ def rehearsal_env(spec: PipelineSpec, stage: Stage) -> Environment:
     return env
 
 
+def copied_environment(spec: PipelineSpec, stack_stage: str, env: Environment) -> Environment:
+    """The environment whose stack the test stack of `stack_stage` copies (a TestStack's `like`;
+    `env` itself otherwise): whose image parameter an update of the test stack carries over."""
+    return spec.environment(getattr(spec.stage(stack_stage), "like", env.name))
+
+
 def rehearsal_stack(spec: PipelineSpec, env: Environment, run_id: str) -> str:
     """A stack name unique per run: `<pipeline>-<environment>-<run id>`."""
     return f"{env.stack_name(spec.name)}-{run_id}".lower()

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pipeline.executors._rehearsal import (
     RehearsalExecutor,
     check_or_fail,
+    copied_environment,
     engine,
     events,
     rehearsal_env,
@@ -31,7 +32,7 @@ class SimulatedRollbackExecutor(RehearsalExecutor[SimulatedRollback]):
         env = rehearsal_env(ctx.pipeline, self.spec)
         stack_engine = engine(ctx, env)
         before = require_stack(ctx, stack_engine, stack, self.spec.stack)
-        like = ctx.pipeline.environment(getattr(ctx.pipeline.stage(self.spec.stack), "like", env.name))
+        like = copied_environment(ctx.pipeline, self.spec.stack, env)
         ctx.step(f"rolling {stack} back to {target}")
         # Time to restore: from the decision to go back until the old version answers as it should.
         started = time.monotonic()

@@ -46,6 +46,18 @@ class TeardownExecutor(Executor[Teardown]):
         ctx.log(f"deleted test stack {stack}")
         return {"deleted": stack}
 
+    def interrupted(self, ctx: StageContext) -> None:
+        """A signal while the stack is being deleted (the first signal of a run never abandons its
+        teardown; a second one does, the runner's cleanup catches it): finish the deletion, which
+        finds what is left by its labels (e.g. the network, once the containers are gone)."""
+        stack = ctx.upstream.get(self.spec.stack, {}).get("stack")
+        if not stack or ctx.keep:
+            return
+        ctx.log(f"interrupted: finishing the deletion of {stack}")
+        stack_engine = engine(ctx, rehearsal_env(ctx.pipeline, self.spec))
+        stack_engine.delete(stack, on_event=events(ctx))
+        ctx.partial_outputs["deleted"] = stack
+
     def _sweep(self, ctx: StageContext, stack_engine: StackEngine, env: Environment, own: str | None) -> None:
         """Remove test stacks that earlier runs of this pipeline left behind.
 

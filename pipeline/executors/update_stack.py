@@ -10,6 +10,7 @@ from pipeline.executors._rehearsal import (
     RehearsalExecutor,
     check_or_fail,
     check_strategy,
+    copied_environment,
     deploy_outputs,
     engine,
     events,
@@ -40,7 +41,7 @@ class UpdateStackExecutor(RehearsalExecutor[UpdateStack]):
         stack_engine = engine(ctx, env)
         before = require_stack(ctx, stack_engine, stack, self.spec.stack)
         previous = before.image or ctx.upstream.get(self.spec.stack, {}).get("image", "")
-        like = ctx.pipeline.environment(getattr(ctx.pipeline.stage(self.spec.stack), "like", env.name))
+        like = copied_environment(ctx.pipeline, self.spec.stack, env)
         strategy = self.spec.strategy
         ctx.step(f"updating {stack} to {image} ({strategy.kind})")
         started = time.monotonic()

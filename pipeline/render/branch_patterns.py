@@ -11,6 +11,7 @@ Python's `re` agree: escaped literals, `.*`, `.`, and character classes of escap
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 GLOB_CHARACTERS = frozenset("*?[")
 
@@ -26,8 +27,11 @@ def branch_regex(patterns: tuple[str, ...] | list[str]) -> str:
     return "^(?:" + "|".join(glob_regex(p) for p in patterns) + ")$"
 
 
-def glob_regex(pattern: str) -> str:
-    """One glob pattern as an (unanchored) regex matching what fnmatch.fnmatchcase matches."""
+def glob_regex(pattern: str, *, literal: Callable[[str], str] = re.escape, nothing: str = "(?!)") -> str:
+    """One glob pattern as an (unanchored) regex matching what fnmatch.fnmatchcase matches.
+
+    `literal` writes a character outside a class, `nothing` a class that matches nothing (an
+    empty range): the defaults suit Java and Python; GitLab (RE2 between slashes) passes its own."""
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
@@ -40,12 +44,12 @@ def glob_regex(pattern: str) -> str:
         elif char == "[":
             end = _class_end(pattern, i)
             if end < 0:
-                out.append(re.escape(char))  # no closing bracket: a literal '[' (as fnmatch)
+                out.append(literal(char))  # no closing bracket: a literal '[' (as fnmatch)
             else:
-                out.append(_class(pattern[i:end]))
+                out.append(_class(pattern[i:end], nothing))
                 i = end + 1
         else:
-            out.append(re.escape(char))
+            out.append(literal(char))
     return "".join(out)
 
 
@@ -60,7 +64,7 @@ def _class_end(pattern: str, start: int) -> int:
     return pattern.find("]", j)
 
 
-def _class(body: str) -> str:
+def _class(body: str, nothing: str) -> str:
     """fnmatch's class body as a regex class: `!` negates, `a-z` is a range (an empty one, like
     `z-a`, matches nothing), a `-` elsewhere is literal; every member character is escaped so that
     neither Java (`&&`, nested `[`) nor Python reads an operator into it."""
@@ -73,16 +77,16 @@ def _class(body: str) -> str:
         if k + 2 < len(body) and body[k + 1] == "-":
             low, high = body[k], body[k + 2]
             if low <= high:
-                members.append(f"{_member(low)}-{_member(high)}")
+                members.append(f"{punctuation_escaped(low)}-{punctuation_escaped(high)}")
             k += 3
         else:
-            members.append(_member(body[k]))
+            members.append(punctuation_escaped(body[k]))
             k += 1
     if not members:
-        return "." if negate else "(?!)"
+        return "." if negate else nothing
     return "[" + ("^" if negate else "") + "".join(members) + "]"
 
 
-def _member(char: str) -> str:
+def punctuation_escaped(char: str) -> str:
     """ASCII punctuation escaped (a backslash before any other character would be an error in Java)."""
     return "\\" + char if char.isascii() and not char.isalnum() else char

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.graph import Graph
 from pipeline.model import Approval
-from pipeline.render import yaml_dump
+from pipeline.render import branch_patterns, yaml_dump
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.gitlab_gate import TOKEN_VARIABLE
 from pipeline.render.plan import (
@@ -486,32 +486,14 @@ def _pattern_condition(variable: str, pattern: str) -> str:
 
 
 def glob_regex(pattern: str) -> str:
-    """A branch glob (fnmatch: `*` also matches `/`) as an RE2 body inside GitLab's `/.../`."""
-    out = ""
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "*":
-            out += ".*"
-        elif char == "?":
-            out += "."
-        elif char == "[" and "]" in pattern[i + 2 :]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            body = body[1:] if negate else body
-            out += "[" + ("^" if negate else "") + "".join(_escape(c, in_class=True) for c in body) + "]"
-            i = end
-        else:
-            out += _escape(char)
-        i += 1
-    return out
+    """A branch glob (fnmatch: `*` also matches `/`) as an RE2 body inside GitLab's `/.../`:
+    branch_patterns' regex, with every slash escaped and no lookahead (RE2 has none)."""
+    return branch_patterns.glob_regex(pattern, literal=_literal, nothing=r"[^\s\S]")
 
 
-def _escape(char: str, *, in_class: bool = False) -> str:
-    if char.isalnum() or char == "_" or (in_class and char == "-"):
-        return char
-    return "\\" + char
+def _literal(char: str) -> str:
+    """A character outside a class: ASCII punctuation escaped (`/` included), `_` as it is."""
+    return char if char == "_" else branch_patterns.punctuation_escaped(char)
 
 
 # ----------------------------------------------------------------------------- scripts

@@ -453,8 +453,15 @@ class CiPlan:
     def guard_needs(self, plan: StagePlan) -> tuple[str, ...]:
         """What a stage behind an always-run stage must also wait for, so that it is skipped when
         anything before the always-run stage failed: the always-run stage's own needs (recursively)."""
+        found = [n for n in self.behind_always(plan.needs) if n not in plan.needs]
+        order = {s.name: s.index for s in self.stages}
+        return tuple(sorted(found, key=order.__getitem__))
+
+    def behind_always(self, names: Sequence[str]) -> list[str]:
+        """What the always-run stages among `names` depend on, through other always-run stages (the
+        first stage that is not always-run on each path), in the order found."""
         found: list[str] = []
-        pending = [n for n in plan.needs if self.by_name[n].always]
+        pending = [n for n in names if self.by_name[n].always]
         seen: set[str] = set()
         while pending:
             name = pending.pop(0)
@@ -464,10 +471,9 @@ class CiPlan:
             for need in self.by_name[name].needs:
                 if self.by_name[need].always:
                     pending.append(need)
-                elif need not in plan.needs and need not in found:
+                elif need not in found:
                     found.append(need)
-        order = {s.name: s.index for s in self.stages}
-        return tuple(sorted(found, key=order.__getitem__))
+        return found
 
 
 def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:

@@ -334,9 +334,11 @@ class TeamCityRenderer:
             description="the whole pipeline: a push to a trigger branch queues every stage of the chain",
             type="COMPOSITE",
             trigger_branch_filter="\n".join(f"+:{b}" for b in plan.trigger_branches),
+            # a teardown at the end of the chain succeeds after a failure before it, so the composite
+            # also depends on what the teardowns depended on, to end failed (or canceled) then
             dependencies=[
                 Dependency(objects[s], "ADD_PROBLEM", "ADD_PROBLEM")
-                for s in plan.jobs_of([*plan.sinks, *_behind_teardowns(plan, plan.sinks)])
+                for s in plan.jobs_of([*plan.sinks, *plan.behind_always(plan.sinks)])
             ],
         )
 
@@ -487,26 +489,6 @@ def _guards(
         for job in plan.jobs_of(names)
         if job != own and objects[job] not in have
     ]
-
-
-def _behind_teardowns(plan: CiPlan, names: Sequence[str]) -> list[str]:
-    """What the always-run stages among `names` depend on (through other always-run stages): a
-    teardown at the end of the chain succeeds after a failure before it, so the composite must also
-    depend on what it depended on to end failed (or canceled) then."""
-    found: list[str] = []
-    pending = [n for n in names if plan.by_name[n].always]
-    seen: set[str] = set()
-    while pending:
-        name = pending.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
-        for need in plan.by_name[name].needs:
-            if plan.by_name[need].always:
-                pending.append(need)
-            elif need not in found:
-                found.append(need)
-    return found
 
 
 def _install_step(plan: CiPlan, *, run_extra: bool = True) -> Step:

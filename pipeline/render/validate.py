@@ -474,20 +474,14 @@ JOB_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def check_workflow(text: str) -> list[str]:
-    problems: list[str] = []
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                problems.append(
-                    "the workflow uses YAML anchors or aliases (GitHub's support is recent; keep it expanded)"
-                )
-                break
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
+        data, problems = _read_expanded(
+            text,
+            anchors="the workflow uses YAML anchors or aliases (GitHub's support is recent; keep it expanded)",
+            merge_key="the workflow uses a YAML merge key (`<<`), which GitHub does not support",
+        )
     except yaml.YAMLError as exc:
         return [f"not valid YAML: {exc}"]
-    if tree is not None and _has_merge_key(tree):
-        problems.append("the workflow uses a YAML merge key (`<<`), which GitHub does not support")
     if not isinstance(data, dict):
         return [*problems, "a workflow must be a mapping"]
     if "on" not in data:
@@ -527,6 +521,21 @@ def check_workflow(text: str) -> list[str]:
     return problems
 
 
+def _read_expanded(text: str, *, anchors: str, merge_key: str) -> tuple[Any, list[str]]:
+    """`text` as YAML, for a CI server that wants it written out: the data, and `anchors` if it uses
+    anchors or aliases, `merge_key` if it uses a merge key. Raises yaml.YAMLError."""
+    problems: list[str] = []
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            problems.append(anchors)
+            break
+    tree = yaml.compose(text, Loader=yaml.SafeLoader)
+    data: Any = yaml.safe_load(text)
+    if tree is not None and _has_merge_key(tree):
+        problems.append(merge_key)
+    return data, problems
+
+
 def _has_merge_key(node: yaml.Node) -> bool:
     if isinstance(node, yaml.MappingNode):
         return any(k.tag == "tag:yaml.org,2002:merge" or _has_merge_key(v) for k, v in node.value)
@@ -547,18 +556,14 @@ def check_gitlab_ci(text: str) -> list[str]:
     """A .gitlab-ci.yml as GitLab reads it: jobs with a `stage` from `stages` and a `script`, `needs`
     naming known jobs in the same or an earlier stage and no cycle, no job-level `when` next to
     `rules`, no YAML anchors, aliases or merge keys (the renderer writes everything out)."""
-    problems: list[str] = []
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                problems.append("the file uses YAML anchors or aliases (keep it expanded)")
-                break
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
+        data, problems = _read_expanded(
+            text,
+            anchors="the file uses YAML anchors or aliases (keep it expanded)",
+            merge_key="the file uses a YAML merge key (`<<`)",
+        )
     except yaml.YAMLError as exc:
         return [f"not valid YAML: {exc}"]
-    if tree is not None and _has_merge_key(tree):
-        problems.append("the file uses a YAML merge key (`<<`)")
     if not isinstance(data, dict):
         return [*problems, "a .gitlab-ci.yml must be a mapping"]
     stages = data.get("stages")

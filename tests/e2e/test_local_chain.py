@@ -151,7 +151,7 @@ def test_a_stopped_docker_engine_stops_a_stack_stage_before_it_starts(service: S
     unreachable = f"unix://{tmp_path}/no-docker.sock"
     result = service.run("run", "local", "--only", "test-stack", "--force", "--yes", DOCKER_HOST=unreachable)
     assert result.returncode == 1, _explain(result)
-    assert "the Docker engine is not reachable" in result.stderr
+    assert f"needs the Docker engine, and the one at {unreachable} does not answer" in result.stderr
     assert "pipeline doctor" in result.stderr
     assert "Traceback" not in result.stderr
     assert "[test-stack]" not in result.stdout, "the stage started although its engine cannot be reached"

@@ -329,15 +329,29 @@ def test_a_bad_release_is_rolled_back_automatically_with_each_strategy(
     def met_by_a_user(sample: Sample) -> bool:
         return sample.status == 500 or sample.body.strip() == "Hello World bad"
 
+    def routes_to_the_bad_release(text: str) -> bool:
+        """Whether a "<balancer> routes to a, b" event names a replica of the bad image."""
+        names = text.split(" routes to ", 1)[1].split(", ")
+        return any(
+            r.name in names and r.labels.get(f"{LABEL_PREFIX}.image") == images["bad"]
+            for r in _replicas(docker_client, pipeline_name, stack)
+        )
+
     def on_event(text: str) -> None:
-        """At the first routing to the bad release, hold the engine (its window has not begun)
-        until a user request has met it: on a busy machine the load client may get no turn in a
-        short window, and the test is about what users meet (wait for it, not for time)."""
+        """At a routing change that sends traffic to a replica of the bad release, hold the engine
+        (the window after the change has not begun) until a user request has met it: the test is
+        about what users meet, and on a busy machine the load client may get no turn in a short
+        window while the engine's own probe finds the breach (wait for the event, not for time).
+        A change that routes to old replicas only (a rolling update's first) is not held. The
+        deadline only keeps a broken balancer from hanging the test; the assertion below says why."""
         events(text)
-        if "-lb routes to " in text and sum("-lb routes to " in t for _, t in events.lines) == 1:
-            deadline = time.monotonic() + 60
-            while not any(met_by_a_user(s) for s in list(load.samples)) and time.monotonic() < deadline:
-                time.sleep(0.02)
+        if "-lb routes to " not in text or any(met_by_a_user(s) for s in list(load.samples)):
+            return
+        if not routes_to_the_bad_release(text):
+            return
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(met_by_a_user(s) for s in list(load.samples)):
+            time.sleep(0.02)
 
     with load:
         time.sleep(0.3)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -622,6 +623,14 @@ def rendered_aws_chain(root: Path, bin_dir: Path) -> dict[str, str]:
     (bin_dir / "pipeline").chmod(0o755)
     write(render(chain_spec(profile="aws", install="true"), ["gitlab"], RenderContext()), root)
     commit_all(root)
+    # A GitLab Runner's checkout always has its project as `origin` (the promote job sets its push
+    # URL); nothing here fetches or pushes, so the address is never contacted.
+    subprocess.run(
+        ["git", "remote", "add", "origin", "https://gitlab.example.invalid/group/project.git"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     return {"PATH": f"{bin_dir}{os.pathsep}{runner_environment({})['PATH']}"}
 
 

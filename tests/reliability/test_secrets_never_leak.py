@@ -95,8 +95,8 @@ def _with_secrets(project: Project) -> None:
     )
     project.edit(
         "images/web.pkr.hcl",
-        'environment_vars = ["VERSION=${var.version}"]',
-        'environment_vars = ["VERSION=${var.version}", "BAKE_TOKEN=${var.bake_token}"]',
+        'environment_vars = ["VERSION=${var.version}",',
+        'environment_vars = ["VERSION=${var.version}", "BAKE_TOKEN=${var.bake_token}",',
         commit=False,
     )
     project.edit(

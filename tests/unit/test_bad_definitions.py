@@ -88,7 +88,14 @@ CASES: dict[str, tuple[str, str]] = {
         with Pipeline("p", environments=["production"]) as p:  # <-
             CommitTest(name="unit", commands=["true"])
         """,
-        "environments must be a list of Environment objects",
+        "environments must be a list of Environment objects (item [0] is the string 'production')",
+    ),
+    "one string among the Environment objects": (
+        """
+        with Pipeline("p", environments=[Environment(name="test"), "staging"]) as p:  # <-
+            CommitTest(name="unit", commands=["true"])
+        """,
+        "environments must be a list of Environment objects (item [1] is the string 'staging')",
     ),
     "an empty pipeline": (
         """

@@ -150,3 +150,57 @@ def test_the_ledger_lock_is_refused_at_once_and_an_unwritable_one_names_the_ledg
     blocked.write_text("")
     with pytest.raises(StateUnwritableError, match="cannot write the ledger"):
         Ledger(blocked).lock("demo", "build", purpose="x").acquire()
+
+
+@pytest.mark.parametrize("where", ["_parse_holder", "_now"])
+def test_a_signal_right_after_the_flock_leaves_nothing_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Ctrl-C lands after the flock but before `acquire` returns: the lock is given back at once, so
+    the interrupted stage's cleanup in the same process (a stack's delete takes the stack's lock)
+    does not wait on a lock its own process holds and no longer knows of (found by tests/stress:
+    a run interrupted in a stack creation waited on itself for ever)."""
+    from pipeline import locks
+
+    path = tmp_path / "stack.lock"
+
+    def interrupted(*args: object) -> object:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(locks, where, interrupted)
+        lock = FileLock(path, purpose="deploy", wait=None)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            lock.acquire()
+    # The runner cleans up while it handles the KeyboardInterrupt: its traceback (and the frame of
+    # the interrupted `acquire`) is still alive then, so nothing may rely on the frame being freed.
+    assert caught.tb is not None
+    assert not [fd for fd in os.listdir("/proc/self/fd") if _points_to(fd, path)], "the lock file is still open"
+    with FileLock(path, purpose="delete", wait=0) as again:  # at once: nothing holds it
+        assert again.took_over is None or again.took_over.get("purpose") != "deploy"
+    lock.release()  # a no-op: it holds nothing
+    del caught
+
+
+def test_a_signal_in_release_still_gives_the_lock_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "stack.lock"
+    lock = FileLock(path, purpose="deploy").acquire()
+    lock.remove_on_release = True
+
+    def interrupted(self: Path, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "unlink", interrupted)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            lock.release()
+    assert caught.tb is not None  # alive, as while the runner cleans up
+    with FileLock(path, purpose="delete", wait=0):
+        pass
+
+
+def _points_to(fd: str, path: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    except OSError:
+        return False

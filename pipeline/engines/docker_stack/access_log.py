@@ -32,6 +32,32 @@ def _seconds(text: str) -> float:
         return 0.0
 
 
+def upstream_tries(addresses: str, statuses: str, times: str) -> list[tuple[str, str, str]]:
+    """nginx's `$upstream_addr`, `$upstream_status` and `$upstream_response_time` of one request,
+    as (address, status, seconds) per replica tried."""
+    return list(
+        zip(
+            _LIST_SEPARATOR.split(addresses),
+            _LIST_SEPARATOR.split(statuses),
+            _LIST_SEPARATOR.split(times),
+            strict=False,
+        )
+    )
+
+
+def tried_hits(at: float, tries: list[tuple[str, str, str]], versions: Mapping[str, bool]) -> list[Hit]:
+    """A hit per replica tried, attributed to the new or old version by its address (`versions`);
+    unknown addresses are left out."""
+    hits = []
+    for address, code, seconds in tries:
+        version = versions.get(address.strip())
+        if version is None:
+            continue
+        answer = code.strip()
+        hits.append(Hit(at, version, answer.isdigit() and int(answer) < 500, _seconds(seconds)))
+    return hits
+
+
 def parse_log_line(line: str, versions: Mapping[str, bool]) -> tuple[Hit | None, list[Hit]]:
     """One line of the balancer's request log: (the answer the client got, one hit per replica
     tried, attributed to the new or old version by its address; unknown addresses are left out).
@@ -44,21 +70,8 @@ def parse_log_line(line: str, versions: Mapping[str, bool]) -> tuple[Hit | None,
         at = float(stamp)
     except ValueError:
         return None, []
-    tries = list(
-        zip(
-            _LIST_SEPARATOR.split(addresses),
-            _LIST_SEPARATOR.split(statuses),
-            _LIST_SEPARATOR.split(times),
-            strict=False,
-        )
-    )
-    hits = []
-    for address, code, seconds in tries:
-        version = versions.get(address.strip())
-        if version is None:
-            continue
-        answer = code.strip()
-        hits.append(Hit(at, version, answer.isdigit() and int(answer) < 500, _seconds(seconds)))
+    tries = upstream_tries(addresses, statuses, times)
+    hits = tried_hits(at, tries, versions)
     answered_by = versions.get(tries[-1][0].strip(), False) if tries else False
     failed = status.isdigit() and int(status) >= 500
     return Hit(at, answered_by, not failed, _seconds(request_time)), hits
@@ -191,4 +204,4 @@ class AccessLog:
         self.closed = True
 
 
-__all__ = ["LOG_PATH", "AccessLog", "address", "parse_log_line", "parse_variant"]
+__all__ = ["LOG_PATH", "AccessLog", "address", "parse_log_line", "parse_variant", "tried_hits", "upstream_tries"]

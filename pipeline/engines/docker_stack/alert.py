@@ -15,10 +15,10 @@ import json
 from importlib import resources
 from typing import Any
 
-from pipeline.engines.docker_stack.balancer import _tar
 from pipeline.engines.docker_stack.balancer_config import ALERT_MARKER
 from pipeline.engines.docker_stack.flag_store import container_name
 from pipeline.engines.docker_stack.labels import StackId
+from pipeline.engines.docker_stack.service_image import tar_archive
 from pipeline.engines.flag_store_shape import FlagStoreShape
 from pipeline.engines.stack import OnEvent
 
@@ -46,7 +46,7 @@ def ensure_agent(lb: Any, files: dict[str, str], on_event: OnEvent) -> None:
         return
     for path, text in files.items():
         directory, _, name = path.rpartition("/")
-        lb.put_archive(directory, _tar(name, text))
+        lb.put_archive(directory, tar_archive({name: text.encode()}))
     processes = lb.top().get("Processes") or []
     if any("alert_agent.py" in " ".join(str(c) for c in row) for row in processes):
         return

@@ -16,14 +16,11 @@ import socket
 import tarfile
 import time
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 from pipeline.engines.docker_stack.access_log import LOG_PATH
 from pipeline.engines.docker_stack.balancer_config import Warm, config_parameters, render_config, servers
 from pipeline.engines.docker_stack.labels import (
-    ENGINE,
-    L_ENGINE,
     L_LISTEN,
     L_PORT,
     L_ROLE,
@@ -32,12 +29,11 @@ from pipeline.engines.docker_stack.labels import (
     ROLE_NETWORK,
     StackId,
 )
+from pipeline.engines.docker_stack.service_image import ServiceImage, ensure_service_image, tar_archive
 from pipeline.engines.docker_stack.shaping import Shaping
 from pipeline.engines.stack import OnEvent
 from pipeline.engines.topology import Topology
 from pipeline.errors import StackOperationError
-from pipeline.hashing import digest
-from pipeline.locks import FileLock, cache_dir
 
 LB_REPOSITORY = "pipeline-lb"
 CONFIG_PATH = "/etc/nginx/nginx.conf"
@@ -101,7 +97,7 @@ class Balancer:
         self.put(lb, self.config(names))
 
     def put(self, lb: Any, text: str) -> None:
-        lb.put_archive(os.path.dirname(CONFIG_PATH), _tar(os.path.basename(CONFIG_PATH), text))
+        lb.put_archive(os.path.dirname(CONFIG_PATH), tar_archive({os.path.basename(CONFIG_PATH): text.encode()}))
         self.config_text = text
 
     def route(
@@ -192,7 +188,7 @@ class Balancer:
                 ) from None
             self.write(lb, names)
             for path, text in self.files.items():
-                lb.put_archive(os.path.dirname(path), _tar(os.path.basename(path), text))
+                lb.put_archive(os.path.dirname(path), tar_archive({os.path.basename(path): text.encode()}))
             try:
                 lb.start()
             except docker.errors.APIError as exc:
@@ -297,45 +293,22 @@ def workers(top: Mapping[str, Any]) -> dict[str, str]:
 
 
 # --- the balancer's image ---
+LB_IMAGE = ServiceImage(
+    folder="lb",
+    files={"Dockerfile": "dockerfile"},
+    repository=LB_REPOSITORY,
+    role=ROLE_LB_IMAGE,
+    noun="load balancer image",
+    software="nginx",
+    package="nginx",
+)
+
+
 def ensure_lb_image(client: Any, base_image: str, *, on_event: OnEvent) -> str:
     """The balancer image (nginx on the base image), built once per machine; returns its tag."""
-    import docker.errors
-
-    from pipeline.engines.base_image import ensure_base_image
-
-    dockerfile = (resources.files("pipeline.engines.docker_stack") / "lb" / "Dockerfile").read_text()
-    try:
-        base_id = str(client.images.get(base_image).id)
-    except docker.errors.ImageNotFound:
-        on_event(f"base image {base_image} is missing: building it")
-        base_id = ensure_base_image(base_image, on_line=on_event)
-    tag = f"{LB_REPOSITORY}:{digest({'dockerfile': dockerfile, 'base': base_id})[:12]}"
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.get(tag)
-        return tag
-    # one builder per machine; the others wait, then use its image
-    with FileLock(cache_dir() / "lb-image.lock", purpose=f"building {tag}", wait=None):
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.get(tag)
-            return tag
-        on_event(f"building the load balancer image {tag} (nginx from Debian's mirror)")
-        try:
-            client.images.build(
-                fileobj=io.BytesIO(dockerfile.encode()),
-                tag=tag,
-                buildargs={"BASE": base_image},
-                labels={L_ROLE: ROLE_LB_IMAGE, L_ENGINE: ENGINE},
-                rm=True,
-                forcerm=True,
-            )
-        except docker.errors.BuildError as exc:
-            tail = "\n".join(str(c.get("stream", c.get("error", ""))).rstrip() for c in exc.build_log)[-2000:]
-            raise StackOperationError(
-                f"building the load balancer image failed: {exc.msg}\n{tail}",
-                hint="the build installs nginx with apt-get from Debian's mirror: check that containers reach it",
-            ) from None
-        _prune_lb_images(client, keep=tag)
-    return tag
+    return ensure_service_image(
+        client, base_image, LB_IMAGE, on_event=on_event, after_build=lambda tag: _prune_lb_images(client, keep=tag)
+    )
 
 
 def _prune_lb_images(client: Any, keep: str) -> None:
@@ -348,18 +321,6 @@ def _prune_lb_images(client: Any, keep: str) -> None:
             continue
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(img.id)
-
-
-def _tar(name: str, text: str) -> bytes:
-    buffer = io.BytesIO()
-    data = text.encode()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = int(time.time())
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _free_port() -> int:

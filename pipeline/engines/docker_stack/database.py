@@ -18,24 +18,21 @@ re-run after a crash restores again or not at all, never half.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import secrets
-import tarfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pipeline.engines.docker_stack.labels import ENGINE, L_ENGINE, L_ROLE, ROLE_DATABASE, StackId
+from pipeline.engines.docker_stack.labels import L_ROLE, ROLE_DATABASE, StackId
+from pipeline.engines.docker_stack.service_image import ServiceImage, ensure_service_image, tar_archive
 from pipeline.engines.stack import DatabaseEndpoint, OnEvent
 from pipeline.engines.topology import DatabaseShape
 from pipeline.errors import StackOperationError
 from pipeline.faults import checkpoint
-from pipeline.hashing import digest
-from pipeline.locks import FileLock, cache_dir
+from pipeline.locks import cache_dir
 from pipeline.model import Sensitive
 
 DB_REPOSITORY = "pipeline-postgres"
@@ -193,7 +190,7 @@ def _seed(
             hint="snapshots are taken by the test-stack stage from the environment it copies; re-run it",
         )
     on_event(f"restoring snapshot {shape.snapshot} into {container.name} ({path.stat().st_size} bytes)")
-    container.put_archive("/tmp", _tar("seed.dump", path.read_bytes()))
+    container.put_archive("/tmp", tar_archive({"seed.dump": path.read_bytes()}))
     restored = container.exec_run(
         ["pg_restore", "--single-transaction", "--no-owner", "-h", "127.0.0.1", "-U", shape.user, "-d", shape.name,
          "/tmp/seed.dump"],
@@ -210,7 +207,7 @@ def _seed(
         from pipeline.schema.masking import mask_script
 
         on_event(f"masking {', '.join(m.column for m in masks)} in {container.name}")
-        container.put_archive("/tmp", _tar("mask.sql", mask_script(masks).encode()))
+        container.put_archive("/tmp", tar_archive({"mask.sql": mask_script(masks).encode()}))
         masked = container.exec_run(
             ["psql", "-v", "ON_ERROR_STOP=1", "-1", "-q", "-h", "127.0.0.1", "-U", shape.user, "-d", shape.name,
              "-f", "/tmp/mask.sql"],
@@ -313,66 +310,20 @@ def delete(client: Any, stack: StackId, *, on_event: OnEvent) -> None:
 # --------------------------------------------------------------------------------------------- image
 
 
+DB_IMAGE = ServiceImage(
+    folder="db",
+    files={"Dockerfile": "dockerfile", "entrypoint.sh": "entrypoint"},
+    repository=DB_REPOSITORY,
+    role=ROLE_DB_IMAGE,
+    noun="database image",
+    software="PostgreSQL",
+    package="postgresql-15",
+)
+
+
 def ensure_image(client: Any, base_image: str, *, on_event: OnEvent) -> str:
     """The database image (PostgreSQL on the base image), built once per machine; returns its tag."""
-    import docker.errors
-
-    from pipeline.engines.base_image import ensure_base_image
-
-    folder = resources.files("pipeline.engines.docker_stack") / "db"
-    dockerfile = (folder / "Dockerfile").read_text()
-    entrypoint = (folder / "entrypoint.sh").read_text()
-    try:
-        base_id = str(client.images.get(base_image).id)
-    except docker.errors.ImageNotFound:
-        on_event(f"base image {base_image} is missing: building it")
-        base_id = ensure_base_image(base_image, on_line=on_event)
-    tag = f"{DB_REPOSITORY}:{digest({'dockerfile': dockerfile, 'entrypoint': entrypoint, 'base': base_id})[:12]}"
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.get(tag)
-        return tag
-    with FileLock(cache_dir() / "db-image.lock", purpose=f"building {tag}", wait=None):
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.get(tag)
-            return tag
-        on_event(f"building the database image {tag} (PostgreSQL from Debian's mirror)")
-        context = io.BytesIO()
-        with tarfile.open(fileobj=context, mode="w") as tar:
-            for name, text in (("Dockerfile", dockerfile), ("entrypoint.sh", entrypoint)):
-                _add(tar, name, text.encode())
-        context.seek(0)
-        try:
-            client.images.build(
-                fileobj=context,
-                custom_context=True,
-                tag=tag,
-                buildargs={"BASE": base_image},
-                labels={L_ROLE: ROLE_DB_IMAGE, L_ENGINE: ENGINE},
-                rm=True,
-                forcerm=True,
-            )
-        except docker.errors.BuildError as exc:
-            tail = "\n".join(str(c.get("stream", c.get("error", ""))).rstrip() for c in exc.build_log)[-2000:]
-            raise StackOperationError(
-                f"building the database image failed: {exc.msg}\n{tail}",
-                hint="the build installs postgresql-15 with apt-get from Debian's mirror: check that containers reach it",
-            ) from None
-    return tag
-
-
-def _tar(name: str, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        _add(tar, name, data)
-    return buffer.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = int(time.time())
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
+    return ensure_service_image(client, base_image, DB_IMAGE, on_event=on_event)
 
 
 __all__ = [

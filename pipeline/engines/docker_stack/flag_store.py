@@ -16,17 +16,11 @@ keeps its state.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 from pipeline.engines.docker_stack.labels import (
-    ENGINE,
-    L_ENGINE,
-    L_ROLE,
     L_SPEC,
     ROLE_FLAG_STORE,
     ROLE_FLAG_STORE_IMAGE,
@@ -34,12 +28,12 @@ from pipeline.engines.docker_stack.labels import (
     StackId,
     running,
 )
+from pipeline.engines.docker_stack.service_image import ServiceImage, ensure_service_image
 from pipeline.engines.flag_store_shape import FlagStoreShape
 from pipeline.engines.stack import OnEvent
 from pipeline.errors import StackOperationError
 from pipeline.faults import checkpoint
 from pipeline.hashing import digest
-from pipeline.locks import FileLock, cache_dir
 
 FLAGS_REPOSITORY = "pipeline-flags"
 L_FLAG_INDEX = "io.pipeline.flag-index"
@@ -204,41 +198,20 @@ def observed_addresses(observed: Observed, shape: FlagStoreShape | None) -> dict
     return found
 
 
+FLAG_STORE_IMAGE = ServiceImage(
+    folder="flags",
+    files={"Dockerfile": "dockerfile"},
+    repository=FLAGS_REPOSITORY,
+    role=ROLE_FLAG_STORE_IMAGE,
+    noun="flag store image",
+    software="redis-server",
+    package="redis-server",
+)
+
+
 def ensure_image(client: Any, base_image: str, *, on_event: OnEvent) -> str:
     """The flag store image (redis-server on the base image), built once per machine."""
-    import docker.errors
-
-    from pipeline.engines.base_image import ensure_base_image
-
-    dockerfile = (resources.files("pipeline.engines.docker_stack") / "flags" / "Dockerfile").read_text()
-    try:
-        base_id = str(client.images.get(base_image).id)
-    except docker.errors.ImageNotFound:
-        base_id = ensure_base_image(base_image, on_line=on_event)
-    tag = f"{FLAGS_REPOSITORY}:{digest({'dockerfile': dockerfile, 'base': base_id})[:12]}"
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.get(tag)
-        return tag
-    with FileLock(cache_dir() / "flags-image.lock", purpose=f"building {tag}", wait=None):
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.get(tag)
-            return tag
-        on_event(f"building the flag store image {tag} (redis-server from Debian's mirror)")
-        try:
-            client.images.build(
-                fileobj=io.BytesIO(dockerfile.encode()),
-                tag=tag,
-                buildargs={"BASE": base_image},
-                labels={L_ROLE: ROLE_FLAG_STORE_IMAGE, L_ENGINE: ENGINE},
-                rm=True,
-                forcerm=True,
-            )
-        except docker.errors.BuildError as exc:
-            raise StackOperationError(
-                f"building the flag store image failed: {exc.msg}",
-                hint="the build installs redis-server with apt-get from Debian's mirror: check that containers reach it",
-            ) from None
-    return tag
+    return ensure_service_image(client, base_image, FLAG_STORE_IMAGE, on_event=on_event)
 
 
 def converge_flag_store(

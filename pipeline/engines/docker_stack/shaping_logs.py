@@ -10,37 +10,13 @@ a routed one would.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.engines.docker_stack.access_log import AccessLog
+from pipeline.engines.docker_stack.access_log import AccessLog, tried_hits, upstream_tries
 from pipeline.engines.docker_stack.shaping import GROUPS_LOG, MIRROR_LOG
 from pipeline.engines.http_check import Hit, version_stats
 from pipeline.engines.stack import VersionStats
-
-_TRIES = re.compile(r",\s*|\s+:\s+")
-"""Between the tries of one request in nginx's $upstream_* variables."""
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 0.0
-
-
-def _tries(at: float, addresses: str, statuses: str, times: str, versions: Mapping[str, bool]) -> list[Hit]:
-    hits = []
-    for address, code, seconds in zip(
-        _TRIES.split(addresses), _TRIES.split(statuses), _TRIES.split(times), strict=False
-    ):
-        version = versions.get(address.strip())
-        if version is None:
-            continue
-        answer = code.strip()
-        hits.append(Hit(at, version, answer.isdigit() and int(answer) < 500, _seconds(seconds)))
-    return hits
 
 
 def parse_mirror_line(line: str, versions: Mapping[str, bool]) -> list[Hit]:
@@ -53,7 +29,7 @@ def parse_mirror_line(line: str, versions: Mapping[str, bool]) -> list[Hit]:
         at = float(parts[0])
     except ValueError:
         return []
-    return _tries(at, parts[1], parts[2], parts[3], versions)
+    return tried_hits(at, upstream_tries(parts[1], parts[2], parts[3]), versions)
 
 
 def parse_group_line(line: str, versions: Mapping[str, bool]) -> tuple[str, list[Hit]] | None:
@@ -66,7 +42,7 @@ def parse_group_line(line: str, versions: Mapping[str, bool]) -> tuple[str, list
         at = float(parts[0])
     except ValueError:
         return None
-    return parts[1], _tries(at, parts[2], parts[3], parts[4], versions)
+    return parts[1], tried_hits(at, upstream_tries(parts[2], parts[3], parts[4]), versions)
 
 
 class SideLog:
