@@ -61,11 +61,11 @@ class GitHubRenderer:
     title: ClassVar[str] = "GitHub Actions"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One job per stage: checkout, `actions/setup-python` with `cache: pip` (keyed on this workflow file, which "
-            "names the pinned version), exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`) in "
+            "One job per stage: checkout, `actions/setup-python`, exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`) in "
             "the job's own virtualenv under the runner's tool cache, which `actions/cache@v6` restores and saves "
             "(key: runner OS, full Python version, tool version and extras; a venv whose marker names another path "
-            "is made again), or `install=` in a workspace virtualenv every time; then `pipeline run stage NAME`. "
+            "is made again), or `install=` in a workspace virtualenv every time (with setup-python's `cache: pip` keyed on "
+            "this workflow file); then `pipeline run stage NAME`. "
             "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
             "is one job `rehearsal-STACK` with one step per stage in order: every job gets a fresh runner, and "
             "the stack is containers on it."
@@ -322,21 +322,17 @@ def _enforced(plan: CiPlan, filters: dict[str, BranchGroups], ancestors: Sequenc
 
 
 def _setup_steps(plan: CiPlan, *, run_extra: bool = True) -> list[dict[str, Any]]:
-    """Checkout, Python with setup-python's pip cache, and the job's own virtualenv on PATH.
+    """Checkout, Python, and the job's own virtualenv on PATH.
 
-    setup-python keys its pip cache on the hash of a dependency file and fails without one; this
-    workflow file is the one that names the pinned version, so it is the key. A pinned install's
-    virtualenv is itself restored and saved by actions/cache (see `_venv_steps`); an `install=` of
-    the definition's own runs every time in a workspace venv (it may install the work tree)."""
-    steps: list[dict[str, Any]] = [
-        {"uses": CHECKOUT},
-        {
-            "id": "python",
-            "uses": SETUP_PYTHON,
-            "with": {"python-version": plan.python, "cache": "pip", "cache-dependency-path": _workflow_path(plan)},
-        },
-    ]
+    A pinned install's virtualenv is restored and saved whole by actions/cache (see `_venv_steps`):
+    a job that restores it installs nothing, so setup-python's pip cache would only add a download
+    and upload to every job. An `install=` of the definition's own runs every time in a workspace
+    venv (it may install the work tree), so there setup-python keeps pip's cache, keyed on this
+    workflow file (setup-python fails without a dependency file to hash)."""
+    python: dict[str, Any] = {"id": "python", "uses": SETUP_PYTHON, "with": {"python-version": plan.python}}
+    steps: list[dict[str, Any]] = [{"uses": CHECKOUT}, python]
     if plan.spec.install:
+        python["with"] |= {"cache": "pip", "cache-dependency-path": _workflow_path(plan)}
         script = plan.setup_script("python", run_extra=run_extra)
         install = {
             "name": "Install pipeline",
@@ -351,7 +347,7 @@ def _venv_steps(plan: CiPlan, *, run_extra: bool) -> list[dict[str, Any]]:
     the runner's OS, setup-python's full Python version, and the venv's own name (Python, tool
     version, extras: the drift check's plain install has its own). The install step trusts a venv
     only when its marker records this very path and its interpreter runs: a cache restored elsewhere,
-    a half-made venv or one whose base Python is gone is made again (from pip's cache). Self-hosted
+    a half-made venv or one whose base Python is gone is made again. Self-hosted
     runners on one machine may share a tool cache, so the check and the install hold a lock."""
     key = plan.venv(run_extra=run_extra).rsplit("/", 1)[-1]
     folder = f"{VENV_CACHE_FOLDER}/{key}"
