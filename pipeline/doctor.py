@@ -1,9 +1,9 @@
 """What a profile needs on this machine, whether it is there, and the exact fix when it is not.
 
-`diagnose(profile)` returns findings; `pipeline doctor` prints them (the CLI is the only printer).
-Each profile module says which checks it needs (`ProfileModule.doctor_checks`, e.g. the local
-profile's Docker engine, Packer and base image; the aws profile adds its endpoint and credentials),
-so a new profile brings its own. Every probe of the real world goes through `Probes`, so tests can
+The checks live here; each profile module says which of them it needs (`ProfileModule.doctor_checks`,
+e.g. the local profile's Docker engine, Packer and base image; the aws profile adds its endpoint and
+credentials), so a new profile brings its own. `pipeline.profiles.diagnose(profile)` runs a profile's
+checks and returns the findings; `pipeline doctor` prints them (the CLI is the only printer). Every probe of the real world goes through `Probes`, so tests can
 replace it.
 """
 
@@ -164,22 +164,6 @@ class Asked:
 
 Check = Callable[[Probes, Asked], Finding]
 """One thing a profile needs, looked at through the probes."""
-
-
-def diagnose(
-    profile: Profile = "local",
-    *,
-    base_image: str = "pipeline-base:bookworm",
-    probes: Probes | None = None,
-) -> Report:
-    """Every tool `profile` needs (its module's `doctor_checks`), in the order a user would fix them."""
-    from pipeline.profiles import profile as profile_module
-
-    probes = probes or Probes()
-    asked = Asked(base_image=base_image)
-    report = Report(profile)
-    report.findings += [check(probes, asked) for check in profile_module(profile).doctor_checks()]
-    return report
 
 
 # --- the checks the profiles choose from ---------------------------------------------------------------

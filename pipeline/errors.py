@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from pipeline.engines.git_promote import CommitInfo
-    from pipeline.engines.stack import DeployReport
+    from pipeline.engines.commit_info import CommitInfo
+    from pipeline.engines.deploy_report import DeployReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -21,7 +21,7 @@ from pipeline.profiles import ProfileEngines
 from pipeline.stages.promote import DEFAULT_AUTHOR, Promote
 
 if TYPE_CHECKING:
-    from pipeline.engines.git_promote import CommitInfo
+    from pipeline.engines.commit_info import CommitInfo
     from pipeline.engines.stack import VerifyReport
     from pipeline.loader import Loaded
     from pipeline.profiles.base import Engines

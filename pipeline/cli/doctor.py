@@ -21,7 +21,7 @@ def doctor(
     """Check the tools a profile needs (Docker engine, Packer, debootstrap, git, AWS) and show the fixes."""
     from rich.markup import escape
 
-    from pipeline.doctor import diagnose
+    from pipeline.profiles import diagnose
 
     report = diagnose(profile or "local", base_image=base_image)
     console.print(f"[bold]pipeline doctor[/] ({report.profile} profile)")

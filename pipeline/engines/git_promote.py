@@ -31,13 +31,14 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pipeline.engines.cfn_template import parse_template
+from pipeline.engines.commit_info import CommitInfo
 from pipeline.errors import (
     BadInputError,
     GitOperationError,
@@ -63,24 +64,6 @@ _YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "n
 
 def _ignore(text: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class CommitInfo:
-    """One commit made by promote (a record or a revert)."""
-
-    sha: str
-    branch: str
-    template: str
-    """The template's path relative to the repository root, written with '/'."""
-    image: str | None
-    """The image the template names after this commit."""
-    previous_image: str | None
-    """The image it named before."""
-    author: str
-    message: str
-    pushed_to: str | None = None
-    """'remote/branch' the commit was pushed to, or None (no remote, or push disabled)."""
 
 
 # --- the textual edit ------------------------------------------------------------------------------
@@ -545,7 +528,6 @@ def _write(path: Path, text: str) -> None:
 
 
 __all__ = [
-    "CommitInfo",
     "check_can_record",
     "read_default",
     "record_image",

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from pipeline.engines.stack import OnEvent, VerifyReport, VersionStats
+from pipeline.engines.deploy_report import VersionStats
+from pipeline.engines.stack import OnEvent, VerifyReport
 from pipeline.model import Verify
 from pipeline.strategy import Health
 

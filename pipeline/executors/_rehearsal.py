@@ -16,7 +16,8 @@ from pipeline.executors.base import Executor, PlanContext, StageContext
 from pipeline.model import Environment, Stage, Verify
 
 if TYPE_CHECKING:
-    from pipeline.engines.stack import DeployReport, OnEvent, StackEngine, StackState, VerifyReport
+    from pipeline.engines.deploy_report import DeployReport
+    from pipeline.engines.stack import OnEvent, StackEngine, StackState, VerifyReport
     from pipeline.ledger import ReleaseHistory, ReleaseStore
     from pipeline.spec import PipelineSpec
     from pipeline.strategy import Health, Strategy

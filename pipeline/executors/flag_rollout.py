@@ -8,8 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pipeline.engines.deploy_report import VersionStats
 from pipeline.engines.http_check import judge
-from pipeline.engines.stack import VersionStats
 from pipeline.errors import BadInputError, StageFailedError
 from pipeline.executors.base import Executor, Outputs, PlanContext, StageContext
 from pipeline.stages.flag_rollout import FlagRollout

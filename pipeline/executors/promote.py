@@ -25,7 +25,7 @@ from pipeline.rollback import restore_check
 from pipeline.stages.promote import Promote
 
 if TYPE_CHECKING:
-    from pipeline.engines.git_promote import CommitInfo
+    from pipeline.engines.commit_info import CommitInfo
     from pipeline.engines.stack import StackEngine, StackState
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pipeline.errors import BadInputError
 
 if TYPE_CHECKING:
+    from pipeline.doctor import Probes, Report
     from pipeline.engines.images.base import ImageEngine
     from pipeline.engines.stack import StackEngine
     from pipeline.ledger import ReleaseStore
@@ -41,6 +42,22 @@ def profile(name: str) -> ProfileModule:
     module_name, _, attr = value.partition(":")
     found: ProfileModule = getattr(importlib.import_module(module_name), attr)
     return found
+
+
+def diagnose(
+    profile_name: Profile = "local",
+    *,
+    base_image: str = "pipeline-base:bookworm",
+    probes: Probes | None = None,
+) -> Report:
+    """Every tool the profile needs (its module's `doctor_checks`), in the order a user would fix them."""
+    from pipeline.doctor import Asked, Probes, Report
+
+    probes = probes or Probes()
+    asked = Asked(base_image=base_image)
+    report = Report(profile_name)
+    report.findings += [check(probes, asked) for check in profile(profile_name).doctor_checks()]
+    return report
 
 
 class ProfileEngines:

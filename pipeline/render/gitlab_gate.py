@@ -19,23 +19,26 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import GateNotApprovedError
+
+if TYPE_CHECKING:  # urllib.request brings http.client and ssl: only the gate check itself needs them
+    import urllib.request
 
 TOKEN_VARIABLE = "PIPELINE_GITLAB_TOKEN"
 """The CI/CD variable holding a token that may read group members (a group or project access token
 with the `read_api` scope): needed only by gates that name groups."""
 TIMEOUT_SECONDS = 30
 
-Opener = Callable[[urllib.request.Request], Any]
+Opener = Callable[["urllib.request.Request"], Any]
 
 
 def _open(request: urllib.request.Request) -> Any:
+    import urllib.request
+
     return urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)
 
 
@@ -81,6 +84,9 @@ def check_approver(
 
 def _is_member(api: str, group: str, user_id: str, token: str, opener: Opener) -> bool:
     """Whether the user is a member of the group (directly, or through a parent group)."""
+    import urllib.error
+    import urllib.request
+
     path = urllib.parse.quote(group, safe="")
     url = f"{api}/groups/{path}/members/all/{urllib.parse.quote(user_id, safe='')}"
     request = urllib.request.Request(url, headers={"PRIVATE-TOKEN": token, "User-Agent": "pipeline-as-code"})

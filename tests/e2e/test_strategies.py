@@ -38,9 +38,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.engines.deploy_report import DeployReport
 from pipeline.engines.docker_client import LABEL_PREFIX
 from pipeline.engines.http_check import LoadClient, Sample, request
-from pipeline.engines.stack import DeployReport, StackState
+from pipeline.engines.stack import StackState
 from pipeline.errors import HealthBreachError
 from pipeline.ledger import Ledger
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling, Strategy

@@ -30,12 +30,13 @@ import pytest
 
 boto3 = pytest.importorskip("boto3", reason="boto3 is in the [run] extra")
 
-from pipeline.doctor import Probes, diagnose  # noqa: E402
+from pipeline.doctor import Probes  # noqa: E402
 from pipeline.engines.aws import session  # noqa: E402
 from pipeline.engines.aws.engine import CloudFormationEngine  # noqa: E402
 from pipeline.engines.aws.session import AwsSession, AwsTarget, typed_fault  # noqa: E402
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, CredentialsError, PipelineError, ToolMissingError  # noqa: E402
 from pipeline.model import AwsSettings  # noqa: E402
+from pipeline.profiles import diagnose  # noqa: E402
 from tests.conftest import REPO, need  # noqa: E402
 
 TEMPLATE = REPO / "templates" / "web.yaml"

@@ -17,7 +17,7 @@ from botocore.stub import ANY, Stubber  # noqa: E402
 
 from pipeline.engines.aws import plans  # noqa: E402
 from pipeline.engines.aws.engine import CloudFormationEngine  # noqa: E402
-from pipeline.engines.stack import VersionStats  # noqa: E402
+from pipeline.engines.deploy_report import VersionStats  # noqa: E402
 from pipeline.errors import EXIT_BAD_INPUT, BadInputError, CloudFormationError, HealthBreachError  # noqa: E402
 from pipeline.model import AwsSettings  # noqa: E402
 from pipeline.strategy import BlueGreen, Canary, Cutover, Half, Health, Pilot, Rolling  # noqa: E402

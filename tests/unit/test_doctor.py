@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.doctor import DOCKER_FIX, PACKER_FIX, Probes, diagnose
+from pipeline.doctor import DOCKER_FIX, PACKER_FIX, Probes
 from pipeline.errors import CredentialsError, PipelineError, ToolMissingError
+from pipeline.profiles import diagnose
 
 
 @dataclass

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.engines.deploy_report import DeployReport, DeployStep, VersionStats
 from pipeline.engines.http_check import Hit, judge, numbers, p99_limit, version_stats
-from pipeline.engines.stack import DeployReport, DeployStep, VersionStats
 from pipeline.strategy import Health
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from tests.conftest import REPO, cli_env, need
 
@@ -43,10 +44,10 @@ ENGINE_DEPLOY_PARTS = (
 )
 
 
-def _imported(*args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def _imported(*args: str, cwd: Path = REPO) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     proc = subprocess.run(
         [sys.executable, "-c", _IMPORTED_AT_EXIT, *args],
-        cwd=REPO,
+        cwd=cwd,
         env=cli_env(),
         capture_output=True,
         text=True,
@@ -72,6 +73,21 @@ def test_validate_loads_no_runtime_client_and_no_deploy_machinery() -> None:
     assert _matching(modules, THIRD_PARTY_RUNTIME) == []
     assert _matching(modules, ENGINE_DEPLOY_PARTS) == []
     assert "ctypes" not in modules  # only a process start needs it (pipeline/engines/process.py)
+
+
+def test_validate_renders_every_target_without_an_http_client(tmp_path: Path) -> None:
+    """Without `targets=`, validate renders every installed target in memory to warn about what one
+    cannot express; the gates' own checks (an HTTP client: http.client, ssl) run on CI only."""
+    (tmp_path / "pipelinefile.py").write_text(
+        "from pipeline import CommitTest, Pipeline\n"
+        "with Pipeline('p') as p:\n"
+        "    CommitTest(name='commit-test', commands=['true'])\n",
+        encoding="utf-8",
+    )
+    proc, modules = _imported("validate", "--definition-only", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pipeline.render.gitlab" in modules  # every target was rendered (else this proves nothing)
+    assert _matching(modules, ("urllib.request", "http.client", "ssl")) == []
 
 
 def test_help_loads_no_model_renderer_or_runtime() -> None:

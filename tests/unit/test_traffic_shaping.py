@@ -18,13 +18,13 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.engines.aws import plans
+from pipeline.engines.deploy_report import VersionStats
 from pipeline.engines.docker_stack.access_log import AccessLog
 from pipeline.engines.docker_stack.balancer_config import render_config, servers
 from pipeline.engines.docker_stack.shaping import Shaping, mirror_set
 from pipeline.engines.docker_stack.shaping_logs import ShapingLogs, parse_group_line, parse_mirror_line
 from pipeline.engines.docker_stack.windows import Windows
 from pipeline.engines.http_check import Hit, Verdict
-from pipeline.engines.stack import VersionStats
 from pipeline.engines.topology import Topology, load_template, topology
 from pipeline.engines.user_load import User, UserLoad
 from pipeline.errors import EXIT_BAD_INPUT, BadInputError

@@ -41,10 +41,10 @@ from pipeline.engines.aws.rollout import Rollout
 from pipeline.engines.aws.session import AwsSession, Client, DataPlane, http_reaches
 from pipeline.engines.aws.template import StackTemplate, template_parameters
 from pipeline.engines.aws.verification import control_plane_checks
+from pipeline.engines.deploy_report import DeployReport
 from pipeline.engines.stack import (
     BaseStackEngine,
     DatabaseEndpoint,
-    DeployReport,
     OnEvent,
     Replica,
     StackState,

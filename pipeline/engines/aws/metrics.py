@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from pipeline.engines import http_check
 from pipeline.engines.aws import plans
 from pipeline.engines.aws.operations import DeployRun, StackOperations
-from pipeline.engines.stack import OnEvent, VersionStats
+from pipeline.engines.deploy_report import VersionStats
+from pipeline.engines.stack import OnEvent
 from pipeline.errors import CloudFormationError
 from pipeline.strategy import Health
 

@@ -20,7 +20,8 @@ from typing import Any
 from pipeline.engines.aws import plans
 from pipeline.engines.aws.session import AwsSession, botocore_exceptions
 from pipeline.engines.aws.template import StackTemplate
-from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, StackState
+from pipeline.engines.deploy_report import DeployReport, DeployStep
+from pipeline.engines.stack import OnEvent, StackState
 from pipeline.errors import BadInputError, CloudFormationError, TemplateError
 
 PIPELINE_TAG = "pipeline"

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.engines.stack import VersionStats
+from pipeline.engines.deploy_report import VersionStats
 from pipeline.strategy import BlueGreen, Canary, Cutover, DarkLaunch, Half, Health, Phased, Pilot, Rolling, Strategy
 
 CANARY_IMAGE = "CanaryImageId"

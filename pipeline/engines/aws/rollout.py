@@ -23,7 +23,8 @@ from pipeline.engines.aws import plans
 from pipeline.engines.aws.metrics import HealthMetrics
 from pipeline.engines.aws.operations import DeployRun, StackOperations
 from pipeline.engines.aws.session import DataPlane, http_reaches
-from pipeline.engines.stack import DeployReport, DeployStep, StackState, VersionStats
+from pipeline.engines.deploy_report import DeployReport, DeployStep, VersionStats
+from pipeline.engines.stack import StackState
 from pipeline.engines.user_load import User, UserLoad
 from pipeline.errors import CloudFormationError, HealthBreachError, PipelineError
 from pipeline.strategy import BlueGreen, Health, Phased, Strategy

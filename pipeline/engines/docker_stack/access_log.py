@@ -14,8 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.engines.deploy_report import VersionStats
 from pipeline.engines.http_check import Hit, LoadClient, version_stats
-from pipeline.engines.stack import OnEvent, VersionStats
+from pipeline.engines.stack import OnEvent
 from pipeline.errors import StackOperationError
 
 LOG_PATH = "/var/log/nginx/health.log"

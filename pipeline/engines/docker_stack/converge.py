@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pipeline.engines.deploy_report import DeployReport
 from pipeline.engines.docker_stack import rollout, shaped_rollout
 from pipeline.engines.docker_stack.balancer import create_network
 from pipeline.engines.docker_stack.balancer_config import config_parameters, servers, warm_set
@@ -19,7 +20,6 @@ from pipeline.engines.docker_stack.deployment import Deployment
 from pipeline.engines.docker_stack.labels import L_LISTEN, L_SPEC, Observed, observe, running
 from pipeline.engines.docker_stack.shaping import mirror_set
 from pipeline.engines.docker_stack.windows import Breached, breach_message
-from pipeline.engines.stack import DeployReport
 from pipeline.errors import HealthBreachError, StackOperationError
 from pipeline.faults import checkpoint
 from pipeline.strategy import BlueGreen, Canary, Cutover, DarkLaunch, Phased, Strategy

@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+from pipeline.engines.deploy_report import DeployReport
 from pipeline.engines.docker_stack.balancer import Balancer, lb_port
 from pipeline.engines.docker_stack.labels import L_IMAGE, L_IMAGE_ID, L_PARAMETERS, StackId, json_labels, running
 from pipeline.engines.docker_stack.replicas import Release, Replicas
 from pipeline.engines.docker_stack.windows import Breached, Windows
-from pipeline.engines.stack import DeployReport, OnEvent
+from pipeline.engines.stack import OnEvent
 from pipeline.engines.topology import Topology
 from pipeline.errors import StackOperationError
 from pipeline.strategy import Health, Rolling, Strategy

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.engines.deploy_report import VersionStats
 from pipeline.engines.docker_stack.access_log import AccessLog, tried_hits, upstream_tries
 from pipeline.engines.docker_stack.shaping import GROUPS_LOG, MIRROR_LOG
 from pipeline.engines.http_check import Hit, version_stats
-from pipeline.engines.stack import VersionStats
 
 
 def parse_mirror_line(line: str, versions: Mapping[str, bool]) -> list[Hit]:

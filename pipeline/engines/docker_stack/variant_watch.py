@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from pipeline.engines.deploy_report import VersionStats
 from pipeline.engines.docker_stack.access_log import AccessLog, parse_variant
 from pipeline.engines.docker_stack.balancer import Balancer, lb_port, read_config
 from pipeline.engines.docker_stack.balancer_config import config_parameters, has_alert_route, servers, warm_set
 from pipeline.engines.docker_stack.labels import StackId, observe, running
 from pipeline.engines.http_check import Hit, version_stats
-from pipeline.engines.stack import OnEvent, VersionStats
+from pipeline.engines.stack import OnEvent
 from pipeline.errors import StackOperationError
 
 if TYPE_CHECKING:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pipeline.engines.deploy_report import DeployReport, DeployStep, VersionStats
 from pipeline.engines.docker_stack.access_log import AccessLog
 from pipeline.engines.docker_stack.shaping import OTHERS
 from pipeline.engines.docker_stack.shaping_logs import ShapingLogs
 from pipeline.engines.http_check import Verdict, judge, numbers
-from pipeline.engines.stack import DeployReport, DeployStep, OnEvent, VersionStats
+from pipeline.engines.stack import OnEvent
 from pipeline.engines.user_load import User, UserLoad
 from pipeline.errors import StackOperationError
 from pipeline.strategy import Group, Health, Strategy
