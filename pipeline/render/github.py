@@ -26,6 +26,7 @@ from pipeline.model import Approval
 from pipeline.render import yaml_dump
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.plan import (
+    INSTALLED_MARKER,
     RENDER_CHECK_MINUTES,
     AgentNeeds,
     BranchGroups,
@@ -42,6 +43,11 @@ RENDER_CHECK_JOB = "render_check"
 """A job id no stage can have (stage names have no '_')."""
 CHECKOUT = "actions/checkout@v4"
 SETUP_PYTHON = "actions/setup-python@v5"
+CACHE = "actions/cache@v6"
+VENV_CACHE_FOLDER = "pipeline-venv"
+"""The jobs' virtualenvs live in the runner's tool cache (`runner.tool_cache`, where setup-python keeps
+its Pythons): one path for every job of a runner, unlike the workspace (under act each job has its own),
+so a venv actions/cache restores is at the path its scripts name."""
 UPLOAD = "actions/upload-artifact@v4"
 DOWNLOAD = "actions/download-artifact@v4"
 AWS_CREDENTIALS = "aws-actions/configure-aws-credentials@v4"
@@ -55,9 +61,11 @@ class GitHubRenderer:
     title: ClassVar[str] = "GitHub Actions"
     capabilities: ClassVar[dict[str, Support]] = {
         "stages": Support(
-            "One job per stage: checkout, `actions/setup-python` with `cache: pip` (keyed on this workflow file, which "
-            "names the pinned version), exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`, or "
-            "`install=`) in the job's own virtualenv, `pipeline run stage NAME`. "
+            "One job per stage: checkout, `actions/setup-python`, exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`) in "
+            "the job's own virtualenv under the runner's tool cache, which `actions/cache@v6` restores and saves "
+            "(key: runner OS, full Python version, tool version and extras; a venv whose marker names another path "
+            "is made again), or `install=` in a workspace virtualenv every time (with setup-python's `cache: pip` keyed on "
+            "this workflow file); then `pipeline run stage NAME`. "
             "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
             "is one job `rehearsal-STACK` with one step per stage in order: every job gets a fresh runner, and "
             "the stack is containers on it."
@@ -314,19 +322,62 @@ def _enforced(plan: CiPlan, filters: dict[str, BranchGroups], ancestors: Sequenc
 
 
 def _setup_steps(plan: CiPlan, *, run_extra: bool = True) -> list[dict[str, Any]]:
-    """Checkout, Python with setup-python's pip cache, and the job's own virtualenv on PATH.
+    """Checkout, Python, and the job's own virtualenv on PATH.
 
-    setup-python keys its pip cache on the hash of a dependency file and fails without one; this
-    workflow file is the one that names the pinned version, so it is the key."""
-    script = plan.setup_script("python", run_extra=run_extra)
-    return [
-        {"uses": CHECKOUT},
-        {
-            "uses": SETUP_PYTHON,
-            "with": {"python-version": plan.python, "cache": "pip", "cache-dependency-path": _workflow_path(plan)},
+    A pinned install's virtualenv is restored and saved whole by actions/cache (see `_venv_steps`):
+    a job that restores it installs nothing, so setup-python's pip cache would only add a download
+    and upload to every job. An `install=` of the definition's own runs every time in a workspace
+    venv (it may install the work tree), so there setup-python keeps pip's cache, keyed on this
+    workflow file (setup-python fails without a dependency file to hash)."""
+    python: dict[str, Any] = {"id": "python", "uses": SETUP_PYTHON, "with": {"python-version": plan.python}}
+    steps: list[dict[str, Any]] = [{"uses": CHECKOUT}, python]
+    if plan.spec.install:
+        python["with"] |= {"cache": "pip", "cache-dependency-path": _workflow_path(plan)}
+        script = plan.setup_script("python", run_extra=run_extra)
+        install = {
+            "name": "Install pipeline",
+            "run": _expr_safe(script + '\necho "$PWD/$venv/bin" >> "$GITHUB_PATH"\n'),
+        }
+        return [*steps, install]
+    return [*steps, *_venv_steps(plan, run_extra=run_extra)]
+
+
+def _venv_steps(plan: CiPlan, *, run_extra: bool) -> list[dict[str, Any]]:
+    """actions/cache restores the job's virtualenv (and saves it after a job that made it), keyed on
+    the runner's OS, setup-python's full Python version, and the venv's own name (Python, tool
+    version, extras: the drift check's plain install has its own). The install step trusts a venv
+    only when its marker records this very path and its interpreter runs: a cache restored elsewhere,
+    a half-made venv or one whose base Python is gone is made again. Self-hosted
+    runners on one machine may share a tool cache, so the check and the install hold a lock."""
+    key = plan.venv(run_extra=run_extra).rsplit("/", 1)[-1]
+    folder = f"{VENV_CACHE_FOLDER}/{key}"
+    restore = {
+        "name": "Restore the pipeline virtualenv",
+        "uses": CACHE,
+        "with": {
+            "path": f"${{{{ runner.tool_cache }}}}/{folder}",
+            "key": f"{VENV_CACHE_FOLDER}-${{{{ runner.os }}}}-${{{{ steps.python.outputs.python-version }}}}-{key}",
         },
-        {"name": "Install pipeline", "run": _expr_safe(script + '\necho "$PWD/$venv/bin" >> "$GITHUB_PATH"\n')},
-    ]
+    }
+    script = "\n".join(
+        [
+            "set -e",
+            f'venv="$RUNNER_TOOL_CACHE/{folder}"',
+            'mkdir -p "${venv%/*}"',
+            "# Runners sharing one tool cache make a venv one at a time (flock: Linux runners).",
+            'if command -v flock >/dev/null; then exec 9>"$venv.lock"; flock 9; fi',
+            f'if [ "$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)" != "$venv" ] || ! "$venv/bin/python" -c "" 2>/dev/null; then',
+            '    rm -rf "$venv"',
+            '    python -m venv "$venv"',
+            '    . "$venv/bin/activate"',
+            f"    {plan.install_command(run_extra=run_extra)}",
+            f'    echo "$venv" > "$venv/{INSTALLED_MARKER}"',
+            "fi",
+            'echo "$venv/bin" >> "$GITHUB_PATH"',
+            "",
+        ]
+    )
+    return [restore, {"name": "Install pipeline", "run": _expr_safe(script)}]
 
 
 def _workflow_path(plan: CiPlan) -> str:

@@ -58,6 +58,7 @@ from tests.ci_runners.github_api import GitHubApi, serving
 ACTIONS = Path(__file__).resolve().parent / "actions"
 STAND_INS: dict[str, str] = {
     "actions/setup-python@v5": "setup-python",
+    "actions/cache@v6": "cache",
     "actions/upload-artifact@v4": "upload-artifact",
     "actions/download-artifact@v4": "download-artifact",
     "aws-actions/configure-aws-credentials@v4": "configure-aws-credentials",
@@ -182,6 +183,7 @@ def run_workflow(
     timeout: float = 1200,
     keep_workspaces: bool = False,
     pip_cache_root: Path = PIP_CACHE_ROOT,
+    actions_cache_root: Path | None = None,
     github_api: GitHubApi | None = None,
 ) -> ActRun:
     """Run `workflow` (a path relative to `repo`, a git repository, or an absolute path) for `event`
@@ -189,14 +191,20 @@ def run_workflow(
     (transitively): to run one job of a workflow alone, give a workflow holding only that job. `secrets` / `variables` are the repository's secrets / variables (`secrets.X`,
     `vars.X`); `env` is added to the runner machine's environment; `local_repositories` serves
     more `uses: OWNER/REPO@REF` from folders; `github_api` is the GitHub REST API the jobs see (a
-    serving stand-in; default: one with no environments, served for this run). Raises ActError
+    serving stand-in; default: one with no environments, served for this run); `pip_cache_root` and
+    `actions_cache_root` are where the setup-python and cache stand-ins keep what outlives a run
+    (setup-python's pip cache, actions/cache entries). actions/cache entries default to
+    `run_dir/actions-cache`, a repository's first run: a venv saved there holds this checkout's
+    wheel, and every version of it is 0.1.0, so a root shared by runs of different checkouts
+    would hand one the code of another; pass the same root to runs that should share entries.
+    Raises ActError
     when act cannot run it as asked."""
     if github_api is None:
         with serving(GitHubApi()) as api:
             return run_workflow(
                 repo, workflow, run_dir=run_dir, event=event, job=job, secrets=secrets, variables=variables,
                 env=env, local_repositories=local_repositories, timeout=timeout, keep_workspaces=keep_workspaces,
-                pip_cache_root=pip_cache_root, github_api=api,
+                pip_cache_root=pip_cache_root, actions_cache_root=actions_cache_root, github_api=api,
             )  # fmt: skip
     if not github_api.url:
         raise ActError("github_api is not serving: start it with tests.ci_runners.github_api.serving(...)")
@@ -253,7 +261,15 @@ def run_workflow(
         "--input-file", str(empty),
     ]  # fmt: skip
     pip_cache_root.mkdir(parents=True, exist_ok=True)
-    runner_env = runner_environment({"STAND_IN_PIP_CACHE_ROOT": str(pip_cache_root), **(env or {})})
+    actions_cache_root = actions_cache_root or run_dir / "actions-cache"
+    actions_cache_root.mkdir(parents=True, exist_ok=True)
+    runner_env = runner_environment(
+        {
+            "STAND_IN_PIP_CACHE_ROOT": str(pip_cache_root),
+            "STAND_IN_ACTIONS_CACHE_ROOT": str(actions_cache_root),
+            **(env or {}),
+        }
+    )
 
     started = time.monotonic()
     try:

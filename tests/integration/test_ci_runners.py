@@ -292,6 +292,82 @@ def test_act_stand_ins_refuse_what_the_real_actions_refuse(act_ready: None, tmp_
     assert TOKEN not in run.logs + run.errors
 
 
+CACHE_WORKFLOW = """
+name: cache-proof
+on: push
+jobs:
+  make:
+    runs-on: ubuntu-latest
+    steps:
+      - id: cache
+        uses: actions/cache@v6
+        with:
+          path: ${{ runner.tool_cache }}/made
+          key: made-${{ runner.os }}-${{ vars.RUN }}
+      - run: |
+          echo "make hit=${{ steps.cache.outputs.cache-hit }} had=$(cat "$RUNNER_TOOL_CACHE/made/value" 2>/dev/null)"
+          mkdir -p "$RUNNER_TOOL_CACHE/made"
+          echo "${{ vars.RUN }}" > "$RUNNER_TOOL_CACHE/made/value"
+  use:
+    needs: make
+    runs-on: ubuntu-latest
+    steps:
+      - run: rm -rf "$RUNNER_TOOL_CACHE/made"
+      - id: cache
+        uses: actions/cache@v6
+        with:
+          path: ${{ runner.tool_cache }}/made
+          key: made-${{ runner.os }}-${{ vars.RUN }}
+      - id: prefix
+        uses: actions/cache@v6
+        with:
+          path: ${{ runner.tool_cache }}/other
+          key: other-${{ vars.RUN }}
+          restore-keys: |
+            made-
+      - id: missing
+        continue-on-error: true
+        uses: actions/cache@v6
+        with:
+          path: nothing
+          key: never-saved
+          fail-on-cache-miss: true
+      - run: |
+          echo "use hit=${{ steps.cache.outputs.cache-hit }} value=$(cat "$RUNNER_TOOL_CACHE/made/value")"
+          echo "prefix hit=${{ steps.prefix.outputs.cache-hit }} matched=${{ steps.prefix.outputs.cache-matched-key }}"
+          echo "missing=${{ steps.missing.outcome }}"
+"""
+
+
+def test_the_cache_stand_in_restores_within_a_run_and_across_runs(act_ready: None, tmp_path: Path) -> None:
+    """A job saves (post step), a later job of the run restores it after deleting the folder; a
+    second run with a new key misses at first and restores the newest prefix match; a run sharing
+    the root with the same key hits in its first job."""
+    repo = repository(tmp_path / "repo", {".github/workflows/cache.yml": CACHE_WORKFLOW})
+    shared = tmp_path / "actions-cache"
+
+    def run(number: str, folder: str) -> str:
+        result = run_workflow(
+            repo, ".github/workflows/cache.yml", run_dir=tmp_path / folder, variables={"RUN": number},
+            actions_cache_root=shared, timeout=300,
+        )  # fmt: skip
+        assert result.statuses() == {"make": "success", "use": "success"}, result.explain()
+        return result.logs
+
+    first = run("1", "run-1")
+    assert "make hit=false had=\n" in first
+    assert "Cache saved with key: made-Linux-1" in first
+    assert "use hit=true value=1" in first  # restored in another job of the run, after rm -rf
+    assert "prefix hit=false matched=made-Linux-1" in first
+    assert "missing=failure" in first  # fail-on-cache-miss
+    again = run("1", "run-2")  # a later run: the entry outlived the first run's folder
+    assert "make hit=true had=1" in again
+    assert "Cache hit occurred on the primary key made-Linux-1, not saving cache." in again
+    newer = run("2", "run-3")
+    assert "make hit=false had=\n" in newer
+    assert "prefix hit=false matched=made-Linux-2" in newer  # the newest of the matches
+
+
 GITHUB_API_WORKFLOW = """
 name: github-api
 on: push

@@ -28,6 +28,13 @@ def test_every_guide_names_the_default_agent_labels_and_the_venv(name: str) -> N
     assert "pipeline render --check" in text, name
 
 
+def test_the_github_guide_names_the_venv_cache() -> None:
+    text = _guide("github.md")
+    assert f"`{github.CACHE}`" in text
+    assert f"`{github.VENV_CACHE_FOLDER}/" in text
+    assert "runner.tool_cache" in text
+
+
 def test_the_jenkins_guide_names_its_credentials_and_steps() -> None:
     text = _guide("jenkins.md")
     assert f"`aws-{plan.BUILD_ACCESS}`" in text

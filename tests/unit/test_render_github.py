@@ -54,6 +54,7 @@ def test_every_job_installs_the_tool_and_runs_its_stage() -> None:
     bake = jobs["bake"]
     assert bake["steps"][0] == {"uses": "actions/checkout@v4"}
     assert bake["steps"][1] == {
+        "id": "python",
         "uses": "actions/setup-python@v5",
         "with": {"python-version": "3.11", "cache": "pip", "cache-dependency-path": ".github/workflows/chain.yml"},
     }
@@ -65,6 +66,81 @@ def test_every_job_installs_the_tool_and_runs_its_stage() -> None:
         == "pipeline run stage bake --manifest .pipeline/ci/manifest --profile local"
     )
     assert bake["needs"] == ["commit-test"]
+    assert not [s for s in bake["steps"] if s.get("uses", "").startswith("actions/cache@")]  # install= runs every time
+
+
+def test_a_pinned_install_restores_its_venv_with_actions_cache_keyed_on_python_version_and_extras() -> None:
+    jobs = workflow(chain_spec())["jobs"]
+    keys = {}
+    for name in ("render_check", "bake"):
+        steps = jobs[name]["steps"]
+        names = [s.get("name") or s["uses"] for s in steps]
+        restore = step(jobs[name], "Restore the pipeline virtualenv")
+        assert names.index("Restore the pipeline virtualenv") < names.index("Install pipeline")
+        assert restore["uses"] == "actions/cache@v6"
+        assert "${{ runner.os }}" in restore["with"]["key"]
+        assert "${{ steps.python.outputs.python-version }}" in restore["with"]["key"]  # the id setup-python has
+        assert steps[1]["id"] == "python"
+        folder = restore["with"]["path"].removeprefix("${{ runner.tool_cache }}/")
+        install = step(jobs[name], "Install pipeline")["run"]
+        assert f'venv="$RUNNER_TOOL_CACHE/{folder}"' in install  # the very folder the cache restores
+        # A restored venv is trusted only when its marker records this path (else made again).
+        assert '!= "$venv" ]' in install
+        assert 'rm -rf "$venv"' in install
+        assert install.rstrip().endswith('echo "$venv/bin" >> "$GITHUB_PATH"')
+        keys[name] = restore["with"]["key"]
+    assert keys["bake"].endswith("-run")
+    assert not keys["render_check"].endswith("-run")
+    assert "[run]" not in step(jobs["render_check"], "Install pipeline")["run"]
+
+
+FAKE_PYTHON = """#!/bin/sh
+# `python -m venv DIR` makes a stand-in venv whose pip logs what it installs.
+[ "$1 $2" = "-m venv" ] || exit 2
+mkdir -p "$3/bin"
+printf '#!/bin/sh\\nexit 0\\n' > "$3/bin/python"
+printf '#!/bin/sh\\necho "$*" >> "$PIP_LOG"\\n' > "$3/bin/pip"
+printf 'PATH="%s/bin:$PATH"\\n' "$3" > "$3/bin/activate"
+chmod +x "$3/bin/python" "$3/bin/pip"
+"""
+
+
+def test_the_install_step_trusts_only_a_venv_that_records_its_own_path(tmp_path: Path) -> None:
+    """The rendered install script, run by bash with a stand-in `python -m venv` and `pip`: it
+    installs once, reuses the venv after, and makes it again when the venv (e.g. restored by
+    actions/cache) records another path, has no marker, or its Python does not run."""
+    bash = shutil.which("bash")
+    assert bash is not None
+    script = step(workflow(chain_spec())["jobs"]["bake"], "Install pipeline")["run"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON)
+    (bin_dir / "python").chmod(0o755)
+    tool_cache, pip_log, github_path = tmp_path / "tool-cache", tmp_path / "pip.log", tmp_path / "github-path"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "RUNNER_TOOL_CACHE": str(tool_cache),
+        "PIP_LOG": str(pip_log),
+        "GITHUB_PATH": str(github_path),
+    }
+
+    def installs() -> int:
+        subprocess.run([bash, "-e", "-c", script], env=env, check=True, timeout=60)
+        return len(pip_log.read_text().splitlines()) if pip_log.exists() else 0
+
+    assert installs() == 1
+    (venv,) = [p for p in (tool_cache / "pipeline-venv").iterdir() if p.is_dir()]  # beside it: its lock file
+    assert github_path.read_text() == f"{venv}/bin\n"
+    assert (venv / ".pipeline-installed").read_text() == f"{venv}\n"
+    assert installs() == 1  # reused
+    (venv / ".pipeline-installed").write_text("/home/runner/elsewhere/venv\n")  # a venv made at another path
+    assert installs() == 2
+    (venv / ".pipeline-installed").unlink()  # a half-made venv
+    assert installs() == 3
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")  # its base Python is gone
+    assert installs() == 4
+    assert installs() == 4
+    assert "pipeline-as-code[run]==" in pip_log.read_text()
 
 
 def test_fan_out_and_fan_in_through_needs() -> None:
