@@ -86,6 +86,11 @@ jobs:
           echo '{"stage": "two"}' > .manifests/two.json
           echo '{"stage": "other"}' > .manifests/other.json
           echo "only in the workspace of produce" > produced-here.txt
+      - name: Install into the job's Python
+        run: |
+          pip --version | grep -q "$RUNNER_TEMP"
+          python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "left_by_produce.py").write_text("")'
+          python -c 'import left_by_produce'
       - uses: actions/upload-artifact@v4
         with:
           name: manifest-one
@@ -111,6 +116,10 @@ jobs:
           python-version: '3.11'
       - name: Own workspace
         run: test ! -e produced-here.txt && test -f requirements.txt
+      - name: A fresh Python, with pip, without what the last job installed
+        run: |
+          pip --version | grep -q "$RUNNER_TEMP"
+          ! python -c 'import left_by_produce' 2>/dev/null
       - uses: actions/download-artifact@v4
         with:
           pattern: manifest-*
@@ -176,6 +185,9 @@ def test_act_runs_jobs_in_needs_order_with_artifacts_failure_and_always(act_read
     assert produce.workspace != consume.workspace
     assert produce.workspace.startswith(str(tmp_path / "run" / "act-cache"))
     assert not (repo / "produced-here.txt").exists(), "a job wrote into the repository instead of its own copy"
+    # Each job's Python has pip and is its own: what one installs is gone in the next, as on hosted VMs.
+    assert produce.step("Install into the job's Python").result == "success"
+    assert consume.step("A fresh Python, with pip, without what the last job installed").result == "success"
     # The artifact server holds exactly the three uploads; the pattern took two of them.
     assert sorted(p.name for p in run.artifacts.iterdir()) == ["manifest-one", "manifest-two", "other-one"]
     assert "Filtering artifacts by pattern 'manifest-*': 2 of 3" in consume.log

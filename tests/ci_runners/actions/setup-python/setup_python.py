@@ -3,7 +3,10 @@ major.minor (setup-python.sh found it). See ../README.md for what is and is not 
 
 - A fresh virtualenv per job in $RUNNER_TEMP stands in for the runner's tool-cache Python: its
   `bin` goes first on PATH, so `python` and `pip install ...` in later steps use it, and what a job
-  installs vanishes with the job, as on a fresh hosted VM.
+  installs vanishes with the job, as on a fresh hosted VM. A hosted runner's image has that Python
+  ready (setup-python only puts it on PATH, about a second), so the venv is made without running
+  ensurepip (2-3 s a job here) and gets pip as hard links to a pip installed once per machine
+  Python (a folder beside the system temp, made atomically), plus its own `pip` scripts.
 - `cache: pip`: the key is computed like the real action's (a hash of the files matching
   `cache-dependency-path`, default `**/requirements.txt`, falling back to `**/pyproject.toml`;
   no matching file is the real action's error), and PIP_CACHE_DIR points at a persistent folder
@@ -12,12 +15,15 @@ major.minor (setup-python.sh found it). See ../README.md for what is and is not 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -45,7 +51,7 @@ def main() -> int:
     temp = Path(os.environ["RUNNER_TEMP"])
     env_dir = temp / f"setup-python-{full}"
     if not (env_dir / "bin" / "python").exists():
-        venv.EnvBuilder(with_pip=True, symlinks=True).create(env_dir)
+        make_job_python(env_dir)
     bin_dir = env_dir / "bin"
     python_path = bin_dir / "python"
     print(f"Successfully set up CPython ({full}) from {sys.executable} in a fresh virtualenv {env_dir}")
@@ -85,6 +91,70 @@ def main() -> int:
     append(os.environ["GITHUB_OUTPUT"], "".join(f"{k}={v}\n" for k, v in outputs.items()))
     subprocess.run([str(python_path), "--version"], check=True)
     return 0
+
+
+def make_job_python(env_dir: Path) -> None:
+    """A virtualenv with pip, as quick as a hosted runner's ready Python: made without ensurepip,
+    then pip's files linked in from the machine's template (copied when links cannot be made)."""
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
+    site = Path(
+        subprocess.run(
+            [str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    template = pip_template()
+    for entry in template.iterdir():
+        target = site / entry.name
+        if entry.is_dir():
+            try:
+                shutil.copytree(entry, target, copy_function=os.link)
+            except OSError:
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(entry, target)
+        else:
+            shutil.copy2(entry, target)
+    python = env_dir / "bin" / "python"
+    for name in ("pip", "pip3", f"pip{sys.version_info.major}.{sys.version_info.minor}"):
+        script = env_dir / "bin" / name
+        script.write_text(
+            f"#!{python}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n", encoding="utf-8"
+        )
+        script.chmod(0o755)
+
+
+def pip_template() -> Path:
+    """pip (with its dist-info, and what else ensurepip installs) installed once for this machine's Python, in a folder shared by every
+    job: made in a temporary folder beside it and renamed into place, so jobs racing to make it
+    each get a whole one."""
+    full = ".".join(str(n) for n in sys.version_info[:3])
+    tag = hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / "setup-python-stand-in"
+    template = root / f"pip-{full}-{tag}"
+    if template.is_dir():
+        return template
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".pip-{full}-", dir=root))
+    staging = work / "venv"
+    venv.EnvBuilder(with_pip=True, symlinks=True).create(staging)
+    site = Path(
+        subprocess.run(
+            [str(staging / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    made = work / "site"
+    made.mkdir()
+    for entry in site.iterdir():  # what ensurepip installed: pip (and setuptools, its .pth, on 3.11)
+        shutil.move(str(entry), made / entry.name)
+    with contextlib.suppress(OSError):  # another job made it first
+        made.rename(template)
+    shutil.rmtree(work, ignore_errors=True)
+    return template
 
 
 def pip_cache_key(version: str, dependency_path: str) -> str | None:
