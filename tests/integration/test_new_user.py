@@ -88,6 +88,7 @@ def run_job(target: str, steps: list[str], root: Path, agent: Path) -> list[subp
         "PIP_FIND_LINKS": os.environ.get("PIP_FIND_LINKS", "") + f" {agent / 'wheelhouse'}",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "GITHUB_PATH": str(github_path),
+        "RUNNER_TOOL_CACHE": str(agent / "tool-cache"),  # where a GitHub runner keeps (and restores) the venv
         "CI": "1",
         "NO_COLOR": "1",
         "COLUMNS": "200",
@@ -145,8 +146,9 @@ def test_a_new_user_on_one_target_is_green_from_the_first_push(target: str, whee
     assert [r.returncode for r in first] == [0, 0], first[-1].stdout + first[-1].stderr
     assert "files match a fresh render" in first[-1].stdout
     assert "Successfully installed" in first[0].stdout  # the job's own venv got the pinned wheel
+    venvs = agent / "tool-cache" / "pipeline-venv" if target == "github" else root / ".pipeline/ci/venv"
     installed = subprocess.run(
-        [str(root / ".pipeline/ci/venv" / f"3.11-{__version__}" / "bin" / "pipeline"), "--version"],
+        [str(venvs / f"3.11-{__version__}" / "bin" / "pipeline"), "--version"],
         capture_output=True,
         text=True,
         check=True,
