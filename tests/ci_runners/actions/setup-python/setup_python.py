@@ -97,14 +97,7 @@ def make_job_python(env_dir: Path) -> None:
     """A virtualenv with pip, as quick as a hosted runner's ready Python: made without ensurepip,
     then pip's files linked in from the machine's template (copied when links cannot be made)."""
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
-    site = Path(
-        subprocess.run(
-            [str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
+    site = site_packages(env_dir)
     template = pip_template()
     for entry in template.iterdir():
         target = site / entry.name
@@ -125,6 +118,13 @@ def make_job_python(env_dir: Path) -> None:
         script.chmod(0o755)
 
 
+def site_packages(env_dir: Path) -> Path:
+    """The folder a venv's Python installs pure packages into."""
+    query = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    found = subprocess.run([str(env_dir / "bin" / "python"), "-c", query], check=True, capture_output=True, text=True)
+    return Path(found.stdout.strip())
+
+
 def pip_template() -> Path:
     """pip (with its dist-info, and what else ensurepip installs) installed once for this machine's Python, in a folder shared by every
     job: made in a temporary folder beside it and renamed into place, so jobs racing to make it
@@ -139,14 +139,7 @@ def pip_template() -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".pip-{full}-", dir=root))
     staging = work / "venv"
     venv.EnvBuilder(with_pip=True, symlinks=True).create(staging)
-    site = Path(
-        subprocess.run(
-            [str(staging / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
+    site = site_packages(staging)
     made = work / "site"
     made.mkdir()
     for entry in site.iterdir():  # what ensurepip installed: pip (and setuptools, its .pth, on 3.11)
