@@ -26,7 +26,6 @@ from pipeline.model import Approval
 from pipeline.render import yaml_dump
 from pipeline.render.base import MANIFEST_DIR, RenderContext, RenderedFile, Support
 from pipeline.render.plan import (
-    INSTALLED_MARKER,
     RENDER_CHECK_MINUTES,
     AgentNeeds,
     BranchGroups,
@@ -366,13 +365,7 @@ def _venv_steps(plan: CiPlan, *, run_extra: bool) -> list[dict[str, Any]]:
             'mkdir -p "${venv%/*}"',
             "# Runners sharing one tool cache make a venv one at a time (flock: Linux runners).",
             'if command -v flock >/dev/null; then exec 9>"$venv.lock"; flock 9; fi',
-            f'if [ "$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)" != "$venv" ] || ! "$venv/bin/python" -c "" 2>/dev/null; then',
-            '    rm -rf "$venv"',
-            '    python -m venv "$venv"',
-            '    . "$venv/bin/activate"',
-            f"    {plan.install_command(run_extra=run_extra)}",
-            f'    echo "$venv" > "$venv/{INSTALLED_MARKER}"',
-            "fi",
+            *plan.made_once("$venv", "python", run_extra=run_extra, runs=True),
             'echo "$venv/bin" >> "$GITHUB_PATH"',
             "",
         ]

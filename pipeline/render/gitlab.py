@@ -505,29 +505,19 @@ def _setup_script(plan: CiPlan, *, run_extra: bool = True) -> str:
     records it and a venv restored into another folder is made again, from pip's cached downloads."""
     venv = plan.venv(run_extra=run_extra)
     python = plan.python_command
-    lines = [
-        "set -e",
-        f"venv={venv}",
-        f'export PIP_CACHE_DIR="$PWD/{PIP_CACHE}"',
-        f'if [ "$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)" != "$PWD/$venv" ]; then',
-        '    rm -rf "$venv"',
-        f'    {python} -m venv "$venv"',
-    ]
+    lines = ["set -e", f"venv={venv}", f'export PIP_CACHE_DIR="$PWD/{PIP_CACHE}"']
     if plan.spec.install:
         lines += [
+            f'if [ "$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)" != "$PWD/$venv" ]; then',
+            '    rm -rf "$venv"',
+            f'    {python} -m venv "$venv"',
             f'    echo "$PWD/$venv" > "$venv/{INSTALLED_MARKER}"',
             "fi",
             '. "$venv/bin/activate"',
             plan.install_command(run_extra=run_extra),  # the definition's own: every time, in the kept venv
         ]
     else:
-        lines += [
-            '    . "$venv/bin/activate"',
-            f"    {plan.install_command(run_extra=run_extra)}",
-            f'    echo "$PWD/$venv" > "$venv/{INSTALLED_MARKER}"',
-            "fi",
-            '. "$venv/bin/activate"',
-        ]
+        lines += [*plan.made_once("$PWD/$venv", python, run_extra=run_extra), '. "$venv/bin/activate"']
     return "\n".join(lines)
 
 

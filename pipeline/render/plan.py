@@ -336,6 +336,24 @@ class CiPlan:
             ]
         )
 
+    def made_once(self, path: str, python: str, *, run_extra: bool = True, runs: bool = False) -> list[str]:
+        """Shell lines that make a pinned install's venv at `$venv` unless it is already made there:
+        its marker records the path it was made at (`path`, as the shell expands it), so a venv a
+        cache restored into another folder, whose scripts name the old one, is made again; `runs`:
+        also when its interpreter no longer runs (a base Python the runner image dropped)."""
+        check = f'[ "$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)" != "{path}" ]'
+        if runs:
+            check += ' || ! "$venv/bin/python" -c "" 2>/dev/null'
+        return [
+            f"if {check}; then",
+            '    rm -rf "$venv"',
+            f'    {python} -m venv "$venv"',
+            '    . "$venv/bin/activate"',
+            f"    {self.install_command(run_extra=run_extra)}",
+            f'    echo "{path}" > "$venv/{INSTALLED_MARKER}"',
+            "fi",
+        ]
+
     def activate(self, *, run_extra: bool = True) -> str:
         return f". {self.venv(run_extra=run_extra)}/bin/activate"
 
