@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import re
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import pipeline
 import pipeline.stages
@@ -33,9 +35,7 @@ def test_every_built_in_stage_kind_is_exported_from_pipeline_and_pipeline_stages
 
 def _requirement_name(requirement: str) -> str:
     """'psycopg[binary]>=3.1' -> 'psycopg' (normalized as distributions are)."""
-    match = re.match(r"[A-Za-z0-9._-]+", requirement)
-    assert match, requirement
-    return re.sub(r"[-_.]+", "-", match.group()).lower()
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def _closure(names: set[str]) -> set[str]:
@@ -51,7 +51,8 @@ def _closure(names: set[str]) -> set[str]:
             requires = importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
             continue
-        todo += [_requirement_name(r) for r in requires if "extra ==" not in r]
+        # What the package itself needs, not what its own extras would add.
+        todo += [_requirement_name(r) for r in requires if "extra" not in str(Requirement(r).marker or "")]
     return seen
 
 
