@@ -31,7 +31,7 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _module_level_imports(tree: ast.Module, name: str, is_package: bool, *, every: bool = False) -> set[str]:
+def _imports(tree: ast.Module, name: str, is_package: bool, *, every: bool = False) -> set[str]:
     """Names imported when the module is imported: not under TYPE_CHECKING, not inside functions
     (`every`: those too, every import the module's text names)."""
     out: set[str] = set()
@@ -71,7 +71,7 @@ def import_graph(*, every: bool = False) -> dict[str, set[str]]:
     for name, path in modules.items():
         deps: set[str] = set()
         tree = ast.parse(path.read_text())
-        for imported in _module_level_imports(tree, name, path.name == "__init__.py", every=every):
+        for imported in _imports(tree, name, path.name == "__init__.py", every=every):
             target = imported
             while target and target not in modules:
                 target = target.rpartition(".")[0]
