@@ -138,12 +138,23 @@ def set_flag(
 def history(
     environment: EnvArg,
     limit: Annotated[int, typer.Option("--limit", help="How many changes.")] = 20,
+    record: Annotated[
+        bool, typer.Option("--record", help="Copy the changes this machine's ledger lacks into it.")
+    ] = False,
     file: FileOption = None,
     profile: ProfileOption = None,
 ) -> None:
-    """The store's record of changes, newest first (who, when, from, to, why)."""
-    _, _, store = _open(file, environment, profile)
-    for entry in store.history(limit):
+    """The store's record of changes, newest first (who, when, from, to, why); a change this
+    machine's ledger lacks (made by the alert route, seeded at deploy, made elsewhere) is marked."""
+    from pipeline.flags.changes import change_key, record_changes, store_only
+    from pipeline.ledger import Ledger
+
+    loaded, env, store = _open(file, environment, profile)
+    ledger = Ledger(loaded.root)
+    entries = store.history(limit)
+    missing = store_only(entries, ledger.flag_changes(loaded.spec.name, env.name))
+    unrecorded = {change_key(entry) for entry in missing}
+    for entry in entries:
         before = entry.get("from") or {}
         after = entry.get("to") or {}
         console.print(
@@ -151,6 +162,15 @@ def history(
             f"{json.dumps(before.get('value'))}@{before.get('percent', '-')}% -> "
             f"{json.dumps(after.get('value'))}@{after.get('percent')}%"
             + (f" ({escape(str(entry['why']))})" if entry.get("why") else "")
+            + (" (store only: not in this machine's ledger)" if change_key(entry) in unrecorded else "")
+        )
+    if missing and record:
+        added = record_changes(ledger, loaded.spec.name, env.name, reversed(missing), where=store.endpoint.where)
+        console.print(f"recorded {added} change(s) from the store in this machine's ledger")
+    elif missing:
+        console.print(
+            f"{len(missing)} change(s) are in the store only; `pipeline flag history {env.name} --record` "
+            "copies them into this machine's ledger"
         )
 
 
@@ -170,6 +190,9 @@ def alert(
     import urllib.request
 
     from pipeline.errors import BadInputError, StageFailedError
+    from pipeline.flags.changes import record_changes
+    from pipeline.flags.store import actor
+    from pipeline.ledger import Ledger
     from pipeline.loader import load
     from pipeline.model import default_profile
     from pipeline.profiles import ProfileEngines
@@ -183,15 +206,14 @@ def alert(
             hint="set Environment(alert_secret='NAME') and export NAME=<token> (the balancer was given it at deploy)",
         )
     engines = ENGINES.get() or ProfileEngines()
-    state = engines.stack_engine(spec, env, profile or default_profile(), loaded.root).describe(
-        env.stack_name(spec.name)
-    )
+    stack = env.stack_name(spec.name)
+    state = engines.stack_engine(spec, env, profile or default_profile(), loaded.root).describe(stack)
     if not state.url or not state.details.get("alert_route"):
         raise BadInputError(f"{env.name} has no balancer with an alert route (deploy it with the token set)")
     request = urllib.request.Request(
         state.url.rstrip("/") + state.details["alert_route"],
         method="DELETE" if clear else "POST",
-        headers={"Authorization": f"Bearer {os.environ[env.alert_secret]}", "X-Alert-By": "pipeline flag alert"},
+        headers={"Authorization": f"Bearer {os.environ[env.alert_secret]}", "X-Alert-By": actor()},
     )
     started = time.monotonic()
     try:
@@ -203,7 +225,12 @@ def alert(
     if clear:
         console.print(f"[green]ok[/]: the alert of {env.name} is lifted")
         return
+    # the agent wrote each switch to the store's history; the ledger gets the same entries
+    recorded = record_changes(
+        Ledger(loaded.root), spec.name, env.name, data.get("changes") or [], where=f"the alert route of {stack}"
+    )
     console.print(
         f"[red]alert raised[/] in {env.name}: every request goes to the stable version; flags switched off: "
         f"{', '.join(data.get('flags_off') or []) or 'none in flight'} ({seconds * 1000:.0f} ms)"
+        + (f"; {recorded} change(s) recorded in the ledger" if recorded else "")
     )

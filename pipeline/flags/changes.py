@@ -3,6 +3,7 @@ machine's ledger, so a laptop and CI agree on what changed, who changed it and w
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import BadInputError
@@ -56,4 +57,33 @@ def change_flag(
     return change
 
 
-__all__ = ["change_flag"]
+def change_key(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """What names one change in the store's history and in a ledger alike: its flag and its time
+    (both written once, by whoever made the change)."""
+    return str(entry.get("flag")), str(entry.get("at"))
+
+
+def store_only(history: Iterable[Mapping[str, Any]], recorded: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The store's history entries this ledger lacks (made by the alert route inside the balancer,
+    seeded at deploy, or made from another machine), in the history's order."""
+    known = {change_key(entry) for entry in recorded}
+    return [dict(entry) for entry in history if change_key(entry) not in known]
+
+
+def record_changes(
+    ledger: Ledger, pipeline: str, environment: str, entries: Iterable[Mapping[str, Any]], *, where: str
+) -> int:
+    """Record changes made elsewhere (their store history entries: who, when, from, to, why) in
+    the ledger, each once; returns how many were new to it."""
+    known = {change_key(entry) for entry in ledger.flag_changes(pipeline, environment)}
+    added = 0
+    for entry in entries:
+        if change_key(entry) in known:
+            continue
+        ledger.record_flag_change(pipeline, environment, {**entry, "where": where})
+        known.add(change_key(entry))
+        added += 1
+    return added
+
+
+__all__ = ["change_flag", "change_key", "record_changes", "store_only"]

@@ -1,19 +1,30 @@
 """`pipeline flag` against real Redis servers (Debian's redis-server on 127.0.0.1: a master and a
-read-only replica started here): set/get/list/history, the ledger's record, bad input exit 2."""
+read-only replica started here): set/get/list/history, the ledger's record, bad input exit 2; and
+`pipeline flag alert` against the balancer's real alert agent (run here as a process, no Docker)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import pipeline.engines.docker_stack
+from pipeline.engines.stack import StackState
+from pipeline.testing import FakeEngines, FakeStackEngine
 from tests.conftest import Cli, cli_env, need
+from tests.unit.cli_inprocess import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +153,125 @@ def test_an_environment_without_a_stack_names_the_fix(cli: Cli, project: object)
     done = cli("flag", "list", "production", cwd=root, env=cli_env(DOCKER_HOST="unix:///nonexistent.sock"))
     assert done.returncode != 0
     assert "error:" in done.stderr
+
+
+AGENT = Path(pipeline.engines.docker_stack.__file__).parent / "lb" / "alert_agent.py"
+ALERTED = DEFINITION.replace('name="production",', 'name="production", alert_secret="SHOP_ALERT_TOKEN",')
+
+
+@dataclass
+class BalancerWithAlertRoute(FakeStackEngine):
+    """The stack as `describe` shows it: its balancer's URL is the alert agent's."""
+
+    def describe(self, stack: str) -> StackState:
+        return StackState(stack, True, "shop:1", self.url, "ready", details={"alert_route": "/.pipeline/alert"})
+
+
+@pytest.fixture
+def alert_agent(tmp_path: Path, redis_pair: tuple[int, int]) -> Iterator[tuple[str, str]]:
+    """The balancer's alert agent (the file the engine copies into the balancer) on 127.0.0.1,
+    switching off rollouts on the master of `redis_pair`; yields its URL and token."""
+    token = secrets.token_hex(16)
+    config = tmp_path / "alert.json"
+    settings = {
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "redis": f"127.0.0.1:{redis_pair[0]}",
+        "marker": str(tmp_path / "alert.marker"),
+    }
+    config.write_text(json.dumps(settings))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(AGENT), str(port)], env={**os.environ, "PIPELINE_ALERT_CONFIG": str(config)}
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None, "the alert agent exited"
+            assert time.monotonic() < deadline, "the alert agent never listened"
+            time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/", token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _start_rollout(master: int, flag: str) -> None:
+    import redis
+
+    redis.Redis(port=master).sadd("pipeline:flags:rollouts", flag)
+
+
+def test_flag_alert_records_each_flag_it_switches_off_in_the_ledger(
+    cli: Cli,
+    project: object,
+    redis_pair: tuple[int, int],
+    alert_agent: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = project(ALERTED)  # type: ignore[operator]
+    master, _ = redis_pair
+    url, token = alert_agent
+    env = cli_env(PIPELINE_FLAGS_URL=f"127.0.0.1:{master}", PIPELINE_ACTOR="ana")
+    done = cli("flag", "set", "production", "new-greeting", "true", "--percent", "10", cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    _start_rollout(master, "new-greeting")
+    monkeypatch.setenv("SHOP_ALERT_TOKEN", token)
+    monkeypatch.setenv("PIPELINE_ACTOR", "oncall-bo")
+    result = run_cli(
+        ["flag", "alert", "production"], root, capsys, engines=FakeEngines(BalancerWithAlertRoute(url=url))
+    )
+    assert result.code == 0, result.err
+    said = " ".join(result.out.split())  # the console wraps at its width
+    assert "flags switched off: new-greeting" in said
+    assert "1 change(s) recorded in the ledger" in said
+    records = [json.loads(line) for line in (root / ".pipeline/flags/shop/production.jsonl").read_text().splitlines()]
+    assert [r["by"] for r in records] == ["ana", "oncall-bo"]
+    switched = records[-1]
+    assert switched["flag"] == "new-greeting"
+    assert switched["from"]["percent"] == 10
+    assert switched["to"]["percent"] == 0
+    assert switched["why"] == "alert: rollout switched off"
+    assert "alert route" in switched["where"]
+    history = cli("flag", "history", "production", cwd=root, env=env)
+    assert history.returncode == 0, history.stderr
+    assert "oncall-bo new-greeting: true@10.0% -> true@0.0% (alert: rollout switched off)" in history.stdout
+    assert "store only" not in history.stdout
+
+
+def test_flag_history_marks_what_the_ledger_lacks_and_record_copies_it(
+    cli: Cli, project: object, redis_pair: tuple[int, int], alert_agent: tuple[str, str]
+) -> None:
+    root = project(ALERTED)  # type: ignore[operator]
+    master, _ = redis_pair
+    url, token = alert_agent
+    env = cli_env(PIPELINE_FLAGS_URL=f"127.0.0.1:{master}", PIPELINE_ACTOR="ana")
+    done = cli("flag", "set", "production", "new-greeting", "true", "--percent", "50", cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    _start_rollout(master, "new-greeting")
+    # a monitor calls the balancer's alert route itself: the change is in the store only
+    request = urllib.request.Request(
+        url + ".pipeline/alert", method="POST", headers={"Authorization": f"Bearer {token}", "X-Alert-By": "monitor"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.loads(answer.read())["flags_off"] == ["new-greeting"]
+    history = cli("flag", "history", "production", cwd=root, env=env)
+    assert history.returncode == 0, history.stderr
+    lines = history.stdout.splitlines()
+    by_monitor = [line for line in lines if " monitor new-greeting:" in line]
+    by_ana = [line for line in lines if " ana new-greeting:" in line]
+    assert len(by_monitor) == 1
+    assert "(store only: not in this machine's ledger)" in by_monitor[0]
+    assert len(by_ana) == 1
+    assert "store only" not in by_ana[0]
+    assert "1 change(s) are in the store only" in history.stdout
+    recorded = cli("flag", "history", "production", "--record", cwd=root, env=env)
+    assert "recorded 1 change(s) from the store in this machine's ledger" in recorded.stdout
+    records = [json.loads(line) for line in (root / ".pipeline/flags/shop/production.jsonl").read_text().splitlines()]
+    assert [(r["by"], r["to"]["percent"]) for r in records] == [("ana", 50), ("monitor", 0)]
+    again = cli("flag", "history", "production", cwd=root, env=env)
+    assert "store only" not in again.stdout

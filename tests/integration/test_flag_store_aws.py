@@ -1,6 +1,7 @@
 """The aws profile's flag store against the emulators' control planes: the feature-flags example's
 template declares an ElastiCache replication group (a primary and two read replicas), passes its
-endpoint to the instances (UserData) and names it in an output that `pipeline flag` finds.
+endpoint to the instances (UserData of both launch templates: the web group's and the canary
+slot's) and names it in an output that `pipeline flag` finds.
 
 What each emulator shows (checked here):
 - MiniStack creates the stack with the replication group (AWS::ElastiCache::ReplicationGroup is
@@ -41,6 +42,21 @@ def client(service: str, url: str) -> Any:
     )
 
 
+def launch_template_user_data(url: str, stack: str) -> dict[str, str]:
+    """{logical id: decoded UserData} of the stack's launch templates, from EC2."""
+    import base64
+
+    resources = client("cloudformation", url).describe_stack_resources(StackName=stack)["StackResources"]
+    ec2 = client("ec2", url)
+    found = {}
+    for resource in resources:
+        if resource["ResourceType"] == "AWS::EC2::LaunchTemplate":
+            versions = ec2.describe_launch_template_versions(LaunchTemplateId=resource["PhysicalResourceId"])
+            data = versions["LaunchTemplateVersions"][-1]["LaunchTemplateData"]
+            found[resource["LogicalResourceId"]] = base64.b64decode(data.get("UserData", "")).decode()
+    return found
+
+
 def test_the_template_makes_a_replication_group_whose_endpoint_the_pipeline_finds(
     ministack_url: str,  # noqa: F811
     images: list[str],  # noqa: F811
@@ -63,6 +79,11 @@ def test_the_template_makes_a_replication_group_whose_endpoint_the_pipeline_find
     # the instances get it through the launch template's UserData
     template = json.loads(json.dumps(client("cloudformation", ministack_url).get_template(StackName="ff-production")))
     assert "PIPELINE_FLAGS_MASTER=${FlagStore.PrimaryEndPoint.Address}" in str(template["TemplateBody"])
+    # both launch templates (the web group's and the canary slot's) as EC2 holds them: the endpoint resolved
+    user_data = launch_template_user_data(ministack_url, "ff-production")
+    assert sorted(user_data) == ["CanaryLaunchTemplate", "LaunchTemplate"]
+    for name, script in user_data.items():
+        assert f"PIPELINE_FLAGS_MASTER={primary['Address']}:{primary['Port']}" in script, (name, script)
 
     # `pipeline flag` finds the store from the stack's output (reachable from inside the VPC only)
     root = tmp_path

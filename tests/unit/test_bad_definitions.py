@@ -313,6 +313,29 @@ CASES: dict[str, tuple[str, str]] = {
         """,
         "works inside `with Pipeline(...):`",
     ),
+    "a FlagRollout of a flag the pipeline does not declare": (
+        f"""
+        with Pipeline("p", flags=[Flag(name="new-feature", default=False)], {ENVS}) as p:
+            FlagRollout(name="release", environment="production", flag="new-featur")  # <-
+        """,
+        "(release).flag['new-featur']: unknown flag 'new-featur' (did you mean 'new-feature'?); "
+        "declared flags: new-feature",
+    ),
+    "a FlagRollout in a pipeline that declares no flags": (
+        f"""
+        with Pipeline("p", {ENVS}) as p:
+            FlagRollout(name="release", environment="production", flag="new-feature")  # <-
+        """,
+        "(release).flag['new-feature']: unknown flag 'new-feature'; "
+        "declare it in Pipeline(flags=[Flag(name='new-feature', default=...)])",
+    ),
+    "a FlagRollout value of the wrong type": (
+        f"""
+        with Pipeline("p", flags=[Flag(name="greeting", default="hi")], {ENVS}) as p:
+            FlagRollout(name="release", environment="production", flag="greeting", value=True)  # <-
+        """,
+        "(release).value['greeting']: flag 'greeting' is a string (its default is 'hi'); True is a boolean",
+    ),
     "an ephemeral environment with an approval": (
         """
         with Pipeline("p", environments=[Environment(name="test", ephemeral=True, approval=Approval())]) as p:  # <-

@@ -131,6 +131,56 @@ def test_buckets_are_stable_and_spread() -> None:
     assert bucket("f", "user-1") != bucket("g", "user-1") or bucket("f", "user-2") != bucket("g", "user-2")
 
 
+PINNED_BUCKETS = {
+    ("new-feature", "user-0"): 3600,
+    ("new-feature", "user-1"): 9152,
+    ("new-feature", "ana"): 9500,
+    ("greeting", "user-0"): 508,
+    ("new-feature", ""): 2890,
+}
+"""sha256("<flag>:<key>")'s first 8 bytes mod 10 000, computed once: a user's variant must not
+change with the process, the machine, the Python version or a release of this package."""
+
+
+def test_buckets_are_pinned_values() -> None:
+    assert {key: bucket(*key) for key in PINNED_BUCKETS} == PINNED_BUCKETS
+    # the edge: user-0's bucket is 3600, so it is out at 36 % and in just above
+    assert in_rollout("new-feature", "user-0", 36) is False
+    assert in_rollout("new-feature", "user-0", 36.01) is True
+
+
+def test_buckets_are_the_same_in_other_processes_with_other_hash_seeds() -> None:
+    """Python's own hash() of a str changes with PYTHONHASHSEED; the buckets must not."""
+    import json
+    import os
+
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from pipeline.flags.state import bucket
+        keys = json.loads(sys.argv[1])
+        print(json.dumps([[hash(f + ":" + k), bucket(f, k)] for f, k in keys]))
+        """
+    )
+    keys = [list(key) for key in PINNED_BUCKETS] + [["f", f"user-{i}"] for i in range(200)]
+    children = []
+    for seed in ("1", "4242"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(keys)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        children.append(json.loads(done.stdout))
+    here = [bucket(f, k) for f, k in keys]
+    for child in children:
+        assert [b for _, b in child] == here
+    # the children really hashed differently: a bucket from hash() would not have matched
+    assert [h for h, _ in children[0]] != [h for h, _ in children[1]]
+
+
 def test_a_user_in_the_rollout_stays_in_as_it_grows() -> None:
     users = [f"user-{i}" for i in range(2000)]
     at = {p: {u for u in users if in_rollout("f", u, p)} for p in (10, 50, 100)}

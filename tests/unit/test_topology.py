@@ -285,3 +285,23 @@ def test_the_reference_template_has_no_flag_store() -> None:
     from pipeline.engines.cfn_template import load_template
 
     assert topology(load_template(REPO / "templates" / "web.yaml")).flag_store is None
+
+
+def test_every_launch_template_of_the_feature_flags_example_tells_its_instances_the_flag_store() -> None:
+    """The web group's instances and the canary slot's (canary, blue-green) read the same store:
+    both launch templates write its endpoints to flags.env, with the same UserData."""
+    from pipeline.engines.cfn_template import load_template
+
+    resources = load_template(REPO / "examples" / "feature-flags" / "templates" / "web.yaml")["Resources"]
+    launch_templates = {
+        name: r["Properties"]["LaunchTemplateData"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::EC2::LaunchTemplate"
+    }
+    assert sorted(launch_templates) == ["CanaryLaunchTemplate", "LaunchTemplate"]
+    scripts = {name: data["UserData"]["Fn::Base64"]["Fn::Sub"] for name, data in launch_templates.items()}
+    for name, script in scripts.items():
+        assert "cat > /etc/hello-web/flags.env" in script, name
+        assert "PIPELINE_FLAGS_MASTER=${FlagStore.PrimaryEndPoint.Address}:${FlagStore.PrimaryEndPoint.Port}" in script
+        assert "PIPELINE_FLAGS_REPLICAS=${FlagStore.ReaderEndPoint.Address}:${FlagStore.ReaderEndPoint.Port}" in script
+    assert scripts["CanaryLaunchTemplate"] == scripts["LaunchTemplate"]

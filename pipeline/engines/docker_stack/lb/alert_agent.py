@@ -12,7 +12,12 @@ container). An accepted alert, at once:
    flag of a rollout in flight back to 0 % (a history entry each), which the store's replicas
    serve a moment later.
 
-It answers with what it did, as JSON. DELETE clears the marker and the alert key (flags stay off).
+It answers with what it did, as JSON: the flags switched off and each change's history entry (who,
+when, from, to), so the caller (`pipeline flag alert`) can record them in its ledger. DELETE clears
+the marker and the alert key (flags stay off).
+
+`python3 alert_agent.py [PORT]` serves on 127.0.0.1:PORT (default 9901); $PIPELINE_ALERT_CONFIG
+names another settings file (the tests run the agent outside a container).
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ import hmac
 import json
 import os
 import socket
+import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 
-CONFIG = "/etc/pipeline/alert.json"
+CONFIG = os.environ.get("PIPELINE_ALERT_CONFIG", "/etc/pipeline/alert.json")
 PORT = 9901
 
 
@@ -64,8 +70,9 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() % 1 * 1e6):06d}Z"
 
 
-def flags_off(address: str, who: str) -> list[str]:
-    """Every rollout in flight to 0 %, and the alert key set; returns the flags switched off."""
+def flags_off(address: str, who: str) -> list[dict[str, Any]]:
+    """Every rollout in flight to 0 %, and the alert key set; returns the history entry of each
+    flag switched off."""
     host, _, port = address.rpartition(":")
     done = []
     with socket.create_connection((host, int(port)), timeout=2) as sock:
@@ -87,7 +94,7 @@ def flags_off(address: str, who: str) -> list[str]:
                 "why": "alert: rollout switched off",
             }
             resp(sock, "LPUSH", "pipeline:flags:history", json.dumps(entry, sort_keys=True))
-            done.append(name)
+            done.append(entry)
     return done
 
 
@@ -127,16 +134,17 @@ class Handler(BaseHTTPRequestHandler):
         routed = time.monotonic() - started
         who = self.headers.get("X-Alert-By", "alert route")
         try:
-            flags = flags_off(config["redis"], who) if config.get("redis") else []
+            changes = flags_off(config["redis"], who) if config.get("redis") else []
             error = None
         except (OSError, RuntimeError) as exc:
-            flags, error = [], str(exc)
+            changes, error = [], str(exc)
         self._answer(
             200 if error is None else 502,
             {
                 "routed_to": "stable",
                 "routed_seconds": routed,
-                "flags_off": flags,
+                "flags_off": [change["flag"] for change in changes],
+                "changes": changes,
                 "seconds": time.monotonic() - started,
                 "error": error,
             },
@@ -160,4 +168,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else PORT), Handler).serve_forever()
