@@ -134,7 +134,6 @@ object Bake : BuildType({
     requirements {
         exists("pipeline.label.docker")
         exists("pipeline.label.packer")
-        exists("pipeline.label.root")
     }
 
     failureConditions {

@@ -211,17 +211,22 @@ def base_image(probes: Probes, asked: Asked) -> Finding:
     if present:
         extra = "" if debootstrap else "; debootstrap is not installed (only needed to rebuild it)"
         return Finding("base image", "ok", f"{name} is present{extra}")
+    # Our default name is derived from debian:bookworm-slim where Docker reaches a registry (no root).
+    pulled = "derived from debian:bookworm-slim where Docker reaches a registry"
+    default = name == "pipeline-base:bookworm"
     if debootstrap:
+        how = f"the first bake makes it ({pulled}, else with debootstrap: ~30 s, needs root)"
         return Finding(
             "base image",
             "warn",
-            f"{name} is not built yet; the first bake builds it with debootstrap (~30 s, needs root)",
+            f"{name} is not built yet; "
+            + (how if default else "the first bake builds it with debootstrap (~30 s, needs root)"),
             "pipeline image base",
         )
     return Finding(
         "base image",
         "missing",
-        f"{name} is absent and debootstrap is not installed to build it",
+        f"{name} is absent and debootstrap is not installed to build it" + (f" (it is {pulled})" if default else ""),
         f"{DEBOOTSTRAP_FIX} && pipeline image base",
     )
 

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 NAME_MAX = 48
+DEFAULT_BASE_IMAGE = "pipeline-base:bookworm"
+"""The base image local images start from. Where a registry is reachable it is derived from the
+registry's image of the same Debian suite; otherwise it is built with debootstrap, as root
+(pipeline.engines.base_image). Any other `pipeline-*` name is only ever built with debootstrap."""
 
 
 def check_name(value: str) -> str:

@@ -53,8 +53,10 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 || { echo "dockerd did not come up; see /tmp/pipeline-dockerd.log" >&2; exit 1; }
 fi
 
-# --- base image (pulled, or built from Debian's mirror with debootstrap) --------------------------
-"$VENV/bin/pipeline" image base
+# --- base image (built from Debian's mirror with debootstrap) -------------------------------------
+# --no-pull: the bundled reference service builds its base from Debian's mirror, and this machine
+# reaches no registry (set-up and CI must never try Docker Hub; a team's agents pull and derive it).
+"$VENV/bin/pipeline" image base --no-pull
 
 # --- validators for the renderer tests -----------------------------------------------------------
 if [[ $WANT_TESTS -eq 1 && -x .ci/install-validators.sh ]]; then

@@ -4,7 +4,8 @@ How a bake runs (docs/bake.md has the whole story):
 
 1. The template is checked before anything happens: `packer inspect` (its variables and sources),
    `packer validate`; a broken template is a TemplateError (bad input, exit 2).
-2. The base image is made sure of (pulled, or built from Debian's mirror with debootstrap).
+2. The base image is made sure of (pulled, or derived from the registry's Debian image, or built
+   from Debian's mirror with debootstrap).
 3. The bake key is computed: template folder, provisioner scripts, checks, variables, source, the
    base image id. An image carrying that key in its label already exists? Then it is the result
    (this makes `run` idempotent on CI machines that have no ledger).
@@ -28,7 +29,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.model import AwsSettings, Profile, RelPath, Stage, StageOutputs
+from pipeline.model import DEFAULT_BASE_IMAGE, AwsSettings, Profile, RelPath, Stage, StageOutputs
 
 DEFAULT_SOURCES: dict[Profile, str] = {"local": "docker.web", "aws": "amazon-ebs.web"}
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
@@ -73,8 +74,11 @@ class Bake(Stage):
     """Extra files or folders the build reads (provisioner scripts); default: the template's folder."""
     checks: RelPath | None = None
     """testinfra checks (a file or a folder of test_*.py) run against the baked image."""
-    base_image: str = "pipeline-base:bookworm"
-    """Docker base image (local profile); built from Debian's mirror when it is missing."""
+    base_image: str = DEFAULT_BASE_IMAGE
+    """Docker base image (local profile, and the checks' container on aws). When it is missing: the
+    default is derived from `debian:bookworm-slim` where a registry is reachable, else built from
+    Debian's mirror with debootstrap (root); another `pipeline-*` name is built with debootstrap;
+    any other name is pulled."""
     image_name: str | None = None
     """Repository name of the baked image; default `<pipeline>-<stage>`."""
     aws: AwsSettings = AwsSettings()

@@ -98,11 +98,12 @@ def docker_client() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def base_image(docker_client: object) -> str:
-    """The debootstrap base image (built once per machine if missing; needs root and debootstrap)."""
+    """The debootstrap base image (built once per machine if missing; needs root and debootstrap).
+    Never pulled: no machine here reaches a registry, and a test must send nothing off 127.0.0.1."""
     from pipeline.engines.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
 
     need(shutil.which("debootstrap") is not None or _has_image(DEFAULT_BASE_IMAGE), "debootstrap is not installed")
-    ensure_base_image(DEFAULT_BASE_IMAGE)
+    ensure_base_image(DEFAULT_BASE_IMAGE, allow_pull=False)
     return DEFAULT_BASE_IMAGE
 
 

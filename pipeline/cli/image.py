@@ -1,4 +1,5 @@
-"""`pipeline image base`: build (or pull) the base image local images start from."""
+"""`pipeline image base`: make the base image local images start from (pulled and derived, or built
+with debootstrap)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ def base(
     tag: Annotated[str, typer.Option("--tag", "-t", help="Name of the base image.")] = "pipeline-base:bookworm",
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if it exists.")] = False,
     no_pull: Annotated[
-        bool, typer.Option("--no-pull", help="Build from Debian's mirror without trying a registry.")
+        bool,
+        typer.Option("--no-pull", help="Build from Debian's mirror with debootstrap (root) without trying a registry."),
     ] = False,
 ) -> None:
-    """Make sure the base image exists: pull it, or build it from Debian's mirror (debootstrap)."""
+    """Make sure the base image exists. The default one is derived from debian:bookworm-slim where a
+    registry is reachable (no root), another name is pulled; else (or with --no-pull) it is built from
+    Debian's mirror with debootstrap, as root."""
     from pipeline.engines.base_image import ensure_base_image
 
     def show(line: str) -> None:

@@ -115,8 +115,9 @@ class GitHubRenderer:
         ),
         "agents": Support(
             "`runs-on: ubuntu-latest` (`AgentLabels.hosted`): GitHub-hosted runners have Docker, Packer and sudo (a "
-            "bake whose base image no registry has first builds it with debootstrap under sudo; "
-            "`Bake(base_image='debian:bookworm-slim')` pulls instead). A local-profile job runs on `[self-hosted, "
+            "bake on the default base image derives it from the pulled `debian:bookworm-slim`; one on another "
+            "`pipeline-*` base image, which no registry has, first builds it with debootstrap under sudo). A "
+            "local-profile job runs on `[self-hosted, "
             "pipeline-local, ...]`, never a fresh hosted VM; `AgentLabels.every` makes every job self-hosted; a "
             "stage's `agent=` is its `runs-on` as given.",
             fails="a local-profile stage whose `agent=` does not include `self-hosted`",
@@ -419,8 +420,9 @@ def _runs_on(plan: CiPlan, needs: AgentNeeds, where: str) -> str | list[str]:
 
 
 def _base_image_step(image: str) -> dict[str, Any]:
-    """A GitHub-hosted runner gives root through sudo: build the base image no registry has with
-    debootstrap before the bake (about a minute; Bake(base_image='debian:bookworm-slim') pulls instead)."""
+    """A GitHub-hosted runner gives root through sudo: build a base image no registry has (a
+    `pipeline-*` name other than the default, which the bake derives from a pulled Debian image)
+    with debootstrap before the bake (about a minute)."""
     return {
         "name": "Build the base image (debootstrap, as root)",
         "run": "sudo apt-get update -q && sudo apt-get install -y -q debootstrap\n"

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from pipeline.errors import UnsupportedFeatureError
 from pipeline.graph import Graph
-from pipeline.model import Approval, AwsSettings, Environment, Secret, Stage
+from pipeline.model import DEFAULT_BASE_IMAGE, Approval, AwsSettings, Environment, Secret, Stage
 from pipeline.render.base import MANIFEST_DIR, RenderContext
 from pipeline.spec import PipelineSpec, Trigger
 
@@ -62,7 +62,8 @@ class AgentNeeds:
     packer: bool = False
     root: bool = False
     """May build its base image with debootstrap, which needs root: a bake whose base image no
-    registry has (`pipeline-*`), on an agent that is not the local profile's persistent machine."""
+    registry has and none is derived from (a `pipeline-*` name other than the default), on an
+    agent that is not the local profile's persistent machine."""
     persistent: bool = False
     """The local profile: images and containers live on one Docker engine, so the job must run on
     the one persistent machine that holds them (never a fresh hosted VM)."""
@@ -559,7 +560,7 @@ def agent_needs(spec: PipelineSpec, stage: Stage) -> AgentNeeds:
     base_image = None
     if docker and not persistent:
         name = stage.docker_base_image()
-        base_image = name if name and not pullable(name) else None
+        base_image = name if name and only_debootstrap_makes(name) else None
     labels = spec.agents
     if stage.agent is not None:
         chosen, override = stage.agent, True
@@ -583,10 +584,13 @@ def agent_needs(spec: PipelineSpec, stage: Stage) -> AgentNeeds:
     )
 
 
-def pullable(image: str) -> bool:
-    """Whether a registry may have `image`: the base-image engine never pulls its own `pipeline-*`
-    names (built with debootstrap); everything else it pulls first (pipeline.engines.base_image)."""
-    return "/" in image or ":" not in image or not image.split(":", maxsplit=1)[0].startswith("pipeline-")
+def only_debootstrap_makes(image: str) -> bool:
+    """Whether an agent can make `image` only with debootstrap, as root: a `pipeline-*` name no
+    registry has, other than the default, which an agent that reaches a registry derives from
+    the registry's Debian image (pipeline.engines.base_image); every other name is pulled."""
+    if image == DEFAULT_BASE_IMAGE or "/" in image or ":" not in image:
+        return False
+    return image.split(":", maxsplit=1)[0].startswith("pipeline-")
 
 
 def check_group(group: StageGroup, target: str) -> None:

@@ -1,9 +1,9 @@
 """What a workflow written for GitHub's hosted runners expects of its machine, given to act's
 self-hosted platform (this machine) without changing the machine or reaching the internet.
 
-A job on `ubuntu-latest` may run `sudo apt-get update && sudo apt-get install -y PACKAGE` (the aws
-profile's bake job does, to get debootstrap for the base image). A hosted runner has passwordless
-sudo and an apt that reaches Ubuntu's mirrors. Here:
+A job on `ubuntu-latest` may run `sudo apt-get update && sudo apt-get install -y PACKAGE` (an aws-
+profile bake job does, to get debootstrap for a `pipeline-*` base image other than the default). A
+hosted runner has passwordless sudo and an apt that reaches Ubuntu's mirrors. Here:
 
 - `sudo`: a command on the runner's PATH that runs its arguments as the runner user, keeping the
   environment (the tests run as root, so that is what passwordless sudo gives; where the tests run

@@ -37,9 +37,10 @@ What stands in for what, and how it reaches the jobs (as a CI's runner and secre
   there. The REST API (the gate's reviewers check) is the stand-in of tests/ci_runners/github_api.py,
   with `production` requiring a review. Actions are the local stand-ins; the tool is installed as
   rendered from a wheel of this checkout (tests/ci_runners/wheels.py).
-- A hosted runner's `sudo apt-get install debootstrap` (the bake job's base-image step): passwordless
-  sudo and an apt with no sources (tests/ci_runners/runner_machine.py); this machine has debootstrap
-  and the base image already.
+- A hosted runner's passwordless sudo and apt: a `sudo` and an apt with no sources
+  (tests/ci_runners/runner_machine.py). The bake job has no base-image step (the default base image
+  is derived from a pulled debian:bookworm-slim where a registry answers); this machine has the base
+  image already, so the bake neither pulls nor builds it.
 - The runner has no git identity (an empty global configuration), like a fresh CI machine: promote
   commits as its default author.
 

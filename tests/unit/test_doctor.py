@@ -109,6 +109,16 @@ def test_a_missing_base_image_is_only_a_warning_when_debootstrap_can_build_it() 
     assert report.ok
     assert finding.status == "warn"
     assert finding.fix == "pipeline image base"
+    assert "derived from debian:bookworm-slim where Docker reaches a registry" in finding.detail
+
+
+def test_only_the_default_base_image_is_said_to_be_derived_from_a_registry_image() -> None:
+    report = diagnose("local", base_image="pipeline-own:1", probes=FakeProbes(images=set()))
+    finding = next(f for f in report.findings if f.name == "base image")
+    assert (
+        finding.detail
+        == "pipeline-own:1 is not built yet; the first bake builds it with debootstrap (~30 s, needs root)"
+    )
 
 
 def test_no_base_image_and_no_debootstrap_is_missing() -> None:

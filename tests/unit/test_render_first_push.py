@@ -621,28 +621,64 @@ def test_local_profile_jobs_run_on_the_one_persistent_machine_on_every_target() 
         assert runs_on[:2] == ["self-hosted", "pipeline-local"], job
 
 
-def test_an_aws_bake_asks_for_docker_packer_and_root_for_a_debootstrap_base_image() -> None:
-    spec = bake_spec()
-    assert agent_of("jenkins", texts(spec, "jenkins")["Jenkinsfile"], "bake") == "docker && packer && root"
-    assert agent_of("teamcity", texts(spec, "teamcity")[".teamcity/settings.kts"], "bake") == [
-        "pipeline.label.docker",
-        "pipeline.label.packer",
-        "pipeline.label.root",
-    ]
-    github = yaml.safe_load(texts(spec, "github")[".github/workflows/agents.yml"])["jobs"]["bake"]
-    assert github["runs-on"] == "ubuntu-latest"  # hosted runners have Docker, Packer and sudo
-    build = next(s for s in github["steps"] if s.get("name") == "Build the base image (debootstrap, as root)")
-    assert 'sudo "$(command -v pipeline)" image base --tag pipeline-base:bookworm' in build["run"]
-    names = [s.get("name") or s["uses"] for s in github["steps"]]
-    assert names.index("Build the base image (debootstrap, as root)") < names.index("Run stage bake")
+# What a bake's agent gets, per target: Docker and Packer always; root only for a base image that
+# only debootstrap makes. The default base image is derived from a pulled Debian image (no root).
+BAKE_AGENT = {
+    "jenkins": "docker && packer",
+    "teamcity": ["pipeline.label.docker", "pipeline.label.packer"],
+    "gitlab": ["docker", "packer"],
+    "github": "ubuntu-latest",  # hosted runners have Docker, Packer and sudo
+}
+ROOT_LABEL = {"jenkins": " && root", "teamcity": ["pipeline.label.root"], "gitlab": ["root"], "github": ""}
+BASE_IMAGE_STEP = "Build the base image (debootstrap, as root)"
+
+
+def _bake_job_steps(spec: PipelineSpec) -> list[str]:
+    job = yaml.safe_load(texts(spec, "github")[".github/workflows/agents.yml"])["jobs"]["bake"]
+    return [s.get("name") or s["uses"] for s in job["steps"]]
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_a_pullable_base_image_needs_no_root(target: str) -> None:
-    spec = bake_spec(bake={"base_image": "debian:bookworm-slim"})
-    main = next(iter(texts(spec, target).values()))
-    assert "root" not in str(agent_of(target, main, "bake"))
+@pytest.mark.parametrize(
+    "bake",
+    [{}, {"base_image": "pipeline-base:bookworm"}, {"variables": {"base_image": "pipeline-base:bookworm"}}],
+    ids=["default", "default-by-name", "default-by-variable"],
+)
+def test_a_bake_on_the_default_base_image_needs_no_root(target: str, bake: dict[str, object]) -> None:
+    """The default base image is derived from the registry's debian:bookworm-slim on any agent that
+    reaches a registry: no `root` label, no debootstrap step."""
+    main = next(iter(texts(bake_spec(bake=bake), target).values()))
+    assert agent_of(target, main, "bake") == BAKE_AGENT[target]
     assert "debootstrap" not in main
+    assert "image base" not in main
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_registry_base_image_needs_no_root(target: str) -> None:
+    main = next(iter(texts(bake_spec(bake={"base_image": "debian:bookworm-slim"}), target).values()))
+    assert agent_of(target, main, "bake") == BAKE_AGENT[target]
+    assert "debootstrap" not in main
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(
+    "bake",
+    [{"base_image": "pipeline-base-own:bookworm"}, {"variables": {"base_image": "pipeline-base-own:bookworm"}}],
+    ids=["field", "variable"],
+)
+def test_a_base_image_only_debootstrap_makes_asks_for_root(target: str, bake: dict[str, object]) -> None:
+    """Another `pipeline-*` name: no registry has it and nothing derives it, so the agent builds it
+    with debootstrap as root (a hosted GitHub runner through sudo, in a step before the bake)."""
+    main = next(iter(texts(bake_spec(bake=bake), target).values()))
+    wanted = BAKE_AGENT[target]
+    extra = ROOT_LABEL[target]
+    assert agent_of(target, main, "bake") == (wanted + extra if isinstance(wanted, str) else [*wanted, *extra])
+    if target == "github":
+        names = _bake_job_steps(bake_spec(bake=bake))
+        assert names.index(BASE_IMAGE_STEP) < names.index("Run stage bake")
+        job = yaml.safe_load(main)["jobs"]["bake"]
+        build = next(s for s in job["steps"] if s.get("name") == BASE_IMAGE_STEP)
+        assert 'sudo "$(command -v pipeline)" image base --tag pipeline-base-own:bookworm' in build["run"]
 
 
 def test_labels_are_settings_of_the_pipeline_and_of_each_stage() -> None:
