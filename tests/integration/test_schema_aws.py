@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.engines.aws.database import fleet
+from pipeline.engines.aws.database import configured_groups
 from pipeline.engines.aws.engine import CloudFormationEngine
 from pipeline.engines.stack import Replica, StackState
+from pipeline.executors.migrate import older_replicas
 from pipeline.model import AwsSettings, Database
 from tests.conftest import REPO
-from tests.integration.test_cloudformation import AMI_A, reset_moto, running_moto
+from tests.integration.test_cloudformation import AMI_A, AMI_B, reset_moto, running_moto
 from tests.integration.test_cloudformation_ministack import ministack_url  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,67 @@ def test_the_template_makes_a_postgresql_instance_and_the_engine_finds_it_on_mot
     assert PASSWORD not in repr(state) + "\n".join(events)
     assert aws.carried_parameters(state, "ImageId") is not None
     assert "DatabasePassword" not in (aws.carried_parameters(state, "ImageId") or {})
-    assert aws.fleet("live-schema-production") == [Replica("web group (2 instances)", AMI_A)]
+    fleet = aws.fleet("live-schema-production")
+    assert [r.image for r in fleet] == [AMI_A, AMI_A, AMI_A]
+    assert fleet[-1] == Replica("launch template of the web group (2 instances)", AMI_A)
+
+
+def web_group(url: str) -> dict[str, Any]:
+    [group] = [
+        g
+        for g in client(url, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+        if "-WebGroup-" in g["AutoScalingGroupName"]
+    ]
+    return dict(group)
+
+
+def finish_the_rolling_update(url: str) -> None:
+    """What AWS's rolling update does and moto's CloudFormation does not: point the web group at
+    the launch template's latest version and replace its instances (Auto Scaling launches the
+    replacements from that version)."""
+    group = web_group(url)
+    autoscaling = client(url, "autoscaling")
+    template = group["LaunchTemplate"]["LaunchTemplateId"]
+    autoscaling.update_auto_scaling_group(
+        AutoScalingGroupName=group["AutoScalingGroupName"],
+        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+    )
+    for instance in group["Instances"]:
+        autoscaling.terminate_instance_in_auto_scaling_group(
+            InstanceId=instance["InstanceId"], ShouldDecrementDesiredCapacity=False
+        )
+
+
+def test_the_fleet_is_the_instances_in_service_not_the_stacks_parameters_on_moto(moto_url: str) -> None:
+    """moto's update of the launch template leaves the instances on the old image, as a rolling
+    update of AWS that stopped before replacing any: the parameters say new, the instances old."""
+    reset_moto(moto_url)
+    aws = engine(moto_url)
+    stack = "live-schema-production"
+    aws.deploy(stack, AMI_A)
+    aws.deploy(stack, AMI_B)
+    assert configured_groups(aws.describe(stack), "ImageId") == [
+        Replica("launch template of the web group (2 instances)", AMI_B)
+    ]
+    old = sorted(i["InstanceId"] for i in web_group(moto_url)["Instances"])
+    assert len(old) == 2
+    images = {
+        i["InstanceId"]: i["ImageId"]
+        for r in client(moto_url, "ec2").describe_instances(InstanceIds=old)["Reservations"]
+        for i in r["Instances"]
+    }
+    assert set(images.values()) == {AMI_A}  # what EC2 says they run
+    older = older_replicas(aws.fleet(stack), AMI_B)
+    assert sorted(r.name for r in older) == [f"instance {i} of WebGroup" for i in old]
+    assert {r.image for r in older} == {AMI_A}
+
+    finish_the_rolling_update(moto_url)
+    fleet = aws.fleet(stack)
+    new = sorted(i["InstanceId"] for i in web_group(moto_url)["Instances"])
+    assert len(new) == 2
+    assert not set(new) & set(old)
+    assert sorted(r.name for r in fleet if r.name.startswith("instance ")) == [f"instance {i} of WebGroup" for i in new]
+    assert older_replicas(fleet, AMI_B) == []
 
 
 def test_a_test_stack_starts_from_a_snapshot_deleted_with_it_on_moto(moto_url: str) -> None:
@@ -145,7 +206,7 @@ def test_the_template_makes_the_instance_and_snapshots_on_ministack(ministack_ur
         aws.delete(stack)
 
 
-def test_the_fleet_counts_a_canary_slot_with_instances_warm_or_serving() -> None:
+def test_the_groups_configured_images_count_a_canary_slot_with_instances_warm_or_serving() -> None:
     state = StackState(
         name="s",
         exists=True,
@@ -157,11 +218,11 @@ def test_the_fleet_counts_a_canary_slot_with_instances_warm_or_serving() -> None
             "CanaryWeight": "0",
         },
     )
-    assert fleet(state, "ImageId") == [
-        Replica("web group (2 instances)", "ami-new"),
-        Replica("canary slot (2 instances)", "ami-old", serving=False),
+    assert configured_groups(state, "ImageId") == [
+        Replica("launch template of the web group (2 instances)", "ami-new"),
+        Replica("launch template of the canary slot (2 instances)", "ami-old", serving=False),
     ]
     idle = StackState(
         name="s", exists=True, parameters={"ImageId": "ami-new", "CanaryImageId": "", "CanaryCapacity": "0"}
     )
-    assert fleet(idle, "ImageId") == [Replica("web group", "ami-new")]
+    assert configured_groups(idle, "ImageId") == [Replica("launch template of the web group", "ami-new")]

@@ -9,8 +9,6 @@ CloudFormation with the rest of the stack.
   `available`); a test stack starts from it through the parameter its DBSnapshotIdentifier
   refers to (`DatabaseSnapshot`): CloudFormation restores it. The snapshot bears the test stack's
   name and is deleted with that stack.
-- The fleet is read from the stack's parameters (the web group's image, and the canary slot's when
-  it has instances): the deploy's durable state, as the rest of this engine reads it.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.engines.aws.operations import Pacing
 from pipeline.engines.stack import DatabaseEndpoint, OnEvent, Replica, StackState
-from pipeline.engines.topology import DatabaseShape, database_shape
+from pipeline.engines.topology import ASG, DatabaseShape, database_shape, is_canary_slot
 from pipeline.errors import StackOperationError
 
 if TYPE_CHECKING:
@@ -118,6 +116,53 @@ class StackDatabase:
         on_event(f"deleting snapshot {name}")
         self.session.call("rds", "delete_db_snapshot", DBSnapshotIdentifier=name)
 
+    def fleet(self, state: StackState, image_parameter: str) -> list[Replica]:
+        """Every instance of the stack's Auto Scaling groups with the image it runs (EC2's word),
+        then each group's configured image (`configured_groups`); nothing for a missing stack."""
+        if not state.exists:
+            return []
+        return self.instances(state) + configured_groups(state, image_parameter)
+
+    def instances(self, state: StackState) -> list[Replica]:
+        """The instances the stack's Auto Scaling groups hold (any lifecycle state but gone), each
+        named by its id and group, with the image EC2 says it was launched from."""
+        resources = self.session.call("cloudformation", "describe_stack_resources", StackName=state.name).get(
+            "StackResources", []
+        )
+        groups = {
+            str(r["PhysicalResourceId"]): str(r.get("LogicalResourceId", ""))
+            for r in resources
+            if r.get("ResourceType") == ASG and r.get("PhysicalResourceId")
+        }
+        if not groups:
+            return []
+        slot = {name for name, res in (self.template.doc().get("Resources") or {}).items() if is_canary_slot(res)}
+        weight = _int(state.parameters.get("CanaryWeight", "0"))
+        members: list[tuple[str, str]] = []  # (instance id, group logical id)
+        answer = self.session.call("autoscaling", "describe_auto_scaling_groups", AutoScalingGroupNames=sorted(groups))
+        for group in answer.get("AutoScalingGroups", []):
+            logical = groups.get(str(group.get("AutoScalingGroupName")), "")
+            members += [(str(i["InstanceId"]), logical) for i in group.get("Instances", []) if i.get("InstanceId")]
+        if not members:
+            return []
+        images: dict[str, str] = {}
+        reservations = self.session.call(
+            "ec2", "describe_instances", InstanceIds=[instance for instance, _ in members]
+        ).get("Reservations", [])
+        for reservation in reservations:
+            for instance in reservation.get("Instances", []):
+                if (instance.get("State") or {}).get("Name") != "terminated":
+                    images[str(instance["InstanceId"])] = str(instance.get("ImageId", ""))
+        return [
+            Replica(
+                name=f"instance {instance} of {logical}",
+                image=images[instance],
+                serving=weight > 0 if logical in slot else weight < 100,
+            )
+            for instance, logical in members
+            if instance in images
+        ]
+
     def _status(self, name: str) -> str | None:
         try:
             answer = self.session.call("rds", "describe_db_snapshots", DBSnapshotIdentifier=name)
@@ -129,8 +174,9 @@ class StackDatabase:
         return str(snapshots[0].get("Status", "")) if snapshots else None
 
 
-def fleet(state: StackState, image_parameter: str) -> list[Replica]:
-    """The groups of the stack and the image each runs, from its parameters."""
+def configured_groups(state: StackState, image_parameter: str) -> list[Replica]:
+    """The stack's groups and the image each is configured to launch, from its parameters (the
+    web group's, and the canary slot's when it has instances): not what runs, what would run."""
     if not state.exists:
         return []
     params = state.parameters
@@ -138,12 +184,16 @@ def fleet(state: StackState, image_parameter: str) -> list[Replica]:
     image = params.get(image_parameter)
     if image:
         size = params.get("DesiredCapacity", "")
-        found.append(Replica(name=f"web group{f' ({size} instances)' if size else ''}", image=image))
+        found.append(
+            Replica(name=f"launch template of the web group{f' ({size} instances)' if size else ''}", image=image)
+        )
     canary = params.get("CanaryImageId", "")
     capacity = _int(params.get("CanaryCapacity", "0"))
     if canary and capacity > 0:
         weight = _int(params.get("CanaryWeight", "0"))
-        found.append(Replica(name=f"canary slot ({capacity} instances)", image=canary, serving=weight > 0))
+        found.append(
+            Replica(name=f"launch template of the canary slot ({capacity} instances)", image=canary, serving=weight > 0)
+        )
     return found
 
 
@@ -154,4 +204,4 @@ def _int(value: Any) -> int:
         return 0
 
 
-__all__ = ["PASSWORD_PARAMETER", "StackDatabase", "fleet"]
+__all__ = ["PASSWORD_PARAMETER", "StackDatabase", "configured_groups"]

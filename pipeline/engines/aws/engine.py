@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.engines import http_check
 from pipeline.engines.aws import plans
-from pipeline.engines.aws.database import StackDatabase, fleet
+from pipeline.engines.aws.database import StackDatabase
 from pipeline.engines.aws.metrics import HealthMetrics
 from pipeline.engines.aws.operations import (
     DEAD,
@@ -380,7 +380,11 @@ class CloudFormationEngine(BaseStackEngine):
     # --- the database and the fleet (pipeline/engines/aws/database.py) ---------------------------
 
     def fleet(self, stack: str) -> list[Replica]:
-        return fleet(self.describe(stack), self.image_parameter)
+        """The instances the stack's groups run (EC2's ImageId of each), then each group's configured
+        image (database.py): a contract refuses unless all of them run the release."""
+        state = self.describe(stack)
+        with self.session.failures(f"reading the instances of stack {stack}"):
+            return self._database.fleet(state, self.image_parameter)
 
     def database(self, stack: str) -> DatabaseEndpoint | None:
         return self._database.endpoint(self.describe(stack))
