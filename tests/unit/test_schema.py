@@ -373,6 +373,40 @@ def test_a_contract_needs_every_replica_on_the_release_warm_ones_too() -> None:
     assert older_replicas(fleet[:2], "svc:2") == []
 
 
+def test_on_aws_only_a_test_stack_restored_from_a_snapshot_is_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aws profile gives the masks to an ephemeral environment's engine only (production is
+    never masked), and the engine masks a stack whose snapshot parameter is set, nothing else.
+    The masking SQL itself runs against a real PostgreSQL in tests/integration/test_schema_aws.py."""
+    from pipeline.engines.aws.engine import CloudFormationEngine
+    from pipeline.engines.stack import StackState
+    from pipeline.loader import load
+    from pipeline.profiles.aws import AWS
+
+    spec = load(EXAMPLE / "pipelinefile.py").spec
+    template = EXAMPLE / "templates" / "web.yaml"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    test = AWS.stack_engine(spec, spec.environment("test"), template)
+    production = AWS.stack_engine(spec, spec.environment("production"), template)
+    assert isinstance(test, CloudFormationEngine)
+    assert isinstance(production, CloudFormationEngine)
+    assert test._database.masks == (Sensitive(column="visits.agent", mask="'masked'"),)
+    assert production._database.masks == ()
+
+    masked: list[str] = []
+    monkeypatch.setattr(test._database, "mask", lambda state, on_event: masked.append(state.name))
+    restored = StackState(name="live-schema-test-1", exists=True, parameters={"DatabaseSnapshot": "live-schema-test-1"})
+    empty = StackState(name="live-schema-test-2", exists=True, parameters={"DatabaseSnapshot": ""})
+    test._mask_if_restored(restored, lambda text: None)
+    test._mask_if_restored(empty, lambda text: None)
+    assert masked == ["live-schema-test-1"]
+    monkeypatch.setattr(production._database, "mask", lambda state, on_event: masked.append("production"))
+    production._mask_if_restored(restored, lambda text: None)
+    assert masked == ["live-schema-test-1"]
+
+
 # --- status --------------------------------------------------------------------------------------------
 
 

@@ -9,26 +9,40 @@ CloudFormation with the rest of the stack.
   `available`); a test stack starts from it through the parameter its DBSnapshotIdentifier
   refers to (`DatabaseSnapshot`): CloudFormation restores it. The snapshot bears the test stack's
   name and is deleted with that stack.
+- Masking: a stack restored from a snapshot (its snapshot parameter set) has the columns the
+  definition marks sensitive overwritten, over SQL from this machine to the stack's endpoint, in one
+  transaction, right after CloudFormation created it and before the deploy returns (so before the
+  stage verifies it or any later stage reads it). The instances CloudFormation started meanwhile
+  may have read unmasked rows in those seconds. The engine gets masks only for ephemeral
+  environments (profiles/aws.py): production is never masked, even if it was restored from one.
+- The fleet (what a contract checks) is read from the running instances, not from what the stack
+  asks for: the stack's Auto Scaling groups (its resources), their instances (Auto Scaling), and
+  the image each instance was launched from (EC2's ImageId). A rolling update that stopped half
+  way leaves instances on the old image while the template already names the new one. The groups'
+  configured images (the stack's parameters: what a replacement instance would be launched from)
+  are listed as well, so a group that would bring an old image back counts too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.engines.aws.operations import Pacing
 from pipeline.engines.stack import DatabaseEndpoint, OnEvent, Replica, StackState
 from pipeline.engines.topology import ASG, DatabaseShape, database_shape, is_canary_slot
-from pipeline.errors import StackOperationError
+from pipeline.errors import StackOperationError, ToolMissingError
 
 if TYPE_CHECKING:
     from pipeline.engines.aws.session import AwsSession
     from pipeline.engines.aws.template import StackTemplate
+    from pipeline.model import Sensitive
 
 PASSWORD_PARAMETER = "DatabasePassword"
 ADDRESS_OUTPUT = "DatabaseAddress"
 PORT_OUTPUT = "DatabasePort"
 SNAPSHOT_TIMEOUT = 3600.0
+CONNECT_TIMEOUT = 30
 
 
 class StackDatabase:
@@ -41,12 +55,14 @@ class StackDatabase:
         pacing: Pacing,
         environ: Mapping[str, str],
         password_secret: str | None,
+        masks: Sequence[Sensitive] = (),
     ) -> None:
         self.session = session
         self.template = template
         self.pacing = pacing
         self.environ = environ
         self.password_secret = password_secret
+        self.masks = tuple(masks)
 
     def shape(self) -> DatabaseShape | None:
         return database_shape(self.template.doc(), source=self.template.source)
@@ -72,6 +88,51 @@ class StackDatabase:
         password = self.environ.get(self.password_secret or "", "")
         port = int(state.details.get(f"output.{PORT_OUTPUT}") or 5432)
         return DatabaseEndpoint(host=address, port=port, user=shape.user, password=password, name=shape.name)
+
+    def restored_from(self, state: StackState) -> str | None:
+        """The snapshot the stack's database was restored from (its snapshot parameter), or None."""
+        shape = self.shape()
+        if shape is None or shape.snapshot_parameter is None or not state.exists:
+            return None
+        return state.parameters.get(shape.snapshot_parameter) or None
+
+    def mask(self, state: StackState, *, on_event: OnEvent) -> None:
+        """Overwrite the sensitive columns of the stack's database (masking.py's guarded UPDATEs)
+        in one transaction; nothing without masks. The stack's endpoint must answer from here."""
+        if not self.masks:
+            return
+        endpoint = self.endpoint(state)
+        if endpoint is None:
+            raise StackOperationError(
+                f"stack {state.name} has no database endpoint to mask its sensitive columns at",
+                hint=f"its template's outputs {ADDRESS_OUTPUT} and {PORT_OUTPUT} say where its database answers",
+            )
+        try:
+            import psycopg
+        except ImportError:
+            raise ToolMissingError(
+                f"masking the database of {state.name} needs psycopg",
+                hint="install pipeline-as-code[schema] (a pipeline with a database needs it)",
+            ) from None
+        from pipeline.schema.masking import mask_statements
+
+        on_event(
+            f"masking {', '.join(m.column for m in self.masks)} in the database of {state.name} ({endpoint.where})"
+        )
+        try:
+            with (
+                psycopg.connect(endpoint.url, connect_timeout=CONNECT_TIMEOUT) as connection,
+                connection.transaction(),
+            ):
+                for statement in mask_statements(self.masks):
+                    connection.execute(statement)
+        except psycopg.Error as exc:
+            raise StackOperationError(
+                f"masking the sensitive columns of {state.name}'s database ({endpoint.where}) failed: "
+                f"{str(exc).strip()[-1500:]}",
+                hint="each Sensitive(mask=...) is an SQL expression the column is set to; the database must "
+                "answer from this machine (from inside the VPC or through a tunnel); nothing was masked",
+            ) from exc
 
     def instance_id(self, stack: str) -> str | None:
         """The physical id of the stack's DBInstance (None: the stack or the instance is missing)."""
