@@ -267,7 +267,8 @@ class CloudFormationEngine(BaseStackEngine):
                 seconds = self.pacing.clock() - started
                 return replace(created, report=DeployReport(strategy="create", image=image, seconds=seconds))
             stacks.refuse_stuck(stack, current)
-            if current["StackStatus"] == "CREATE_COMPLETE":  # a re-run after a crash between create and mask
+            if self._database.masks and current["StackStatus"] == "CREATE_COMPLETE":
+                # a re-run after a crash between the create and the masking (the UPDATEs are idempotent)
                 self._mask_if_restored(stacks.state(stack, current), on_event)
             run = DeployRun(stacks, stack, image, dict(current), desired, capabilities, on_event, started)
             if kind in plans.SLOT_STRATEGIES and strategy is not None:
