@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pipeline.errors import Problem
 from pipeline.model import Name, Stage, StageOutputs
+from pipeline.stages.promote import Promote
+from pipeline.stages.simulated_rollback import SimulatedRollback
+from pipeline.stages.update_stack import UpdateStack
 
 if TYPE_CHECKING:
     from pipeline.spec import PipelineSpec
@@ -80,7 +83,70 @@ class Migrate(Stage):
 
     def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
         """Exactly one of `environment` and `stack`; the environment (or the one the test stack
-        copies) declares a database; a persistent environment is named directly."""
+        copies) declares a database; a persistent environment is named directly; and the stage
+        runs where its phase belongs among the stages that deploy its stack (`order_problems`)."""
+        problems = self._target_problems(spec, where)
+        return problems or self.order_problems(spec, where)
+
+    def order_problems(self, spec: PipelineSpec, where: str) -> list[Problem]:
+        """Expand/contract only work in one order, which the DAG (not the declaration) must hold.
+
+        On the stack this stage migrates, an expand runs before the stage that deploys the new
+        release there (the test stack's UpdateStack, the environment's Promote): that release may
+        need the added shape. A contract runs after it: it drops what the previous release needs.
+        On a test stack both run before the SimulatedRollback, so the rehearsal runs the previous
+        image on the migrated schema (what production would run after an automatic rollback).
+        """
+        deployers = [s.name for s in spec.stages if self._deploys_my_stack(s)]
+        rollbacks = [
+            s.name for s in spec.stages if isinstance(s, SimulatedRollback) and self.stack and s.stack == self.stack
+        ]
+        mine = f"the stack of {self.stack!r}" if self.stack is not None else repr(self.environment)
+        same = [
+            s
+            for s in spec.stages
+            if isinstance(s, Migrate) and (s.stack, s.environment) == (self.stack, self.environment)
+        ]
+        expands = [s.name for s in same if s.phase == "expand"]
+        contracts = [s.name for s in same if s.phase == "contract"]
+        order = " >> ".join("/".join(group) for group in (expands, deployers, contracts, rollbacks) if group)
+        graph = spec.graph
+        before = graph.ancestors(self.name)
+        problems: list[Problem] = []
+
+        def wrong(message: str, fix: str) -> None:
+            problems.append(
+                Problem(f"{message}; the right order is {order} (write {fix})", f"{where}.needs", stage=self.name)
+            )
+
+        for deployer in deployers:
+            if self.phase == "expand" and self.name not in graph.ancestors(deployer):
+                wrong(
+                    f"the expand must run before {deployer!r}, which deploys the new release to {mine}: "
+                    "that release may need the added shape",
+                    f"{self.name} >> {deployer}",
+                )
+            if self.phase == "contract" and deployer not in before:
+                wrong(
+                    f"the contract must run after {deployer!r}, which deploys the new release to {mine}: "
+                    "it drops what the previous release needs, so it runs once the whole fleet runs the new one",
+                    f"{deployer} >> {self.name}",
+                )
+        for rollback in rollbacks:
+            if self.name not in graph.ancestors(rollback):
+                wrong(
+                    f"the {self.phase} must run before {rollback!r}, the rehearsed rollback: it runs the previous "
+                    "image on the migrated schema, as production would after an automatic rollback",
+                    f"{self.name} >> {rollback}",
+                )
+        return problems
+
+    def _deploys_my_stack(self, stage: Stage) -> bool:
+        if self.stack is not None:
+            return isinstance(stage, UpdateStack) and stage.stack == self.stack
+        return isinstance(stage, Promote) and stage.environment == self.environment
+
+    def _target_problems(self, spec: PipelineSpec, where: str) -> list[Problem]:
         problems: list[Problem] = []
         if (self.environment is None) == (self.stack is None):
             problems.append(

@@ -27,15 +27,20 @@ class AwsProfile:
     def stack_engine(
         self, spec: PipelineSpec, env: Environment, template: Path, *, environ: Mapping[str, str] | None = None
     ) -> StackEngine:
+        """CloudFormation; an ephemeral environment's engine (a test stack) masks the columns its
+        database marks sensitive once it is restored from a snapshot. A persistent one gets no
+        masks: production is never masked, even when it was restored from a snapshot itself."""
         from pipeline.engines.aws.engine import CloudFormationEngine
 
+        database = spec.database_of(env)
         return CloudFormationEngine(
             pipeline=spec.name,
             template=template,
             settings=env.aws,
             image_parameter=env.image_parameter,
             environ=environ,
-            database=spec.database_of(env),
+            database=database,
+            masks=database.sensitive if database is not None and env.ephemeral else (),
         )
 
     def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:

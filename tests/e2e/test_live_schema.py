@@ -11,7 +11,8 @@ One project goes through the story in order (each test builds on the one before)
    in the test stack, exit 1: production's image and schema are untouched;
 4. release 1.2.0 contracts (drops the column 1.0.0 read): rehearsed with 1.1.0 on the contracted
    schema, then applied in production once every replica runs 1.2.0;
-5. `pipeline rollback` moves the code back and leaves the schema; a contract attempted while a
+5. `pipeline rollback` moves the code back under steady traffic (no request fails, every answer is
+   1.2.0's or 1.1.0's) and leaves the schema; a contract attempted while a
    replica runs an older release is refused, naming it, with nothing changed;
 6. nothing is left of the test stacks (containers, networks, volumes, snapshots).
 """
@@ -279,8 +280,16 @@ def test_a_contract_release_is_rehearsed_on_the_contracted_schema_then_applied(s
 
 
 def test_a_rollback_moves_the_code_only_and_a_contract_waits_for_the_fleet(service: Service) -> None:
-    back = service.run("rollback", "production")
+    # Under steady traffic: the rollback (1.2.0 -> 1.1.0 on the contracted schema) fails no request.
+    with LoadClient(service.url(), rate=40) as load:
+        back = service.run("rollback", "production")
+        time.sleep(0.5)
     assert back.returncode == 0, _explain(back)
+    stats = load.stats()
+    assert stats.failures == 0, stats.first_failure
+    assert all(VERSION.search(body) for body in stats.bodies), stats.bodies.keys()
+    versions = {m.group(1) for body in stats.bodies if (m := VERSION.search(body))}
+    assert versions == {"1.2.0", "1.1.0"}, stats.bodies.keys()
     assert service.page()[0] == "1.1.0"
     assert service.revision() == "c1_drop_text"  # never undone
     # A next release's contract, attempted while the fleet runs 1.1.0: refused, nothing changed.

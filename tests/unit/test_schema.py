@@ -104,6 +104,104 @@ def test_a_migrate_stage_names_one_environment_with_a_database(
     assert "pipelinefile.py:" in result.out + result.err
 
 
+EXAMPLE_WIRING = (
+    "    commit_test >> bake >> test_stack >> expand_test >> update >> contract_test >> rollback >> teardown\n"
+    "    teardown >> expand >> promote >> contract\n"
+)
+
+
+def validate_example_wired(tmp_path: Path, capsys: pytest.CaptureFixture[str], wiring: str) -> tuple[int, str]:
+    """`pipeline validate --definition-only` on the bundled example with its stages wired by `wiring`."""
+    text = (EXAMPLE / "pipelinefile.py").read_text()
+    assert EXAMPLE_WIRING in text  # the example's own order, which the cases below change
+    root = tmp_path / "service"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("golden"))
+    (root / "pipelinefile.py").write_text(
+        text.replace(EXAMPLE_WIRING, textwrap.indent(textwrap.dedent(wiring).strip(), "    ") + "\n")
+    )
+    result = run_cli(["validate", "--definition-only"], root, capsys)
+    return result.code, result.out + result.err
+
+
+def test_the_right_order_of_migrations_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = validate_example_wired(tmp_path, capsys, EXAMPLE_WIRING)
+    assert code == 0, text
+
+
+@pytest.mark.parametrize(
+    ("wiring", "expected"),
+    [
+        pytest.param(
+            """
+            commit_test >> bake >> test_stack >> expand_test >> update >> contract_test >> rollback >> teardown
+            teardown >> contract >> promote >> expand
+            """,
+            [
+                "(contract).needs: the contract must run after 'promote', which deploys the new release to 'production'",
+                "(expand).needs: the expand must run before 'promote', which deploys the new release to 'production'",
+                "the right order is expand >> promote >> contract (write expand >> promote)",
+                "(write promote >> contract)",
+            ],
+            id="production-expand-after-promote-contract-before",
+        ),
+        pytest.param(
+            """
+            commit_test >> bake >> test_stack >> update >> expand_test >> rollback >> contract_test >> teardown
+            teardown >> expand >> promote >> contract
+            """,
+            [
+                "(expand-test).needs: the expand must run before 'update-stack', which deploys the new release to the "
+                "stack of 'test-stack'",
+                "(contract-test).needs: the contract must run before 'rollback', the rehearsed rollback: it runs the "
+                "previous image on the migrated schema",
+                "the right order is expand-test >> update-stack >> contract-test >> rollback",
+            ],
+            id="test-stack-expand-after-update-contract-after-rollback",
+        ),
+        pytest.param(
+            """
+            commit_test >> bake >> test_stack >> expand_test >> contract_test >> update >> rollback >> teardown
+            teardown >> expand >> promote >> contract
+            """,
+            [
+                "(contract-test).needs: the contract must run after 'update-stack'",
+                "(write update-stack >> contract-test)",
+            ],
+            id="test-stack-contract-before-update",
+        ),
+        pytest.param(
+            """
+            commit_test >> bake >> test_stack >> update >> rollback >> expand_test >> contract_test >> teardown
+            teardown >> expand >> promote >> contract
+            """,
+            [
+                "(expand-test).needs: the expand must run before 'rollback', the rehearsed rollback",
+                "(contract-test).needs: the contract must run before 'rollback', the rehearsed rollback",
+                "(expand-test).needs: the expand must run before 'update-stack'",
+            ],
+            id="test-stack-migrations-after-the-rehearsed-rollback",
+        ),
+        pytest.param(
+            """
+            commit_test >> bake >> test_stack >> expand_test >> update >> contract_test >> rollback >> teardown
+            teardown >> [expand, promote]
+            promote >> contract
+            """,
+            ["(expand).needs: the expand must run before 'promote'"],
+            id="production-expand-beside-promote-not-before-it",
+        ),
+    ],
+)
+def test_migrations_out_of_order_stop_validate_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], wiring: str, expected: list[str]
+) -> None:
+    code, text = validate_example_wired(tmp_path, capsys, wiring)
+    assert code == 2, text
+    for part in expected:
+        assert part in text
+    assert "pipelinefile.py:" in text
+
+
 def test_a_test_stack_uses_the_database_of_the_environment_it_copies() -> None:
     from pipeline.loader import load
 
@@ -273,6 +371,40 @@ def test_a_contract_needs_every_replica_on_the_release_warm_ones_too() -> None:
     ]
     assert older_replicas(fleet, "svc:2") == [Replica("p-3", "svc:1", serving=False)]
     assert older_replicas(fleet[:2], "svc:2") == []
+
+
+def test_on_aws_only_a_test_stack_restored_from_a_snapshot_is_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aws profile gives the masks to an ephemeral environment's engine only (production is
+    never masked), and the engine masks a stack whose snapshot parameter is set, nothing else.
+    The masking SQL itself runs against a real PostgreSQL in tests/integration/test_schema_aws.py."""
+    from pipeline.engines.aws.engine import CloudFormationEngine
+    from pipeline.engines.stack import StackState
+    from pipeline.loader import load
+    from pipeline.profiles.aws import AWS
+
+    spec = load(EXAMPLE / "pipelinefile.py").spec
+    template = EXAMPLE / "templates" / "web.yaml"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    test = AWS.stack_engine(spec, spec.environment("test"), template)
+    production = AWS.stack_engine(spec, spec.environment("production"), template)
+    assert isinstance(test, CloudFormationEngine)
+    assert isinstance(production, CloudFormationEngine)
+    assert test._database.masks == (Sensitive(column="visits.agent", mask="'masked'"),)
+    assert production._database.masks == ()
+
+    masked: list[str] = []
+    monkeypatch.setattr(test._database, "mask", lambda state, on_event: masked.append(state.name))
+    restored = StackState(name="live-schema-test-1", exists=True, parameters={"DatabaseSnapshot": "live-schema-test-1"})
+    empty = StackState(name="live-schema-test-2", exists=True, parameters={"DatabaseSnapshot": ""})
+    test._mask_if_restored(restored, lambda text: None)
+    test._mask_if_restored(empty, lambda text: None)
+    assert masked == ["live-schema-test-1"]
+    monkeypatch.setattr(production._database, "mask", lambda state, on_event: masked.append("production"))
+    production._mask_if_restored(restored, lambda text: None)
+    assert masked == ["live-schema-test-1"]
 
 
 # --- status --------------------------------------------------------------------------------------------

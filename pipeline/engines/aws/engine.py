@@ -18,7 +18,7 @@ refuses stacks of another pipeline.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.engines import http_check
 from pipeline.engines.aws import plans
-from pipeline.engines.aws.database import StackDatabase, fleet
+from pipeline.engines.aws.database import StackDatabase
 from pipeline.engines.aws.metrics import HealthMetrics
 from pipeline.engines.aws.operations import (
     DEAD,
@@ -52,7 +52,7 @@ from pipeline.engines.stack import (
 )
 from pipeline.engines.topology import TARGET_GROUP
 from pipeline.errors import BadInputError, CloudFormationError
-from pipeline.model import IMAGE_PARAMETER, AwsSettings, Database, Profile, Verify
+from pipeline.model import IMAGE_PARAMETER, AwsSettings, Database, Profile, Sensitive, Verify
 from pipeline.strategy import Health, Strategy
 
 
@@ -82,6 +82,7 @@ class CloudFormationEngine(BaseStackEngine):
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics_grace_seconds: float | None = None,
         database: Database | None = None,
+        masks: Sequence[Sensitive] = (),
     ) -> None:
         """`environ` (default: os.environ) supplies AWS_* variables (credentials, endpoint, region).
 
@@ -90,7 +91,8 @@ class CloudFormationEngine(BaseStackEngine):
         (tests). `now` is the wall clock CloudWatch metrics are read by. `metrics_grace_seconds`:
         how long after an observation window the engine keeps reading CloudWatch for requests that
         reached the new version before it gives up judging (default: 180 s on AWS, whose load
-        balancer metrics arrive a minute or more late; 0 under an emulator)."""
+        balancer metrics arrive a minute or more late; 0 under an emulator). `masks`: the columns to
+        overwrite in a stack restored from a snapshot (a test stack's; database.py)."""
         self.pipeline = pipeline
         self.template = template
         self.settings = settings
@@ -111,6 +113,7 @@ class CloudFormationEngine(BaseStackEngine):
             self.pacing,
             self.session.environ,
             database.password_secret if database is not None else None,
+            masks,
         )
 
     # --- where, and how long: the session's and the pacing's, settable on the engine ---------------
@@ -260,9 +263,13 @@ class CloudFormationEngine(BaseStackEngine):
                 current = None
             if current is None:
                 created = stacks.create(stack, image, desired, capabilities, on_event)
+                self._mask_if_restored(created, on_event)
                 seconds = self.pacing.clock() - started
                 return replace(created, report=DeployReport(strategy="create", image=image, seconds=seconds))
             stacks.refuse_stuck(stack, current)
+            if self._database.masks and current["StackStatus"] == "CREATE_COMPLETE":
+                # a re-run after a crash between the create and the masking (the UPDATEs are idempotent)
+                self._mask_if_restored(stacks.state(stack, current), on_event)
             run = DeployRun(stacks, stack, image, dict(current), desired, capabilities, on_event, started)
             if kind in plans.SLOT_STRATEGIES and strategy is not None:
                 return self._rollout.in_slot(run, strategy, health)
@@ -380,7 +387,16 @@ class CloudFormationEngine(BaseStackEngine):
     # --- the database and the fleet (pipeline/engines/aws/database.py) ---------------------------
 
     def fleet(self, stack: str) -> list[Replica]:
-        return fleet(self.describe(stack), self.image_parameter)
+        """The instances the stack's groups run (EC2's ImageId of each), then each group's configured
+        image (database.py): a contract refuses unless all of them run the release."""
+        state = self.describe(stack)
+        with self.session.failures(f"reading the instances of stack {stack}"):
+            return self._database.fleet(state, self.image_parameter)
+
+    def _mask_if_restored(self, state: StackState, on_event: OnEvent) -> None:
+        """A stack whose database was restored from a snapshot gets its sensitive columns masked."""
+        if self._database.masks and self._database.restored_from(state):
+            self._database.mask(state, on_event=on_event)
 
     def database(self, stack: str) -> DatabaseEndpoint | None:
         return self._database.endpoint(self.describe(stack))
