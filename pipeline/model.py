@@ -491,6 +491,10 @@ class Stage(Spec):
     run after every stage that uses that stage's outputs."""
     runs_packer: ClassVar[bool] = False
     """Builds with Packer: its CI job runs on an agent labelled for Packer (`AgentLabels.packer`)."""
+    cannot_run_on: ClassVar[Mapping[Profile, str]] = {}
+    """Profiles the kind cannot be carried out on, each with why (e.g. {"aws": "..."}): `validate
+    --profile` and a run refuse such a stage, and so does `render` when the profile CI would run it
+    with (its environment's, else the pipeline's) is one of them (exit 2, before CI)."""
 
     @model_validator(mode="before")
     @classmethod

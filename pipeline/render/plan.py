@@ -495,7 +495,10 @@ class CiPlan:
 
 
 def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
-    """One pass in dependency order; ancestors and branch filters accumulate from each stage's needs."""
+    """One pass in dependency order; ancestors and branch filters accumulate from each stage's needs.
+    A stage whose kind cannot be carried out on the profile CI would run it with is refused first
+    (ProfileCannotError, exit 2): its job could never succeed."""
+    spec.check_profiles()
     by_name = {s.name: s for s in spec.stages}
     order = spec.graph.order()
     position = {name: i for i, name in enumerate(order)}
