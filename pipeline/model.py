@@ -495,6 +495,9 @@ class Stage(Spec):
     """Profiles the kind cannot be carried out on, each with why (e.g. {"aws": "..."}): `validate
     --profile` and a run refuse such a stage, and so does `render` when the profile CI would run it
     with (its environment's, else the pipeline's) is one of them (exit 2, before CI)."""
+    own_job: ClassVar[bool] = False
+    """Always a CI job of its own, never merged into the job of the stages that hold its
+    environment's lock (a flag flip: a release that is not a deploy, gated by itself)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -86,6 +86,7 @@ class FlagRollout(Stage):
         "aws": "a FlagRollout judges each variant through the local balancer's request log, and nothing reads "
         "an ALB's per variant yet; on aws, move the flag with `pipeline flag set` (docs/flags.md)"
     }
+    own_job: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _steps_increase(self) -> Self:

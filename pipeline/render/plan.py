@@ -412,11 +412,12 @@ class CiPlan:
         """Consecutive stages acting on one persistent environment (each needs another of them
         directly), in pipeline order: they must hold the environment's lock together, so that no
         other run deploys between (say) a deploy and its smoke test. A gated stage starts a span of
-        its own (its gate then holds the whole span's job). Spans of two or more only."""
+        its own (its gate then holds the whole span's job). A kind that is always a job of its own
+        (`own_job`: a FlagRollout) is in no span, and no span reaches across one. Spans of two or more only."""
         spans: list[tuple[str, ...]] = []
         ancestors = {s.name: set(s.ancestors) for s in self.stages}
         for env in self.locks:
-            members = [s for s in self.stages if s.lock == env]
+            members = [s for s in self.stages if s.lock == env and not type(s.stage).own_job]
             names = {s.name for s in members}
             # Not consecutive: a gate starts a new span (nobody holds an environment while waiting for a
             # human), and nothing acting on another environment may run between the two.
@@ -428,7 +429,9 @@ class CiPlan:
             ]
             for span in _components([s.name for s in members], edges):
                 inside = {n for a in span for b in span for n in ancestors[b] if a in ancestors[n]}
-                if len(span) > 1 and not any(self.by_name[n].lock not in (None, env) for n in inside):
+                if len(span) > 1 and not any(
+                    self.by_name[n].lock not in (None, env) or type(self.by_name[n].stage).own_job for n in inside
+                ):
                     spans.append(span)
         position = {s.name: s.index for s in self.stages}
         return tuple(sorted(spans, key=lambda span: position[span[0]]))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pipeline import (
     Approval,
@@ -26,6 +27,7 @@ from pipeline.errors import ProfileCannotError
 from pipeline.ledger import Ledger
 from pipeline.render import render
 from pipeline.render.base import RenderContext
+from pipeline.render.plan import LOCK_PREFIX, build_plan
 from pipeline.render.registry import BUILTIN
 from pipeline.run.plan import Planner
 from tests.conftest import REPO
@@ -138,3 +140,75 @@ def test_render_through_the_cli_exits_2_and_writes_nothing(example: Path, capsys
     ]
     validated = run_cli(["validate", "--definition-only"], example, capsys)
     assert validated.code == 2, validated.out + validated.err  # validate finds what render would refuse
+
+
+# --- 3. a flag flip is its own job, gated with its environment ----------------------------------------
+
+
+@pytest.mark.parametrize("target", list(BUILTIN))
+def test_a_flag_rollout_is_never_merged_into_the_environments_lock_job(target: str) -> None:
+    """Without an approval, promote -> release -> smoke all hold production's lock; the rollout still
+    gets a job of its own on every target (and no span reaches across it)."""
+    spec = flag_spec()
+    plan = build_plan(spec, RenderContext())
+    assert plan.job_of("release") == "release"
+    assert all("release" not in span for span in plan.lock_spans)
+    assert plan.by_name["release"].lock == "production"  # it still deploys alone
+    text = "\n".join(rendered(spec, target).values())
+    assert f"{LOCK_PREFIX}production" not in text
+    assert text.count("pipeline run stage release ") == 1
+
+
+def test_the_stages_around_it_still_share_the_lock_when_they_are_consecutive() -> None:
+    """A span without the rollout in it is untouched: promote and smoke, consecutive, are one job."""
+    with Pipeline(
+        "shop",
+        flags=[Flag(name="new-checkout", default=False)],
+        environments=[Environment(name="production", template="templates/web.yaml")],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        promote = Promote(name="promote", environment="production", image=bake, verify=Verify())
+        smoke = Shell(name="smoke", environment="production", commands=["true"])
+        release = FlagRollout(name="release", environment="production", flag="new-checkout")
+        bake >> promote >> smoke >> release
+    plan = build_plan(p.spec, RenderContext())
+    assert plan.lock_spans == (("promote", "smoke"),)
+    assert plan.job_of("promote") == plan.job_of("smoke") == f"{LOCK_PREFIX}production"
+    assert plan.job_of("release") == "release"
+
+
+def _gated_jobs(target: str, files: dict[str, str]) -> set[str]:
+    """The jobs a human must approve, read from each target's own syntax."""
+    if target == "github":  # a protected environment, whose reviewers the job's first step checks
+        workflow = yaml.safe_load(files[".github/workflows/shop.yml"])
+        return {
+            name
+            for name, job in workflow["jobs"].items()
+            if any("pipeline ci github-reviewers" in s.get("run", "") for s in job["steps"])
+        }
+    if target == "gitlab":  # a manual job that checks who started it
+        pipeline = yaml.safe_load(files[".gitlab-ci.yml"])
+        return {
+            name
+            for name, job in pipeline.items()
+            if isinstance(job, dict)
+            and job.get("when") == "manual"
+            and any("pipeline ci gitlab-approval" in line for line in job.get("script", []))
+        }
+    if target == "jenkins":
+        text = files["Jenkinsfile"]
+        return {
+            line.split("'")[1].removeprefix("approve ")
+            for line in text.splitlines()
+            if line.strip().startswith("stage('approve ")
+        }
+    text = files[".teamcity/settings.kts"]
+    objects = text.split("\nobject ")[1:]
+    return {o.split(" ", 1)[0].lower() for o in objects if "approval {" in o}
+
+
+@pytest.mark.parametrize("target", list(BUILTIN))
+def test_a_flag_rollout_is_gated_by_its_environments_approval_on_every_target(target: str) -> None:
+    gated = _gated_jobs(target, rendered(flag_spec(approval=Approval(message="Flip?", approvers=("alice",))), target))
+    assert "release" in gated
+    assert "release" not in _gated_jobs(target, rendered(flag_spec(), target))
