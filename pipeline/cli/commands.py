@@ -54,7 +54,7 @@ def validate(
     loaded = _load(file)
     spec = loaded.spec
     check_lengths(
-        [s for stage in spec.stages for s in stage.secrets] + [s for e in spec.environments for s in e.secrets]
+        [s for stage in spec.stages for s in stage.secrets] + [s for e in spec.environments for s in e.bound_secrets]
     )
     if profile:
         spec.check_profiles(profile)  # a stage kind --profile cannot carry out (a FlagRollout on aws): exit 2

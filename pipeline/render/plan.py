@@ -100,7 +100,7 @@ class StagePlan:
     environment: Environment | None
     gate: Approval | None
     secrets: tuple[Secret, ...]
-    """The stage's own secrets, then its environment's, each name once."""
+    """The stage's own secrets, then its environment's (`Environment.bound_secrets`: its alert token too), each name once."""
     env: tuple[tuple[str, str], ...]
     """Plain environment variables, sorted by name."""
     branches: tuple[str, ...]
@@ -525,7 +525,7 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
         ancestors_of[name] = ancestors
         groups_of[name] = tuple(sorted(groups, key=first_declared.__getitem__))
         env = spec.environment_of(stage)
-        secrets = _merge_secrets(stage.secrets, env.secrets if env else ())
+        secrets = _merge_secrets(stage.secrets, env.bound_secrets if env else ())
         plans.append(
             StagePlan(
                 stage=stage,

@@ -20,11 +20,14 @@ from pipeline import (
     Pipeline,
     PipelineSpec,
     Promote,
+    Secret,
     Shell,
     Verify,
 )
-from pipeline.errors import ProfileCannotError
+from pipeline.engines.docker_stack.engine import DockerStackEngine
+from pipeline.errors import BadInputError, ProfileCannotError
 from pipeline.ledger import Ledger
+from pipeline.profiles.local import LOCAL
 from pipeline.render import render
 from pipeline.render.base import RenderContext
 from pipeline.render.plan import LOCK_PREFIX, build_plan
@@ -140,6 +143,92 @@ def test_render_through_the_cli_exits_2_and_writes_nothing(example: Path, capsys
     ]
     validated = run_cli(["validate", "--definition-only"], example, capsys)
     assert validated.code == 2, validated.out + validated.err  # validate finds what render would refuse
+
+
+# --- 2. the alert route's token reaches CI, and no deploy drops the route -----------------------------
+
+
+@pytest.mark.parametrize("target", list(BUILTIN))
+def test_the_alert_secret_is_bound_into_every_job_acting_on_its_environment(target: str) -> None:
+    files = rendered(flag_spec(alert="FF_ALERT_TOKEN"), target)
+    text = "\n".join(files.values())
+    assert "FF_ALERT_TOKEN" in text
+    assert TOKEN_VALUE not in text
+    without = "\n".join(rendered(flag_spec(), target).values())
+    assert "FF_ALERT_TOKEN" not in without
+    plan = build_plan(flag_spec(alert="FF_ALERT_TOKEN"), RenderContext())
+    bound = {s.name: [x.name for x in s.secrets] for s in plan.stages}
+    assert bound == {
+        "bake": [],
+        "promote": ["FF_ALERT_TOKEN"],
+        "release": ["FF_ALERT_TOKEN"],
+        "smoke": ["FF_ALERT_TOKEN"],
+    }
+
+
+def test_each_target_binds_it_its_own_way_on_the_deploying_job() -> None:
+    spec = flag_spec(alert="FF_ALERT_TOKEN")
+    jenkins = rendered(spec, "jenkins")["Jenkinsfile"]
+    promote = jenkins[jenkins.index("stage('promote')") : jenkins.index("stage('release')")]
+    assert "FF_ALERT_TOKEN = credentials('ff-alert-token')" in promote
+    teamcity = rendered(spec, "teamcity")[".teamcity/settings.kts"]
+    promote = teamcity[teamcity.index("object Promote") : teamcity.index("object Release")]
+    assert 'password("env.FF_ALERT_TOKEN", ""' in promote
+    github = yaml.safe_load(rendered(spec, "github")[".github/workflows/shop.yml"])
+    steps = github["jobs"]["promote"]["steps"]
+    assert any(s.get("env", {}).get("FF_ALERT_TOKEN") == "${{ secrets.FF_ALERT_TOKEN }}" for s in steps)
+    gitlab = rendered(spec, "gitlab")[".gitlab-ci.yml"]
+    assert "#   FF_ALERT_TOKEN: read by promote, release, smoke" in gitlab
+
+
+def test_an_environment_listing_the_secret_itself_keeps_its_own_mapping() -> None:
+    env = Environment(
+        name="production", alert_secret="FF_ALERT_TOKEN", secrets=(Secret(name="FF_ALERT_TOKEN", jenkins="ff-token"),)
+    )
+    assert env.bound_secrets == (Secret(name="FF_ALERT_TOKEN", jenkins="ff-token"),)
+    assert Environment(name="production").bound_secrets == ()
+
+
+class NoDocker:
+    """A Docker client any use of which fails the test: the refusal must come before it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the Docker client was used ({name}) before the refusal")
+
+
+def test_a_deploy_without_the_alert_token_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    engine = DockerStackEngine(
+        "shop",
+        EXAMPLE / "templates" / "web.yaml",
+        client=NoDocker(),
+        alert_secret="FF_ALERT_TOKEN",
+        environment="production",
+    )
+    for attempt in (
+        lambda: engine.ready("shop-production"),
+        lambda: engine.check_deploy("shop-production", "shop-bake:1"),
+        lambda: engine.deploy("shop-production", "shop-bake:1"),
+    ):
+        with pytest.raises(BadInputError) as caught:
+            attempt()
+        assert caught.value.exit_code == 2
+        assert "environment 'production' declares an alert route" in str(caught.value)
+        assert "FF_ALERT_TOKEN is not set" in str(caught.value)
+        assert "export FF_ALERT_TOKEN=" in (caught.value.hint or "")
+
+
+def test_the_local_profile_hands_the_engine_the_variable_and_its_token() -> None:
+    spec = flag_spec(alert="FF_ALERT_TOKEN", smoke=False)
+    env = spec.environment("production")
+    template = EXAMPLE / "templates" / "web.yaml"
+    unset = LOCAL.stack_engine(spec, env, template, environ={})
+    with pytest.raises(BadInputError, match="FF_ALERT_TOKEN is not set"):
+        unset.check_deploy("shop-production", "shop-bake:1")
+    with pytest.raises(BadInputError, match="FF_ALERT_TOKEN is not set"):
+        LOCAL.stack_engine(spec, env, template, environ={"FF_ALERT_TOKEN": ""}).check_deploy("s", "i")
+    LOCAL.stack_engine(spec, env, template, environ={"FF_ALERT_TOKEN": TOKEN_VALUE}).check_deploy("s", "i")
+    plain = flag_spec(smoke=False)
+    LOCAL.stack_engine(plain, plain.environment("production"), template, environ={}).check_deploy("s", "i")
 
 
 # --- 3. a flag flip is its own job, gated with its environment ----------------------------------------
