@@ -422,6 +422,13 @@ def _kind_facts(cls: type[Stage]) -> Iterator[str]:
             "Drives Docker or AWS, as its profile says: CI runs it with `--profile`, and on the aws profile "
             "gives it AWS credentials."
         )
+    for profile, why in cls.cannot_run_on.items():
+        yield (
+            f"Cannot run on the {profile} profile ({why}): `validate --profile {profile}`, a run and `render` "
+            f"(when CI would run it with {profile}) refuse it with exit 2."
+        )
+    if cls.own_job:
+        yield "Always a CI job of its own, never merged with the stages holding its environment's lock."
     if not cls.executor:
         yield "Renders for CI but cannot run (no executor)."
 

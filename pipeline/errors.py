@@ -147,6 +147,16 @@ class UnsupportedFeatureError(BadInputError):
         self.feature = feature
 
 
+class ProfileCannotError(BadInputError):
+    """A profile has no means to carry out something the definition asks for (a dark launch on the
+    ALB, a FlagRollout on aws); refused before anything changes (validate, run, render)."""
+
+    def __init__(self, profile: str, what: str, why: str, *, hint: str | None = None) -> None:
+        super().__init__(f"the {profile} profile cannot carry out {what}: {why}", hint=hint)
+        self.profile = profile
+        self.what = what
+
+
 class NotImplementedStageError(BadInputError):
     """A stage kind whose executor does not exist (yet) for the chosen profile."""
 

@@ -298,7 +298,8 @@ class Environment(Spec):
     """The environment variable holding the alert route's token. With one, the environment's
     balancer serves `POST /.pipeline/alert` (Authorization: Bearer <token>): every request to the
     stable version and every flag of a rollout in flight off, at once (docs/flags.md). Without
-    one there is no alert route."""
+    one there is no alert route. CI binds the variable (as a secret, by name) into every job acting
+    here, and a deploy refuses to start while it is unset (it would rebuild the balancer without the route)."""
     flags: dict[Name, FlagValue] = Field(default_factory=dict)
     """Values of the pipeline's flags (`Pipeline(flags=[Flag(...)])`) this environment's flag store
     starts with; a flag not named here starts at its default. Later changes (`pipeline flag set`,
@@ -316,6 +317,15 @@ class Environment(Spec):
 
     def stack_name(self, pipeline: str) -> str:
         return self.stack or f"{pipeline}-{self.name}"
+
+    @property
+    def bound_secrets(self) -> tuple[Secret, ...]:
+        """What every stage acting here receives on CI: `secrets`, then the alert route's token by
+        name (`alert_secret`, unless `secrets` lists it with its own mapping). A deploy rebuilds the
+        balancer, and a balancer rebuilt without the token has no alert route, so CI must bind it."""
+        if self.alert_secret is None or any(s.name == self.alert_secret for s in self.secrets):
+            return self.secrets
+        return (*self.secrets, Secret(name=self.alert_secret))
 
 
 class AgentLabels(Spec):
@@ -495,6 +505,13 @@ class Stage(Spec):
     run after every stage that uses that stage's outputs."""
     runs_packer: ClassVar[bool] = False
     """Builds with Packer: its CI job runs on an agent labelled for Packer (`AgentLabels.packer`)."""
+    cannot_run_on: ClassVar[Mapping[Profile, str]] = {}
+    """Profiles the kind cannot be carried out on, each with why (e.g. {"aws": "..."}): `validate
+    --profile` and a run refuse such a stage, and so does `render` when the profile CI would run it
+    with (its environment's, else the pipeline's) is one of them (exit 2, before CI)."""
+    own_job: ClassVar[bool] = False
+    """Always a CI job of its own, never merged into the job of the stages that hold its
+    environment's lock (a flag flip: a release that is not a deploy, gated by itself)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -5,14 +5,14 @@ from __future__ import annotations
 import fnmatch
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
-from pipeline.errors import DefinitionError, Problem
+from pipeline.errors import DefinitionError, Problem, ProfileCannotError
 from pipeline.flags.spec import Flag, check_flag_values, check_flags
 from pipeline.graph import Graph
 from pipeline.kinds import stage_from_data
@@ -205,6 +205,31 @@ class PipelineSpec(Spec):
 
     def profile_of_environment(self, env: Environment) -> Profile:
         return env.profile or self.profile
+
+    def check_profiles(self, profile: Profile | None = None, stages: Iterable[str] | None = None) -> None:
+        """Refuse (ProfileCannotError, exit 2) the first stage whose kind cannot be carried out on the
+        profile it would run with: `profile` for every stage (a run's or `validate`'s --profile,
+        which overrides the definition's), else each stage's own (`profile_of`: what CI runs it
+        with). `stages`: only these (default: all). No tool, no side effect."""
+        for stage in self.ordered():
+            if stages is not None and stage.name not in stages:
+                continue
+            chosen = profile or self.profile_of(stage)
+            why = type(stage).cannot_run_on.get(chosen)
+            if why is None:
+                continue
+            can = [p for p in get_args(Profile) if p not in type(stage).cannot_run_on]
+            env = self.environment_of(stage)
+            if profile is not None:
+                hint = f"run {stage.name!r} with --profile {' or '.join(can)}, or leave it out (--only/--from)"
+            elif env is not None:
+                hint = (
+                    f"CI runs it with the profile of environment {env.name!r}: set its Environment(profile=...) to "
+                    f"{' or '.join(can)}, or remove the stage"
+                )
+            else:
+                hint = f"set Pipeline(profile=...) to {' or '.join(can)}, or remove the stage"
+            raise ProfileCannotError(chosen, f"{stage.kind} (stage {stage.name!r})", why, hint=hint)
 
     def approval_of(self, stage: Stage) -> Approval | None:
         """The gate before a stage: its own, or its environment's (for stages that may have one)."""

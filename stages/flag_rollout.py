@@ -4,13 +4,14 @@ switched off by itself on a breach. No deploy: the environment's flag store chan
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
 from pipeline.errors import Problem
 from pipeline.flags.spec import check_flag_values
-from pipeline.model import FlagValue, Name, Stage, StageOutputs
+from pipeline.model import FlagValue, Name, Profile, Stage, StageOutputs
 from pipeline.strategy import Health
 
 if TYPE_CHECKING:
@@ -81,6 +82,11 @@ class FlagRollout(Stage):
     outputs: ClassVar[type[StageOutputs]] = FlagRolloutOutputs
     approvable: ClassVar[bool] = True
     uses_profile: ClassVar[bool] = True
+    cannot_run_on: ClassVar[Mapping[Profile, str]] = {
+        "aws": "a FlagRollout judges each variant through the local balancer's request log, and nothing reads "
+        "an ALB's per variant yet; on aws, move the flag with `pipeline flag set` (docs/flags.md)"
+    }
+    own_job: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _steps_increase(self) -> Self:

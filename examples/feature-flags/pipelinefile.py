@@ -10,6 +10,10 @@ Move it by hand, no deploy:
 
     pipeline flag set production new-feature on --percent 25
     pipeline flag list production
+
+Production's balancer serves the alert route (POST /.pipeline/alert with the token in
+FF_ALERT_TOKEN): a monitor's call sends every request to the stable version and switches a
+rollout in flight off. A deploy of production needs FF_ALERT_TOKEN set (CI binds it as a secret).
 """
 
 from pipeline import (
@@ -42,6 +46,7 @@ with Pipeline(
             template="templates/web.yaml",
             approval=Approval(message="Change production?", approvers=("release-manager",)),
             flags={"new-feature": False},
+            alert_secret="FF_ALERT_TOKEN",
         ),
     ],
 ) as p:

@@ -54,8 +54,11 @@ def validate(
     loaded = _load(file)
     spec = loaded.spec
     check_lengths(
-        [s for stage in spec.stages for s in stage.secrets] + [s for e in spec.environments for s in e.secrets]
+        [s for stage in spec.stages for s in stage.secrets] + [s for e in spec.environments for s in e.bound_secrets]
     )
+    if profile:
+        spec.check_profiles(profile)  # a stage kind --profile cannot carry out (a FlagRollout on aws): exit 2
+    spec.check_profiles()  # ... nor the profile CI runs it with (render refuses the same)
     report_target_support(spec)  # what a CI target the definition uses cannot express: exit 2 now, not on CI
     checked = [] if definition_only else Runner(loaded).check_templates(profile or "local")
     templates = f"; templates checked for {', '.join(checked)}" if checked else ""

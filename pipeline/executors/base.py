@@ -140,9 +140,6 @@ class PlanContext:
 class Executor(ABC, Generic[S]):
     """Runs one stage kind. One instance per stage per run."""
 
-    profiles: ClassVar[frozenset[Profile]] = frozenset({"local", "aws"})
-    """The profiles this executor can carry its kind out on."""
-
     reads_all_upstream: ClassVar[bool] = False
     """The key covers every upstream output, not only the stages the spec references (Shell)."""
 

@@ -32,9 +32,8 @@ class Breach(Exception):
 
 
 class FlagRolloutExecutor(Executor[FlagRollout]):
-    """See pipeline/stages/flag_rollout.py. Local profile: judged through the stack's nginx."""
-
-    profiles = frozenset({"local"})
+    """See pipeline/stages/flag_rollout.py. Local profile only (the kind's `cannot_run_on` says why):
+    judged through the stack's nginx."""
 
     def _engine(self, ctx: PlanContext | StageContext) -> DockerStackEngine:
         from pipeline.engines.docker_stack.engine import DockerStackEngine

@@ -40,6 +40,8 @@ class LocalProfile:
             masks=database.sensitive if database is not None else (),
             flags=spec.flag_values(env),
             alert_token=token,
+            alert_secret=env.alert_secret,
+            environment=env.name,
         )
 
     def release_store(self, spec: PipelineSpec, env: Environment, root: Path) -> ReleaseStore | None:

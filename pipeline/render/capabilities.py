@@ -72,7 +72,8 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
         "concurrency",
         "One deploy per environment",
         "Stages acting on a persistent (non-ephemeral) environment never run two at a time; consecutive stages "
-        "acting on one (deploy, then smoke test) hold its lock together.",
+        "acting on one (deploy, then smoke test) hold its lock together. A FlagRollout (a flag flip) is always a "
+        "job of its own, behind its environment's gate when it has one.",
     ),
     (
         "always",

@@ -101,7 +101,7 @@ class StagePlan:
     environment: Environment | None
     gate: Approval | None
     secrets: tuple[Secret, ...]
-    """The stage's own secrets, then its environment's, each name once."""
+    """The stage's own secrets, then its environment's (`Environment.bound_secrets`: its alert token too), each name once."""
     env: tuple[tuple[str, str], ...]
     """Plain environment variables, sorted by name."""
     branches: tuple[str, ...]
@@ -413,11 +413,12 @@ class CiPlan:
         """Consecutive stages acting on one persistent environment (each needs another of them
         directly), in pipeline order: they must hold the environment's lock together, so that no
         other run deploys between (say) a deploy and its smoke test. A gated stage starts a span of
-        its own (its gate then holds the whole span's job). Spans of two or more only."""
+        its own (its gate then holds the whole span's job). A kind that is always a job of its own
+        (`own_job`: a FlagRollout) is in no span, and no span reaches across one. Spans of two or more only."""
         spans: list[tuple[str, ...]] = []
         ancestors = {s.name: set(s.ancestors) for s in self.stages}
         for env in self.locks:
-            members = [s for s in self.stages if s.lock == env]
+            members = [s for s in self.stages if s.lock == env and not type(s.stage).own_job]
             names = {s.name for s in members}
             # Not consecutive: a gate starts a new span (nobody holds an environment while waiting for a
             # human), and nothing acting on another environment may run between the two.
@@ -429,7 +430,9 @@ class CiPlan:
             ]
             for span in _components([s.name for s in members], edges):
                 inside = {n for a in span for b in span for n in ancestors[b] if a in ancestors[n]}
-                if len(span) > 1 and not any(self.by_name[n].lock not in (None, env) for n in inside):
+                if len(span) > 1 and not any(
+                    self.by_name[n].lock not in (None, env) or type(self.by_name[n].stage).own_job for n in inside
+                ):
                     spans.append(span)
         position = {s.name: s.index for s in self.stages}
         return tuple(sorted(spans, key=lambda span: position[span[0]]))
@@ -496,7 +499,10 @@ class CiPlan:
 
 
 def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
-    """One pass in dependency order; ancestors and branch filters accumulate from each stage's needs."""
+    """One pass in dependency order; ancestors and branch filters accumulate from each stage's needs.
+    A stage whose kind cannot be carried out on the profile CI would run it with is refused first
+    (ProfileCannotError, exit 2): its job could never succeed."""
+    spec.check_profiles()
     by_name = {s.name: s for s in spec.stages}
     order = spec.graph.order()
     position = {name: i for i, name in enumerate(order)}
@@ -520,7 +526,7 @@ def build_plan(spec: PipelineSpec, context: RenderContext) -> CiPlan:
         ancestors_of[name] = ancestors
         groups_of[name] = tuple(sorted(groups, key=first_declared.__getitem__))
         env = spec.environment_of(stage)
-        secrets = _merge_secrets(stage.secrets, env.secrets if env else ())
+        secrets = _merge_secrets(stage.secrets, env.bound_secrets if env else ())
         plans.append(
             StagePlan(
                 stage=stage,

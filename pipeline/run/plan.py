@@ -56,11 +56,14 @@ class Planner:
         return self._executors[stage.name]
 
     def runs_on(self, stage: Stage, profile: Profile) -> bool:
-        """Whether the stage's kind has an executor for `profile`."""
+        """Whether the stage's kind has an executor that can carry it out on `profile`."""
+        if profile in type(stage).cannot_run_on:
+            return False
         try:
-            return profile in type(self.executor(stage)).profiles
+            self.executor(stage)
         except NotImplementedStageError:
             return False
+        return True
 
     def context(self, stage: Stage, profile: Profile, upstream: Mapping[str, Mapping[str, str]]) -> PlanContext:
         return PlanContext(self.spec, stage, self.root, profile, upstream, self.ledger, self.engines)
@@ -69,7 +72,9 @@ class Planner:
     def check_templates(self, profile: Profile) -> list[str]:
         """Run every stage's side-effect-free checks (Packer and CloudFormation templates) for
         `pipeline validate`; returns the stages checked. Kinds without an executor for the
-        profile have nothing to check yet."""
+        profile have nothing to check yet; a kind the profile cannot carry out is refused first
+        (ProfileCannotError, exit 2), before any check that needs a tool."""
+        self.spec.check_profiles(profile)
         checked = []
         for stage in self.spec.ordered():
             if not self.runs_on(stage, profile):
@@ -84,6 +89,7 @@ class Planner:
         """Everything that can be known before a side effect: executors exist for this profile,
         the ledger reads, templates and parameters are sound (exit 2 if not), and what the run
         needs and `validate` does not answers (the Docker engine, an AWS endpoint, credentials)."""
+        self.spec.check_profiles(profile, selected)
         missing = [
             f"{n} ({self.spec.stage(n).kind})" for n in selected if not self.runs_on(self.spec.stage(n), profile)
         ]

@@ -47,11 +47,19 @@ def example(tmp_path_factory: pytest.TempPathFactory, docker_client: Any, base_i
         docker_client.images.remove(image.id, force=True)
 
 
-def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+ALERT_TOKEN = secrets.token_hex(16)
+"""The example's production declares alert_secret="FF_ALERT_TOKEN": its deploys need the token."""
+
+
+def run(root: Path, *args: str, alert_token: str | None = ALERT_TOKEN) -> subprocess.CompletedProcess[str]:
+    env = cli_env()
+    env.pop("FF_ALERT_TOKEN", None)
+    if alert_token is not None:
+        env["FF_ALERT_TOKEN"] = alert_token
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=root,
-        env=cli_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=900,
@@ -82,6 +90,11 @@ def outputs_of(root: Path, stage: str) -> dict[str, str]:
 
 
 def test_the_chain_releases_the_feature_step_by_step_with_no_deploy(example: Path, docker_client: Any) -> None:
+    refused = run(example, "run", "local", "--yes", alert_token=None)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "'production' declares an alert route" in refused.stderr
+    assert "FF_ALERT_TOKEN is not set" in refused.stderr
+    assert not Ledger(example).runs(), "the refusal came after a stage ran"
     done = run(example, "run", "local", "--yes")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     out = outputs_of(example, "release-feature")
@@ -91,6 +104,8 @@ def test_the_chain_releases_the_feature_step_by_step_with_no_deploy(example: Pat
     assert out["on_failed"] == "0"
     url = production_url(example, docker_client)
     assert {page(url + "/feature", f"u{i}") for i in range(30)} == {(200, "new-feature=on")}
+    lb = docker_client.containers.get(f"{_pipeline(example)}-production-lb")
+    assert "location = /.pipeline/alert" in lb.exec_run(["/bin/cat", "/etc/nginx/nginx.conf"]).output.decode()
     listed = run(example, "flag", "list", "production")
     assert "new-feature" in listed.stdout
     assert "true" in listed.stdout

@@ -51,7 +51,7 @@ from pipeline.engines.stack import (
     VerifyReport,
 )
 from pipeline.engines.topology import TARGET_GROUP
-from pipeline.errors import BadInputError, CloudFormationError
+from pipeline.errors import BadInputError, CloudFormationError, ProfileCannotError
 from pipeline.model import IMAGE_PARAMETER, AwsSettings, Database, Profile, Sensitive, Verify
 from pipeline.strategy import Health, Strategy
 
@@ -191,8 +191,10 @@ class CloudFormationEngine(BaseStackEngine):
         cannot mirror), and so is a group an ALB rule cannot match (a cookie, more than 3 values)."""
         why = plans.unsupported(strategy)
         if why and strategy is not None:
-            raise BadInputError(
-                f"the aws profile cannot carry out {strategy.kind}: {why}",
+            raise ProfileCannotError(
+                "aws",
+                strategy.kind,
+                why,
                 hint="choose another strategy for the stages that deploy on the aws profile (docs/strategies.md: "
                 "what each profile can do); a dark launch runs on the local profile",
             )

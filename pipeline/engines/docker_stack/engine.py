@@ -60,7 +60,7 @@ from pipeline.engines.docker_stack.labels import (
 )
 from pipeline.engines.stack import BaseStackEngine, DatabaseEndpoint, OnEvent, Replica, StackState, VerifyReport
 from pipeline.engines.topology import Topology, load_template, topology
-from pipeline.errors import LockHeldError, StackOperationError
+from pipeline.errors import BadInputError, LockHeldError, StackOperationError
 from pipeline.locks import FileLock, cache_dir, describe_holder
 from pipeline.model import Profile, Sensitive, Verify
 from pipeline.strategy import Health, Strategy
@@ -93,10 +93,17 @@ class DockerStackEngine(BaseStackEngine):
         masks: Sequence[Sensitive] = (),
         flags: Mapping[str, Any] | None = None,
         alert_token: str | None = None,
+        alert_secret: str | None = None,
+        environment: str | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.alert_token = alert_token
         """The environment's alert token: the balancer then serves the alert route (alert.py)."""
+        self.alert_secret = alert_secret
+        """The variable the environment's `alert_secret` names: a deploy refuses to start without
+        its token (it would rebuild the balancer without the alert route)."""
+        self.environment = environment
+        """The environment's name, for errors."""
         self.flags = dict(flags or {})
         """Values a new flag starts with in the stack's flag store (when the template has one)."""
         self.template = template
@@ -300,6 +307,7 @@ class DockerStackEngine(BaseStackEngine):
         from pipeline.engines.docker_stack.deployment import Deployment
         from pipeline.engines.docker_stack.replicas import Release
 
+        self._check_alert_token()
         topo = self.topology(parameters)
         image_id = self._image_id(image)
         lb_image = self.ensure_lb_image(on_event=on_event)
@@ -411,8 +419,27 @@ class DockerStackEngine(BaseStackEngine):
         )
 
     def ready(self, stack: str) -> None:
-        """The Docker engine answers (ToolMissingError naming it and the fix if not). No change."""
+        """The Docker engine answers (ToolMissingError naming it and the fix if not), and the alert
+        token is there when the environment declares one (BadInputError). No change."""
+        self._check_alert_token()
         _ = self.client
+
+    def check_deploy(
+        self, stack: str, image: str, *, parameters: Mapping[str, str] | None = None, on_event: OnEvent = _ignore
+    ) -> None:
+        self._check_alert_token()
+
+    def _check_alert_token(self) -> None:
+        """Refuse (exit 2) to deploy an environment that declares an alert route without its token:
+        the balancer would be rebuilt without the route, and the monitor's call would go unanswered."""
+        if self.alert_secret and not self.alert_token:
+            where = f"environment {self.environment!r}" if self.environment else f"stacks of {self.pipeline}"
+            raise BadInputError(
+                f"{where} declares an alert route (alert_secret={self.alert_secret!r}), but {self.alert_secret} is "
+                "not set: a deploy would rebuild the balancer without the route",
+                hint=f"export {self.alert_secret}=<token> (on CI: the secret {self.alert_secret}, which the rendered "
+                "job binds), or remove alert_secret from the environment",
+            )
 
     def _check_names(self, stack: str) -> None:
         """Before anything is created: the names the stack will take (`<stack>-lb`, `<stack>-net`)

@@ -158,6 +158,10 @@ object Promote : BuildType({
     maxRunningBuilds = 1
     artifactRules = "+:.pipeline/ci/manifest/*.json => manifest"
 
+    params {
+        password("env.FF_ALERT_TOKEN", "", label = "FF_ALERT_TOKEN", description = "secret: set this password parameter on the TeamCity server")
+    }
+
     vcs {
         root(DslContext.settingsRoot)
     }
@@ -223,6 +227,10 @@ object ReleaseFeature : BuildType({
     enablePersonalBuilds = false
     maxRunningBuilds = 1
     artifactRules = "+:.pipeline/ci/manifest/*.json => manifest"
+
+    params {
+        password("env.FF_ALERT_TOKEN", "", label = "FF_ALERT_TOKEN", description = "secret: set this password parameter on the TeamCity server")
+    }
 
     vcs {
         root(DslContext.settingsRoot)
