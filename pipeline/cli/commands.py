@@ -36,6 +36,23 @@ def init(
     done = scaffold.init(directory, example)
     console.print(f"[green]wrote[/] {len(done.files)} files of {done.name} into {done.target}")
     console.print("next: [bold]pipeline validate[/], then [bold]pipeline run local[/]")
+    variables = _variables_read(done.target / "pipelinefile.py")
+    if variables:
+        console.print(
+            f"it reads {', '.join(variables)} from the environment (secrets, by name): export them before "
+            "[bold]pipeline run local[/]"
+        )
+
+
+def _variables_read(file: Path) -> list[str]:
+    """The secrets a definition reads from the environment: every stage's and every environment's
+    (its alert route's token included), so a new project says what to export before its first run."""
+    from pipeline.loader import load
+
+    spec = load(file).spec
+    names = {s.name for stage in spec.stages for s in stage.secrets}
+    names.update(s.name for environment in spec.environments for s in environment.bound_secrets)
+    return sorted(names)
 
 
 @app.command()

@@ -36,3 +36,17 @@ def test_init_list_prints_each_name_with_what_it_shows(cli: Cli, tmp_path: Path)
     for (name, summary), line in zip(scaffold.listing(), lines, strict=True):
         assert line.startswith(name), line
         assert line.endswith(summary), line
+
+
+def test_init_says_which_secrets_to_export_before_the_first_run(cli: Cli, tmp_path: Path) -> None:
+    """The feature-flags example's production refuses a deploy without its alert token: `init`
+    names it (and every stage's secrets), and says nothing for a project that reads none."""
+    run = cli("init", str(tmp_path / "flags"), "--example", "feature-flags", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "it reads FF_ALERT_TOKEN from the environment" in run.stdout
+    run = cli("init", str(tmp_path / "secrets"), "--example", "secrets-and-branches", cwd=tmp_path)
+    assert "it reads CHAT_WEBHOOK, REGISTRY_TOKEN, SIGNING_KEY from the environment" in run.stdout
+    run = cli("init", str(tmp_path / "plain"), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "from the environment" not in run.stdout
+    assert not list((tmp_path / "flags").rglob("__pycache__")), "reading the new definition wrote bytecode"
