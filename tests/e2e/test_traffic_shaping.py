@@ -9,7 +9,10 @@
 - a phased rollout by groups (a header, a cookie): each group reaches the new version only in
   its phase, everyone else only at the end; a release that breaks is caught in the first phase,
   and only that group's users ever met it;
-- a dark launch killed while mirroring: the next deploy removes the dark set and starts over.
+- a dark launch killed while mirroring: the next deploy removes the dark set and starts over;
+- the whole chain from a definition: the reference service's promote with a dark launch then a
+  sticky canary, through `pipeline validate` and `pipeline run local` (what the run writes: the
+  outputs, the run report's line, the stage's log).
 
 Real Docker and nginx (the balancer image), web images built here from it (tests/e2e/
 test_strategies.py's fixtures). The tests wait on observable events (the engine's own progress
@@ -19,6 +22,8 @@ lines, answers counted per user), never on time alone. No absolute time is asser
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,10 +37,12 @@ from typing import Any
 import pytest
 
 from pipeline.engines.docker_client import LABEL_PREFIX
+from pipeline.engines.http_check import LoadClient, request
 from pipeline.engines.user_load import User, UserLoad, UserSample
 from pipeline.errors import HealthBreachError
+from pipeline.ledger import Ledger
 from pipeline.strategy import Canary, DarkLaunch, Group, Phased
-from tests.conftest import cli_env, init_reference_service, need
+from tests.conftest import cli_env, commit_all, init_reference_service, need, remove_everything_of
 from tests.e2e.test_strategies import (  # the fixtures: web images v1, v2, bad; an engine; fresh stacks
     HEALTH,
     REPO,
@@ -339,6 +346,174 @@ def test_a_release_that_breaks_in_the_first_phase_reaches_only_that_groups_users
 def _no_lingering_threads() -> Iterator[None]:
     yield
     assert not [t for t in threading.enumerate() if t.name in ("user-load",) and t.is_alive()]
+
+
+# --- the whole chain, from a definition ---------------------------------------------------------------
+
+DARK_PROMOTE = (
+    "image=bake, verify=page, strategy=DarkLaunch(observe_seconds=1.5, "
+    "then=Canary(steps=(50, 100), observe_seconds=1.5, sticky=True)), "
+    "health=Health(requests_per_second=100, min_p99_ms=200))"
+)
+"""The promote's arguments after `name` and `environment`. min_p99_ms is raised (from 20 ms, and
+from the 100 ms of test_strategies.py): the dark set answers mirrored copies, cold, on two busy
+cores, and this test is about the shape of the rollout, not about latency."""
+
+
+def _with_dark_promote(text: str) -> str:
+    """The reference service's definition with DARK_PROMOTE on its promote."""
+    promote = 'Promote(name="promote", environment="production", image=bake, verify=page)'
+    assert promote in text, text
+    text = text.replace("    Approval,\n", "    Approval,\n    Canary,\n    DarkLaunch,\n    Health,\n", 1)
+    text = text.replace(promote, 'Promote(name="promote", environment="production", ' + DARK_PROMOTE, 1)
+    assert text.count("strategy=DarkLaunch(") == 1, text
+    return text
+
+
+def _explain(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-3000:]}"
+
+
+def _in_order(lines: list[str], patterns: list[str]) -> list[re.Match[str]]:
+    """The first line matching each pattern, each after the previous one's; fails naming the
+    pattern it could not find (with the whole log)."""
+    found: list[re.Match[str]] = []
+    start = 0
+    for pattern in patterns:
+        for index in range(start, len(lines)):
+            match = re.search(pattern, lines[index])
+            if match is not None:
+                found.append(match)
+                start = index + 1
+                break
+        else:
+            raise AssertionError(f"no line matches {pattern!r} after line {start}:\n" + "\n".join(lines))
+    return found
+
+
+def test_pipeline_run_local_with_a_dark_launch_then_a_sticky_canary_in_the_definition(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    """The reference service with `strategy=DarkLaunch(..., then=Canary(..., sticky=True))` on its
+    promote: `pipeline validate --profile local` takes it; the first release creates production
+    (no old version: nothing to shape); the second goes dark first (mirrored requests judged, no
+    user routed), then to a sticky split of the users, then to everyone, with no user request
+    failing; production ends on the new page, the dark set being the new set (no replica left over)."""
+    need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
+    need(shutil.which("cfn-lint") is not None, "cfn-lint is not installed (pip install cfn-lint)")
+    need(shutil.which("git") is not None, "git is not installed")
+    name = f"ts-cli-{secrets.token_hex(3)}"
+    root = tmp_path / "hello-web"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=root,
+            env=cli_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+
+    def edit(rel: str, old: str, new: str) -> None:
+        path = root / rel
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {rel}"
+        path.write_text(text.replace(old, new, 1))
+        subprocess.run(["git", "commit", "-qam", f"edit {rel}"], cwd=root, check=True, capture_output=True)
+
+    init_reference_service(root, name)
+    definition = root / "pipelinefile.py"
+    definition.write_text(_with_dark_promote(definition.read_text()))
+    commit_all(root, "the reference service with a dark launch, then a sticky canary")
+    try:
+        validated = run("validate", "--profile", "local")
+        assert validated.returncode == 0, _explain(validated)
+
+        # The first release: production has no stack and no old version, so it is created.
+        first = run("run", "local", "--yes")
+        assert first.returncode == 0, _explain(first)
+        ledger = Ledger(root)
+        stages = ledger.manifest(ledger.runs()[-1]).stages  # type: ignore[union-attr]
+        assert stages["promote"].outputs["strategy"] == "create", stages["promote"].outputs
+        good = stages["promote"].outputs["image"]
+
+        from pipeline.engines.docker_stack import DockerStackEngine
+
+        stack = f"{name}-production"
+        production = DockerStackEngine(name, root / "templates" / "web.yaml").describe(stack)
+        assert production.url is not None
+        assert production.image == good
+
+        # The second release, under a steady load of anonymous requests.
+        edit("pipelinefile.py", 'RELEASE = "1.0.0"', 'RELEASE = "1.0.1"')
+        with LoadClient(production.url, rate=RATE) as load:
+            second = run("run", "local", "--yes")
+            count = len(load.samples)
+            deadline = time.monotonic() + WAIT
+            while len(load.samples) < count + 10 and time.monotonic() < deadline:  # answers after it, too
+                time.sleep(0.05)
+        print(second.stdout[-3000:])  # shown when the test fails (or with -rP)
+        assert second.returncode == 0, _explain(second)
+        run_id = ledger.runs()[-1]
+        stages = ledger.manifest(run_id).stages  # type: ignore[union-attr]
+        result = stages["promote"]
+        assert result.status == "succeeded", result.message
+        outputs = result.outputs
+        released = outputs["image"]
+        assert released != good
+        assert outputs["previous_image"] == good, outputs
+        assert outputs["strategy"] == "dark-launch", outputs
+        assert outputs["failed_requests"] == "0", outputs
+        assert float(outputs["p99_ms"]) >= 0
+        assert "rolled_back" not in outputs, outputs
+        # The run report's line: three steps (the dark window, the sticky 50%, 100%), none failed.
+        assert f"dark-launch update of production: dark-launch to {released} in " in result.message, result.message
+        assert "; 3 steps; " in result.message, result.message
+        assert re.search(r"; 0 of \d+ requests failed during the change", result.message), result.message
+
+        # The stage's log, in the engine's order: mirrored and judged first, no user routed; then
+        # users split by the balancer's cookie; then everyone.
+        log = (ledger.run_dir(run_id) / "stages" / "promote" / "output.log").read_text().splitlines()
+        dark = r"^dark launch: \d+ new replica\(s\) get a copy of each GET, HEAD request, answering nobody"
+        sticky = r"^sticky canary 50% of the users: \d+ new replica\(s\) beside \d+ old"
+        everyone = r"^canary 100%: \d+ new replica\(s\) take all the traffic, the old set stays warm"
+        found = _in_order(
+            log,
+            [
+                dark + ": mirroring$",
+                rf"^{re.escape(stack)}-lb mirrors to ",
+                dark + r": healthy \(the new version failed (\d+) of (\d+) requests",
+                sticky + ": splitting users by their cookie$",
+                sticky + ": each user stays on one version$",
+                sticky + r": healthy \(",
+                r"^canary 100%: routing every request to \d+ new replica\(s\)$",
+                everyone + r": healthy \(",
+            ],
+        )
+        mirrored_failed, mirrored = int(found[2].group(1)), int(found[2].group(2))
+        assert mirrored >= 20, found[2].string  # Health().min_requests answers to mirrored copies were judged
+        assert mirrored_failed <= 0.01 * mirrored, found[2].string
+        assert not [line for line in log if line.startswith("canary 50%")], "a weighted (not sticky) step ran"
+        assert not [line for line in log if "health breach" in line], "\n".join(log)
+
+        # What users got: no request failed; the old page, then the new one.
+        assert load.stats().failures == 0, load.stats().first_failure
+        assert set(load.stats().bodies) == {"Hello World 1.0.0", "Hello World 1.0.1"}, load.stats().bodies
+        status, body = request(production.url, timeout=5)
+        assert (status, body.strip()) == (200, "Hello World 1.0.1")
+        # Production: the new version only, as many replicas as before (the dark set became the
+        # new set; the old set was retired).
+        after = DockerStackEngine(name, root / "templates" / "web.yaml").describe(stack)
+        assert after.image == released
+        running = [r for r in _replicas(docker_client, name, stack) if r.status == "running"]
+        assert len(running) == 2, [r.name for r in running]
+        assert {r.labels[f"{LABEL_PREFIX}.image"] for r in running} == {released}
+        releases = ledger.releases(name, "production")
+        assert [(r.image, r.status) for r in releases][-2:] == [(good, "known-good"), (released, "live")]
+    finally:
+        remove_everything_of(docker_client, name, images=True)
 
 
 # --- what the aws profile refuses, through the CLI ------------------------------------------------------
