@@ -15,10 +15,16 @@ One project goes through the story in order (each test builds on the one before)
    1.2.0's or 1.1.0's) and leaves the schema; a contract attempted while a
    replica runs an older release is refused, naming it, with nothing changed;
 6. nothing is left of the test stacks (containers, networks, volumes, snapshots).
+
+A second project, on its own, takes the automatic rollback: its first release (1.0.0) runs in
+production, then 1.1.0 (an expand) passes the test stack but fails the promote's verification in
+production only; the promote rolls the code back to 1.0.0 by itself and the expanded schema stays,
+with every row written before and during the release.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import shutil
@@ -28,6 +34,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +152,21 @@ def _explain(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def service(docker_client: Any, base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with _new_service(docker_client, tmp_path_factory) as made:
+        yield made
+
+
+@pytest.fixture
+def another_service(docker_client: Any, base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A project of its own (another pipeline name, production and ledger), for a story apart."""
+    with _new_service(docker_client, tmp_path_factory) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def _new_service(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`pipeline init --example live-schema` under a pipeline name of its own, committed; everything
+    the Docker engine holds of it is removed afterwards."""
     need(shutil.which("packer") is not None, "packer is not installed (apt-get install -y packer)")
     need(shutil.which("cfn-lint") is not None, "cfn-lint is not installed (pip install cfn-lint)")
     need(shutil.which("git") is not None, "git is not installed")
@@ -332,3 +354,86 @@ def test_a_rollback_moves_the_code_only_and_a_contract_waits_for_the_fleet(servi
 
 def test_nothing_is_left_of_the_test_stacks(service: Service) -> None:
     assert service.leftovers() == []
+
+
+# Release 1.1.0 reads a setting of the environment it runs in, and production's file was forgotten:
+# replicas are named after their stack (`<pipeline>-production-<id>`, `<pipeline>-test-<run>-<id>`),
+# so the page fails in production only, while /health answers everywhere. The image passes its
+# checks, the test stack's update and rollback rehearsal, and production's health checks; only the
+# promote's verification of the page in production catches it (as in the reliability suite's
+# test_a_release_failing_only_in_production_is_rolled_back_with_bounded_failures).
+HANDLER = "    def do_GET(self) -> None:  # the standard library's name\n"
+FORGOTTEN_SETTING = HANDLER + (
+    '        if self.path == "/" and "-production-" in os.uname().nodename'
+    ' and not os.path.exists("/etc/live-schema/production.conf"):\n'
+    '            self.answer(500, f"live-schema {RELEASE}: /etc/live-schema/production.conf is missing\\n")\n'
+    "            return\n"
+)
+
+
+def test_an_automatic_rollback_at_promote_moves_the_code_back_and_keeps_the_expanded_schema(
+    another_service: Service,
+) -> None:
+    service = another_service
+    first = service.run("run", "local", "--yes")
+    assert first.returncode == 0, _explain(first)
+    good_image = service.last_run().stages["promote"].outputs["image"]
+    assert service.page()[0] == "1.0.0"
+    assert service.revision() == "e1_tables"
+    rows_before = set(service.query("SELECT id, at, agent FROM visits"))
+    assert rows_before  # the verifications and the page above were recorded
+
+    service.release("1.1.0")
+    app = service.root / "app" / "app.py"
+    assert HANDLER in app.read_text()
+    app.write_text(app.read_text().replace(HANDLER, FORGOTTEN_SETTING, 1))
+    service.git("add", "-A")
+    service.git("commit", "-qm", "release 1.1.0 reads production's settings file, which was forgotten")
+    with LoadClient(service.url(), rate=40, max_seconds=1200) as load:  # longer than the run may take
+        result = service.run("run", "local", "--yes")
+    assert result.returncode == 1, _explain(result)
+
+    # Everything up to promote passed (the test stack never sees the fault); promote failed.
+    assert service.statuses() == {**dict.fromkeys(STAGES, "succeeded"), "promote": "failed", "contract": "skipped"}
+    stages = service.last_run().stages
+    bad_image = stages["bake"].outputs["image"]
+    assert bad_image != good_image
+    assert stages["expand"].outputs["previous_revision"] == "e1_tables"
+    assert stages["expand"].outputs["applied"] == "e2_message"  # ran before promote
+    message = stages["promote"].message
+    assert f"{bad_image} failed verification in production" in message, message
+    assert "production.conf is missing" in message, message
+    assert f"rolled back automatically to {good_image}" in message, message
+    assert "which verifies" in message, message
+    releases = Ledger(service.root).releases(service.name, "production")
+    assert [(r.image, r.status) for r in releases][-2:] == [(bad_image, "failed"), (good_image, "live")]
+    # The incident was real: production served the bad release's answer before the rollback.
+    assert any(s.status == 500 and "production.conf is missing" in s.body for s in load.samples)
+
+    # The code went back; the schema did not: the expand stays (1.0.0 runs on it), nothing was downgraded.
+    assert service.engine().describe(service.production).image == good_image
+    assert service.page()[0] == "1.0.0"
+    assert service.revision() == "e2_message"
+    greetings = {r[0] for r in service.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'greetings'")}  # fmt: skip
+    assert {"text", "message"} <= greetings
+    assert service.query("SELECT text, message FROM greetings WHERE id = 1") == [("Hello World", "Hello World")]
+
+    # No row was lost: those written before the release, every visit the traffic was answered with
+    # during it, and those written between the expand and the end of the promote (on the expanded
+    # schema: 1.0.0's replicas during the rolling update, the rollback's verification).
+    rows_after = service.query("SELECT id, at, agent FROM visits")
+    assert rows_before <= set(rows_after)
+    ids = {row[0] for row in rows_after}
+    answered = {int(m.group(2)) for s in load.samples if s.status == 200 and (m := VERSION.search(s.body))}
+    assert answered, "the traffic got no answer from production during the run"
+    assert answered <= ids, sorted(answered - ids)[:10]
+    expanded = datetime.fromisoformat(str(stages["expand"].finished_at))
+    promoted = datetime.fromisoformat(str(stages["promote"].finished_at))
+    assert any(expanded < row[1] < promoted for row in rows_after), "no row written during the release"
+
+    # `pipeline status` shows the expanded revision next to 1.0.0's image.
+    status = service.run("status")
+    assert status.returncode == 0, _explain(status)
+    row = next((line for line in status.stdout.splitlines() if service.production in line), "")
+    assert good_image in row, status.stdout
+    assert "e2_message" in row, status.stdout
