@@ -294,3 +294,31 @@ def test_a_configuration_nginx_rejects_is_named_and_the_old_file_is_put_back(top
     ):
         hand.route(lb, [Named("web-gone")])
     assert lb.files[CONFIG_PATH] == before
+
+
+def stable_upstream(config: str) -> list[str]:
+    """The server names of the alert route's `upstream stable` block."""
+    block = config.split("upstream stable {", 1)[1].split("}", 1)[0]
+    return [line.split()[1].rsplit(":", 1)[0] for line in block.strip().splitlines()]
+
+
+def test_the_alert_routes_to_the_stable_replicas_still_here(topo: Topology) -> None:
+    """nginx resolves every upstream name when it loads the file, so a stable replica that a rolling
+    update already retired (stopped: gone from the network's DNS) must leave the stable upstream, or
+    the next reload fails with "host not found in upstream" and the deploy with it (seen in the
+    feature-flags e2e test, whose production has an alert route)."""
+
+    def config(serving: list[str], stable: list[str], warm: Any = None) -> str:
+        return render_config("web", topo, serving, {}, alert=True, stable=stable, warm=warm)
+
+    assert stable_upstream(config(["new-a", "old-a", "old-b"], ["old-a", "old-b"])) == ["old-a", "old-b"]
+    # the rolling update's first batch retired old-a: the alert keeps old-b only
+    assert stable_upstream(config(["new-a", "new-b", "old-b"], ["old-a", "old-b"])) == ["old-b"]
+    # blue-green: the old set no longer serves but is kept warm for the switch back
+    assert stable_upstream(config(["new-a", "new-b"], ["old-a", "old-b"], warm=(["old-a", "old-b"], 9e9))) == [
+        "old-a",
+        "old-b",
+    ]
+    # every old replica retired, or no deployment running: every replica that serves
+    assert stable_upstream(config(["new-a", "new-b"], ["old-a", "old-b"])) == ["new-a", "new-b"]
+    assert stable_upstream(config(["new-a", "new-b"], [])) == ["new-a", "new-b"]

@@ -53,6 +53,11 @@ def render_config(
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     weights = weights or {}
     shaped = render_shaping(shaping, sorted(servers), topo.target_port, log=bool(log))
+    # nginx resolves every upstream name when it loads the file: a stable replica that a rolling
+    # update has already retired (stopped, so gone from the network's DNS) would make the reload
+    # fail. The alert routes to the stable replicas still here: routed, or kept warm.
+    here = set(servers) | set(warm[0] if warm else ())
+    stable_here = [name for name in stable or () if name in here]
     return env.from_string(text).render(
         stack=stack,
         parameters=json.dumps(dict(parameters), sort_keys=True),
@@ -64,7 +69,7 @@ def render_config(
         warm=f"{','.join(warm[0])} until {warm[1]:.3f}" if warm and warm[0] else "",
         log=log or "",
         alert=alert,
-        stable=sorted(stable if stable else servers),
+        stable=sorted(stable_here or servers),
         alert_marker=ALERT_MARKER,
     )
 
