@@ -393,8 +393,15 @@ def test_an_automatic_rollback_at_promote_moves_the_code_back_and_keeps_the_expa
         result = service.run("run", "local", "--yes")
     assert result.returncode == 1, _explain(result)
 
-    # Everything up to promote passed (the test stack never sees the fault); promote failed.
-    assert service.statuses() == {**dict.fromkeys(STAGES, "succeeded"), "promote": "failed", "contract": "skipped"}
+    # Everything up to promote passed (the test stack never sees the fault); promote failed. The
+    # commit test's inputs did not change (the app is not among them): it is up to date.
+    statuses = service.statuses()
+    assert statuses[STAGES[0]] == "up-to-date", statuses
+    assert {s: statuses[s] for s in STAGES[1:]} == {
+        **dict.fromkeys(STAGES[1:], "succeeded"),
+        "promote": "failed",
+        "contract": "skipped",
+    }, statuses
     stages = service.last_run().stages
     bad_image = stages["bake"].outputs["image"]
     assert bad_image != good_image
