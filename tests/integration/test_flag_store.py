@@ -129,6 +129,122 @@ def test_a_stopped_or_removed_store_container_is_repaired_and_the_flags_survive_
     assert [s.value if s else None for s in store.replica_values("greeting")] == ["hello", "hello"]
 
 
+STORE_PORT = "AutomaticFailoverEnabled: true\n      Port: 6379"
+
+
+def with_store_port(template: Path, port: int) -> Path:
+    """A copy of `template` whose flag store listens on `port` (every store container is replaced)."""
+    text = template.read_text()
+    assert STORE_PORT in text, "the feature-flags template no longer declares its store's port as expected"
+    path = template.with_name(f"web-{port}.yaml")
+    path.write_text(text.replace(STORE_PORT, STORE_PORT.replace("6379", str(port))))
+    return path
+
+
+def volumes_of(client: Any, pipeline: str) -> list[str]:
+    return sorted(v.name for v in client.volumes.list(filters={"label": f"{LABEL_PREFIX}.pipeline={pipeline}"}))
+
+
+def mounted_at_data(container: Any) -> list[str]:
+    return [str(m.get("Name")) for m in container.attrs["Mounts"] if m.get("Destination") == "/data"]
+
+
+def until_replicas_follow(store: FlagStore, timeout: float = 60.0) -> None:
+    """Until the master answers and every replica is linked to it (polled, no fixed sleep)."""
+    import time
+
+    import redis
+
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        try:
+            states = [store.replica_clients[i].info("replication") for i in range(len(store.endpoint.replicas))]
+            seen = [s.get("master_link_status") for s in states]
+            master = store.master_client.info("replication")
+            if seen == ["up"] * len(states) and master.get("connected_slaves") == len(states):
+                return
+        except redis.RedisError as exc:
+            seen = exc
+        time.sleep(0.2)  # the poll's interval, not a wait for an event
+    raise AssertionError(f"the flag store's replicas never followed its master: {seen}")
+
+
+def assert_everywhere(store: FlagStore, name: str, value: Any, percent: float) -> None:
+    """The flag has this state on the master and on every replica."""
+    master = store.get(name)
+    assert master is not None, f"flag {name} is gone from the master"
+    assert (master.value, master.percent) == (value, percent), master
+    on_replicas = [(s.value, s.percent) if s else None for s in store.replica_values(name)]
+    assert on_replicas == [(value, percent)] * len(store.endpoint.replicas), on_replicas
+
+
+def test_the_flags_outlive_a_master_replaced_for_another_spec_and_go_with_the_stack(
+    pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    """A new port (as a rebuilt store image would) replaces every store container: the master's
+    data is in the named volume, so `pipeline flag set` values are kept, not re-seeded."""
+    engine = engine_of(pipeline_name, template, docker_client)
+    store = store_of(engine.deploy("web", web_image))
+    store.set("new-greeting", FlagState(True, 25, False), by="test")
+    store.set("greeting", FlagState("hello"), by="test")
+    master = docker_client.containers.get("web-flags-0")
+    assert mounted_at_data(master) == ["web-flags-data"]
+    assert volumes_of(docker_client, pipeline_name) == ["web-flags-data"]
+
+    moved = engine_of(pipeline_name, with_store_port(template, 6380), docker_client)
+    state = moved.deploy("web", web_image)
+    again = docker_client.containers.get("web-flags-0")
+    assert again.id != master.id, "the master was not replaced: the test proves nothing"
+    assert "6380/tcp" in again.attrs["NetworkSettings"]["Ports"]
+    assert mounted_at_data(again) == ["web-flags-data"]
+    store = store_of(state)
+    store.wait_replicas()  # the new replicas have made their first sync with the reloaded master
+    assert_everywhere(store, "new-greeting", True, 25.0)
+    assert_everywhere(store, "greeting", "hello", 100.0)
+    assert not any(h["why"] == "seeded from the definition" for h in store.history(2)), store.history(2)
+
+    moved.delete("web")
+    assert volumes_of(docker_client, pipeline_name) == []
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.pipeline={pipeline_name}"}) == []
+
+
+def test_a_master_made_before_the_named_volume_hands_its_flags_over_when_it_is_replaced(
+    pipeline_name: str, template: Path, docker_client: Any, web_image: str
+) -> None:
+    """Stores made by earlier versions keep the master's data in an anonymous volume: the first
+    deploy with the named volume copies it over before it removes that master."""
+    engine = engine_of(pipeline_name, template, docker_client)
+    engine.deploy("web", web_image)
+    # the master as an earlier version made it: same image, command and labels (another spec),
+    # its data in the image's anonymous /data volume, no named volume
+    master = docker_client.containers.get("web-flags-0")
+    image, command, labels = master.attrs["Config"]["Image"], master.attrs["Config"]["Cmd"], dict(master.labels)
+    network = next(iter(master.attrs["NetworkSettings"]["Networks"]))
+    master.remove(force=True)
+    docker_client.volumes.get("web-flags-data").remove(force=True)
+    old = docker_client.containers.run(
+        image, command, name="web-flags-0", hostname="web-flags-0", detach=True, network=network,
+        ports={"6379/tcp": ("127.0.0.1", None)}, labels={**labels, f"{LABEL_PREFIX}.spec": "before-volumes"},
+    )  # fmt: skip
+    old.reload()
+    anonymous = mounted_at_data(old)
+    assert len(anonymous) == 1
+    assert anonymous != ["web-flags-data"]
+    store = store_of(engine.describe("web"))
+    until_replicas_follow(store)  # the web-flags-1/2 reconnect to the new web-flags-0 by name
+    store.set("greeting", FlagState("kept"), by="test")
+
+    store = store_of(engine.deploy("web", web_image))
+    new = docker_client.containers.get("web-flags-0")
+    assert new.id != old.id
+    assert mounted_at_data(new) == ["web-flags-data"]
+    store.wait_replicas()
+    assert_everywhere(store, "greeting", "kept", 100.0)
+    engine.delete("web")
+    assert volumes_of(docker_client, pipeline_name) == []
+
+
 @pytest.mark.parametrize("checkpoint", ["flag-store:master-started", "flag-store:ready"])
 def test_a_deploy_killed_while_it_makes_the_store_is_finished_by_the_next_one(
     checkpoint: str, pipeline_name: str, template: Path, docker_client: Any, web_image: str

@@ -253,10 +253,12 @@ class DockerStackEngine(BaseStackEngine):
         import docker.errors
 
         from pipeline.engines.docker_stack import database as db
+        from pipeline.engines.docker_stack.flag_store import delete_volume
 
         with self._lock(stack, purpose=f"deleting stack {stack}", on_event=on_event) as lock:
             observed = observe(self.client, self._id(stack))
             if not observed.exists:
+                delete_volume(self.client, self._id(stack), on_event=on_event)  # a delete killed before its end
                 lock.remove_on_release = True
                 return
             containers = [
@@ -285,6 +287,7 @@ class DockerStackEngine(BaseStackEngine):
                         hint=f"a container that is not part of the stack is attached to it: docker network inspect {observed.network.name}",
                     ) from None
             db.delete(self.client, self._id(stack), on_event=on_event)
+            delete_volume(self.client, self._id(stack), on_event=on_event)
             lock.remove_on_release = True  # the stack is gone: so is its lock file
 
     def deploy(

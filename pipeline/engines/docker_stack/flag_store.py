@@ -6,8 +6,17 @@ Like everything else of a stack, the store is found by labels (`io.pipeline.role
 `io.pipeline.flag-index`, `io.pipeline.spec`) every time: `ensure` creates what is missing, starts
 what stopped, replaces a container whose spec changed (another image or port) and removes extra
 ones, so a run killed half-way is finished by the next one; `delete` of the stack removes it with
-the rest. The master writes an append-only file in its volume (`--appendonly yes`): a restarted
-container keeps its flags. Replicas serve reads only (`replica-read-only yes`).
+the rest. Replicas serve reads only (`replica-read-only yes`).
+
+The master writes an append-only file (`--appendonly yes`) in the named volume `<stack>-flags-data`
+(labelled like the stack), made once and kept when the master container is replaced (a rebuilt store
+image, another port), as the database keeps `<stack>-db-data`: production's flags survive every
+re-creation of the master and go only with the stack (`delete_volume`), not when a template stops
+declaring the store. Before a master starts, a one-shot container of the store image (as root) gives
+the volume to the image's `redis` user (a rebuilt image may number it differently) and, when the
+master it replaces kept its data in an anonymous volume (stores made before the named volume),
+copies that data in first; the old master is removed only after the copy. Replicas keep anonymous
+volumes: they resync from the master.
 
 The web replicas learn the addresses from `environment()` (PIPELINE_FLAGS_MASTER/_REPLICAS, read by
 pipeline.flags.provider). New flags are seeded from the definition; a flag already in the store
@@ -16,11 +25,13 @@ keeps its state.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from pipeline.engines.docker_stack.labels import (
+    L_ROLE,
     L_SPEC,
     ROLE_FLAG_STORE,
     ROLE_FLAG_STORE_IMAGE,
@@ -39,10 +50,27 @@ FLAGS_REPOSITORY = "pipeline-flags"
 L_FLAG_INDEX = "io.pipeline.flag-index"
 """0 for the master, 1..n for the replicas."""
 READY_TIMEOUT = 30.0
+PREPARE_TIMEOUT = 120.0
+DATA = "/data"
+PREPARE_INDEX = "prepare"
+"""The L_FLAG_INDEX of the one-shot container that readies the master's volume (never kept)."""
 
 
 def container_name(stack: StackId, index: int) -> str:
     return f"{stack.name}-flags-{index}"
+
+
+def volume_name(stack: StackId) -> str:
+    """The named volume of the master's data (kept across re-creations of the master)."""
+    return f"{stack.name}-flags-data"
+
+
+def data_volume(container: Any) -> str | None:
+    """The name of the volume `container` mounts at /data (None: no volume there)."""
+    for mount in container.attrs.get("Mounts") or []:
+        if mount.get("Destination") == DATA and mount.get("Type") == "volume" and mount.get("Name"):
+            return str(mount["Name"])
+    return None
 
 
 def environment(stack: StackId, shape: FlagStoreShape | None) -> dict[str, str]:
@@ -98,22 +126,37 @@ class FlagStoreContainers:
 
     def spec(self, index: int) -> str:
         image_id = str(self.client.images.get(self.image).id)
-        return digest({"image": image_id, "command": _command(self.stack, self.shape, index)})[:16]
+        wanted: dict[str, Any] = {"image": image_id, "command": _command(self.stack, self.shape, index)}
+        if index == 0:
+            wanted["data"] = volume_name(self.stack)
+        return digest(wanted)[:16]
 
     def ensure(self, found: list[Any], network: str, flags: Mapping[str, Any]) -> dict[str, str]:
         """Bring the store to the shape; seed new flags; returns {index: 127.0.0.1 address}."""
+        import docker.errors
+
         wanted = self.shape.replicas + 1
+        volume = self._volume()
         by_index: dict[int, Any] = {}
+        unwanted: list[tuple[int, Any]] = []
         for container in found:
-            index = int(container.labels.get(L_FLAG_INDEX, "-1"))
+            label = str(container.labels.get(L_FLAG_INDEX, "-1"))
+            index = int(label) if label.isdigit() else -1
             if 0 <= index < wanted and index not in by_index and container.labels.get(L_SPEC) == self.spec(index):
                 by_index[index] = container
             else:
-                self.on_event(f"removing {container.name} (not part of the flag store's shape)")
-                container.remove(force=True, v=True)
+                unwanted.append((index, container))
+        for index, container in unwanted:
+            if index == 0 and 0 not in by_index:
+                self._keep_data_of(container, volume)
+            self.on_event(f"removing {container.name} (not part of the flag store's shape)")
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)  # v: its anonymous volumes, never the named one
         for index in range(wanted):
             container = by_index.get(index)
             if container is None:
+                if index == 0:
+                    self._prepare(volume, copy_from=None)
                 by_index[index] = self._start(index, network)
                 if index == 0:
                     checkpoint(f"local-stack:{self.stack.name}:flag-store:master-started")
@@ -140,6 +183,78 @@ class FlagStoreContainers:
                 self.on_event(f"flag store of {self.stack.name}: seeded {', '.join(seeded)} from the definition")
         return addresses
 
+    def _volume(self) -> Any:
+        """The master's named data volume: found, or made (labelled like the stack) the first time."""
+        import docker.errors
+
+        name = volume_name(self.stack)
+        try:
+            volume = self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            self.on_event(f"creating volume {name} (the flag store's data)")
+            return self.client.volumes.create(name=name, labels=self.stack.labels(ROLE_FLAG_STORE))
+        labels = volume.attrs.get("Labels") or {}
+        if any(labels.get(k) != v for k, v in self.stack.labels(ROLE_FLAG_STORE).items()):
+            raise StackOperationError(
+                f"the volume {name} exists but is not the flag store data of stack {self.stack.name} "
+                f"of pipeline {self.stack.pipeline} (its labels: {labels})",
+                hint=f"if it is not needed, remove it (docker volume rm {name}); otherwise rename the stack",
+            )
+        return volume
+
+    def _keep_data_of(self, master: Any, volume: Any) -> None:
+        """Before an old master goes: stop it (Redis finishes its append-only file on the way out)
+        and, when its data is not in the named volume (an anonymous volume of a store made before
+        it), copy its /data into the named volume. Repeated if killed half-way: the old master
+        stays until the copy is done."""
+        import docker.errors
+
+        mounted = data_volume(master)
+        if running(master):
+            self.on_event(f"stopping {master.name} (its flags stay in volume {volume.name})")
+            with contextlib.suppress(docker.errors.NotFound):
+                master.stop(timeout=10)
+        if mounted is not None and mounted != volume.name:
+            self._prepare(volume, copy_from=mounted)
+
+    def _prepare(self, volume: Any, *, copy_from: str | None) -> None:
+        """A one-shot root container of the store image: copies `copy_from` (a volume) into the
+        named volume if given, then gives the volume to this image's redis user."""
+        import docker.errors
+        import requests
+
+        name = f"{self.stack.name}-flags-prepare"
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(name).remove(force=True)  # left by a run killed during its work
+        script = f"chown -R redis:redis {DATA}"
+        volumes = {volume.name: {"bind": DATA, "mode": "rw"}}
+        if copy_from is not None:
+            self.on_event(f"copying the flag store's data from volume {copy_from} into {volume.name}")
+            script = f"cp -a /from/. {DATA}/ && {script}"
+            volumes[copy_from] = {"bind": "/from", "mode": "ro"}
+        labels = self.stack.labels(ROLE_FLAG_STORE, **{L_FLAG_INDEX: PREPARE_INDEX})
+        container = self.client.containers.create(
+            self.image, ["/bin/sh", "-c", script], name=name, user="root", volumes=volumes, labels=labels
+        )
+        try:
+            container.start()
+            try:
+                code = int(container.wait(timeout=PREPARE_TIMEOUT).get("StatusCode", -1))
+            except requests.exceptions.RequestException:
+                raise StackOperationError(
+                    f"readying the flag store's volume {volume.name} took more than {PREPARE_TIMEOUT:g} s",
+                    hint="the Docker engine may be overloaded; run the deploy again (nothing was removed)",
+                ) from None
+            if code != 0:
+                logs = container.logs(tail=10).decode(errors="replace").strip()
+                raise StackOperationError(
+                    f"readying the flag store's volume {volume.name} failed (exit {code}): {logs}",
+                    hint=f"the volume and the old master are kept; inspect them: docker volume inspect {volume.name}",
+                )
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
     def _start(self, index: int, network: str) -> Any:
         import docker.errors
 
@@ -147,6 +262,7 @@ class FlagStoreContainers:
         role = "master" if index == 0 else "replica"
         self.on_event(f"starting {name} (flag store {role})")
         labels = self.stack.labels(ROLE_FLAG_STORE, **{L_FLAG_INDEX: str(index), L_SPEC: self.spec(index)})
+        volumes = {volume_name(self.stack): {"bind": DATA, "mode": "rw"}} if index == 0 else None
         try:
             return self.client.containers.run(
                 self.image,
@@ -157,6 +273,7 @@ class FlagStoreContainers:
                 network=network,
                 ports={f"{self.shape.port}/tcp": ("127.0.0.1", None)},
                 labels=labels,
+                volumes=volumes,
                 restart_policy={"Name": "unless-stopped"},
             )
         except docker.errors.APIError as exc:
@@ -228,7 +345,7 @@ def converge_flag_store(
     if shape is None:
         for container in observed.flag_store:
             on_event(f"removing {container.name} (the template declares no flag store)")
-            container.remove(force=True, v=True)
+            container.remove(force=True, v=True)  # the master's named volume stays until the stack goes
         return
     if observed.network is None:
         raise StackOperationError(f"stack {stack.name} has no network for its flag store")
@@ -236,4 +353,24 @@ def converge_flag_store(
     FlagStoreContainers(client, stack, shape, image, on_event).ensure(observed.flag_store, observed.network.name, flags)
 
 
-__all__ = ["FlagStoreContainers", "converge_flag_store", "ensure_image", "environment", "observed_addresses"]
+def delete_volume(client: Any, stack: StackId, *, on_event: OnEvent) -> None:
+    """The master's data volume, when the stack is deleted (found by the stack's labels, so another
+    pipeline's volume of the same name is never touched)."""
+    import docker.errors
+
+    selector = {"label": [*stack.filters()["label"], f"{L_ROLE}={ROLE_FLAG_STORE}"]}
+    for volume in client.volumes.list(filters=selector):
+        on_event(f"removing volume {volume.name}")
+        with contextlib.suppress(docker.errors.NotFound):
+            volume.remove(force=True)
+
+
+__all__ = [
+    "FlagStoreContainers",
+    "converge_flag_store",
+    "delete_volume",
+    "ensure_image",
+    "environment",
+    "observed_addresses",
+    "volume_name",
+]
