@@ -195,3 +195,25 @@ def test_deleting_the_stack_removes_its_flag_volume_and_no_other() -> None:
     client.log.clear()
     delete_volume(client, STACK, on_event=lambda line: None)
     assert client.log == ["volume rm prod-flags-data"]
+
+
+def test_a_delete_rerun_after_the_containers_went_removes_the_database_and_flag_volumes(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete killed after it removed the containers and the network: the re-run finds no stack,
+    and still removes what the stack owns outside them (the database's and the flag store's
+    volumes), not only the flag store's."""
+    from pathlib import Path
+
+    from pipeline.engines.docker_stack.engine import DockerStackEngine
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    client = Client()
+    client.containers.list = lambda **_: []  # type: ignore[attr-defined]
+    client.networks = type("Networks", (), {"list": staticmethod(lambda **_: [])})()  # type: ignore[attr-defined]
+    client.volumes.create("prod-db-data", STACK.labels("db"))
+    client.volumes.create("prod-flags-data", STACK.labels("flag-store"))
+    client.log.clear()
+    template = Path(__file__).resolve().parents[2] / "templates" / "web.yaml"
+    DockerStackEngine("shop", template, client=client).delete("prod")
+    assert sorted(client.log) == ["volume rm prod-db-data", "volume rm prod-flags-data"]

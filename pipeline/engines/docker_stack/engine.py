@@ -252,13 +252,10 @@ class DockerStackEngine(BaseStackEngine):
     def delete(self, stack: str, *, on_event: OnEvent = _ignore) -> None:
         import docker.errors
 
-        from pipeline.engines.docker_stack import database as db
-        from pipeline.engines.docker_stack.flag_store import delete_volume
-
         with self._lock(stack, purpose=f"deleting stack {stack}", on_event=on_event) as lock:
             observed = observe(self.client, self._id(stack))
             if not observed.exists:
-                delete_volume(self.client, self._id(stack), on_event=on_event)  # a delete killed before its end
+                self._delete_data(stack, on_event)  # a delete killed after its containers went
                 lock.remove_on_release = True
                 return
             containers = [
@@ -286,9 +283,18 @@ class DockerStackEngine(BaseStackEngine):
                         f"cannot remove network {observed.network.name} of stack {stack}: {exc.explanation or exc}",
                         hint=f"a container that is not part of the stack is attached to it: docker network inspect {observed.network.name}",
                     ) from None
-            db.delete(self.client, self._id(stack), on_event=on_event)
-            delete_volume(self.client, self._id(stack), on_event=on_event)
+            self._delete_data(stack, on_event)
             lock.remove_on_release = True  # the stack is gone: so is its lock file
+
+    def _delete_data(self, stack: str, on_event: OnEvent) -> None:
+        """What the stack owns outside its containers and network: the database's volume and
+        snapshot, the flag store's volume. Also on a re-run of a delete killed after the containers
+        went (the stack is then found by nothing else)."""
+        from pipeline.engines.docker_stack import database as db
+        from pipeline.engines.docker_stack.flag_store import delete_volume
+
+        db.delete(self.client, self._id(stack), on_event=on_event)
+        delete_volume(self.client, self._id(stack), on_event=on_event)
 
     def deploy(
         self,
