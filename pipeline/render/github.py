@@ -43,6 +43,8 @@ RENDER_CHECK_JOB = "render_check"
 CHECKOUT = "actions/checkout@v4"
 SETUP_PYTHON = "actions/setup-python@v5"
 CACHE = "actions/cache@v6"
+VENV_STEP = "venv"
+"""The id of the step that says whether the runner already has the job's venv (`outputs.made`)."""
 VENV_CACHE_FOLDER = "pipeline-venv"
 """The jobs' virtualenvs live in the runner's tool cache (`runner.tool_cache`, where setup-python keeps
 its Pythons): one path for every job of a runner, unlike the workspace (under act each job has its own),
@@ -63,7 +65,8 @@ class GitHubRenderer:
             "One job per stage: checkout, `actions/setup-python`, exactly the pinned tool (`pip install 'pipeline-as-code[run]==X.Y.Z'`) in "
             "the job's own virtualenv under the runner's tool cache, which `actions/cache@v6` restores and saves "
             "(key: runner OS, full Python version, tool version and extras; a venv whose marker names another path "
-            "is made again), or `install=` in a workspace virtualenv every time (with setup-python's `cache: pip` keyed on "
+            "is made again; a runner whose tool cache already has the venv, e.g. a self-hosted one, skips the "
+            "restore), or `install=` in a workspace virtualenv every time (with setup-python's `cache: pip` keyed on "
             "this workflow file); then `pipeline run stage NAME`. "
             "A rehearsal on the local profile (a test stack, the stages on the way to its teardown, the teardown) "
             "is one job `rehearsal-STACK` with one step per stage in order: every job gets a fresh runner, and "
@@ -348,11 +351,24 @@ def _venv_steps(plan: CiPlan, *, run_extra: bool) -> list[dict[str, Any]]:
     version, extras: the drift check's plain install has its own). The install step trusts a venv
     only when its marker records this very path and its interpreter runs: a cache restored elsewhere,
     a half-made venv or one whose base Python is gone is made again. Self-hosted
-    runners on one machine may share a tool cache, so the check and the install hold a lock."""
+    runners on one machine may share a tool cache, so the check and the install hold a lock.
+
+    A runner whose tool cache already holds that venv, made there (a self-hosted runner's persists
+    across jobs and runs), skips the restore (and so the save): unpacking the whole venv again would
+    cost seconds every job and overwrite files a concurrent job on that machine may be running."""
     key = plan.venv(run_extra=run_extra).rsplit("/", 1)[-1]
     folder = f"{VENV_CACHE_FOLDER}/{key}"
+    find = {
+        "id": VENV_STEP,
+        "name": "Find the pipeline virtualenv",
+        "run": _expr_safe(
+            f'venv="$RUNNER_TOOL_CACHE/{folder}"\n'
+            f'if {plan.venv_made("$venv")}; then echo "made=true" >> "$GITHUB_OUTPUT"; fi\n'
+        ),
+    }
     restore = {
         "name": "Restore the pipeline virtualenv",
+        "if": f"steps.{VENV_STEP}.outputs.made != 'true'",
         "uses": CACHE,
         "with": {
             "path": f"${{{{ runner.tool_cache }}}}/{folder}",
@@ -371,7 +387,7 @@ def _venv_steps(plan: CiPlan, *, run_extra: bool) -> list[dict[str, Any]]:
             "",
         ]
     )
-    return [restore, {"name": "Install pipeline", "run": _expr_safe(script)}]
+    return [find, restore, {"name": "Install pipeline", "run": _expr_safe(script)}]
 
 
 def _workflow_path(plan: CiPlan) -> str:

@@ -34,6 +34,8 @@ VENV_ROOT = ".pipeline/ci/venv"
 """Where jobs keep their virtualenvs, one per Python and tool version (inside the ledger folder,
 which input hashing skips and `.pipeline/.gitignore` hides)."""
 INSTALLED_MARKER = ".pipeline-installed"
+VENV_MARKER = f'"$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)"'
+"""The path a venv at `$venv` records it was made at (empty when it has no marker)."""
 BUILD_ACCESS = "build"
 """Credentials name for aws-profile stages without an environment (Jenkins `aws-build`, TeamCity `AwsBuild`)."""
 GIT_PUSH_CREDENTIALS = "git-push"
@@ -342,7 +344,7 @@ class CiPlan:
         its marker records the path it was made at (`path`, as the shell expands it), so a venv a
         cache restored into another folder, whose scripts name the old one, is made again; `runs`:
         also when its interpreter no longer runs (a base Python the runner image dropped)."""
-        check = f'[ "$(cat "$venv/{INSTALLED_MARKER}" 2>/dev/null)" != "{path}" ]'
+        check = f'[ {VENV_MARKER} != "{path}" ]'
         if runs:
             check += ' || ! "$venv/bin/python" -c "" 2>/dev/null'
         return [
@@ -354,6 +356,12 @@ class CiPlan:
             f'    echo "{path}" > "$venv/{INSTALLED_MARKER}"',
             "fi",
         ]
+
+    @staticmethod
+    def venv_made(path: str) -> str:
+        """A shell test, the converse of `made_once(..., runs=True)`'s: true when the venv at `$venv`
+        was made at `path` and its interpreter runs, so nothing needs restoring or installing."""
+        return f'[ {VENV_MARKER} = "{path}" ] && "$venv/bin/python" -c "" 2>/dev/null'
 
     def activate(self, *, run_extra: bool = True) -> str:
         return f". {self.venv(run_extra=run_extra)}/bin/activate"

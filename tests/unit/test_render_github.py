@@ -91,6 +91,10 @@ def test_a_pinned_install_restores_its_venv_with_actions_cache_keyed_on_python_v
         keys[name] = restore["with"]["key"]
     assert keys["bake"].endswith("-run")
     assert not keys["render_check"].endswith("-run")
+    names = [s.get("name") or s["uses"] for s in jobs["bake"]["steps"]]
+    assert names.index("Find the pipeline virtualenv") < names.index("Restore the pipeline virtualenv")
+    assert step(jobs["bake"], "Find the pipeline virtualenv")["id"] == "venv"
+    assert step(jobs["bake"], "Restore the pipeline virtualenv")["if"] == "steps.venv.outputs.made != 'true'"
     assert "[run]" not in step(jobs["render_check"], "Install pipeline")["run"]
 
 
@@ -141,6 +145,38 @@ def test_the_install_step_trusts_only_a_venv_that_records_its_own_path(tmp_path:
     assert installs() == 4
     assert installs() == 4
     assert "pipeline-as-code[run]==" in pip_log.read_text()
+
+
+def test_a_runner_that_already_has_the_venv_skips_the_restore(tmp_path: Path) -> None:
+    """The rendered find step, run by bash: it says `made=true` (which skips actions/cache, restore
+    and save) only for a venv the install step would trust as it is: made at this very path, its
+    Python running. Anything else is restored (or made) as on a fresh hosted runner."""
+    bash = shutil.which("bash")
+    assert bash is not None
+    bake = workflow(chain_spec())["jobs"]["bake"]
+    find = step(bake, "Find the pipeline virtualenv")["run"]
+    folder = step(bake, "Restore the pipeline virtualenv")["with"]["path"].removeprefix("${{ runner.tool_cache }}/")
+    tool_cache, output = tmp_path / "tool-cache", tmp_path / "github-output"
+    venv = tool_cache / folder
+
+    def made() -> bool:
+        output.write_text("")
+        env = {"PATH": "/usr/bin:/bin", "RUNNER_TOOL_CACHE": str(tool_cache), "GITHUB_OUTPUT": str(output)}
+        subprocess.run([bash, "-e", "-c", find], env=env, check=True, timeout=60)
+        return output.read_text() == "made=true\n"
+
+    assert not made()  # a fresh runner: nothing there
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 0\n")
+    (venv / "bin" / "python").chmod(0o755)
+    assert not made()  # no marker: half made
+    (venv / ".pipeline-installed").write_text(f"{venv}\n")
+    assert made()
+    (venv / ".pipeline-installed").write_text("/home/runner/elsewhere/venv\n")
+    assert not made()  # restored from a venv made at another path
+    (venv / ".pipeline-installed").write_text(f"{venv}\n")
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
+    assert not made()  # its base Python is gone
 
 
 def test_fan_out_and_fan_in_through_needs() -> None:
