@@ -151,10 +151,18 @@ class ProfileCannotError(BadInputError):
     """A profile has no means to carry out something the definition asks for (a dark launch on the
     ALB, a FlagRollout on aws); refused before anything changes (validate, run, render)."""
 
-    def __init__(self, profile: str, what: str, why: str, *, hint: str | None = None) -> None:
-        super().__init__(f"the {profile} profile cannot carry out {what}: {why}", hint=hint)
+    def __init__(
+        self, profile: str, what: str, why: str, *, hint: str | None = None, more: Sequence[ProfileCannotError] = ()
+    ) -> None:
+        """`more`: the other refusals found in the same check, so one run of validate names them all."""
+        message = f"the {profile} profile cannot carry out {what}: {why}"
+        message += "".join(f"\n  - and {other.args[0]}" for other in more)
+        hints = [h for h in dict.fromkeys([hint, *(other.hint for other in more)]) if h]
+        super().__init__(message, hint="; ".join(hints) or None)
         self.profile = profile
         self.what = what
+        self.why = why
+        self.more = tuple(more)
 
 
 class NotImplementedStageError(BadInputError):

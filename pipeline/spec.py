@@ -207,10 +207,12 @@ class PipelineSpec(Spec):
         return env.profile or self.profile
 
     def check_profiles(self, profile: Profile | None = None, stages: Iterable[str] | None = None) -> None:
-        """Refuse (ProfileCannotError, exit 2) the first stage whose kind cannot be carried out on the
-        profile it would run with: `profile` for every stage (a run's or `validate`'s --profile,
-        which overrides the definition's), else each stage's own (`profile_of`: what CI runs it
-        with). `stages`: only these (default: all). No tool, no side effect."""
+        """Refuse (ProfileCannotError, exit 2, naming every one) the stages whose kind cannot be
+        carried out on the profile they would run with: `profile` for every stage (a run's or
+        `validate`'s --profile, which overrides the definition's), else each stage's own
+        (`profile_of`: what CI runs it with). `stages`: only these (default: all). No tool, no side
+        effect."""
+        refused: list[ProfileCannotError] = []
         for stage in self.ordered():
             if stages is not None and stage.name not in stages:
                 continue
@@ -229,7 +231,10 @@ class PipelineSpec(Spec):
                 )
             else:
                 hint = f"set Pipeline(profile=...) to {' or '.join(can)}, or remove the stage"
-            raise ProfileCannotError(chosen, f"{stage.kind} (stage {stage.name!r})", why, hint=hint)
+            refused.append(ProfileCannotError(chosen, f"{stage.kind} (stage {stage.name!r})", why, hint=hint))
+        if refused:
+            first, *more = refused
+            raise ProfileCannotError(first.profile, first.what, first.why, hint=first.hint, more=more)
 
     def approval_of(self, stage: Stage) -> Approval | None:
         """The gate before a stage: its own, or its environment's (for stages that may have one)."""

@@ -113,6 +113,33 @@ def test_the_refusal_comes_before_any_template_check_and_before_a_run(tmp_path: 
     assert asked == []
 
 
+def test_every_stage_the_profile_cannot_carry_out_is_named_at_once() -> None:
+    """Like the rest of validate, one refusal lists every such stage (not only the first), with
+    each stage's hint once."""
+    with Pipeline(
+        "shop",
+        flags=[Flag(name="a", default=False), Flag(name="b", default=False)],
+        environments=[Environment(name="production", profile="aws", template="templates/web.yaml")],
+    ) as p:
+        bake = Bake(name="bake", template="images/web.pkr.hcl")
+        promote = Promote(name="promote", environment="production", image=bake, verify=Verify())
+        promote >> FlagRollout(name="release-a", environment="production", flag="a")
+        promote >> FlagRollout(name="release-b", environment="production", flag="b")
+    with pytest.raises(ProfileCannotError) as caught:
+        p.spec.check_profiles()
+    message = str(caught.value)
+    assert "cannot carry out flag-rollout (stage 'release-a')" in message
+    assert "and the aws profile cannot carry out flag-rollout (stage 'release-b')" in message
+    assert caught.value.what == "flag-rollout (stage 'release-a')"
+    assert [m.what for m in caught.value.more] == ["flag-rollout (stage 'release-b')"]
+    assert (caught.value.hint or "").count("environment 'production'") == 1  # the same hint, said once
+    assert caught.value.exit_code == 2
+    with pytest.raises(ProfileCannotError) as only:
+        p.spec.check_profiles("aws", ["release-b"])
+    assert "release-a" not in str(only.value)
+    assert only.value.more == ()
+
+
 def test_a_run_of_other_stages_is_not_refused_for_the_rollout(tmp_path: Path) -> None:
     spec = flag_spec(smoke=False)
     spec.check_profiles("aws", ["bake", "promote"])  # not selected: not refused
