@@ -19,6 +19,7 @@ from pipeline.profiles import ProfileEngines
 
 if TYPE_CHECKING:
     from pipeline.engines.stack import StackEngine
+    from pipeline.flags.overview import FlagsOverview
     from pipeline.profiles.base import Engines
 
 
@@ -45,6 +46,10 @@ class EnvironmentStatus:
     """The newest release the history knows: image, status, run and time."""
     schema: str = ""
     """The database's schema revision (Alembic's version table), when the environment has one."""
+    flags: FlagsOverview | None = None
+    """What its flag store serves for each declared flag (None: no flags, or the store was not read)."""
+    flags_note: str = ""
+    """Why the flags were not read, when the definition declares some."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,12 @@ def collect(
         names = ", ".join(e.name for e in spec.environments if not e.ephemeral) or "(none)"
         raise BadInputError(f"no environment named {environment!r}", hint=f"environments: {names}")
     cache: dict[str, StackEngine | str] = {}
-    result = [_environment(loaded, ledger, env, profile or default_profile(), provider, cache) for env in envs]
+    result = [
+        _with_flags(
+            loaded, env, _environment(loaded, ledger, env, profile or default_profile(), provider, cache), provider
+        )
+        for env in envs
+    ]
     tests = [] if environment is not None else _test_stacks(loaded, profile, provider, cache)
     runs = []
     for run_id in reversed(ledger.runs()):
@@ -192,6 +202,29 @@ def _schema(loaded: Loaded, env: Environment, engine: StackEngine, stack: str) -
     from pipeline.schema.revision import read_revision
 
     return read_revision(endpoint.url)
+
+
+FLAG_STORE_TIMEOUT = 2.0
+"""Seconds `status` waits for a flag store (an aws store answers only inside its VPC)."""
+
+
+def _with_flags(loaded: Loaded, env: Environment, status: EnvironmentStatus, engines: Engines) -> EnvironmentStatus:
+    """The environment's flags as its store serves them, when the definition declares any and a
+    stack exists to hold the store (or PIPELINE_FLAGS_URL names one)."""
+    if not loaded.spec.flags or status.state == "absent":
+        return status
+    from pipeline.flags.locate import flag_endpoint
+    from pipeline.flags.overview import overview
+    from pipeline.flags.store import FlagStore
+
+    try:
+        endpoint = flag_endpoint(loaded.spec, env, status.profile, loaded.root, engines=engines)  # type: ignore[arg-type]
+        flags = overview(loaded.spec, env, FlagStore(endpoint, timeout=FLAG_STORE_TIMEOUT, retry=False))
+    except PipelineError as exc:
+        return _replace(status, flags_note=f"flags not read: {exc.args[0] if exc.args else exc}")
+    except ImportError as exc:  # the flags extra (redis) is not installed
+        return _replace(status, flags_note=f"flags not read: {exc} (pip install 'pipeline-as-code[run]')")
+    return _replace(status, flags=flags)
 
 
 def _unobserved(base: EnvironmentStatus, why: str) -> EnvironmentStatus:

@@ -51,31 +51,15 @@ def _open(file: object, environment: str, profile: str | None) -> tuple[Loaded, 
 @flag_app.command("list")
 def list_flags(environment: EnvArg, file: FileOption = None, profile: ProfileOption = None) -> None:
     """Every declared flag: what the store serves, the environment's value and the default."""
-    from rich.table import Table
+    from pipeline.cli.flags_view import alert_line, flags_table
+    from pipeline.flags.overview import overview
 
     loaded, env, store = _open(file, environment, profile)
-    states = store.all()
-    rollouts = set(store.rollouts())
-    table = Table(title=f"flags of {env.name} ({store.endpoint.where})")
-    for column in ("flag", "type", "serving", "definition", "changed", "by"):
-        table.add_column(column)
-    for flag in loaded.spec.flags:
-        state = states.get(flag.name)
-        serving = state.describe() if state is not None else f"{json.dumps(flag.default)} (not in the store)"
-        if flag.name in rollouts:
-            serving += " [rollout in flight]"
-        table.add_row(
-            flag.name,
-            flag.type_name,
-            escape(serving),
-            json.dumps(env.flags.get(flag.name, flag.default)),
-            state.at if state is not None else "",
-            escape(state.by) if state is not None else "",
-        )
-    console.print(table)
-    alert = store.alert()
+    flags = overview(loaded.spec, env, store)
+    console.print(flags_table(flags, f"flags of {env.name}"))
+    alert = alert_line(flags)
     if alert is not None:
-        console.print(f"[red]alert[/] raised at {alert.get('at')} by {escape(str(alert.get('by')))}")
+        console.print(alert)
 
 
 @flag_app.command("get")

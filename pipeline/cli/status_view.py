@@ -6,6 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import console
+from pipeline.cli.flags_view import alert_line, flags_table
 from pipeline.loader import Loaded
 from pipeline.model import Profile
 from pipeline.profiles.base import Engines
@@ -42,6 +43,14 @@ def show_status(
             console.print(f"{env.name}: known-good images, newest first: {escape(', '.join(env.known_good))}")
         if env.note:
             console.print(f"[yellow]{env.name}:[/] {escape(env.note)}")
+        if env.flags_note:
+            console.print(f"[yellow]{env.name}:[/] {escape(env.flags_note)}")
+    for env in report.environments:
+        if env.flags is not None:
+            console.print(flags_table(env.flags, f"{env.name}: flags"))
+            alert = alert_line(env.flags)
+            if alert is not None:
+                console.print(f"{env.name}: {alert}")
     if report.test_stacks:
         tests = Table(title="test stacks that exist now", title_justify="left")
         for column in ("environment", "stack", "state", "image", "url", "why"):

@@ -82,11 +82,19 @@ class FlagChange:
         }
 
 
-def _client(address: str, timeout: float) -> Any:
+def _client(address: str, timeout: float, *, retry: bool = True) -> Any:
     import redis
 
     host, _, port = address.rpartition(":")
-    return redis.Redis(host=host or "127.0.0.1", port=int(port), socket_timeout=timeout, socket_connect_timeout=timeout)
+    options: dict[str, Any] = {}
+    if not retry:  # redis-py's default retries a refused connection 3 times with backoff (~4 s)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options["retry"] = Retry(NoBackoff(), 0)
+    return redis.Redis(
+        host=host or "127.0.0.1", port=int(port), socket_timeout=timeout, socket_connect_timeout=timeout, **options
+    )
 
 
 @dataclass
@@ -95,14 +103,16 @@ class FlagStore:
 
     endpoint: FlagEndpoint
     timeout: float = 5.0
+    retry: bool = True
+    """Retry a failed connection (redis-py's default); a read-only look (`pipeline status`) asks once."""
     master_client: Any = None
     replica_clients: Sequence[Any] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.master_client is None:
-            self.master_client = _client(self.endpoint.master, self.timeout)
+            self.master_client = _client(self.endpoint.master, self.timeout, retry=self.retry)
         if not self.replica_clients:
-            self.replica_clients = tuple(_client(r, self.timeout) for r in self.endpoint.replicas)
+            self.replica_clients = tuple(_client(r, self.timeout, retry=self.retry) for r in self.endpoint.replicas)
 
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         import redis

@@ -124,6 +124,39 @@ def test_set_reaches_the_replica_and_is_recorded_in_store_and_ledger(
     assert record["from"] is None
 
 
+def test_status_shows_each_environments_flags_beside_the_definition(
+    cli: Cli, project: object, redis_pair: tuple[int, int]
+) -> None:
+    """`pipeline status` lists what the store serves for every declared flag (as `flag list` does),
+    with the rollouts in flight and a raised alert; a store that does not answer is a note, and the
+    rest of the status is still shown (exit 0)."""
+    root = project(DEFINITION)  # type: ignore[operator]
+    master, _ = redis_pair
+    env = cli_env(PIPELINE_FLAGS_URL=f"127.0.0.1:{master}", PIPELINE_ACTOR="ana")
+    done = cli("flag", "set", "production", "new-greeting", "on", "--percent", "10", cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    _start_rollout(master, "new-greeting")
+    import redis
+
+    redis.Redis(port=master).set("pipeline:flags:alert", json.dumps({"at": "2026-12-05T10:00:00Z", "by": "monitor"}))
+    status = cli("status", cwd=root, env=env)
+    assert status.returncode == 0, status.stderr
+    flags = status.stdout[status.stdout.index("production: flags (PIPELINE_FLAGS_URL)") :]
+    rows = {line.split("│")[1].strip(): line for line in flags.splitlines() if line.count("│") > 2}
+    assert "true for 10% (else false) [rollout in flight]" in rows["new-greeting"]
+    assert "ana" in rows["new-greeting"]
+    assert '"hi" (not in the store)' in rows["greeting"]
+    assert '"hello"' in rows["greeting"]  # production's value in the definition
+    assert "production: alert raised at 2026-12-05T10:00:00Z by monitor" in status.stdout
+    assert "last runs" in status.stdout
+
+    gone = cli_env(PIPELINE_FLAGS_URL=f"127.0.0.1:{_free_port()}")  # nothing listens there
+    unread = cli("status", "production", cwd=root, env=gone)
+    assert unread.returncode == 0, unread.stderr
+    assert "production: flags not read: the flag store at 127.0.0.1:" in unread.stdout
+    assert "flags (PIPELINE_FLAGS_URL)" not in unread.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
