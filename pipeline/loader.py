@@ -16,15 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from pipeline.builder import (
-    Location,
-    Pipeline,
-    collect_pipelines,
-    display_path,
-    locate,
-    problems_from_validation,
-    remembering_locations,
-)
+from pipeline.authoring import Location, display_path, problems_from_validation, remembering_locations
+from pipeline.builder import Pipeline, collect_pipelines, locate
 from pipeline.errors import DefinitionError, DefinitionNotFoundError, Problem, UserCodeError
 from pipeline.model import collecting_problems
 from pipeline.spec import PipelineSpec, missing_files

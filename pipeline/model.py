@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -29,10 +29,18 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.authoring import (
+    caller_location,
+    current_builder,
+    display_path,
+    problems_from_validation,
+    register_stage,
+    remember_location,
+)
 from pipeline.errors import Problem
 
 if TYPE_CHECKING:
-    from pipeline.spec import PipelineSpec
+    from pipeline.graph import Graph
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -143,8 +151,6 @@ class Spec(BaseModel):
 
     def _stand_in(self, data: Mapping[str, Any], exc: ValidationError, collected: list[Problem]) -> None:
         """Record `exc` at the user's line and become an unchecked placeholder of this class."""
-        from pipeline.builder import caller_location, display_path, problems_from_validation
-
         where = caller_location()
         name = data.get("name")
         label = f"{type(self).__name__}(name={name!r})" if isinstance(name, str) else type(self).__name__
@@ -311,8 +317,6 @@ class Environment(Spec):
         return coerce_secrets(value)
 
     def model_post_init(self, context: Any, /) -> None:
-        from pipeline.builder import remember_location
-
         remember_location(self)
 
     def stack_name(self, pipeline: str) -> str:
@@ -571,7 +575,7 @@ class Stage(Spec):
         """The environment this stage deploys to or acts on, if any."""
         return None
 
-    def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
+    def check(self, spec: Definition, where: str) -> list[Problem]:
         """Rules particular to this kind, checked against the whole pipeline (each Problem names
         `where`, e.g. 'stages[3] (test-stack)'); the base has none."""
         return []
@@ -599,20 +603,47 @@ class Stage(Spec):
 
     # --- builder sugar: `a >> b` and `a >> [b, c]` record edges in the active Pipeline ---
     def __rshift__(self, other: Stage | list[Stage]) -> Any:
-        from pipeline.builder import current_builder
-
         current_builder(">>").depend(other, on=self)
         return other
 
     def __rrshift__(self, other: Stage | list[Stage]) -> Stage:
-        from pipeline.builder import current_builder
-
         current_builder(">>").depend(self, on=other)
         return self
 
     def model_post_init(self, context: Any, /) -> None:
         if _constructing_placeholder.get():
             return
-        from pipeline.builder import register_stage
-
         register_stage(self)
+
+
+class DeclaredFlag(Protocol):
+    """A flag as a stage's check sees it (`pipeline.flags.spec.Flag` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def default(self) -> FlagValue: ...
+
+    @property
+    def type_name(self) -> str: ...
+
+
+class Definition(Protocol):
+    """What a stage kind's `check` may read of the whole definition. `PipelineSpec`
+    (pipeline/spec.py) is the one there is; it is made of the stages defined here, so this module
+    names what it reads of it rather than the class (no import, not even a type-only one, goes up)."""
+
+    @property
+    def stages(self) -> tuple[Stage, ...]: ...
+
+    @property
+    def environments(self) -> tuple[Environment, ...]: ...
+
+    @property
+    def flags(self) -> tuple[DeclaredFlag, ...]: ...
+
+    @property
+    def graph(self) -> Graph: ...
+
+    def database_of(self, env: Environment) -> Database | None: ...

@@ -12,6 +12,7 @@ from typing import Any, Literal, Self, get_args
 
 from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
+from pipeline.authoring import did_you_mean
 from pipeline.errors import DefinitionError, Problem, ProfileCannotError
 from pipeline.flags.spec import Flag, check_flag_values, check_flags
 from pipeline.graph import Graph
@@ -442,13 +443,6 @@ def _strings(value: Any, path: str, stage: str | None = None) -> Iterator[tuple[
             label = f"{path}[{i}]" + (f" ({name})" if isinstance(name, str) else "")
             inner = name if path == "stages" and isinstance(name, str) else stage
             yield from _strings(item, label, inner)
-
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, choices, n=1) or [c for c in choices if c.startswith(word)][:1]
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def branch_matches(patterns: tuple[str, ...], branch: str | None) -> bool:

@@ -15,7 +15,7 @@ from pipeline.model import FlagValue, Name, Profile, Stage, StageOutputs
 from pipeline.strategy import Health
 
 if TYPE_CHECKING:
-    from pipeline.spec import PipelineSpec
+    from pipeline.model import Definition
 
 
 class FlagRolloutOutputs(StageOutputs):
@@ -100,7 +100,7 @@ class FlagRollout(Stage):
     def environment_name(self) -> str | None:
         return self.environment
 
-    def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
+    def check(self, spec: Definition, where: str) -> list[Problem]:
         if not spec.flags or self.flag not in {f.name for f in spec.flags}:
             return check_flag_values({self.flag: self.value}, spec.flags, f"{where}.flag", stage=self.name)
         return check_flag_values({self.flag: self.value}, spec.flags, f"{where}.value", stage=self.name)

@@ -17,7 +17,7 @@ from pipeline.stages.simulated_rollback import SimulatedRollback
 from pipeline.stages.update_stack import UpdateStack
 
 if TYPE_CHECKING:
-    from pipeline.spec import PipelineSpec
+    from pipeline.model import Definition
 
 Phase = Literal["expand", "contract"]
 """A Migrate stage's branch of the migrations: 'expand' (only adds) or 'contract' (drops and renames)."""
@@ -81,14 +81,14 @@ class Migrate(Stage):
     def environment_name(self) -> str | None:
         return self.environment
 
-    def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
+    def check(self, spec: Definition, where: str) -> list[Problem]:
         """Exactly one of `environment` and `stack`; the environment (or the one the test stack
         copies) declares a database; a persistent environment is named directly; and the stage
         runs where its phase belongs among the stages that deploy its stack (`order_problems`)."""
         problems = self._target_problems(spec, where)
         return problems or self.order_problems(spec, where)
 
-    def order_problems(self, spec: PipelineSpec, where: str) -> list[Problem]:
+    def order_problems(self, spec: Definition, where: str) -> list[Problem]:
         """Expand/contract only work in one order, which the DAG (not the declaration) must hold.
 
         On the stack this stage migrates, an expand runs before the stage that deploys the new
@@ -146,7 +146,7 @@ class Migrate(Stage):
             return isinstance(stage, UpdateStack) and stage.stack == self.stack
         return isinstance(stage, Promote) and stage.environment == self.environment
 
-    def _target_problems(self, spec: PipelineSpec, where: str) -> list[Problem]:
+    def _target_problems(self, spec: Definition, where: str) -> list[Problem]:
         problems: list[Problem] = []
         if (self.environment is None) == (self.stack is None):
             problems.append(

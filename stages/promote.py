@@ -12,7 +12,7 @@ from pipeline.model import Name, Stage, StageOutputs, Verify
 from pipeline.strategy import DeployOutputs, Health, Rolling, StrategyChoice
 
 if TYPE_CHECKING:
-    from pipeline.spec import PipelineSpec
+    from pipeline.model import Definition
 
 
 class PromoteOutputs(DeployOutputs):
@@ -94,7 +94,7 @@ class Promote(Stage):
         else `verify` without `expect_text` (an older image does not say the new version)."""
         return self.rollback_verify or self.verify.model_copy(update={"expect_text": None})
 
-    def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
+    def check(self, spec: Definition, where: str) -> list[Problem]:
         """A promote goes to a persistent environment that has a template to record the image in."""
         problems: list[Problem] = []
         env = next((e for e in spec.environments if e.name == self.environment), None)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from pipeline.authoring import did_you_mean
 from pipeline.errors import Problem
 from pipeline.model import Name, Stage, StageOutputs, Verify
 
 if TYPE_CHECKING:
-    from pipeline.spec import PipelineSpec
+    from pipeline.model import Definition
 
 
 class TestStackOutputs(StageOutputs):
@@ -57,11 +58,9 @@ class TestStack(Stage):
     def environment_name(self) -> str | None:
         return self.environment
 
-    def check(self, spec: PipelineSpec, where: str) -> list[Problem]:
+    def check(self, spec: Definition, where: str) -> list[Problem]:
         """The environment is ephemeral, `like` is a persistent one, a template is known, and exactly
         one teardown deletes the stack."""
-        from pipeline.spec import did_you_mean
-
         problems: list[Problem] = []
         envs = {e.name: e for e in spec.environments}
         env = envs.get(self.environment)

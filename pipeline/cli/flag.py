@@ -26,12 +26,12 @@ EnvArg = Annotated[str, typer.Argument(help="The environment (e.g. production)."
 def _open(file: object, environment: str, profile: str | None) -> tuple[Loaded, Environment, FlagStore]:
     from pathlib import Path
 
+    from pipeline.authoring import did_you_mean
     from pipeline.errors import BadInputError
     from pipeline.flags.locate import flag_endpoint
     from pipeline.flags.store import FlagStore
     from pipeline.loader import load
     from pipeline.model import default_profile
-    from pipeline.spec import did_you_mean
 
     loaded = load(file if isinstance(file, Path) else None)
     spec = loaded.spec

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pipeline.authoring import did_you_mean
 from pipeline.errors import BadInputError
 from pipeline.flags.spec import same_type
 from pipeline.flags.state import FlagState
@@ -33,8 +34,6 @@ def change_flag(
     try:
         flag = spec.flag(name)
     except KeyError:
-        from pipeline.spec import did_you_mean
-
         names = [f.name for f in spec.flags]
         raise BadInputError(
             f"pipeline {spec.name} declares no flag {name!r}{did_you_mean(name, names)}",

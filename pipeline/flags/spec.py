@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pipeline.authoring import did_you_mean, remember_location
 from pipeline.errors import Problem
-from pipeline.model import FlagValue, Name, Spec
+from pipeline.model import DeclaredFlag, FlagValue, Name, Spec
 
 
 class Flag(Spec):
@@ -28,8 +29,6 @@ class Flag(Spec):
     """What the flag turns on, for people reading `pipeline flag list`."""
 
     def model_post_init(self, context: Any, /) -> None:
-        from pipeline.builder import remember_location
-
         remember_location(self)
 
     @property
@@ -78,11 +77,9 @@ def parse_value(text: str, flag: Flag) -> FlagValue:
 
 
 def check_flag_values(
-    values: Mapping[str, Any], flags: Iterable[Flag], where: str, *, stage: str | None = None
+    values: Mapping[str, Any], flags: Iterable[DeclaredFlag], where: str, *, stage: str | None = None
 ) -> list[Problem]:
     """Problems of `values` ({flag: value}) against the declared flags: unknown names, wrong types."""
-    from pipeline.spec import did_you_mean
-
     declared = {f.name: f for f in flags}
     problems: list[Problem] = []
     for name, value in values.items():
