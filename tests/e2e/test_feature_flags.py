@@ -119,6 +119,13 @@ def test_the_chain_releases_the_feature_step_by_step_with_no_deploy(example: Pat
     changes = Ledger(example).flag_changes(_pipeline(example), "production")
     assert changes[-1]["why"] == "e2e"
     assert changes[-1]["to"]["value"] is False
+    # `pipeline status` finds the store through the stack (no PIPELINE_FLAGS_URL) and shows the move
+    status = run(example, "status", "production")
+    assert status.returncode == 0, status.stderr
+    flags = status.stdout[status.stdout.index("production: flags (the flag store of") :]
+    (row,) = [line for line in flags.splitlines() if "new-feature" in line]
+    assert "false" in row.split("│")[3]  # serving: what `flag set` left
+    assert "not read" not in status.stdout
 
 
 def _pipeline(root: Path) -> str:
