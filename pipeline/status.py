@@ -8,6 +8,7 @@ that was killed) are listed too, so nothing runs unnoticed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -211,9 +212,10 @@ FLAG_STORE_TIMEOUT = 2.0
 def _with_flags(loaded: Loaded, env: Environment, status: EnvironmentStatus, engines: Engines) -> EnvironmentStatus:
     """The environment's flags as its store serves them, when the definition declares any and a
     stack exists to hold the store (or PIPELINE_FLAGS_URL names one)."""
-    if not loaded.spec.flags or status.state == "absent":
+    from pipeline.flags.locate import URL_ENV, flag_endpoint
+
+    if not loaded.spec.flags or (status.state == "absent" and not os.environ.get(URL_ENV)):
         return status
-    from pipeline.flags.locate import flag_endpoint
     from pipeline.flags.overview import overview
     from pipeline.flags.store import FlagStore
 

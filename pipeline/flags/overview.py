@@ -36,11 +36,6 @@ class FlagsOverview:
     alert: dict[str, Any] | None
     """Set while an alert holds every rollout off: when and by whom."""
 
-    @property
-    def differing(self) -> tuple[FlagRow, ...]:
-        """Flags the store serves otherwise than the definition says (moved without a deploy)."""
-        return tuple(r for r in self.rows if r.in_store and r.serving != r.definition)
-
 
 def overview(spec: PipelineSpec, env: Environment, store: FlagStore) -> FlagsOverview:
     """Every flag the definition declares, as `store` serves it now (FlagStoreError when it cannot

@@ -73,6 +73,18 @@ def test_a_stack_that_does_not_exist_has_no_store_to_read(project: ProjectFactor
     assert env.flags_note == ""
 
 
+def test_a_store_named_by_pipeline_flags_url_is_read_without_a_stack(
+    project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The override names a store (a tunnel to ElastiCache): status asks it even when the stack
+    is not observed here."""
+    loaded = _loaded(project, 'flags=[Flag(name="new-checkout", default=False)],')
+    address = f"127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("PIPELINE_FLAGS_URL", address)
+    (env,) = collect(loaded, engines=FakeEngines(FakeStackEngine(image=None))).environments
+    assert env.flags_note.startswith(f"flags not read: the flag store at {address} (PIPELINE_FLAGS_URL)")
+
+
 def test_a_store_that_does_not_answer_is_a_note_and_the_rest_is_shown(project: ProjectFactory) -> None:
     loaded = _loaded(project, 'flags=[Flag(name="new-checkout", default=False)],')
     address = f"127.0.0.1:{_closed_port()}"
