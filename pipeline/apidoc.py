@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import FunctionType
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,6 +38,7 @@ from pipeline.model import (
     Approval,
     AwsSettings,
     Database,
+    Definition,
     Environment,
     Secret,
     Sensitive,
@@ -365,6 +367,20 @@ def _common_stage_section() -> Iterator[str]:
         "`PIPELINE_<STAGE>_<OUTPUT>` (upper case, hyphens as underscores; e.g. `PIPELINE_BAKE_IMAGE`), "
         "and `pipeline run stage` writes them to the run manifest CI carries between jobs."
     )
+    yield ""
+    yield "### Definition"
+    yield ""
+    yield _prose(class_doc(Definition))
+    yield ""
+    for name, member in vars(Definition).items():
+        if name.startswith("_") or not isinstance(member, property | FunctionType):
+            continue
+        target = member.fget if isinstance(member, property) else member
+        doc = inspect.getdoc(target)
+        if not doc:
+            raise MissingDocstringError(f"Definition.{name} has no docstring")
+        call = name if isinstance(member, property) else name + _signature(target)
+        yield f"- `spec.{call}`: {' '.join(doc.split())}"
 
 
 def _kind_section(kind: str, cls: type[Stage]) -> Iterator[str]:
@@ -486,7 +502,8 @@ def markdown(kinds: Mapping[str, type[Stage]] | None = None) -> str:
         "- [Pipeline](#pipeline) and [PipelineSpec](#pipelinespec)",
         "- [Stage kinds](#stage-kinds): "
         + ", ".join(f"[{t}](#{_anchor(t)})" for t in kind_titles)
-        + f"; [every stage's fields](#{_anchor('Stage: the fields every kind has')}), [StageOutputs](#stageoutputs)",
+        + f"; [every stage's fields](#{_anchor('Stage: the fields every kind has')}), [StageOutputs](#stageoutputs), "
+        "[Definition](#definition) (what a kind's `check` reads)",
         "- [Environments](#environments): "
         + ", ".join(f"[{m.__name__}](#{_anchor(m.__name__)})" for m in ENVIRONMENT_MODELS),
         "- [Triggers and agents](#triggers-and-agents): [Trigger](#trigger), [AgentLabels](#agentlabels)",

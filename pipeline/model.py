@@ -630,20 +630,30 @@ class DeclaredFlag(Protocol):
 
 
 class Definition(Protocol):
-    """What a stage kind's `check` may read of the whole definition. `PipelineSpec`
-    (pipeline/spec.py) is the one there is; it is made of the stages defined here, so this module
-    names what it reads of it rather than the class (no import, not even a type-only one, goes up)."""
+    """What a stage kind's `check(spec, where)` may read of the whole definition, to refuse a
+    stage that does not fit it (an environment it names is missing, its place in the DAG is
+    wrong). `PipelineSpec` is the one there is; a plugin kind annotates `spec: Definition`."""
 
     @property
-    def stages(self) -> tuple[Stage, ...]: ...
+    def stages(self) -> tuple[Stage, ...]:
+        """Every stage, in the order the definition made them."""
+        ...
 
     @property
-    def environments(self) -> tuple[Environment, ...]: ...
+    def environments(self) -> tuple[Environment, ...]:
+        """Every environment, persistent and ephemeral."""
+        ...
 
     @property
-    def flags(self) -> tuple[DeclaredFlag, ...]: ...
+    def flags(self) -> tuple[DeclaredFlag, ...]:
+        """The feature flags the pipeline declares."""
+        ...
 
     @property
-    def graph(self) -> Graph: ...
+    def graph(self) -> Graph:
+        """The stage DAG: order, dependencies, ancestry."""
+        ...
 
-    def database_of(self, env: Environment) -> Database | None: ...
+    def database_of(self, env: Environment) -> Database | None:
+        """The database the environment's stack holds, if it declares one."""
+        ...
