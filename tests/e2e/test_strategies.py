@@ -547,6 +547,34 @@ apache2ctl -t
 """
 
 
+@dataclass(frozen=True)
+class UserProject:
+    """A project the CLI tests drive as a user would: `pipeline ...` in its folder (with the test's
+    own XDG cache), and edits committed with git."""
+
+    root: Path
+    cache: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=self.root,
+            env=cli_env(XDG_CACHE_HOME=str(self.cache)),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+
+    def edit(self, rel: str, old: str, new: str) -> None:
+        """Replace `old` by `new` once in the file `rel`, and commit it."""
+        path = self.root / rel
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {rel}"
+        path.write_text(text.replace(old, new, 1))
+        subprocess.run(["git", "commit", "-qam", f"edit {rel}"], cwd=self.root, check=True, capture_output=True)
+
+
 def _explain(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-3000:]}"
 
@@ -564,27 +592,8 @@ def test_pipeline_run_local_with_a_canary_in_the_definition(
     name = f"st-cli-{secrets.token_hex(3)}"
     root = tmp_path / "hello-web"
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=root,
-            env=cli_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-
-    def git(*args: str) -> None:
-        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
-
-    def edit(rel: str, old: str, new: str) -> None:
-        path = root / rel
-        text = path.read_text()
-        assert old in text, f"{old!r} not in {rel}"
-        path.write_text(text.replace(old, new, 1))
-        git("commit", "-qam", f"edit {rel}")
-
+    project = UserProject(root, tmp_path / "cache")
+    run, edit = project.run, project.edit
     init_reference_service(root, name)
     definition = root / "pipelinefile.py"
     text = definition.read_text()

@@ -49,6 +49,7 @@ from tests.e2e.test_strategies import (  # the fixtures: web images v1, v2, bad;
     Case,
     Events,
     Fresh,
+    UserProject,
     engine,
     fresh,
     images,
@@ -405,24 +406,8 @@ def test_pipeline_run_local_with_a_dark_launch_then_a_sticky_canary_in_the_defin
     name = f"ts-cli-{secrets.token_hex(3)}"
     root = tmp_path / "hello-web"
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=root,
-            env=cli_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-
-    def edit(rel: str, old: str, new: str) -> None:
-        path = root / rel
-        text = path.read_text()
-        assert old in text, f"{old!r} not in {rel}"
-        path.write_text(text.replace(old, new, 1))
-        subprocess.run(["git", "commit", "-qam", f"edit {rel}"], cwd=root, check=True, capture_output=True)
-
+    project = UserProject(root, tmp_path / "cache")
+    run, edit = project.run, project.edit
     init_reference_service(root, name)
     definition = root / "pipelinefile.py"
     definition.write_text(_with_dark_promote(definition.read_text()))
