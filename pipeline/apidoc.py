@@ -324,14 +324,7 @@ def _pipeline_section() -> Iterator[str]:
     yield ""
     yield "Methods and properties:"
     yield ""
-    for name in PIPELINE_METHODS:
-        member = inspect.getattr_static(Pipeline, name)
-        target = member.fget if isinstance(member, property) else member
-        doc = inspect.getdoc(target)
-        if not doc:
-            raise MissingDocstringError(f"Pipeline.{name} has no docstring")
-        call = name if isinstance(member, property) else name + _signature(target)
-        yield f"- `p.{call}`: {' '.join(doc.split())}"
+    yield from _members(Pipeline, PIPELINE_METHODS, "p")
     yield ""
     yield (
         "`a >> b` (inside the `with` block) makes `b` need `a`; `a >> [b, c]` and `[a, b] >> c` fan out and in. "
@@ -372,15 +365,22 @@ def _common_stage_section() -> Iterator[str]:
     yield ""
     yield _prose(class_doc(Definition))
     yield ""
-    for name, member in vars(Definition).items():
-        if name.startswith("_") or not isinstance(member, property | FunctionType):
-            continue
+    public = [
+        n for n, m in vars(Definition).items() if not n.startswith("_") and isinstance(m, property | FunctionType)
+    ]
+    yield from _members(Definition, public, "spec")
+
+
+def _members(cls: type, names: Sequence[str], owner: str) -> Iterator[str]:
+    """A line per method or property: `owner.name(signature)`: its docstring."""
+    for name in names:
+        member = inspect.getattr_static(cls, name)
         target = member.fget if isinstance(member, property) else member
         doc = inspect.getdoc(target)
         if not doc:
-            raise MissingDocstringError(f"Definition.{name} has no docstring")
+            raise MissingDocstringError(f"{cls.__name__}.{name} has no docstring")
         call = name if isinstance(member, property) else name + _signature(target)
-        yield f"- `spec.{call}`: {' '.join(doc.split())}"
+        yield f"- `{owner}.{call}`: {' '.join(doc.split())}"
 
 
 def _kind_section(kind: str, cls: type[Stage]) -> Iterator[str]:
