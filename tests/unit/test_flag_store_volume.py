@@ -211,7 +211,7 @@ def test_a_delete_rerun_after_the_containers_went_removes_the_database_and_flag_
     client = Client()
     client.containers.list = lambda **_: []  # type: ignore[attr-defined]
     client.networks = type("Networks", (), {"list": staticmethod(lambda **_: [])})()  # type: ignore[attr-defined]
-    client.volumes.create("prod-db-data", STACK.labels("db"))
+    client.volumes.create("prod-db-data", STACK.labels("database"))
     client.volumes.create("prod-flags-data", STACK.labels("flag-store"))
     client.log.clear()
     template = Path(__file__).resolve().parents[2] / "templates" / "web.yaml"

@@ -17,7 +17,6 @@ re-run after a crash restores again or not at all, never half.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 from pipeline.engines.docker_stack.labels import L_ROLE, ROLE_DATABASE, StackId
 from pipeline.engines.docker_stack.service_image import ServiceImage, ensure_service_image, tar_archive
+from pipeline.engines.docker_stack.volumes import owned_volume, remove_volumes
 from pipeline.engines.stack import DatabaseEndpoint, OnEvent
 from pipeline.engines.topology import DatabaseShape
 from pipeline.errors import StackOperationError
@@ -94,14 +94,15 @@ def ensure(
 
 
 def _volume(client: Any, stack: StackId, shape: DatabaseShape, on_event: OnEvent) -> Any:
-    import docker.errors
-
-    name = names(stack).volume
-    with contextlib.suppress(docker.errors.NotFound):
-        return client.volumes.get(name)
-    on_event(f"creating volume {name} (the database's data)")
-    labels = {**stack.labels(ROLE_DATABASE), L_PASSWORD: secrets.token_urlsafe(18)}
-    return client.volumes.create(name=name, labels=labels)
+    return owned_volume(
+        client,
+        stack,
+        ROLE_DATABASE,
+        names(stack).volume,
+        what="the database's data",
+        on_event=on_event,
+        extra_labels={L_PASSWORD: secrets.token_urlsafe(18)},
+    )
 
 
 def _create(
@@ -298,12 +299,7 @@ def _password(client: Any, stack: StackId) -> str:
 
 def delete(client: Any, stack: StackId, *, on_event: OnEvent) -> None:
     """The data volume and the stack's snapshot (the container goes with the stack's containers)."""
-    import docker.errors
-
-    with contextlib.suppress(docker.errors.NotFound):
-        volume = client.volumes.get(names(stack).volume)
-        on_event(f"removing volume {volume.name}")
-        volume.remove(force=True)
+    remove_volumes(client, stack, ROLE_DATABASE, on_event=on_event)
     snapshot_path(stack.pipeline, stack.name).unlink(missing_ok=True)
 
 

@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.engines.docker_stack.labels import (
-    L_ROLE,
     L_SPEC,
     ROLE_FLAG_STORE,
     ROLE_FLAG_STORE_IMAGE,
@@ -40,6 +39,7 @@ from pipeline.engines.docker_stack.labels import (
     running,
 )
 from pipeline.engines.docker_stack.service_image import ServiceImage, ensure_service_image
+from pipeline.engines.docker_stack.volumes import owned_volume, remove_volumes
 from pipeline.engines.flag_store_shape import FlagStoreShape
 from pipeline.engines.stack import OnEvent
 from pipeline.errors import StackOperationError
@@ -185,22 +185,14 @@ class FlagStoreContainers:
 
     def _volume(self) -> Any:
         """The master's named data volume: found, or made (labelled like the stack) the first time."""
-        import docker.errors
-
-        name = volume_name(self.stack)
-        try:
-            volume = self.client.volumes.get(name)
-        except docker.errors.NotFound:
-            self.on_event(f"creating volume {name} (the flag store's data)")
-            return self.client.volumes.create(name=name, labels=self.stack.labels(ROLE_FLAG_STORE))
-        labels = volume.attrs.get("Labels") or {}
-        if any(labels.get(k) != v for k, v in self.stack.labels(ROLE_FLAG_STORE).items()):
-            raise StackOperationError(
-                f"the volume {name} exists but is not the flag store data of stack {self.stack.name} "
-                f"of pipeline {self.stack.pipeline} (its labels: {labels})",
-                hint=f"if it is not needed, remove it (docker volume rm {name}); otherwise rename the stack",
-            )
-        return volume
+        return owned_volume(
+            self.client,
+            self.stack,
+            ROLE_FLAG_STORE,
+            volume_name(self.stack),
+            what="the flag store data",
+            on_event=self.on_event,
+        )
 
     def _keep_data_of(self, master: Any, volume: Any) -> None:
         """Before an old master goes: stop it (Redis finishes its append-only file on the way out)
@@ -354,15 +346,8 @@ def converge_flag_store(
 
 
 def delete_volume(client: Any, stack: StackId, *, on_event: OnEvent) -> None:
-    """The master's data volume, when the stack is deleted (found by the stack's labels, so another
-    pipeline's volume of the same name is never touched)."""
-    import docker.errors
-
-    selector = {"label": [*stack.filters()["label"], f"{L_ROLE}={ROLE_FLAG_STORE}"]}
-    for volume in client.volumes.list(filters=selector):
-        on_event(f"removing volume {volume.name}")
-        with contextlib.suppress(docker.errors.NotFound):
-            volume.remove(force=True)
+    """The master's data volume, when the stack is deleted."""
+    remove_volumes(client, stack, ROLE_FLAG_STORE, on_event=on_event)
 
 
 __all__ = [
